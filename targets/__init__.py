@@ -1,0 +1,1 @@
+"""Code generators and device runtimes, one subpackage per backend (see base.py)."""

@@ -1,0 +1,593 @@
+"""Lowered IR → LLVM IR (llvmlite's IR builder).
+
+The kernel is ``i32 @name(T0* noalias, T1* noalias, ..., i64 n, ...)``: one pointer per
+tensor argument, then the shape variables; it returns 0, or 1 when a heap allocation
+failed. Parallel loops are outlined into ``void @name.par<k>(i8* closure)`` and run by
+libgomp's ``GOMP_parallel`` with a static split of the iteration range over the team.
+Float multiplies and adds carry the ``contract`` flag (fused multiply-add allowed, no
+reassociation). bool is an ``i1`` value stored as one byte; bfloat16 is a ``float``
+value stored as its upper 16 bits.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from tensordsl.errors import BuildError
+from tensordsl.ir import dtype as dt
+from tensordsl.ir import nodes as n
+from tensordsl.ir.visitor import Visitor
+
+I1, I8, I16, I32, I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
+VOID = ir.VoidType()
+I8P = ir.PointerType(I8)
+STACK_LIMIT = 64 * 1024  # bytes; larger allocations go to the heap
+_FLOAT_FLAGS = ("contract",)
+
+_SCALAR = {
+    "bool": I1, "int8": I8, "uint8": I8, "int16": I16, "int32": I32, "int64": I64,
+    "float16": ir.HalfType(), "bfloat16": ir.FloatType(), "float32": ir.FloatType(),
+    "float64": ir.DoubleType(),
+}
+_MEMORY = dict(_SCALAR, bool=I8, bfloat16=I16)
+_INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "fabs": "fabs",
+              "pow": "pow", "floor": "floor", "ceil": "ceil", "round": "round"}
+
+
+def value_type(dtype: str) -> ir.Type:
+    base, lanes = dt.element(dtype), dt.lanes(dtype)
+    t = _SCALAR[base]
+    return t if lanes == 1 else ir.VectorType(t, lanes)
+
+
+def memory_type(dtype: str) -> ir.Type:
+    return _MEMORY[dt.element(dtype)]
+
+
+class _Captures(Visitor):
+    """Variables and buffers a statement uses but does not define."""
+
+    def __init__(self):
+        self.defined, self.vars, self.buffers, self.allocated = set(), {}, {}, set()
+
+    def visit_Var(self, node):
+        if node not in self.defined:
+            self.vars[node] = None
+
+    def visit_For(self, node):
+        self.visit(node.min)
+        self.visit(node.extent)
+        self.defined.add(node.var)
+        self.visit(node.body)
+
+    def visit_LetStmt(self, node):
+        self.visit(node.value)
+        self.defined.add(node.var)
+        self.visit(node.body)
+
+    visit_Let = visit_LetStmt
+
+    def visit_Allocate(self, node):
+        self.visit(node.extent)
+        self.allocated.add(node.buffer)
+        self.visit(node.body)
+
+    def visit_Load(self, node):
+        if node.buffer not in self.allocated:
+            self.buffers[node.buffer] = None
+        self.visit(node.index)
+
+    def visit_Store(self, node):
+        if node.buffer not in self.allocated:
+            self.buffers[node.buffer] = None
+        self.visit(node.value)
+        self.visit(node.index)
+
+
+class CodeGenLLVM:
+    def __init__(self, func: n.PrimFunc, triple: str, data_layout: str):
+        self.func = func
+        self.module = ir.Module(name=func.name)
+        self.module.triple = triple
+        self.module.data_layout = data_layout
+        self.vars: dict = {}
+        self.buffers: dict = {}
+        self.n_outlined = 0
+        self.in_parallel = False
+        self.error_flag = ir.GlobalVariable(self.module, I32, f"{func.name}.error")
+        self.error_flag.initializer = ir.Constant(I32, 0)
+        self.error_flag.linkage = "internal"
+
+    # ------------------------------------------------------------ entry
+    def generate(self) -> ir.Module:
+        params = self.func.params
+        arg_types = [ir.PointerType(memory_type(p.dtype)) if isinstance(p, n.Buffer) else I64
+                     for p in params]
+        fn = ir.Function(self.module, ir.FunctionType(I32, arg_types), self.func.name)
+        for p, arg in zip(params, fn.args):
+            arg.name = p.name
+            if isinstance(p, n.Buffer):
+                arg.add_attribute("noalias")
+                self.buffers[p] = arg
+            else:
+                self.vars[p] = arg
+        self.begin_function(fn)
+        self.builder.store(ir.Constant(I32, 0), self.error_flag)
+        self.stmt(self.func.body)
+        self.builder.ret(self.builder.load(self.error_flag))
+        return self.module
+
+    def begin_function(self, fn: ir.Function):
+        self.fn = fn
+        self.entry = fn.append_basic_block("entry")
+        body = fn.append_basic_block("body")
+        self.builder = ir.IRBuilder(self.entry)
+        self.entry_builder = ir.IRBuilder(self.entry)
+        self.builder.position_at_end(body)
+        self._body_block = body
+
+    def end_function(self):
+        # allocas were placed in `entry`; fall through to the body
+        self.entry_builder.position_at_end(self.entry)
+        self.entry_builder.branch(self._body_block)
+
+    # ------------------------------------------------------------ helpers
+    def const_int(self, v: int, t=I64):
+        return ir.Constant(t, v)
+
+    def declare(self, name: str, ret, args) -> ir.Function:
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ret, args), name)
+        return fn
+
+    def intrinsic(self, name: str, dtype: str, nargs: int) -> ir.Function:
+        t = value_type(dtype)
+        base = {"float16": "f16", "bfloat16": "f32", "float32": "f32", "float64": "f64"}[
+            dt.element(dtype)]
+        suffix = base if dt.lanes(dtype) == 1 else f"v{dt.lanes(dtype)}{base}"
+        return self.declare(f"llvm.{name}.{suffix}", t, [t] * nargs)
+
+    def splat(self, value, lanes: int):
+        vt = ir.VectorType(value.type, lanes)
+        v = self.builder.insert_element(ir.Constant(vt, ir.Undefined), value,
+                                        ir.Constant(I32, 0))
+        mask = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+        return self.builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+
+    # ------------------------------------------------------------ expressions
+    def expr(self, e):
+        return getattr(self, "expr_" + type(e).__name__)(e)
+
+    def expr_IntImm(self, e):
+        if dt.lanes(e.dtype) > 1:
+            raise BuildError("vector immediates are built with Broadcast")
+        return ir.Constant(value_type(e.dtype), e.value)
+
+    def expr_FloatImm(self, e):
+        return ir.Constant(value_type(e.dtype), e.value)
+
+    def expr_Var(self, e):
+        try:
+            return self.vars[e]
+        except KeyError:
+            raise BuildError(f"codegen: variable {e.name!r} is not defined here") from None
+
+    def _arith(self, e, float_op: str, int_op: str):
+        a, b = self.expr(e.a), self.expr(e.b)
+        if dt.is_float(e.dtype):
+            return getattr(self.builder, float_op)(a, b, flags=_FLOAT_FLAGS)
+        return getattr(self.builder, int_op)(a, b)
+
+    def expr_Add(self, e):
+        return self._arith(e, "fadd", "add")
+
+    def expr_Sub(self, e):
+        return self._arith(e, "fsub", "sub")
+
+    def expr_Mul(self, e):
+        return self._arith(e, "fmul", "mul")
+
+    def expr_Div(self, e):
+        a, b = self.expr(e.a), self.expr(e.b)
+        if dt.is_float(e.dtype):
+            return self.builder.fdiv(a, b)
+        if dt.is_unsigned(e.dtype):
+            return self.builder.udiv(a, b)
+        return self.builder.sdiv(a, b)
+
+    def _floor_parts(self, e):
+        """(a, b, q, r, adjust) with q, r truncated and adjust = the floor correction."""
+        a, b = self.expr(e.a), self.expr(e.b)
+        bd = self.builder
+        q, r = bd.sdiv(a, b), bd.srem(a, b)
+        zero = ir.Constant(a.type, None)
+        nonzero = bd.icmp_signed("!=", r, zero)
+        signs_differ = bd.xor(bd.icmp_signed("<", r, zero), bd.icmp_signed("<", b, zero))
+        return a, b, q, r, bd.and_(nonzero, signs_differ)
+
+    def expr_FloorDiv(self, e):
+        if dt.is_float(e.dtype):
+            q = self.builder.fdiv(self.expr(e.a), self.expr(e.b))
+            return self.builder.call(self.intrinsic("floor", e.dtype, 1), [q])
+        if dt.is_unsigned(e.dtype):
+            return self.builder.udiv(self.expr(e.a), self.expr(e.b))
+        a, b, q, r, adjust = self._floor_parts(e)
+        return self.builder.sub(q, self.builder.zext(adjust, q.type))
+
+    def expr_FloorMod(self, e):
+        if dt.is_float(e.dtype):
+            a, b = self.expr(e.a), self.expr(e.b)
+            q = self.builder.call(self.intrinsic("floor", e.dtype, 1), [self.builder.fdiv(a, b)])
+            return self.builder.fsub(a, self.builder.fmul(q, b))
+        if dt.is_unsigned(e.dtype):
+            return self.builder.urem(self.expr(e.a), self.expr(e.b))
+        a, b, q, r, adjust = self._floor_parts(e)
+        return self.builder.add(r, self.builder.select(adjust, b, ir.Constant(b.type, None)))
+
+    def _compare(self, op: str, a_expr, a, b):
+        if dt.is_float(a_expr.dtype):
+            if op == "!=":
+                return self.builder.fcmp_unordered(op, a, b)
+            return self.builder.fcmp_ordered(op, a, b)
+        if dt.is_unsigned(a_expr.dtype) or dt.is_bool(a_expr.dtype):
+            return self.builder.icmp_unsigned(op, a, b)
+        return self.builder.icmp_signed(op, a, b)
+
+    def _cmp(self, e, op):
+        return self._compare(op, e.a, self.expr(e.a), self.expr(e.b))
+
+    def expr_EQ(self, e): return self._cmp(e, "==")
+    def expr_NE(self, e): return self._cmp(e, "!=")
+    def expr_LT(self, e): return self._cmp(e, "<")
+    def expr_LE(self, e): return self._cmp(e, "<=")
+    def expr_GT(self, e): return self._cmp(e, ">")
+    def expr_GE(self, e): return self._cmp(e, ">=")
+
+    def expr_Min(self, e):
+        a, b = self.expr(e.a), self.expr(e.b)
+        return self.builder.select(self._compare("<", e.a, a, b), a, b)
+
+    def expr_Max(self, e):
+        a, b = self.expr(e.a), self.expr(e.b)
+        return self.builder.select(self._compare(">", e.a, a, b), a, b)
+
+    def expr_And(self, e):
+        return self.builder.and_(self.expr(e.a), self.expr(e.b))
+
+    def expr_Or(self, e):
+        return self.builder.or_(self.expr(e.a), self.expr(e.b))
+
+    def expr_Not(self, e):
+        return self.builder.not_(self.expr(e.a))
+
+    def expr_Select(self, e):
+        return self.builder.select(self.expr(e.condition), self.expr(e.true_value),
+                                   self.expr(e.false_value))
+
+    def expr_Cast(self, e):
+        return self.cast(self.expr(e.value), e.value.dtype, e.dtype)
+
+    def cast(self, v, src: str, dst: str):
+        bd = self.builder
+        s, d = dt.element(src), dt.element(dst)
+        to = value_type(dst)
+        if s == d:
+            return v
+        if d == "bool":
+            zero = ir.Constant(v.type, None)
+            if dt.is_float(s):
+                return bd.fcmp_unordered("!=", v, zero)
+            return bd.icmp_unsigned("!=", v, zero)
+        if d == "bfloat16":
+            v = self.cast(v, src, dt.with_lanes("float32", dt.lanes(src)))
+            return self.round_to_bfloat16(v)
+        if s == "bfloat16":
+            s, src = "float32", dt.with_lanes("float32", dt.lanes(src))
+            if s == d:
+                return v
+        if dt.is_float(s) and dt.is_float(d):
+            if dt.bits(d) > dt.bits(s):
+                return bd.fpext(v, to)
+            return bd.fptrunc(v, to) if dt.bits(d) < dt.bits(s) else v
+        if dt.is_float(d):
+            if s == "bool" or dt.is_unsigned(s):
+                return bd.uitofp(v, to)
+            return bd.sitofp(v, to)
+        if dt.is_float(s):
+            return bd.fptoui(v, to) if dt.is_unsigned(d) else bd.fptosi(v, to)
+        sb = 1 if s == "bool" else dt.bits(s)
+        if dt.bits(d) > sb:
+            return bd.zext(v, to) if (s == "bool" or dt.is_unsigned(s)) else bd.sext(v, to)
+        if dt.bits(d) < sb:
+            return bd.trunc(v, to)
+        return v
+
+    def round_to_bfloat16(self, v):
+        """Round a float to the nearest bfloat16 (ties to even), kept as a float."""
+        bd = self.builder
+        it = I32 if not isinstance(v.type, ir.VectorType) else ir.VectorType(I32, v.type.count)
+
+        def c(x):
+            return ir.Constant(it, x) if it is I32 else ir.Constant(it, [x] * it.count)
+
+        bits = bd.bitcast(v, it)
+        lsb = bd.and_(bd.lshr(bits, c(16)), c(1))
+        rounded = bd.and_(bd.add(bits, bd.add(lsb, c(0x7FFF))), c(0xFFFF0000))
+        return bd.bitcast(rounded, v.type)
+
+    def expr_Call(self, e):
+        if e.name == "if_then_else":
+            return self.lazy_select(e)
+        name = _INTRINSIC.get(e.name)
+        if name is None:
+            raise BuildError(f"codegen: unknown intrinsic {e.name!r}")
+        args = [self.expr(a) for a in e.args]
+        return self.builder.call(self.intrinsic(name, e.dtype, len(args)), args)
+
+    def lazy_select(self, e):
+        cond = self.expr(e.args[0])
+        bd = self.builder
+        then_bb = self.fn.append_basic_block("ite.then")
+        else_bb = self.fn.append_basic_block("ite.else")
+        done = self.fn.append_basic_block("ite.done")
+        bd.cbranch(cond, then_bb, else_bb)
+        bd.position_at_end(then_bb)
+        t = self.expr(e.args[1])
+        t_end = bd.block
+        bd.branch(done)
+        bd.position_at_end(else_bb)
+        f = self.expr(e.args[2])
+        f_end = bd.block
+        bd.branch(done)
+        bd.position_at_end(done)
+        phi = bd.phi(t.type)
+        phi.add_incoming(t, t_end)
+        phi.add_incoming(f, f_end)
+        return phi
+
+    def expr_Let(self, e):
+        self.vars[e.var] = self.expr(e.value)
+        return self.expr(e.body)
+
+    def expr_Ramp(self, e):
+        base = self.splat(self.expr(e.base), e.lanes)
+        if isinstance(e.stride, n.IntImm):
+            offsets = ir.Constant(ir.VectorType(I64, e.lanes),
+                                  [k * e.stride.value for k in range(e.lanes)])
+            return self.builder.add(base, offsets)
+        stride = self.splat(self.expr(e.stride), e.lanes)
+        steps = ir.Constant(ir.VectorType(I64, e.lanes), list(range(e.lanes)))
+        return self.builder.add(base, self.builder.mul(stride, steps))
+
+    def expr_Broadcast(self, e):
+        return self.splat(self.expr(e.value), e.lanes)
+
+    # ------------------------------------------------------------ memory
+    def from_memory(self, v, dtype: str):
+        if dt.element(dtype) == "bool":
+            return self.builder.icmp_unsigned("!=", v, ir.Constant(v.type, None))
+        if dt.element(dtype) == "bfloat16":
+            wide = ir.VectorType(I32, v.type.count) if isinstance(v.type, ir.VectorType) else I32
+            shift = (ir.Constant(wide, 16) if wide is I32 else ir.Constant(wide, [16] * wide.count))
+            return self.builder.bitcast(self.builder.shl(self.builder.zext(v, wide), shift),
+                                        value_type(dtype))
+        return v
+
+    def to_memory(self, v, dtype: str):
+        mt = memory_type(dtype)
+        if dt.lanes(dtype) > 1:
+            mt = ir.VectorType(mt, dt.lanes(dtype))
+        if dt.element(dtype) == "bool":
+            return self.builder.zext(v, mt)
+        if dt.element(dtype) == "bfloat16":
+            wide = ir.VectorType(I32, v.type.count) if isinstance(v.type, ir.VectorType) else I32
+            bits = self.builder.bitcast(self.round_to_bfloat16(v), wide)
+            shift = (ir.Constant(wide, 16) if wide is I32 else ir.Constant(wide, [16] * wide.count))
+            return self.builder.trunc(self.builder.lshr(bits, shift), mt)
+        return v
+
+    def buffer_ptr(self, buf: n.Buffer):
+        try:
+            return self.buffers[buf]
+        except KeyError:
+            raise BuildError(f"codegen: buffer {buf.name!r} is not allocated here") from None
+
+    def _contiguous(self, index) -> bool:
+        return isinstance(index, n.Ramp) and isinstance(index.stride, n.IntImm) \
+            and index.stride.value == 1
+
+    def expr_Load(self, e):
+        ptr = self.buffer_ptr(e.buffer)
+        mt = memory_type(e.dtype)
+        align = max(1, dt.bits(e.dtype) // 8)
+        lanes = dt.lanes(e.dtype)
+        bd = self.builder
+        if lanes == 1:
+            raw = bd.load(bd.gep(ptr, [self.expr(e.index)]), align=align)
+        elif self._contiguous(e.index):
+            vp = bd.bitcast(bd.gep(ptr, [self.expr(e.index.base)]),
+                            ir.PointerType(ir.VectorType(mt, lanes)))
+            raw = bd.load(vp, align=align)
+        else:
+            idx = self.expr(e.index)
+            raw = ir.Constant(ir.VectorType(mt, lanes), ir.Undefined)
+            for k in range(lanes):
+                i = bd.extract_element(idx, ir.Constant(I32, k))
+                raw = bd.insert_element(raw, bd.load(bd.gep(ptr, [i]), align=align),
+                                        ir.Constant(I32, k))
+        return self.from_memory(raw, e.dtype)
+
+    # ------------------------------------------------------------ statements
+    def stmt(self, s):
+        getattr(self, "stmt_" + type(s).__name__)(s)
+
+    def stmt_Seq(self, s):
+        for x in s.stmts:
+            self.stmt(x)
+
+    def stmt_Evaluate(self, s):
+        self.expr(s.value)
+
+    def stmt_LetStmt(self, s):
+        self.vars[s.var] = self.expr(s.value)
+        self.stmt(s.body)
+
+    def stmt_Store(self, s):
+        ptr = self.buffer_ptr(s.buffer)
+        dtype = s.value.dtype
+        align = max(1, dt.bits(dtype) // 8)
+        lanes = dt.lanes(dtype)
+        bd = self.builder
+        value = self.to_memory(self.expr(s.value), dtype)
+        if lanes == 1:
+            bd.store(value, bd.gep(ptr, [self.expr(s.index)]), align=align)
+        elif self._contiguous(s.index):
+            vp = bd.bitcast(bd.gep(ptr, [self.expr(s.index.base)]),
+                            ir.PointerType(value.type))
+            bd.store(value, vp, align=align)
+        else:
+            idx = self.expr(s.index)
+            for k in range(lanes):
+                lane = ir.Constant(I32, k)
+                bd.store(bd.extract_element(value, lane),
+                         bd.gep(ptr, [bd.extract_element(idx, lane)]), align=align)
+
+    def stmt_IfThenElse(self, s):
+        cond = self.expr(s.condition)
+        bd = self.builder
+        then_bb = self.fn.append_basic_block("if.then")
+        done = self.fn.append_basic_block("if.done")
+        else_bb = self.fn.append_basic_block("if.else") if s.else_case is not None else done
+        bd.cbranch(cond, then_bb, else_bb)
+        bd.position_at_end(then_bb)
+        self.stmt(s.then_case)
+        bd.branch(done)
+        if s.else_case is not None:
+            bd.position_at_end(else_bb)
+            self.stmt(s.else_case)
+            bd.branch(done)
+        bd.position_at_end(done)
+
+    def stmt_Allocate(self, s):
+        elem = memory_type(s.buffer.dtype)
+        size = s.extent
+        nbytes_const = (size.value * max(1, dt.bits(s.buffer.dtype) // 8)
+                        if isinstance(size, n.IntImm) else None)
+        bd = self.builder
+        if nbytes_const is not None and nbytes_const <= STACK_LIMIT:
+            ptr = self.entry_builder.alloca(elem, size=ir.Constant(I64, max(1, size.value)),
+                                            name=s.buffer.name)
+            ptr.align = 64
+            self.buffers[s.buffer] = ptr
+            self.stmt(s.body)
+            return
+        # heap: aligned_alloc needs a size that is a multiple of the alignment
+        elem_bytes = max(1, dt.bits(s.buffer.dtype) // 8)
+        nbytes = bd.mul(self.expr(size), ir.Constant(I64, elem_bytes))
+        nbytes = bd.and_(bd.add(nbytes, ir.Constant(I64, 127)), ir.Constant(I64, ~63))
+        alloc = self.declare("aligned_alloc", I8P, [I64, I64])
+        raw = bd.call(alloc, [ir.Constant(I64, 64), nbytes])
+        failed = bd.icmp_unsigned("==", raw, ir.Constant(I8P, None))
+        ok_bb = self.fn.append_basic_block("alloc.ok")
+        fail_bb = self.fn.append_basic_block("alloc.fail")
+        done = self.fn.append_basic_block("alloc.done")
+        bd.cbranch(failed, fail_bb, ok_bb)
+        bd.position_at_end(fail_bb)
+        bd.store(ir.Constant(I32, 1), self.error_flag)
+        bd.branch(done)
+        bd.position_at_end(ok_bb)
+        self.buffers[s.buffer] = bd.bitcast(raw, ir.PointerType(elem))
+        self.stmt(s.body)
+        bd.call(self.declare("free", VOID, [I8P]), [raw])
+        bd.branch(done)
+        bd.position_at_end(done)
+
+    def stmt_Barrier(self, s):
+        raise BuildError("a barrier (GPU thread synchronization) has no meaning on the CPU")
+
+    def stmt_For(self, s):
+        if s.kind == "thread_binding":
+            raise BuildError(f"loop {s.var.name!r} is bound to {s.thread_tag}; GPU thread "
+                             "bindings need target='cuda'")
+        if s.kind == "parallel" and not self.in_parallel:
+            self.parallel_for(s)
+            return
+        lo = self.expr(s.min)
+        hi = self.builder.add(lo, self.expr(s.extent))
+        self.serial_loop(s.var, lo, hi, s.body)
+
+    def serial_loop(self, var, lo, hi, body):
+        bd = self.builder
+        pre = bd.block
+        header = self.fn.append_basic_block(f"for.{var.name}")
+        body_bb = self.fn.append_basic_block(f"for.{var.name}.body")
+        done = self.fn.append_basic_block(f"for.{var.name}.end")
+        bd.branch(header)
+        bd.position_at_end(header)
+        i = bd.phi(I64, name=var.name)
+        i.add_incoming(lo, pre)
+        bd.cbranch(bd.icmp_signed("<", i, hi), body_bb, done)
+        bd.position_at_end(body_bb)
+        self.vars[var] = i
+        self.stmt(body)
+        nxt = bd.add(i, ir.Constant(I64, 1), flags=["nsw"])
+        i.add_incoming(nxt, bd.block)
+        bd.branch(header)
+        bd.position_at_end(done)
+
+    def parallel_for(self, s: n.For):
+        """Outline the loop body and run it on the OpenMP team."""
+        cap = _Captures()
+        cap.defined.add(s.var)
+        cap.visit(s.body)
+        cap_vars = [v for v in cap.vars if v in self.vars]
+        cap_bufs = list(cap.buffers)
+        lo = self.expr(s.min)
+        ext = self.expr(s.extent)
+        fields = [I64, I64] + [self.vars[v].type for v in cap_vars] + \
+                 [self.buffers[b].type for b in cap_bufs]
+        closure_t = ir.LiteralStructType(fields)
+        bd = self.builder
+        closure = self.entry_builder.alloca(closure_t, name="closure")
+        values = [lo, ext] + [self.vars[v] for v in cap_vars] + [self.buffers[b] for b in cap_bufs]
+        for k, v in enumerate(values):
+            bd.store(v, bd.gep(closure, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
+
+        self.n_outlined += 1
+        outlined = ir.Function(self.module, ir.FunctionType(VOID, [I8P]),
+                               f"{self.func.name}.par{self.n_outlined}")
+        outlined.linkage = "internal"
+        saved = (self.fn, self.entry, self._body_block, self.builder, self.entry_builder,
+                 self.vars, self.buffers)
+        self.begin_function(outlined)
+        self.in_parallel = True
+        ob = self.builder
+        data = ob.bitcast(outlined.args[0], ir.PointerType(closure_t))
+        loaded = [ob.load(ob.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
+                  for k in range(len(fields))]
+        self.vars = dict(zip(cap_vars, loaded[2:2 + len(cap_vars)]))
+        self.buffers = dict(zip(cap_bufs, loaded[2 + len(cap_vars):]))
+        p_lo, p_ext = loaded[0], loaded[1]
+        tid = ob.sext(ob.call(self.declare("omp_get_thread_num", I32, []), []), I64)
+        nth = ob.sext(ob.call(self.declare("omp_get_num_threads", I32, []), []), I64)
+        chunk = ob.sdiv(ob.add(p_ext, ob.sub(nth, ir.Constant(I64, 1))), nth)
+        begin = ob.mul(tid, chunk)
+        end = ob.add(begin, chunk)
+        end = ob.select(ob.icmp_signed("<", end, p_ext), end, p_ext)
+        self.serial_loop(s.var, ob.add(p_lo, begin), ob.add(p_lo, end), s.body)
+        ob.ret_void()
+        self.end_function()
+        (self.fn, self.entry, self._body_block, self.builder, self.entry_builder,
+         self.vars, self.buffers) = saved
+        self.in_parallel = False
+
+        gomp = self.declare("GOMP_parallel", VOID, [I8P, I8P, I32, I32])
+        bd.call(gomp, [bd.bitcast(outlined, I8P), bd.bitcast(closure, I8P),
+                       ir.Constant(I32, 0), ir.Constant(I32, 0)])
+
+
+def generate(func: n.PrimFunc, triple: str, data_layout: str) -> ir.Module:
+    cg = CodeGenLLVM(func, triple, data_layout)
+    module = cg.generate()
+    cg.end_function()
+    return module

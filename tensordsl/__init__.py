@@ -1,0 +1,30 @@
+"""tensordsl: tensor expressions, schedules, and a compiler for them (CPU via LLVM).
+
+    import tensordsl as td
+    A = td.placeholder((n, 64), name="A")
+    B = td.compute((n,), lambda i: td.sum(A[i, k] * A[i, k], axis=k), name="B")
+    s = td.create_schedule(B.op)
+    f = td.build(s, [A, B])
+"""
+from .errors import BuildError, DeviceNotAvailable, ScheduleError, TensorDSLError
+from .ir.nodes import Expr, IterVar, Var
+from .ir.op import (abs, all, any, ceil, const, exp, floor, if_then_else, log,
+                    max_value, maximum, min_value, minimum, pow, round, select, sigmoid,
+                    sqrt, tanh)
+from .lower.pipeline import lower
+from .schedule.schedule import Schedule, Stage, create_schedule
+from .te.api import (comm_reducer, compute, max, min, placeholder, reduce_axis, sum,
+                     thread_axis, var)
+from .te.tensor import Tensor
+from .build import build
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BuildError", "DeviceNotAvailable", "ScheduleError", "TensorDSLError", "Expr", "IterVar",
+    "Var", "abs", "all", "any", "ceil", "const", "exp", "floor", "if_then_else", "log",
+    "max_value", "maximum", "min_value", "minimum", "pow", "round", "select", "sigmoid",
+    "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
+    "compute", "max", "min", "placeholder", "reduce_axis", "sum", "thread_axis", "var",
+    "Tensor", "build",
+]

@@ -1,0 +1,509 @@
+"""The index simplifier.
+
+Integer ``int64`` expressions are put in a canonical affine form
+``c1*atom1 + c2*atom2 + ... + c0`` (an atom is anything that is not ``+``, ``-`` or a
+multiplication by a constant). With the constant bounds of loop variables it applies
+these rules:
+
+* ``(c*q + r) // c  ->  q + r // c``, and ``r // c -> 0`` when ``0 <= r < c``
+* ``(c*q + r) %  c  ->  r % c``,      and ``r %  c -> r`` when ``0 <= r < c``
+* ``(x // c)*c + x % c  ->  x``       (undoes a fused loop index)
+* ``(x // a) // b -> x // (a*b)``;  ``(x % a) % b -> x % b`` when b divides a
+* ``min``/``max``/comparisons decided by the bounds of the difference of the operands
+* constant folding, ``if``/``select`` on constant conditions, loops of extent 0 or 1.
+
+Other dtypes only get constant folding: wrap-around semantics make affine rewriting of
+narrow integers unsound.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+
+from ..ir import dtype as dt
+from ..ir import nodes as n
+from ..ir.visitor import Mutator, substitute
+
+INDEX = dt.INDEX_DTYPE
+
+Bounds = tuple  # (lo, hi), either may be None for unbounded
+
+
+def _is_index(e) -> bool:
+    return e.dtype == INDEX
+
+
+def _int(v: int) -> n.IntImm:
+    return n.IntImm(INDEX, v)
+
+
+def _const_value(e):
+    return e.value if isinstance(e, n.IntImm) else None
+
+
+def _add_bounds(a: Bounds, b: Bounds) -> Bounds:
+    lo = None if a[0] is None or b[0] is None else a[0] + b[0]
+    hi = None if a[1] is None or b[1] is None else a[1] + b[1]
+    return lo, hi
+
+
+def _scale_bounds(a: Bounds, c: int) -> Bounds:
+    lo = None if a[0] is None else a[0] * c
+    hi = None if a[1] is None else a[1] * c
+    return (lo, hi) if c >= 0 else (hi, lo)
+
+
+UNBOUNDED = (None, None)
+
+
+class Simplifier(Mutator):
+    """Simplifies expressions and statements; ``ranges`` maps loop Vars to constant
+    ``(lo, hi)`` bounds (inclusive) known in the current scope."""
+
+    def __init__(self, ranges: dict | None = None):
+        self.ranges: dict = dict(ranges or {})
+        self._keys: dict[int, tuple] = {}
+        self._alive: list = []
+
+    # ------------------------------------------------------------ structural keys
+    def key(self, e) -> tuple:
+        """A hashable key equal for structurally equal expressions."""
+        k = self._keys.get(id(e))
+        if k is None:
+            k = self._make_key(e)
+            self._keys[id(e)] = k
+            self._alive.append(e)
+        return k
+
+    def _make_key(self, e):
+        if isinstance(e, n.Var):
+            return ("Var", id(e))
+        if isinstance(e, (n.IntImm, n.FloatImm)):
+            return (type(e).__name__, e.dtype, e.value)
+        parts = [type(e).__name__]
+        for f in fields(e):
+            v = getattr(e, f.name)
+            if isinstance(v, n.Node):
+                parts.append(self.key(v))
+            elif isinstance(v, tuple):
+                parts.append(tuple(self.key(x) if isinstance(x, n.Node) else id(x) for x in v))
+            elif isinstance(v, (str, int, float)):
+                parts.append(v)
+            else:
+                parts.append(id(v))
+                self._alive.append(v)
+        return tuple(parts)
+
+    # ------------------------------------------------------------ affine forms
+    def linear(self, e) -> tuple[dict, int]:
+        """``e`` as ({key: [atom, coeff]}, constant)."""
+        if isinstance(e, n.IntImm):
+            return {}, e.value
+        if isinstance(e, (n.Add, n.Sub)):
+            ta, ca = self.linear(e.a)
+            tb, cb = self.linear(e.b)
+            sign = 1 if isinstance(e, n.Add) else -1
+            terms = {k: [a, c] for k, (a, c) in ta.items()}
+            for k, (atom, c) in tb.items():
+                if k in terms:
+                    terms[k][1] += sign * c
+                else:
+                    terms[k] = [atom, sign * c]
+            return terms, ca + sign * cb
+        if isinstance(e, n.Mul):
+            ta, ca = self.linear(e.a)
+            tb, cb = self.linear(e.b)
+            if not tb:
+                return {k: [a, c * cb] for k, (a, c) in ta.items()}, ca * cb
+            if not ta:
+                return {k: [a, c * ca] for k, (a, c) in tb.items()}, ca * cb
+        return {self.key(e): [e, 1]}, 0
+
+    def rebuild(self, terms: dict, const: int) -> n.Expr:
+        terms, extra = self._merge_divmod(terms)
+        const += extra
+        out = None
+        for atom, c in terms.values():
+            if c == 0:
+                continue
+            mag = atom if abs(c) == 1 else n.Mul(atom, _int(abs(c)))
+            if out is None:
+                out = mag if c > 0 else n.Sub(_int(0), mag)
+            else:
+                out = n.Add(out, mag) if c > 0 else n.Sub(out, mag)
+        if out is None:
+            return _int(const)
+        if const > 0:
+            out = n.Add(out, _int(const))
+        elif const < 0:
+            out = n.Sub(out, _int(-const))
+        return out
+
+    def _merge_divmod(self, terms: dict) -> dict:
+        """``m*(x // c)*c + m*(x % c) -> m*x``."""
+        mods = [(k, a, c) for k, (a, c) in terms.items()
+                if isinstance(a, n.FloorMod) and c != 0 and isinstance(a.b, n.IntImm)]
+        if not mods:
+            return terms, 0
+        terms = {k: [a, c] for k, (a, c) in terms.items()}
+        extra = 0
+        for kmod, mod, m in mods:
+            div_key = ("FloorDiv", self.key(mod.a), self.key(mod.b))
+            div = terms.get(div_key)
+            if div is not None and div[1] == m * mod.b.value and terms[kmod][1] == m:
+                del terms[div_key], terms[kmod]
+                inner, inner_const = self.linear(mod.a)
+                for k, (a, c) in inner.items():
+                    if k in terms:
+                        terms[k][1] += c * m
+                    else:
+                        terms[k] = [a, c * m]
+                extra += inner_const * m
+        return terms, extra
+
+    def canonical(self, e) -> n.Expr:
+        return self.rebuild(*self.linear(e))
+
+    # ------------------------------------------------------------ bounds
+    def bounds(self, e) -> Bounds:
+        """Constant inclusive bounds of an index expression."""
+        if isinstance(e, n.IntImm):
+            return e.value, e.value
+        if isinstance(e, n.Var):
+            return self.ranges.get(e, UNBOUNDED)
+        if isinstance(e, (n.Add, n.Sub, n.Mul)):
+            terms, const = self.linear(e)
+            if len(terms) > 1 or const or isinstance(e, (n.Add, n.Sub)) or \
+                    (terms and next(iter(terms.values()))[0] is not e):
+                out = (const, const)
+                for atom, c in terms.values():
+                    if atom is e:  # a product of two non-constants
+                        return self._product_bounds(e)
+                    out = _add_bounds(out, _scale_bounds(self.bounds(atom), c))
+                return out
+            return self._product_bounds(e)
+        if isinstance(e, n.FloorDiv):
+            c = _const_value(e.b)
+            if c is not None and c > 0:
+                lo, hi = self.bounds(e.a)
+                return (None if lo is None else lo // c, None if hi is None else hi // c)
+            return UNBOUNDED
+        if isinstance(e, n.FloorMod):
+            c = _const_value(e.b)
+            if c is not None and c > 0:
+                lo, hi = self.bounds(e.a)
+                if lo is not None and hi is not None and 0 <= lo and hi < c:
+                    return lo, hi
+                return 0, c - 1
+            return UNBOUNDED
+        if isinstance(e, (n.Min, n.Max)):
+            a, b = self.bounds(e.a), self.bounds(e.b)
+            pick = min if isinstance(e, n.Min) else max
+            lo = _pick(pick, a[0], b[0], isinstance(e, n.Max))
+            hi = _pick(pick, a[1], b[1], isinstance(e, n.Min))
+            return lo, hi
+        if isinstance(e, n.Select):
+            a, b = self.bounds(e.true_value), self.bounds(e.false_value)
+            lo = None if a[0] is None or b[0] is None else min(a[0], b[0])
+            hi = None if a[1] is None or b[1] is None else max(a[1], b[1])
+            return lo, hi
+        return UNBOUNDED
+
+    def _product_bounds(self, e) -> Bounds:
+        a, b = self.bounds(e.a), self.bounds(e.b)
+        if None in a or None in b:
+            return UNBOUNDED
+        corners = [x * y for x in a for y in b]
+        return min(corners), max(corners)
+
+    def sign_of_difference(self, a, b) -> Bounds:
+        return self.bounds(self.canonical(n.Sub(a, b)))
+
+    # ------------------------------------------------------------ expressions
+    def visit_Add(self, node):
+        return self._arith(node)
+
+    visit_Sub = visit_Add
+    visit_Mul = visit_Add
+
+    def _arith(self, node):
+        a, b = self.visit(node.a), self.visit(node.b)
+        if _is_index(node):
+            return self.canonical(type(node)(a, b))
+        folded = _fold(type(node), a, b)
+        if folded is not None:
+            return folded
+        return node if a is node.a and b is node.b else type(node)(a, b)
+
+    def visit_FloorDiv(self, node):
+        a, b = self.visit(node.a), self.visit(node.b)
+        c = _const_value(b)
+        if _is_index(node) and c is not None and c > 0:
+            return self._floordiv(a, c)
+        folded = _fold(n.FloorDiv, a, b)
+        if folded is not None:
+            return folded
+        return node if a is node.a and b is node.b else n.FloorDiv(a, b)
+
+    def _floordiv(self, a, c: int) -> n.Expr:
+        if c == 1:
+            return a
+        if isinstance(a, n.FloorDiv) and isinstance(a.b, n.IntImm) and a.b.value > 0:
+            return self._floordiv(a.a, a.b.value * c)
+        terms, const = self.linear(a)
+        q_terms = {k: [x, k_c // c] for k, (x, k_c) in terms.items() if k_c % c == 0}
+        r_terms = {k: [x, k_c] for k, (x, k_c) in terms.items() if k_c % c != 0}
+        cq, cr = divmod(const, c)
+        r = self.rebuild(r_terms, cr)
+        lo, hi = self.bounds(r)
+        if lo is not None and hi is not None and lo // c == hi // c:
+            return self.rebuild(q_terms, cq + lo // c)
+        rest = n.FloorDiv(r, _int(c))
+        if not q_terms and cq == 0:
+            return rest
+        q_terms[self.key(rest)] = [rest, 1]
+        return self.rebuild(q_terms, cq)
+
+    def visit_FloorMod(self, node):
+        a, b = self.visit(node.a), self.visit(node.b)
+        c = _const_value(b)
+        if _is_index(node) and c is not None and c > 0:
+            return self._floormod(a, c)
+        folded = _fold(n.FloorMod, a, b)
+        if folded is not None:
+            return folded
+        return node if a is node.a and b is node.b else n.FloorMod(a, b)
+
+    def _floormod(self, a, c: int) -> n.Expr:
+        if c == 1:
+            return _int(0)
+        if isinstance(a, n.FloorMod) and isinstance(a.b, n.IntImm) and a.b.value % c == 0:
+            a = a.a
+        terms, const = self.linear(a)
+        r_terms = {k: [x, k_c % c] for k, (x, k_c) in terms.items() if k_c % c != 0}
+        r = self.rebuild(r_terms, const % c)
+        lo, hi = self.bounds(r)
+        if lo is not None and hi is not None and lo // c == hi // c:
+            return self.canonical(n.Sub(r, _int(lo // c * c)))
+        return n.FloorMod(r, _int(c))
+
+    def visit_Min(self, node):
+        return self._minmax(node)
+
+    visit_Max = visit_Min
+
+    def _minmax(self, node):
+        a, b = self.visit(node.a), self.visit(node.b)
+        is_min = isinstance(node, n.Min)
+        if _is_index(node):
+            lo, hi = self.sign_of_difference(a, b)
+            if hi is not None and hi <= 0:
+                return a if is_min else b
+            if lo is not None and lo >= 0:
+                return b if is_min else a
+        folded = _fold(type(node), a, b)
+        if folded is not None:
+            return folded
+        return node if a is node.a and b is node.b else type(node)(a, b)
+
+    def visit_LT(self, node):
+        return self._compare(node)
+
+    visit_LE = visit_GT = visit_GE = visit_EQ = visit_NE = visit_LT
+
+    def _compare(self, node):
+        a, b = self.visit(node.a), self.visit(node.b)
+        if _is_index(a) and _is_index(b):
+            lo, hi = self.sign_of_difference(a, b)
+            decided = _decide(type(node), lo, hi)
+            if decided is not None:
+                return n.IntImm("bool", int(decided))
+        folded = _fold(type(node), a, b)
+        if folded is not None:
+            return folded
+        return node if a is node.a and b is node.b else type(node)(a, b)
+
+    def visit_And(self, node):
+        a, b = self.visit(node.a), self.visit(node.b)
+        for x, y in ((a, b), (b, a)):
+            if _is_const_bool(x):
+                return y if x.value else x
+        return node if a is node.a and b is node.b else n.And(a, b)
+
+    def visit_Or(self, node):
+        a, b = self.visit(node.a), self.visit(node.b)
+        for x, y in ((a, b), (b, a)):
+            if _is_const_bool(x):
+                return x if x.value else y
+        return node if a is node.a and b is node.b else n.Or(a, b)
+
+    def visit_Not(self, node):
+        a = self.visit(node.a)
+        if _is_const_bool(a):
+            return n.IntImm("bool", 1 - a.value)
+        return node if a is node.a else n.Not(a)
+
+    def visit_Select(self, node):
+        cond = self.visit(node.condition)
+        if _is_const_bool(cond):
+            return self.visit(node.true_value if cond.value else node.false_value)
+        t, f = self.visit(node.true_value), self.visit(node.false_value)
+        if (cond, t, f) == (node.condition, node.true_value, node.false_value):
+            return node
+        return n.Select(cond, t, f)
+
+    def visit_Call(self, node):
+        if node.name == "if_then_else":
+            cond = self.visit(node.args[0])
+            if _is_const_bool(cond):
+                return self.visit(node.args[1] if cond.value else node.args[2])
+        return self.generic_visit(node)
+
+    def visit_Cast(self, node):
+        v = self.visit(node.value)
+        if isinstance(v, n.IntImm) and dt.lanes(node.dtype) == 1:
+            if dt.is_int(node.dtype):
+                return n.IntImm(node.dtype, _wrap(v.value, node.dtype))
+            if dt.is_float(node.dtype):
+                return n.FloatImm(node.dtype, float(v.value))
+        return node if v is node.value else n.Cast(node.dtype, v)
+
+    # ------------------------------------------------------------ statements
+    def visit_For(self, node):
+        lo, ext = self.visit(node.min), self.visit(node.extent)
+        ext_c = _const_value(ext)
+        if ext_c is not None and ext_c <= 0:
+            return n.Seq(())
+        if ext_c == 1 and node.kind != "thread_binding":
+            return self.visit(substitute(node.body, {node.var: lo}))
+        min_lo, min_hi = self.bounds(lo)
+        _, ext_hi = self.bounds(ext)
+        hi = None if min_hi is None or ext_hi is None else min_hi + ext_hi - 1
+        saved = self.ranges.get(node.var)
+        self.ranges[node.var] = (min_lo, hi)
+        body = self.visit(node.body)
+        if saved is None:
+            self.ranges.pop(node.var, None)
+        else:
+            self.ranges[node.var] = saved
+        if _is_empty(body):
+            return body
+        if lo is node.min and ext is node.extent and body is node.body:
+            return node
+        return n.For(node.var, lo, ext, node.kind, body, node.thread_tag)
+
+    def visit_LetStmt(self, node):
+        value = self.visit(node.value)
+        if _is_index(value):
+            self.ranges[node.var] = self.bounds(value)
+        body = self.visit(node.body)
+        if value is node.value and body is node.body:
+            return node
+        return n.LetStmt(node.var, value, body)
+
+    def visit_IfThenElse(self, node):
+        cond = self.visit(node.condition)
+        if _is_const_bool(cond):
+            chosen = node.then_case if cond.value else node.else_case
+            return n.Seq(()) if chosen is None else self.visit(chosen)
+        then_case = self.visit(node.then_case)
+        else_case = None if node.else_case is None else self.visit(node.else_case)
+        if else_case is not None and _is_empty(else_case):
+            else_case = None
+        if _is_empty(then_case) and else_case is None:
+            return then_case
+        if (cond, then_case, else_case) == (node.condition, node.then_case, node.else_case):
+            return node
+        return n.IfThenElse(cond, then_case, else_case)
+
+    def visit_Seq(self, node):
+        stmts = [self.visit(s) for s in node.stmts]
+        if all(a is b for a, b in zip(stmts, node.stmts)):
+            return node
+        return n.seq(*[s for s in stmts if not _is_empty(s)]) if any(
+            not _is_empty(s) for s in stmts) else n.Seq(())
+
+
+def _is_empty(s) -> bool:
+    return isinstance(s, n.Seq) and not s.stmts
+
+
+def _is_const_bool(e) -> bool:
+    return isinstance(e, n.IntImm) and e.dtype == "bool"
+
+
+def _pick(f, a, b, none_wins_other: bool):
+    if a is None:
+        return b if none_wins_other else None
+    if b is None:
+        return a if none_wins_other else None
+    return f(a, b)
+
+
+def _decide(cls, lo, hi):
+    """The truth of ``(a - b) <op> 0`` given bounds of ``a - b``, or None."""
+    if cls is n.LT:
+        return True if hi is not None and hi < 0 else False if lo is not None and lo >= 0 else None
+    if cls is n.LE:
+        return True if hi is not None and hi <= 0 else False if lo is not None and lo > 0 else None
+    if cls is n.GT:
+        return True if lo is not None and lo > 0 else False if hi is not None and hi <= 0 else None
+    if cls is n.GE:
+        return True if lo is not None and lo >= 0 else False if hi is not None and hi < 0 else None
+    if cls is n.EQ:
+        if lo == 0 and hi == 0:
+            return True
+        return False if (lo is not None and lo > 0) or (hi is not None and hi < 0) else None
+    if cls is n.NE:
+        eq = _decide(n.EQ, lo, hi)
+        return None if eq is None else not eq
+    return None
+
+
+def _wrap(value: int, dtype: str) -> int:
+    if dt.is_bool(dtype):
+        return int(bool(value))
+    b = dt.bits(dtype)
+    value &= (1 << b) - 1
+    if not dt.is_unsigned(dtype) and value >= 1 << (b - 1):
+        value -= 1 << b
+    return value
+
+
+_INT_FOLD = {
+    n.Add: lambda a, b: a + b, n.Sub: lambda a, b: a - b, n.Mul: lambda a, b: a * b,
+    n.FloorDiv: lambda a, b: a // b if b else None,
+    n.FloorMod: lambda a, b: a % b if b else None,
+    n.Min: min, n.Max: max,
+    n.LT: lambda a, b: a < b, n.LE: lambda a, b: a <= b, n.GT: lambda a, b: a > b,
+    n.GE: lambda a, b: a >= b, n.EQ: lambda a, b: a == b, n.NE: lambda a, b: a != b,
+}
+
+
+def _fold(cls, a, b):
+    """Constant-fold integer operations (floats are left to the backend, which folds
+    them in the right precision)."""
+    if not (isinstance(a, n.IntImm) and isinstance(b, n.IntImm)):
+        return None
+    f = _INT_FOLD.get(cls)
+    if f is None:
+        return None
+    v = f(a.value, b.value)
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return n.IntImm("bool", int(v))
+    return n.IntImm(a.dtype, _wrap(v, a.dtype))
+
+
+def simplify_expr(e: n.Expr, ranges: dict | None = None) -> n.Expr:
+    return Simplifier(ranges).visit(e)
+
+
+def simplify_stmt(s: n.Stmt, ranges: dict | None = None) -> n.Stmt:
+    return Simplifier(ranges).visit(s)
+
+
+def prove(cond: n.Expr, ranges: dict | None = None) -> bool:
+    """True when ``cond`` simplifies to True."""
+    c = simplify_expr(cond, ranges)
+    return _is_const_bool(c) and c.value == 1

@@ -1,0 +1,17 @@
+"""The errors tensordsl raises on purpose."""
+
+
+class TensorDSLError(Exception):
+    """Base of tensordsl's own errors."""
+
+
+class ScheduleError(TensorDSLError, ValueError):
+    """An illegal schedule request; the message names the stage and the axis."""
+
+
+class BuildError(TensorDSLError, RuntimeError):
+    """A program that cannot be compiled for the requested target."""
+
+
+class DeviceNotAvailable(TensorDSLError, RuntimeError):
+    """The requested device (for example a CUDA GPU) is not present."""

@@ -1,0 +1,170 @@
+"""Bound inference: the range of every root axis of every stage.
+
+A stage computed at root covers its whole shape. A stage computed at loop ``ax`` of a
+consumer ``C`` covers what one iteration of ``ax`` reads: the consumers' read indices
+are evaluated as intervals with ``C``'s loops inside ``ax`` (and every loop of stages
+nested there) sweeping their ranges, and the loops outside ``ax`` fixed. Ranges are
+not clamped to the shape: the producer's loop nest guards ``0 <= index < shape``
+instead, so an extent like ``8`` stays a constant even at a ragged edge.
+
+Result: ``Bounds`` with, per stage, each root axis's ``Range`` and the expression of each
+root index in terms of the loop variables (``root_expr``), the leaf extents, and the
+split predicates — everything ``schedule_ops`` builds loops from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..arith.interval import eval_interval
+from ..arith.simplify import Simplifier
+from ..errors import ScheduleError
+from ..ir import nodes as n
+from ..ir.visitor import Visitor, substitute
+from ..schedule.relations import leaf_extents, root_values
+from ..te.tensor import ComputeOp
+from .inline import expanded_bodies
+
+
+@dataclass
+class StageBounds:
+    ranges: dict = field(default_factory=dict)      # root IterVar -> Range
+    extents: dict = field(default_factory=dict)     # every IterVar -> extent
+    root_expr: dict = field(default_factory=dict)   # root IterVar -> index expression
+    predicates: list = field(default_factory=list)  # conditions on leaf loop vars
+
+
+@dataclass
+class Bounds:
+    stages: dict = field(default_factory=dict)      # Stage -> StageBounds
+
+    def __str__(self):
+        from ..ir.printer import Printer
+        p = Printer()
+        lines = []
+        for stage, b in self.stages.items():
+            rs = ", ".join(f"{iv.name} in {p.range(r)}" for iv, r in b.ranges.items())
+            lines.append(f"{stage.name}: {rs}")
+        return "\n".join(lines)
+
+
+class _Reads(Visitor):
+    def __init__(self, target_op):
+        self.target, self.reads = target_op, []
+
+    def visit_TensorRead(self, node):
+        if node.tensor.op is self.target:
+            self.reads.append(node.indices)
+        self.generic_visit(node)
+
+
+def compute_stages(schedule):
+    """The stages that get loop nests: computed, not inlined."""
+    return [st for st in schedule.stages
+            if isinstance(st.op, ComputeOp) and st.attach_type != "inline"]
+
+
+def infer_bounds(schedule) -> Bounds:
+    s = Simplifier()
+    stages = compute_stages(schedule)
+    bounds = Bounds()
+    for stage in reversed(stages):
+        _check_attach(stage)
+        ranges = {}
+        op = stage.op
+        if stage.attach_type == "scope":
+            demanded = _demanded_region(schedule, stage, bounds, s)
+            for d, iv in enumerate(op.axis):
+                ranges[iv] = demanded[d]
+        else:
+            for iv in op.axis:
+                ranges[iv] = n.Range(n.IntImm("int64", 0), iv.dom.extent)
+        for iv in op.reduce_axis:
+            ranges[iv] = iv.dom
+        sb = StageBounds(ranges=ranges)
+        sb.extents = leaf_extents(stage.relations, {iv: r.extent for iv, r in ranges.items()}, s)
+        values, sb.predicates = root_values(
+            stage.relations, {iv: iv.var for iv in stage.leaf_iter_vars}, sb.extents, s)
+        sb.root_expr = {iv: s.visit(n.Add(r.min, values[iv])) for iv, r in ranges.items()}
+        bounds.stages[stage] = sb
+    return bounds
+
+
+def _check_attach(stage):
+    if stage.attach_type != "scope":
+        return
+    parent, ax = stage.attach_stage, stage.attach_ivar
+    if parent.attach_type == "inline":
+        raise ScheduleError(f"stage {stage.name!r} is computed at {parent.name!r}, which "
+                            "is inlined and has no loops")
+    if ax not in parent.leaf_iter_vars:
+        raise ScheduleError(f"stage {stage.name!r} is computed at axis {ax.name!r} of "
+                            f"{parent.name!r}, which was split or fused afterwards; attach "
+                            "to one of its loops " f"{[v.name for v in parent.leaf_iter_vars]}")
+
+
+def _scope_chain_relax(consumer, parent, ax, bounds) -> dict | None:
+    """Intervals of the loop variables that sweep while one iteration of ``parent``'s
+    loop ``ax`` runs, as seen from ``consumer``; None if ``consumer`` runs outside it."""
+    relax = {}
+
+    def sweep(stage, ivs):
+        extents = bounds.stages[stage].extents
+        for iv in ivs:
+            relax[iv.var] = (n.IntImm("int64", 0), n.Sub(extents[iv], n.IntImm("int64", 1)))
+
+    cur, reached_at = consumer, None
+    while cur is not parent:
+        if cur.attach_type != "scope":
+            return None
+        sweep(cur, cur.leaf_iter_vars)
+        reached_at, cur = cur.attach_ivar, cur.attach_stage
+    pos = parent.leaf_iter_vars.index(ax)
+    if reached_at is not None and parent.leaf_iter_vars.index(reached_at) < pos:
+        return None
+    sweep(parent, parent.leaf_iter_vars[pos + 1:])
+    return relax
+
+
+def _demanded_region(schedule, stage, bounds, s):
+    op = stage.op
+    parent, ax = stage.attach_stage, stage.attach_ivar
+    lo = [None] * len(op.axis)
+    hi = [None] * len(op.axis)
+    full = [False] * len(op.axis)
+    for consumer in bounds.stages:
+        reads = _Reads(op)
+        for body in expanded_bodies(schedule, consumer):
+            reads.visit(body)
+        if not reads.reads:
+            continue
+        relax = _scope_chain_relax(consumer, parent, ax, bounds)
+        if relax is None:
+            raise ScheduleError(
+                f"stage {stage.name!r} is computed at loop {ax.name!r} of {parent.name!r}, "
+                f"but {consumer.name!r} also reads it outside that loop")
+        cb = bounds.stages[consumer]
+        to_loops = {iv.var: e for iv, e in cb.root_expr.items()}
+        for idx in reads.reads:
+            for d, e in enumerate(idx):
+                if full[d]:
+                    continue
+                iv = eval_interval(s.visit(substitute(e, to_loops)), relax, s)
+                if iv is None:
+                    full[d] = True
+                    continue
+                lo[d] = iv[0] if lo[d] is None else s.visit(n.Min(lo[d], iv[0]))
+                hi[d] = iv[1] if hi[d] is None else s.visit(n.Max(hi[d], iv[1]))
+    out = []
+    for d, iv in enumerate(op.axis):
+        shape = iv.dom.extent
+        if full[d] or lo[d] is None:
+            out.append(n.Range(n.IntImm("int64", 0), shape))
+            continue
+        extent = s.visit(n.Add(n.Sub(hi[d], lo[d]), n.IntImm("int64", 1)))
+        too_big = (isinstance(extent, n.IntImm) and isinstance(shape, n.IntImm)
+                   and extent.value >= shape.value)
+        if too_big or (not isinstance(extent, n.IntImm) and isinstance(shape, n.IntImm)):
+            out.append(n.Range(n.IntImm("int64", 0), shape))
+        else:
+            out.append(n.Range(lo[d], extent))
+    return out

@@ -1,0 +1,127 @@
+"""The lowering pipeline, in order. Each pass is a function ``PrimFunc -> PrimFunc``
+except the first two, which turn the schedule into IR.
+
+    bound_inference   ranges of every stage's axes            (bound_inference.py)
+    schedule_ops      loop nests, compute_at, inlining, init  (schedule_ops.py)
+    simplify          index arithmetic, guards proved away    (arith/simplify.py)
+    flatten_storage   tensors -> flat buffers, allocations    (flatten_storage.py)
+    simplify_flat     the flattened offsets
+    vectorize         vectorized loops -> vector operations   (vectorize.py)
+    unroll            unrolled loops -> copies of the body    (unroll.py)
+    simplify_final
+
+``td.lower(s, args, stop_after=NAME)`` returns the IR after any of them.
+"""
+from __future__ import annotations
+
+from ..arith.simplify import Simplifier
+from ..errors import BuildError
+from ..ir import nodes as n
+from ..ir.verify import undefined_vars, verify
+from ..ir.visitor import free_vars
+from ..schedule.schedule import Schedule
+from ..te.tensor import PlaceholderOp, Tensor
+from .bound_inference import infer_bounds
+from .flatten_storage import flatten_storage
+from .schedule_ops import schedule_ops
+from .unroll import unroll_loops
+from .vectorize import vectorize_loops
+
+
+def simplify(f: n.PrimFunc) -> n.PrimFunc:
+    # Shape variables are sizes: never negative.
+    ranges = {p: (0, None) for p in f.params if isinstance(p, n.Var)}
+    return f.with_body(Simplifier(ranges).visit(f.body))
+
+
+def flatten(f: n.PrimFunc) -> n.PrimFunc:
+    return f.with_body(flatten_storage(f.body, f.attrs["tensor_buffers"], f.attrs["aligns"]))
+
+
+def vectorize(f: n.PrimFunc) -> n.PrimFunc:
+    return f.with_body(vectorize_loops(f.body))
+
+
+def unroll(f: n.PrimFunc) -> n.PrimFunc:
+    return f.with_body(unroll_loops(f.body))
+
+
+PASSES = [
+    ("simplify", simplify),
+    ("flatten_storage", flatten),
+    ("simplify_flat", simplify),
+    ("vectorize", vectorize),
+    ("unroll", unroll),
+    ("simplify_final", simplify),
+]
+PASS_NAMES = ("bound_inference", "schedule_ops") + tuple(name for name, _ in PASSES)
+
+
+def lower(schedule: Schedule, args, name: str = "main", stop_after: str | None = None,
+          verify_passes: bool = False):
+    """Lower a schedule to a ``PrimFunc`` taking ``args`` (tensors) in order."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"lower: schedule must be a td.Schedule, got {type(schedule).__name__}")
+    if stop_after is not None and stop_after not in PASS_NAMES:
+        raise ValueError(f"stop_after: expected one of {', '.join(PASS_NAMES)}, "
+                         f"got {stop_after!r}")
+    tensors = _canonical_args(schedule, args)
+    bounds = infer_bounds(schedule)
+    if stop_after == "bound_inference":
+        return bounds
+    body = schedule_ops(schedule, bounds, tensors)
+    func = _make_func(schedule, name, tensors, body)
+    if verify_passes:
+        verify(func, "schedule_ops")
+    if stop_after == "schedule_ops":
+        return func
+    for pass_name, run in PASSES:
+        func = run(func)
+        if verify_passes:
+            verify(func, pass_name)
+        if pass_name == stop_after:
+            break
+    return func
+
+
+def _canonical_args(schedule: Schedule, args) -> list[Tensor]:
+    if not isinstance(args, (list, tuple)):
+        raise TypeError(f"args: expected a list of tensors, got {type(args).__name__}")
+    tensors = []
+    for k, a in enumerate(args):
+        if not isinstance(a, Tensor):
+            raise TypeError(f"args[{k}]: expected a tensor, got {type(a).__name__} {a!r}")
+        t = schedule.canonical(a)
+        stage = schedule[t]
+        if stage.attach_type != "root":
+            raise BuildError(f"args[{k}]: tensor {a.name!r} is an argument, so it must be "
+                             f"computed at root, but its stage is {stage.attach_type}")
+        if t in tensors:
+            raise BuildError(f"args[{k}]: tensor {a.name!r} is passed twice")
+        tensors.append(t)
+    for op in schedule.outputs:
+        for t in op.outputs:
+            if schedule.canonical(t) not in tensors:
+                raise BuildError(f"output {t.name!r} of the schedule is missing from args")
+    return tensors
+
+
+def _make_func(schedule, name, tensors, body) -> n.PrimFunc:
+    buffers = {}
+    for t in tensors:
+        buffers[t] = n.Buffer(t.name, t.dtype, tuple(t.shape))
+    scalars = []
+    for t in tensors:
+        for d in t.shape:
+            for v in free_vars(d):
+                if v not in scalars:
+                    scalars.append(v)
+    outputs = tuple(buffers[t] for t in tensors if not isinstance(t.op, PlaceholderOp))
+    aligns = {st.op: st.align for st in schedule.stages if st.align}
+    params = tuple(buffers[t] for t in tensors) + tuple(scalars)
+    func = n.PrimFunc(name, params, body, outputs, {"tensor_buffers": buffers, "aligns": aligns})
+    unbound = undefined_vars(func)
+    if unbound:
+        raise BuildError(f"variable {unbound[0].name!r} is used but cannot be bound: it "
+                         "appears in no argument's shape")
+    return func

@@ -1,0 +1,156 @@
+"""Loop-nest construction: one nest per stage, nested where ``compute_at`` says.
+
+A stage's nest has one loop per leaf axis, outermost first. Its body stores each output
+element; a reduction stores the identity in an init nest placed just before its first
+reduction loop (looping over the data-parallel loops inside that point) and combines
+into the element inside. Split predicates and the shape guards of attached stages wrap
+the body right inside the innermost loop they depend on. Stages attached at a loop are
+realized and computed at the start of that loop's body; root stages run in order, each
+intermediate one realized around the whole function.
+"""
+from __future__ import annotations
+
+from ..errors import BuildError
+from ..ir import nodes as n
+from ..ir.visitor import free_vars, substitute
+from ..te.tensor import ComputeOp
+from .bound_inference import Bounds, compute_stages
+from .inline import expanded_bodies
+
+_TRUE = n.IntImm("bool", 1)
+
+
+def schedule_ops(schedule, bounds: Bounds, arg_tensors) -> n.Stmt:
+    """The loop nest of the whole schedule (still on tensors: ProducerStore/Realize)."""
+    builder = _NestBuilder(schedule, bounds, arg_tensors)
+    return builder.build()
+
+
+class _NestBuilder:
+    def __init__(self, schedule, bounds, arg_tensors):
+        self.s, self.bounds = schedule, bounds
+        self.arg_ops = {t.op for t in arg_tensors}
+        self.attached: dict = {}
+        for st in compute_stages(schedule):
+            if st.attach_type == "scope":
+                self.attached.setdefault((id(st.attach_stage), id(st.attach_ivar)), []).append(st)
+
+    def build(self) -> n.Stmt:
+        roots = [st for st in compute_stages(self.s) if st.attach_type == "root"]
+        body = n.seq(*[self.stage_nest(st) for st in roots])
+        for st in reversed(roots):
+            if st.op not in self.arg_ops:
+                body = self.realize(st, body)
+        return body
+
+    def realize(self, stage, body: n.Stmt) -> n.Stmt:
+        sb = self.bounds.stages[stage]
+        ranges = tuple(sb.ranges[iv] for iv in stage.op.axis)
+        for t in reversed(stage.op.outputs):
+            body = n.ProducerRealize(t, ranges, stage.scope, body)
+        return body
+
+    # ------------------------------------------------------------ one stage
+    def stage_nest(self, stage) -> n.Stmt:
+        sb = self.bounds.stages[stage]
+        op: ComputeOp = stage.op
+        to_loops = {iv.var: e for iv, e in sb.root_expr.items()}
+        indices = tuple(sb.root_expr[iv] for iv in op.axis)
+        bodies = [substitute(b, to_loops) for b in expanded_bodies(self.s, stage)]
+        outputs = op.outputs
+
+        guards = list(sb.predicates)
+        if stage.attach_type == "scope":
+            for iv, idx in zip(op.axis, indices):
+                guards.append(n.And(n.GE(idx, n.IntImm("int64", 0)), n.LT(idx, iv.dom.extent)))
+
+        leaves = stage.leaf_iter_vars
+        reduce_pos = next((p for p, iv in enumerate(leaves) if iv.kind == "reduce"), None)
+        if isinstance(bodies[0], n.Reduce):
+            red = bodies[0]
+            update = _combine(outputs, indices, red)
+            init = n.seq(*[n.ProducerStore(t, ident, indices)
+                           for t, ident in zip(outputs, red.combiner.identity)])
+        else:
+            update = n.seq(*[n.ProducerStore(t, b, indices) for t, b in zip(outputs, bodies)])
+            init = None
+        if init is not None and reduce_pos is None:
+            raise BuildError(f"stage {stage.name!r}: a reduction without reduction loops")
+
+        reduce_vars = {iv.var for iv in leaves if iv.kind == "reduce"}
+        spatial_guards = [g for g in guards if not (set(free_vars(g)) & reduce_vars)]
+        placed = _place_predicates(guards, leaves)
+        placed_spatial = _place_predicates(spatial_guards, leaves)
+
+        def nest(p: int, innermost: n.Stmt, placement, with_attach: bool, only_spatial=False):
+            if p == len(leaves):
+                return innermost
+            iv = leaves[p]
+            if only_spatial and iv.kind == "reduce":
+                return nest(p + 1, innermost, placement, with_attach, only_spatial)
+            inner = nest(p + 1, innermost, placement, with_attach, only_spatial)
+            inner = _guard(placement.get(p, []), inner)
+            if with_attach:
+                inner = self.attach_here(stage, iv, inner)
+            loop = self.loop(stage, iv, sb.extents[iv], inner)
+            if init is not None and p == reduce_pos and with_attach:
+                init_nest = nest(p, init, placed_spatial, False, only_spatial=True)
+                return n.seq(init_nest, loop)
+            return loop
+
+        top = nest(0, update, placed, True)
+        return _guard(placed.get(-1, []), top)
+
+    def loop(self, stage, iv, extent, body) -> n.Stmt:
+        thread = stage.bound_thread.get(iv)
+        if thread is not None:
+            return n.For(iv.var, n.IntImm("int64", 0), extent, "thread_binding", body,
+                         thread.kind)
+        kind = stage.loop_kind.get(iv, "serial")
+        return n.For(iv.var, n.IntImm("int64", 0), extent, kind, body)
+
+    def attach_here(self, stage, iv, body: n.Stmt) -> n.Stmt:
+        inner = self.attached.get((id(stage), id(iv)))
+        if not inner:
+            return body
+        body = n.seq(*[self.stage_nest(st) for st in inner], body)
+        for st in reversed(inner):
+            body = self.realize(st, body)
+        return body
+
+
+def _combine(outputs, indices, red: n.Reduce) -> n.Stmt:
+    comb = red.combiner
+    mapping = {}
+    for k, t in enumerate(outputs):
+        mapping[comb.lhs[k]] = n.TensorRead(t, indices)
+        mapping[comb.rhs[k]] = red.source[k]
+    if len(outputs) == 1:
+        body = n.ProducerStore(outputs[0], substitute(comb.result[0], mapping), indices)
+    else:
+        temps = [n.Var(f"{t.name}.new", t.dtype) for t in outputs]
+        body = n.seq(*[n.ProducerStore(t, v, indices) for t, v in zip(outputs, temps)])
+        for v, r in reversed(list(zip(temps, comb.result))):
+            body = n.LetStmt(v, substitute(r, mapping), body)
+    if not (isinstance(red.condition, n.IntImm) and red.condition.value == 1):
+        body = n.IfThenElse(red.condition, body)
+    return body
+
+
+def _place_predicates(preds, leaves) -> dict:
+    """Position of the innermost leaf loop each predicate depends on (-1: none)."""
+    pos_of = {iv.var: p for p, iv in enumerate(leaves)}
+    placed: dict = {}
+    for cond in preds:
+        positions = [pos_of[v] for v in free_vars(cond) if v in pos_of]
+        placed.setdefault(max(positions, default=-1), []).append(cond)
+    return placed
+
+
+def _guard(conds, body: n.Stmt) -> n.Stmt:
+    if not conds:
+        return body
+    cond = conds[0]
+    for c in conds[1:]:
+        cond = n.And(cond, c)
+    return n.IfThenElse(cond, body)

@@ -1,0 +1,162 @@
+"""Vectorization: a ``vectorized`` loop of constant extent L becomes one iteration of
+L-lane vector operations.
+
+The loop variable becomes ``ramp(min, 1, L)``; scalar operands meeting a vector are
+broadcast; ``ramp + x`` stays a ramp, so a contiguous access remains one vector load or
+store; other vector indices become gathers/scatters. A body that cannot be vectorized
+(a lane-dependent branch or lazy ``if_then_else``, an allocation, a store whose address
+does not depend on the loop) is left as a serial loop, which LLVM may still vectorize.
+"""
+from __future__ import annotations
+
+from ..ir import dtype as dt
+from ..ir import nodes as n
+from ..ir.visitor import Mutator
+
+
+class _CannotVectorize(Exception):
+    pass
+
+
+def _is_vector(e) -> bool:
+    return dt.lanes(e.dtype) > 1
+
+
+def _widen(e, lanes: int):
+    if _is_vector(e):
+        if dt.lanes(e.dtype) != lanes:
+            raise _CannotVectorize("lane count mismatch")
+        return e
+    return n.Broadcast(e, lanes)
+
+
+class _Vectorizer(Mutator):
+    def __init__(self, var: n.Var, ramp: n.Ramp):
+        self.var, self.ramp, self.lanes = var, ramp, ramp.lanes
+
+    def visit_Var(self, node):
+        return self.ramp if node is self.var else node
+
+    def _binary(self, node):
+        a, b = self.visit(node.a), self.visit(node.b)
+        if a is node.a and b is node.b:
+            return node
+        if not (_is_vector(a) or _is_vector(b)):
+            return type(node)(a, b)
+        cls = type(node)
+        if cls in (n.Add, n.Sub):
+            if isinstance(a, n.Ramp) and not _is_vector(b):
+                return n.Ramp(cls(a.base, b), a.stride, a.lanes)
+            if isinstance(b, n.Ramp) and not _is_vector(a) and cls is n.Add:
+                return n.Ramp(n.Add(a, b.base), b.stride, b.lanes)
+            if isinstance(a, n.Ramp) and isinstance(b, n.Ramp):
+                return n.Ramp(cls(a.base, b.base), cls(a.stride, b.stride), a.lanes)
+        if cls is n.Mul:
+            if isinstance(a, n.Ramp) and not _is_vector(b):
+                return n.Ramp(n.Mul(a.base, b), n.Mul(a.stride, b), a.lanes)
+            if isinstance(b, n.Ramp) and not _is_vector(a):
+                return n.Ramp(n.Mul(a, b.base), n.Mul(a, b.stride), b.lanes)
+        return cls(_widen(a, self.lanes), _widen(b, self.lanes))
+
+    visit_Add = visit_Sub = visit_Mul = visit_Div = visit_FloorDiv = visit_FloorMod = _binary
+    visit_Min = visit_Max = visit_EQ = visit_NE = visit_LT = visit_LE = _binary
+    visit_GT = visit_GE = visit_And = visit_Or = _binary
+
+    def visit_Not(self, node):
+        return self.generic_visit(node)
+
+    def visit_Cast(self, node):
+        v = self.visit(node.value)
+        if v is node.value:
+            return node
+        return n.Cast(dt.with_lanes(node.dtype, dt.lanes(v.dtype)), v)
+
+    def visit_Select(self, node):
+        c, t, f = (self.visit(node.condition), self.visit(node.true_value),
+                   self.visit(node.false_value))
+        if (c, t, f) == (node.condition, node.true_value, node.false_value):
+            return node
+        if not any(_is_vector(x) for x in (c, t, f)):
+            return n.Select(c, t, f)
+        return n.Select(_widen(c, self.lanes), _widen(t, self.lanes), _widen(f, self.lanes))
+
+    def visit_Call(self, node):
+        args = tuple(self.visit(a) for a in node.args)
+        if all(a is b for a, b in zip(args, node.args)):
+            return node
+        if node.name == "if_then_else":
+            if _is_vector(args[0]):
+                raise _CannotVectorize("lane-dependent if_then_else")
+            t, f = _widen(args[1], self.lanes), _widen(args[2], self.lanes)
+            return n.Call(t.dtype, node.name, (args[0], t, f))
+        if any(_is_vector(a) for a in args):
+            args = tuple(_widen(a, self.lanes) for a in args)
+            return n.Call(dt.with_lanes(node.dtype, self.lanes), node.name, args)
+        return n.Call(node.dtype, node.name, args)
+
+    def visit_Let(self, node):
+        raise _CannotVectorize("let")
+
+    def visit_Reduce(self, node):
+        raise _CannotVectorize("reduce")
+
+    def visit_Load(self, node):
+        index = self.visit(node.index)
+        if index is node.index:
+            return node
+        if not _is_vector(index):
+            return n.Load(node.dtype, node.buffer, index)
+        return n.Load(dt.with_lanes(node.dtype, self.lanes), node.buffer, index)
+
+    def visit_Store(self, node):
+        value, index = self.visit(node.value), self.visit(node.index)
+        if value is node.value and index is node.index:
+            return node
+        if not _is_vector(index):
+            if _is_vector(value):
+                raise _CannotVectorize("store address does not depend on the loop")
+            return n.Store(node.buffer, value, index)
+        return n.Store(node.buffer, _widen(value, self.lanes), index)
+
+    def visit_IfThenElse(self, node):
+        cond = self.visit(node.condition)
+        if _is_vector(cond):
+            raise _CannotVectorize("lane-dependent branch")
+        return self.generic_visit(node)
+
+    def visit_For(self, node):
+        lo, ext = self.visit(node.min), self.visit(node.extent)
+        if _is_vector(lo) or _is_vector(ext):
+            raise _CannotVectorize("inner loop bounds depend on the vector lanes")
+        body = self.visit(node.body)
+        if lo is node.min and ext is node.extent and body is node.body:
+            return node
+        return n.For(node.var, lo, ext, node.kind, body, node.thread_tag)
+
+    def visit_LetStmt(self, node):
+        value = self.visit(node.value)
+        if _is_vector(value):
+            raise _CannotVectorize("vector let")
+        return self.generic_visit(node)
+
+    def visit_Allocate(self, node):
+        raise _CannotVectorize("allocation inside a vectorized loop")
+
+
+class VectorizeLoops(Mutator):
+    def visit_For(self, node):
+        body = self.visit(node.body)
+        if node.kind != "vectorized":
+            return node if body is node.body else n.For(
+                node.var, node.min, node.extent, node.kind, body, node.thread_tag)
+        if not isinstance(node.extent, n.IntImm) or node.extent.value < 2:
+            return n.For(node.var, node.min, node.extent, "serial", body)
+        ramp = n.Ramp(node.min, n.IntImm(node.min.dtype, 1), node.extent.value)
+        try:
+            return _Vectorizer(node.var, ramp).visit(body)
+        except _CannotVectorize:
+            return n.For(node.var, node.min, node.extent, "serial", body)
+
+
+def vectorize_loops(body: n.Stmt) -> n.Stmt:
+    return VectorizeLoops().visit(body)

@@ -1,0 +1,1 @@
+"""Calling compiled kernels: argument checking and symbolic-size binding."""

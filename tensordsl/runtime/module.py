@@ -1,0 +1,122 @@
+"""A compiled function, callable on numpy arrays in ``args`` order.
+
+Before every call the arguments are checked against the signature: count, type, dtype,
+number of dimensions, C-contiguity, alignment, sizes (binding each ``td.var`` from the
+first shape it appears in and checking every other use), writability of outputs, and
+that no output overlaps another argument. A violation raises ``TypeError`` or
+``ValueError`` naming the argument, what was expected and what was given — the kernel
+itself never sees a bad pointer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..arith.simplify import simplify_expr
+from ..ir import dtype as dt
+from ..ir import nodes as n
+from ..ir.visitor import substitute
+
+
+class _Param:
+    def __init__(self, buffer: n.Buffer, is_output: bool):
+        self.name = buffer.name
+        self.dtype = buffer.dtype
+        self.np_dtype = np.dtype(dt.numpy_name(buffer.dtype)) \
+            if buffer.dtype != "bfloat16" else np.dtype("uint16")
+        self.shape = buffer.shape
+        self.is_output = is_output
+
+
+class Module:
+    """``f(*arrays)`` runs the kernel; outputs are written in place."""
+
+    def __init__(self, func: n.PrimFunc, kernel, backend, target, source):
+        self.func = func
+        self.kernel = kernel
+        self.backend, self.target = backend, target
+        self._source = source
+        outputs = set(map(id, func.outputs))
+        self.params = [_Param(p, id(p) in outputs) for p in func.params
+                       if isinstance(p, n.Buffer)]
+        self.scalars = [p for p in func.params if isinstance(p, n.Var)]
+        self.entry_name = func.name
+
+    def get_source(self, kind: str = "ll") -> str:
+        """The kernel's source: ``"ll"`` LLVM IR as generated, ``"ll-opt"`` after
+        optimization, ``"asm"`` the host assembly."""
+        return self.backend.source_text(self._source(), kind, self.target)
+
+    def __call__(self, *arrays):
+        pointers, sizes = self.check_args(arrays)
+        status = self.kernel(*pointers, *sizes)
+        if status != 0:
+            raise MemoryError(f"{self.entry_name}: a temporary buffer could not be allocated")
+
+    def check_args(self, arrays):
+        if len(arrays) != len(self.params):
+            names = ", ".join(p.name for p in self.params)
+            raise TypeError(f"{self.entry_name}() takes {len(self.params)} arrays ({names}), "
+                            f"got {len(arrays)}")
+        bound: dict = {}
+        for p, a in zip(self.params, arrays):
+            self._check_array(p, a, bound)
+        for p, a in zip(self.params, arrays):
+            for d, (extent, got) in enumerate(zip(p.shape, a.shape)):
+                if isinstance(extent, (n.IntImm, n.Var)):
+                    continue
+                want = simplify_expr(substitute(extent, {v: n.IntImm("int64", bound[v])
+                                                         for v in bound}))
+                if not isinstance(want, n.IntImm) or want.value != got:
+                    raise ValueError(f"argument {p.name!r}: dimension {d} must be "
+                                     f"{getattr(want, 'value', want)}, got {got}")
+        self._check_overlap(arrays)
+        return [a.ctypes.data for a in arrays], [bound[v] for v in self.scalars]
+
+    def _check_array(self, p: _Param, a, bound: dict):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"argument {p.name!r}: expected a numpy.ndarray of {p.dtype}, "
+                            f"got {type(a).__name__}")
+        if a.dtype != p.np_dtype:
+            raise TypeError(f"argument {p.name!r}: expected dtype {p.np_dtype}, got {a.dtype}")
+        if a.ndim != len(p.shape):
+            raise ValueError(f"argument {p.name!r}: expected {len(p.shape)} dimensions, "
+                             f"got an array of shape {a.shape}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"argument {p.name!r}: expected a C-contiguous array, got strides "
+                             f"{a.strides} (use numpy.ascontiguousarray)")
+        if a.ctypes.data % a.dtype.alignment:
+            raise ValueError(f"argument {p.name!r}: data pointer is not aligned to "
+                             f"{a.dtype.alignment} bytes")
+        if p.is_output and not a.flags.writeable:
+            raise ValueError(f"argument {p.name!r}: it is an output, but the array is read-only")
+        for d, (extent, got) in enumerate(zip(p.shape, a.shape)):
+            if isinstance(extent, n.IntImm):
+                if extent.value != got:
+                    raise ValueError(f"argument {p.name!r}: expected shape "
+                                     f"{self._shape_text(p, bound)}, got {a.shape}")
+            elif isinstance(extent, n.Var):
+                if extent in bound and bound[extent] != got:
+                    raise ValueError(
+                        f"argument {p.name!r}: dimension {d} is {extent.name} = "
+                        f"{bound[extent]} (bound by an earlier argument), got {got}")
+                bound[extent] = got
+
+    def _shape_text(self, p: _Param, bound) -> str:
+        parts = []
+        for e in p.shape:
+            if isinstance(e, n.IntImm):
+                parts.append(str(e.value))
+            elif isinstance(e, n.Var):
+                parts.append(str(bound.get(e, e.name)))
+            else:
+                parts.append("?")
+        return "(" + ", ".join(parts) + ")"
+
+    def _check_overlap(self, arrays):
+        for i, (p, a) in enumerate(zip(self.params, arrays)):
+            if not p.is_output or a.size == 0:
+                continue
+            for j, (q, b) in enumerate(zip(self.params, arrays)):
+                if i != j and b.size and np.shares_memory(a, b):
+                    raise ValueError(f"argument {p.name!r} is an output and overlaps argument "
+                                     f"{q.name!r}; pass separate arrays")

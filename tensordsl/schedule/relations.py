@@ -1,0 +1,73 @@
+"""How a stage's leaf axes derive from its root axes (split and fuse), and back.
+
+Lowering needs two directions: leaf extents from root extents (``leaf_extents``), and
+root indices from leaf loop variables (``root_values``), with the predicates that keep a
+non-dividing split inside its root range.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..arith.simplify import Simplifier
+from ..ir import nodes as n
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    parent: n.IterVar
+    outer: n.IterVar
+    inner: n.IterVar
+    factor: int | None
+    nparts: int | None
+
+
+@dataclass(frozen=True, eq=False)
+class Fuse:
+    outer: n.IterVar
+    inner: n.IterVar
+    fused: n.IterVar
+
+
+def _ceildiv(a: n.Expr, b: n.Expr) -> n.Expr:
+    return n.FloorDiv(n.Add(a, n.Sub(b, n.IntImm("int64", 1))), b)
+
+
+def leaf_extents(relations, root_extents: dict, s: Simplifier) -> dict:
+    """Extent of every axis (root, intermediate and leaf) given the root extents."""
+    ext = dict(root_extents)
+    for r in relations:
+        if isinstance(r, Split):
+            e = ext[r.parent]
+            if r.factor is not None:
+                f = n.IntImm("int64", r.factor)
+                ext[r.inner], ext[r.outer] = f, s.visit(_ceildiv(e, f))
+            else:
+                p = n.IntImm("int64", r.nparts)
+                ext[r.outer], ext[r.inner] = p, s.visit(_ceildiv(e, p))
+        else:
+            ext[r.fused] = s.visit(n.Mul(ext[r.outer], ext[r.inner]))
+    return ext
+
+
+def root_values(relations, values: dict, ext: dict, s: Simplifier):
+    """Offsets of root axes from leaf loop values; returns (values, predicates).
+
+    ``values`` maps leaf IterVars to expressions; the result adds every root axis.
+    A predicate ``offset < extent`` is emitted for each split that may overrun.
+    """
+    values = dict(values)
+    predicates = []
+    for r in reversed(relations):
+        if isinstance(r, Split):
+            v = s.visit(n.Add(n.Mul(values[r.outer], ext[r.inner]), values[r.inner]))
+            values[r.parent] = v
+            covered = s.visit(n.Sub(n.Mul(ext[r.outer], ext[r.inner]), ext[r.parent]))
+            if not (isinstance(covered, n.IntImm) and covered.value == 0):
+                cond = s.visit(n.LT(v, ext[r.parent]))
+                if not (isinstance(cond, n.IntImm) and cond.value == 1):
+                    predicates.append(cond)
+        else:
+            f = values[r.fused]
+            values[r.outer] = s.visit(n.FloorDiv(f, ext[r.inner]))
+            values[r.inner] = s.visit(n.FloorMod(f, ext[r.inner]))
+    return values, predicates

@@ -1,0 +1,186 @@
+"""Schedule primitives that change the dataflow graph: cache_read, cache_write, rfactor.
+
+Each creates a new operation and stage; readers are rewritten to read the new tensor.
+Old ``Tensor`` handles stay valid: ``s[T]`` finds the stage that now computes ``T``.
+"""
+from __future__ import annotations
+
+from ..arith.simplify import Simplifier
+from ..errors import ScheduleError
+from ..ir import nodes as n
+from ..ir.op import const
+from ..ir.visitor import Mutator, substitute
+from ..te.tensor import ComputeOp, Tensor
+from .relations import leaf_extents, root_values
+from .schedule import Schedule, Stage
+from .trace import Step
+
+_SCOPES = ("global", "shared", "local")
+
+
+class _ReplaceReads(Mutator):
+    def __init__(self, schedule: Schedule, source: Stage, replacement: ComputeOp):
+        self.s, self.source, self.replacement = schedule, source, replacement
+        self.replaced = False
+
+    def visit_TensorRead(self, node):
+        indices = tuple(self.visit(i) for i in node.indices)
+        if self.s[node.tensor] is self.source:
+            self.replaced = True
+            return n.TensorRead(self.replacement.output(node.tensor.value_index), indices)
+        if all(a is b for a, b in zip(indices, node.indices)):
+            return node
+        return n.TensorRead(node.tensor, indices)
+
+
+def _check_scope(scope: str, what: str):
+    if scope not in _SCOPES:
+        raise ScheduleError(f"{what}: scope must be one of {_SCOPES}, got {scope!r}")
+
+
+def _copy_op(name: str, source: ComputeOp | None, tensors, axis=None) -> ComputeOp:
+    """``name[i...] = tensors[k][i...]`` for each k, over fresh (or given) axes."""
+    shape = tensors[0].shape
+    if axis is None:
+        axis = tuple(n.IterVar(n.Var(f"ax{d}"), n.Range(const(0), e)) for d, e in enumerate(shape))
+    idx = tuple(iv.var for iv in axis)
+    return ComputeOp(name, axis, tuple(n.TensorRead(t, idx) for t in tensors))
+
+
+def cache_read(s: Schedule, tensor: Tensor, scope: str, readers) -> Tensor:
+    """A copy of ``tensor`` in ``scope`` that ``readers`` read instead (TVM ``cache_read``).
+    Schedule the copy like any stage, typically ``compute_at`` a reader's loop to pack
+    a tile."""
+    _check_scope(scope, "cache_read")
+    source = s[tensor]
+    readers = readers if isinstance(readers, (list, tuple)) else [readers]
+    if not readers:
+        raise ScheduleError(f"cache_read of {tensor.name!r}: give at least one reader")
+    cache_op = _copy_op(f"{tensor.name}.{scope}", None, [s.canonical(tensor)])
+    cache = Stage(cache_op, s)
+    cache.scope = scope
+    reader_stages = []
+    for r in readers:
+        rs = s[r]
+        if not isinstance(rs.op, ComputeOp):
+            raise ScheduleError(f"cache_read of {tensor.name!r}: reader {rs.name!r} is not "
+                                "a computed stage")
+        m = _ReplaceReads(s, source, cache_op)
+        body = tuple(m.visit(b) for b in rs.op.body)
+        if not m.replaced:
+            raise ScheduleError(f"cache_read of {tensor.name!r}: stage {rs.name!r} does not "
+                                f"read {tensor.name!r}")
+        new_op = ComputeOp(rs.op.name, rs.op.axis, body, rs.op.tag)
+        rs.op = new_op
+        s.stage_map[new_op] = rs
+        reader_stages.append(rs)
+    first = min(reader_stages, key=s.stages.index)
+    s.insert_stage(cache, before=first)
+    s.trace.append(Step("cache_read", source.name, {
+        "tensor": tensor.name, "scope": scope, "readers": [r.name for r in reader_stages]}))
+    return cache_op.output(0)
+
+
+def cache_write(s: Schedule, tensor: Tensor, scope: str):
+    """Compute ``tensor`` into a cache in ``scope`` and copy it out (TVM ``cache_write``).
+
+    The original stage becomes the copy (its axes stay ``T.op.axis``); the returned
+    tensor is the new computing stage, with fresh axes. Must come before any loop
+    transformation of the stage.
+    """
+    _check_scope(scope, "cache_write")
+    stage = s[tensor]
+    op = stage.op
+    if not isinstance(op, ComputeOp):
+        raise ScheduleError(f"cache_write: {tensor.name!r} is a placeholder")
+    if stage.relations or stage.leaf_iter_vars != stage.all_iter_vars:
+        raise ScheduleError(f"stage {stage.name!r}: cache_write must come before split, "
+                            "fuse or reorder of the stage")
+    fresh = {iv.var: n.Var(iv.name + ".c") for iv in op.axis + op.reduce_axis}
+    axis = tuple(n.IterVar(fresh[iv.var], iv.dom, "data_par") for iv in op.axis)
+    raxis = tuple(n.IterVar(fresh[iv.var], iv.dom, "reduce") for iv in op.reduce_axis)
+    rmap = dict(zip(op.reduce_axis, raxis))
+    bodies = []
+    for b in op.body:
+        if isinstance(b, n.Reduce):
+            b = n.Reduce(b.combiner, tuple(substitute(x, fresh) for x in b.source),
+                         tuple(rmap[a] for a in b.axis), substitute(b.condition, fresh),
+                         b.value_index)
+        else:
+            b = substitute(b, fresh)
+        bodies.append(b)
+    cache_op = ComputeOp(f"{op.name}.{scope}", axis, tuple(bodies), op.tag)
+    copy = _copy_op(op.name, None, list(cache_op.outputs), axis=op.axis)
+    cache = Stage(cache_op, s)
+    cache.scope = scope
+    s.insert_stage(cache, before=stage)
+    stage.op = copy
+    s.stage_map[copy] = stage
+    stage.reset_axes()
+    s.trace.append(Step("cache_write", stage.name, {"tensor": tensor.name, "scope": scope}))
+    outs = list(cache_op.outputs)
+    return outs if len(outs) > 1 else outs[0]
+
+
+def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):
+    """Factor a reduction (TVM ``rfactor``): partial results along ``axis`` (a loop of
+    the reduction) become a new data-parallel dimension of a new tensor, which the
+    original stage then reduces. Lets a reduction be vectorized or parallelized.
+
+    ``B[i] = sum(A[i, k])`` with ``k → ko, ki`` and ``rfactor(B, ki)`` gives
+    ``B.rf[ki, i] = sum over ko of A[i, ko*f + ki]``, ``B[i] = sum over ki of B.rf[ki, i]``.
+    """
+    stage = s[tensor]
+    op = stage.op
+    if not isinstance(op, ComputeOp) or not op.reduce_axis:
+        raise ScheduleError(f"rfactor: {tensor.name!r} is not a reduction")
+    stage._check_leaf(axis, "rfactor")
+    if axis.kind != "reduce":
+        stage._fail(f"rfactor: axis {axis.name!r} is not a reduction axis")
+    if not 0 <= factor_axis <= len(op.axis):
+        stage._fail(f"rfactor: factor_axis must be in [0, {len(op.axis)}], got {factor_axis}")
+    if any(r.parent.kind != "reduce" if hasattr(r, "parent") else r.outer.kind != "reduce"
+           for r in stage.relations):
+        stage._fail("rfactor: split or fuse data-parallel axes after rfactor, not before")
+    simp = Simplifier()
+    ext = leaf_extents(stage.relations, {iv: iv.dom.extent for iv in op.reduce_axis}, simp)
+    reduce_leaves = [iv for iv in stage.leaf_iter_vars if iv.kind == "reduce"]
+    # The partial-result dimension and the reduce axes that remain in the factored stage.
+    rf_var = n.IterVar(n.Var(axis.name + ".v"), n.Range(const(0), ext[axis]), "data_par")
+    rest = [n.IterVar(n.Var(iv.name), n.Range(const(0), ext[iv]), "reduce")
+            for iv in reduce_leaves if iv is not axis]
+    leaf_vals = {axis: rf_var.var}
+    leaf_vals.update({iv: new.var for iv, new in zip(
+        [iv for iv in reduce_leaves if iv is not axis], rest)})
+    values, preds = root_values(stage.relations, leaf_vals, ext, simp)
+    spatial = tuple(n.IterVar(n.Var(iv.name), iv.dom, "data_par") for iv in op.axis)
+    vmap = {iv.var: new.var for iv, new in zip(op.axis, spatial)}
+    vmap.update({iv.var: simp.visit(n.Add(iv.dom.min, values[iv])) for iv in op.reduce_axis})
+    first = op.body[0]
+    cond = substitute(first.condition, vmap)
+    for p in preds:
+        cond = n.And(cond, p)
+    source = tuple(substitute(x, vmap) for x in first.source)
+    rf_axis = spatial[:factor_axis] + (rf_var,) + spatial[factor_axis:]
+    rf_bodies = tuple(n.Reduce(first.combiner, source, tuple(rest), simp.visit(cond), k)
+                      for k in range(len(op.body)))
+    if not rest:  # nothing left to reduce: the partial result is the source itself
+        rf_bodies = tuple(n.Select(simp.visit(cond), src, ident) for src, ident in
+                          zip(source, first.combiner.identity))
+    rf_op = ComputeOp(f"{op.name}.rf", rf_axis, rf_bodies, op.tag)
+    k = n.IterVar(n.Var(axis.name + ".v"), n.Range(const(0), ext[axis]), "reduce")
+    idx = [iv.var for iv in op.axis]
+    idx.insert(factor_axis, k.var)
+    reads = tuple(n.TensorRead(rf_op.output(j), tuple(idx)) for j in range(len(op.body)))
+    final = tuple(n.Reduce(first.combiner, reads, (k,), const(True), j)
+                  for j in range(len(op.body)))
+    new_op = ComputeOp(op.name, op.axis, final, op.tag)
+    rf_stage = Stage(rf_op, s)
+    s.insert_stage(rf_stage, before=stage)
+    stage.op = new_op
+    s.stage_map[new_op] = stage
+    stage.reset_axes()
+    s.trace.append(Step("rfactor", stage.name, {
+        "tensor": tensor.name, "axis": axis.name, "factor_axis": factor_axis}))
+    outs = list(rf_op.outputs)
+    return outs if len(outs) > 1 else outs[0]

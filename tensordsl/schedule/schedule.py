@@ -1,0 +1,362 @@
+"""Schedules: how to compute each stage of a tensor-expression graph.
+
+``s = td.create_schedule(C.op)`` makes one ``Stage`` per operation; the primitives on
+``s[C]`` (split, fuse, reorder, tile, vectorize, unroll, parallel, bind, compute_at,
+compute_inline, compute_root, storage_align, double_buffer, pragma) change only that
+stage's loop structure and placement; ``s.cache_read``, ``s.cache_write`` and
+``s.rfactor`` add stages (see ``rewrite.py``). Every primitive checks its request at
+once and raises ``ScheduleError`` naming the stage and the axis, and appends a step to
+``s.trace`` so the schedule can be replayed by name (``trace.py``).
+"""
+from __future__ import annotations
+
+from ..errors import ScheduleError
+from ..ir import nodes as n
+from ..ir.op import const
+from ..te.tensor import ComputeOp, Operation, PlaceholderOp, Tensor
+from .relations import Fuse, Split
+from .trace import Step
+
+LOOP_KINDS = ("serial", "parallel", "vectorized", "unrolled")
+
+
+class Stage:
+    """The schedule of one operation: its leaf loop order, relations and placement."""
+
+    def __init__(self, op: Operation, schedule: "Schedule"):
+        self.op = op
+        self.origin_op = op
+        self.schedule = schedule
+        self.is_output = False
+        self.scope = "global"
+        self.attach_type = "root"       # root | inline | scope
+        self.attach_stage: Stage | None = None
+        self.attach_ivar: n.IterVar | None = None
+        self.reset_axes()
+        self.align: dict[int, tuple[int, int]] = {}   # dimension -> (factor, offset)
+        self.is_double_buffered = False
+
+    def reset_axes(self):
+        axes = list(getattr(self.op, "axis", ())) + list(getattr(self.op, "reduce_axis", ()))
+        self.all_iter_vars: list[n.IterVar] = list(axes)
+        self.leaf_iter_vars: list[n.IterVar] = list(axes)
+        self.relations: list = []
+        self.loop_kind: dict[n.IterVar, str] = {}
+        self.bound_thread: dict[n.IterVar, n.IterVar] = {}
+        self.pragmas: dict[n.IterVar, list[str]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+    def __repr__(self):
+        return f"Stage({self.name})"
+
+    # ------------------------------------------------------------ checks
+    def _fail(self, msg: str):
+        raise ScheduleError(f"stage {self.name!r}: {msg}")
+
+    def _check_compute(self, primitive: str):
+        if isinstance(self.op, PlaceholderOp):
+            self._fail(f"{primitive}: {self.name} is a placeholder (an input); only computed "
+                       "stages can be scheduled")
+
+    def _check_leaf(self, iv, primitive: str) -> n.IterVar:
+        self._check_compute(primitive)
+        if not isinstance(iv, n.IterVar):
+            self._fail(f"{primitive}: expected an axis (IterVar), got {iv!r}")
+        if iv not in self.leaf_iter_vars:
+            where = ("was split or fused away" if iv in self.all_iter_vars
+                     else "does not belong to this stage")
+            self._fail(f"{primitive}: axis {iv.name!r} is not a loop of this stage (it {where}); "
+                       f"loops are {[v.name for v in self.leaf_iter_vars]}")
+        return iv
+
+    def _record(self, kind: str, **args):
+        self.schedule.trace.append(Step(kind, self.name, args))
+
+    def _new_axis(self, name: str, kind: str, extent) -> n.IterVar:
+        from ..arith.simplify import simplify_expr
+        iv = n.IterVar(n.Var(name), n.Range(const(0), simplify_expr(extent)), kind)
+        self.all_iter_vars.append(iv)
+        return iv
+
+    # ------------------------------------------------------------ loop structure
+    def split(self, parent: n.IterVar, factor: int | None = None,
+              nparts: int | None = None) -> tuple[n.IterVar, n.IterVar]:
+        """Split a loop in two (Halide/TVM ``split``).
+
+        ``for i in range(n)`` → ``for i.outer in range(ceil(n/f)): for i.inner in range(f)``
+        with ``i = i.outer*f + i.inner``; when ``f`` does not divide ``n`` the body is
+        guarded by ``i < n``. Give exactly one of ``factor`` (inner extent) or ``nparts``
+        (outer extent), a positive int.
+        """
+        self._check_leaf(parent, "split")
+        if (factor is None) == (nparts is None):
+            self._fail(f"split of {parent.name!r}: give exactly one of factor= or nparts=")
+        amount = factor if factor is not None else nparts
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+            self._fail(f"split of {parent.name!r}: factor/nparts must be a positive int, "
+                       f"got {amount!r}")
+        ext = parent.dom.extent
+        if factor is not None:
+            outer_ext, inner_ext = (ext + (factor - 1)) // factor, const(factor)
+        else:
+            outer_ext, inner_ext = const(nparts), (ext + (nparts - 1)) // nparts
+        outer = self._new_axis(f"{parent.name}.outer", parent.kind, outer_ext)
+        inner = self._new_axis(f"{parent.name}.inner", parent.kind, inner_ext)
+        self.relations.append(Split(parent, outer, inner, factor, nparts))
+        pos = self.leaf_iter_vars.index(parent)
+        self.leaf_iter_vars[pos:pos + 1] = [outer, inner]
+        self._record("split", axis=parent.name, factor=factor, nparts=nparts)
+        return outer, inner
+
+    def fuse(self, *axes: n.IterVar) -> n.IterVar:
+        """Fuse adjacent loops into one (TVM ``fuse``): ``for i: for j`` →
+        ``for i.j.fused in range(ni*nj)`` with ``i = f // nj, j = f % nj``."""
+        if len(axes) == 1 and isinstance(axes[0], (list, tuple)):
+            axes = tuple(axes[0])
+        if not axes:
+            self._fail("fuse: give at least one axis")
+        for iv in axes:
+            self._check_leaf(iv, "fuse")
+        positions = [self.leaf_iter_vars.index(iv) for iv in axes]
+        if positions != list(range(positions[0], positions[0] + len(axes))):
+            self._fail(f"fuse: axes {[iv.name for iv in axes]} must be adjacent loops, "
+                       "outermost first")
+        kinds = {iv.kind for iv in axes}
+        if len(kinds) > 1:
+            self._fail(f"fuse: cannot fuse a reduction axis with a data-parallel axis "
+                       f"({[iv.name for iv in axes]})")
+        fused = axes[0]
+        for inner in axes[1:]:
+            outer = fused
+            fused = self._new_axis(f"{outer.name}.{inner.name}.fused", outer.kind,
+                                   outer.dom.extent * inner.dom.extent)
+            self.relations.append(Fuse(outer, inner, fused))
+        pos = positions[0]
+        self.leaf_iter_vars[pos:pos + len(axes)] = [fused]
+        self._record("fuse", axes=[iv.name for iv in axes])
+        return fused
+
+    def reorder(self, *axes: n.IterVar):
+        """Reorder loops (TVM ``reorder``): the given loops take, in the given order, the
+        positions they occupied together; the other loops stay in place."""
+        if len(axes) == 1 and isinstance(axes[0], (list, tuple)):
+            axes = tuple(axes[0])
+        for iv in axes:
+            self._check_leaf(iv, "reorder")
+        if len(set(map(id, axes))) != len(axes):
+            self._fail(f"reorder: an axis appears twice in {[iv.name for iv in axes]}")
+        positions = sorted(self.leaf_iter_vars.index(iv) for iv in axes)
+        for pos, iv in zip(positions, axes):
+            self.leaf_iter_vars[pos] = iv
+        self._record("reorder", axes=[iv.name for iv in axes])
+
+    def tile(self, x_parent, y_parent, x_factor: int, y_factor: int):
+        """Split two loops and order them ``xo, yo, xi, yi`` (TVM ``tile``)."""
+        xo, xi = self.split(x_parent, factor=x_factor)
+        yo, yi = self.split(y_parent, factor=y_factor)
+        self.reorder(xo, yo, xi, yi)
+        return xo, yo, xi, yi
+
+    def _annotate(self, iv, kind: str):
+        self._check_leaf(iv, kind)
+        if kind in ("vectorized", "parallel") and iv.kind == "reduce":
+            verb = "vectorize" if kind == "vectorized" else "parallelize"
+            self._fail(f"cannot {verb} reduction axis {iv.name!r}: its iterations "
+                       "accumulate into the same element (use rfactor first)")
+        if iv in self.bound_thread:
+            self._fail(f"axis {iv.name!r} is bound to a GPU thread index already")
+        self.loop_kind[iv] = kind
+
+    def vectorize(self, iv: n.IterVar):
+        """Run a loop's iterations as SIMD lanes (Halide/TVM ``vectorize``). The loop's
+        extent must be a constant; a body that cannot be vectorized stays a loop."""
+        self._annotate(iv, "vectorized")
+        self._record("vectorize", axis=iv.name)
+
+    def unroll(self, iv: n.IterVar):
+        """Replicate a constant-extent loop's body (Halide/TVM ``unroll``)."""
+        self._annotate(iv, "unrolled")
+        self._record("unroll", axis=iv.name)
+
+    def parallel(self, iv: n.IterVar):
+        """Run a loop's iterations on the CPU's threads (Halide/TVM ``parallel``)."""
+        self._annotate(iv, "parallel")
+        self._record("parallel", axis=iv.name)
+
+    def bind(self, iv: n.IterVar, thread: n.IterVar):
+        """Map a loop to a GPU index (TVM ``bind``): ``s[C].bind(bx, td.thread_axis("blockIdx.x"))``."""
+        self._check_leaf(iv, "bind")
+        if not isinstance(thread, n.IterVar) or "." not in thread.kind and thread.kind != "vthread":
+            self._fail(f"bind of {iv.name!r}: expected td.thread_axis(...), got {thread!r}")
+        if iv in self.loop_kind:
+            self._fail(f"bind of {iv.name!r}: the axis is already {self.loop_kind[iv]}")
+        self.bound_thread[iv] = thread
+        self._record("bind", axis=iv.name, thread=thread.kind)
+
+    def pragma(self, iv: n.IterVar, key: str):
+        """Attach a free-form hint to a loop (TVM ``pragma``); backends may use it."""
+        self._check_leaf(iv, "pragma")
+        self.pragmas.setdefault(iv, []).append(str(key))
+        self._record("pragma", axis=iv.name, key=str(key))
+
+    # ------------------------------------------------------------ placement
+    def compute_at(self, parent: "Stage", iv: n.IterVar):
+        """Compute this stage inside loop ``iv`` of ``parent`` (Halide ``compute_at``),
+        only the region that one iteration of ``iv`` reads. ``parent`` must consume this
+        stage (directly or through inlined stages)."""
+        self._check_compute("compute_at")
+        if not isinstance(parent, Stage):
+            self._fail(f"compute_at: parent must be a stage (s[T]), got {parent!r}")
+        if parent is self:
+            self._fail("compute_at: a stage cannot be computed at its own loop")
+        if self.is_output:
+            self._fail("compute_at: an output of the schedule must be computed at root")
+        if iv not in parent.all_iter_vars:
+            self._fail(f"compute_at: axis {getattr(iv, 'name', iv)!r} is not an axis of "
+                       f"stage {parent.name!r}")
+        if not self.schedule.consumes(parent, self):
+            self._fail(f"compute_at: stage {parent.name!r} does not read {self.name!r}, so "
+                       f"{self.name!r} cannot be computed inside its loop {iv.name!r}")
+        self.attach_type, self.attach_stage, self.attach_ivar = "scope", parent, iv
+        self._record("compute_at", parent=parent.name, axis=iv.name)
+
+    def compute_inline(self):
+        """Substitute this stage's expression into its consumers (``compute_inline``)."""
+        self._check_compute("compute_inline")
+        if self.is_output:
+            self._fail("compute_inline: an output of the schedule cannot be inlined")
+        if self.op.reduce_axis:
+            self._fail("compute_inline: a reduction cannot be inlined")
+        if self.op.num_outputs > 1:
+            self._fail("compute_inline: an operation with several outputs cannot be inlined")
+        self.attach_type, self.attach_stage, self.attach_ivar = "inline", None, None
+        self._record("compute_inline")
+
+    def compute_root(self):
+        """Compute the whole tensor before its consumers run (the default)."""
+        self._check_compute("compute_root")
+        self.attach_type, self.attach_stage, self.attach_ivar = "root", None, None
+        self._record("compute_root")
+
+    def set_scope(self, scope: str):
+        if scope not in ("global", "shared", "local"):
+            self._fail(f"set_scope: scope must be global, shared or local, got {scope!r}")
+        self.scope = scope
+        self._record("set_scope", scope=scope)
+
+    def storage_align(self, iv: n.IterVar, factor: int, offset: int):
+        """Pad the row stride of this stage's buffer at ``iv``'s dimension to
+        ``factor*k + offset`` elements (avoids shared-memory bank conflicts on GPUs)."""
+        self._check_compute("storage_align")
+        if iv not in self.op.axis:
+            self._fail(f"storage_align: {getattr(iv, 'name', iv)!r} is not a root axis")
+        self.align[list(self.op.axis).index(iv)] = (int(factor), int(offset))
+        self._record("storage_align", axis=iv.name, factor=factor, offset=offset)
+
+    def double_buffer(self):
+        """Allocate two copies of this (shared) buffer and alternate between them."""
+        self._check_compute("double_buffer")
+        self.is_double_buffered = True
+        self._record("double_buffer")
+
+
+class Schedule:
+    """All stages of a computation, in an order where producers come first."""
+
+    def __init__(self, outputs):
+        self.outputs: list[Operation] = outputs
+        self.stages: list[Stage] = []
+        self.stage_map: dict[Operation, Stage] = {}
+        self.trace: list[Step] = []
+        for op in _post_order(outputs):
+            stage = Stage(op, self)
+            self.stages.append(stage)
+            self.stage_map[op] = stage
+        for op in outputs:
+            self.stage_map[op].is_output = True
+
+    def __getitem__(self, key) -> Stage:
+        op = key.op if isinstance(key, Tensor) else key
+        stage = self.stage_map.get(op)
+        if stage is None:
+            raise ScheduleError(f"{getattr(op, 'name', op)!r} is not part of this schedule "
+                                "(create_schedule walks back from its outputs)")
+        return stage
+
+    def stage_of(self, tensor: Tensor) -> Stage:
+        return self[tensor]
+
+    def canonical(self, tensor: Tensor) -> Tensor:
+        """The tensor as computed now (after cache_write or rfactor rewrote its op)."""
+        return self[tensor].op.output(tensor.value_index)
+
+    def readers_of(self, stage: Stage) -> list[Stage]:
+        return [s for s in self.stages
+                if isinstance(s.op, ComputeOp)
+                and any(self[t] is stage for t in s.op.input_tensors)]
+
+    def consumes(self, consumer: Stage, producer: Stage) -> bool:
+        """Whether ``consumer`` reads ``producer``, directly or through inlined stages."""
+        seen = set()
+        todo = [consumer]
+        while todo:
+            st = todo.pop()
+            for t in getattr(st.op, "input_tensors", []):
+                s = self[t]
+                if s is producer:
+                    return True
+                if s.attach_type == "inline" and id(s) not in seen:
+                    seen.add(id(s))
+                    todo.append(s)
+        return False
+
+    def insert_stage(self, stage: Stage, before: Stage):
+        self.stages.insert(self.stages.index(before), stage)
+        self.stage_map[stage.op] = stage
+
+    # graph rewrites live in rewrite.py; bound here to keep TVM's spelling
+    def cache_read(self, tensor, scope: str, readers):
+        from .rewrite import cache_read
+        return cache_read(self, tensor, scope, readers)
+
+    def cache_write(self, tensor, scope: str):
+        from .rewrite import cache_write
+        return cache_write(self, tensor, scope)
+
+    def rfactor(self, tensor, axis, factor_axis: int = 0):
+        from .rewrite import rfactor
+        return rfactor(self, tensor, axis, factor_axis)
+
+
+def _post_order(outputs) -> list[Operation]:
+    order, seen = [], set()
+
+    def walk(op):
+        if id(op) in seen:
+            return
+        seen.add(id(op))
+        for t in op.input_tensors:
+            walk(t.op)
+        order.append(op)
+
+    for op in outputs:
+        walk(op)
+    return order
+
+
+def create_schedule(outputs) -> Schedule:
+    """A default schedule (every stage computed at root, in order) for ``outputs``: an
+    operation, a tensor, or a list of either."""
+    if not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    ops = []
+    for o in outputs:
+        op = o.op if isinstance(o, Tensor) else o
+        if not isinstance(op, Operation):
+            raise TypeError(f"create_schedule: expected tensors or operations, got {o!r}")
+        if op not in ops:
+            ops.append(op)
+    return Schedule(ops)

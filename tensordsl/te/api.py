@@ -1,0 +1,160 @@
+"""The public tensor-expression API: placeholders, computes, axes and reductions."""
+from __future__ import annotations
+
+import inspect
+import itertools
+
+from ..ir import dtype as dt
+from ..ir import nodes as n
+from ..ir.op import const, convert, match_types, max_value, min_value
+from ..ir.visitor import Visitor
+from .tensor import ComputeOp, PlaceholderOp, Tensor
+
+_fresh = itertools.count()
+
+
+def var(name: str = "n", dtype: str = "int64") -> n.Var:
+    """A symbolic value (for example an extent bound from an argument's shape)."""
+    dtype = dt.normalize(dtype)
+    if not dt.is_int(dtype):
+        raise TypeError(f"var {name!r}: dtype must be an integer type, got {dtype}")
+    return n.Var(name, "int64")
+
+
+def _shape(shape, what: str) -> tuple[n.Expr, ...]:
+    if isinstance(shape, (int, n.Expr)):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{what}: shape must be a tuple of ints or td.var, got {shape!r}")
+    out = []
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, (int, n.Expr)):
+            raise TypeError(f"{what}: shape entries must be ints or expressions, got {d!r}")
+        e = convert(d)
+        if not dt.is_int(e.dtype):
+            raise TypeError(f"{what}: shape entries must be integers, got {e.dtype}")
+        if isinstance(e, n.IntImm) and e.value < 0:
+            raise ValueError(f"{what}: shape entries must be >= 0, got {e.value}")
+        out.append(e if e.dtype == "int64" else n.Cast("int64", e))
+    return tuple(out)
+
+
+def placeholder(shape, dtype: str = "float32", name: str = "placeholder") -> Tensor:
+    """An input tensor: ``A = td.placeholder((n, 64), dtype="float32", name="A")``."""
+    return PlaceholderOp(name, _shape(shape, f"placeholder {name!r}"),
+                         dt.normalize(dtype)).output(0)
+
+
+def reduce_axis(dom, name: str = "rv") -> n.IterVar:
+    """A reduction axis over ``dom = (lo, hi)``: ``k = td.reduce_axis((0, 64), "k")``."""
+    if not (isinstance(dom, (tuple, list)) and len(dom) == 2):
+        raise TypeError(f"reduce_axis {name!r}: dom must be (lo, hi), got {dom!r}")
+    lo, hi = convert(dom[0]), convert(dom[1])
+    from ..arith.simplify import simplify_expr
+    return n.IterVar(n.Var(name), n.Range(lo, simplify_expr(hi - lo)), "reduce")
+
+
+def thread_axis(tag: str, name: str | None = None) -> n.IterVar:
+    """A GPU index to ``bind`` a loop to: ``td.thread_axis("threadIdx.x")``."""
+    valid = {f"{a}.{c}" for a in ("blockIdx", "threadIdx", "vthread") for c in "xyz"}
+    if tag not in valid and tag != "vthread":
+        raise ValueError(f"thread_axis: tag must be one of {sorted(valid)}, got {tag!r}")
+    return n.IterVar(n.Var(name or tag), n.Range(const(0), n.Var(tag + ".extent")), tag)
+
+
+def compute(shape, fcompute, name: str = "compute", tag: str = ""):
+    """``T[i, ...] = fcompute(i, ...)``. Returns a Tensor, or a list of Tensors when
+    ``fcompute`` returns a tuple (one operation with several outputs)."""
+    shape = _shape(shape, f"compute {name!r}")
+    params = list(inspect.signature(fcompute).parameters.values())
+    if len(params) == 1 and params[0].kind == inspect.Parameter.VAR_POSITIONAL:
+        names = [f"i{k}" for k in range(len(shape))]
+    else:
+        names = [p.name for p in params]
+        if len(names) != len(shape):
+            raise ValueError(f"compute {name!r}: fcompute takes {len(names)} arguments "
+                             f"but the shape has {len(shape)} dimensions")
+    axis = tuple(n.IterVar(n.Var(nm), n.Range(const(0), d)) for nm, d in zip(names, shape))
+    result = fcompute(*[iv.var for iv in axis])
+    bodies = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+    bodies = tuple(convert(b) for b in bodies)
+    _check_bodies(name, bodies)
+    op = ComputeOp(name, axis, bodies, tag)
+    outs = op.outputs
+    return list(outs) if isinstance(result, (tuple, list)) else outs[0]
+
+
+class _NestedReduce(Visitor):
+    def visit_Reduce(self, node):
+        raise ValueError("a reduction (td.sum/max/min) must be the whole body of a compute: "
+                         "compute the reduction into its own tensor, then use it")
+
+
+def _check_bodies(name: str, bodies):
+    reduces = [b for b in bodies if isinstance(b, n.Reduce)]
+    for b in bodies:
+        if isinstance(b, n.Reduce):
+            for s in b.source:
+                _NestedReduce().visit(s)
+        else:
+            _NestedReduce().visit(b)
+    if reduces and len(reduces) != len(bodies):
+        raise ValueError(f"compute {name!r}: either every output is a reduction or none is")
+    if reduces:
+        first = reduces[0]
+        for r in reduces[1:]:
+            if r.combiner is not first.combiner or r.axis != first.axis:
+                raise ValueError(f"compute {name!r}: outputs must come from one reduction "
+                                 "(one comm_reducer call)")
+    for b in bodies:
+        if dt.lanes(b.dtype) != 1:
+            raise TypeError(f"compute {name!r}: a body must be a scalar expression")
+
+
+# ---------------------------------------------------------------- reductions
+
+
+class CommReducerFactory:
+    """A reduction function built by ``comm_reducer``: call it as ``r(expr, axis=k)``."""
+
+    def __init__(self, fcombine, fidentity, name: str):
+        self.fcombine, self.fidentity, self.name = fcombine, fidentity, name
+
+    def __call__(self, expr, axis, where=None):
+        exprs = tuple(expr) if isinstance(expr, (tuple, list)) else (expr,)
+        exprs = tuple(convert(e) for e in exprs)
+        axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+        for a in axes:
+            if not isinstance(a, n.IterVar) or a.kind != "reduce":
+                raise TypeError(f"{self.name}: axis must be td.reduce_axis, got {a!r}")
+        dtypes = [e.dtype for e in exprs]
+        lhs = tuple(n.Var(f"x{k}", d) for k, d in enumerate(dtypes))
+        rhs = tuple(n.Var(f"y{k}", d) for k, d in enumerate(dtypes))
+        args = (lhs, rhs) if len(exprs) > 1 else (lhs[0], rhs[0])
+        result = self.fcombine(*args)
+        result = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+        identity = self.fidentity(*dtypes)
+        identity = tuple(identity) if isinstance(identity, (tuple, list)) else (identity,)
+        result = tuple(_as_dtype(convert(r), d) for r, d in zip(result, dtypes))
+        identity = tuple(_as_dtype(convert(i), d) for i, d in zip(identity, dtypes))
+        combiner = n.CommReducer(lhs, rhs, result, identity, self.name)
+        cond = const(True) if where is None else convert(where)
+        out = tuple(n.Reduce(combiner, exprs, axes, cond, k) for k in range(len(exprs)))
+        return out if len(exprs) > 1 else out[0]
+
+
+def _as_dtype(e: n.Expr, dtype: str) -> n.Expr:
+    from ..ir.op import cast
+    return e if e.dtype == dtype else cast(dtype, e)
+
+
+def comm_reducer(fcombine, fidentity, name: str = "comm_reducer") -> CommReducerFactory:
+    """A user-defined commutative reduction. ``fcombine(x, y)`` combines two partial
+    results (tuples for tuple-valued reductions, e.g. argmax); ``fidentity(*dtypes)``
+    gives the identity."""
+    return CommReducerFactory(fcombine, fidentity, name)
+
+
+sum = comm_reducer(lambda x, y: x + y, lambda d: const(0, d), name="sum")  # noqa: A001
+max = comm_reducer(lambda x, y: n.Max(*match_types(x, y)), min_value, name="max")  # noqa: A001
+min = comm_reducer(lambda x, y: n.Min(*match_types(x, y)), max_value, name="min")  # noqa: A001

@@ -1,0 +1,134 @@
+"""Tensors and the operations that produce them (TVM's classic ``te`` graph).
+
+A ``PlaceholderOp`` is an input; a ``ComputeOp`` defines each output element by an
+expression of its axis variables. Operations are immutable; a schedule that rewrites
+the graph (cache_read, cache_write, rfactor) creates new operations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import nodes as n
+from ..ir.op import convert
+from ..ir.visitor import Visitor
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """Output ``value_index`` of ``op``. ``T[i, j]`` reads it inside an expression."""
+    op: "Operation"
+    value_index: int = 0
+
+    @property
+    def shape(self) -> tuple[n.Expr, ...]:
+        return self.op.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.op.output_dtype(self.value_index)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.op.shape)
+
+    @property
+    def name(self) -> str:
+        return self.op.name if self.op.num_outputs == 1 else f"{self.op.name}.v{self.value_index}"
+
+    def __getitem__(self, indices) -> n.TensorRead:
+        if not isinstance(indices, tuple):
+            indices = (indices,)
+        if len(indices) != self.ndim:
+            raise IndexError(f"tensor {self.name} has {self.ndim} dimensions, indexed "
+                             f"with {len(indices)}")
+        idx = []
+        for i in indices:
+            e = convert(i)
+            if e.dtype != "int64":
+                from ..ir import dtype as dt
+                if not dt.is_int(e.dtype) or dt.lanes(e.dtype) != 1:
+                    raise TypeError(f"index of {self.name}: expected an integer "
+                                    f"expression, got {e.dtype}")
+                e = n.Cast("int64", e)
+            idx.append(e)
+        return n.TensorRead(self, tuple(idx))
+
+    def __call__(self, *indices):
+        return self[indices]
+
+    def __repr__(self):
+        return f"Tensor({self.name}, shape={list(self.shape)}, {self.dtype})"
+
+
+class Operation:
+    name: str
+    shape: tuple[n.Expr, ...]
+
+    @property
+    def num_outputs(self) -> int:
+        return 1
+
+    def output(self, i: int = 0) -> Tensor:
+        return Tensor(self, i)
+
+    @property
+    def outputs(self) -> tuple[Tensor, ...]:
+        return tuple(Tensor(self, i) for i in range(self.num_outputs))
+
+    @property
+    def input_tensors(self) -> list[Tensor]:
+        return []
+
+
+class PlaceholderOp(Operation):
+    def __init__(self, name: str, shape, dtype: str):
+        self.name, self.shape, self.dtype = name, shape, dtype
+
+    def output_dtype(self, i: int) -> str:
+        return self.dtype
+
+    def __repr__(self):
+        return f"PlaceholderOp({self.name})"
+
+
+class ComputeOp(Operation):
+    """``outputs[k][axis] = body[k]``; a reduction's body is ``Reduce`` nodes sharing one
+    combiner and one set of reduce axes."""
+
+    def __init__(self, name: str, axis: tuple[n.IterVar, ...], body: tuple[n.Expr, ...],
+                 tag: str = ""):
+        self.name, self.axis, self.body, self.tag = name, tuple(axis), tuple(body), tag
+        self.shape = tuple(iv.dom.extent for iv in self.axis)
+        first = self.body[0]
+        self.reduce_axis = first.axis if isinstance(first, n.Reduce) else ()
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.body)
+
+    def output_dtype(self, i: int) -> str:
+        return self.body[i].dtype
+
+    @property
+    def input_tensors(self) -> list[Tensor]:
+        return tensors_read(self.body)
+
+    def __repr__(self):
+        return f"ComputeOp({self.name})"
+
+
+class _ReadCollector(Visitor):
+    def __init__(self):
+        self.tensors: dict[Tensor, None] = {}
+
+    def visit_TensorRead(self, node):
+        self.tensors[node.tensor] = None
+        self.generic_visit(node)
+
+
+def tensors_read(exprs) -> list[Tensor]:
+    """Tensors read by the expressions, in order of first read."""
+    c = _ReadCollector()
+    for e in exprs:
+        c.visit(e)
+    return list(c.tensors)
