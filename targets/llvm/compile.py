@@ -12,14 +12,21 @@ import llvmlite.binding as llvm
 from tensordsl.errors import BuildError
 
 
-@functools.lru_cache(maxsize=None)
-def host_machine():
+def new_host_machine():
+    """A fresh TargetMachine for the host CPU. An MCJIT engine takes ownership of the
+    machine it is given and frees it with itself, so every engine needs its own."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     target = llvm.Target.from_triple(llvm.get_process_triple())
     return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
                                         features=llvm.get_host_cpu_features().flatten(),
                                         opt=3, jit=True)
+
+
+@functools.lru_cache(maxsize=None)
+def host_machine():
+    """The machine used for optimizing and emitting code (never given to an engine)."""
+    return new_host_machine()
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,7 +15,7 @@ import llvmlite.binding as llvm
 
 from tensordsl.errors import BuildError
 
-from .compile import host_machine
+from .compile import new_host_machine
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,7 +47,7 @@ def load(obj: bytes, name: str, n_pointers: int, n_scalars: int) -> Kernel:
     if not load_openmp():
         raise BuildError("parallel loops need libgomp (gcc's OpenMP runtime), which was "
                          "not found; install libgomp1")
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), host_machine())
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_host_machine())
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     address = engine.get_function_address(name)

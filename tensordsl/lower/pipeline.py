@@ -91,6 +91,9 @@ def _canonical_args(schedule: Schedule, args) -> list[Tensor]:
     for k, a in enumerate(args):
         if not isinstance(a, Tensor):
             raise TypeError(f"args[{k}]: expected a tensor, got {type(a).__name__} {a!r}")
+        if a.op not in schedule.stage_map and isinstance(a.op, PlaceholderOp):
+            tensors.append(a)  # an input the computation does not read
+            continue
         t = schedule.canonical(a)
         stage = schedule[t]
         if stage.attach_type != "root":

@@ -66,14 +66,14 @@ def compute(shape, fcompute, name: str = "compute", tag: str = ""):
     """``T[i, ...] = fcompute(i, ...)``. Returns a Tensor, or a list of Tensors when
     ``fcompute`` returns a tuple (one operation with several outputs)."""
     shape = _shape(shape, f"compute {name!r}")
-    params = list(inspect.signature(fcompute).parameters.values())
-    if len(params) == 1 and params[0].kind == inspect.Parameter.VAR_POSITIONAL:
-        names = [f"i{k}" for k in range(len(shape))]
-    else:
-        names = [p.name for p in params]
-        if len(names) != len(shape):
-            raise ValueError(f"compute {name!r}: fcompute takes {len(names)} arguments "
-                             f"but the shape has {len(shape)} dimensions")
+    params = inspect.signature(fcompute).parameters.values()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in params if p.kind in positional and p.default is p.empty]
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        names += [f"i{k}" for k in range(len(names), len(shape))]
+    if len(names) != len(shape):
+        raise ValueError(f"compute {name!r}: fcompute takes {len(names)} index arguments "
+                         f"but the shape has {len(shape)} dimensions")
     axis = tuple(n.IterVar(n.Var(nm), n.Range(const(0), d)) for nm, d in zip(names, shape))
     result = fcompute(*[iv.var for iv in axis])
     bodies = tuple(result) if isinstance(result, (tuple, list)) else (result,)
