@@ -54,11 +54,12 @@ def _is_python_number(x) -> bool:
 def match_types(a, b) -> tuple[n.Expr, n.Expr]:
     if _is_python_number(a) and not _is_python_number(b):
         b = convert(b)
-        return _const_like(a, b.dtype), b
-    if _is_python_number(b) and not _is_python_number(a):
+        a = _const_like(a, b.dtype)
+    elif _is_python_number(b) and not _is_python_number(a):
         a = convert(a)
-        return a, _const_like(b, a.dtype)
-    a, b = convert(a), convert(b)
+        b = _const_like(b, a.dtype)
+    else:
+        a, b = convert(a), convert(b)
     if a.dtype != b.dtype:
         target = dt.promote(a.dtype, b.dtype)
         a, b = cast(target, a), cast(target, b)

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: tensordsl kernels beside the library a user would call."""

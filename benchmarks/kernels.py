@@ -1,0 +1,52 @@
+"""The tensordsl programs the benchmarks time (each a few lines of compute + schedule)."""
+from __future__ import annotations
+
+import tensordsl as td
+
+
+def tutorial_matmul(M: int, N: int, K: int, bn: int = 32, kfactor: int = 4):
+    """TVM's classic CPU tutorial schedule: a packed B panel, 32x32 tiles computed into a
+    write cache, k split by 4 and unrolled, the tile row vectorized, rows in parallel."""
+    A = td.placeholder((M, K), name="A")
+    B = td.placeholder((K, N), name="B")
+    k = td.reduce_axis((0, K), "k")
+    packed = td.compute((N // bn, K, bn), lambda x, y, z: B[y, x * bn + z], name="packedB")
+    C = td.compute((M, N), lambda x, y: td.sum(A[x, k] * packed[y // bn, k, y % bn], axis=k),
+                   name="C")
+    s = td.create_schedule(C.op)
+    CC = s.cache_write(C, "global")
+    xo, yo, xi, yi = s[C].tile(C.op.axis[0], C.op.axis[1], bn, bn)
+    s[CC].compute_at(s[C], yo)
+    xc, yc = s[CC].op.axis
+    ko, ki = s[CC].split(s[CC].op.reduce_axis[0], factor=kfactor)
+    s[CC].reorder(ko, xc, ki, yc)
+    s[CC].unroll(ki)
+    s[CC].vectorize(yc)
+    s[C].parallel(xo)
+    x, y, z = packed.op.axis
+    s[packed].vectorize(z)
+    s[packed].parallel(x)
+    return s, [A, B, C]
+
+
+def fused_relu_affine(n: int, lanes: int = 16):
+    """``max(1.5*x + 0.5, 0)`` in one pass: vectorized, parallel."""
+    X = td.placeholder((n,), name="X")
+    Y = td.compute((n,), lambda i: td.maximum(X[i] * 1.5 + 0.5, 0.0), name="Y")
+    s = td.create_schedule(Y.op)
+    o, i = s[Y].split(Y.op.axis[0], factor=lanes)
+    s[Y].vectorize(i)
+    s[Y].parallel(o)
+    return s, [X, Y]
+
+
+def triad(n: int, lanes: int = 16):
+    """STREAM triad ``a = b + 3*c``: the memory bandwidth reference."""
+    B = td.placeholder((n,), name="B")
+    C = td.placeholder((n,), name="C")
+    A = td.compute((n,), lambda i: B[i] + 3.0 * C[i], name="A")
+    s = td.create_schedule(A.op)
+    o, i = s[A].split(A.op.axis[0], factor=lanes)
+    s[A].vectorize(i)
+    s[A].parallel(o)
+    return s, [B, C, A]

@@ -1,0 +1,88 @@
+"""What each benchmark process runs: ``python -m benchmarks.workers CASE SYSTEM PARAMS``.
+Prints one JSON line with the median seconds (and anything else worth keeping)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .harness import timeit
+
+
+def matmul_numpy(p):
+    M, N, K = p["M"], p["N"], p["K"]
+    a = np.random.rand(M, K).astype("float32")
+    b = np.random.rand(K, N).astype("float32")
+    c = np.empty((M, N), "float32")
+    return {"seconds": timeit(lambda: np.matmul(a, b, out=c))}
+
+
+def matmul_tensordsl(p):
+    import tensordsl as td
+    from .kernels import tutorial_matmul
+    M, N, K = p["M"], p["N"], p["K"]
+    f = td.build(*tutorial_matmul(M, N, K))
+    a = np.random.rand(M, K).astype("float32")
+    b = np.random.rand(K, N).astype("float32")
+    c = np.empty((M, N), "float32")
+    f(a, b, c)
+    err = float(np.abs(c - a @ b).max())
+    return {"seconds": timeit(lambda: f(a, b, c)), "max_error": err}
+
+
+def build_tensordsl(p):
+    """Median wall time of td.build (lower + optimize + JIT), never hitting the cache."""
+    os.environ["TENSORDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="td-bench-")
+    import tensordsl as td
+    from targets import cache
+    from .kernels import tutorial_matmul
+    td.build(*tutorial_matmul(64, 64, 64))  # load LLVM and libgomp once, as any session would
+    times = []
+    for k in range(p.get("repeat", 9)):
+        os.environ["TENSORDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="td-bench-")
+        cache.clear_memory()
+        sched = tutorial_matmul(p["M"], p["N"], p["K"])
+        t = time.perf_counter()
+        td.build(*sched)
+        times.append(time.perf_counter() - t)
+    return {"seconds": float(np.median(times))}
+
+
+def fused_numpy(p):
+    x = np.random.rand(p["n"]).astype("float32") - 0.5
+    return {"seconds": timeit(lambda: np.maximum(1.5 * x + 0.5, 0), repeat=9)}
+
+
+def fused_tensordsl(p):
+    import tensordsl as td
+    from .kernels import fused_relu_affine
+    f = td.build(*fused_relu_affine(p["n"]))
+    x = np.random.rand(p["n"]).astype("float32") - 0.5
+    y = np.empty_like(x)
+    f(x, y)
+    assert np.abs(y - np.maximum(1.5 * x + 0.5, 0)).max() < 1e-6  # FMA rounding only
+    return {"seconds": timeit(lambda: f(x, y), repeat=9)}
+
+
+def triad_tensordsl(p):
+    import tensordsl as td
+    from .kernels import triad
+    f = td.build(*triad(p["n"]))
+    b, c = np.random.rand(p["n"]).astype("float32"), np.random.rand(p["n"]).astype("float32")
+    a = np.empty_like(b)
+    sec = timeit(lambda: f(b, c, a), repeat=9)
+    return {"seconds": sec, "gbytes_per_s": 3 * 4 * p["n"] / sec / 1e9}
+
+
+def peak_llvm(p):
+    from .peak import fma_peak_gflops
+    return {"seconds": 0.0, "gflops": fma_peak_gflops()}
+
+
+if __name__ == "__main__":
+    case, system, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    print(json.dumps(globals()[f"{case}_{system}"](params)))

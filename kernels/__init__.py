@@ -1,0 +1,1 @@
+"""Operator definitions as tensor expressions (dense, sparse, capsule): no schedules here."""

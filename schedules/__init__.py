@@ -1,0 +1,1 @@
+"""Schedule templates per operator and target, and shipped tuned records."""

@@ -1,0 +1,77 @@
+"""The ``tensordsl`` command line.
+
+    tensordsl demo                        define, compile and time kernels beside numpy
+    tensordsl show FILE.py:FUNC [--ir|--llvm|--asm] [--after PASS]
+                                          print a schedule's IR or code; FUNC returns
+                                          (schedule, args)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+
+
+def _load_function(spec: str):
+    path, sep, name = spec.rpartition(":")
+    if not sep or not path.endswith(".py"):
+        raise ValueError(f"expected path/to/file.py:function, got {spec!r}")
+    module_spec = importlib.util.spec_from_file_location("tensordsl_user_module", path)
+    if module_spec is None:
+        raise ValueError(f"cannot load {path!r}")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path!r}") from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise ValueError(f"{path!r} has no function {name!r}")
+    return fn
+
+
+def _show(args) -> int:
+    import tensordsl as td
+    s, tensors = _load_function(args.target)()
+    if args.llvm or args.asm:
+        f = td.build(s, tensors)
+        print(f.get_source("asm" if args.asm else "ll"))
+    else:
+        print(td.lower(s, tensors, stop_after=args.after))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tensordsl", description="tensordsl kernel compiler")
+    parser.add_argument("--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("demo", help="define, compile and time kernels beside numpy")
+    show = sub.add_parser("show", help="print the IR or generated code of a schedule")
+    show.add_argument("target", help="path/to/file.py:function returning (schedule, args)")
+    kind = show.add_mutually_exclusive_group()
+    kind.add_argument("--ir", action="store_true", help="lowered loop nest (default)")
+    kind.add_argument("--llvm", action="store_true", help="LLVM IR")
+    kind.add_argument("--asm", action="store_true", help="host assembly")
+    from .lower.pipeline import PASS_NAMES
+    show.add_argument("--after", choices=PASS_NAMES, help="show the IR after this pass")
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+        print(__version__)
+        return 0
+    if args.command == "demo":
+        from .demo import main as demo
+        demo()
+        return 0
+    if args.command == "show":
+        try:
+            return _show(args)
+        except ValueError as err:
+            print(f"tensordsl show: error: {err}", file=sys.stderr)
+            return 2
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Illegal schedules are refused when they are made, naming the stage and the axis."""
+import pytest
+
+import tensordsl as td
+from tensordsl import ScheduleError
+
+
+@pytest.fixture
+def mm():
+    A = td.placeholder((16, 16), name="A")
+    B = td.placeholder((16, 16), name="B")
+    k = td.reduce_axis((0, 16), "k")
+    C = td.compute((16, 16), lambda i, j: td.sum(A[i, k] * B[k, j], axis=k), name="C")
+    return A, B, C, k
+
+
+def test_vectorize_a_reduction_axis(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match=r"stage 'C'.*reduction axis 'k'"):
+        s[C].vectorize(k)
+
+
+def test_parallelize_a_reduction_axis(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match=r"stage 'C'.*parallelize reduction axis 'k'"):
+        s[C].parallel(k)
+
+
+def test_reorder_an_axis_that_was_split_away(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    i, j = C.op.axis
+    s[C].split(i, factor=4)
+    with pytest.raises(ScheduleError, match=r"stage 'C'.*axis 'i'.*split or fused away"):
+        s[C].reorder(j, i)
+
+
+def test_axis_of_another_stage(mm):
+    A, B, C, k = mm
+    D = td.compute((16, 16), lambda i, j: C[i, j] + 1.0, name="D")
+    s = td.create_schedule(D.op)
+    with pytest.raises(ScheduleError, match=r"stage 'D'.*'i'.*does not belong"):
+        s[D].split(C.op.axis[0], factor=2)
+
+
+def test_compute_at_a_stage_that_does_not_consume(mm):
+    A, B, C, k = mm
+    D = td.compute((16,), lambda i: A[i, 0] * 2.0, name="D")
+    E = td.compute((16,), lambda i: D[i] + C[i, i], name="E")
+    s = td.create_schedule(E.op)
+    with pytest.raises(ScheduleError, match=r"stage 'D'.*'C' does not read 'D'"):
+        s[D].compute_at(s[C], C.op.axis[0])
+
+
+def test_compute_at_an_axis_split_afterwards(mm):
+    A, B, C, k = mm
+    P = td.compute((16, 16), lambda i, j: A[i, j] * 2.0, name="P")
+    D = td.compute((16, 16), lambda i, j: P[i, j] + 1.0, name="D")
+    s = td.create_schedule(D.op)
+    s[P].compute_at(s[D], D.op.axis[0])
+    s[D].split(D.op.axis[0], factor=4)
+    with pytest.raises(ScheduleError, match=r"stage 'P'.*axis 'i' of 'D'"):
+        td.lower(s, [A, D])
+
+
+def test_compute_at_while_another_consumer_reads_outside(mm):
+    A, B, C, k = mm
+    P = td.compute((16,), lambda i: A[i, 0] * 2.0, name="P")
+    D = td.compute((16,), lambda i: P[i] + 1.0, name="D")
+    E = td.compute((16,), lambda i: P[i] * D[i], name="E")
+    s = td.create_schedule(E.op)
+    s[P].compute_at(s[D], D.op.axis[0])
+    with pytest.raises(ScheduleError, match=r"'E' also reads it outside"):
+        td.lower(s, [A, E])
+
+
+def test_inline_output_or_reduction(mm):
+    A, B, C, k = mm
+    D = td.compute((16, 16), lambda i, j: C[i, j] + 1.0, name="D")
+    s = td.create_schedule(D.op)
+    with pytest.raises(ScheduleError, match="stage 'D'.*output"):
+        s[D].compute_inline()
+    with pytest.raises(ScheduleError, match="stage 'C'.*reduction cannot be inlined"):
+        s[C].compute_inline()
+
+
+def test_split_factor_must_be_positive_int(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match=r"stage 'C'.*split of 'i'.*positive int"):
+        s[C].split(C.op.axis[0], factor=0)
+    with pytest.raises(ScheduleError, match="exactly one"):
+        s[C].split(C.op.axis[0], factor=2, nparts=2)
+
+
+def test_fuse_needs_adjacent_axes_of_one_kind(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    i, j = C.op.axis
+    with pytest.raises(ScheduleError, match="adjacent"):
+        s[C].fuse(i, k)
+    with pytest.raises(ScheduleError, match="reduction axis with a data-parallel"):
+        s[C].fuse(j, k)
+
+
+def test_schedule_a_placeholder(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match="placeholder"):
+        s[A].split(A.op.shape[0], factor=2)
+
+
+def test_cache_read_by_a_stage_that_does_not_read(mm):
+    A, B, C, k = mm
+    D = td.compute((16, 16), lambda i, j: C[i, j] + 1.0, name="D")
+    s = td.create_schedule(D.op)
+    with pytest.raises(ScheduleError, match="stage 'D' does not read 'A'"):
+        s.cache_read(A, "local", [D])
+
+
+def test_cache_write_after_split(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    s[C].split(C.op.axis[0], factor=4)
+    with pytest.raises(ScheduleError, match="cache_write must come before"):
+        s.cache_write(C, "global")
+
+
+def test_rfactor_of_a_data_parallel_axis(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match="not a reduction axis"):
+        s.rfactor(C, C.op.axis[0])
+
+
+def test_bad_scope(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match="scope"):
+        s.cache_read(A, "texture", [C])
+
+
+def test_output_missing_from_args(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(td.BuildError, match="output 'C'.*missing"):
+        td.lower(s, [A, B])
+
+
+def test_input_missing_from_args(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(td.BuildError, match="'B'.*pass it in args"):
+        td.lower(s, [A, C])

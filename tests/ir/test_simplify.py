@@ -1,0 +1,84 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tensordsl.arith.simplify import Simplifier, simplify_expr
+from tensordsl.ir import nodes as n
+from tensordsl.ir.printer import print_ir
+
+i, j, f = n.Var("i"), n.Var("j"), n.Var("f")
+RANGES = {i: (0, 127), j: (0, 7), f: (0, 1023)}
+
+
+def s(e):
+    return print_ir(simplify_expr(e, RANGES))
+
+
+def test_floordiv_of_a_split_index_recovers_the_outer_loop():
+    assert s((i * 8 + j) // 8) == "i"
+
+
+def test_floormod_of_a_split_index_recovers_the_inner_loop():
+    assert s((i * 8 + j) % 8) == "j"
+
+
+def test_fused_index_recombines():
+    assert s((f // 32) * 32 + f % 32) == "f"
+
+
+def test_guard_proved_by_loop_bounds():
+    assert s(i * 8 + j < 1024) == "True"
+    assert s(i * 8 + j < 1000) == "i*8 + j < 1000"
+
+
+def test_nested_division_and_modulus():
+    assert s((f // 4) // 8) == "f // 32"
+    assert s((f % 32) % 8) == "f % 8"
+
+
+def test_min_max_decided_by_difference():
+    assert s(n.Min(i * 8, i * 8 + 7)) == "i*8"
+    assert s(n.Max(i * 8, i * 8 + 7)) == "i*8 + 7"
+
+
+def test_terms_cancel():
+    assert s((i * 8 + j + 3) - (i * 8 + j)) == "3"
+
+
+def test_loop_of_extent_one_disappears():
+    body = n.Store(n.Buffer("B", "float32", (n.IntImm("int64", 4),)), n.FloatImm("float32", 1.0), i)
+    loop = n.For(i, n.IntImm("int64", 2), n.IntImm("int64", 1), "serial", body)
+    assert print_ir(Simplifier().visit(loop)) == "B[2] = 1.0f"
+
+
+# --- random affine expressions keep their value under simplification -------------
+
+def _exprs():
+    leaves = st.sampled_from([i, j, f]) | st.integers(-20, 20).map(lambda v: n.IntImm("int64", v))
+
+    def extend(children):
+        binop = st.tuples(st.sampled_from([n.Add, n.Sub, n.Min, n.Max]), children, children)
+        scale = st.tuples(children, st.integers(-9, 9)).map(lambda t: n.Mul(t[0], n.IntImm("int64", t[1])))
+        divmod_ = st.tuples(st.sampled_from([n.FloorDiv, n.FloorMod]), children, st.integers(1, 40)).map(
+            lambda t: t[0](t[1], n.IntImm("int64", t[2])))
+        return binop.map(lambda t: t[0](t[1], t[2])) | scale | divmod_
+
+    return st.recursive(leaves, extend, max_leaves=8)
+
+
+def _eval(e, env):
+    if isinstance(e, n.IntImm):
+        return e.value
+    if isinstance(e, n.Var):
+        return env[e]
+    a, b = _eval(e.a, env), _eval(e.b, env)
+    return {n.Add: a + b, n.Sub: a - b, n.Mul: a * b, n.Min: min(a, b), n.Max: max(a, b),
+            n.FloorDiv: a // b if b else 0, n.FloorMod: a % b if b else 0}[type(e)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_exprs(), st.integers(0, 127), st.integers(0, 7), st.integers(0, 1023))
+def test_simplification_preserves_value(e, vi, vj, vf):
+    env = {i: vi, j: vj, f: vf}
+    simplified = simplify_expr(e, RANGES)
+    assert _eval(simplified, env) == _eval(e, env), (print_ir(e), print_ir(simplified))

@@ -1,0 +1,285 @@
+"""Every schedule primitive, built and run, against numpy."""
+import numpy as np
+import pytest
+
+import tensordsl as td
+
+
+def build_run(s, args, arrays):
+    td.build(s, args)(*arrays)
+
+
+def rand(rng, *shape, dtype="float32"):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def matmul_def(M, N, K):
+    A = td.placeholder((M, K), name="A")
+    B = td.placeholder((K, N), name="B")
+    k = td.reduce_axis((0, K), "k")
+    C = td.compute((M, N), lambda i, j: td.sum(A[i, k] * B[k, j], axis=k), name="C")
+    return A, B, C, k
+
+
+def check_matmul(rng, s, A, B, C, M, N, K):
+    a, b = rand(rng, M, K), rand(rng, K, N)
+    c = np.zeros((M, N), "float32")
+    build_run(s, [A, B, C], [a, b, c])
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("factor", [1, 3, 8, 40])
+def test_split_with_non_dividing_factor(rng, factor):
+    A, B, C, k = matmul_def(13, 17, 11)
+    s = td.create_schedule(C.op)
+    s[C].split(C.op.axis[0], factor=factor)
+    s[C].split(k, factor=factor)
+    check_matmul(rng, s, A, B, C, 13, 17, 11)
+
+
+def test_split_by_nparts(rng):
+    A, B, C, k = matmul_def(13, 17, 11)
+    s = td.create_schedule(C.op)
+    s[C].split(C.op.axis[1], nparts=4)
+    check_matmul(rng, s, A, B, C, 13, 17, 11)
+
+
+def test_tile_reorder_with_reduction_outside(rng):
+    A, B, C, k = matmul_def(20, 33, 9)
+    s = td.create_schedule(C.op)
+    xo, yo, xi, yi = s[C].tile(C.op.axis[0], C.op.axis[1], 8, 8)
+    ko, ki = s[C].split(k, factor=4)
+    s[C].reorder(ko, xo, yo, xi, ki, yi)  # reduction loop outermost: init hoisted
+    s[C].vectorize(yi)
+    check_matmul(rng, s, A, B, C, 20, 33, 9)
+
+
+def test_fuse_then_split_and_parallel(rng):
+    A, B, C, k = matmul_def(15, 14, 6)
+    s = td.create_schedule(C.op)
+    fused = s[C].fuse(*C.op.axis)
+    o, i = s[C].split(fused, factor=16)
+    s[C].parallel(o)
+    s[C].vectorize(i)
+    check_matmul(rng, s, A, B, C, 15, 14, 6)
+
+
+def test_unroll_reduction_loop(rng):
+    A, B, C, k = matmul_def(8, 8, 12)
+    s = td.create_schedule(C.op)
+    ko, ki = s[C].split(k, factor=4)
+    s[C].unroll(ki)
+    check_matmul(rng, s, A, B, C, 8, 8, 12)
+
+
+def test_tutorial_matmul_with_packing_cache_write_and_parallel(rng):
+    M = N = K = 64
+    bn = 16
+    A = td.placeholder((M, K), name="A")
+    B = td.placeholder((K, N), name="B")
+    k = td.reduce_axis((0, K), "k")
+    packed = td.compute((N // bn, K, bn), lambda x, y, z: B[y, x * bn + z], name="packedB")
+    C = td.compute((M, N), lambda x, y: td.sum(A[x, k] * packed[y // bn, k, y % bn], axis=k),
+                   name="C")
+    s = td.create_schedule(C.op)
+    CC = s.cache_write(C, "global")
+    xo, yo, xi, yi = s[C].tile(C.op.axis[0], C.op.axis[1], bn, bn)
+    s[CC].compute_at(s[C], yo)
+    xc, yc = s[CC].op.axis
+    ko, ki = s[CC].split(s[CC].op.reduce_axis[0], factor=4)
+    s[CC].reorder(ko, xc, ki, yc)
+    s[CC].unroll(ki)
+    s[CC].vectorize(yc)
+    s[C].parallel(xo)
+    s[packed].vectorize(packed.op.axis[2])
+    s[packed].parallel(packed.op.axis[0])
+    check_matmul(rng, s, A, B, C, M, N, K)
+
+
+def test_compute_at_stencil_allocates_only_the_tile(rng):
+    A = td.placeholder((50,), name="A")
+    B = td.compute((50,), lambda i: A[i] * 2.0, name="B")
+    C = td.compute((48,), lambda i: B[i] + B[i + 1] + B[i + 2], name="C")
+    s = td.create_schedule(C.op)
+    o, i = s[C].split(C.op.axis[0], factor=16)
+    s[B].compute_at(s[C], o)
+    text = str(td.lower(s, [A, C]))
+    assert "allocate(float32[18]" in text
+    a = rand(rng, 50)
+    c = np.zeros(48, "float32")
+    build_run(s, [A, C], [a, c])
+    b = a * 2
+    np.testing.assert_allclose(c, b[:-2] + b[1:-1] + b[2:], rtol=1e-6)
+
+
+def test_compute_inline_and_compute_root(rng):
+    A = td.placeholder((30, 20), name="A")
+    B = td.compute((30, 20), lambda i, j: td.exp(A[i, j]), name="B")
+    C = td.compute((30, 20), lambda i, j: B[i, j] + 1.0, name="C")
+    D = td.compute((30, 20), lambda i, j: C[i, j] * B[i, j], name="D")
+    s = td.create_schedule(D.op)
+    s[C].compute_inline()
+    s[B].compute_root()
+    a = rand(rng, 30, 20)
+    d = np.zeros_like(a)
+    build_run(s, [A, D], [a, d])
+    np.testing.assert_allclose(d, (np.exp(a) + 1) * np.exp(a), rtol=1e-5)
+    assert "B = allocate" in str(td.lower(s, [A, D]))
+    assert "C = allocate" not in str(td.lower(s, [A, D]))
+
+
+def test_cache_read_at_a_fused_loop(rng):
+    A = td.placeholder((64, 48), name="A")
+    B = td.compute((64, 48), lambda i, j: A[i, j] * 3.0, name="B")
+    s = td.create_schedule(B.op)
+    AA = s.cache_read(A, "local", [B])
+    f = s[B].fuse(*B.op.axis)
+    o, i = s[B].split(f, factor=10)
+    s[AA].compute_at(s[B], o)
+    a = rand(rng, 64, 48)
+    b = np.zeros_like(a)
+    build_run(s, [A, B], [a, b])
+    np.testing.assert_allclose(b, 3 * a, rtol=1e-6)
+
+
+@pytest.mark.parametrize("factor_axis", [0, 1])
+def test_rfactor_vectorized_partial_sums(rng, factor_axis):
+    A = td.placeholder((37, 129), name="A")
+    k = td.reduce_axis((0, 129), "k")
+    B = td.compute((37,), lambda i: td.sum(A[i, k], axis=k), name="B")
+    s = td.create_schedule(B.op)
+    ko, ki = s[B].split(k, factor=8)
+    BF = s.rfactor(B, ki, factor_axis=factor_axis)
+    s[BF].vectorize(BF.op.axis[factor_axis]) if factor_axis == 1 else None
+    s[B].parallel(B.op.axis[0])
+    a = rand(rng, 37, 129)
+    b = np.zeros(37, "float32")
+    build_run(s, [A, B], [a, b])
+    np.testing.assert_allclose(b, a.sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_argmax_with_a_tuple_comm_reducer(rng):
+    argmax = td.comm_reducer(
+        lambda x, y: (td.select(x[1] >= y[1], x[0], y[0]), td.select(x[1] >= y[1], x[1], y[1])),
+        lambda t0, t1: (td.const(-1, t0), td.min_value(t1)), name="argmax")
+    A = td.placeholder((20, 30), name="A")
+    k = td.reduce_axis((0, 30), "k")
+    idx, val = td.compute((20,), lambda i: argmax((k.var, A[i, k]), axis=k), name="T")
+    s = td.create_schedule(idx.op)
+    a = rand(rng, 20, 30)
+    iv, vv = np.zeros(20, "int64"), np.zeros(20, "float32")
+    build_run(s, [A, idx, val], [a, iv, vv])
+    np.testing.assert_array_equal(iv, a.argmax(1))
+    np.testing.assert_array_equal(vv, a.max(1))
+
+
+def test_reduction_with_where_condition(rng):
+    A = td.placeholder((10, 10), name="A")
+    k = td.reduce_axis((0, 10), "k")
+    B = td.compute((10,), lambda i: td.sum(A[i, k], axis=k, where=k <= i), name="B")
+    s = td.create_schedule(B.op)
+    a = rand(rng, 10, 10)
+    b = np.zeros(10, "float32")
+    build_run(s, [A, B], [a, b])
+    np.testing.assert_allclose(b, np.tril(a).sum(1), rtol=1e-5, atol=1e-6)
+
+
+def test_max_and_min_reductions(rng):
+    A = td.placeholder((6, 9), name="A")
+    k1, k2 = td.reduce_axis((0, 9), "k1"), td.reduce_axis((0, 9), "k2")
+    B = td.compute((6,), lambda i: td.max(A[i, k1], axis=k1), name="B")
+    C = td.compute((6,), lambda i: td.min(A[i, k2], axis=k2), name="C")
+    s = td.create_schedule([B.op, C.op])
+    a = rand(rng, 6, 9)
+    b, c = np.zeros(6, "float32"), np.zeros(6, "float32")
+    build_run(s, [A, B, C], [a, b, c])
+    np.testing.assert_array_equal(b, a.max(1))
+    np.testing.assert_array_equal(c, a.min(1))
+
+
+def test_symbolic_shapes_bound_from_arguments(rng):
+    n, m = td.var("n"), td.var("m")
+    A = td.placeholder((n, m), name="A")
+    k = td.reduce_axis((0, m), "k")
+    B = td.compute((n,), lambda i: td.sum(A[i, k] * A[i, k], axis=k), name="B")
+    s = td.create_schedule(B.op)
+    io, ii = s[B].split(B.op.axis[0], factor=8)
+    s[B].parallel(io)
+    f = td.build(s, [A, B])
+    for shape in [(1, 1), (17, 5), (64, 33)]:
+        a = rand(rng, *shape)
+        b = np.zeros(shape[0], "float32")
+        f(a, b)
+        np.testing.assert_allclose(b, (a * a).sum(1), rtol=1e-5)
+
+
+def test_multi_output_elementwise(rng):
+    A = td.placeholder((33,), name="A")
+    B, C = td.compute((33,), lambda i: (A[i] + 1.0, A[i] * A[i]), name="BC")
+    s = td.create_schedule(B.op)
+    s[B].vectorize(s[B].split(B.op.axis[0], factor=8)[1])
+    a = rand(rng, 33)
+    b, c = np.zeros_like(a), np.zeros_like(a)
+    build_run(s, [A, B, C], [a, b, c])
+    np.testing.assert_allclose(b, a + 1)
+    np.testing.assert_allclose(c, a * a)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int32", "int64", "int8", "uint8"])
+def test_dtypes(rng, dtype):
+    A = td.placeholder((40,), dtype=dtype, name="A")
+    B = td.compute((40,), lambda i: A[i] * 3 + A[i] // 2 - A[i] % 5, name="B")
+    s = td.create_schedule(B.op)
+    s[B].vectorize(s[B].split(B.op.axis[0], factor=8)[1])
+    a = (rng.integers(-50, 50, 40) if dtype != "uint8" else rng.integers(0, 80, 40)).astype(dtype)
+    b = np.zeros_like(a)
+    build_run(s, [A, B], [a, b])
+    np.testing.assert_array_equal(b, (a * 3 + a // 2 - a % 5).astype(dtype))
+
+
+def test_bool_and_casts(rng):
+    A = td.placeholder((25,), name="A")
+    M = td.compute((25,), lambda i: A[i] > 0.0, name="M")
+    C = td.compute((25,), lambda i: M[i].astype("int32") * 7, name="C")
+    s = td.create_schedule(C.op)
+    a = rand(rng, 25)
+    m, c = np.zeros(25, bool), np.zeros(25, "int32")
+    build_run(s, [A, M, C], [a, m, c])
+    np.testing.assert_array_equal(m, a > 0)
+    np.testing.assert_array_equal(c, (a > 0).astype("int32") * 7)
+
+
+def test_float16_storage(rng):
+    A = td.placeholder((24,), dtype="float16", name="A")
+    B = td.compute((24,), lambda i: (A[i].astype("float32") * 2.0).astype("float16"), name="B")
+    s = td.create_schedule(B.op)
+    a = rand(rng, 24).astype("float16")
+    b = np.zeros_like(a)
+    build_run(s, [A, B], [a, b])
+    np.testing.assert_array_equal(b, (a.astype("float32") * 2).astype("float16"))
+
+
+def test_intrinsics(rng):
+    A = td.placeholder((64,), name="A")
+    B = td.compute((64,), lambda i: td.exp(A[i]) + td.log(td.abs(A[i]) + 1.0) + td.sqrt(td.abs(A[i]))
+                   + td.tanh(A[i]) + td.sigmoid(A[i]) + td.pow(td.abs(A[i]), 1.5), name="B")
+    s = td.create_schedule(B.op)
+    s[B].vectorize(s[B].split(B.op.axis[0], factor=16)[1])
+    a = rand(rng, 64)
+    b = np.zeros_like(a)
+    build_run(s, [A, B], [a, b])
+    x = a.astype("float64")
+    ref = np.exp(x) + np.log(np.abs(x) + 1) + np.sqrt(np.abs(x)) + np.tanh(x) \
+        + 1 / (1 + np.exp(-x)) + np.abs(x) ** 1.5
+    np.testing.assert_allclose(b, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_if_then_else_guards_an_out_of_range_read(rng):
+    A = td.placeholder((10,), name="A")
+    P = td.compute((14,), lambda i: td.if_then_else(td.all(i >= 2, i < 12), A[i - 2], 0.0),
+                   name="P")
+    s = td.create_schedule(P.op)
+    a = rand(rng, 10)
+    p = np.full(14, np.nan, "float32")
+    build_run(s, [A, P], [a, p])
+    np.testing.assert_array_equal(p, np.pad(a, 2))
