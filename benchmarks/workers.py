@@ -23,7 +23,7 @@ def matmul_numpy(p):
 
 def matmul_tensordsl(p):
     import tensordsl as td
-    from .kernels import tutorial_matmul
+    from schedules.examples import tutorial_matmul
     M, N, K = p["M"], p["N"], p["K"]
     f = td.build(*tutorial_matmul(M, N, K))
     a = np.random.rand(M, K).astype("float32")
@@ -39,7 +39,7 @@ def build_tensordsl(p):
     os.environ["TENSORDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="td-bench-")
     import tensordsl as td
     from targets import cache
-    from .kernels import tutorial_matmul
+    from schedules.examples import tutorial_matmul
     td.build(*tutorial_matmul(64, 64, 64))  # load LLVM and libgomp once, as any session would
     times = []
     for k in range(p.get("repeat", 9)):
@@ -59,7 +59,7 @@ def fused_numpy(p):
 
 def fused_tensordsl(p):
     import tensordsl as td
-    from .kernels import fused_relu_affine
+    from schedules.examples import fused_relu_affine
     f = td.build(*fused_relu_affine(p["n"]))
     x = np.random.rand(p["n"]).astype("float32") - 0.5
     y = np.empty_like(x)
@@ -70,7 +70,7 @@ def fused_tensordsl(p):
 
 def triad_tensordsl(p):
     import tensordsl as td
-    from .kernels import triad
+    from schedules.examples import triad
     f = td.build(*triad(p["n"]))
     b, c = np.random.rand(p["n"]).astype("float32"), np.random.rand(p["n"]).astype("float32")
     a = np.empty_like(b)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 import tensordsl as td
+from schedules.examples import fused_relu_affine, tutorial_matmul
 
 
 def _median_seconds(fn, repeat: int = 10) -> float:
@@ -22,27 +23,9 @@ def _median_seconds(fn, repeat: int = 10) -> float:
 
 
 def matmul_demo(n: int = 1024):
-    bn = 32
-    A = td.placeholder((n, n), name="A")
-    B = td.placeholder((n, n), name="B")
-    k = td.reduce_axis((0, n), "k")
-    packed = td.compute((n // bn, n, bn), lambda x, y, z: B[y, x * bn + z], name="packedB")
-    C = td.compute((n, n), lambda x, y: td.sum(A[x, k] * packed[y // bn, k, y % bn], axis=k),
-                   name="C")
-    s = td.create_schedule(C.op)
-    CC = s.cache_write(C, "global")
-    xo, yo, xi, yi = s[C].tile(C.op.axis[0], C.op.axis[1], bn, bn)
-    s[CC].compute_at(s[C], yo)
-    xc, yc = s[CC].op.axis
-    ko, ki = s[CC].split(s[CC].op.reduce_axis[0], factor=4)
-    s[CC].reorder(ko, xc, ki, yc)
-    s[CC].unroll(ki)
-    s[CC].vectorize(yc)
-    s[C].parallel(xo)
-    s[packed].vectorize(packed.op.axis[2])
-    s[packed].parallel(packed.op.axis[0])
+    s, args = tutorial_matmul(n, n, n)
     t = time.perf_counter()
-    f = td.build(s, [A, B, C])
+    f = td.build(s, args)
     build_ms = (time.perf_counter() - t) * 1e3
     a = np.random.rand(n, n).astype("float32")
     b = np.random.rand(n, n).astype("float32")
@@ -59,13 +42,7 @@ def matmul_demo(n: int = 1024):
 
 
 def fused_demo(n: int = 1 << 24):
-    X = td.placeholder((n,), name="X")
-    Y = td.compute((n,), lambda i: td.maximum(X[i] * 1.5 + 0.5, 0.0), name="Y")
-    s = td.create_schedule(Y.op)
-    o, i = s[Y].split(Y.op.axis[0], factor=16)
-    s[Y].vectorize(i)
-    s[Y].parallel(o)
-    f = td.build(s, [X, Y])
+    f = td.build(*fused_relu_affine(n))
     x = np.random.rand(n).astype("float32") - 0.5
     y = np.empty_like(x)
     ours = _median_seconds(lambda: f(x, y))

@@ -38,7 +38,7 @@ def _check_scope(scope: str, what: str):
         raise ScheduleError(f"{what}: scope must be one of {_SCOPES}, got {scope!r}")
 
 
-def _copy_op(name: str, source: ComputeOp | None, tensors, axis=None) -> ComputeOp:
+def _copy_op(name: str, tensors, axis=None) -> ComputeOp:
     """``name[i...] = tensors[k][i...]`` for each k, over fresh (or given) axes."""
     shape = tensors[0].shape
     if axis is None:
@@ -56,7 +56,7 @@ def cache_read(s: Schedule, tensor: Tensor, scope: str, readers) -> Tensor:
     readers = readers if isinstance(readers, (list, tuple)) else [readers]
     if not readers:
         raise ScheduleError(f"cache_read of {tensor.name!r}: give at least one reader")
-    cache_op = _copy_op(f"{tensor.name}.{scope}", None, [s.canonical(tensor)])
+    cache_op = _copy_op(f"{tensor.name}.{scope}", [s.canonical(tensor)])
     cache = Stage(cache_op, s)
     cache.scope = scope
     reader_stages = []
@@ -110,7 +110,7 @@ def cache_write(s: Schedule, tensor: Tensor, scope: str):
             b = substitute(b, fresh)
         bodies.append(b)
     cache_op = ComputeOp(f"{op.name}.{scope}", axis, tuple(bodies), op.tag)
-    copy = _copy_op(op.name, None, list(cache_op.outputs), axis=op.axis)
+    copy = _copy_op(op.name, list(cache_op.outputs), axis=op.axis)
     cache = Stage(cache_op, s)
     cache.scope = scope
     s.insert_stage(cache, before=stage)
@@ -139,7 +139,7 @@ def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):
         stage._fail(f"rfactor: axis {axis.name!r} is not a reduction axis")
     if not 0 <= factor_axis <= len(op.axis):
         stage._fail(f"rfactor: factor_axis must be in [0, {len(op.axis)}], got {factor_axis}")
-    if any(r.parent.kind != "reduce" if hasattr(r, "parent") else r.outer.kind != "reduce"
+    if any(getattr(r, "parent", getattr(r, "outer", None)).kind != "reduce"
            for r in stage.relations):
         stage._fail("rfactor: split or fuse data-parallel axes after rfactor, not before")
     simp = Simplifier()

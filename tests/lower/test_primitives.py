@@ -73,27 +73,9 @@ def test_unroll_reduction_loop(rng):
 
 
 def test_tutorial_matmul_with_packing_cache_write_and_parallel(rng):
-    M = N = K = 64
-    bn = 16
-    A = td.placeholder((M, K), name="A")
-    B = td.placeholder((K, N), name="B")
-    k = td.reduce_axis((0, K), "k")
-    packed = td.compute((N // bn, K, bn), lambda x, y, z: B[y, x * bn + z], name="packedB")
-    C = td.compute((M, N), lambda x, y: td.sum(A[x, k] * packed[y // bn, k, y % bn], axis=k),
-                   name="C")
-    s = td.create_schedule(C.op)
-    CC = s.cache_write(C, "global")
-    xo, yo, xi, yi = s[C].tile(C.op.axis[0], C.op.axis[1], bn, bn)
-    s[CC].compute_at(s[C], yo)
-    xc, yc = s[CC].op.axis
-    ko, ki = s[CC].split(s[CC].op.reduce_axis[0], factor=4)
-    s[CC].reorder(ko, xc, ki, yc)
-    s[CC].unroll(ki)
-    s[CC].vectorize(yc)
-    s[C].parallel(xo)
-    s[packed].vectorize(packed.op.axis[2])
-    s[packed].parallel(packed.op.axis[0])
-    check_matmul(rng, s, A, B, C, M, N, K)
+    from schedules.examples import tutorial_matmul
+    s, (A, B, C) = tutorial_matmul(64, 64, 64, bn=16)
+    check_matmul(rng, s, A, B, C, 64, 64, 64)
 
 
 def test_compute_at_stencil_allocates_only_the_tile(rng):

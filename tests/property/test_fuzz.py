@@ -13,7 +13,7 @@ import tensordsl as td
 from .programs import programs, schedules
 
 LONG = os.environ.get("TENSORDSL_FUZZ") == "long"
-CASES = 5000 if LONG else 500
+CASES = 3000 if LONG else 500
 
 
 @settings(max_examples=CASES, deadline=None, derandomize=not LONG,

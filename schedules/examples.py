@@ -1,4 +1,5 @@
-"""The tensordsl programs the benchmarks time (each a few lines of compute + schedule)."""
+"""Worked schedules shared by the demo, the benchmarks and the tests: each returns
+``(schedule, args)`` ready for ``td.build``."""
 from __future__ import annotations
 
 import tensordsl as td
