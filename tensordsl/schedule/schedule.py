@@ -279,6 +279,8 @@ class Schedule:
             self.stage_map[op].is_output = True
 
     def __getitem__(self, key) -> Stage:
+        if isinstance(key, Stage) and key.schedule is self:
+            return key
         op = key.op if isinstance(key, Tensor) else key
         stage = self.stage_map.get(op)
         if stage is None:

@@ -146,6 +146,7 @@ def schedules(draw, program: Program):
     """A random legal schedule of ``program``'s last stage and everything it reads."""
     out_t = program.stages[-1][0]
     s = td.create_schedule(out_t.op)
+    _rewrite_graph(draw, s, program)
     computed = [st_ for st_ in reversed(s.stages) if not isinstance(st_.op, PlaceholderOp)]
     for stage in computed:  # consumers first, so attachment targets are final
         if not stage.is_output:
@@ -160,6 +161,26 @@ def schedules(draw, program: Program):
                 stage.compute_at(parent, ax)
         _transform_loops(draw, stage)
     return s
+
+
+def _rewrite_graph(draw, s, program):
+    """rfactor some reductions, cache some writes and reads (new stages to schedule)."""
+    for stage in list(s.stages):
+        op = stage.op
+        if isinstance(op, PlaceholderOp):
+            if draw(st.integers(0, 5)) == 0:
+                readers = [r for r in s.stages if not isinstance(r.op, PlaceholderOp)
+                           and any(s[t] is stage for t in r.op.input_tensors)]
+                if readers:
+                    s.cache_read(op.output(0), "local", readers[:1])
+            continue
+        if op.reduce_axis and draw(st.integers(0, 3)) == 0:
+            k = op.reduce_axis[draw(st.integers(0, len(op.reduce_axis) - 1))]
+            ko, ki = stage.split(k, factor=draw(st.integers(1, 6)))
+            s.rfactor(op.output(0), draw(st.sampled_from([ko, ki])),
+                      factor_axis=draw(st.integers(0, len(op.axis))))
+        elif stage.is_output and draw(st.integers(0, 3)) == 0:
+            s.cache_write(op.output(0), "global")
 
 
 def _real_consumers(s, stage):

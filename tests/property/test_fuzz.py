@@ -27,5 +27,7 @@ def test_random_program_and_schedule_match_numpy(data):
     out = np.full(expected.shape, np.nan, dtype="float32")
     f(*program.input_arrays, out)
     scale = max(1.0, float(np.abs(expected).max(initial=0)))
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * scale,
-                               err_msg="\n" + str(td.lower(s, program.inputs + [out_t])))
+    try:
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * scale)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{td.lower(s, program.inputs + [out_t])}") from None
