@@ -265,3 +265,16 @@ def test_if_then_else_guards_an_out_of_range_read(rng):
     p = np.full(14, np.nan, "float32")
     build_run(s, [A, P], [a, p])
     np.testing.assert_array_equal(p, np.pad(a, 2))
+
+
+def test_gather_with_computed_indices(rng):
+    A = td.placeholder((50, 8), name="A")
+    idx = td.placeholder((20,), dtype="int32", name="idx")
+    G = td.compute((20, 8), lambda i, j: A[idx[i], j] * 2.0, name="G")
+    s = td.create_schedule(G.op)
+    s[G].vectorize(G.op.axis[1])
+    a = rand(rng, 50, 8)
+    ix = rng.integers(0, 50, 20).astype("int32")
+    g = np.zeros((20, 8), "float32")
+    build_run(s, [A, idx, G], [a, ix, g])
+    np.testing.assert_array_equal(g, a[ix] * 2)
