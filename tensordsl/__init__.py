@@ -8,7 +8,7 @@
 """
 from .errors import BuildError, DeviceNotAvailable, ScheduleError, TensorDSLError
 from .ir.nodes import Expr, IterVar, Var
-from .ir.op import (abs, all, any, ceil, const, exp, floor, if_then_else, log,
+from .ir.op import (abs, all, any, ceil, const, erf, exp, floor, if_then_else, log,
                     max_value, maximum, min_value, minimum, pow, round, select, sigmoid,
                     sqrt, tanh)
 from .lower.pipeline import lower
@@ -17,14 +17,15 @@ from .te.api import (comm_reducer, compute, max, min, placeholder, reduce_axis, 
                      thread_axis, var)
 from .te.tensor import Tensor
 from .build import build
+from . import ops
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BuildError", "DeviceNotAvailable", "ScheduleError", "TensorDSLError", "Expr", "IterVar",
-    "Var", "abs", "all", "any", "ceil", "const", "exp", "floor", "if_then_else", "log",
+    "Var", "abs", "all", "any", "ceil", "const", "erf", "exp", "floor", "if_then_else", "log",
     "max_value", "maximum", "min_value", "minimum", "pow", "round", "select", "sigmoid",
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
     "compute", "max", "min", "placeholder", "reduce_axis", "sum", "thread_axis", "var",
-    "Tensor", "build",
+    "Tensor", "build", "ops",
 ]

@@ -29,6 +29,7 @@ _SCALAR = {
     "float64": ir.DoubleType(),
 }
 _MEMORY = dict(_SCALAR, bool=I8, bfloat16=I16)
+_LIBM = {"erf": "erf"}
 _INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "fabs": "fabs",
               "pow": "pow", "floor": "floor", "ceil": "ceil", "round": "round"}
 
@@ -111,9 +112,9 @@ class CodeGenLLVM:
             else:
                 self.vars[p] = arg
         self.begin_function(fn)
-        self.builder.store(ir.Constant(I32, 0), self.error_flag)
+        self.entry_builder.store(ir.Constant(I32, 0), self.error_flag)
         self.stmt(self.func.body)
-        self.builder.ret(self.builder.load(self.error_flag))
+        self.finish_function(I32)
         return self.module
 
     def begin_function(self, fn: ir.Function):
@@ -124,11 +125,34 @@ class CodeGenLLVM:
         self.entry_builder = ir.IRBuilder(self.entry)
         self.builder.position_at_end(body)
         self._body_block = body
+        self.heap_buffers: list = []  # allocated in `entry`, freed on the way out
 
-    def end_function(self):
-        # allocas were placed in `entry`; fall through to the body
-        self.entry_builder.position_at_end(self.entry)
-        self.entry_builder.branch(self._body_block)
+    def finish_function(self, ret_type=VOID):
+        """Close the body: free the function's heap buffers and return (the error flag
+        for the kernel itself). `entry` holds the allocas and heap allocations; if one
+        of those failed, the body is skipped."""
+        exit_bb = self.fn.append_basic_block("exit")
+        self.builder.branch(exit_bb)
+        eb = self.entry_builder
+        eb.position_at_end(self.entry)
+        if self.heap_buffers:
+            ok = ir.Constant(I1, 1)
+            for raw in self.heap_buffers:
+                ok = eb.and_(ok, eb.icmp_unsigned("!=", raw, ir.Constant(I8P, None)))
+            fail_bb = self.fn.append_basic_block("alloc.fail")
+            eb.cbranch(ok, self._body_block, fail_bb)
+            eb.position_at_end(fail_bb)
+            eb.store(ir.Constant(I32, 1), self.error_flag)
+            eb.branch(exit_bb)
+        else:
+            eb.branch(self._body_block)
+        xb = ir.IRBuilder(exit_bb)
+        for raw in self.heap_buffers:
+            xb.call(self.declare("free", VOID, [I8P]), [raw])
+        if ret_type is VOID:
+            xb.ret_void()
+        else:
+            xb.ret(xb.load(self.error_flag))
 
     # ------------------------------------------------------------ helpers
     def const_int(self, v: int, t=I64):
@@ -318,11 +342,30 @@ class CodeGenLLVM:
     def expr_Call(self, e):
         if e.name == "if_then_else":
             return self.lazy_select(e)
+        if e.name in _LIBM:
+            return self.libm_call(e)
         name = _INTRINSIC.get(e.name)
         if name is None:
             raise BuildError(f"codegen: unknown intrinsic {e.name!r}")
         args = [self.expr(a) for a in e.args]
         return self.builder.call(self.intrinsic(name, e.dtype, len(args)), args)
+
+    def libm_call(self, e):
+        """A C math function with no LLVM intrinsic, applied lane by lane."""
+        base = dt.element(e.dtype)
+        if base not in ("float32", "float64"):
+            raise BuildError(f"codegen: {e.name} supports float32 and float64, got {base}")
+        st = value_type(base)
+        fn = self.declare(_LIBM[e.name] + ("f" if base == "float32" else ""), st, [st])
+        arg = self.expr(e.args[0])
+        if dt.lanes(e.dtype) == 1:
+            return self.builder.call(fn, [arg])
+        out = ir.Constant(arg.type, ir.Undefined)
+        for k in range(dt.lanes(e.dtype)):
+            lane = ir.Constant(I32, k)
+            v = self.builder.call(fn, [self.builder.extract_element(arg, lane)])
+            out = self.builder.insert_element(out, v, lane)
+        return out
 
     def lazy_select(self, e):
         cond = self.expr(e.args[0])
@@ -481,7 +524,17 @@ class CodeGenLLVM:
             self.buffers[s.buffer] = ptr
             self.stmt(s.body)
             return
-        # heap: aligned_alloc needs a size that is a multiple of the alignment
+        if nbytes_const is not None:
+            # Constant size: allocate once per function call (per thread in a parallel
+            # body), not per loop iteration, so pages are faulted in only once.
+            rounded = (nbytes_const + 63) // 64 * 64
+            raw = self.entry_builder.call(self.declare("aligned_alloc", I8P, [I64, I64]),
+                                          [ir.Constant(I64, 64), ir.Constant(I64, rounded)])
+            self.heap_buffers.append(raw)
+            self.buffers[s.buffer] = self.entry_builder.bitcast(raw, ir.PointerType(elem))
+            self.stmt(s.body)
+            return
+        # symbolic size: allocate around the use; aligned_alloc wants a multiple of 64
         elem_bytes = max(1, dt.bits(s.buffer.dtype) // 8)
         nbytes = bd.mul(self.expr(size), ir.Constant(I64, elem_bytes))
         nbytes = bd.and_(bd.add(nbytes, ir.Constant(I64, 127)), ir.Constant(I64, ~63))
@@ -554,29 +607,46 @@ class CodeGenLLVM:
             bd.store(v, bd.gep(closure, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
 
         self.n_outlined += 1
-        outlined = ir.Function(self.module, ir.FunctionType(VOID, [I8P]),
-                               f"{self.func.name}.par{self.n_outlined}")
+        name = f"{self.func.name}.par{self.n_outlined}"
+        # The loop body is a function of its own whose pointer parameters are noalias:
+        # pointers loaded from the closure would lose the fact that buffers do not
+        # overlap, and with it LICM's promotion of accumulators to registers.
+        var_types = [self.vars[v].type for v in cap_vars]
+        buf_types = [self.buffers[b].type for b in cap_bufs]
+        body_fn = ir.Function(self.module, ir.FunctionType(VOID, [I64, I64] + var_types + buf_types),
+                              name + ".body")
+        body_fn.linkage = "internal"
+        for arg in body_fn.args[2 + len(cap_vars):]:
+            arg.add_attribute("noalias")
+        outlined = ir.Function(self.module, ir.FunctionType(VOID, [I8P]), name)
         outlined.linkage = "internal"
         saved = (self.fn, self.entry, self._body_block, self.builder, self.entry_builder,
                  self.vars, self.buffers)
-        self.begin_function(outlined)
         self.in_parallel = True
+
+        # the body: for var in [begin, end)
+        self.begin_function(body_fn)
+        begin, end = body_fn.args[0], body_fn.args[1]
+        self.vars = dict(zip(cap_vars, body_fn.args[2:2 + len(cap_vars)]))
+        self.buffers = dict(zip(cap_bufs, body_fn.args[2 + len(cap_vars):]))
+        self.serial_loop(s.var, begin, end, s.body)
+        self.finish_function()
+
+        # the OpenMP entry: unpack the closure, take this thread's share of the range
+        self.begin_function(outlined)
         ob = self.builder
         data = ob.bitcast(outlined.args[0], ir.PointerType(closure_t))
         loaded = [ob.load(ob.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
                   for k in range(len(fields))]
-        self.vars = dict(zip(cap_vars, loaded[2:2 + len(cap_vars)]))
-        self.buffers = dict(zip(cap_bufs, loaded[2 + len(cap_vars):]))
         p_lo, p_ext = loaded[0], loaded[1]
         tid = ob.sext(ob.call(self.declare("omp_get_thread_num", I32, []), []), I64)
         nth = ob.sext(ob.call(self.declare("omp_get_num_threads", I32, []), []), I64)
         chunk = ob.sdiv(ob.add(p_ext, ob.sub(nth, ir.Constant(I64, 1))), nth)
-        begin = ob.mul(tid, chunk)
-        end = ob.add(begin, chunk)
-        end = ob.select(ob.icmp_signed("<", end, p_ext), end, p_ext)
-        self.serial_loop(s.var, ob.add(p_lo, begin), ob.add(p_lo, end), s.body)
-        ob.ret_void()
-        self.end_function()
+        first = ob.mul(tid, chunk)
+        last = ob.add(first, chunk)
+        last = ob.select(ob.icmp_signed("<", last, p_ext), last, p_ext)
+        ob.call(body_fn, [ob.add(p_lo, first), ob.add(p_lo, last)] + loaded[2:])
+        self.finish_function()
         (self.fn, self.entry, self._body_block, self.builder, self.entry_builder,
          self.vars, self.buffers) = saved
         self.in_parallel = False
@@ -587,7 +657,4 @@ class CodeGenLLVM:
 
 
 def generate(func: n.PrimFunc, triple: str, data_layout: str) -> ir.Module:
-    cg = CodeGenLLVM(func, triple, data_layout)
-    module = cg.generate()
-    cg.end_function()
-    return module
+    return CodeGenLLVM(func, triple, data_layout).generate()

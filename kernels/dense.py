@@ -1,0 +1,424 @@
+"""Dense operators as tensor expressions (compute definitions only; no schedules).
+
+Each function takes placeholders (or any tensors) and returns the output tensor.
+Shape mismatches raise ``ValueError`` naming both shapes when the operator is defined.
+Layouts follow the usual conventions: NCHW data with OIHW weights, NHWC data with HWIO
+weights; ``dense`` weights are (out_features, in_features) as in PyTorch.
+"""
+from __future__ import annotations
+
+import math
+
+import tensordsl as td
+from tensordsl.ir import nodes as n
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _dim(e):
+    return e.value if isinstance(e, n.IntImm) else e
+
+
+def _shape(t) -> tuple:
+    return tuple(_dim(d) for d in t.shape)
+
+
+def _same_extent(a, b) -> bool:
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    return a is b or not (isinstance(a, int) and isinstance(b, int))
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise ValueError(msg)
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) for x in v):
+        return int(v[0]), int(v[1])
+    raise ValueError(f"{what}: expected an int or a pair of ints, got {v!r}")
+
+
+def _axes(axis, ndim: int, what: str) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, int) or not -ndim <= a < ndim:
+            raise ValueError(f"{what}: axis {a!r} is out of range for {ndim} dimensions")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+# ---------------------------------------------------------------- matmul family
+
+
+def matmul(A, B, transpose_a: bool = False, transpose_b: bool = False, name: str = "matmul"):
+    """``C[i, j] = sum_k A[i, k] * B[k, j]`` (with ``A``/``B`` read transposed on request)."""
+    _check(A.ndim == 2 and B.ndim == 2,
+           f"matmul: expected 2-d operands, got shapes {_shape(A)} and {_shape(B)}")
+    M, Ka = (A.shape[1], A.shape[0]) if transpose_a else (A.shape[0], A.shape[1])
+    Kb, N = (B.shape[1], B.shape[0]) if transpose_b else (B.shape[0], B.shape[1])
+    _check(_same_extent(_dim(Ka), _dim(Kb)),
+           f"matmul: inner dimensions differ: A has shape {_shape(A)}"
+           f"{' (transposed)' if transpose_a else ''}, B has shape {_shape(B)}"
+           f"{' (transposed)' if transpose_b else ''}")
+    k = td.reduce_axis((0, Ka), "k")
+    a = (lambda i: A[k, i]) if transpose_a else (lambda i: A[i, k])
+    b = (lambda j: B[j, k]) if transpose_b else (lambda j: B[k, j])
+    return td.compute((M, N), lambda i, j: td.sum(a(i) * b(j), axis=k), name=name)
+
+
+def batch_matmul(A, B, transpose_a: bool = False, transpose_b: bool = False,
+                 name: str = "batch_matmul"):
+    """``C[b, i, j] = sum_k A[b, i, k] * B[b, k, j]``."""
+    _check(A.ndim == 3 and B.ndim == 3,
+           f"batch_matmul: expected 3-d operands, got shapes {_shape(A)} and {_shape(B)}")
+    _check(_same_extent(_dim(A.shape[0]), _dim(B.shape[0])),
+           f"batch_matmul: batch sizes differ: {_shape(A)} and {_shape(B)}")
+    M, Ka = (A.shape[2], A.shape[1]) if transpose_a else (A.shape[1], A.shape[2])
+    Kb, N = (B.shape[2], B.shape[1]) if transpose_b else (B.shape[1], B.shape[2])
+    _check(_same_extent(_dim(Ka), _dim(Kb)),
+           f"batch_matmul: inner dimensions differ: A has shape {_shape(A)}, "
+           f"B has shape {_shape(B)}")
+    k = td.reduce_axis((0, Ka), "k")
+    a = (lambda b, i: A[b, k, i]) if transpose_a else (lambda b, i: A[b, i, k])
+    bb = (lambda b, j: B[b, j, k]) if transpose_b else (lambda b, j: B[b, k, j])
+    return td.compute((A.shape[0], M, N), lambda b, i, j: td.sum(a(b, i) * bb(b, j), axis=k),
+                      name=name)
+
+
+def dense(x, W, bias=None, name: str = "dense"):
+    """``y = x @ W.T + bias`` with ``W`` of shape (out_features, in_features)."""
+    _check(x.ndim == 2 and W.ndim == 2,
+           f"dense: expected 2-d x and W, got shapes {_shape(x)} and {_shape(W)}")
+    _check(_same_extent(_dim(x.shape[1]), _dim(W.shape[1])),
+           f"dense: in_features differ: x has shape {_shape(x)}, W has shape {_shape(W)}")
+    y = matmul(x, W, transpose_b=True, name=name if bias is None else f"{name}.matmul")
+    if bias is None:
+        return y
+    _check(bias.ndim == 1 and _same_extent(_dim(bias.shape[0]), _dim(W.shape[0])),
+           f"dense: bias must have shape ({_dim(W.shape[0])},), got {_shape(bias)}")
+    return td.compute(y.shape, lambda i, j: y[i, j] + bias[j], name=name)
+
+
+# ---------------------------------------------------------------- convolution
+
+
+def pad(x, before, after, value=0.0, name: str = "pad"):
+    """Constant padding: ``before``/``after`` give the padding of each dimension."""
+    if all(b == 0 and a == 0 for b, a in zip(before, after)):
+        return x
+    shape = tuple(d + b + a for d, b, a in zip(x.shape, before, after))
+
+    def f(*idx):
+        conds, src = [], []
+        for i, b, a, d in zip(idx, before, after, x.shape):
+            if b:
+                conds.append(i >= b)
+            if a:
+                conds.append(i < d + b)
+            src.append(i - b if b else i)
+        return td.if_then_else(td.all(*conds), x[tuple(src)], td.const(value, x.dtype))
+
+    return td.compute(shape, f, name=name)
+
+
+def _conv_out(size, k, stride, pad_lo, pad_hi, dilation, what):
+    out = (size + pad_lo + pad_hi - dilation * (k - 1) - 1) // stride + 1
+    _check(out > 0, f"{what}: the window ({k}, dilation {dilation}) is larger than the padded "
+                    f"input ({size} + {pad_lo} + {pad_hi})")
+    return out
+
+
+def _padding4(padding, what):
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    if isinstance(padding, (tuple, list)) and len(padding) == 2:
+        return padding[0], padding[1], padding[0], padding[1]
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        return tuple(padding)
+    raise ValueError(f"{what}: padding must be an int, (ph, pw) or (top, left, bottom, right), "
+                     f"got {padding!r}")
+
+
+def conv2d_nchw(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
+                name: str = "conv2d_nchw"):
+    """2-d convolution, data (N, C, H, W), kernel (F, C/groups, KH, KW) → (N, F, OH, OW)."""
+    _check(data.ndim == 4 and kernel.ndim == 4,
+           f"conv2d_nchw: expected 4-d data and kernel, got {_shape(data)} and {_shape(kernel)}")
+    N, C, H, W = _shape(data)
+    F, Cg, KH, KW = _shape(kernel)
+    _check(all(isinstance(v, int) for v in (C, H, W, F, Cg, KH, KW)),
+           "conv2d_nchw: channel and spatial sizes must be constants")
+    _check(isinstance(groups, int) and groups >= 1 and C % groups == 0 and F % groups == 0,
+           f"conv2d_nchw: groups={groups!r} must divide the {C} input and {F} output channels")
+    _check(Cg == C // groups, f"conv2d_nchw: kernel {_shape(kernel)} needs {C // groups} input "
+                              f"channels per group for data {_shape(data)} and groups={groups}")
+    sh, sw = _pair(stride, "conv2d_nchw stride")
+    dh, dw = _pair(dilation, "conv2d_nchw dilation")
+    pt, pl, pb, pr = _padding4(padding, "conv2d_nchw")
+    OH = _conv_out(H, KH, sh, pt, pb, dh, "conv2d_nchw")
+    OW = _conv_out(W, KW, sw, pl, pr, dw, "conv2d_nchw")
+    padded = pad(data, (0, 0, pt, pl), (0, 0, pb, pr), name=f"{name}.pad")
+    rc = td.reduce_axis((0, Cg), "rc")
+    ry = td.reduce_axis((0, KH), "ry")
+    rx = td.reduce_axis((0, KW), "rx")
+    fpg = F // groups
+    return td.compute(
+        (data.shape[0], F, OH, OW),
+        lambda b, f, y, x: td.sum(
+            padded[b, (f // fpg) * Cg + rc if groups > 1 else rc, y * sh + ry * dh, x * sw + rx * dw]
+            * kernel[f, rc, ry, rx], axis=[rc, ry, rx]),
+        name=name)
+
+
+def conv2d_nhwc(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
+                name: str = "conv2d_nhwc"):
+    """2-d convolution, data (N, H, W, C), kernel (KH, KW, C/groups, F) → (N, OH, OW, F)."""
+    _check(data.ndim == 4 and kernel.ndim == 4,
+           f"conv2d_nhwc: expected 4-d data and kernel, got {_shape(data)} and {_shape(kernel)}")
+    N, H, W, C = _shape(data)
+    KH, KW, Cg, F = _shape(kernel)
+    _check(all(isinstance(v, int) for v in (C, H, W, F, Cg, KH, KW)),
+           "conv2d_nhwc: channel and spatial sizes must be constants")
+    _check(isinstance(groups, int) and groups >= 1 and C % groups == 0 and F % groups == 0,
+           f"conv2d_nhwc: groups={groups!r} must divide the {C} input and {F} output channels")
+    _check(Cg == C // groups, f"conv2d_nhwc: kernel {_shape(kernel)} needs {C // groups} input "
+                              f"channels per group for data {_shape(data)} and groups={groups}")
+    sh, sw = _pair(stride, "conv2d_nhwc stride")
+    dh, dw = _pair(dilation, "conv2d_nhwc dilation")
+    pt, pl, pb, pr = _padding4(padding, "conv2d_nhwc")
+    OH = _conv_out(H, KH, sh, pt, pb, dh, "conv2d_nhwc")
+    OW = _conv_out(W, KW, sw, pl, pr, dw, "conv2d_nhwc")
+    padded = pad(data, (0, pt, pl, 0), (0, pb, pr, 0), name=f"{name}.pad")
+    ry = td.reduce_axis((0, KH), "ry")
+    rx = td.reduce_axis((0, KW), "rx")
+    rc = td.reduce_axis((0, Cg), "rc")
+    fpg = F // groups
+    return td.compute(
+        (data.shape[0], OH, OW, F),
+        lambda b, y, x, f: td.sum(
+            padded[b, y * sh + ry * dh, x * sw + rx * dw, (f // fpg) * Cg + rc if groups > 1 else rc]
+            * kernel[ry, rx, rc, f], axis=[ry, rx, rc]),
+        name=name)
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def _pool(data, kernel_size, stride, padding, what):
+    _check(data.ndim == 4, f"{what}: expected NCHW data, got shape {_shape(data)}")
+    kh, kw = _pair(kernel_size, f"{what} kernel_size")
+    sh, sw = _pair(kernel_size if stride is None else stride, f"{what} stride")
+    pt, pl, pb, pr = _padding4(padding, what)
+    N, C, H, W = _shape(data)
+    OH = _conv_out(H, kh, sh, pt, pb, 1, what)
+    OW = _conv_out(W, kw, sw, pl, pr, 1, what)
+    return (kh, kw), (sh, sw), (pt, pl, pb, pr), (OH, OW)
+
+
+def max_pool2d(data, kernel_size, stride=None, padding=0, name: str = "max_pool2d"):
+    """Max over ``kernel_size`` windows of NCHW data (padding never wins the max)."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (OH, OW) = _pool(data, kernel_size, stride, padding,
+                                                           "max_pool2d")
+    padded = pad(data, (0, 0, pt, pl), (0, 0, pb, pr), value=-math.inf, name=f"{name}.pad")
+    ry, rx = td.reduce_axis((0, kh), "ry"), td.reduce_axis((0, kw), "rx")
+    return td.compute((data.shape[0], data.shape[1], OH, OW),
+                      lambda b, c, y, x: td.max(padded[b, c, y * sh + ry, x * sw + rx],
+                                                axis=[ry, rx]), name=name)
+
+
+def avg_pool2d(data, kernel_size, stride=None, padding=0, count_include_pad: bool = True,
+               name: str = "avg_pool2d"):
+    """Mean over windows of NCHW data; ``count_include_pad`` as in PyTorch."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (OH, OW) = _pool(data, kernel_size, stride, padding,
+                                                           "avg_pool2d")
+    H, W = _dim(data.shape[2]), _dim(data.shape[3])
+    padded = pad(data, (0, 0, pt, pl), (0, 0, pb, pr), name=f"{name}.pad")
+    ry, rx = td.reduce_axis((0, kh), "ry"), td.reduce_axis((0, kw), "rx")
+    total = td.compute((data.shape[0], data.shape[1], OH, OW),
+                       lambda b, c, y, x: td.sum(padded[b, c, y * sh + ry, x * sw + rx],
+                                                 axis=[ry, rx]), name=f"{name}.sum")
+    if count_include_pad:
+        return td.compute(total.shape, lambda b, c, y, x: total[b, c, y, x] * (1.0 / (kh * kw)),
+                          name=name)
+
+    def count(y, x):
+        h0, w0 = y * sh - pt, x * sw - pl
+        hs = td.minimum(h0 + kh, H) - td.maximum(h0, 0)
+        ws = td.minimum(w0 + kw, W) - td.maximum(w0, 0)
+        return (hs * ws).astype(data.dtype)
+
+    return td.compute(total.shape, lambda b, c, y, x: total[b, c, y, x] / count(y, x), name=name)
+
+
+# ---------------------------------------------------------------- elementwise
+
+
+def _broadcast_shape(a, b, what: str):
+    sa, sb = list(a.shape), list(b.shape)
+    nd = max(len(sa), len(sb))
+    sa, sb = [None] * (nd - len(sa)) + sa, [None] * (nd - len(sb)) + sb
+    out = []
+    for x, y in zip(sa, sb):
+        dx, dy = (None if x is None else _dim(x)), (None if y is None else _dim(y))
+        if dx is None or dx == 1:
+            out.append(y if y is not None else x)
+        elif dy is None or dy == 1 or _same_extent(dx, dy):
+            out.append(x)
+        else:
+            raise ValueError(f"{what}: shapes {_shape(a)} and {_shape(b)} do not broadcast")
+    return tuple(out)
+
+
+def _broadcast_read(t, idx):
+    """``t`` read at the trailing indices of ``idx``, size-1 dimensions pinned to 0."""
+    idx = idx[len(idx) - t.ndim:]
+    return t[tuple(0 if isinstance(d, n.IntImm) and d.value == 1 else i
+                   for i, d in zip(idx, t.shape))]
+
+
+def _binary(fn, what):
+    def op(a, b, name: str = what):
+        if not hasattr(b, "op"):  # a Python number
+            return td.compute(a.shape, lambda *i: fn(a[i], b), name=name)
+        if not hasattr(a, "op"):
+            return td.compute(b.shape, lambda *i: fn(a, b[i]), name=name)
+        shape = _broadcast_shape(a, b, what)
+        return td.compute(shape, lambda *i: fn(_broadcast_read(a, i), _broadcast_read(b, i)),
+                          name=name)
+    op.__name__ = what
+    op.__doc__ = f"Elementwise {what} with numpy broadcasting (a tensor or a number per side)."
+    return op
+
+
+add = _binary(lambda x, y: x + y, "add")
+subtract = _binary(lambda x, y: x - y, "subtract")
+multiply = _binary(lambda x, y: x * y, "multiply")
+divide = _binary(lambda x, y: x / y, "divide")
+maximum = _binary(td.maximum, "maximum")
+minimum = _binary(td.minimum, "minimum")
+
+
+def relu(x, name: str = "relu"):
+    return td.compute(x.shape, lambda *i: td.maximum(x[i], td.const(0, x.dtype)), name=name)
+
+
+def gelu(x, approximate: str = "none", name: str = "gelu"):
+    """GELU: ``x * Phi(x)``; ``approximate="tanh"`` for the tanh form (as in PyTorch)."""
+    if approximate == "none":
+        return td.compute(x.shape, lambda *i: 0.5 * x[i] * (1.0 + td.erf(x[i] * (1 / math.sqrt(2)))),
+                          name=name)
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        return td.compute(x.shape, lambda *i: 0.5 * x[i] * (
+            1.0 + td.tanh(c * (x[i] + 0.044715 * x[i] * x[i] * x[i]))), name=name)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def _reduce(x, axis, keepdims, reducer, what, name):
+    axes = _axes(axis, x.ndim, what)
+    raxes = {a: td.reduce_axis((0, x.shape[a]), f"r{a}") for a in axes}
+    kept = [d for d in range(x.ndim) if d not in raxes]
+    shape = tuple(1 if d in raxes else x.shape[d] for d in range(x.ndim)) if keepdims \
+        else tuple(x.shape[d] for d in kept)
+
+    def f(*idx):
+        if keepdims:
+            src = tuple(raxes[d] if d in raxes else idx[d] for d in range(x.ndim))
+        else:
+            it = iter(idx)
+            src = tuple(raxes[d] if d in raxes else next(it) for d in range(x.ndim))
+        return reducer(x[src], axis=[raxes[a] for a in axes])
+
+    if not shape:
+        shape = (1,)
+        g = f
+        f = lambda i: g()  # noqa: E731 (a full reduction gives a 1-element tensor)
+    return td.compute(shape, f, name=name)
+
+
+def reduce_sum(x, axis=None, keepdims: bool = False, name: str = "reduce_sum"):
+    return _reduce(x, axis, keepdims, td.sum, "reduce_sum", name)
+
+
+def reduce_max(x, axis=None, keepdims: bool = False, name: str = "reduce_max"):
+    return _reduce(x, axis, keepdims, td.max, "reduce_max", name)
+
+
+def reduce_mean(x, axis=None, keepdims: bool = False, name: str = "reduce_mean"):
+    total = _reduce(x, axis, keepdims, td.sum, "reduce_mean", f"{name}.sum")
+    count = 1
+    for a in _axes(axis, x.ndim, "reduce_mean"):
+        count *= _dim(x.shape[a])
+    return td.compute(total.shape, lambda *i: total[i] * (1.0 / count), name=name)
+
+
+def _last_axis(x, axis, what):
+    (a,) = _axes(axis, x.ndim, what)
+    return a
+
+
+def softmax(x, axis: int = -1, name: str = "softmax"):
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis``."""
+    a = _last_axis(x, axis, "softmax")
+    m = reduce_max(x, axis=a, keepdims=True, name=f"{name}.max")
+    e = td.compute(x.shape, lambda *i: td.exp(x[i] - m[_pin(i, a)]), name=f"{name}.exp")
+    s = reduce_sum(e, axis=a, keepdims=True, name=f"{name}.sum")
+    return td.compute(x.shape, lambda *i: e[i] / s[_pin(i, a)], name=name)
+
+
+def log_softmax(x, axis: int = -1, name: str = "log_softmax"):
+    """``x - max - log(sum(exp(x - max)))`` along ``axis``."""
+    a = _last_axis(x, axis, "log_softmax")
+    m = reduce_max(x, axis=a, keepdims=True, name=f"{name}.max")
+    r = td.reduce_axis((0, x.shape[a]), "r")
+    lse = td.compute(m.shape, lambda *i: td.sum(td.exp(x[_put(i, a, r)] - m[i]), axis=r),
+                     name=f"{name}.sum")
+    return td.compute(x.shape, lambda *i: x[i] - m[_pin(i, a)] - td.log(lse[_pin(i, a)]),
+                      name=name)
+
+
+def layer_norm(x, gamma, beta, axis=-1, eps: float = 1e-5, name: str = "layer_norm"):
+    """Normalize over the trailing ``axis`` dimensions, then scale and shift."""
+    axes = _axes(axis, x.ndim, "layer_norm")
+    _check(axes == tuple(range(x.ndim - len(axes), x.ndim)),
+           f"layer_norm: axis must be the trailing dimensions, got {axis!r}")
+    norm_shape = tuple(_dim(d) for d in x.shape[x.ndim - len(axes):])
+    for t, what in ((gamma, "gamma"), (beta, "beta")):
+        _check(_shape(t) == norm_shape, f"layer_norm: {what} must have shape {norm_shape}, "
+                                        f"got {_shape(t)}")
+    count = 1
+    for d in norm_shape:
+        count *= d
+    mean = reduce_mean(x, axis=axes, keepdims=True, name=f"{name}.mean")
+    diff2 = td.compute(x.shape, lambda *i: (x[i] - mean[_pin_many(i, axes)]) *
+                       (x[i] - mean[_pin_many(i, axes)]), name=f"{name}.sq")
+    var = reduce_mean(diff2, axis=axes, keepdims=True, name=f"{name}.var")
+    k = len(axes)
+    return td.compute(x.shape, lambda *i: (x[i] - mean[_pin_many(i, axes)])
+                      / td.sqrt(var[_pin_many(i, axes)] + eps) * gamma[i[-k:]] + beta[i[-k:]],
+                      name=name)
+
+
+def _pin(idx, axis):
+    return tuple(0 if d == axis else i for d, i in enumerate(idx))
+
+
+def _pin_many(idx, axes):
+    return tuple(0 if d in axes else i for d, i in enumerate(idx))
+
+
+def _put(idx, axis, r):
+    return tuple(r if d == axis else i for d, i in enumerate(idx))

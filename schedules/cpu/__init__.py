@@ -1,0 +1,24 @@
+"""CPU schedule templates: ``schedule_for(op_name, out, attrs, config=None)``.
+
+Each template schedules the stages of one operator's compute definition given a config
+of knobs; ``default_config`` gives values that suit this machine. Operators without a
+template of their own get the generic one for their structure (``generic.py``).
+"""
+from __future__ import annotations
+
+import tensordsl as td
+
+from . import generic, matmul
+
+TEMPLATES = {
+    "matmul": matmul.schedule_matmul,
+    "dense": matmul.schedule_matmul,
+    "batch_matmul": matmul.schedule_matmul,
+}
+
+
+def schedule_for(name: str, out, attrs: dict | None = None, config: dict | None = None):
+    s = td.create_schedule(out.op)
+    template = TEMPLATES.get(name, generic.schedule_generic)
+    template(s, out, config)
+    return s

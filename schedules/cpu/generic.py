@@ -1,0 +1,70 @@
+"""The template for any operator without its own: decided by the stages' structure.
+
+Elementwise producers are inlined into their consumers. A stage with a reduction runs
+its spatial loops in parallel; when its innermost spatial axis is long, that axis is
+split and vectorized *inside* the reduction loops (each lane accumulates its own output
+element), otherwise the reduction stays a scalar loop. Elementwise outputs are
+vectorized along their innermost axis and parallel over the rest.
+"""
+from __future__ import annotations
+
+from tensordsl.ir import dtype as dt
+from tensordsl.ir import nodes as n
+from tensordsl.te.tensor import ComputeOp
+
+from .target import vector_lanes
+
+PARALLEL_MIN_ELEMENTS = 1 << 14  # below this, waking the thread team costs more than it saves
+
+
+def _extent(iv) -> int | None:
+    e = iv.dom.extent
+    return e.value if isinstance(e, n.IntImm) else None
+
+
+def vector_factor(extent: int | None, lanes: int) -> int | None:
+    """A split factor that vectorizes well: the widest of lanes, lanes/2, ... (>= 4)
+    that divides the extent, else ``lanes`` (the tail is guarded)."""
+    if extent is None or extent < 4:
+        return None
+    f = lanes
+    while f >= 4:
+        if extent % f == 0:
+            return f
+        f //= 2
+    return lanes if extent >= lanes else None
+
+
+def schedule_generic(s, out, config=None):
+    for stage in s.stages:
+        if not isinstance(stage.op, ComputeOp) or stage.is_output:
+            continue
+        if stage.op.reduce_axis or stage.op.num_outputs > 1:
+            schedule_stage(stage)
+        else:
+            stage.compute_inline()
+    for op in s.outputs:
+        schedule_stage(s[op])
+
+
+def schedule_stage(stage):
+    op = stage.op
+    lanes = vector_lanes(dt.bits(op.output_dtype(0)) if dt.bits(op.output_dtype(0)) >= 8 else 8)
+    spatial = list(op.axis)
+    total = 1
+    for iv in spatial:
+        total *= _extent(iv) or (1 << 20)
+    inner = spatial[-1] if spatial else None
+    factor = vector_factor(_extent(inner), lanes) if inner is not None else None
+    outer_axes = spatial[:-1]
+    vec = None
+    if factor is not None and (_extent(inner) or 0) >= 4:
+        io, vec = stage.split(inner, factor=factor)
+        outer_axes = outer_axes + [io]
+        if op.reduce_axis:
+            stage.reorder(*outer_axes, *op.reduce_axis, vec)
+        stage.vectorize(vec)
+    if outer_axes:
+        fused = stage.fuse(*outer_axes) if len(outer_axes) > 1 else outer_axes[0]
+        if total >= PARALLEL_MIN_ELEMENTS or op.reduce_axis:
+            stage.parallel(fused)
