@@ -34,6 +34,13 @@ _INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "fabs"
               "pow": "pow", "floor": "floor", "ceil": "ceil", "round": "round"}
 
 
+def _suffix(t: ir.Type) -> str:
+    """LLVM's name of a scalar type in intrinsic names (f32, i8, ...)."""
+    if isinstance(t, ir.IntType):
+        return f"i{t.width}"
+    return {"float": "f32", "double": "f64", "half": "f16"}[str(t)]
+
+
 def value_type(dtype: str) -> ir.Type:
     base, lanes = dt.element(dtype), dt.lanes(dtype)
     t = _SCALAR[base]
@@ -342,6 +349,11 @@ class CodeGenLLVM:
     def expr_Call(self, e):
         if e.name == "if_then_else":
             return self.lazy_select(e)
+        if e.name == "vector_any":
+            mask = self.expr(e.args[0])
+            lanes = mask.type.count
+            bits = self.builder.bitcast(mask, ir.IntType(lanes))
+            return self.builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(lanes), 0))
         if e.name in _LIBM:
             return self.libm_call(e)
         name = _INTRINSIC.get(e.name)
@@ -445,20 +457,48 @@ class CodeGenLLVM:
         align = max(1, dt.bits(e.dtype) // 8)
         lanes = dt.lanes(e.dtype)
         bd = self.builder
+        mask = None if e.predicate is None else self.expr(e.predicate)
         if lanes == 1:
             raw = bd.load(bd.gep(ptr, [self.expr(e.index)]), align=align)
         elif self._contiguous(e.index):
-            vp = bd.bitcast(bd.gep(ptr, [self.expr(e.index.base)]),
-                            ir.PointerType(ir.VectorType(mt, lanes)))
-            raw = bd.load(vp, align=align)
+            vt = ir.VectorType(mt, lanes)
+            vp = bd.bitcast(bd.gep(ptr, [self.expr(e.index.base)]), ir.PointerType(vt))
+            if mask is None:
+                raw = bd.load(vp, align=align)
+            else:
+                fn = self.declare(f"llvm.masked.load.v{lanes}{_suffix(mt)}.p0", vt,
+                                  [ir.PointerType(vt), I32, ir.VectorType(I1, lanes), vt])
+                raw = bd.call(fn, [vp, ir.Constant(I32, align), mask, ir.Constant(vt, None)])
         else:
             idx = self.expr(e.index)
-            raw = ir.Constant(ir.VectorType(mt, lanes), ir.Undefined)
+            raw = ir.Constant(ir.VectorType(mt, lanes), None)
             for k in range(lanes):
-                i = bd.extract_element(idx, ir.Constant(I32, k))
-                raw = bd.insert_element(raw, bd.load(bd.gep(ptr, [i]), align=align),
-                                        ir.Constant(I32, k))
+                lane = ir.Constant(I32, k)
+                raw = self._lane_guarded(mask, lane, lambda lane=lane, raw=raw: bd.insert_element(
+                    raw, bd.load(bd.gep(ptr, [bd.extract_element(idx, lane)]), align=align),
+                    lane), raw)
         return self.from_memory(raw, e.dtype)
+
+    def _lane_guarded(self, mask, lane, make, default):
+        """``make()`` where ``mask[lane]`` holds (a branch), else ``default``."""
+        if mask is None:
+            return make()
+        bd = self.builder
+        on = self.fn.append_basic_block("lane.on")
+        done = self.fn.append_basic_block("lane.done")
+        before = bd.block
+        bd.cbranch(bd.extract_element(mask, lane), on, done)
+        bd.position_at_end(on)
+        value = make()
+        on_end = bd.block
+        bd.branch(done)
+        bd.position_at_end(done)
+        if value is None:
+            return None
+        phi = bd.phi(value.type)
+        phi.add_incoming(value, on_end)
+        phi.add_incoming(default, before)
+        return phi
 
     # ------------------------------------------------------------ statements
     def stmt(self, s):
@@ -482,18 +522,26 @@ class CodeGenLLVM:
         lanes = dt.lanes(dtype)
         bd = self.builder
         value = self.to_memory(self.expr(s.value), dtype)
+        mask = None if s.predicate is None else self.expr(s.predicate)
         if lanes == 1:
             bd.store(value, bd.gep(ptr, [self.expr(s.index)]), align=align)
         elif self._contiguous(s.index):
             vp = bd.bitcast(bd.gep(ptr, [self.expr(s.index.base)]),
                             ir.PointerType(value.type))
-            bd.store(value, vp, align=align)
+            if mask is None:
+                bd.store(value, vp, align=align)
+            else:
+                vt = value.type
+                fn = self.declare(f"llvm.masked.store.v{lanes}{_suffix(vt.element)}.p0", VOID,
+                                  [vt, ir.PointerType(vt), I32, ir.VectorType(I1, lanes)])
+                bd.call(fn, [value, vp, ir.Constant(I32, align), mask])
         else:
             idx = self.expr(s.index)
             for k in range(lanes):
                 lane = ir.Constant(I32, k)
-                bd.store(bd.extract_element(value, lane),
-                         bd.gep(ptr, [bd.extract_element(idx, lane)]), align=align)
+                self._lane_guarded(mask, lane, lambda lane=lane: bd.store(
+                    bd.extract_element(value, lane),
+                    bd.gep(ptr, [bd.extract_element(idx, lane)]), align=align) and None, None)
 
     def stmt_IfThenElse(self, s):
         cond = self.expr(s.condition)

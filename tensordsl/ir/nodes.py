@@ -338,9 +338,12 @@ class Buffer:
 
 @_node
 class Load(Expr):
+    """``buffer[index]``; with a (vector) ``predicate`` only the lanes where it holds are
+    read, the others are zero."""
     dtype: str
     buffer: Buffer
     index: Expr
+    predicate: Expr | None = None
 
 
 @_node
@@ -403,9 +406,11 @@ class For(Stmt):
 
 @_node
 class Store(Stmt):
+    """``buffer[index] = value``; with a ``predicate`` only the lanes where it holds."""
     buffer: Buffer
     value: Expr
     index: Expr
+    predicate: Expr | None = None
 
 
 @_node

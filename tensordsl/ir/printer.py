@@ -100,6 +100,8 @@ class Printer:
         text = f"{self.buffer(e.buffer)}[{self.expr(e.index)}]"
         if e.dtype != e.buffer.dtype:
             text += f":{e.dtype}"
+        if e.predicate is not None:
+            text = f"({text} if {self.expr(e.predicate, 9)})"
         return text
 
     def expr_TensorRead(self, e):
@@ -145,7 +147,8 @@ class Printer:
         self.stmt(s.body, depth + 1)
 
     def stmt_Store(self, s, depth):
-        self.emit(depth, f"{self.buffer(s.buffer)}[{self.expr(s.index)}] = {self.expr(s.value)}")
+        pred = "" if s.predicate is None else f" if {self.expr(s.predicate, 9)}"
+        self.emit(depth, f"{self.buffer(s.buffer)}[{self.expr(s.index)}] = {self.expr(s.value)}{pred}")
 
     def stmt_ProducerStore(self, s, depth):
         idx = ", ".join(self.expr(i) for i in s.indices)

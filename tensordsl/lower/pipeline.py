@@ -6,6 +6,7 @@ except the first two, which turn the schedule into IR.
     simplify          index arithmetic, guards proved away    (arith/simplify.py)
     flatten_storage   tensors -> flat buffers, allocations    (flatten_storage.py)
     simplify_flat     the flattened offsets
+    unswitch_guards   boundary checks hoisted out of the hot loops (unswitch_guards.py)
     vectorize         vectorized loops -> vector operations   (vectorize.py)
     unroll            unrolled loops -> copies of the body    (unroll.py)
     simplify_final
@@ -25,6 +26,7 @@ from .bound_inference import infer_bounds
 from .flatten_storage import flatten_storage
 from .schedule_ops import schedule_ops
 from .unroll import unroll_loops
+from .unswitch_guards import unswitch_guards
 from .vectorize import vectorize_loops
 
 
@@ -36,6 +38,10 @@ def simplify(f: n.PrimFunc) -> n.PrimFunc:
 
 def flatten(f: n.PrimFunc) -> n.PrimFunc:
     return f.with_body(flatten_storage(f.body, f.attrs["tensor_buffers"], f.attrs["aligns"]))
+
+
+def unswitch(f: n.PrimFunc) -> n.PrimFunc:
+    return f.with_body(unswitch_guards(f.body))
 
 
 def vectorize(f: n.PrimFunc) -> n.PrimFunc:
@@ -50,6 +56,7 @@ PASSES = [
     ("simplify", simplify),
     ("flatten_storage", flatten),
     ("simplify_flat", simplify),
+    ("unswitch_guards", unswitch),
     ("vectorize", vectorize),
     ("unroll", unroll),
     ("simplify_final", simplify),

@@ -3,9 +3,12 @@ L-lane vector operations.
 
 The loop variable becomes ``ramp(min, 1, L)``; scalar operands meeting a vector are
 broadcast; ``ramp + x`` stays a ramp, so a contiguous access remains one vector load or
-store; other vector indices become gathers/scatters. A body that cannot be vectorized
-(a lane-dependent branch or lazy ``if_then_else``, an allocation, a store whose address
-does not depend on the loop) is left as a serial loop, which LLVM may still vectorize.
+store; other vector indices become gathers/scatters. A lane-dependent guard around stores (the
+tail of a split that does not divide) becomes a mask: the loads and stores under it are
+predicated, and the masked part runs only when some lane is active, so scalar loads in
+it stay as safe as in the loop. A body that cannot be vectorized (a lane-dependent
+``else`` or lazy ``if_then_else``, an allocation, a store whose address does not depend
+on the loop) is left as a serial loop, which LLVM may still vectorize.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def _widen(e, lanes: int):
 class _Vectorizer(Mutator):
     def __init__(self, var: n.Var, ramp: n.Ramp):
         self.var, self.ramp, self.lanes = var, ramp, ramp.lanes
+        self.mask = None  # the lanes that are active here (a bool vector), None: all
 
     def visit_Var(self, node):
         return self.ramp if node is self.var else node
@@ -106,23 +110,33 @@ class _Vectorizer(Mutator):
             return node
         if not _is_vector(index):
             return n.Load(node.dtype, node.buffer, index)
-        return n.Load(dt.with_lanes(node.dtype, self.lanes), node.buffer, index)
+        return n.Load(dt.with_lanes(node.dtype, self.lanes), node.buffer, index, self.mask)
 
     def visit_Store(self, node):
         value, index = self.visit(node.value), self.visit(node.index)
         if value is node.value and index is node.index:
             return node
         if not _is_vector(index):
-            if _is_vector(value):
+            if _is_vector(value) or self.mask is not None:
                 raise _CannotVectorize("store address does not depend on the loop")
             return n.Store(node.buffer, value, index)
-        return n.Store(node.buffer, _widen(value, self.lanes), index)
+        return n.Store(node.buffer, _widen(value, self.lanes), index, self.mask)
 
     def visit_IfThenElse(self, node):
         cond = self.visit(node.condition)
-        if _is_vector(cond):
-            raise _CannotVectorize("lane-dependent branch")
-        return self.generic_visit(node)
+        if not _is_vector(cond):
+            return self.generic_visit(node)
+        if node.else_case is not None:
+            raise _CannotVectorize("lane-dependent else branch")
+        outer = self.mask
+        self.mask = cond if outer is None else n.And(outer, cond)
+        try:
+            then_case = self.visit(node.then_case)
+        finally:
+            mask, self.mask = self.mask, outer
+        if outer is not None:
+            return then_case  # the enclosing masked region already checks for activity
+        return n.IfThenElse(n.Call("bool", "vector_any", (mask,)), then_case)
 
     def visit_For(self, node):
         lo, ext = self.visit(node.min), self.visit(node.extent)

@@ -63,10 +63,23 @@ def test_vectorize_turns_the_loop_into_ramps():
     assert after == "B[ramp(o*8 + 0, 1, 8)] = A[ramp(o*8 + 0, 1, 8)]:float32x8 + x8(1.0f)"
 
 
-def test_vectorize_falls_back_on_lane_dependent_branches():
+def test_vectorize_masks_a_lane_dependent_guard():
     buf = n.Buffer("B", "float32", (n.IntImm("int64", 64),))
     i = n.Var("i")
     body = n.IfThenElse(n.LT(i, n.IntImm("int64", 5)), n.Store(buf, n.FloatImm("float32", 0.0), i))
+    loop = n.For(i, n.IntImm("int64", 0), n.IntImm("int64", 8), "vectorized", body)
+    after = vectorize_loops(loop)
+    assert isinstance(after, n.IfThenElse)  # runs only if some lane is active
+    store = after.then_case
+    assert isinstance(store, n.Store) and store.predicate is not None
+    assert print_ir(after).startswith("if vector_any(ramp(0, 1, 8) < x8(5)):")
+
+
+def test_vectorize_falls_back_on_a_lane_dependent_else():
+    buf = n.Buffer("B", "float32", (n.IntImm("int64", 64),))
+    i = n.Var("i")
+    body = n.IfThenElse(n.LT(i, n.IntImm("int64", 5)), n.Store(buf, n.FloatImm("float32", 0.0), i),
+                        n.Store(buf, n.FloatImm("float32", 1.0), i))
     loop = n.For(i, n.IntImm("int64", 0), n.IntImm("int64", 8), "vectorized", body)
     after = vectorize_loops(loop)
     assert isinstance(after, n.For) and after.kind == "serial"
