@@ -19,9 +19,6 @@ import numpy as np
 _CACHE: dict = {}
 _LOCK = threading.Lock()
 
-# Operators whose arguments after the arrays are arrays too (optional ones may be None).
-_ARRAY_ARGS = {"dense": 3, "layer_norm": 3}
-
 
 def _operators() -> dict:
     import kernels.dense as dense
@@ -40,11 +37,24 @@ def _freeze(v):
     return v
 
 
-def _compiled(name: str, arrays, attrs: dict, target: str):
+def _signature(name: str, args) -> tuple:
+    """Per positional argument: an array's (shape, dtype), or a plain value as is."""
+    spec = []
+    for k, a in enumerate(args):
+        if isinstance(a, np.ndarray):
+            spec.append(("array", a.shape, a.dtype.str))
+        elif a is None or isinstance(a, (bool, int, float, str, tuple, list)):
+            spec.append(("value", _freeze(a)))
+        else:
+            raise TypeError(f"{name}: argument {k} must be a numpy.ndarray or a plain value, "
+                            f"got {type(a).__name__}")
+    return tuple(spec)
+
+
+def _compiled(name: str, args, spec, attrs: dict, target: str):
     import tensordsl as td
     from schedules.cpu import schedule_for
-    key = (name, tuple((a.shape, a.dtype.str) if a is not None else None for a in arrays),
-           _freeze(attrs), target)
+    key = (name, spec, _freeze(attrs), target)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit
@@ -52,70 +62,32 @@ def _compiled(name: str, arrays, attrs: dict, target: str):
         hit = _CACHE.get(key)
         if hit is not None:
             return hit
-        placeholders = [None if a is None else
-                        td.placeholder(a.shape, dtype=a.dtype.name, name=f"in{k}")
-                        for k, a in enumerate(arrays)]
-        out = _operators()[name](*placeholders, **attrs)
-        s = schedule_for(name, out, attrs)
-        args = [p for p in placeholders if p is not None] + [out]
-        f = td.build(s, args, target=target, name=name)
+        operands, placeholders = [], []
+        for k, a in enumerate(args):
+            if isinstance(a, np.ndarray):
+                p = td.placeholder(a.shape, dtype=a.dtype.name, name=f"in{k}")
+                placeholders.append(p)
+                operands.append(p)
+            else:
+                operands.append(a)
+        out = _operators()[name](*operands, **attrs)
+        f = td.build(schedule_for(name, out, attrs), placeholders + [out], target=target,
+                     name=name)
         shape = tuple(int(d.value) for d in out.shape)
         hit = _CACHE[key] = (f, shape, np.dtype(out.dtype))
         return hit
 
 
 def call(name: str, *args, out=None, target: str = "llvm", **attrs):
-    """Run operator ``name`` on numpy arrays (see the module docstring)."""
-    n_arrays = _ARRAY_ARGS.get(name)
-    if n_arrays is None:
-        arrays, scalars = [], []
-        for a in args:
-            (arrays if isinstance(a, np.ndarray) else scalars).append(a)
-        if scalars:
-            if len(arrays) != 1 or len(scalars) != 1 or not isinstance(scalars[0], (int, float)):
-                raise TypeError(f"{name}: expected numpy arrays (and at most one number), "
-                                f"got {[type(a).__name__ for a in args]}")
-            attrs = dict(attrs, **{"__scalar": (args.index(scalars[0]), scalars[0])})
-    else:
-        arrays = list(args) + [None] * (n_arrays - len(args))
-    for k, a in enumerate(arrays):
-        if a is not None and not isinstance(a, np.ndarray):
-            raise TypeError(f"{name}: argument {k} must be a numpy.ndarray, got {type(a).__name__}")
-    arrays = [None if a is None else np.ascontiguousarray(a) for a in arrays]
-    scalar = attrs.pop("__scalar", None)
-    if scalar is not None:
-        return _call_with_scalar(name, arrays[0], scalar, out, target, attrs)
-    f, shape, dtype = _compiled(name, arrays, attrs, target)
-    result = _output(out, shape, dtype, name)
-    f(*[a for a in arrays if a is not None], result)
-    return result
-
-
-def _call_with_scalar(name, array, scalar, out, target, attrs):
-    import tensordsl as td
-    position, value = scalar
-    key_attrs = dict(attrs, scalar_position=position, scalar=value)
-    key = (name, ((array.shape, array.dtype.str),), _freeze(key_attrs), target)
-    hit = _CACHE.get(key)
-    if hit is None:
-        from schedules.cpu import schedule_for
-        p = td.placeholder(array.shape, dtype=array.dtype.name, name="in0")
-        operands = (p, value) if position == 1 else (value, p)
-        o = _operators()[name](*operands, **attrs)
-        f = td.build(schedule_for(name, o, attrs), [p, o], target=target, name=name)
-        hit = _CACHE[key] = (f, tuple(int(d.value) for d in o.shape), np.dtype(o.dtype))
-    f, shape, dtype = hit
-    result = _output(out, shape, dtype, name)
-    f(array, result)
-    return result
-
-
-def _output(out, shape, dtype, name):
+    """Run operator ``name``: arrays become its tensors, other arguments pass through."""
+    args = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in args]
+    f, shape, dtype = _compiled(name, args, _signature(name, args), attrs, target)
     if out is None:
-        return np.empty(shape, dtype)
-    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
+        out = np.empty(shape, dtype)
+    elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
         got = (getattr(out, "shape", None), getattr(out, "dtype", type(out).__name__))
         raise ValueError(f"{name}: out= must be a {dtype} array of shape {shape}, got {got}")
+    f(*[a for a in args if isinstance(a, np.ndarray)], out)
     return out
 
 

@@ -1,16 +1,18 @@
 """Matrix multiplication on the CPU: packed B micro-panels and a register-blocked kernel.
 
-For ``C[m, n] = sum_k A[m, k] * B[k, n]`` the loops are
+For ``C[m, n] = sum_k A[m, k] * B[k, n]`` the loops are (GotoBLAS's blocking)
 
-    parallel for no:            # a column panel of nr columns
-      for ko:                   # a block of kc rows of B ...
-        pack B[ko*kc : +kc, no*nr : +nr] contiguously (cache_read computed here)
-        for mo:                 # mr rows of C
-          for ki:               # the micro-kernel: mr x nr accumulators stay in registers
-            for mi (unrolled):
-              C[mo*mr+mi, no*nr : +nr] += A[mo*mr+mi, ko*kc+ki] * packedB[ki, 0:nr]  (vector)
+    for mco:                      # mc rows of A: the block stays in L2
+      for ko:                     # kc of the reduction
+        parallel for no:          # a column panel of nr columns
+          pack B[ko*kc : +kc, no*nr : +nr] contiguously (cache_read computed here: L1)
+          for mo:                 # mr rows of C
+            for ki:               # the micro-kernel: mr x nr accumulators in registers
+              for mi (unrolled):
+                C[mo*mr+mi, no*nr : +nr] += A[mo*mr+mi, ko*kc+ki] * packedB[ki, 0:nr]
 
-Knobs: ``mr``, ``nr`` (a multiple of the vector width), ``kc``.
+Knobs: ``mc``, ``mr``, ``nr`` (a multiple of the vector width), ``kc``. Ragged edges are
+handled by the guard-unswitching pass and predicated vectors, so any shape works.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from .target import vector_lanes
 
 def default_config() -> dict:
     lanes = vector_lanes(32)
-    return {"mr": 6, "nr": 2 * lanes, "kc": 256}
+    return {"mc": 256, "mr": 8, "nr": 2 * lanes, "kc": 256}
 
 
 def _reduction_stage(s):
@@ -44,13 +46,14 @@ def schedule_matmul(s, out, config=None):
         return
     m, nn = C.op.axis
     (k,) = C.op.reduce_axis
-    mo, mi = C.split(m, factor=cfg["mr"])
+    mco, m_rest = C.split(m, factor=cfg["mc"])
+    mo, mi = C.split(m_rest, factor=cfg["mr"])
     no, ni = C.split(nn, factor=cfg["nr"])
     ko, ki = C.split(k, factor=cfg["kc"])
-    C.reorder(no, ko, mo, ki, mi, ni)
+    C.reorder(mco, ko, no, mo, ki, mi, ni)
     B = B_reads[1]
     packed = s.cache_read(B, "global", [C.op.output(0)])
-    s[packed].compute_at(C, ko)
+    s[packed].compute_at(C, no)
     s[packed].vectorize(s[packed].op.axis[1])
     C.unroll(mi)
     C.vectorize(ni)

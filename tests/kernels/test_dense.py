@@ -1,0 +1,190 @@
+"""Every operator of kernels/dense.py through td.ops, against numpy, on odd shapes."""
+import math
+
+import numpy as np
+import pytest
+
+import tensordsl as td
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype("float32")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 13, 5), (33, 65, 17), (64, 48, 96)])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_matmul(rng, shape, ta, tb):
+    M, N, K = shape
+    a = rand(rng, K, M) if ta else rand(rng, M, K)
+    b = rand(rng, N, K) if tb else rand(rng, K, N)
+    c = td.ops.matmul(a, b, transpose_a=ta, transpose_b=tb)
+    ref = (a.T if ta else a) @ (b.T if tb else b)
+    np.testing.assert_allclose(c, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_large_ragged(rng):
+    a, b = rand(rng, 301, 257), rand(rng, 257, 199)
+    np.testing.assert_allclose(td.ops.matmul(a, b), a @ b, rtol=1e-4, atol=1e-3)
+
+
+def test_matmul_out_and_cache(rng):
+    a, b = rand(rng, 16, 8), rand(rng, 8, 4)
+    out = np.empty((16, 4), "float32")
+    assert td.ops.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="out= must be a float32 array of shape \\(16, 4\\)"):
+        td.ops.matmul(a, b, out=np.empty((4, 4), "float32"))
+
+
+def test_matmul_shape_mismatch_names_both_shapes():
+    A = td.placeholder((4, 5), name="A")
+    B = td.placeholder((6, 7), name="B")
+    from kernels.dense import matmul
+    with pytest.raises(ValueError, match=r"A has shape \(4, 5\), B has shape \(6, 7\)"):
+        matmul(A, B)
+
+
+def test_batch_matmul(rng):
+    a, b = rand(rng, 3, 9, 5), rand(rng, 3, 5, 11)
+    np.testing.assert_allclose(td.ops.batch_matmul(a, b), a @ b, rtol=1e-4, atol=1e-4)
+    bt = np.ascontiguousarray(b.transpose(0, 2, 1))
+    np.testing.assert_allclose(td.ops.batch_matmul(a, bt, transpose_b=True), a @ b,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_dense_with_and_without_bias(rng):
+    x, w, bias = rand(rng, 10, 24), rand(rng, 7, 24), rand(rng, 7)
+    np.testing.assert_allclose(td.ops.dense(x, w), x @ w.T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(td.ops.dense(x, w, bias), x @ w.T + bias, rtol=1e-4, atol=1e-4)
+
+
+def conv2d_reference(x, w, stride, padding, dilation, groups):
+    """Direct NCHW convolution in float64 numpy."""
+    N, C, H, W = x.shape
+    F, Cg, KH, KW = w.shape
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    xp = np.pad(x.astype("float64"), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
+    out = np.zeros((N, F, OH, OW))
+    fpg = F // groups
+    for f in range(F):
+        g = f // fpg
+        for ky in range(KH):
+            for kx in range(KW):
+                patch = xp[:, g * Cg:(g + 1) * Cg,
+                           ky * dh: ky * dh + sh * (OH - 1) + 1: sh,
+                           kx * dw: kx * dw + sw * (OW - 1) + 1: sw]
+                out[:, f] += np.einsum("nchw,c->nhw", patch, w[f, :, ky, kx])
+    return out
+
+
+CONVS = [
+    dict(x=(1, 3, 9, 11), w=(4, 3, 3, 3), stride=1, padding=1, dilation=1, groups=1),
+    dict(x=(2, 4, 10, 7), w=(6, 2, 3, 2), stride=2, padding=(1, 0), dilation=1, groups=2),
+    dict(x=(1, 6, 12, 12), w=(6, 1, 3, 3), stride=1, padding=2, dilation=2, groups=6),
+    dict(x=(1, 8, 5, 5), w=(16, 8, 1, 1), stride=1, padding=0, dilation=1, groups=1),
+]
+
+
+@pytest.mark.parametrize("cfg", CONVS)
+def test_conv2d_nchw_and_nhwc(rng, cfg):
+    x, w = rand(rng, *cfg["x"]), rand(rng, *cfg["w"]) * 0.3
+    s = cfg["stride"] if isinstance(cfg["stride"], tuple) else (cfg["stride"],) * 2
+    p = cfg["padding"] if isinstance(cfg["padding"], tuple) else (cfg["padding"],) * 2
+    d = (cfg["dilation"],) * 2
+    ref = conv2d_reference(x, w, s, p, d, cfg["groups"])
+    got = td.ops.conv2d_nchw(x, w, stride=cfg["stride"], padding=cfg["padding"],
+                             dilation=cfg["dilation"], groups=cfg["groups"])
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    w_hwio = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+    got = td.ops.conv2d_nhwc(x_nhwc, w_hwio, stride=cfg["stride"], padding=cfg["padding"],
+                             dilation=cfg["dilation"], groups=cfg["groups"])
+    np.testing.assert_allclose(got, ref.transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_channel_mismatch():
+    from kernels.dense import conv2d_nchw
+    x = td.placeholder((1, 3, 8, 8), name="x")
+    w = td.placeholder((4, 2, 3, 3), name="w")
+    with pytest.raises(ValueError, match=r"kernel \(4, 2, 3, 3\) needs 3 input channels"):
+        conv2d_nchw(x, w)
+
+
+def _windows(x, k, s, p, fill):
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=fill)
+    OH = (x.shape[2] + 2 * p - k) // s + 1
+    OW = (x.shape[3] + 2 * p - k) // s + 1
+    return np.stack([xp[:, :, ky:ky + s * (OH - 1) + 1:s, kx:kx + s * (OW - 1) + 1:s]
+                     for ky in range(k) for kx in range(k)])
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_pooling(rng, k, s, p):
+    x = rand(rng, 2, 3, 9, 10)
+    np.testing.assert_allclose(td.ops.max_pool2d(x, k, stride=s, padding=p),
+                               _windows(x, k, s, p, -np.inf).max(0), rtol=1e-6)
+    np.testing.assert_allclose(td.ops.avg_pool2d(x, k, stride=s, padding=p),
+                               _windows(x, k, s, p, 0).mean(0), rtol=1e-5, atol=1e-6)
+    counts = _windows(np.ones_like(x), k, s, p, 0).sum(0)
+    np.testing.assert_allclose(td.ops.avg_pool2d(x, k, stride=s, padding=p,
+                                                 count_include_pad=False),
+                               _windows(x, k, s, p, 0).sum(0) / counts, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,fn", [("add", np.add), ("subtract", np.subtract),
+                                     ("multiply", np.multiply), ("divide", np.divide),
+                                     ("maximum", np.maximum), ("minimum", np.minimum)])
+def test_broadcasting_elementwise(rng, name, fn):
+    a, b = rand(rng, 4, 1, 6), rand(rng, 5, 1) + 3.0
+    np.testing.assert_allclose(getattr(td.ops, name)(a, b), fn(a, b), rtol=1e-6)
+    np.testing.assert_allclose(getattr(td.ops, name)(a, 2.5), fn(a, np.float32(2.5)), rtol=1e-6)
+
+
+def test_broadcast_mismatch():
+    with pytest.raises(ValueError, match=r"shapes \(4, 3\) and \(5,\) do not broadcast"):
+        td.ops.add(np.zeros((4, 3), "float32"), np.zeros(5, "float32"))
+
+
+def test_relu_and_gelu(rng):
+    x = rand(rng, 37, 19)
+    np.testing.assert_array_equal(td.ops.relu(x), np.maximum(x, 0))
+    erf = np.vectorize(math.erf)
+    np.testing.assert_allclose(td.ops.gelu(x), 0.5 * x * (1 + erf(x / math.sqrt(2))),
+                               rtol=1e-5, atol=1e-6)
+    tanh_ref = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    np.testing.assert_allclose(td.ops.gelu(x, approximate="tanh"), tanh_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis,keepdims", [(None, False), (1, False), ((0, 2), True), (-1, True)])
+def test_reductions(rng, axis, keepdims):
+    x = rand(rng, 5, 7, 9)
+    for name, fn in (("reduce_sum", np.sum), ("reduce_mean", np.mean), ("reduce_max", np.max)):
+        got = getattr(td.ops, name)(x, axis=axis, keepdims=keepdims)
+        ref = np.asarray(fn(x, axis=axis, keepdims=keepdims)).reshape(got.shape)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_and_log_softmax(rng, axis):
+    x = rand(rng, 13, 37) * 3
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    ref = e / e.sum(axis=axis, keepdims=True)
+    np.testing.assert_allclose(td.ops.softmax(x, axis=axis), ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(td.ops.log_softmax(x, axis=axis), np.log(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_norm(rng):
+    x, g, b = rand(rng, 6, 10, 33), rand(rng, 33), rand(rng, 33)
+    mu = x.mean(-1, keepdims=True)
+    var = x.var(-1, keepdims=True)
+    ref = (x - mu) / np.sqrt(var + 1e-5) * g + b
+    np.testing.assert_allclose(td.ops.layer_norm(x, g, b), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_operator():
+    with pytest.raises(AttributeError, match="no operator 'conv3d'"):
+        td.ops.conv3d
