@@ -1,10 +1,15 @@
-"""``python -m benchmarks [cpu] [--quick]``"""
+"""``python -m benchmarks [cpu|dense] [--quick] [--only OP]``"""
 import argparse
 
-from . import cpu
+from . import cpu, dense
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu"])
+parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense"],
+                    help="cpu: the foundation's kernels; dense: the operator library")
 parser.add_argument("--quick", action="store_true", help="one round per system")
+parser.add_argument("--only", help="dense: only this operator (matmul, conv2d, ...)")
 args = parser.parse_args()
-cpu.run(quick=args.quick)
+if args.suite == "cpu":
+    cpu.run(quick=args.quick)
+else:
+    dense.run(quick=args.quick, only=args.only)

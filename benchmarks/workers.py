@@ -78,6 +78,27 @@ def triad_tensordsl(p):
     return {"seconds": sec, "gbytes_per_s": 3 * 4 * p["n"] / sec / 1e9}
 
 
+def _op(system_fn, p):
+    from . import dense_ops
+    fn = system_fn(p["op"], p["params"], **p.get("options", {}))
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 15), min_time=0.2)}
+
+
+def op_tensordsl(p):
+    from . import dense_ops
+    return _op(dense_ops.tensordsl_fn, p)
+
+
+def op_numpy(p):
+    from . import dense_ops
+    return _op(dense_ops.numpy_fn, p)
+
+
+def op_torch(p):
+    from . import dense_ops
+    return _op(dense_ops.torch_fn, p)
+
+
 def peak_llvm(p):
     from .peak import fma_peak_gflops
     return {"seconds": 0.0, "gflops": fma_peak_gflops()}

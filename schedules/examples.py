@@ -51,3 +51,14 @@ def triad(n: int, lanes: int = 16):
     s[A].vectorize(i)
     s[A].parallel(o)
     return s, [B, C, A]
+
+
+def fused_chain(n: int, lanes: int = 16):
+    """``max(tanh(0.5*x)*1.5 + 0.25, 0)`` fused into one pass (a transcendental chain)."""
+    X = td.placeholder((n,), name="X")
+    Y = td.compute((n,), lambda i: td.maximum(td.tanh(X[i] * 0.5) * 1.5 + 0.25, 0.0), name="Y")
+    s = td.create_schedule(Y.op)
+    o, i = s[Y].split(Y.op.axis[0], factor=lanes)
+    s[Y].vectorize(i)
+    s[Y].parallel(o)
+    return s, [X, Y]
