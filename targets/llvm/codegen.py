@@ -17,6 +17,8 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.ir.visitor import Visitor
 
+from . import mathfuncs
+
 I1, I8, I16, I32, I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
 VOID = ir.VoidType()
 I8P = ir.PointerType(I8)
@@ -30,6 +32,7 @@ _SCALAR = {
 }
 _MEMORY = dict(_SCALAR, bool=I8, bfloat16=I16)
 _LIBM = {"erf": "erf"}
+_INLINE_F32 = {"exp": mathfuncs.exp_f32, "tanh": mathfuncs.tanh_f32}
 _INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "fabs": "fabs",
               "pow": "pow", "floor": "floor", "ceil": "ceil", "round": "round"}
 
@@ -356,6 +359,8 @@ class CodeGenLLVM:
             return self.builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(lanes), 0))
         if e.name in _LIBM:
             return self.libm_call(e)
+        if e.name in _INLINE_F32 and dt.element(e.dtype) == "float32":
+            return _INLINE_F32[e.name](self.builder, self.expr(e.args[0]), self.declare)
         name = _INTRINSIC.get(e.name)
         if name is None:
             raise BuildError(f"codegen: unknown intrinsic {e.name!r}")
