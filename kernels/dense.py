@@ -406,10 +406,11 @@ def layer_norm(x, gamma, beta, axis=-1, eps: float = 1e-5, name: str = "layer_no
     diff2 = td.compute(x.shape, lambda *i: (x[i] - mean[_pin_many(i, axes)]) *
                        (x[i] - mean[_pin_many(i, axes)]), name=f"{name}.sq")
     var = reduce_mean(diff2, axis=axes, keepdims=True, name=f"{name}.var")
+    # one reciprocal square root per row, then multiplies (as PyTorch does)
+    rstd = td.compute(var.shape, lambda *i: 1.0 / td.sqrt(var[i] + eps), name=f"{name}.rstd")
     k = len(axes)
     return td.compute(x.shape, lambda *i: (x[i] - mean[_pin_many(i, axes)])
-                      / td.sqrt(var[_pin_many(i, axes)] + eps) * gamma[i[-k:]] + beta[i[-k:]],
-                      name=name)
+                      * rstd[_pin_many(i, axes)] * gamma[i[-k:]] + beta[i[-k:]], name=name)
 
 
 def _pin(idx, axis):

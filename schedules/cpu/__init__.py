@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import tensordsl as td
 
-from . import generic, matmul
+from . import generic, matmul, rowwise
 
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
     "dense": matmul.schedule_matmul,
     "batch_matmul": matmul.schedule_matmul,
+    "softmax": rowwise.schedule_rowwise,
+    "log_softmax": rowwise.schedule_rowwise,
+    "layer_norm": rowwise.schedule_rowwise,
 }
 
 

@@ -217,9 +217,10 @@ class Stage:
         if iv not in parent.all_iter_vars:
             self._fail(f"compute_at: axis {getattr(iv, 'name', iv)!r} is not an axis of "
                        f"stage {parent.name!r}")
-        if not self.schedule.consumes(parent, self):
-            self._fail(f"compute_at: stage {parent.name!r} does not read {self.name!r}, so "
-                       f"{self.name!r} cannot be computed inside its loop {iv.name!r}")
+        if not self.schedule.consumed_within(parent, self):
+            self._fail(f"compute_at: stage {parent.name!r} does not read {self.name!r} (nor "
+                       f"does a stage computed inside it), so {self.name!r} cannot be "
+                       f"computed inside its loop {iv.name!r}")
         self.attach_type, self.attach_stage, self.attach_ivar = "scope", parent, iv
         self._record("compute_at", parent=parent.name, axis=iv.name)
 
@@ -313,6 +314,19 @@ class Schedule:
                 if s.attach_type == "inline" and id(s) not in seen:
                     seen.add(id(s))
                     todo.append(s)
+        return False
+
+    def consumed_within(self, parent: Stage, producer: Stage) -> bool:
+        """Whether ``parent``, or a stage computed inside ``parent``'s loops, reads
+        ``producer``."""
+        for st in self.stages:
+            if st is producer or not self.consumes(st, producer):
+                continue
+            cur = st
+            while cur is not None:
+                if cur is parent:
+                    return True
+                cur = cur.attach_stage if cur.attach_type == "scope" else None
         return False
 
     def insert_stage(self, stage: Stage, before: Stage):
