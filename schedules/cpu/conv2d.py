@@ -8,7 +8,7 @@
                                                 # ... times xb output columns (a vector)
 
 The padded input is materialized once, so the hot loop has no boundary checks; a
-ragged last column block is predicated. Knobs: ``fb``, ``yb``, ``xb``.
+ragged last column block is shifted inwards (it overlaps the previous block). Knobs: ``fb``, ``yb``, ``xb``.
 """
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ def schedule_conv2d_nchw(s, out, config=None):
     xb = cfg.get("xb") or _column_block(OW, lanes)
     fo, fi = conv.split(f, factor=fb)
     yo, yi = conv.split(y, factor=yb)
-    xo, xi = conv.split(x, factor=xb)
+    # a ragged last block overlaps the previous one instead of running masked
+    tail = "shift_inwards" if OW >= xb and OW % xb else "guard"
+    xo, xi = conv.split(x, factor=xb, tail=tail)
     conv.reorder(b, fo, yo, xo, rc, ry, rx, yi, fi, xi)
     conv.unroll(yi)
     conv.unroll(fi)

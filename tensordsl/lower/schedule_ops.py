@@ -66,6 +66,7 @@ class _NestBuilder:
 
         leaves = stage.leaf_iter_vars
         reduce_pos = next((p for p, iv in enumerate(leaves) if iv.kind == "reduce"), None)
+        _check_shifted_splits(stage, leaves, reduce_pos)
         if isinstance(bodies[0], n.Reduce):
             red = bodies[0]
             update = _combine(outputs, indices, red)
@@ -117,6 +118,24 @@ class _NestBuilder:
         for st in reversed(inner):
             body = self.realize(st, body)
         return body
+
+
+def _check_shifted_splits(stage, leaves, reduce_pos):
+    """A shift_inwards block recomputes outputs of the previous block: fine when each block
+    initializes and reduces its own outputs, wrong if a reduction loop encloses it."""
+    from ..errors import ScheduleError
+    from ..schedule.relations import Split
+    for r in stage.relations:
+        if not (isinstance(r, Split) and r.tail == "shift_inwards"):
+            continue
+        if r.outer not in leaves:
+            raise ScheduleError(f"stage {stage.name!r}: the outer axis {r.outer.name!r} of a "
+                                "shift_inwards split cannot be split or fused further")
+        if reduce_pos is not None and leaves.index(r.outer) > reduce_pos:
+            raise ScheduleError(f"stage {stage.name!r}: reduction loop "
+                                f"{leaves[reduce_pos].name!r} encloses the shift_inwards "
+                                f"split {r.outer.name!r}; overlapped outputs would be "
+                                "accumulated twice")
 
 
 def _combine(outputs, indices, red: n.Reduce) -> n.Stmt:

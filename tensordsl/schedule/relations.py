@@ -19,6 +19,7 @@ class Split:
     inner: n.IterVar
     factor: int | None
     nparts: int | None
+    tail: str = "guard"   # or "shift_inwards": the last block overlaps the previous one
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +59,11 @@ def root_values(relations, values: dict, ext: dict, s: Simplifier):
     values = dict(values)
     predicates = []
     for r in reversed(relations):
-        if isinstance(r, Split):
+        if isinstance(r, Split) and r.tail == "shift_inwards":
+            # block starts are clamped to extent - factor: no overrun, no predicate
+            start = n.Min(n.Mul(values[r.outer], ext[r.inner]), n.Sub(ext[r.parent], ext[r.inner]))
+            values[r.parent] = s.visit(n.Add(start, values[r.inner]))
+        elif isinstance(r, Split):
             v = s.visit(n.Add(n.Mul(values[r.outer], ext[r.inner]), values[r.inner]))
             values[r.parent] = v
             covered = s.visit(n.Sub(n.Mul(ext[r.outer], ext[r.inner]), ext[r.parent]))

@@ -83,13 +83,18 @@ class Stage:
 
     # ------------------------------------------------------------ loop structure
     def split(self, parent: n.IterVar, factor: int | None = None,
-              nparts: int | None = None) -> tuple[n.IterVar, n.IterVar]:
+              nparts: int | None = None, tail: str = "guard") -> tuple[n.IterVar, n.IterVar]:
         """Split a loop in two (Halide/TVM ``split``).
 
         ``for i in range(n)`` → ``for i.outer in range(ceil(n/f)): for i.inner in range(f)``
         with ``i = i.outer*f + i.inner``; when ``f`` does not divide ``n`` the body is
         guarded by ``i < n``. Give exactly one of ``factor`` (inner extent) or ``nparts``
         (outer extent), a positive int.
+
+        ``tail="shift_inwards"`` (Halide's TailStrategy::ShiftInwards, with ``factor``):
+        the last block starts at ``n - f`` instead, overlapping the previous one, so no
+        guard is needed; the overlapped elements are computed twice (same values). The
+        extent must be at least ``f``, and no reduction loop may enclose the split.
         """
         self._check_leaf(parent, "split")
         if (factor is None) == (nparts is None):
@@ -99,16 +104,26 @@ class Stage:
             self._fail(f"split of {parent.name!r}: factor/nparts must be a positive int, "
                        f"got {amount!r}")
         ext = parent.dom.extent
+        if tail not in ("guard", "shift_inwards"):
+            self._fail(f"split of {parent.name!r}: tail must be 'guard' or 'shift_inwards', "
+                       f"got {tail!r}")
+        if tail == "shift_inwards":
+            if factor is None or parent.kind == "reduce":
+                self._fail(f"split of {parent.name!r}: shift_inwards needs factor= and a "
+                           "data-parallel axis (a reduction would count elements twice)")
+            if not isinstance(ext, n.IntImm) or ext.value < factor:
+                self._fail(f"split of {parent.name!r}: shift_inwards needs a constant extent "
+                           f">= factor {factor}, got {ext}")
         if factor is not None:
             outer_ext, inner_ext = (ext + (factor - 1)) // factor, const(factor)
         else:
             outer_ext, inner_ext = const(nparts), (ext + (nparts - 1)) // nparts
         outer = self._new_axis(f"{parent.name}.outer", parent.kind, outer_ext)
         inner = self._new_axis(f"{parent.name}.inner", parent.kind, inner_ext)
-        self.relations.append(Split(parent, outer, inner, factor, nparts))
+        self.relations.append(Split(parent, outer, inner, factor, nparts, tail))
         pos = self.leaf_iter_vars.index(parent)
         self.leaf_iter_vars[pos:pos + 1] = [outer, inner]
-        self._record("split", axis=parent.name, factor=factor, nparts=nparts)
+        self._record("split", axis=parent.name, factor=factor, nparts=nparts, tail=tail)
         return outer, inner
 
     def fuse(self, *axes: n.IterVar) -> n.IterVar:

@@ -75,7 +75,8 @@ def _apply(s, step: Step):
     if step.kind == "rfactor":
         s.rfactor(_tensor_named(s, a["tensor"]), _axis(st, a["axis"]), a["factor_axis"])
     elif step.kind == "split":
-        st.split(_axis(st, a["axis"]), factor=a["factor"], nparts=a["nparts"])
+        st.split(_axis(st, a["axis"]), factor=a["factor"], nparts=a["nparts"],
+                 tail=a.get("tail", "guard"))
     elif step.kind in ("fuse", "reorder"):
         getattr(st, step.kind)(*[_axis(st, x) for x in a["axes"]])
     elif step.kind in ("vectorize", "unroll", "parallel"):

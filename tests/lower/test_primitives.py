@@ -278,3 +278,25 @@ def test_gather_with_computed_indices(rng):
     g = np.zeros((20, 8), "float32")
     build_run(s, [A, idx, G], [a, ix, g])
     np.testing.assert_array_equal(g, a[ix] * 2)
+
+
+def test_split_shift_inwards_overlaps_the_last_block(rng):
+    A, B, C, k = matmul_def(13, 37, 9)
+    s = td.create_schedule(C.op)
+    jo, ji = s[C].split(C.op.axis[1], factor=16, tail="shift_inwards")
+    s[C].reorder(C.op.axis[0], jo, k, ji)
+    s[C].vectorize(ji)
+    text = str(td.lower(s, [A, B, C]))
+    assert "min(" in text and " if " not in text and "if " not in text.split("\n", 1)[1]
+    check_matmul(rng, s, A, B, C, 13, 37, 9)
+
+
+def test_shift_inwards_inside_a_reduction_is_refused():
+    A, B, C, k = matmul_def(13, 37, 9)
+    s = td.create_schedule(C.op)
+    jo, ji = s[C].split(C.op.axis[1], factor=16, tail="shift_inwards")
+    s[C].reorder(k, C.op.axis[0], jo, ji)
+    with pytest.raises(td.ScheduleError, match="accumulated twice"):
+        td.lower(s, [A, B, C])
+    with pytest.raises(td.ScheduleError, match="constant extent >= factor"):
+        s[C].split(C.op.axis[0], factor=20, tail="shift_inwards")
