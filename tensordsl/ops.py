@@ -20,6 +20,7 @@ _CACHE: dict = {}
 _LOCK = threading.Lock()
 
 
+@functools.cache
 def _operators() -> dict:
     import kernels.dense as dense
     names = ["matmul", "batch_matmul", "dense", "conv2d_nchw", "conv2d_nhwc", "max_pool2d",
@@ -91,12 +92,17 @@ def call(name: str, *args, out=None, target: str = "llvm", **attrs):
     return out
 
 
-def __getattr__(name: str):
-    if name.startswith("__") or name not in _operators():
-        raise AttributeError(f"tensordsl.ops has no operator {name!r}")
+@functools.cache
+def _entry(name: str):
     fn = functools.partial(call, name)
     fn.__doc__ = _operators()[name].__doc__
     return fn
+
+
+def __getattr__(name: str):
+    if name.startswith("__") or name not in _operators():
+        raise AttributeError(f"tensordsl.ops has no operator {name!r}")
+    return _entry(name)
 
 
 def __dir__():

@@ -1,15 +1,18 @@
 """Matrix multiplication on the CPU: packed B micro-panels and a register-blocked kernel.
 
-For ``C[m, n] = sum_k A[m, k] * B[k, n]`` the loops are (GotoBLAS's blocking)
+For ``C[m, n] = sum_k A[m, k] * B[k, n]`` B is packed into column panels
+``Bp[n // nr, k, n % nr]`` (``s.pack``, once per call, in parallel, into reused
+workspace), then (GotoBLAS's blocking)
 
     for mco:                      # mc rows of A: the block stays in L2
       for ko:                     # kc of the reduction
-        parallel for no:          # a column panel of nr columns
-          pack B[ko*kc : +kc, no*nr : +nr] contiguously (cache_read computed here: L1)
+        parallel for no:          # a column panel: Bp[no, ko*kc : +kc, :] is contiguous
           for mo:                 # mr rows of C
             for ki:               # the micro-kernel: mr x nr accumulators in registers
               for mi (unrolled):
-                C[mo*mr+mi, no*nr : +nr] += A[mo*mr+mi, ko*kc+ki] * packedB[ki, 0:nr]
+                C[mo*mr+mi, no*nr : +nr] += A[mo*mr+mi, ko*kc+ki] * Bp[no, ko*kc+ki, 0:nr]
+
+Packing A as well (row panels) measured slower here: A's rows stream well from L2.
 
 Knobs: ``mc``, ``mr``, ``nr`` (a multiple of the vector width), ``kc``. Ragged edges are
 handled by the guard-unswitching pass and predicated vectors, so any shape works.
@@ -51,10 +54,9 @@ def schedule_matmul(s, out, config=None):
     no, ni = C.split(nn, factor=cfg["nr"])
     ko, ki = C.split(k, factor=cfg["kc"])
     C.reorder(mco, ko, no, mo, ki, mi, ni)
-    B = B_reads[1]
-    packed = s.cache_read(B, "global", [C.op.output(0)])
-    s[packed].compute_at(C, no)
-    s[packed].vectorize(s[packed].op.axis[1])
+    panels = s[s.pack(B_reads[1], 1, cfg["nr"], [C.op.output(0)])]
+    panels.parallel(panels.op.axis[0])
+    panels.vectorize(panels.op.axis[2])
     C.unroll(mi)
     C.vectorize(ni)
     C.parallel(no)

@@ -1,7 +1,7 @@
 """Lowered IR → LLVM IR (llvmlite's IR builder).
 
 The kernel is ``i32 @name(T0* noalias, T1* noalias, ..., i64 n, ...)``: one pointer per
-tensor argument, then the shape variables; it returns 0, or 1 when a heap allocation
+tensor argument and per workspace buffer, then the shape variables; it returns 0, or 1 when a heap allocation
 failed. Parallel loops are outlined into ``void @name.par<k>(i8* closure)`` and run by
 libgomp's ``GOMP_parallel`` with a static split of the iteration range over the team.
 Float multiplies and adds carry the ``contract`` flag (fused multiply-add allowed, no
@@ -110,7 +110,9 @@ class CodeGenLLVM:
 
     # ------------------------------------------------------------ entry
     def generate(self) -> ir.Module:
-        params = self.func.params
+        # pointers first (tensors, then workspace), then the scalar sizes
+        params = [p for p in self.func.params if isinstance(p, n.Buffer)] + \
+                 [p for p in self.func.params if not isinstance(p, n.Buffer)]
         arg_types = [ir.PointerType(memory_type(p.dtype)) if isinstance(p, n.Buffer) else I64
                      for p in params]
         fn = ir.Function(self.module, ir.FunctionType(I32, arg_types), self.func.name)

@@ -9,6 +9,7 @@ except the first two, which turn the schedule into IR.
     unswitch_guards   boundary checks hoisted out of the hot loops (unswitch_guards.py)
     vectorize         vectorized loops -> vector operations   (vectorize.py)
     unroll            unrolled loops -> copies of the body    (unroll.py)
+    plan_workspace    large temporaries -> buffers the runtime provides once per thread
     simplify_final
 
 ``td.lower(s, args, stop_after=NAME)`` returns the IR after any of them.
@@ -25,6 +26,7 @@ from ..te.tensor import PlaceholderOp, Tensor
 from .bound_inference import infer_bounds
 from .flatten_storage import flatten_storage
 from .schedule_ops import schedule_ops
+from .plan_workspace import plan_workspace
 from .unroll import unroll_loops
 from .unswitch_guards import unswitch_guards
 from .vectorize import vectorize_loops
@@ -59,6 +61,7 @@ PASSES = [
     ("unswitch_guards", unswitch),
     ("vectorize", vectorize),
     ("unroll", unroll),
+    ("plan_workspace", plan_workspace),
     ("simplify_final", simplify),
 ]
 PASS_NAMES = ("bound_inference", "schedule_ops") + tuple(name for name, _ in PASSES)

@@ -9,6 +9,8 @@ itself never sees a bad pointer.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..arith.simplify import simplify_expr
@@ -24,7 +26,12 @@ class _Param:
         self.np_dtype = np.dtype(dt.numpy_name(buffer.dtype)) \
             if buffer.dtype != "bfloat16" else np.dtype("uint16")
         self.shape = buffer.shape
+        self.ndim = len(buffer.shape)
         self.is_output = is_output
+        # per dimension: an int (fixed), a Var (bound from the array) or None (derived)
+        self.dims = tuple(d.value if isinstance(d, n.IntImm) else d if isinstance(d, n.Var)
+                          else None for d in buffer.shape)
+        self.derived = any(d is None for d in self.dims)
 
 
 class Module:
@@ -36,8 +43,12 @@ class Module:
         self.backend, self.target = backend, target
         self._source = source
         outputs = set(map(id, func.outputs))
+        workspace = func.attrs.get("workspace", ())
+        self.workspace_bytes = [int(b.shape[0].value) * max(1, dt.bits(b.dtype) // 8)
+                                for b in workspace]
+        self._workspace = threading.local()
         self.params = [_Param(p, id(p) in outputs) for p in func.params
-                       if isinstance(p, n.Buffer)]
+                       if isinstance(p, n.Buffer) and p.scope != "workspace"]
         self.scalars = [p for p in func.params if isinstance(p, n.Var)]
         self.entry_name = func.name
 
@@ -48,9 +59,19 @@ class Module:
 
     def __call__(self, *arrays):
         pointers, sizes = self.check_args(arrays)
-        status = self.kernel(*pointers, *sizes)
+        status = self.kernel(*pointers, *self.workspace_pointers(), *sizes)
         if status != 0:
             raise MemoryError(f"{self.entry_name}: a temporary buffer could not be allocated")
+
+    def workspace_pointers(self) -> list[int]:
+        """This thread's temporary buffers (allocated on its first call, then reused, so
+        their pages are faulted in once)."""
+        ptrs = getattr(self._workspace, "pointers", None)
+        if ptrs is None:
+            arrays = [np.empty(nbytes + 64, np.uint8) for nbytes in self.workspace_bytes]
+            ptrs = [a.ctypes.data + (-a.ctypes.data) % 64 for a in arrays]
+            self._workspace.arrays, self._workspace.pointers = arrays, ptrs
+        return ptrs
 
     def check_args(self, arrays):
         if len(arrays) != len(self.params):
@@ -58,9 +79,12 @@ class Module:
             raise TypeError(f"{self.entry_name}() takes {len(self.params)} arrays ({names}), "
                             f"got {len(arrays)}")
         bound: dict = {}
+        pointers = []
         for p, a in zip(self.params, arrays):
-            self._check_array(p, a, bound)
+            pointers.append(self._check_array(p, a, bound))
         for p, a in zip(self.params, arrays):
+            if not p.derived:
+                continue
             for d, (extent, got) in enumerate(zip(p.shape, a.shape)):
                 if isinstance(extent, (n.IntImm, n.Var)):
                     continue
@@ -69,37 +93,44 @@ class Module:
                 if not isinstance(want, n.IntImm) or want.value != got:
                     raise ValueError(f"argument {p.name!r}: dimension {d} must be "
                                      f"{getattr(want, 'value', want)}, got {got}")
-        self._check_overlap(arrays)
-        return [a.ctypes.data for a in arrays], [bound[v] for v in self.scalars]
+        self._check_overlap(arrays, pointers)
+        return pointers, [bound[v] for v in self.scalars]
 
-    def _check_array(self, p: _Param, a, bound: dict):
+    def _check_array(self, p: _Param, a, bound: dict) -> int:
+        """Check one argument; returns its data pointer."""
         if not isinstance(a, np.ndarray):
             raise TypeError(f"argument {p.name!r}: expected a numpy.ndarray of {p.dtype}, "
                             f"got {type(a).__name__}")
         if a.dtype != p.np_dtype:
             raise TypeError(f"argument {p.name!r}: expected dtype {p.np_dtype}, got {a.dtype}")
-        if a.ndim != len(p.shape):
-            raise ValueError(f"argument {p.name!r}: expected {len(p.shape)} dimensions, "
+        if a.ndim != p.ndim:
+            raise ValueError(f"argument {p.name!r}: expected {p.ndim} dimensions, "
                              f"got an array of shape {a.shape}")
-        if not a.flags.c_contiguous:
+        flags = a.flags
+        if not flags.c_contiguous:
             raise ValueError(f"argument {p.name!r}: expected a C-contiguous array, got strides "
                              f"{a.strides} (use numpy.ascontiguousarray)")
-        if a.ctypes.data % a.dtype.alignment:
+        ptr = a.__array_interface__["data"][0]
+        if ptr % a.dtype.alignment:
             raise ValueError(f"argument {p.name!r}: data pointer is not aligned to "
                              f"{a.dtype.alignment} bytes")
-        if p.is_output and not a.flags.writeable:
+        if p.is_output and not flags.writeable:
             raise ValueError(f"argument {p.name!r}: it is an output, but the array is read-only")
-        for d, (extent, got) in enumerate(zip(p.shape, a.shape)):
-            if isinstance(extent, n.IntImm):
-                if extent.value != got:
+        for d, (want, got) in enumerate(zip(p.dims, a.shape)):
+            if want is None:
+                continue
+            if isinstance(want, int):
+                if want != got:
                     raise ValueError(f"argument {p.name!r}: expected shape "
                                      f"{self._shape_text(p, bound)}, got {a.shape}")
-            elif isinstance(extent, n.Var):
-                if extent in bound and bound[extent] != got:
+            elif want in bound:
+                if bound[want] != got:
                     raise ValueError(
-                        f"argument {p.name!r}: dimension {d} is {extent.name} = "
-                        f"{bound[extent]} (bound by an earlier argument), got {got}")
-                bound[extent] = got
+                        f"argument {p.name!r}: dimension {d} is {want.name} = "
+                        f"{bound[want]} (bound by an earlier argument), got {got}")
+            else:
+                bound[want] = got
+        return ptr
 
     def _shape_text(self, p: _Param, bound) -> str:
         parts = []
@@ -112,11 +143,13 @@ class Module:
                 parts.append("?")
         return "(" + ", ".join(parts) + ")"
 
-    def _check_overlap(self, arrays):
+    def _check_overlap(self, arrays, pointers):
+        # Every argument is contiguous, so its bytes are exactly [ptr, ptr + nbytes).
         for i, (p, a) in enumerate(zip(self.params, arrays)):
             if not p.is_output or a.size == 0:
                 continue
+            lo, hi = pointers[i], pointers[i] + a.nbytes
             for j, (q, b) in enumerate(zip(self.params, arrays)):
-                if i != j and b.size and np.shares_memory(a, b):
+                if i != j and b.size and pointers[j] < hi and lo < pointers[j] + b.nbytes:
                     raise ValueError(f"argument {p.name!r} is an output and overlaps argument "
                                      f"{q.name!r}; pass separate arrays")

@@ -184,3 +184,72 @@ def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):
         "tensor": tensor.name, "axis": axis.name, "factor_axis": factor_axis}))
     outs = list(rf_op.outputs)
     return outs if len(outs) > 1 else outs[0]
+
+
+class _PackReads(Mutator):
+    def __init__(self, schedule, source, packed, axis, factor):
+        self.s, self.source, self.packed = schedule, source, packed
+        self.axis, self.factor = axis, factor
+        self.replaced = False
+
+    def visit_TensorRead(self, node):
+        indices = tuple(self.visit(i) for i in node.indices)
+        if self.s[node.tensor] is not self.source:
+            if all(a is b for a, b in zip(indices, node.indices)):
+                return node
+            return n.TensorRead(node.tensor, indices)
+        self.replaced = True
+        f = n.IntImm("int64", self.factor)
+        i = indices[self.axis]
+        rest = indices[:self.axis] + indices[self.axis + 1:]
+        return n.TensorRead(self.packed, (n.FloorDiv(i, f),) + rest + (n.FloorMod(i, f),))
+
+
+def pack(s: Schedule, tensor: Tensor, axis: int, factor: int, readers) -> Tensor:
+    """A copy of ``tensor`` with dimension ``axis`` split by ``factor`` into an outermost
+    and an innermost dimension, read by ``readers`` instead (TVM's packed layouts, e.g.
+    NCHW → NCHW16c, or a matmul's B as column panels).
+
+    ``B[k, j]`` packed on axis 1 by 32 is ``P[j // 32, k, j % 32]``: for a fixed panel the
+    rows are contiguous blocks of 32, so a micro-kernel streams one contiguous buffer.
+    Elements past the end of ``axis`` (when ``factor`` does not divide it) are zero.
+    """
+    source = s[tensor]
+    t = s.canonical(tensor)
+    if not isinstance(axis, int) or not 0 <= axis < t.ndim:
+        raise ScheduleError(f"pack of {tensor.name!r}: axis must be in [0, {t.ndim}), got {axis!r}")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ScheduleError(f"pack of {tensor.name!r}: factor must be a positive int, "
+                            f"got {factor!r}")
+    readers = readers if isinstance(readers, (list, tuple)) else [readers]
+    extent = t.shape[axis]
+    simp = Simplifier()
+    outer_ext = simp.visit(n.FloorDiv(n.Add(extent, n.IntImm("int64", factor - 1)),
+                                      n.IntImm("int64", factor)))
+    rest_shape = t.shape[:axis] + t.shape[axis + 1:]
+    shape = (outer_ext,) + rest_shape + (n.IntImm("int64", factor),)
+    axes = tuple(n.IterVar(n.Var(f"ax{d}"), n.Range(const(0), e)) for d, e in enumerate(shape))
+    o, *rest, i = [iv.var for iv in axes]
+    full = n.Add(n.Mul(o, n.IntImm("int64", factor)), i)
+    src_idx = tuple(rest[:axis]) + (full,) + tuple(rest[axis:])
+    from ..ir.op import if_then_else
+    body = if_then_else(n.LT(full, extent), n.TensorRead(t, src_idx), const(0, t.dtype))
+    packed_op = ComputeOp(f"{tensor.name}.packed", axes, (body,))
+    packed = packed_op.output(0)
+    stage = Stage(packed_op, s)
+    reader_stages = []
+    for r in readers:
+        rs = s[r]
+        m = _PackReads(s, source, packed, axis, factor)
+        body = tuple(m.visit(b) for b in rs.op.body)
+        if not m.replaced:
+            raise ScheduleError(f"pack of {tensor.name!r}: stage {rs.name!r} does not read it")
+        new_op = ComputeOp(rs.op.name, rs.op.axis, body, rs.op.tag)
+        rs.op = new_op
+        s.stage_map[new_op] = rs
+        reader_stages.append(rs)
+    s.insert_stage(stage, before=min(reader_stages, key=s.stages.index))
+    s.trace.append(Step("pack", source.name, {
+        "tensor": tensor.name, "axis": axis, "factor": factor,
+        "readers": [r.name for r in reader_stages]}))
+    return packed

@@ -357,6 +357,10 @@ class Schedule:
         from .rewrite import cache_write
         return cache_write(self, tensor, scope)
 
+    def pack(self, tensor, axis: int, factor: int, readers):
+        from .rewrite import pack
+        return pack(self, tensor, axis, factor, readers)
+
     def rfactor(self, tensor, axis, factor_axis: int = 0):
         from .rewrite import rfactor
         return rfactor(self, tensor, axis, factor_axis)

@@ -68,6 +68,10 @@ def _apply(s, step: Step):
         readers = [_stage(s, r).op for r in a["readers"]]
         s.cache_read(_tensor_named(s, a["tensor"]), a["scope"], readers)
         return
+    if step.kind == "pack":
+        readers = [_stage(s, r).op for r in a["readers"]]
+        s.pack(_tensor_named(s, a["tensor"]), a["axis"], a["factor"], readers)
+        return
     if step.kind == "cache_write":
         s.cache_write(_tensor_named(s, a["tensor"]), a["scope"])
         return
