@@ -50,6 +50,14 @@ def leaf_extents(relations, root_extents: dict, s: Simplifier) -> dict:
     return ext
 
 
+def _covers_block(r: Split, ext: dict) -> bool:
+    """Shifting inwards needs a whole block inside the extent bound inference found (a
+    stage computed at a loop may need less than its axis's full range); otherwise the
+    split falls back to a guard."""
+    e, f = ext[r.parent], ext[r.inner]
+    return isinstance(e, n.IntImm) and isinstance(f, n.IntImm) and e.value >= f.value
+
+
 def root_values(relations, values: dict, ext: dict, s: Simplifier):
     """Offsets of root axes from leaf loop values; returns (values, predicates).
 
@@ -59,7 +67,7 @@ def root_values(relations, values: dict, ext: dict, s: Simplifier):
     values = dict(values)
     predicates = []
     for r in reversed(relations):
-        if isinstance(r, Split) and r.tail == "shift_inwards":
+        if isinstance(r, Split) and r.tail == "shift_inwards" and _covers_block(r, ext):
             # block starts are clamped to extent - factor: no overrun, no predicate
             start = n.Min(n.Mul(values[r.outer], ext[r.inner]), n.Sub(ext[r.parent], ext[r.inner]))
             values[r.parent] = s.visit(n.Add(start, values[r.inner]))

@@ -300,3 +300,18 @@ def test_shift_inwards_inside_a_reduction_is_refused():
         td.lower(s, [A, B, C])
     with pytest.raises(td.ScheduleError, match="constant extent >= factor"):
         s[C].split(C.op.axis[0], factor=20, tail="shift_inwards")
+
+
+def test_shift_inwards_falls_back_to_a_guard_when_the_region_is_smaller(rng):
+    # found by the fuzzer: computed at a consumer's loop, X.local needs 1 element of an
+    # axis split by 2; shifting would start the block at -1
+    X = td.placeholder((1, 2, 2), name="X")
+    S = td.compute((2, 2, 1), lambda i, j, k: X[k, j, i] * 1.5, name="S")
+    s = td.create_schedule(S.op)
+    XL = s.cache_read(X, "local", [S])
+    s[XL].compute_at(s[S], S.op.axis[0])
+    s[XL].split(XL.op.axis[2], factor=2, tail="shift_inwards")
+    x = rand(rng, 1, 2, 2)
+    out = np.zeros((2, 2, 1), "float32")
+    build_run(s, [X, S], [x, out])
+    np.testing.assert_allclose(out, x.transpose(2, 1, 0) * 1.5, rtol=1e-6)

@@ -168,11 +168,14 @@ def _rewrite_graph(draw, s, program):
     for stage in list(s.stages):
         op = stage.op
         if isinstance(op, PlaceholderOp):
-            if draw(st.integers(0, 5)) == 0:
-                readers = [r for r in s.stages if not isinstance(r.op, PlaceholderOp)
-                           and any(s[t] is stage for t in r.op.input_tensors)]
-                if readers:
-                    s.cache_read(op.output(0), "local", readers[:1])
+            readers = [r for r in s.stages if not isinstance(r.op, PlaceholderOp)
+                       and any(s[t] is stage for t in r.op.input_tensors)]
+            choice = draw(st.integers(0, 5))
+            if readers and choice == 0:
+                s.cache_read(op.output(0), "local", readers[:1])
+            elif readers and choice == 1:
+                s.pack(op.output(0), draw(st.integers(0, len(op.shape) - 1)),
+                       draw(st.integers(1, 8)), readers)
             continue
         if op.reduce_axis and draw(st.integers(0, 3)) == 0:
             k = op.reduce_axis[draw(st.integers(0, len(op.reduce_axis) - 1))]
@@ -194,18 +197,28 @@ def _real_consumers(s, stage):
 
 
 def _transform_loops(draw, stage):
+    shifted = []  # outer axes of shift_inwards splits: not to be split or fused again
     for _ in range(draw(st.integers(0, 3))):
         leaves = stage.leaf_iter_vars
         action = draw(st.sampled_from(["split", "split", "fuse", "reorder"]))
         if action == "split":
             iv = leaves[draw(st.integers(0, len(leaves) - 1))]
-            if draw(st.booleans()):
-                stage.split(iv, factor=draw(st.integers(1, 9)))
+            if any(iv is x for x in shifted):
+                continue
+            ext = iv.dom.extent
+            factor = draw(st.integers(1, 9))
+            shiftable = (not stage.op.reduce_axis and iv.kind == "data_par"
+                         and isinstance(ext, td.ir.nodes.IntImm) and ext.value >= factor)
+            if shiftable and draw(st.integers(0, 3)) == 0:
+                shifted.append(stage.split(iv, factor=factor, tail="shift_inwards")[0])
+            elif draw(st.booleans()):
+                stage.split(iv, factor=factor)
             else:
                 stage.split(iv, nparts=draw(st.integers(1, 5)))
         elif action == "fuse" and len(leaves) >= 2:
             p = draw(st.integers(0, len(leaves) - 2))
-            if leaves[p].kind == leaves[p + 1].kind:
+            if leaves[p].kind == leaves[p + 1].kind and not any(
+                    leaves[q] is x for q in (p, p + 1) for x in shifted):
                 stage.fuse(leaves[p], leaves[p + 1])
         elif action == "reorder" and len(leaves) >= 2:
             perm = draw(st.permutations(list(range(len(leaves)))))
