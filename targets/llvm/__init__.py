@@ -1,6 +1,10 @@
 """The CPU backend: LLVM IR via llvmlite, JIT-loaded into the process."""
 from __future__ import annotations
 
+import functools
+import hashlib
+from pathlib import Path
+
 import llvmlite.binding as llvm
 
 from tensordsl.ir import nodes as n
@@ -9,11 +13,21 @@ from ..base import Target, register_backend
 from . import codegen, compile, runtime
 
 
+@functools.lru_cache(maxsize=None)
+def _codegen_version() -> str:
+    """A hash of this backend's source: a changed code generator never reuses objects
+    cached by an older one."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 class LLVMBackend:
     name = "llvm"
 
     def fingerprint(self, target: Target) -> str:
-        return f"{target}|{compile.fingerprint()}|codegen-1"
+        return f"{target}|{compile.fingerprint()}|{_codegen_version()}"
 
     def codegen(self, func: n.PrimFunc, target: Target) -> str:
         compile.host_machine()

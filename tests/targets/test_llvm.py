@@ -108,3 +108,13 @@ def test_thread_binding_needs_cuda():
     s2[B].bind(o, td.thread_axis("blockIdx.x"))
     with pytest.raises(td.BuildError, match="target='cuda'"):
         td.build(s2, args)
+
+
+def test_cache_key_changes_with_the_code_generator(monkeypatch):
+    from targets.base import Target, get_backend
+    from targets.llvm import _codegen_version
+    backend = get_backend("llvm")
+    before = backend.fingerprint(Target.parse("llvm"))
+    monkeypatch.setattr("targets.llvm._codegen_version", lambda: "another-codegen")
+    assert backend.fingerprint(Target.parse("llvm")) != before
+    assert len(_codegen_version()) == 16
