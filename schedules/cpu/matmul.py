@@ -40,11 +40,9 @@ def _reduction_stage(s):
 def schedule_matmul(s, out, config=None):
     cfg = dict(default_config(), **(config or {}))
     C = _reduction_stage(s)
-    B_reads = C.op.input_tensors if C is not None else []
-    transposed_b = C is None or len(C.op.axis) != 2 or _reads_b_transposed(C)
-    if transposed_b:
-        # dense (x @ W.T) and batched products: the generic template until layouts can
-        # be packed (a copy in a transposed layout); see the issue notes.
+    column_axis = _column_axis(C)
+    if column_axis is None:
+        # batched products and unusual bodies: the generic template
         schedule_generic(s, out, config)
         return
     m, nn = C.op.axis
@@ -54,7 +52,8 @@ def schedule_matmul(s, out, config=None):
     no, ni = C.split(nn, factor=cfg["nr"])
     ko, ki = C.split(k, factor=cfg["kc"])
     C.reorder(mco, ko, no, mo, ki, mi, ni)
-    panels = s[s.pack(B_reads[1], 1, cfg["nr"], [C.op.output(0)])]
+    second = C.op.body[0].source[0].b.tensor
+    panels = s[s.pack(second, column_axis, cfg["nr"], [C.op.output(0)])]
     panels.parallel(panels.op.axis[0])
     panels.vectorize(panels.op.axis[2])
     C.unroll(mi)
@@ -65,11 +64,20 @@ def schedule_matmul(s, out, config=None):
             schedule_stage(stage)
 
 
-def _reads_b_transposed(C) -> bool:
-    """True unless the body reads its second operand as B[k, n]."""
+def _column_axis(C):
+    """Which dimension of the second operand runs along C's columns (1 for B[k, n],
+    0 for dense's W[n, k]); None if the body is not ``A[.] * B[.]`` over one k."""
     from tensordsl.ir import nodes as n
+    if C is None or len(C.op.axis) != 2 or len(C.op.reduce_axis) != 1:
+        return None
     body = C.op.body[0].source[0]
-    if not isinstance(body, n.Mul) or not isinstance(body.b, n.TensorRead):
-        return True
-    k = C.op.reduce_axis[0].var
-    return body.b.indices[0] is not k
+    if not isinstance(body, n.Mul) or not isinstance(body.b, n.TensorRead) \
+            or len(body.b.indices) != 2:
+        return None
+    j, k = C.op.axis[1].var, C.op.reduce_axis[0].var
+    idx = body.b.indices
+    if idx[0] is k and idx[1] is j:
+        return 1
+    if idx[0] is j and idx[1] is k:
+        return 0
+    return None
