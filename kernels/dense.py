@@ -149,65 +149,69 @@ def _padding4(padding, what):
                      f"got {padding!r}")
 
 
+class _ConvGeometry:
+    """Validated sizes of a 2-d convolution (shared by the NCHW and NHWC layouts)."""
+
+    def __init__(self, what, data, kernel, dims, kdims, stride, padding, dilation, groups):
+        _check(data.ndim == 4 and kernel.ndim == 4,
+               f"{what}: expected 4-d data and kernel, got {_shape(data)} and {_shape(kernel)}")
+        C, H, W = dims
+        F, Cg, KH, KW = kdims
+        _check(all(isinstance(v, int) for v in (C, H, W, F, Cg, KH, KW)),
+               f"{what}: channel and spatial sizes must be constants")
+        _check(isinstance(groups, int) and groups >= 1 and C % groups == 0 and F % groups == 0,
+               f"{what}: groups={groups!r} must divide the {C} input and {F} output channels")
+        _check(Cg == C // groups, f"{what}: kernel {_shape(kernel)} needs {C // groups} input "
+                                  f"channels per group for data {_shape(data)} and groups={groups}")
+        self.F, self.Cg, self.KH, self.KW, self.groups = F, Cg, KH, KW, groups
+        self.sh, self.sw = _pair(stride, f"{what} stride")
+        self.dh, self.dw = _pair(dilation, f"{what} dilation")
+        self.pt, self.pl, self.pb, self.pr = _padding4(padding, what)
+        self.OH = _conv_out(H, KH, self.sh, self.pt, self.pb, self.dh, what)
+        self.OW = _conv_out(W, KW, self.sw, self.pl, self.pr, self.dw, what)
+        self.rc = td.reduce_axis((0, Cg), "rc")
+        self.ry = td.reduce_axis((0, KH), "ry")
+        self.rx = td.reduce_axis((0, KW), "rx")
+
+    def channel(self, f):
+        """The input channel that reduction index ``rc`` reads for output channel ``f``."""
+        if self.groups == 1:
+            return self.rc
+        return (f // (self.F // self.groups)) * self.Cg + self.rc
+
+    def rows(self, y):
+        return y * self.sh + self.ry * self.dh
+
+    def cols(self, x):
+        return x * self.sw + self.rx * self.dw
+
+
 def conv2d_nchw(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
                 name: str = "conv2d_nchw"):
     """2-d convolution, data (N, C, H, W), kernel (F, C/groups, KH, KW) → (N, F, OH, OW)."""
-    _check(data.ndim == 4 and kernel.ndim == 4,
-           f"conv2d_nchw: expected 4-d data and kernel, got {_shape(data)} and {_shape(kernel)}")
     N, C, H, W = _shape(data)
-    F, Cg, KH, KW = _shape(kernel)
-    _check(all(isinstance(v, int) for v in (C, H, W, F, Cg, KH, KW)),
-           "conv2d_nchw: channel and spatial sizes must be constants")
-    _check(isinstance(groups, int) and groups >= 1 and C % groups == 0 and F % groups == 0,
-           f"conv2d_nchw: groups={groups!r} must divide the {C} input and {F} output channels")
-    _check(Cg == C // groups, f"conv2d_nchw: kernel {_shape(kernel)} needs {C // groups} input "
-                              f"channels per group for data {_shape(data)} and groups={groups}")
-    sh, sw = _pair(stride, "conv2d_nchw stride")
-    dh, dw = _pair(dilation, "conv2d_nchw dilation")
-    pt, pl, pb, pr = _padding4(padding, "conv2d_nchw")
-    OH = _conv_out(H, KH, sh, pt, pb, dh, "conv2d_nchw")
-    OW = _conv_out(W, KW, sw, pl, pr, dw, "conv2d_nchw")
-    padded = pad(data, (0, 0, pt, pl), (0, 0, pb, pr), name=f"{name}.pad")
-    rc = td.reduce_axis((0, Cg), "rc")
-    ry = td.reduce_axis((0, KH), "ry")
-    rx = td.reduce_axis((0, KW), "rx")
-    fpg = F // groups
+    g = _ConvGeometry("conv2d_nchw", data, kernel, (C, H, W), _shape(kernel), stride,
+                      padding, dilation, groups)
+    padded = pad(data, (0, 0, g.pt, g.pl), (0, 0, g.pb, g.pr), name=f"{name}.pad")
     return td.compute(
-        (data.shape[0], F, OH, OW),
-        lambda b, f, y, x: td.sum(
-            padded[b, (f // fpg) * Cg + rc if groups > 1 else rc, y * sh + ry * dh, x * sw + rx * dw]
-            * kernel[f, rc, ry, rx], axis=[rc, ry, rx]),
+        (data.shape[0], g.F, g.OH, g.OW),
+        lambda b, f, y, x: td.sum(padded[b, g.channel(f), g.rows(y), g.cols(x)]
+                                  * kernel[f, g.rc, g.ry, g.rx], axis=[g.rc, g.ry, g.rx]),
         name=name)
 
 
 def conv2d_nhwc(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
                 name: str = "conv2d_nhwc"):
     """2-d convolution, data (N, H, W, C), kernel (KH, KW, C/groups, F) → (N, OH, OW, F)."""
-    _check(data.ndim == 4 and kernel.ndim == 4,
-           f"conv2d_nhwc: expected 4-d data and kernel, got {_shape(data)} and {_shape(kernel)}")
     N, H, W, C = _shape(data)
     KH, KW, Cg, F = _shape(kernel)
-    _check(all(isinstance(v, int) for v in (C, H, W, F, Cg, KH, KW)),
-           "conv2d_nhwc: channel and spatial sizes must be constants")
-    _check(isinstance(groups, int) and groups >= 1 and C % groups == 0 and F % groups == 0,
-           f"conv2d_nhwc: groups={groups!r} must divide the {C} input and {F} output channels")
-    _check(Cg == C // groups, f"conv2d_nhwc: kernel {_shape(kernel)} needs {C // groups} input "
-                              f"channels per group for data {_shape(data)} and groups={groups}")
-    sh, sw = _pair(stride, "conv2d_nhwc stride")
-    dh, dw = _pair(dilation, "conv2d_nhwc dilation")
-    pt, pl, pb, pr = _padding4(padding, "conv2d_nhwc")
-    OH = _conv_out(H, KH, sh, pt, pb, dh, "conv2d_nhwc")
-    OW = _conv_out(W, KW, sw, pl, pr, dw, "conv2d_nhwc")
-    padded = pad(data, (0, pt, pl, 0), (0, pb, pr, 0), name=f"{name}.pad")
-    ry = td.reduce_axis((0, KH), "ry")
-    rx = td.reduce_axis((0, KW), "rx")
-    rc = td.reduce_axis((0, Cg), "rc")
-    fpg = F // groups
+    g = _ConvGeometry("conv2d_nhwc", data, kernel, (C, H, W), (F, Cg, KH, KW), stride,
+                      padding, dilation, groups)
+    padded = pad(data, (0, g.pt, g.pl, 0), (0, g.pb, g.pr, 0), name=f"{name}.pad")
     return td.compute(
-        (data.shape[0], OH, OW, F),
-        lambda b, y, x, f: td.sum(
-            padded[b, y * sh + ry * dh, x * sw + rx * dw, (f // fpg) * Cg + rc if groups > 1 else rc]
-            * kernel[ry, rx, rc, f], axis=[ry, rx, rc]),
+        (data.shape[0], g.OH, g.OW, g.F),
+        lambda b, y, x, f: td.sum(padded[b, g.rows(y), g.cols(x), g.channel(f)]
+                                  * kernel[g.ry, g.rx, g.rc, f], axis=[g.ry, g.rx, g.rc]),
         name=name)
 
 
