@@ -10,7 +10,7 @@ import time
 import llvmlite.binding as llvm
 
 from targets.llvm.compile import host_machine, optimize
-from targets.llvm.runtime import Kernel, load
+from targets.llvm.runtime import load
 
 ACCUMULATORS = 12
 

@@ -79,7 +79,6 @@ def triad_tensordsl(p):
 
 
 def _op(system_fn, p):
-    from . import dense_ops
     fn = system_fn(p["op"], p["params"], **p.get("options", {}))
     return {"seconds": timeit(fn, repeat=p.get("repeat", 15), min_time=0.2)}
 

@@ -18,19 +18,45 @@ from .trace import Step
 _SCOPES = ("global", "shared", "local")
 
 
-class _ReplaceReads(Mutator):
-    def __init__(self, schedule: Schedule, source: Stage, replacement: ComputeOp):
-        self.s, self.source, self.replacement = schedule, source, replacement
+class _RedirectReads(Mutator):
+    """Reads of ``source``'s tensors become ``redirect(tensor, indices)``."""
+
+    def __init__(self, schedule: Schedule, source: Stage, redirect):
+        self.s, self.source, self.redirect = schedule, source, redirect
         self.replaced = False
 
     def visit_TensorRead(self, node):
         indices = tuple(self.visit(i) for i in node.indices)
         if self.s[node.tensor] is self.source:
             self.replaced = True
-            return n.TensorRead(self.replacement.output(node.tensor.value_index), indices)
+            return self.redirect(node.tensor, indices)
         if all(a is b for a, b in zip(indices, node.indices)):
             return node
         return n.TensorRead(node.tensor, indices)
+
+
+def _redirect_readers(s: Schedule, source: Stage, readers, redirect, new_stage: Stage,
+                      what: str) -> list[Stage]:
+    """Rewrite each reader's body through ``redirect`` and insert ``new_stage`` before the
+    first of them; returns the reader stages."""
+    readers = readers if isinstance(readers, (list, tuple)) else [readers]
+    if not readers:
+        raise ScheduleError(f"{what}: give at least one reader")
+    reader_stages = []
+    for r in readers:
+        rs = s[r]
+        if not isinstance(rs.op, ComputeOp):
+            raise ScheduleError(f"{what}: reader {rs.name!r} is not a computed stage")
+        m = _RedirectReads(s, source, redirect)
+        body = tuple(m.visit(b) for b in rs.op.body)
+        if not m.replaced:
+            raise ScheduleError(f"{what}: stage {rs.name!r} does not read {source.name!r}")
+        new_op = ComputeOp(rs.op.name, rs.op.axis, body, rs.op.tag)
+        rs.op = new_op
+        s.stage_map[new_op] = rs
+        reader_stages.append(rs)
+    s.insert_stage(new_stage, before=min(reader_stages, key=s.stages.index))
+    return reader_stages
 
 
 def _check_scope(scope: str, what: str):
@@ -53,29 +79,12 @@ def cache_read(s: Schedule, tensor: Tensor, scope: str, readers) -> Tensor:
     a tile."""
     _check_scope(scope, "cache_read")
     source = s[tensor]
-    readers = readers if isinstance(readers, (list, tuple)) else [readers]
-    if not readers:
-        raise ScheduleError(f"cache_read of {tensor.name!r}: give at least one reader")
     cache_op = _copy_op(f"{tensor.name}.{scope}", [s.canonical(tensor)])
     cache = Stage(cache_op, s)
     cache.scope = scope
-    reader_stages = []
-    for r in readers:
-        rs = s[r]
-        if not isinstance(rs.op, ComputeOp):
-            raise ScheduleError(f"cache_read of {tensor.name!r}: reader {rs.name!r} is not "
-                                "a computed stage")
-        m = _ReplaceReads(s, source, cache_op)
-        body = tuple(m.visit(b) for b in rs.op.body)
-        if not m.replaced:
-            raise ScheduleError(f"cache_read of {tensor.name!r}: stage {rs.name!r} does not "
-                                f"read {tensor.name!r}")
-        new_op = ComputeOp(rs.op.name, rs.op.axis, body, rs.op.tag)
-        rs.op = new_op
-        s.stage_map[new_op] = rs
-        reader_stages.append(rs)
-    first = min(reader_stages, key=s.stages.index)
-    s.insert_stage(cache, before=first)
+    reader_stages = _redirect_readers(
+        s, source, readers, lambda t, idx: n.TensorRead(cache_op.output(t.value_index), idx),
+        cache, f"cache_read of {tensor.name!r}")
     s.trace.append(Step("cache_read", source.name, {
         "tensor": tensor.name, "scope": scope, "readers": [r.name for r in reader_stages]}))
     return cache_op.output(0)
@@ -186,25 +195,6 @@ def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):
     return outs if len(outs) > 1 else outs[0]
 
 
-class _PackReads(Mutator):
-    def __init__(self, schedule, source, packed, axis, factor):
-        self.s, self.source, self.packed = schedule, source, packed
-        self.axis, self.factor = axis, factor
-        self.replaced = False
-
-    def visit_TensorRead(self, node):
-        indices = tuple(self.visit(i) for i in node.indices)
-        if self.s[node.tensor] is not self.source:
-            if all(a is b for a, b in zip(indices, node.indices)):
-                return node
-            return n.TensorRead(node.tensor, indices)
-        self.replaced = True
-        f = n.IntImm("int64", self.factor)
-        i = indices[self.axis]
-        rest = indices[:self.axis] + indices[self.axis + 1:]
-        return n.TensorRead(self.packed, (n.FloorDiv(i, f),) + rest + (n.FloorMod(i, f),))
-
-
 def pack(s: Schedule, tensor: Tensor, axis: int, factor: int, readers) -> Tensor:
     """A copy of ``tensor`` with dimension ``axis`` split by ``factor`` into an outermost
     and an innermost dimension, read by ``readers`` instead (TVM's packed layouts, e.g.
@@ -221,7 +211,6 @@ def pack(s: Schedule, tensor: Tensor, axis: int, factor: int, readers) -> Tensor
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ScheduleError(f"pack of {tensor.name!r}: factor must be a positive int, "
                             f"got {factor!r}")
-    readers = readers if isinstance(readers, (list, tuple)) else [readers]
     extent = t.shape[axis]
     simp = Simplifier()
     outer_ext = simp.visit(n.FloorDiv(n.Add(extent, n.IntImm("int64", factor - 1)),
@@ -236,19 +225,15 @@ def pack(s: Schedule, tensor: Tensor, axis: int, factor: int, readers) -> Tensor
     body = if_then_else(n.LT(full, extent), n.TensorRead(t, src_idx), const(0, t.dtype))
     packed_op = ComputeOp(f"{tensor.name}.packed", axes, (body,))
     packed = packed_op.output(0)
-    stage = Stage(packed_op, s)
-    reader_stages = []
-    for r in readers:
-        rs = s[r]
-        m = _PackReads(s, source, packed, axis, factor)
-        body = tuple(m.visit(b) for b in rs.op.body)
-        if not m.replaced:
-            raise ScheduleError(f"pack of {tensor.name!r}: stage {rs.name!r} does not read it")
-        new_op = ComputeOp(rs.op.name, rs.op.axis, body, rs.op.tag)
-        rs.op = new_op
-        s.stage_map[new_op] = rs
-        reader_stages.append(rs)
-    s.insert_stage(stage, before=min(reader_stages, key=s.stages.index))
+    f = n.IntImm("int64", factor)
+
+    def redirect(_, idx):
+        rest_idx = idx[:axis] + idx[axis + 1:]
+        return n.TensorRead(packed, (n.FloorDiv(idx[axis], f),) + rest_idx
+                            + (n.FloorMod(idx[axis], f),))
+
+    reader_stages = _redirect_readers(s, source, readers, redirect, Stage(packed_op, s),
+                                      f"pack of {tensor.name!r}")
     s.trace.append(Step("pack", source.name, {
         "tensor": tensor.name, "axis": axis, "factor": factor,
         "readers": [r.name for r in reader_stages]}))
