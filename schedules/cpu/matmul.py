@@ -1,33 +1,39 @@
-"""Matrix multiplication on the CPU: packed B micro-panels and a register-blocked kernel.
+"""Matrix multiplication on the CPU: packed B panels, a register-blocked micro-kernel and
+one parallel region.
 
-For ``C[m, n] = sum_k A[m, k] * B[k, n]`` B is packed into column panels
-``Bp[n // nr, k, n % nr]`` (``s.pack``, once per call, in parallel, into reused
-workspace), then (GotoBLAS's blocking)
+For ``C[m, n] = sum_k A[m, k] * B[k, n]`` (GotoBLAS's blocking, with the team split over
+column blocks so that each thread packs and reads only its own part of B):
 
-    for mco:                      # mc rows of A: the block stays in L2
-      for ko:                     # kc of the reduction
-        parallel for no:          # a column panel: Bp[no, ko*kc : +kc, :] is contiguous
-          for mo:                 # mr rows of C
-            for ki:               # the micro-kernel: mr x nr accumulators in registers
-              for mi (unrolled):
-                C[mo*mr+mi, no*nr : +nr] += A[mo*mr+mi, ko*kc+ki] * Bp[no, ko*kc+ki, 0:nr]
+    parallel for no.outer:            # one column block per thread
+      for ko:                         # kc of the reduction
+        pack Bp[no.inner, ki, 0:nr] = B[ko*kc + ki, panel columns]   # per-thread workspace
+        for mco:                      # mc rows: A's mc x kc block stays in L2
+          for no.inner:               # a kc x nr panel of Bp: stays in L1 across mo
+            for mo:                   # mr rows of C
+              for ki:                 # the micro-kernel: mr x nr accumulators in registers
+                for mi (unrolled):
+                  C[mo*mr+mi, 0:nr] += A[mo*mr+mi, ko*kc+ki] * Bp[no.inner, ki, 0:nr]
 
-Packing A as well (row panels) measured slower here: A's rows stream well from L2.
+The accumulators start from zero and are added to C after the ki loop, with C's lines
+prefetched before it (the ``local_accumulators`` pass), so C's loads never stall the FMAs.
+Packing A as well (row panels) measured no faster here: A's rows stream well from L2.
 
-Knobs: ``mc``, ``mr``, ``nr`` (a multiple of the vector width), ``kc``. Ragged edges are
-handled by the guard-unswitching pass and predicated vectors, so any shape works.
+Knobs: ``mc`` (a multiple of ``mr``), ``mr``, ``nr`` (a multiple of the vector width),
+``kc``, ``parts`` (column blocks run in parallel; default: one per thread). Ragged edges
+are handled by guard unswitching and predicated vectors, so any shape works.
 """
 from __future__ import annotations
 
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import schedule_generic, schedule_stage
-from .target import vector_lanes
+from .target import num_threads, vector_lanes
 
 
 def default_config() -> dict:
     lanes = vector_lanes(32)
-    return {"mc": 256, "mr": 8, "nr": 2 * lanes, "kc": 256}
+    mr = 12 if lanes == 16 else 6  # 24 of 32 zmm registers hold accumulators; 12 of 16 ymm
+    return {"mc": 4 * mr, "mr": mr, "nr": 2 * lanes, "kc": 256, "parts": num_threads()}
 
 
 def _reduction_stage(s):
@@ -50,15 +56,16 @@ def schedule_matmul(s, out, config=None):
     mco, m_rest = C.split(m, factor=cfg["mc"])
     mo, mi = C.split(m_rest, factor=cfg["mr"])
     no, ni = C.split(nn, factor=cfg["nr"])
+    block, no_inner = C.split(no, nparts=max(1, cfg["parts"]))
     ko, ki = C.split(k, factor=cfg["kc"])
-    C.reorder(mco, ko, no, mo, ki, mi, ni)
+    C.reorder(block, ko, mco, no_inner, mo, ki, mi, ni)
     second = C.op.body[0].source[0].b.tensor
     panels = s[s.pack(second, column_axis, cfg["nr"], [C.op.output(0)])]
-    panels.parallel(panels.op.axis[0])
+    panels.compute_at(C, ko)
     panels.vectorize(panels.op.axis[2])
     C.unroll(mi)
     C.vectorize(ni)
-    C.parallel(no)
+    C.parallel(block)
     for stage in s.stages:
         if stage is not C and isinstance(stage.op, ComputeOp) and stage.is_output:
             schedule_stage(stage)

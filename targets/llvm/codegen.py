@@ -104,6 +104,7 @@ class CodeGenLLVM:
         self.buffers: dict = {}
         self.n_outlined = 0
         self.in_parallel = False
+        self.thread_index = ir.Constant(I64, 0)  # this thread's number in the team
         self.error_flag = ir.GlobalVariable(self.module, I32, f"{func.name}.error")
         self.error_flag.initializer = ir.Constant(I32, 0)
         self.error_flag.linkage = "internal"
@@ -359,6 +360,10 @@ class CodeGenLLVM:
             lanes = mask.type.count
             bits = self.builder.bitcast(mask, ir.IntType(lanes))
             return self.builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(lanes), 0))
+        if e.name == "prefetch":
+            return self.prefetch(e.args[0])
+        if e.name == "thread_index":
+            return self.thread_index
         if e.name in _LIBM:
             return self.libm_call(e)
         if e.name in _INLINE_F32 and dt.element(e.dtype) == "float32":
@@ -368,6 +373,15 @@ class CodeGenLLVM:
             raise BuildError(f"codegen: unknown intrinsic {e.name!r}")
         args = [self.expr(a) for a in e.args]
         return self.builder.call(self.intrinsic(name, e.dtype, len(args)), args)
+
+    def prefetch(self, address: n.Load):
+        """Hint the cache line holding ``address`` (a scalar load that is not performed)
+        into L1; never faults, so an address past the end of a buffer is harmless."""
+        bd = self.builder
+        ptr = bd.gep(self.buffer_ptr(address.buffer), [self.expr(address.index)])
+        fn = self.declare("llvm.prefetch.p0", ir.VoidType(), [ptr.type, I32, I32, I32])
+        bd.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+        return ir.Constant(I32, 0)
 
     def libm_call(self, e):
         """A C math function with no LLVM intrinsic, applied lane by lane."""
@@ -668,10 +682,11 @@ class CodeGenLLVM:
         # overlap, and with it LICM's promotion of accumulators to registers.
         var_types = [self.vars[v].type for v in cap_vars]
         buf_types = [self.buffers[b].type for b in cap_bufs]
-        body_fn = ir.Function(self.module, ir.FunctionType(VOID, [I64, I64] + var_types + buf_types),
+        body_fn = ir.Function(self.module,
+                              ir.FunctionType(VOID, [I64, I64, I64] + var_types + buf_types),
                               name + ".body")
         body_fn.linkage = "internal"
-        for arg in body_fn.args[2 + len(cap_vars):]:
+        for arg in body_fn.args[3 + len(cap_vars):]:
             arg.add_attribute("noalias")
         outlined = ir.Function(self.module, ir.FunctionType(VOID, [I8P]), name)
         outlined.linkage = "internal"
@@ -681,11 +696,12 @@ class CodeGenLLVM:
 
         # the body: for var in [begin, end)
         self.begin_function(body_fn)
-        begin, end = body_fn.args[0], body_fn.args[1]
-        self.vars = dict(zip(cap_vars, body_fn.args[2:2 + len(cap_vars)]))
-        self.buffers = dict(zip(cap_bufs, body_fn.args[2 + len(cap_vars):]))
+        begin, end, self.thread_index = body_fn.args[0], body_fn.args[1], body_fn.args[2]
+        self.vars = dict(zip(cap_vars, body_fn.args[3:3 + len(cap_vars)]))
+        self.buffers = dict(zip(cap_bufs, body_fn.args[3 + len(cap_vars):]))
         self.serial_loop(s.var, begin, end, s.body)
         self.finish_function()
+        self.thread_index = ir.Constant(I64, 0)
 
         # the OpenMP entry: unpack the closure, take this thread's share of the range
         self.begin_function(outlined)
@@ -700,15 +716,19 @@ class CodeGenLLVM:
         first = ob.mul(tid, chunk)
         last = ob.add(first, chunk)
         last = ob.select(ob.icmp_signed("<", last, p_ext), last, p_ext)
-        ob.call(body_fn, [ob.add(p_lo, first), ob.add(p_lo, last)] + loaded[2:])
+        ob.call(body_fn, [ob.add(p_lo, first), ob.add(p_lo, last), tid] + loaded[2:])
         self.finish_function()
         (self.fn, self.entry, self._body_block, self.builder, self.entry_builder,
          self.vars, self.buffers) = saved
         self.in_parallel = False
 
+        # 0: the default team; with per-thread workspace, at most as many threads as it
+        # has slices
+        team = self.func.attrs.get("team_size")
+        threads = ir.Constant(I32, 0) if team is None else bd.trunc(self.vars[team], I32)
         gomp = self.declare("GOMP_parallel", VOID, [I8P, I8P, I32, I32])
         bd.call(gomp, [bd.bitcast(outlined, I8P), bd.bitcast(closure, I8P),
-                       ir.Constant(I32, 0), ir.Constant(I32, 0)])
+                       threads, ir.Constant(I32, 0)])
 
 
 def generate(func: n.PrimFunc, triple: str, data_layout: str) -> ir.Module:

@@ -9,6 +9,7 @@ except the first two, which turn the schedule into IR.
     unswitch_guards   boundary checks hoisted out of the hot loops (unswitch_guards.py)
     vectorize         vectorized loops -> vector operations   (vectorize.py)
     unroll            unrolled loops -> copies of the body    (unroll.py)
+    local_accumulators  reduction loops accumulate in registers (local_accumulators.py)
     plan_workspace    large temporaries -> buffers the runtime provides once per thread
     simplify_final
 
@@ -26,6 +27,7 @@ from ..te.tensor import PlaceholderOp, Tensor
 from .bound_inference import infer_bounds
 from .flatten_storage import flatten_storage
 from .schedule_ops import schedule_ops
+from .local_accumulators import local_accumulators
 from .plan_workspace import plan_workspace
 from .unroll import unroll_loops
 from .unswitch_guards import unswitch_guards
@@ -54,6 +56,10 @@ def unroll(f: n.PrimFunc) -> n.PrimFunc:
     return f.with_body(unroll_loops(f.body))
 
 
+def accumulate_locally(f: n.PrimFunc) -> n.PrimFunc:
+    return f.with_body(local_accumulators(f.body))
+
+
 PASSES = [
     ("simplify", simplify),
     ("flatten_storage", flatten),
@@ -61,6 +67,7 @@ PASSES = [
     ("unswitch_guards", unswitch),
     ("vectorize", vectorize),
     ("unroll", unroll),
+    ("local_accumulators", accumulate_locally),
     ("plan_workspace", plan_workspace),
     ("simplify_final", simplify),
 ]

@@ -178,7 +178,9 @@ class UnswitchGuards(Mutator):
         for c in unique.values():
             cond = c if cond is None else n.And(cond, c)
         fast = self.visit(_RemoveGuards(hoisted).visit(node.body))
-        slow = node.body
+        # the edge keeps these guards, but loops inside it still get theirs hoisted or
+        # turned into bounds (a ragged k inside the last column panel)
+        slow = self.visit(node.body)
         body = n.IfThenElse(cond, fast, slow)
         return n.For(node.var, node.min, node.extent, node.kind, body, node.thread_tag)
 

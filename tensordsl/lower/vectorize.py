@@ -6,8 +6,9 @@ broadcast; ``ramp + x`` stays a ramp, so a contiguous access remains one vector 
 store; other vector indices become gathers/scatters. A lane-dependent guard around stores (the
 tail of a split that does not divide) becomes a mask: the loads and stores under it are
 predicated, and the masked part runs only when some lane is active, so scalar loads in
-it stay as safe as in the loop. A body that cannot be vectorized (a lane-dependent
-``else`` or lazy ``if_then_else``, an allocation, a store whose address does not depend
+it stay as safe as in the loop. A lane-dependent lazy ``if_then_else`` becomes a select
+of its branches, each with its loads masked to its own lanes. A body that cannot be
+vectorized (a lane-dependent ``else``, an allocation, a store whose address does not depend
 on the loop) is left as a serial loop, which LLVM may still vectorize.
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ class _Vectorizer(Mutator):
     def __init__(self, var: n.Var, ramp: n.Ramp):
         self.var, self.ramp, self.lanes = var, ramp, ramp.lanes
         self.mask = None  # the lanes that are active here (a bool vector), None: all
+        self.in_lane_branch = False
 
     def visit_Var(self, node):
         return self.ramp if node is self.var else node
@@ -85,18 +87,34 @@ class _Vectorizer(Mutator):
         return n.Select(_widen(c, self.lanes), _widen(t, self.lanes), _widen(f, self.lanes))
 
     def visit_Call(self, node):
+        if node.name == "if_then_else":
+            cond = self.visit(node.args[0])
+            if _is_vector(cond):
+                return self._lane_if_then_else(cond, node)
         args = tuple(self.visit(a) for a in node.args)
         if all(a is b for a, b in zip(args, node.args)):
             return node
         if node.name == "if_then_else":
-            if _is_vector(args[0]):
-                raise _CannotVectorize("lane-dependent if_then_else")
             t, f = _widen(args[1], self.lanes), _widen(args[2], self.lanes)
             return n.Call(t.dtype, node.name, (args[0], t, f))
         if any(_is_vector(a) for a in args):
             args = tuple(_widen(a, self.lanes) for a in args)
             return n.Call(dt.with_lanes(node.dtype, self.lanes), node.name, args)
         return n.Call(node.dtype, node.name, args)
+
+    def _lane_if_then_else(self, cond, node):
+        """Each branch's loads are masked to the lanes that take it (the branches are
+        lazy: a padded read past the end must not happen), then a select."""
+        outer, outer_branch = self.mask, self.in_lane_branch
+        self.in_lane_branch = True
+        try:
+            self.mask = cond if outer is None else n.And(outer, cond)
+            t = _widen(self.visit(node.args[1]), self.lanes)
+            self.mask = n.Not(cond) if outer is None else n.And(outer, n.Not(cond))
+            f = _widen(self.visit(node.args[2]), self.lanes)
+        finally:
+            self.mask, self.in_lane_branch = outer, outer_branch
+        return n.Select(cond, t, f)
 
     def visit_Let(self, node):
         raise _CannotVectorize("let")
@@ -109,6 +127,9 @@ class _Vectorizer(Mutator):
         if index is node.index:
             return node
         if not _is_vector(index):
+            if self.in_lane_branch:
+                # one address for all lanes, valid only where some lane takes the branch
+                raise _CannotVectorize("lane-independent load in a lane-dependent branch")
             return n.Load(node.dtype, node.buffer, index)
         return n.Load(dt.with_lanes(node.dtype, self.lanes), node.buffer, index, self.mask)
 

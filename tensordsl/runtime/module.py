@@ -19,6 +19,19 @@ from ..ir import nodes as n
 from ..ir.visitor import substitute
 
 
+def max_threads() -> int:
+    """How many threads a parallel region may start (OpenMP's nthreads-var)."""
+    import ctypes
+    import ctypes.util
+    for name in ("libgomp.so.1", ctypes.util.find_library("gomp")):
+        if name:
+            try:
+                return max(1, int(ctypes.CDLL(name).omp_get_max_threads()))
+            except OSError:
+                continue
+    return 1
+
+
 class _Param:
     def __init__(self, buffer: n.Buffer, is_output: bool):
         self.name = buffer.name
@@ -44,8 +57,10 @@ class Module:
         self._source = source
         outputs = set(map(id, func.outputs))
         workspace = func.attrs.get("workspace", ())
-        self.workspace_bytes = [int(b.shape[0].value) * max(1, dt.bits(b.dtype) // 8)
-                                for b in workspace]
+        per_thread = set(map(id, func.attrs.get("per_thread_workspace", ())))
+        self.workspace_bytes = [(int(b.shape[0].value) * max(1, dt.bits(b.dtype) // 8),
+                                 id(b) in per_thread) for b in workspace]
+        self.team_size_var = func.attrs.get("team_size")
         self._workspace = threading.local()
         self.params = [_Param(p, id(p) in outputs) for p in func.params
                        if isinstance(p, n.Buffer) and p.scope != "workspace"]
@@ -59,7 +74,10 @@ class Module:
 
     def __call__(self, *arrays):
         pointers, sizes = self.check_args(arrays)
-        status = self.kernel(*pointers, *self.workspace_pointers(), *sizes)
+        workspace = self.workspace_pointers()
+        if self.team_size_var is not None:
+            sizes[self.scalars.index(self.team_size_var)] = self._workspace.team_size
+        status = self.kernel(*pointers, *workspace, *sizes)
         if status != 0:
             raise MemoryError(f"{self.entry_name}: a temporary buffer could not be allocated")
 
@@ -68,7 +86,9 @@ class Module:
         their pages are faulted in once)."""
         ptrs = getattr(self._workspace, "pointers", None)
         if ptrs is None:
-            arrays = [np.empty(nbytes + 64, np.uint8) for nbytes in self.workspace_bytes]
+            team = self._workspace.team_size = max_threads()
+            arrays = [np.empty(nbytes * (team if per_thread else 1) + 64, np.uint8)
+                      for nbytes, per_thread in self.workspace_bytes]
             ptrs = [a.ctypes.data + (-a.ctypes.data) % 64 for a in arrays]
             self._workspace.arrays, self._workspace.pointers = arrays, ptrs
         return ptrs
@@ -94,7 +114,7 @@ class Module:
                     raise ValueError(f"argument {p.name!r}: dimension {d} must be "
                                      f"{getattr(want, 'value', want)}, got {got}")
         self._check_overlap(arrays, pointers)
-        return pointers, [bound[v] for v in self.scalars]
+        return pointers, [0 if v is self.team_size_var else bound[v] for v in self.scalars]
 
     def _check_array(self, p: _Param, a, bound: dict) -> int:
         """Check one argument; returns its data pointer."""

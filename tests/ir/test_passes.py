@@ -121,3 +121,85 @@ def test_trace_round_trip_replays_the_same_program():
     steps = loads(dumps(s.trace))
     s2 = replay(steps, [C.op])
     assert str(td.lower(s2, [A, Bt, C])) == str(td.lower(s, [A, Bt, C]))
+
+
+def blocked_matmul(M, N, K, kc=16, nr=16, reduce="sum"):
+    A = td.placeholder((M, K), name="A")
+    B = td.placeholder((K, N), name="B")
+    k = td.reduce_axis((0, K), "k")
+    red = td.sum if reduce == "sum" else td.max
+    C = td.compute((M, N), lambda i, j: red(A[i, k] * B[k, j], axis=k), name="C")
+    s = td.create_schedule(C.op)
+    i, j = C.op.axis
+    jo, ji = s[C].split(j, factor=nr)
+    ko, ki = s[C].split(k, factor=kc)
+    s[C].reorder(i, jo, ko, ki, ji)
+    s[C].vectorize(ji)
+    return s, [A, B, C]
+
+
+def test_local_accumulators_start_from_the_identity_and_fold_once():
+    s, args = blocked_matmul(8, 32, 64)
+    text = body_text(td.lower(s, args))
+    acc = "C.acc1_0[ramp(0, 1, 16)]"
+    assert f"{acc} = x16(0.0f)" in text
+    assert f"{acc} = {acc}:float32x16 + " in text          # inside the k loop
+    assert f"+ {acc}:float32x16" in text                     # the fold after it
+    assert "prefetch(C[" in text                             # C's lines before the loop
+    before = body_text(td.lower(s, args, stop_after="unroll"))
+    assert "acc" not in before and "prefetch" not in before
+
+
+@pytest.mark.parametrize("reduce", ["sum", "max"])
+@pytest.mark.parametrize("shape", [(8, 32, 64), (5, 29, 37)])
+def test_local_accumulators_compute_the_same_result(reduce, shape):
+    import numpy as np
+    rng = np.random.default_rng(1)
+    M, N, K = shape
+    s, args = blocked_matmul(M, N, K, reduce=reduce)
+    a = rng.standard_normal((M, K)).astype("float32")
+    b = rng.standard_normal((K, N)).astype("float32")
+    c = np.full((M, N), np.nan, "float32")
+    td.build(s, args)(a, b, c)
+    prod = a[:, :, None] * b[None, :, :]
+    ref = prod.sum(1) if reduce == "sum" else prod.max(1)
+    np.testing.assert_allclose(c, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_local_accumulators_leave_a_loop_that_reads_its_own_output():
+    # a prefix sum reads the element it updates from another iteration: not a reduction
+    # into a fixed element, so the loop must stay as it is
+    buf = n.Buffer("X", "float32", (n.IntImm("int64", 64),))
+    k = n.Var("k")
+    store = n.Store(buf, n.Add(n.Load("float32", buf, n.IntImm("int64", 0)),
+                               n.Load("float32", buf, k)), n.IntImm("int64", 0))
+    loop = n.For(k, n.IntImm("int64", 0), n.IntImm("int64", 64), "serial", store)
+    from tensordsl.lower.local_accumulators import local_accumulators
+    assert local_accumulators(loop) is loop
+
+
+def test_ragged_k_inside_the_last_column_panel_becomes_a_loop_bound():
+    s, args = blocked_matmul(4, 29, 37, kc=16, nr=16)
+    text = body_text(td.lower(s, args))
+    # both the full panels and the ragged one run k.inner up to the end of K, no guard
+    assert text.count("for k.inner in range(0, min(16, 0 - k.outer*16 + 37)):") >= 2
+    assert "if k.outer*16 + k.inner < 37" not in text
+
+
+def test_parallel_body_temporaries_get_one_workspace_slice_per_thread():
+    import numpy as np
+    A = td.placeholder((64, 4096), name="A")
+    T = td.compute((64, 4096), lambda i, j: A[i, j] * 2.0, name="T")
+    B = td.compute((64, 4096), lambda i, j: T[i, 4095 - j] + 1.0, name="B")
+    s = td.create_schedule(B.op)
+    o, i = s[B].split(B.op.axis[0], factor=8)
+    s[T].compute_at(s[B], o)        # 8 x 4096 floats = 128 KiB per iteration of o
+    s[B].parallel(o)
+    f = td.lower(s, [A, B])
+    text = str(f)
+    assert "thread_index()*32768" in text and "team_size" in text
+    assert "allocate" not in text
+    a = np.random.default_rng(2).standard_normal((64, 4096)).astype("float32")
+    b = np.empty_like(a)
+    td.build(s, [A, B])(a, b)
+    np.testing.assert_allclose(b, a[:, ::-1] * 2 + 1, rtol=1e-6)

@@ -267,6 +267,22 @@ def test_if_then_else_guards_an_out_of_range_read(rng):
     np.testing.assert_array_equal(p, np.pad(a, 2))
 
 
+def test_vectorized_if_then_else_masks_each_branch(rng):
+    # a padded copy vectorized across the padding: a select of two masked branches
+    A = td.placeholder((37,), name="A")
+    P = td.compute((48,), lambda i: td.if_then_else(i < 37, A[i] * 2.0, A[i - 37] + 100.0),
+                   name="P")
+    s = td.create_schedule(P.op)
+    _, inner = s[P].split(P.op.axis[0], factor=16)
+    s[P].vectorize(inner)
+    text = str(td.lower(s, [A, P]))
+    assert "for i.inner" not in text and "float32x16" in text
+    a = rand(rng, 37)
+    p = np.full(48, np.nan, "float32")
+    build_run(s, [A, P], [a, p])
+    np.testing.assert_array_equal(p, np.concatenate([a * 2, a[:11] + 100]))
+
+
 def test_gather_with_computed_indices(rng):
     A = td.placeholder((50, 8), name="A")
     idx = td.placeholder((20,), dtype="int32", name="idx")
