@@ -10,7 +10,7 @@ column blocks so that each thread packs and reads only its own part of B):
         for mco:                      # mc rows: A's mc x kc block stays in L2
           for no.inner:               # a kc x nr panel of Bp: stays in L1 across mo
             for mo:                   # mr rows of C
-              for ki:                 # the micro-kernel: mr x nr accumulators in registers
+              for ki, ku (unrolled):  # the micro-kernel: mr x nr accumulators in registers
                 for mi (unrolled):
                   C[mo*mr+mi, 0:nr] += A[mo*mr+mi, ko*kc+ki] * Bp[no.inner, ki, 0:nr]
 
@@ -19,7 +19,7 @@ prefetched before it (the ``local_accumulators`` pass), so C's loads never stall
 Packing A as well (row panels) measured no faster here: A's rows stream well from L2.
 
 Knobs: ``mc`` (a multiple of ``mr``), ``mr``, ``nr`` (a multiple of the vector width),
-``kc``, ``parts`` (column blocks run in parallel; default: one per thread). Ragged edges
+``kc``, ``ku`` (unrolling of ki), ``parts`` (column blocks run in parallel; default: one per thread). Ragged edges
 are handled by guard unswitching and predicated vectors, so any shape works.
 """
 from __future__ import annotations
@@ -32,8 +32,12 @@ from .target import num_threads, vector_lanes
 
 def default_config() -> dict:
     lanes = vector_lanes(32)
-    mr = 12 if lanes == 16 else 6  # 24 of 32 zmm registers hold accumulators; 12 of 16 ymm
-    return {"mc": 4 * mr, "mr": mr, "nr": 2 * lanes, "kc": 256, "parts": num_threads()}
+    if lanes == 16:
+        # 6 x 4 zmm accumulators: 10 loads per 24 FMAs (12 x 2 needs 14), measured ~4% faster
+        mr, nr = 6, 4 * lanes
+    else:
+        mr, nr = 6, 2 * lanes  # 12 of 16 ymm registers
+    return {"mc": 6 * mr, "mr": mr, "nr": nr, "kc": 256, "ku": 2, "parts": num_threads()}
 
 
 def _reduction_stage(s):
@@ -58,11 +62,13 @@ def schedule_matmul(s, out, config=None):
     no, ni = C.split(nn, factor=cfg["nr"])
     block, no_inner = C.split(no, nparts=max(1, cfg["parts"]))
     ko, ki = C.split(k, factor=cfg["kc"])
-    C.reorder(block, ko, mco, no_inner, mo, ki, mi, ni)
+    ki, ku = C.split(ki, factor=max(1, cfg["ku"]))
+    C.reorder(block, ko, mco, no_inner, mo, ki, ku, mi, ni)
     second = C.op.body[0].source[0].b.tensor
     panels = s[s.pack(second, column_axis, cfg["nr"], [C.op.output(0)])]
     panels.compute_at(C, ko)
     panels.vectorize(panels.op.axis[2])
+    C.unroll(ku)
     C.unroll(mi)
     C.vectorize(ni)
     C.parallel(block)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from ..arith.interval import eval_interval
 from ..arith.simplify import Simplifier
 from ..ir import nodes as n
-from ..ir.visitor import Mutator, Visitor, free_vars
+from ..ir.visitor import Mutator, Visitor, free_vars, substitute
 
 _ZERO = n.IntImm("int64", 0)
 _TRANSPARENT = ("vectorized", "unrolled")
@@ -111,6 +111,7 @@ class _RemoveGuardsByKey(Mutator):
 class UnswitchGuards(Mutator):
     def __init__(self):
         self.s = Simplifier()
+        self.edges: set = set()  # partitioned-off edge loops: their guard stays
 
     def tighten(self, node: n.For):
         """``for v: if v + r < b: body``  →  ``for v in [min, min(b - r, min + ext)): body``
@@ -128,14 +129,19 @@ class UnswitchGuards(Mutator):
             for atom, c in terms.values():
                 if atom is not node.var:
                     rest_vars |= set(free_vars(atom))
-            if coeff != 1 or rest_vars & (inner | collector.let_vars):
+            if coeff < 1 or rest_vars & collector.let_vars:
                 continue
             key = self.s.key(cond)
             if not _covers(node.body, key, self.s):
                 continue
-            # v + rest < 0  <=>  v < -rest
             rest = self.s.rebuild({k: [a, c] for k, (a, c) in terms.items()
                                    if a is not node.var}, const)
+            if coeff != 1 or rest_vars & inner:
+                split = self.partition(node, coeff, rest, loops, key)
+                if split is None:
+                    continue
+                return split
+            # v + rest < 0  <=>  v < -rest
             bound = self.s.visit(n.Sub(_ZERO, rest))
             end = self.s.visit(n.Min(n.Add(node.min, node.extent), bound))
             extent = self.s.visit(n.Sub(end, node.min))
@@ -143,10 +149,38 @@ class UnswitchGuards(Mutator):
             return n.For(node.var, node.min, extent, node.kind, body, node.thread_tag)
         return None
 
+    def partition(self, node: n.For, coeff: int, rest, inner_loops, key):
+        """``for v: if c*v + rest < 0: body`` where ``rest`` varies over loops inside (an
+        unrolled k pair: ``2*ko + ku``) → the iterations where the guard holds for every
+        inner iteration, without it, then those where it holds for some, with it."""
+        relax = {lp.var: (lp.min, n.Sub(n.Add(lp.min, lp.extent), n.IntImm("int64", 1)))
+                 for lp in inner_loops}
+        iv = eval_interval(rest, relax, self.s)
+        if iv is None:
+            return None
+        c = n.IntImm("int64", coeff)
+        lo, end = node.min, n.Add(node.min, node.extent)
+
+        def first_failing(r):  # the least v with c*v + r >= 0
+            return self.s.visit(n.Min(n.Max(n.FloorDiv(
+                n.Add(n.Sub(_ZERO, r), n.IntImm("int64", coeff - 1)), c), lo), end))
+        all_hold, some_hold = first_failing(iv[1]), first_failing(iv[0])
+        fast = n.For(node.var, lo, self.s.visit(n.Sub(all_hold, lo)), node.kind,
+                     _RemoveGuardsByKey(key, self.s).visit(node.body), node.thread_tag)
+        edge_var = n.Var(node.var.name, node.var.dtype)
+        edge_body = substitute(node.body, {node.var: edge_var})
+        edge = n.For(edge_var, all_hold, self.s.visit(n.Sub(some_hold, all_hold)), node.kind,
+                     edge_body, node.thread_tag)
+        return n.seq(fast, edge)
+
     def visit_For(self, node):
         if node.kind in _TRANSPARENT:
             return self.generic_visit(node)
-        tightened = self.tighten(node)
+        tightened = None if id(node) in self.edges else self.tighten(node)
+        if isinstance(tightened, n.Seq):  # partitioned: the edge keeps its guard
+            fast, edge = tightened.stmts
+            self.edges.add(id(edge))
+            return n.seq(self.visit(fast), self.visit(edge))
         if tightened is not None:
             return self.visit(tightened)
         collector = _CollectGuards()

@@ -181,9 +181,10 @@ def test_local_accumulators_leave_a_loop_that_reads_its_own_output():
 def test_ragged_k_inside_the_last_column_panel_becomes_a_loop_bound():
     s, args = blocked_matmul(4, 29, 37, kc=16, nr=16)
     text = body_text(td.lower(s, args))
-    # both the full panels and the ragged one run k.inner up to the end of K, no guard
-    assert text.count("for k.inner in range(0, min(16, 0 - k.outer*16 + 37)):") >= 2
-    assert "if k.outer*16 + k.inner < 37" not in text
+    # both the full panels and the ragged one: full k blocks, then a 5-long last block,
+    # with no guard on k left
+    assert text.count("for k.inner in range(0, 5):") >= 2, text
+    assert "k.outer*16 + k.inner < 37" not in text
 
 
 def test_parallel_body_temporaries_get_one_workspace_slice_per_thread():
@@ -203,3 +204,23 @@ def test_parallel_body_temporaries_get_one_workspace_slice_per_thread():
     b = np.empty_like(a)
     td.build(s, [A, B])(a, b)
     np.testing.assert_allclose(b, a[:, ::-1] * 2 + 1, rtol=1e-6)
+
+
+def test_a_guard_on_an_unrolled_pair_partitions_the_loop():
+    # k split by 16 then by 2 (unrolled): in the last block the pair guard depends on the
+    # unrolled variable, so the loop splits into guard-free pairs and a guarded edge
+    import numpy as np
+    A = td.placeholder((3, 37), name="A")
+    k = td.reduce_axis((0, 37), "k")
+    C = td.compute((3,), lambda i: td.sum(A[i, k] * 2.0, axis=k), name="C")
+    s = td.create_schedule(C.op)
+    ko, ki = s[C].split(k, factor=16)
+    kio, kii = s[C].split(ki, factor=2)
+    s[C].unroll(kii)
+    text = body_text(td.lower(s, [A, C], stop_after="unswitch_guards"))
+    loops = [line for line in text.splitlines() if line.startswith("for k.inner.outer")]
+    assert len(loops) >= 2, text
+    a = np.random.default_rng(3).standard_normal((3, 37)).astype("float32")
+    c = np.zeros(3, "float32")
+    td.build(s, [A, C])(a, c)
+    np.testing.assert_allclose(c, a.sum(1) * 2, rtol=1e-5, atol=1e-5)
