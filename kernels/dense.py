@@ -188,16 +188,49 @@ class _ConvGeometry:
 
 def conv2d_nchw(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
                 name: str = "conv2d_nchw"):
-    """2-d convolution, data (N, C, H, W), kernel (F, C/groups, KH, KW) → (N, F, OH, OW)."""
+    """2-d convolution, data (N, C, H, W), kernel (F, C/groups, KH, KW) → (N, F, OH, OW).
+
+    A dense stride-1 convolution with a window larger than 1x1 is computed over the
+    padded width (see ``_conv2d_nchw_flat``); the others directly."""
     N, C, H, W = _shape(data)
     g = _ConvGeometry("conv2d_nchw", data, kernel, (C, H, W), _shape(kernel), stride,
                       padding, dilation, groups)
+    if g.groups == 1 and (g.sh, g.sw) == (1, 1) and g.KH * g.KW > 1:
+        return _conv2d_nchw_flat(data, kernel, g, (H, W), name)
     padded = pad(data, (0, 0, g.pt, g.pl), (0, 0, g.pb, g.pr), name=f"{name}.pad")
     return td.compute(
         (data.shape[0], g.F, g.OH, g.OW),
         lambda b, f, y, x: td.sum(padded[b, g.channel(f), g.rows(y), g.cols(x)]
                                   * kernel[f, g.rc, g.ry, g.rx], axis=[g.rc, g.ry, g.rx]),
         name=name)
+
+
+def _conv2d_nchw_flat(data, kernel, g, hw, name):
+    """Each channel of the padded input is one row-major run of Wp-wide rows; the
+    convolution is computed for every position p = y*Wp + x of that run, including the
+    KW-1 columns past each output row, which are then dropped:
+
+        flat[b, f, p] = sum_{c, ry, rx} padded[b, c, p + ry*dh*Wp + rx*dw] * kernel[f, c, ry, rx]
+        out[b, f, y, x] = flat[b, f, y*Wp + x]
+
+    so one vector of outputs reads one contiguous span of the input for every tap (a
+    matmul-like micro-kernel, no gathers), at the cost of computing (KW-1)/Wp more. The
+    extra columns of the last row read into extra zero rows at the end."""
+    H, W = hw
+    Hp, Wp = H + g.pt + g.pb, W + g.pl + g.pr
+    extra_rows = -(-(g.KW - 1) * g.dw // Wp)
+    padded = pad(data, (0, 0, g.pt, g.pl), (0, 0, g.pb + extra_rows, g.pr), name=f"{name}.pad")
+
+    def tap(b, p):
+        e = p + g.ry * (g.dh * Wp) + g.rx * g.dw
+        return padded[b, g.rc, e // Wp, e % Wp]
+
+    flat = td.compute((data.shape[0], g.F, g.OH * Wp),
+                      lambda b, f, p: td.sum(tap(b, p) * kernel[f, g.rc, g.ry, g.rx],
+                                             axis=[g.rc, g.ry, g.rx]),
+                      name=f"{name}.flat")
+    return td.compute((data.shape[0], g.F, g.OH, g.OW),
+                      lambda b, f, y, x: flat[b, f, y * Wp + x], name=name)
 
 
 def conv2d_nhwc(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,

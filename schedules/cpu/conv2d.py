@@ -1,4 +1,7 @@
-"""Direct 2-d convolution (NCHW) on the CPU, register-blocked like a matmul micro-kernel.
+"""2-d convolution (NCHW) on the CPU, register-blocked like a matmul micro-kernel.
+
+Stride-1 dense convolutions come in the padded-width form (``schedule_conv2d_flat``);
+the rest (strided, grouped, depthwise, 1x1) directly:
 
     parallel for (n, f.outer, y.outer):
       for x.outer:
@@ -33,8 +36,48 @@ def _column_block(width: int, lanes: int) -> int:
     return block
 
 
+def flat_default_config() -> dict:
+    lanes = vector_lanes(32)
+    return {"mr": 6, "nr": 4 * lanes} if lanes == 16 else {"mr": 6, "nr": 2 * lanes}
+
+
+def schedule_conv2d_flat(s, out, flat, config=None):
+    """The padded-width form (kernels.dense._conv2d_nchw_flat): a matmul-like micro-kernel
+    of ``mr`` output channels (broadcast weights) by ``nr`` positions (vectors of the
+    input run), every tap unrolled, accumulating over input channels in registers.
+
+        parallel for (b, p.outer):
+          for f.outer:
+            for rc:                                  # local accumulators over rc
+              for ry, rx, f.inner (unrolled):
+                flat[b, f, p.outer*nr : +nr] += kernel[f, rc, ry, rx] * padded[run + tap : +nr]
+
+    The padded input and the cropped output are row-parallel vectorized copies."""
+    cfg = dict(flat_default_config(), **(config or {}))
+    lanes = vector_lanes(32)
+    b, f, p = flat.op.axis
+    rc, ry, rx = flat.op.reduce_axis
+    po, pi = flat.split(p, factor=cfg["nr"])
+    fo, fi = flat.split(f, factor=cfg["mr"])
+    flat.reorder(b, po, fo, rc, ry, rx, fi, pi)
+    for iv in (ry, rx, fi):
+        flat.unroll(iv)
+    flat.vectorize(pi)
+    flat.parallel(flat.fuse(b, po))
+    for st in s.stages:
+        if isinstance(st.op, ComputeOp) and st is not flat:
+            *rows, last = st.op.axis
+            st.parallel(st.fuse(*rows[:2]))
+            st.vectorize(st.split(last, factor=lanes)[1])
+
+
 def schedule_conv2d_nchw(s, out, config=None):
     cfg = config or {}
+    flat = next((st for st in s.stages if st.op.name.endswith(".flat")
+                 and isinstance(st.op, ComputeOp) and len(st.op.reduce_axis) == 3), None)
+    if flat is not None:
+        schedule_conv2d_flat(s, out, flat, config)
+        return
     conv = next((st for st in s.stages if isinstance(st.op, ComputeOp) and st.op.reduce_axis),
                 None)
     if conv is None or len(conv.op.axis) != 4 or len(conv.op.reduce_axis) != 3:

@@ -147,11 +147,13 @@ class Simplifier(Mutator):
         terms = {k: [a, c] for k, (a, c) in terms.items()}
         extra = 0
         for kmod, mod, m in mods:
-            div_key = ("FloorDiv", self.key(mod.a), self.key(mod.b))
+            div_key = self._matching_div(terms, mod)
             div = terms.get(div_key)
             if div is not None and div[1] == m * mod.b.value and terms[kmod][1] == m:
                 del terms[div_key], terms[kmod]
-                inner, inner_const = self.linear(mod.a)
+                # (x // c)*c + y % c == x when y ≡ x (mod c): y's coefficients may have been
+                # reduced modulo c already (64*p % 58 -> 6*p % 58)
+                inner, inner_const = self.linear(div[0].a)
                 for k, (a, c) in inner.items():
                     if k in terms:
                         terms[k][1] += c * m
@@ -159,6 +161,20 @@ class Simplifier(Mutator):
                         terms[k] = [a, c * m]
                 extra += inner_const * m
         return terms, extra
+
+    def _matching_div(self, terms: dict, mod: n.FloorMod):
+        """The key of a term ``x // c`` with ``x`` congruent to ``mod.a`` modulo ``c``."""
+        exact = ("FloorDiv", self.key(mod.a), self.key(mod.b))
+        if exact in terms:
+            return exact
+        c = mod.b.value
+        for k, (a, _) in terms.items():
+            if not (isinstance(a, n.FloorDiv) and isinstance(a.b, n.IntImm) and a.b.value == c):
+                continue
+            diff, const = self.linear(n.Sub(a.a, mod.a))
+            if const % c == 0 and all(coeff % c == 0 for _, coeff in diff.values()):
+                return k
+        return None
 
     def canonical(self, e) -> n.Expr:
         return self.rebuild(*self.linear(e))

@@ -25,6 +25,12 @@ def test_fused_index_recombines():
     assert s((f // 32) * 32 + f % 32) == "f"
 
 
+def test_division_and_a_reduced_modulus_recombine():
+    # 64*i % 58 is first reduced to 6*i % 58; the pair still recombines into one index
+    e = i * 64 + j * 3 + 5
+    assert s((e // 58) * 58 + e % 58) == "i*64 + j*3 + 5"
+
+
 def test_guard_proved_by_loop_bounds():
     assert s(i * 8 + j < 1024) == "True"
     assert s(i * 8 + j < 1000) == "i*8 + j < 1000"
