@@ -413,7 +413,9 @@ def softmax(x, axis: int = -1, name: str = "softmax"):
     m = reduce_max(x, axis=a, keepdims=True, name=f"{name}.max")
     e = td.compute(x.shape, lambda *i: td.exp(x[i] - m[_pin(i, a)]), name=f"{name}.exp")
     s = reduce_sum(e, axis=a, keepdims=True, name=f"{name}.sum")
-    return td.compute(x.shape, lambda *i: e[i] / s[_pin(i, a)], name=name)
+    # one division per row, then multiplies (a vector division costs ~10 multiplies)
+    inv = td.compute(s.shape, lambda *i: 1.0 / s[i], name=f"{name}.inv")
+    return td.compute(x.shape, lambda *i: e[i] * inv[_pin(i, a)], name=name)
 
 
 def log_softmax(x, axis: int = -1, name: str = "log_softmax"):

@@ -60,7 +60,10 @@ def schedule_rowwise(s, out, config=None):
     if row is not None:
         O.parallel(row)
     for st in stages:
-        if not st.op.reduce_axis and not _is_costly(st.op):
+        # elementwise stages over the row are inlined unless costly; per-row values (a
+        # reciprocal of a sum) are computed once per row
+        per_row = _extent(st.op.axis[-1]) == 1 and _extent(last) != 1
+        if not st.op.reduce_axis and not _is_costly(st.op) and not per_row:
             st.compute_inline()
     for st in reversed(stages):  # consumers first: a producer attaches inside them
         if st.attach_type == "inline":
@@ -98,3 +101,15 @@ def _vectorized_reduction(s, st, lanes, O, row):
     P.vectorize(lane)
     if row is not None:
         P.compute_at(O, row)
+    if width > lanes:
+        # the partials fold into one vector before the scalar chain: 16 dependent steps
+        # instead of 64
+        final = s[st.op.output(0)]
+        (kp,) = final.op.reduce_axis
+        _, kpi = final.split(kp, factor=lanes)
+        second = s[s.rfactor(final.op.output(0), kpi, factor_axis=len(final.op.axis))]
+        *spatial, lane = second.op.axis
+        second.reorder(*spatial, *second.op.reduce_axis, lane)
+        second.vectorize(lane)
+        if row is not None:
+            second.compute_at(O, row)

@@ -454,6 +454,14 @@ class Evaluate(Stmt):
 
 
 @_node
+class Pragma(Stmt):
+    """A hint for the statements in ``body`` (``s[T].pragma(axis, key)`` wraps the body
+    of that loop): backends act on the keys they know and ignore the rest."""
+    key: str
+    body: Stmt
+
+
+@_node
 class Barrier(Stmt):
     """All threads of a block meet here (``__syncthreads()`` for scope ``shared``)."""
     scope: str = "shared"

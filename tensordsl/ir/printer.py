@@ -181,6 +181,10 @@ class Printer:
     def stmt_Evaluate(self, s, depth):
         self.emit(depth, self.expr(s.value))
 
+    def stmt_Pragma(self, s, depth):
+        self.emit(depth, f"pragma {s.key}:")
+        self.stmt(s.body, depth + 1)
+
     def stmt_Barrier(self, s, depth):
         self.emit(depth, f"barrier({s.scope})")
 

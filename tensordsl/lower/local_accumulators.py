@@ -111,6 +111,11 @@ class LocalAccumulators(Mutator):
     def __init__(self):
         self.simp = Simplifier()
         self.count = 0
+        self.temporaries: set = set()  # allocated here: small, hot, not worth a prefetch
+
+    def visit_Allocate(self, node):
+        self.temporaries.add(node.buffer)
+        return self.generic_visit(node)
 
     def visit_For(self, node):
         node = self.generic_visit(node)
@@ -204,13 +209,10 @@ class LocalAccumulators(Mutator):
 
     def _prefetches(self, updates):
         """Touch the lines the folds will read, so the loads at the end hit L1."""
-        import os
-        if os.environ.get("NOPF"):
-            return []
         out = []
         for u in updates:
             span = _span(u.store.index)
-            if span is None:
+            if span is None or u.store.buffer in self.temporaries:
                 continue
             base, lanes = span
             elem = dt.element(u.store.value.dtype)

@@ -103,6 +103,8 @@ class _NestBuilder:
         return _guard(placed.get(-1, []), top)
 
     def loop(self, stage, iv, extent, body) -> n.Stmt:
+        for key in reversed(stage.pragmas.get(iv, ())):
+            body = n.Pragma(key, body)
         thread = stage.bound_thread.get(iv)
         if thread is not None:
             return n.For(iv.var, n.IntImm("int64", 0), extent, "thread_binding", body,

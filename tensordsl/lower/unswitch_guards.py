@@ -91,7 +91,7 @@ def _covers(stmt, key, s: Simplifier) -> bool:
     """Whether every store in ``stmt`` sits under a guard with condition ``key``."""
     if isinstance(stmt, n.IfThenElse):
         return stmt.else_case is None and s.key(stmt.condition) == key
-    if isinstance(stmt, n.For):
+    if isinstance(stmt, (n.For, n.Pragma)):
         return _covers(stmt.body, key, s)
     if isinstance(stmt, n.Seq):
         return bool(stmt.stmts) and all(_covers(x, key, s) for x in stmt.stmts)

@@ -224,3 +224,19 @@ def test_a_guard_on_an_unrolled_pair_partitions_the_loop():
     c = np.zeros(3, "float32")
     td.build(s, [A, C])(a, c)
     np.testing.assert_allclose(c, a.sum(1) * 2, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pragma_wraps_the_loop_body_in_the_ir():
+    import numpy as np
+    A = td.placeholder((64,), name="A")
+    B = td.compute((64,), lambda i: A[i] + 1.0, name="B")
+    s = td.create_schedule(B.op)
+    o, i = s[B].split(B.op.axis[0], factor=16)
+    s[B].pragma(o, "my_hint")
+    s[B].vectorize(i)
+    text = body_text(td.lower(s, [A, B]))
+    assert text.splitlines()[:2] == ["for i.outer in range(0, 4):", "pragma my_hint:"]
+    a = np.arange(64, dtype="float32")
+    b = np.empty_like(a)
+    td.build(s, [A, B])(a, b)
+    np.testing.assert_array_equal(b, a + 1)
