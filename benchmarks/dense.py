@@ -19,6 +19,8 @@ CASES = [
     ("softmax", "4096x1024", {"shape": (4096, 1024)}, ["numpy", "torch"]),
     ("layer_norm", "4096x1024", {"shape": (4096, 1024)}, ["torch"]),
     ("chain", "tanh chain 16M", {"n": 1 << 24}, ["numpy", "torch", "torch_compile"]),
+    ("chain", "affine+relu 16M", {"n": 1 << 24, "kind": "affine"},
+     ["numpy", "torch", "torch_compile"]),
 ]
 _OPTIONS = {"torch_cl": ("torch", {"channels_last": True}),
             "torch_compile": ("torch", {"compiled": True})}
@@ -27,6 +29,7 @@ _OPTIONS = {"torch_cl": ("torch", {"channels_last": True}),
 def run(quick: bool = False, only: str | None = None) -> list[dict]:
     rows = []
     peak = measure("peak", "llvm")["gflops"]
+    triad = measure("triad", "tensordsl", n=1 << 24)["gbytes_per_s"]
     for op, label, params, others in CASES:
         if only and only != op:
             continue
@@ -51,14 +54,18 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
         if f and ours:
             row["GFLOP/s"] = f / ours / 1e9
             row["%peak"] = 100 * f / ours / 1e9 / peak
+        if op == "chain" and ours:
+            row["GB/s"] = dense_ops.chain_bytes(params) / ours / 1e9
+            row["%triad"] = 100 * row["GB/s"] / triad
         rows.append(row)
         print(row)
-    path = write_results("cpu-dense", rows, {"fma_peak_gflops": peak})
+    path = write_results("cpu-dense", rows, {"fma_peak_gflops": peak, "triad_gbs": triad})
     cols = ["operator", "shape", "ours_ms", "numpy_ms", "vs_numpy", "torch_ms", "vs_torch",
             "torch_cl_ms", "vs_torch_cl", "torch_compile_ms", "vs_torch_compile", "GFLOP/s",
-            "%peak"]
-    text = (f"FMA peak measured in this run: {peak:.0f} GFLOP/s. vs_X = X's time / our time "
-            "(above 1: we are faster), same run, each system in its own process.\n\n"
+            "%peak", "GB/s", "%triad"]
+    text = (f"FMA peak measured in this run: {peak:.0f} GFLOP/s; triad bandwidth: {triad:.1f} "
+            "GB/s (STREAM's count: 12 bytes per element; chains count 8). vs_X = X's time / "
+            "our time (above 1: we are faster), same run, each system in its own process.\n\n"
             + table(rows, cols))
     update_readme("cpu-dense", text)
     print(text)

@@ -51,11 +51,16 @@ def tensordsl_fn(op: str, p: dict):
         out = np.empty_like(arrays[0])
         return lambda: td.ops.layer_norm(*arrays, out=out)
     if op == "chain":
-        from schedules.examples import fused_chain
-        f = td.build(*fused_chain(p["n"]))
+        from schedules.examples import fused_chain, fused_relu_affine
+        make = fused_chain if p.get("kind", "tanh") == "tanh" else fused_relu_affine
+        f = td.build(*make(p["n"]))
         out = np.empty_like(arrays[0])
         return lambda: f(arrays[0], out)
     raise KeyError(op)
+
+
+def chain_bytes(p: dict) -> float:
+    return 8.0 * p["n"]  # one float read, one written per element (as STREAM counts)
 
 
 def numpy_fn(op: str, p: dict):
@@ -73,7 +78,9 @@ def numpy_fn(op: str, p: dict):
     if op == "chain":
         x = arrays[0]
         out = np.empty_like(x)
-        return lambda: np.maximum(np.tanh(x * 0.5) * 1.5 + 0.25, 0.0, out=out)
+        if p.get("kind", "tanh") == "tanh":
+            return lambda: np.maximum(np.tanh(x * 0.5) * 1.5 + 0.25, 0.0, out=out)
+        return lambda: np.maximum(x * 1.5 + 0.5, 0.0, out=out)
     raise KeyError(op)
 
 
@@ -100,9 +107,13 @@ def torch_fn(op: str, p: dict, channels_last: bool = False, compiled: bool = Fal
         x = t[0]
         out = torch.empty_like(x)
 
+        tanh = p.get("kind", "tanh") == "tanh"
+
         def chain(x, out):
             # written into a preallocated output, like ours
-            return out.copy_(torch.clamp_min(torch.tanh(x * 0.5) * 1.5 + 0.25, 0.0))
+            if tanh:
+                return out.copy_(torch.clamp_min(torch.tanh(x * 0.5) * 1.5 + 0.25, 0.0))
+            return out.copy_(torch.clamp_min(x * 1.5 + 0.5, 0.0))
         fn = torch.compile(chain) if compiled else chain
         return lambda: fn(x, out)
     raise KeyError(op)

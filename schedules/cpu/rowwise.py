@@ -59,6 +59,10 @@ def schedule_rowwise(s, out, config=None):
         O.vectorize(inner)
     if row is not None:
         O.parallel(row)
+        # each row is read from memory once; fetch the next one while this one is
+        # worked on (the hardware prefetchers stop at every 4 KiB page)
+        for t in _row_inputs(s, O, ndim):
+            O.prefetch(t, row, 1)
     for st in stages:
         # elementwise stages over the row are inlined unless costly; per-row values (a
         # reciprocal of a sum) are computed once per row
@@ -77,6 +81,17 @@ def schedule_rowwise(s, out, config=None):
             f = vector_factor(_extent(st_last), lanes)
             if f:
                 st.vectorize(st.split(st_last, factor=f)[1])
+
+
+def _row_inputs(s, O, ndim):
+    """The placeholders of the full row shape the row-wise computation reads."""
+    from tensordsl.te.tensor import PlaceholderOp
+    out = []
+    for st in s.stages:
+        if isinstance(st.op, PlaceholderOp) and len(st.op.shape) == ndim and \
+                s.consumes(O, st):
+            out.append(st.op.output(0))
+    return out
 
 
 def _extent(iv):

@@ -10,9 +10,11 @@ intermediate one realized around the whole function.
 """
 from __future__ import annotations
 
+from ..arith.interval import eval_interval
 from ..errors import BuildError
+from ..ir import dtype as dt
 from ..ir import nodes as n
-from ..ir.visitor import free_vars, substitute
+from ..ir.visitor import Visitor, free_vars, substitute
 from ..te.tensor import ComputeOp
 from .bound_inference import Bounds, compute_stages
 from .inline import expanded_bodies
@@ -93,6 +95,7 @@ class _NestBuilder:
             inner = _guard(placement.get(p, []), inner)
             if with_attach:
                 inner = self.attach_here(stage, iv, inner)
+                inner = n.seq(*_prefetches(stage, iv, leaves[p + 1:], sb, bodies), inner)
             loop = self.loop(stage, iv, sb.extents[iv], inner)
             if init is not None and p == reduce_pos and with_attach:
                 init_nest = nest(p, init, placed_spatial, False, only_spatial=True)
@@ -120,6 +123,61 @@ class _NestBuilder:
         for st in reversed(inner):
             body = self.realize(st, body)
         return body
+
+
+def _prefetches(stage, iv, inner_leaves, sb, bodies) -> list:
+    """``s[T].prefetch(tensor, iv, offset)``: prefetch hints, one per cache line, for the
+    box of ``tensor`` the stage reads ``offset`` iterations of ``iv`` later (the union
+    over the inner loops' ranges)."""
+    out = []
+    for tensor, offset in stage.prefetches.get(iv, ()):
+        reads = []
+        for b in bodies:
+            _TensorReads(tensor, reads).visit(b)
+        if not reads:
+            continue
+        relax = {leaf.var: (n.IntImm("int64", 0), n.Sub(sb.extents[leaf], n.IntImm("int64", 1)))
+                 for leaf in inner_leaves}
+        shift = {iv.var: n.Add(iv.var, n.IntImm("int64", offset))}
+        box = None
+        for idx in reads:
+            dims = [eval_interval(substitute(i, shift), relax) for i in idx]
+            if any(d is None for d in dims):
+                box = None
+                break
+            box = dims if box is None else [(n.Min(a[0], b[0]), n.Max(a[1], b[1]))
+                                             for a, b in zip(box, dims)]
+        if box is None:
+            continue
+        out.append(_prefetch_box(tensor, box))
+    return out
+
+
+def _prefetch_box(tensor, box) -> n.Stmt:
+    per_line = max(1, 64 // max(1, dt.bits(tensor.dtype) // 8))
+    loop_vars = [n.Var(f"{tensor.name}.pf{d}") for d in range(len(box))]
+    idx = [lo + v for (lo, _), v in zip(box[:-1], loop_vars[:-1])]
+    last_lo, last_hi = box[-1]
+    idx.append(n.Add(last_lo, n.Mul(loop_vars[-1], n.IntImm("int64", per_line))))
+    body = n.Evaluate(n.Call("int32", "prefetch", (n.TensorRead(tensor, tuple(idx)),)))
+    lines = n.FloorDiv(n.Add(n.Sub(last_hi, last_lo), n.IntImm("int64", per_line)),
+                       n.IntImm("int64", per_line))
+    body = n.For(loop_vars[-1], n.IntImm("int64", 0), lines, "serial", body)
+    for v, (lo, hi) in reversed(list(zip(loop_vars[:-1], box[:-1]))):
+        body = n.For(v, n.IntImm("int64", 0), n.Add(n.Sub(hi, lo), n.IntImm("int64", 1)),
+                     "serial", body)
+    return body
+
+
+class _TensorReads(Visitor):
+    def __init__(self, tensor, out):
+        self.tensor, self.out = tensor, out
+
+    def visit_TensorRead(self, node):
+        if node.tensor.op is self.tensor.op and node.tensor.value_index == \
+                self.tensor.value_index:
+            self.out.append(node.indices)
+        self.generic_visit(node)
 
 
 def _check_shifted_splits(stage, leaves, reduce_pos):

@@ -44,6 +44,7 @@ class Stage:
         self.loop_kind: dict[n.IterVar, str] = {}
         self.bound_thread: dict[n.IterVar, n.IterVar] = {}
         self.pragmas: dict[n.IterVar, list[str]] = {}
+        self.prefetches: dict[n.IterVar, list[tuple]] = {}  # axis -> [(tensor, offset)]
 
     @property
     def name(self) -> str:
@@ -216,6 +217,26 @@ class Stage:
         self._check_leaf(iv, "pragma")
         self.pragmas.setdefault(iv, []).append(str(key))
         self._record("pragma", axis=iv.name, key=str(key))
+
+    def prefetch(self, tensor, iv: n.IterVar, offset: int = 1):
+        """At the top of each iteration of loop ``iv``, hint into the cache what this
+        stage will read of ``tensor`` ``offset`` iterations later (TVM ``prefetch``).
+        Hardware prefetchers stop at 4 KiB page boundaries; a row-wise operator whose
+        rows are pages gains from fetching the next row while it works on this one."""
+        self._check_leaf(iv, "prefetch")
+        from ..te.tensor import Tensor
+        if not isinstance(tensor, Tensor):
+            self._fail(f"prefetch: expected a tensor, got {tensor!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 1:
+            self._fail(f"prefetch: offset must be a positive int, got {offset!r}")
+        try:
+            producer = self.schedule[tensor]
+        except ScheduleError:
+            producer = None
+        if producer is None or not self.schedule.consumes(self, producer):
+            self._fail(f"prefetch: this stage does not read {tensor.name!r}")
+        self.prefetches.setdefault(iv, []).append((tensor, offset))
+        self._record("prefetch", axis=iv.name, tensor=tensor.name, offset=offset)
 
     # ------------------------------------------------------------ placement
     def compute_at(self, parent: "Stage", iv: n.IterVar):

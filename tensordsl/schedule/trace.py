@@ -90,6 +90,8 @@ def _apply(s, step: Step):
         st.bind(_axis(st, a["axis"]), thread_axis(a["thread"]))
     elif step.kind == "pragma":
         st.pragma(_axis(st, a["axis"]), a["key"])
+    elif step.kind == "prefetch":
+        st.prefetch(_tensor_named(s, a["tensor"]), _axis(st, a["axis"]), a["offset"])
     elif step.kind == "compute_at":
         parent = _stage(s, a["parent"])
         st.compute_at(parent, _axis(parent, a["axis"]))

@@ -154,3 +154,14 @@ def test_input_missing_from_args(mm):
     s = td.create_schedule(C.op)
     with pytest.raises(td.BuildError, match="'B'.*pass it in args"):
         td.lower(s, [A, C])
+
+
+def test_prefetch_of_a_tensor_the_stage_does_not_read():
+    A = td.placeholder((8,), name="A")
+    other = td.placeholder((8,), name="other")
+    B = td.compute((8,), lambda i: A[i] + 1.0, name="B")
+    s = td.create_schedule(B.op)
+    with pytest.raises(td.ScheduleError, match="prefetch: this stage does not read 'other'"):
+        s[B].prefetch(other, B.op.axis[0])
+    with pytest.raises(td.ScheduleError, match="offset must be a positive int, got 0"):
+        s[B].prefetch(A, B.op.axis[0], 0)

@@ -240,3 +240,19 @@ def test_a_pragma_wraps_the_loop_body_in_the_ir():
     b = np.empty_like(a)
     td.build(s, [A, B])(a, b)
     np.testing.assert_array_equal(b, a + 1)
+
+
+def test_prefetch_hints_the_next_rows_lines():
+    import numpy as np
+    A = td.placeholder((8, 64), name="A")
+    B = td.compute((8, 64), lambda i, j: A[i, j] * 3.0, name="B")
+    s = td.create_schedule(B.op)
+    s[B].prefetch(A, B.op.axis[0], 1)
+    text = body_text(td.lower(s, [A, B]))
+    # 64 floats = 4 lines of the next row, one hint per line
+    assert "for A.pf1 in range(0, 4):" in text
+    assert "prefetch(A[i*64 + A.pf1*16 + 64])" in text
+    a = np.arange(512, dtype="float32").reshape(8, 64)
+    b = np.empty_like(a)
+    td.build(s, [A, B])(a, b)
+    np.testing.assert_array_equal(b, a * 3)
