@@ -281,12 +281,18 @@ class CodeGenLLVM:
     def expr_GE(self, e): return self._cmp(e, ">=")
 
     def expr_Min(self, e):
-        a, b = self.expr(e.a), self.expr(e.b)
-        return self.builder.select(self._compare("<", e.a, a, b), a, b)
+        return self._min_max(e, "<", "minimum")
 
     def expr_Max(self, e):
+        return self._min_max(e, ">", "maximum")
+
+    def _min_max(self, e, op, ieee):
+        """Floats follow numpy and PyTorch: a NaN operand gives NaN (``llvm.maximum``,
+        IEEE 754-2019); integers compare and select."""
         a, b = self.expr(e.a), self.expr(e.b)
-        return self.builder.select(self._compare(">", e.a, a, b), a, b)
+        if dt.is_float(e.dtype) and dt.element(e.dtype) in ("float32", "float64"):
+            return self.builder.call(self.intrinsic(ieee, e.dtype, 2), [a, b])
+        return self.builder.select(self._compare(op, e.a, a, b), a, b)
 
     def expr_And(self, e):
         return self.builder.and_(self.expr(e.a), self.expr(e.b))

@@ -331,3 +331,18 @@ def test_shift_inwards_falls_back_to_a_guard_when_the_region_is_smaller(rng):
     out = np.zeros((2, 2, 1), "float32")
     build_run(s, [X, S], [x, out])
     np.testing.assert_allclose(out, x.transpose(2, 1, 0) * 1.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lanes", [1, 16])
+def test_float_maximum_and_minimum_propagate_nan_like_numpy(rng, lanes):
+    A = td.placeholder((64,), name="A")
+    B = td.compute((64,), lambda i: td.maximum(A[i], 0.0) * 2.0 + td.minimum(A[i], 0.5),
+                   name="B")
+    s = td.create_schedule(B.op)
+    if lanes > 1:
+        s[B].vectorize(s[B].split(B.op.axis[0], factor=lanes)[1])
+    a = rand(rng, 64)
+    a[::7] = np.nan
+    b = np.empty_like(a)
+    build_run(s, [A, B], [a, b])
+    np.testing.assert_array_equal(b, np.maximum(a, 0) * 2 + np.minimum(a, 0.5))
