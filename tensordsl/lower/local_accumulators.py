@@ -112,6 +112,7 @@ class LocalAccumulators(Mutator):
         self.simp = Simplifier()
         self.count = 0
         self.temporaries: set = set()  # allocated here: small, hot, not worth a prefetch
+        self.rewrites: dict = {}  # id(rewritten loop) -> (loop, updates, slots)
 
     def visit_Allocate(self, node):
         self.temporaries.add(node.buffer)
@@ -163,7 +164,49 @@ class LocalAccumulators(Mutator):
                 owners.append(u)
         return slots
 
-    def _rewrite(self, loop, updates, slots):
+    def visit_Seq(self, node):
+        """``if first: C[idx] = identity`` right before a rewritten loop whose folds are
+        exactly those elements (a blocked reduction's init, see schedule_ops): on the
+        first block the fold writes the accumulator instead, and the init goes."""
+        node = self.generic_visit(node)
+        stmts, out, changed = list(node.stmts), [], False
+        k = 0
+        while k < len(stmts):
+            here = stmts[k]
+            nxt = stmts[k + 1] if k + 1 < len(stmts) else None
+            info = self.rewrites.get(id(nxt))
+            if info is not None and self._is_init_of(here, info[1]):
+                out.append(self._rewrite(*info, first_block=here.condition))
+                changed = True
+                k += 2
+                continue
+            out.append(here)
+            k += 1
+        return n.seq(*out) if changed else node
+
+    def _is_init_of(self, stmt, updates) -> bool:
+        if not (isinstance(stmt, n.IfThenElse) and stmt.else_case is None):
+            return False
+        inits = [_guarded_store(x) for x in _flat(stmt.then_case)]
+        if any(i is None for i in inits):
+            return False
+        targets = {}
+        for u in updates:
+            targets[self._target_key(u.conds, u.store)] = u
+        seen = set()
+        for conds, st in inits:
+            u = targets.get(self._target_key(conds, st))
+            if u is None or not _is_identity(st.value, u.kind):
+                return False
+            seen.add(id(u))
+        return len(seen) == len(targets)
+
+    def _target_key(self, conds, store):
+        pred = None if store.predicate is None else self.simp.key(store.predicate)
+        return (id(store.buffer), self.simp.key(store.index), pred,
+                tuple(self.simp.key(c) for c in conds))
+
+    def _rewrite(self, loop, updates, slots, first_block=None):
         self.count += 1
         first = {}
         for u, k in zip(updates, slots):
@@ -197,13 +240,18 @@ class LocalAccumulators(Mutator):
         for k, u in first.items():
             s = u.store
             old = n.Load(s.value.dtype, s.buffer, s.index, s.predicate)
-            folds.append(u.guarded(
-                n.Store(s.buffer, u.kind(old, acc_load(k)), s.index, s.predicate)))
+            fold = n.Store(s.buffer, u.kind(old, acc_load(k)), s.index, s.predicate)
+            if first_block is not None:
+                fold = n.IfThenElse(first_block, n.Store(s.buffer, acc_load(k), s.index,
+                                                         s.predicate), fold)
+            folds.append(u.guarded(fold))
         new_loop = n.For(loop.var, loop.min, loop.extent, loop.kind, n.seq(*body),
                          loop.thread_tag)
         out = n.seq(*inits, *self._prefetches(first.values()), new_loop, *folds)
         for k in sorted(accs, reverse=True):
             out = n.Allocate(accs[k], accs[k].shape[0], out)
+        if first_block is None:
+            self.rewrites[id(out)] = (loop, updates, slots)
         return out
 
 
@@ -223,6 +271,25 @@ class LocalAccumulators(Mutator):
                               self.simp.visit(n.Add(base, n.IntImm("int64", off))))
                 out.append(n.Evaluate(n.Call("int32", "prefetch", (addr,))))
         return out
+
+
+def _flat(stmt):
+    return list(stmt.stmts) if isinstance(stmt, n.Seq) else [stmt]
+
+
+def _guarded_store(stmt):
+    """(conditions, store) of ``if c1: if c2: store``; None for anything else."""
+    conds = []
+    while isinstance(stmt, n.IfThenElse) and stmt.else_case is None:
+        conds.append(stmt.condition)
+        stmt = stmt.then_case
+    return (tuple(conds), stmt) if isinstance(stmt, n.Store) else None
+
+
+def _is_identity(value, kind) -> bool:
+    v = value.value if isinstance(value, n.Broadcast) else value
+    ident = _identity(kind, v.dtype)
+    return isinstance(v, (n.FloatImm, n.IntImm)) and v.value == ident.value
 
 
 def _long_enough(extent) -> bool:

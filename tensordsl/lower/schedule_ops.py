@@ -80,6 +80,7 @@ class _NestBuilder:
         if init is not None and reduce_pos is None:
             raise BuildError(f"stage {stage.name!r}: a reduction without reduction loops")
 
+        init_pos, first_iteration = _init_position(leaves, reduce_pos)
         reduce_vars = {iv.var for iv in leaves if iv.kind == "reduce"}
         spatial_guards = [g for g in guards if not (set(free_vars(g)) & reduce_vars)]
         placed = _place_predicates(guards, leaves)
@@ -97,8 +98,10 @@ class _NestBuilder:
                 inner = self.attach_here(stage, iv, inner)
                 inner = n.seq(*_prefetches(stage, iv, leaves[p + 1:], sb, bodies), inner)
             loop = self.loop(stage, iv, sb.extents[iv], inner)
-            if init is not None and p == reduce_pos and with_attach:
+            if init is not None and p == init_pos and with_attach:
                 init_nest = nest(p, init, placed_spatial, False, only_spatial=True)
+                if first_iteration is not None:
+                    init_nest = n.IfThenElse(first_iteration, init_nest)
                 return n.seq(init_nest, loop)
             return loop
 
@@ -123,6 +126,29 @@ class _NestBuilder:
         for st in reversed(inner):
             body = self.realize(st, body)
         return body
+
+
+def _init_position(leaves, reduce_pos):
+    """Where a reduction's init goes: before the trailing run of reduction loops (the
+    ones the spatial loops inside follow), under "the reduction loops outside it are at
+    their first iteration". With blocking (``ko, mco, mo, ki, mi``) that initializes each
+    tile right before its first update, instead of a separate sweep over the whole
+    output; without, it is the usual place before the first reduction loop."""
+    if reduce_pos is None:
+        return None, None
+    pos = len(leaves)
+    while pos > 0 and leaves[pos - 1].kind != "reduce":
+        pos -= 1
+    while pos > 0 and leaves[pos - 1].kind == "reduce":
+        pos -= 1
+    if pos <= reduce_pos:
+        return reduce_pos, None
+    cond = None
+    for iv in leaves[:pos]:
+        if iv.kind == "reduce":
+            first = n.EQ(iv.var, n.IntImm("int64", 0))
+            cond = first if cond is None else n.And(cond, first)
+    return pos, cond
 
 
 def _prefetches(stage, iv, inner_leaves, sb, bodies) -> list:

@@ -256,3 +256,28 @@ def test_prefetch_hints_the_next_rows_lines():
     b = np.empty_like(a)
     td.build(s, [A, B])(a, b)
     np.testing.assert_array_equal(b, a * 3)
+
+
+def test_a_blocked_reduction_initializes_each_tile_at_its_first_block():
+    import numpy as np
+    A = td.placeholder((12, 40), name="A")
+    B = td.placeholder((40, 32), name="B")
+    k = td.reduce_axis((0, 40), "k")
+    C = td.compute((12, 32), lambda i, j: td.sum(A[i, k] * B[k, j], axis=k), name="C")
+    s = td.create_schedule(C.op)
+    i, j = C.op.axis
+    io, ii = s[C].split(i, factor=4)
+    ko, ki = s[C].split(k, factor=16)
+    s[C].reorder(ko, io, j, ki, ii)   # ko outside the tiles: GotoBLAS-style blocking
+    s[C].unroll(ii)
+    ops = body_text(td.lower(s, [A, B, C], stop_after="schedule_ops"))
+    assert "if k.outer == 0:" in ops
+    final = body_text(td.lower(s, [A, B, C]))
+    # no separate zero sweep over C: the first block stores its sums directly
+    assert "C[" not in final.split("for k.outer")[0]
+    assert "if k.outer == 0:" in final and "= C.acc" in final
+    a = np.random.default_rng(4).standard_normal((12, 40)).astype("float32")
+    b = np.random.default_rng(5).standard_normal((40, 32)).astype("float32")
+    c = np.full((12, 32), np.nan, "float32")
+    td.build(s, [A, B, C])(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
