@@ -28,13 +28,15 @@ _OPTIONS = {"torch_cl": ("torch", {"channels_last": True}),
 
 def run(quick: bool = False, only: str | None = None) -> list[dict]:
     rows = []
+    # the machine is shared: a reference measured once can land in a slow moment, so
+    # each is the best of one measurement before the suite and one after
     peak = measure("peak", "llvm")["gflops"]
     triad = measure("triad", "tensordsl", n=1 << 24)["gbytes_per_s"]
     for op, label, params, others in CASES:
         if only and only != op:
             continue
         best: dict = {}
-        for _ in range(1 if quick else 2):  # alternate the systems, keep each one's best
+        for _ in range(1 if quick else 3):  # alternate the systems, keep each one's best
             for system in ["tensordsl"] + others:
                 kind, options = _OPTIONS.get(system, (system, {}))
                 try:
@@ -59,6 +61,13 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
             row["%triad"] = 100 * row["GB/s"] / triad
         rows.append(row)
         print(row)
+    peak = max(peak, measure("peak", "llvm")["gflops"])
+    triad = max(triad, measure("triad", "tensordsl", n=1 << 24)["gbytes_per_s"])
+    for row in rows:
+        if "GFLOP/s" in row:
+            row["%peak"] = 100 * row["GFLOP/s"] / peak
+        if "GB/s" in row:
+            row["%triad"] = 100 * row["GB/s"] / triad
     path = write_results("cpu-dense", rows, {"fma_peak_gflops": peak, "triad_gbs": triad})
     cols = ["operator", "shape", "ours_ms", "numpy_ms", "vs_numpy", "torch_ms", "vs_torch",
             "torch_cl_ms", "vs_torch_cl", "torch_compile_ms", "vs_torch_compile", "GFLOP/s",

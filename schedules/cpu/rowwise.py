@@ -8,7 +8,8 @@ followed by an elementwise pass over the same row.
       ...
       out[row, :] = f(x[row, :], r, ...)                 (vectorized)
 
-Everything of one row stays in L1; rows run on all cores. Knob: ``lanes``.
+Everything of one row stays in L1; rows run on all cores; the next row is prefetched.
+Knobs: ``lanes``, ``prefetch`` (rows ahead, 0: none).
 """
 from __future__ import annotations
 
@@ -61,8 +62,9 @@ def schedule_rowwise(s, out, config=None):
         O.parallel(row)
         # each row is read from memory once; fetch the next one while this one is
         # worked on (the hardware prefetchers stop at every 4 KiB page)
-        for t in _row_inputs(s, O, ndim):
-            O.prefetch(t, row, 1)
+        ahead = (config or {}).get("prefetch", 1)
+        for t in _row_inputs(s, O, ndim) if ahead else ():
+            O.prefetch(t, row, ahead)
     for st in stages:
         # elementwise stages over the row are inlined unless costly; per-row values (a
         # reciprocal of a sum) are computed once per row
