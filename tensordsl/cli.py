@@ -4,6 +4,9 @@
     tensordsl show FILE.py:FUNC [--ir|--llvm|--asm] [--after PASS]
                                           print a schedule's IR or code; FUNC returns
                                           (schedule, args)
+    tensordsl tune OP --shape ... [--trials N] [--timeout S] [--db PATH] [--resume]
+                                          search OP's schedule space (autotune/)
+    tensordsl records list|best|export|import
 """
 from __future__ import annotations
 
@@ -64,6 +67,8 @@ def main(argv=None) -> int:
     kind.add_argument("--asm", action="store_true", help="host assembly")
     from .lower.pipeline import PASS_NAMES
     show.add_argument("--after", choices=PASS_NAMES, help="show the IR after this pass")
+    from .autotune import cli as tune_cli
+    tune_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.version:
         from . import __version__
@@ -77,6 +82,17 @@ def main(argv=None) -> int:
         except ValueError as err:
             print(f"tensordsl show: error: {err}", file=sys.stderr)
             return 2
+    if args.command in ("tune", "records"):
+        run = tune_cli.run_tune if args.command == "tune" else tune_cli.run_records
+        try:
+            return run(args)
+        except ValueError as err:
+            print(f"tensordsl {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"tensordsl {args.command}: interrupted (every finished trial is stored)",
+                  file=sys.stderr)
+            return 130
     parser.print_help()
     return 2
 

@@ -3,7 +3,9 @@
 The first call for a (shapes, dtypes, attributes, target) combination defines the
 operator on placeholders of those shapes, schedules it with its CPU template
 (``schedules/cpu``) and compiles it; later calls only check the arguments and run the
-kernel. The result is a new array, or ``out=`` when given.
+kernel. The result is a new array, or ``out=`` when given. A tuned configuration on
+record for the workload (``tensordsl tune``, ``td.autotune``) replaces the template's
+defaults.
 
     c = td.ops.matmul(a, b)
     y = td.ops.conv2d_nchw(x, w, stride=1, padding=1)
@@ -54,8 +56,9 @@ def _signature(name: str, args) -> tuple:
 
 def _compiled(name: str, args, spec, attrs: dict, target: str):
     import tensordsl as td
-    from schedules.cpu import schedule_for
-    key = (name, spec, _freeze(attrs), target)
+    from .autotune.history import best_config, source_token
+    from .autotune.workload import Workload
+    key = (name, spec, _freeze(attrs), target, source_token())
     hit = _CACHE.get(key)
     if hit is not None:
         return hit
@@ -63,17 +66,12 @@ def _compiled(name: str, args, spec, attrs: dict, target: str):
         hit = _CACHE.get(key)
         if hit is not None:
             return hit
-        operands, placeholders = [], []
-        for k, a in enumerate(args):
-            if isinstance(a, np.ndarray):
-                p = td.placeholder(a.shape, dtype=a.dtype.name, name=f"in{k}")
-                placeholders.append(p)
-                operands.append(p)
-            else:
-                operands.append(a)
-        out = _operators()[name](*operands, **attrs)
-        f = td.build(schedule_for(name, out, attrs), placeholders + [out], target=target,
-                     name=name)
+        workload = Workload.from_arrays(name, args, attrs)
+        # the best tuned configuration on record, else the template's defaults
+        config = best_config(workload.key, target)
+        s, tensors = workload.schedule(config)
+        f = td.build(s, tensors, target=target, name=name)
+        out = tensors[-1]
         shape = tuple(int(d.value) for d in out.shape)
         hit = _CACHE[key] = (f, shape, np.dtype(out.dtype))
         return hit

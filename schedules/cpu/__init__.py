@@ -10,6 +10,12 @@ import tensordsl as td
 
 from . import conv2d, generic, matmul, rowwise
 
+TEMPLATE_NAMES = {
+    "matmul": "matmul", "dense": "matmul", "batch_matmul": "matmul",
+    "conv2d_nchw": "conv2d", "softmax": "rowwise", "log_softmax": "rowwise",
+    "layer_norm": "rowwise",
+}
+
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
     "dense": matmul.schedule_matmul,
@@ -19,6 +25,11 @@ TEMPLATES = {
     "log_softmax": rowwise.schedule_rowwise,
     "layer_norm": rowwise.schedule_rowwise,
 }
+
+
+def template_name(op_name: str) -> str:
+    """The template an operator is scheduled with (its knob space: ``space.space_for``)."""
+    return TEMPLATE_NAMES.get(op_name, "generic")
 
 
 def schedule_for(name: str, out, attrs: dict | None = None, config: dict | None = None):

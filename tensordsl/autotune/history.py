@@ -1,0 +1,70 @@
+"""Which tuned configuration a build uses.
+
+``best_config(workload_key, target)`` looks in, first found wins: the database of an
+enclosing ``apply_history_best(db)``; the local database (``records.sqlite`` in the
+cache directory), if there is one; the records shipped in ``schedules/records/``. None:
+the template's defaults.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import json
+from pathlib import Path
+
+from .records import RecordDB, default_path, record_target
+
+_OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("tensordsl_history", default=None)
+SHIPPED = Path(__file__).resolve().parent.parent.parent / "schedules" / "records"
+
+
+@contextlib.contextmanager
+def apply_history_best(db):
+    """Within the block, builds take their configurations from ``db`` (a path or a
+    ``RecordDB``), before any other source."""
+    db = db if isinstance(db, RecordDB) else RecordDB(db)
+    token = _OVERRIDE.set(db)
+    try:
+        yield db
+    finally:
+        _OVERRIDE.reset(token)
+
+
+def source_token():
+    """Identifies where configurations come from now (part of td.ops's cache key)."""
+    db = _OVERRIDE.get()
+    return None if db is None else str(db.path)
+
+
+def best_config(workload_key: str, target: str) -> dict | None:
+    target = record_target(target)
+    db = _OVERRIDE.get()
+    if db is not None:
+        rec = db.best(workload_key, target)
+        if rec is not None:
+            return rec["config"]
+    path = default_path()
+    if path.exists():
+        with RecordDB(path) as local:
+            rec = local.best(workload_key, target)
+        if rec is not None:
+            return rec["config"]
+    shipped = _shipped().get((workload_key, target))
+    return None if shipped is None else dict(shipped)
+
+
+@functools.cache
+def _shipped() -> dict:
+    best: dict = {}
+    for path in sorted(SHIPPED.glob("*.jsonl")) if SHIPPED.is_dir() else []:
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if rec.get("status") != "ok":
+                continue
+            key = (rec["workload"], rec["target"])
+            if key not in best or rec["seconds"] < best[key][0]:
+                best[key] = (rec["seconds"], rec["config"])
+    return {k: v[1] for k, v in best.items()}

@@ -1,0 +1,90 @@
+"""Measuring candidates in an isolated worker process, with a time limit each.
+
+A segfault in generated code, an infinite loop, or a wrong result is a trial outcome
+(``crash``, ``timeout``, ``wrong``), never the end of the tuner: the worker is a separate
+process, and a dead or silent one is replaced by a fresh one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    # the library a user would compare with runs without these (see benchmarks/)
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+class Runner:
+    """``Runner(timeout).measure(workload, config) -> dict`` (see ``worker``)."""
+
+    def __init__(self, timeout: float = 30.0, repeat: int = 5, min_time: float = 0.05):
+        self.timeout, self.repeat, self.min_time = timeout, repeat, min_time
+        self.proc: subprocess.Popen | None = None
+        self._buffer = b""
+
+    def _start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tensordsl.autotune.worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_worker_env(), cwd=ROOT)
+        self._buffer = b""
+
+    def _stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def close(self):
+        self._stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def measure(self, workload, config: dict) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        request = {"workload": workload.key, "config": config, "repeat": self.repeat,
+                   "min_time": self.min_time}
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return self._died()
+        deadline = time.monotonic() + self.timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._stop()
+                return {"status": "timeout", "error": f"no answer within {self.timeout:g} s"}
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return self._died()
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    def _died(self) -> dict:
+        code = self.proc.wait() if self.proc is not None else None
+        self.proc = None
+        what = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return {"status": "crash", "error": f"the worker died ({what})"}

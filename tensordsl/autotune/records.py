@@ -1,0 +1,173 @@
+"""The tuning record database: one SQLite file, nothing to start.
+
+Every measured trial is one row, committed the moment it is measured, so killing a tuner
+loses at most the trial in flight. Two tuners may write one file at once: SQLite's
+write-ahead log and a busy timeout serialize their short transactions. Each record has a
+``uid`` (a hash of what it is), so importing the same records twice adds nothing.
+
+The schema is versioned (``meta.schema_version``); a file from a newer tensordsl is
+refused with a clear error rather than misread.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "error", "wrong", "timeout", "crash")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT NOT NULL UNIQUE,
+    workload TEXT NOT NULL,
+    target TEXT NOT NULL,
+    template TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    seconds REAL,
+    gflops REAL,
+    error TEXT,
+    created REAL NOT NULL,
+    run TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trials_workload ON trials (workload, target, status, seconds);
+"""
+
+FIELDS = ("uid", "workload", "target", "template", "config", "status", "seconds", "gflops",
+          "error", "created", "run")
+
+
+def default_path() -> Path:
+    from targets.cache import cache_dir
+    return cache_dir() / "records.sqlite"
+
+
+def record_target(target: str) -> str:
+    """What records are filed under: the target plus the CPU it was measured on, so that
+    records tuned on one CPU are not taken for another's."""
+    if target.split()[0] == "llvm" and "-mcpu=" not in target:
+        import llvmlite.binding as llvm
+        return f"{target} -mcpu={llvm.get_host_cpu_name()}"
+    return target
+
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+class RecordDB:
+    """``RecordDB(path)``; ``add`` one trial, query with ``trials`` and ``best``."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self._conn.execute("PRAGMA busy_timeout = 60000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.executescript(_SCHEMA)
+        self._check_version()
+
+    def _check_version(self):
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                               (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise ValueError(f"record database {str(self.path)!r} has schema version {row[0]}; "
+                             f"this tensordsl reads up to {SCHEMA_VERSION}")
+
+    def close(self):
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ writing
+    def add(self, workload: str, target: str, template: str, config: dict, status: str,
+            seconds: float | None = None, gflops: float | None = None,
+            error: str | None = None, run: str = "", created: float | None = None) -> bool:
+        """Store one trial (its own transaction). False if an identical record exists."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        created = time.time() if created is None else created
+        cfg = canonical(config)
+        uid = hashlib.sha256(canonical([workload, target, template, cfg, status, seconds,
+                                        created, run]).encode()).hexdigest()[:32]
+        cur = self._conn.execute(
+            f"INSERT OR IGNORE INTO trials ({', '.join(FIELDS)}) VALUES "
+            f"({', '.join('?' * len(FIELDS))})",
+            (uid, workload, target, template, cfg, status, seconds, gflops, error, created,
+             run))
+        return cur.rowcount == 1
+
+    # ------------------------------------------------------------ reading
+    def _rows(self, sql: str, params=()) -> list[dict]:
+        cur = self._conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur.fetchall():
+            rec = dict(zip(names, row))
+            rec["config"] = json.loads(rec["config"])
+            out.append(rec)
+        return out
+
+    def trials(self, workload: str | None = None, target: str | None = None) -> list[dict]:
+        where, params = [], []
+        if workload is not None:
+            where.append("workload = ?")
+            params.append(workload)
+        if target is not None:
+            where.append("target = ?")
+            params.append(target)
+        sql = f"SELECT {', '.join(FIELDS)} FROM trials"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self._rows(sql + " ORDER BY id", params)
+
+    def best(self, workload: str, target: str) -> dict | None:
+        rows = self._rows(f"SELECT {', '.join(FIELDS)} FROM trials WHERE workload = ? AND "
+                          "target = ? AND status = 'ok' ORDER BY seconds LIMIT 1",
+                          (workload, target))
+        return rows[0] if rows else None
+
+    def workloads(self) -> list[tuple[str, str, int, float | None]]:
+        """(workload, target, trials, best seconds) for every workload stored."""
+        return self._conn.execute(
+            "SELECT workload, target, COUNT(*), MIN(CASE WHEN status = 'ok' THEN seconds END) "
+            "FROM trials GROUP BY workload, target ORDER BY workload").fetchall()
+
+    # ------------------------------------------------------------ JSON lines
+    def export_jsonl(self, out) -> int:
+        n = 0
+        for rec in self.trials():
+            out.write(canonical(rec) + "\n")
+            n += 1
+        return n
+
+    def import_jsonl(self, lines) -> tuple[int, int]:
+        """Add records from JSON lines; returns (added, already present)."""
+        added = skipped = 0
+        for k, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+                fields = {f: rec[f] for f in FIELDS if f != "uid"}
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"line {k}: not a tuning record ({err})") from None
+            if self.add(**fields):
+                added += 1
+            else:
+                skipped += 1
+        return added, skipped

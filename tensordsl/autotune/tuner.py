@@ -1,0 +1,151 @@
+"""The search: which configurations of a template to measure, in what order.
+
+    tune(workload, trials=200, db=RecordDB(...), timeout=30)
+
+Trial 0 is the template's default configuration. Then a few random configurations, then an
+evolutionary search: children are mutations (one knob changed) and crossovers of the
+best configurations so far. With scikit-learn installed, a gradient-boosted tree model
+fitted on the trials so far (knob values -> log time) ranks a large pool of children
+and only the most promising are measured — the cost model steers, measurement decides.
+scikit-learn's ``GradientBoostingRegressor`` is used because a few dozen points of
+mixed integer knobs with sharp interactions (a tile that stops fitting in L1) is what
+boosted trees fit well, it trains in milliseconds, and it is one well-kept dependency.
+
+Every trial goes to the database the moment it is measured; ``resume=True`` counts the
+trials already stored for the workload and never measures a configuration twice.
+"""
+from __future__ import annotations
+
+import math
+import random
+import uuid
+
+from .measure import Runner
+from .records import RecordDB, canonical, record_target
+
+RANDOM_START = 12      # random configurations before the evolution starts
+POOL = 256             # children the model ranks per measured batch
+BATCH = 4              # measured per model refit
+
+
+class Search:
+    """Proposes configurations from ``space`` ({knob: [values]})."""
+
+    def __init__(self, space: dict, seed: int = 0):
+        self.space = {k: list(v) for k, v in space.items()}
+        self.rng = random.Random(seed)
+        self.model = None
+
+    def random(self) -> dict:
+        return {k: self.rng.choice(v) for k, v in self.space.items()}
+
+    def mutate(self, config: dict) -> dict:
+        child = dict(config)
+        knob = self.rng.choice(list(self.space))
+        child[knob] = self.rng.choice(self.space[knob])
+        return child
+
+    def crossover(self, a: dict, b: dict) -> dict:
+        return {k: (a if self.rng.random() < 0.5 else b).get(k, self.rng.choice(v))
+                for k, v in self.space.items()}
+
+    def features(self, config: dict) -> list[float]:
+        out = []
+        for k, values in self.space.items():
+            v = config.get(k, values[0])
+            out.append(math.log2(v) if isinstance(v, (int, float)) and v > 0
+                       else float(values.index(v)) if v in values else -1.0)
+        return out
+
+    def fit(self, measured: list[tuple[dict, float]]):
+        """Fit the cost model on (config, seconds) pairs; no-op without scikit-learn."""
+        if len(measured) < 8:
+            return
+        try:
+            from sklearn.ensemble import GradientBoostingRegressor
+        except ImportError:
+            self.model = None
+            return
+        x = [self.features(c) for c, _ in measured]
+        y = [math.log(max(t, 1e-9)) for _, t in measured]
+        self.model = GradientBoostingRegressor(n_estimators=80, max_depth=3,
+                                               learning_rate=0.1, random_state=0).fit(x, y)
+
+    def propose(self, ranked: list[dict], seen: set, n: int) -> list[dict]:
+        """Up to ``n`` unseen configurations: children of the best ``ranked``."""
+        parents = ranked[:8] or [self.random()]
+        pool, keys = [], set()
+        for _ in range(POOL * 4):
+            if len(pool) >= POOL:
+                break
+            r = self.rng.random()
+            if r < 0.15 or not ranked:
+                c = self.random()
+            elif r < 0.7:
+                c = self.mutate(self.rng.choice(parents))
+            else:
+                c = self.crossover(self.rng.choice(parents), self.rng.choice(parents))
+            key = canonical(c)
+            if key not in seen and key not in keys:
+                keys.add(key)
+                pool.append(c)
+        if self.model is not None and pool:
+            scores = self.model.predict([self.features(c) for c in pool])
+            order = sorted(range(len(pool)), key=lambda i: scores[i])
+            pool = [pool[i] for i in order]
+        return pool[:n]
+
+
+def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float = 30.0,
+         target: str = "llvm", resume: bool = False, seed: int = 0, progress=None,
+         runner: Runner | None = None) -> dict | None:
+    """Measure up to ``trials`` configurations of ``workload``'s template; returns the
+    best record. ``progress(done, failed, best_gflops_or_None, best_seconds)`` is called
+    after each trial."""
+    db = db if db is not None else RecordDB()
+    key, template = workload.key, workload.template
+    target = record_target(target)
+    space = workload.space()
+    previous = db.trials(key, target)
+    if previous and not resume:
+        raise ValueError(f"the database already holds {len(previous)} trials of {workload!r}; "
+                         "pass resume=True (--resume) to continue them")
+    search = Search(space, seed=seed + len(previous))
+    seen = {canonical(r["config"]) for r in previous}
+    measured = [(r["config"], r["seconds"]) for r in previous if r["status"] == "ok"]
+    failed = sum(r["status"] != "ok" for r in previous)
+    done = len(previous)
+    run = uuid.uuid4().hex[:12]
+    own_runner = runner is None
+    runner = runner or Runner(timeout=timeout)
+    try:
+        first = workload.default_config()
+        queue = [] if canonical(first) in seen else [first]
+        while done < trials:
+            if not queue:
+                if len(measured) < RANDOM_START or not space:
+                    queue = search.propose([], seen, 1) if space else []
+                else:
+                    search.fit(measured)
+                    ranked = [c for c, _ in sorted(measured, key=lambda m: m[1])]
+                    queue = search.propose(ranked, seen, BATCH)
+                if not queue:
+                    break  # the space is exhausted
+            config = queue.pop(0)
+            seen.add(canonical(config))
+            res = runner.measure(workload, config)
+            status = res.get("status", "error")
+            db.add(key, target, template, config, status, seconds=res.get("seconds"),
+                   gflops=res.get("gflops"), error=res.get("error"), run=run)
+            done += 1
+            if status == "ok":
+                measured.append((config, res["seconds"]))
+            else:
+                failed += 1
+            if progress is not None:
+                best = db.best(key, target)
+                progress(done, failed, best and best["gflops"], best and best["seconds"])
+    finally:
+        if own_runner:
+            runner.close()
+    return db.best(key, target)

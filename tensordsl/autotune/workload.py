@@ -1,0 +1,155 @@
+"""A workload: an operator, the shapes and dtypes of its arrays, and its attributes.
+
+The operator is a name from ``kernels/`` (``td.ops``) or a user's own compute,
+``path/to/file.py:function``: ``function(*placeholders)`` returns the output tensor; the
+file may define ``SPACE = {knob: [values]}`` and ``schedule(s, out, config)`` (its own
+template); without them the generic template schedules it.
+
+``Workload.key`` is the canonical JSON text that records are filed under: the same
+operator on the same shapes finds the same records from the CLI and from ``td.ops``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .records import canonical
+
+
+class Workload:
+    def __init__(self, op: str, args: list, attrs: dict | None = None):
+        self.op = op
+        self.args = [tuple(a) if a[0] == "value" else ("array", tuple(a[1]), str(a[2]))
+                     for a in args]
+        self.attrs = dict(attrs or {})
+        self.user = op.endswith(".py") or ".py:" in op
+        if self.user:
+            path, _, fn = op.rpartition(":")
+            self.op = f"{Path(path).resolve()}:{fn}"
+
+    # ------------------------------------------------------------ identity
+    @property
+    def key(self) -> str:
+        args = [[a[0], list(a[1]), a[2]] if a[0] == "array" else [a[0], a[1]]
+                for a in self.args]
+        return canonical({"op": self.op, "args": args, "attrs": self.attrs})
+
+    @classmethod
+    def from_key(cls, key: str) -> "Workload":
+        d = json.loads(key)
+        return cls(d["op"], d["args"], d["attrs"])
+
+    @classmethod
+    def from_arrays(cls, op: str, args, attrs: dict) -> "Workload":
+        spec = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                spec.append(("array", a.shape, a.dtype.name))
+            else:
+                spec.append(("value", a))
+        return cls(op, spec, attrs)
+
+    def __repr__(self):
+        shapes = ", ".join("x".join(map(str, a[1])) if a[0] == "array" else repr(a[1])
+                           for a in self.args)
+        return f"{self.op.rpartition('/')[2]}({shapes})"
+
+    # ------------------------------------------------------------ definition
+    def define(self):
+        """(placeholders, output tensor) of the compute definition."""
+        import tensordsl as td
+        operands, placeholders = [], []
+        for k, a in enumerate(self.args):
+            if a[0] == "array":
+                p = td.placeholder(a[1], dtype=a[2], name=f"in{k}")
+                placeholders.append(p)
+                operands.append(p)
+            else:
+                operands.append(a[1])
+        if self.user:
+            out = self._user_module_function()(*operands, **self.attrs)
+        else:
+            from tensordsl.ops import _operators
+            if self.op not in _operators():
+                raise ValueError(f"unknown operator {self.op!r}; expected one of "
+                                 f"{', '.join(sorted(_operators()))} or path/to/file.py:function")
+            out = _operators()[self.op](*operands, **self.attrs)
+        return placeholders, out
+
+    def _user_module(self):
+        path, _, _ = self.op.rpartition(":")
+        spec = importlib.util.spec_from_file_location("tensordsl_tuned_module", path)
+        if spec is None or not Path(path).exists():
+            raise ValueError(f"no such file: {path!r}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    def _user_module_function(self):
+        fn = getattr(self._user_module(), self.op.rpartition(":")[2], None)
+        if fn is None:
+            raise ValueError(f"{self.op.rpartition(':')[0]!r} has no function "
+                             f"{self.op.rpartition(':')[2]!r}")
+        return fn
+
+    # ------------------------------------------------------------ template
+    @property
+    def template(self) -> str:
+        if self.user:
+            return "user" if hasattr(self._user_module(), "schedule") else "generic"
+        from schedules.cpu import template_name
+        return template_name(self.op)
+
+    def space(self) -> dict:
+        if self.user:
+            return dict(getattr(self._user_module(), "SPACE", {}))
+        from schedules.cpu.space import space_for
+        return space_for(self.template)
+
+    def default_config(self) -> dict:
+        if self.user:
+            return dict(getattr(self._user_module(), "DEFAULT", {}))
+        from schedules.cpu.space import defaults_for
+        return defaults_for(self.template)
+
+    def schedule(self, config: dict | None = None):
+        """(schedule, tensors) for ``config`` (None: the template's defaults)."""
+        import tensordsl as td
+        placeholders, out = self.define()
+        if self.user:
+            s = td.create_schedule(out.op)
+            module = self._user_module()
+            if hasattr(module, "schedule"):
+                module.schedule(s, out, dict(config or {}))
+            else:
+                from schedules.cpu.generic import schedule_generic
+                schedule_generic(s, out, config)
+        else:
+            from schedules.cpu import schedule_for
+            s = schedule_for(self.op, out, self.attrs, config)
+        return s, placeholders + [out]
+
+    # ------------------------------------------------------------ running
+    def arrays(self, seed: int = 0) -> list:
+        """Inputs for a run (random, reproducible) and the output, in call order."""
+        rng = np.random.default_rng(seed)
+        ins = []
+        for a in self.args:
+            if a[0] == "array":
+                ins.append(rng.standard_normal(a[1]).astype(a[2]) if np.dtype(a[2]).kind == "f"
+                           else rng.integers(0, 4, a[1]).astype(a[2]))
+        return ins
+
+    def flops(self, out_shape) -> float | None:
+        """Multiply-adds counted twice, for matmul-like operators; None otherwise."""
+        shapes = [a[1] for a in self.args if a[0] == "array"]
+        if self.op in ("matmul", "dense", "batch_matmul") and len(shapes) >= 2:
+            k = shapes[0][-1] if not self.attrs.get("transpose_a") else shapes[0][-2]
+            return 2.0 * float(np.prod(out_shape)) * k
+        if self.op == "conv2d_nchw" and len(shapes) >= 2:
+            f, cg, kh, kw = shapes[1]
+            return 2.0 * float(np.prod(out_shape)) * cg * kh * kw
+        return None

@@ -1,0 +1,154 @@
+"""Measurement in a worker process and the search, end to end on small workloads."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tensordsl as td
+from tensordsl import autotune, cli
+from tensordsl.autotune.records import RecordDB, record_target
+
+ROOT = Path(__file__).resolve().parents[2]
+
+USER_TEMPLATE = textwrap.dedent("""
+    import ctypes
+    import tensordsl as td
+
+    SPACE = {"mode": ["ok", "crash", "hang"], "factor": [4, 8, 16]}
+    DEFAULT = {"mode": "ok", "factor": 8}
+
+    def scale(x):
+        return td.compute(x.shape, lambda i: x[i] * 2.0 + 1.0, name="scale")
+
+    def schedule(s, out, config):
+        if config.get("mode") == "crash":
+            ctypes.string_at(0)           # a segfault, like a bad generated kernel
+        if config.get("mode") == "hang":
+            while True:
+                pass
+        o, i = s[out].split(out.op.axis[0], factor=config.get("factor", 8))
+        s[out].vectorize(i)
+""")
+
+
+def user_workload(tmp_path):
+    path = tmp_path / "user_template.py"
+    path.write_text(USER_TEMPLATE)
+    return autotune.Workload(f"{path}:scale", [("array", (1000,), "float32")])
+
+
+def test_a_crashing_and_a_hanging_candidate_are_recorded_and_the_tuner_goes_on(tmp_path):
+    w = user_workload(tmp_path)
+    with autotune.Runner(timeout=5) as runner:
+        results = [runner.measure(w, {"mode": m, "factor": 8})
+                   for m in ("ok", "crash", "ok", "hang", "ok")]
+    assert [r["status"] for r in results] == ["ok", "crash", "ok", "timeout", "ok"]
+    assert "signal" in results[1]["error"]
+
+
+def test_tune_measures_every_distinct_configuration_once(tmp_path):
+    w = user_workload(tmp_path)
+    db = RecordDB(tmp_path / "r.sqlite")
+    best = autotune.tune(w, trials=20, db=db, timeout=5)
+    rows = db.trials(w.key, record_target("llvm"))
+    # 9 configurations exist: the search stops when the space is exhausted
+    assert len(rows) == 9
+    assert len({json.dumps(r["config"], sort_keys=True) for r in rows}) == 9
+    assert {r["status"] for r in rows} == {"ok", "crash", "timeout"}
+    assert best["config"]["mode"] == "ok"
+    with pytest.raises(ValueError, match="pass resume=True"):
+        autotune.tune(w, trials=20, db=db)
+
+
+def test_ops_use_the_best_record_inside_apply_history_best(tmp_path):
+    a = np.random.default_rng(0).standard_normal((48, 40)).astype("float32")
+    b = np.random.default_rng(1).standard_normal((40, 72)).astype("float32")
+    w = autotune.Workload.from_arrays("matmul", [a, b], {})
+    db = RecordDB(tmp_path / "r.sqlite")
+    db.add(w.key, record_target("llvm"), "matmul", {"mr": 4, "nr": 16, "ku": 1}, "ok",
+           seconds=1e-6)
+    from tensordsl import ops
+    c0 = td.ops.matmul(a, b)
+    with autotune.apply_history_best(db):
+        c1 = td.ops.matmul(a, b)
+        tuned = [v[0] for k, v in ops._CACHE.items() if k[0] == "matmul" and k[-1]]
+    np.testing.assert_allclose(c1, a @ b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(c0, c1, rtol=1e-5, atol=1e-5)
+    text = str(tuned[-1].func)
+    assert "1, 16)]" in text and "1, 64)]" not in text   # nr = 16, not the default 64
+
+
+def _tune_cmd(tmp_path, *extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-m", "tensordsl.cli", "tune", "matmul", "--shape", "96,80,64",
+         "--trials", "30", "--db", str(tmp_path / "r.sqlite"), *extra],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path):
+    proc = _tune_cmd(tmp_path)
+    path = tmp_path / "r.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if path.exists() and len(RecordDB(path).trials()) >= 6:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = RecordDB(path).trials()
+    assert 6 <= len(before) < 30
+    done = _tune_cmd(tmp_path, "--resume")
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    after = RecordDB(path).trials()
+    assert len(after) == 30
+    assert after[:len(before)] == before           # nothing stored was lost or changed
+    configs = [json.dumps(r["config"], sort_keys=True) for r in after]
+    assert len(set(configs)) == 30                 # and nothing measured twice
+    assert "best of matmul(96x64, 64x80)" in out
+
+
+def test_records_cli_list_best_export_import(tmp_path, capsys):
+    db = RecordDB(tmp_path / "a.sqlite")
+    db.add('{"op":"x"}', "llvm", "matmul", {"mr": 6}, "ok", seconds=0.002)
+    db.add('{"op":"x"}', "llvm", "matmul", {"mr": 8}, "ok", seconds=0.001)
+    assert cli.main(["records", "list", "--db", str(tmp_path / "a.sqlite")]) == 0
+    assert "2 trials\tbest 1.000 ms" in capsys.readouterr().out
+    assert cli.main(["records", "best", "--db", str(tmp_path / "a.sqlite")]) == 0
+    assert "{'mr': 8}" in capsys.readouterr().out
+    out = tmp_path / "all.jsonl"
+    assert cli.main(["records", "export", "--db", str(tmp_path / "a.sqlite"),
+                     "--out", str(out)]) == 0
+    assert cli.main(["records", "import", str(out), "--db", str(tmp_path / "b.sqlite")]) == 0
+    assert "imported 2 records (0 already present)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tune", "matmul", "--shape", "10,x"], "--shape: expected sizes"),
+    (["tune", "matmul", "--shape", "8,8", "--shape", "9,8"], "matmul"),
+    (["tune", "no_such_op", "--shape", "8"], "unknown operator 'no_such_op'"),
+    (["tune", "matmul", "--shape", "8,8,8", "--trials", "0"], "--trials: expected a positive"),
+    (["records", "import", "/no/such/file.jsonl"], "no such file"),
+])
+def test_cli_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    assert cli.main(argv + ["--db", str(tmp_path / "r.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_tune_cli_draws_best_so_far(tmp_path, capsys):
+    w = user_workload(tmp_path)
+    op = w.op
+    png = tmp_path / "tune.png"
+    assert cli.main(["tune", op, "--shape", "1000", "--trials", "4", "--timeout", "5",
+                     "--db", str(tmp_path / "r.sqlite"), "--plot", str(png)]) == 0
+    assert "best of" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
