@@ -29,6 +29,26 @@ class Workload:
         if self.user:
             path, _, fn = op.rpartition(":")
             self.op = f"{Path(path).resolve()}:{fn}"
+        else:
+            self.attrs = self._with_defaults(self.attrs)
+
+    def _with_defaults(self, attrs: dict) -> dict:
+        """Spell out the operator's keyword defaults: ``padding=1`` and ``padding=1,
+        groups=1`` are one workload, with one set of records."""
+        import inspect
+        from tensordsl.ops import _operators
+        fn = _operators().get(self.op)
+        if fn is None:
+            return attrs
+        n_pos = len(self.args)
+        full = dict(attrs)
+        for k, p in enumerate(inspect.signature(fn).parameters.values()):
+            if k < n_pos or p.name == "name" or p.default is inspect.Parameter.empty:
+                continue
+            if p.name not in full and isinstance(p.default, (int, float, str, bool,
+                                                             type(None), tuple)):
+                full[p.name] = p.default
+        return json.loads(canonical(full))
 
     # ------------------------------------------------------------ identity
     @property
