@@ -4,9 +4,12 @@
     tensordsl show FILE.py:FUNC [--ir|--llvm|--asm] [--after PASS]
                                           print a schedule's IR or code; FUNC returns
                                           (schedule, args)
+    tensordsl show OP --shape ... [--ir|--llvm|--asm]
+                                          the same for an operator as td.ops builds it
     tensordsl tune OP --shape ... [--trials N] [--timeout S] [--db PATH] [--resume]
                                           search OP's schedule space (autotune/)
     tensordsl records list|best|export|import
+    tensordsl bench OP --shape ...        ours beside numpy / PyTorch
 """
 from __future__ import annotations
 
@@ -35,7 +38,15 @@ def _load_function(spec: str):
 
 def _show(args) -> int:
     import tensordsl as td
-    s, tensors = _load_function(args.target)()
+    if args.shape:
+        # an operator (or path/to/file.py:compute) on shapes: the schedule td.ops would
+        # use, i.e. the best tuning record or the template's defaults
+        from .autotune.cli import workload_from_args
+        from .autotune.history import best_config
+        workload = workload_from_args(args.target, args.shape, args.dtype, args.attr)
+        s, tensors = workload.schedule(best_config(workload.key, "llvm"))
+    else:
+        s, tensors = _load_function(args.target)()
     if args.llvm or args.asm:
         f = td.build(s, tensors)
         print(f.get_source("asm" if args.asm else "ll"))
@@ -60,7 +71,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="define, compile and time kernels beside numpy")
     show = sub.add_parser("show", help="print the IR or generated code of a schedule")
-    show.add_argument("target", help="path/to/file.py:function returning (schedule, args)")
+    show.add_argument("target", help="path/to/file.py:function returning (schedule, args); "
+                                     "or, with --shape, an operator (matmul, softmax, ...)")
+    show.add_argument("--shape", action="append", default=[], metavar="DIMS",
+                      help="an input's shape (repeat per input; matmul also takes M,N,K)")
+    show.add_argument("--dtype", default="float32", help="element type with --shape")
+    show.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                      help="an operator attribute with --shape, e.g. padding=1")
     kind = show.add_mutually_exclusive_group()
     kind.add_argument("--ir", action="store_true", help="lowered loop nest (default)")
     kind.add_argument("--llvm", action="store_true", help="LLVM IR")
@@ -82,8 +99,9 @@ def main(argv=None) -> int:
         except ValueError as err:
             print(f"tensordsl show: error: {err}", file=sys.stderr)
             return 2
-    if args.command in ("tune", "records"):
-        run = tune_cli.run_tune if args.command == "tune" else tune_cli.run_records
+    if args.command in ("tune", "records", "bench"):
+        run = {"tune": tune_cli.run_tune, "records": tune_cli.run_records,
+               "bench": tune_cli.run_bench}[args.command]
         try:
             return run(args)
         except ValueError as err:

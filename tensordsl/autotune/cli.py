@@ -38,7 +38,10 @@ def workload_from_args(op: str, shapes: list[str], dtype: str, attrs: list[str])
         except (ValueError, SyntaxError):
             parsed[name] = value
     w = Workload(op, [("array", d, dtype) for d in dims], parsed)
-    w.define()  # refuse a bad operator or mismatched shapes now, with the operator's message
+    try:
+        w.define()  # refuse a bad operator or mismatched shapes now, in the operator's words
+    except TypeError as err:
+        raise ValueError(f"{op}: {err} (one --shape per input array)") from None
     return w
 
 
@@ -69,6 +72,20 @@ def add_parsers(sub):
     tune.add_argument("--seed", type=int, default=0, help="random seed of the search")
     tune.add_argument("--plot", metavar="FILE.png",
                       help="draw best-so-far GFLOP/s (or time) against trials")
+
+    bench = sub.add_parser(
+        "bench", help="time an operator beside the library a user would call",
+        description="Our operator (as td.ops builds it: the best record or the defaults) "
+                    "beside numpy or PyTorch, each in a fresh process, medians after "
+                    "warm-up, ratio = their time / ours.")
+    bench.add_argument("op", help="an operator of kernels/ (matmul, conv2d_nchw, ...)")
+    bench.add_argument("--shape", action="append", default=[], metavar="DIMS",
+                       help="an input's shape (repeat per input; matmul also takes M,N,K)")
+    bench.add_argument("--dtype", default="float32", help="element type (default float32)")
+    bench.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                       help="an operator attribute, e.g. padding=1 (repeatable)")
+    bench.add_argument("--rounds", type=int, default=2,
+                       help="alternating rounds; each system's best median is kept")
 
     records = sub.add_parser("records", help="list, query, export and import tuning records",
                              description="The tuning record database (SQLite).")
@@ -116,6 +133,30 @@ def run_tune(args) -> int:
     print(f"records: {db.path}")
     if args.plot:
         _plot(history, args.plot, str(workload))
+    return 0
+
+
+def run_bench(args) -> int:
+    from .bench import bench
+    if args.rounds < 1:
+        raise ValueError(f"--rounds: expected a positive number, got {args.rounds}")
+    workload = workload_from_args(args.op, args.shape, args.dtype, args.attr)
+    result = bench(workload, rounds=args.rounds)
+    ours = result["tensordsl"]
+    if "error" in ours:
+        raise ValueError(f"bench: our kernel failed: {ours['error']}")
+    print(f"{workload}")
+    print(f"  tensordsl  {ours['seconds'] * 1e3:9.3f} ms")
+    for name, r in result.items():
+        if name == "tensordsl":
+            continue
+        if "error" in r:
+            print(f"  {name:9s}  not run: {r['error']}")
+        else:
+            print(f"  {name:9s}  {r['seconds'] * 1e3:9.3f} ms   ratio {name}/tensordsl "
+                  f"{r['seconds'] / ours['seconds']:.2f}")
+    if len(result) == 1:
+        print("  (no reference library for this operator)")
     return 0
 
 

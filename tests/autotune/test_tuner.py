@@ -152,3 +152,17 @@ def test_tune_cli_draws_best_so_far(tmp_path, capsys):
                      "--db", str(tmp_path / "r.sqlite"), "--plot", str(png)]) == 0
     assert "best of" in capsys.readouterr().out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_and_show_an_operator_from_the_cli(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "tensordsl.cli", "bench", "matmul", "--shape",
+                          "64,48,32", "--rounds", "1"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "matmul(64x32, 32x48)" in out.stdout and "ratio numpy/tensordsl" in out.stdout
+    shown = subprocess.run([sys.executable, "-m", "tensordsl.cli", "show", "softmax",
+                            "--shape", "8,64", "--llvm"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "define" in shown.stdout and "<16 x float>" in shown.stdout
