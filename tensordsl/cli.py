@@ -44,7 +44,7 @@ def _show(args) -> int:
         from .autotune.cli import workload_from_args
         from .autotune.history import best_config
         workload = workload_from_args(args.target, args.shape, args.dtype, args.attr)
-        s, tensors = workload.schedule(best_config(workload.key, "llvm"))
+        s, tensors = workload.schedule(best_config(workload.key, "llvm", workload.template))
     else:
         s, tensors = _load_function(args.target)()
     if args.llvm or args.asm:

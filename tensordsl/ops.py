@@ -68,7 +68,7 @@ def _compiled(name: str, args, spec, attrs: dict, target: str):
             return hit
         workload = Workload.from_arrays(name, args, attrs)
         # the best tuned configuration on record, else the template's defaults
-        config = best_config(workload.key, target)
+        config = best_config(workload.key, target, workload.template)
         s, tensors = workload.schedule(config)
         f = td.build(s, tensors, target=target, name=name)
         out = tensors[-1]

@@ -18,7 +18,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def workload_from_args(op: str, shapes: list[str], dtype: str, attrs: list[str]):
+def workload_from_args(op: str, shapes: list[str], dtype: str, attrs: list[str],
+                       scheduler: str = "template"):
     """``--shape`` once per input array; for matmul, one ``M,N,K`` also works."""
     from .workload import Workload
     if not shapes:
@@ -37,7 +38,7 @@ def workload_from_args(op: str, shapes: list[str], dtype: str, attrs: list[str])
             parsed[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             parsed[name] = value
-    w = Workload(op, [("array", d, dtype) for d in dims], parsed)
+    w = Workload(op, [("array", d, dtype) for d in dims], parsed, scheduler)
     try:
         w.define()  # refuse a bad operator or mismatched shapes now, in the operator's words
     except TypeError as err:
@@ -70,6 +71,9 @@ def add_parsers(sub):
     tune.add_argument("--resume", action="store_true",
                       help="continue the trials already stored for this workload")
     tune.add_argument("--seed", type=int, default=0, help="random seed of the search")
+    tune.add_argument("--auto", action="store_true",
+                      help="search the auto-scheduler's space (multi-level tiling derived "
+                           "from the compute) instead of the operator's template")
     tune.add_argument("--plot", metavar="FILE.png",
                       help="draw best-so-far GFLOP/s (or time) against trials")
 
@@ -110,7 +114,8 @@ def run_tune(args) -> int:
         raise ValueError(f"--trials: expected a positive number, got {args.trials}")
     if args.timeout <= 0:
         raise ValueError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
-    workload = workload_from_args(args.op, args.shape, args.dtype, args.attr)
+    workload = workload_from_args(args.op, args.shape, args.dtype, args.attr,
+                                  "auto" if args.auto else "template")
     db = RecordDB(args.db)
     history: list = []
     bar = _Progress(args.trials, str(workload))

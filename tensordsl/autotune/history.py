@@ -37,20 +37,22 @@ def source_token():
     return None if db is None else str(db.path)
 
 
-def best_config(workload_key: str, target: str) -> dict | None:
+def best_config(workload_key: str, target: str, template: str | None = None) -> dict | None:
+    """The configuration of the best record for the workload on ``target`` (among
+    ``template``'s, if given: another template's knobs mean nothing to this one)."""
     target = record_target(target)
     db = _OVERRIDE.get()
     if db is not None:
-        rec = db.best(workload_key, target)
+        rec = db.best(workload_key, target, template)
         if rec is not None:
             return rec["config"]
     path = default_path()
     if path.exists():
         with RecordDB(path) as local:
-            rec = local.best(workload_key, target)
+            rec = local.best(workload_key, target, template)
         if rec is not None:
             return rec["config"]
-    shipped = _shipped().get((workload_key, target))
+    shipped = _shipped().get((workload_key, target, template))
     return None if shipped is None else dict(shipped)
 
 
@@ -64,7 +66,8 @@ def _shipped() -> dict:
             rec = json.loads(line)
             if rec.get("status") != "ok":
                 continue
-            key = (rec["workload"], rec["target"])
-            if key not in best or rec["seconds"] < best[key][0]:
-                best[key] = (rec["seconds"], rec["config"])
+            for key in ((rec["workload"], rec["target"], rec["template"]),
+                        (rec["workload"], rec["target"], None)):
+                if key not in best or rec["seconds"] < best[key][0]:
+                    best[key] = (rec["seconds"], rec["config"])
     return {k: v[1] for k, v in best.items()}

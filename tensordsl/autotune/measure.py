@@ -59,8 +59,8 @@ class Runner:
     def measure(self, workload, config: dict) -> dict:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-        request = {"workload": workload.key, "config": config, "repeat": self.repeat,
-                   "min_time": self.min_time}
+        request = {"workload": workload.key, "scheduler": workload.scheduler,
+                   "config": config, "repeat": self.repeat, "min_time": self.min_time}
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()

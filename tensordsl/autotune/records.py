@@ -121,8 +121,12 @@ class RecordDB:
             out.append(rec)
         return out
 
-    def trials(self, workload: str | None = None, target: str | None = None) -> list[dict]:
+    def trials(self, workload: str | None = None, target: str | None = None,
+               template: str | None = None) -> list[dict]:
         where, params = [], []
+        if template is not None:
+            where.append("template = ?")
+            params.append(template)
         if workload is not None:
             where.append("workload = ?")
             params.append(workload)
@@ -134,10 +138,15 @@ class RecordDB:
             sql += " WHERE " + " AND ".join(where)
         return self._rows(sql + " ORDER BY id", params)
 
-    def best(self, workload: str, target: str) -> dict | None:
-        rows = self._rows(f"SELECT {', '.join(FIELDS)} FROM trials WHERE workload = ? AND "
-                          "target = ? AND status = 'ok' ORDER BY seconds LIMIT 1",
-                          (workload, target))
+    def best(self, workload: str, target: str, template: str | None = None) -> dict | None:
+        """The fastest successful trial (of ``template``'s configurations, if given)."""
+        sql = (f"SELECT {', '.join(FIELDS)} FROM trials WHERE workload = ? AND target = ? "
+               "AND status = 'ok'")
+        params = [workload, target]
+        if template is not None:
+            sql += " AND template = ?"
+            params.append(template)
+        rows = self._rows(sql + " ORDER BY seconds LIMIT 1", params)
         return rows[0] if rows else None
 
     def workloads(self) -> list[tuple[str, str, int, float | None]]:

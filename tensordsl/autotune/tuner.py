@@ -106,7 +106,7 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
     key, template = workload.key, workload.template
     target = record_target(target)
     space = workload.space()
-    previous = db.trials(key, target)
+    previous = db.trials(key, target, template)
     if previous and not resume:
         raise ValueError(f"the database already holds {len(previous)} trials of {workload!r}; "
                          "pass resume=True (--resume) to continue them")
@@ -143,9 +143,9 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
             else:
                 failed += 1
             if progress is not None:
-                best = db.best(key, target)
+                best = db.best(key, target, template)
                 progress(done, failed, best and best["gflops"], best and best["seconds"])
     finally:
         if own_runner:
             runner.close()
-    return db.best(key, target)
+    return db.best(key, target, template)

@@ -66,7 +66,7 @@ def main() -> int:
             continue
         req = json.loads(line)
         try:
-            workload = Workload.from_key(req["workload"])
+            workload = Workload.from_key(req["workload"], req.get("scheduler", "template"))
             reply = _run(workload, req.get("config") or {}, int(req.get("repeat", 5)),
                          float(req.get("min_time", 0.05)), references)
         except Exception as err:  # a candidate's failure is a result, not the end

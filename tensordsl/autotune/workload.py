@@ -20,7 +20,11 @@ from .records import canonical
 
 
 class Workload:
-    def __init__(self, op: str, args: list, attrs: dict | None = None):
+    def __init__(self, op: str, args: list, attrs: dict | None = None,
+                 scheduler: str = "template"):
+        if scheduler not in ("template", "auto"):
+            raise ValueError(f"scheduler must be 'template' or 'auto', got {scheduler!r}")
+        self.scheduler = scheduler
         self.op = op
         self.args = [tuple(a) if a[0] == "value" else ("array", tuple(a[1]), str(a[2]))
                      for a in args]
@@ -58,9 +62,9 @@ class Workload:
         return canonical({"op": self.op, "args": args, "attrs": self.attrs})
 
     @classmethod
-    def from_key(cls, key: str) -> "Workload":
+    def from_key(cls, key: str, scheduler: str = "template") -> "Workload":
         d = json.loads(key)
-        return cls(d["op"], d["args"], d["attrs"])
+        return cls(d["op"], d["args"], d["attrs"], scheduler)
 
     @classmethod
     def from_arrays(cls, op: str, args, attrs: dict) -> "Workload":
@@ -118,18 +122,28 @@ class Workload:
     # ------------------------------------------------------------ template
     @property
     def template(self) -> str:
+        """"auto" (the auto-scheduler), "user" (the file's own ``schedule``), or the name
+        of the operator's template in ``schedules/cpu``."""
+        if self.scheduler == "auto":
+            return "auto"
         if self.user:
-            return "user" if hasattr(self._user_module(), "schedule") else "generic"
+            return "user" if hasattr(self._user_module(), "schedule") else "auto"
         from schedules.cpu import template_name
         return template_name(self.op)
 
     def space(self) -> dict:
+        if self.template == "auto":
+            from schedules.cpu.auto import auto_space
+            return auto_space(self.define()[1])
         if self.user:
             return dict(getattr(self._user_module(), "SPACE", {}))
         from schedules.cpu.space import space_for
         return space_for(self.template)
 
     def default_config(self) -> dict:
+        if self.template == "auto":
+            from schedules.cpu.auto import auto_default
+            return auto_default(self.define()[1])
         if self.user:
             return dict(getattr(self._user_module(), "DEFAULT", {}))
         from schedules.cpu.space import defaults_for
@@ -139,14 +153,13 @@ class Workload:
         """(schedule, tensors) for ``config`` (None: the template's defaults)."""
         import tensordsl as td
         placeholders, out = self.define()
-        if self.user:
+        if self.template == "auto":
+            from schedules.cpu.auto import schedule_auto
             s = td.create_schedule(out.op)
-            module = self._user_module()
-            if hasattr(module, "schedule"):
-                module.schedule(s, out, dict(config or {}))
-            else:
-                from schedules.cpu.generic import schedule_generic
-                schedule_generic(s, out, config)
+            schedule_auto(s, out, config)
+        elif self.user:
+            s = td.create_schedule(out.op)
+            self._user_module().schedule(s, out, dict(config or {}))
         else:
             from schedules.cpu import schedule_for
             s = schedule_for(self.op, out, self.attrs, config)

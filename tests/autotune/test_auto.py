@@ -1,0 +1,72 @@
+"""The auto-scheduler: random points of its derived space compute what numpy does."""
+import random
+
+import numpy as np
+import pytest
+
+import tensordsl as td
+from tensordsl.autotune import Workload
+
+CASES = [
+    ("matmul", [(37, 29), (29, 53)], {}),
+    ("dense", [(17, 40), (24, 40)], {}),
+    ("conv2d_nchw", [(1, 5, 9, 11), (7, 5, 3, 3)], {"padding": 1}),
+    ("softmax", [(13, 70)], {}),
+    ("reduce_sum", [(9, 31, 6)], {"axis": 1}),
+]
+
+
+def _reference(op, arrays, attrs):
+    a = [x.astype("float64") for x in arrays]
+    if op == "matmul":
+        return a[0] @ a[1]
+    if op == "dense":
+        return a[0] @ a[1].T
+    if op == "softmax":
+        e = np.exp(a[0] - a[0].max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    if op == "reduce_sum":
+        return a[0].sum(axis=attrs["axis"])
+    import itertools
+    x, w = a
+    n, c, h, wd = x.shape
+    f = w.shape[0]
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, f, h, wd))
+    for ry, rx in itertools.product(range(3), range(3)):
+        out += np.einsum("nchw,fc->nfhw", xp[:, :, ry:ry + h, rx:rx + wd], w[:, :, ry, rx])
+    return out
+
+
+@pytest.mark.parametrize("op, shapes, attrs", CASES, ids=[c[0] for c in CASES])
+def test_random_auto_schedules_match_numpy(op, shapes, attrs):
+    w = Workload(op, [("array", s, "float32") for s in shapes], attrs, scheduler="auto")
+    assert w.template == "auto"
+    space = w.space()
+    rng = random.Random(hash(op) % 1000)
+    arrays = w.arrays(seed=3)
+    ref = _reference(op, arrays, attrs)
+    configs = [w.default_config()] + [{k: rng.choice(v) for k, v in space.items()}
+                                      for _ in range(5)]
+    for config in configs:
+        s, tensors = w.schedule(config)
+        out = np.full(ref.shape, np.nan, "float32")
+        td.build(s, tensors)(*arrays, out)
+        np.testing.assert_allclose(out, ref, rtol=2e-4, atol=2e-4, err_msg=str(config))
+
+
+def test_a_user_compute_without_a_schedule_is_auto_scheduled(tmp_path):
+    path = tmp_path / "op.py"
+    path.write_text("import tensordsl as td\n"
+                    "def rowdot(x, y):\n"
+                    "    k = td.reduce_axis((0, x.shape[1]), 'k')\n"
+                    "    return td.compute((x.shape[0],), lambda i: td.sum(x[i, k] * y[i, k],"
+                    " axis=k), name='rowdot')\n")
+    w = Workload(f"{path}:rowdot", [("array", (50, 70), "float32"),
+                                    ("array", (50, 70), "float32")])
+    assert w.template == "auto" and "r0" in w.space()
+    x, y = w.arrays(seed=1)
+    s, tensors = w.schedule({"t0": 2, "m0": 4, "r0": 16, "unroll": 1})
+    out = np.empty(50, "float32")
+    td.build(s, tensors)(x, y, out)
+    np.testing.assert_allclose(out, (x * y).sum(1), rtol=1e-4, atol=1e-4)
