@@ -56,11 +56,19 @@ class Runner:
     def __exit__(self, *exc):
         self.close()
 
+    def build(self, workload, config: dict) -> dict:
+        """Compile only (into the disk cache): ``{"status": "built"}`` or a failure."""
+        return self._request(workload, config, build_only=True)
+
     def measure(self, workload, config: dict) -> dict:
+        return self._request(workload, config)
+
+    def _request(self, workload, config: dict, build_only: bool = False) -> dict:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         request = {"workload": workload.key, "scheduler": workload.scheduler,
-                   "config": config, "repeat": self.repeat, "min_time": self.min_time}
+                   "config": config, "repeat": self.repeat, "min_time": self.min_time,
+                   "build_only": build_only}
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
@@ -83,8 +91,34 @@ class Runner:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return json.loads(line)
 
-    def _died(self) -> dict:
+    def _died(self) -> dict:  # noqa: D401 - the outcome of a dead worker
         code = self.proc.wait() if self.proc is not None else None
         self.proc = None
         what = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         return {"status": "crash", "error": f"the worker died ({what})"}
+
+
+class Builders:
+    """``n`` build workers compiling a batch of candidates at once (into the disk cache);
+    the measuring ``Runner`` then only loads them. A candidate whose build crashes or
+    hangs has its outcome right here."""
+
+    def __init__(self, n: int, timeout: float):
+        self.runners = [Runner(timeout=timeout) for _ in range(max(1, n))]
+
+    def build_all(self, workload, configs: list) -> list[dict]:
+        from concurrent.futures import ThreadPoolExecutor
+        results: list = [None] * len(configs)
+
+        def work(slot: int):
+            runner = self.runners[slot]
+            for k in range(slot, len(configs), len(self.runners)):
+                results[k] = runner.build(workload, configs[k])
+
+        with ThreadPoolExecutor(len(self.runners)) as pool:
+            list(pool.map(work, range(min(len(self.runners), len(configs)))))
+        return results
+
+    def close(self):
+        for r in self.runners:
+            r.close()

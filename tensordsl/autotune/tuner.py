@@ -17,15 +17,16 @@ trials already stored for the workload and never measures a configuration twice.
 from __future__ import annotations
 
 import math
+import os
 import random
 import uuid
 
-from .measure import Runner
+from .measure import Builders, Runner
 from .records import RecordDB, canonical, record_target
 
 RANDOM_START = 12      # random configurations before the evolution starts
 POOL = 256             # children the model ranks per measured batch
-BATCH = 4              # measured per model refit
+BATCH = 8              # compiled in parallel, then measured, per model refit
 
 
 class Search:
@@ -98,10 +99,11 @@ class Search:
 
 def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float = 30.0,
          target: str = "llvm", resume: bool = False, seed: int = 0, progress=None,
-         runner: Runner | None = None) -> dict | None:
+         runner: Runner | None = None, build_workers: int | None = None) -> dict | None:
     """Measure up to ``trials`` configurations of ``workload``'s template; returns the
-    best record. ``progress(done, failed, best_gflops_or_None, best_seconds)`` is called
-    after each trial."""
+    best record. Batches are compiled by ``build_workers`` processes at once (default:
+    one per core; 0: by the measuring worker itself), then timed one at a time.
+    ``progress(done, failed, best_gflops_or_None, best_seconds)`` follows each trial."""
     db = db if db is not None else RecordDB()
     key, template = workload.key, workload.template
     target = record_target(target)
@@ -118,34 +120,49 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
     run = uuid.uuid4().hex[:12]
     own_runner = runner is None
     runner = runner or Runner(timeout=timeout)
+    builders = Builders(build_workers or os.cpu_count() or 1, timeout) \
+        if build_workers != 0 else None
+
+    def record(config, res):
+        nonlocal done, failed
+        status = res.get("status", "error")
+        db.add(key, target, template, config, status, seconds=res.get("seconds"),
+               gflops=res.get("gflops"), error=res.get("error"), run=run)
+        done += 1
+        if status == "ok":
+            measured.append((config, res["seconds"]))
+        else:
+            failed += 1
+        if progress is not None:
+            best = db.best(key, target, template)
+            progress(done, failed, best and best["gflops"], best and best["seconds"])
+
     try:
         first = workload.default_config()
-        queue = [] if canonical(first) in seen else [first]
+        batch = [] if canonical(first) in seen else [first]
         while done < trials:
-            if not queue:
+            if not batch:
                 if len(measured) < RANDOM_START or not space:
-                    queue = search.propose([], seen, 1) if space else []
+                    batch = search.propose([], seen, BATCH) if space else []
                 else:
                     search.fit(measured)
                     ranked = [c for c, _ in sorted(measured, key=lambda m: m[1])]
-                    queue = search.propose(ranked, seen, BATCH)
-                if not queue:
+                    batch = search.propose(ranked, seen, BATCH)
+                if not batch:
                     break  # the space is exhausted
-            config = queue.pop(0)
-            seen.add(canonical(config))
-            res = runner.measure(workload, config)
-            status = res.get("status", "error")
-            db.add(key, target, template, config, status, seconds=res.get("seconds"),
-                   gflops=res.get("gflops"), error=res.get("error"), run=run)
-            done += 1
-            if status == "ok":
-                measured.append((config, res["seconds"]))
-            else:
-                failed += 1
-            if progress is not None:
-                best = db.best(key, target, template)
-                progress(done, failed, best and best["gflops"], best and best["seconds"])
+            batch = batch[:trials - done]
+            for config in batch:
+                seen.add(canonical(config))
+            # compile the batch in parallel, then time each alone
+            built = builders.build_all(workload, batch) if builders else \
+                [{"status": "built"}] * len(batch)
+            for config, b in zip(batch, built):
+                record(config, runner.measure(workload, config) if b["status"] == "built"
+                       else b)
+            batch = []
     finally:
         if own_runner:
             runner.close()
+        if builders is not None:
+            builders.close()
     return db.best(key, target, template)

@@ -1,7 +1,8 @@
 """A measuring process: ``python -m tensordsl.autotune.worker``.
 
 Reads one JSON request per line on stdin — ``{"workload": key, "config": {...},
-"repeat": n, "min_time": s}`` — builds that schedule, runs it on reproducible random
+"repeat": n, "min_time": s}`` (``"build_only": true``: compile into the disk cache and
+answer ``{"status": "built"}``) — builds that schedule, runs it on reproducible random
 inputs, checks the output against the template's default schedule (computed once per
 workload in this process), times it, and answers one JSON line on stdout:
 ``{"status": "ok", "seconds": median, "build_seconds": ...}`` or ``{"status": "error" |
@@ -58,6 +59,16 @@ def _run(workload, config, repeat: int, min_time: float, references: dict) -> di
             "gflops": flops / med / 1e9 if flops else None}
 
 
+def _build(workload, config) -> dict:
+    """Compile only: the object lands in the disk cache, where the measuring worker
+    finds it (builds run in parallel, measurements one at a time)."""
+    import tensordsl as td
+    t0 = time.perf_counter()
+    s, tensors = workload.schedule(config)
+    td.build(s, tensors)
+    return {"status": "built", "build_seconds": time.perf_counter() - t0}
+
+
 def main() -> int:
     from .workload import Workload
     references: dict = {}
@@ -67,8 +78,11 @@ def main() -> int:
         req = json.loads(line)
         try:
             workload = Workload.from_key(req["workload"], req.get("scheduler", "template"))
-            reply = _run(workload, req.get("config") or {}, int(req.get("repeat", 5)),
-                         float(req.get("min_time", 0.05)), references)
+            if req.get("build_only"):
+                reply = _build(workload, req.get("config") or {})
+            else:
+                reply = _run(workload, req.get("config") or {}, int(req.get("repeat", 5)),
+                             float(req.get("min_time", 0.05)), references)
         except Exception as err:  # a candidate's failure is a result, not the end
             reply = {"status": "error",
                      "error": f"{type(err).__name__}: {err}".strip()[:2000],
