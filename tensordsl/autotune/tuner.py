@@ -5,8 +5,10 @@
 Trial 0 is the template's default configuration. Then a few random configurations, then an
 evolutionary search: children are mutations (one knob changed) and crossovers of the
 best configurations so far. With scikit-learn installed, a gradient-boosted tree model
-fitted on the trials so far (knob values -> log time) ranks a large pool of children
-and only the most promising are measured — the cost model steers, measurement decides.
+fitted on the trials so far (knob values and features of the candidate's loop nest —
+vector width, unrolled register tile, innermost serial extent, parallel extent, depth:
+``features.py`` — to log time) ranks the children and only the most promising are
+measured: the cost model steers, measurement decides.
 scikit-learn's ``GradientBoostingRegressor`` is used because a few dozen points of
 mixed integer knobs with sharp interactions (a tile that stops fitting in L1) is what
 boosted trees fit well, it trains in milliseconds, and it is one well-kept dependency.
@@ -21,21 +23,25 @@ import os
 import random
 import uuid
 
+from .features import IR_FEATURES, ir_features
 from .measure import Builders, Runner
 from .records import RecordDB, canonical, record_target
 
 RANDOM_START = 12      # random configurations before the evolution starts
-POOL = 256             # children the model ranks per measured batch
+POOL = 256             # children proposed per measured batch
+MODEL_POOL = 64        # of which the model ranks (each described by its loop nest)
 BATCH = 8              # compiled in parallel, then measured, per model refit
 
 
 class Search:
     """Proposes configurations from ``space`` ({knob: [values]})."""
 
-    def __init__(self, space: dict, seed: int = 0):
+    def __init__(self, space: dict, seed: int = 0, describe=None):
         self.space = {k: list(v) for k, v in space.items()}
         self.rng = random.Random(seed)
         self.model = None
+        self.describe = describe   # config -> extra features (of its loop nest), or None
+        self._described: dict = {}
 
     def random(self) -> dict:
         return {k: self.rng.choice(v) for k, v in self.space.items()}
@@ -56,6 +62,14 @@ class Search:
             v = config.get(k, values[0])
             out.append(math.log2(v) if isinstance(v, (int, float)) and v > 0
                        else float(values.index(v)) if v in values else -1.0)
+        if self.describe is not None:
+            key = canonical(config)
+            if key not in self._described:
+                try:
+                    self._described[key] = list(self.describe(config))
+                except Exception:  # a candidate that cannot even be scheduled
+                    self._described[key] = [-1.0] * len(IR_FEATURES)
+            out += self._described[key]
         return out
 
     def fit(self, measured: list[tuple[dict, float]]):
@@ -91,6 +105,7 @@ class Search:
                 keys.add(key)
                 pool.append(c)
         if self.model is not None and pool:
+            pool = pool[:MODEL_POOL]
             scores = self.model.predict([self.features(c) for c in pool])
             order = sorted(range(len(pool)), key=lambda i: scores[i])
             pool = [pool[i] for i in order]
@@ -112,7 +127,8 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
     if previous and not resume:
         raise ValueError(f"the database already holds {len(previous)} trials of {workload!r}; "
                          "pass resume=True (--resume) to continue them")
-    search = Search(space, seed=seed + len(previous))
+    search = Search(space, seed=seed + len(previous),
+                    describe=lambda c: ir_features(workload, c))
     seen = {canonical(r["config"]) for r in previous}
     measured = [(r["config"], r["seconds"]) for r in previous if r["status"] == "ok"]
     failed = sum(r["status"] != "ok" for r in previous)

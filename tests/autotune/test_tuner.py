@@ -166,3 +166,14 @@ def test_bench_and_show_an_operator_from_the_cli(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr
     assert "define" in shown.stdout and "<16 x float>" in shown.stdout
+
+
+def test_loop_nest_features_reflect_the_knobs():
+    from tensordsl.autotune.features import IR_FEATURES, ir_features
+    w = autotune.Workload("matmul", [("array", (256, 256), "float32"),
+                                     ("array", (256, 256), "float32")])
+    wide = dict(zip(IR_FEATURES, ir_features(w, {"mr": 6, "nr": 64, "ku": 2, "kc": 256})))
+    narrow = dict(zip(IR_FEATURES, ir_features(w, {"mr": 4, "nr": 16, "ku": 1, "kc": 64})))
+    assert wide["vector_lanes"] == 6 and narrow["vector_lanes"] == 4      # log2 of 64, 16
+    assert wide["unrolled"] > narrow["unrolled"]                          # 6x2 vs 4x1
+    assert wide["inner_serial"] > narrow["inner_serial"]                  # k: 128 vs 64
