@@ -9,8 +9,13 @@ from .lower.pipeline import lower
 from .runtime.module import Module
 
 
-def build(schedule, args, target="llvm", name: str = "main") -> Module:
+def build(schedule, args=None, target="llvm", name: str = "main") -> Module:
     """Compile ``schedule`` into a function of ``args`` (tensors, in call order).
+
+    ``td.build(args)`` — tensors only, the output last — schedules the computation
+    itself: with the best tuning record filed for it (``tensordsl tune file.py:function``
+    records a compute under a name-independent key, ``autotune/structural.py``), else the
+    auto-scheduler's defaults.
 
     ``target``: ``"llvm"`` (the host CPU). Returns a callable taking numpy arrays;
     outputs are written in place. Compiled code is cached in memory and on disk
@@ -18,6 +23,8 @@ def build(schedule, args, target="llvm", name: str = "main") -> Module:
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name: expected an identifier, got {name!r}")
+    if args is None and isinstance(schedule, (list, tuple)):
+        schedule, args = _auto_schedule(list(schedule), target)
     tgt = Target.parse(target)
     backend = get_backend(tgt.kind)
     func = lower(schedule, args, name=name)
@@ -35,3 +42,25 @@ def build(schedule, args, target="llvm", name: str = "main") -> Module:
         cache.store(key, binary)
     kernel = backend.load(binary, func, tgt)
     return Module(func, kernel, backend, tgt, source)
+
+
+def _auto_schedule(tensors: list, target: str):
+    """The schedule ``td.build(tensors)`` uses: the best record of the auto-scheduler's
+    space for this computation, or its defaults."""
+    from .autotune.history import best_config
+    from .autotune.records import canonical
+    from .autotune.structural import structural_key
+    from .schedule.schedule import create_schedule
+    from .te.tensor import PlaceholderOp, Tensor
+    from schedules.cpu.auto import schedule_auto
+    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError("build: expected a schedule and its tensors, or a list of tensors "
+                        f"(the output last), got {tensors!r}")
+    out = tensors[-1]
+    inputs = [t for t in tensors[:-1] if isinstance(t.op, PlaceholderOp)]
+    key = canonical({"op": structural_key(out, inputs),
+                     "args": [["array", [int(d.value) for d in t.shape], t.dtype]
+                              for t in inputs], "attrs": {}})
+    s = create_schedule(out.op)
+    schedule_auto(s, out, best_config(key, target, "auto"))
+    return s, tensors

@@ -67,6 +67,7 @@ class Runner:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         request = {"workload": workload.key, "scheduler": workload.scheduler,
+                   "source": workload.source,
                    "config": config, "repeat": self.repeat, "min_time": self.min_time,
                    "build_only": build_only}
         try:

@@ -77,7 +77,8 @@ def main() -> int:
             continue
         req = json.loads(line)
         try:
-            workload = Workload.from_key(req["workload"], req.get("scheduler", "template"))
+            workload = Workload.from_key(req["workload"], req.get("scheduler", "template"),
+                                         req.get("source"))
             if req.get("build_only"):
                 reply = _build(workload, req.get("config") or {})
             else:

@@ -21,7 +21,7 @@ from .records import canonical
 
 class Workload:
     def __init__(self, op: str, args: list, attrs: dict | None = None,
-                 scheduler: str = "template"):
+                 scheduler: str = "template", source: str | None = None):
         if scheduler not in ("template", "auto"):
             raise ValueError(f"scheduler must be 'template' or 'auto', got {scheduler!r}")
         self.scheduler = scheduler
@@ -29,11 +29,16 @@ class Workload:
         self.args = [tuple(a) if a[0] == "value" else ("array", tuple(a[1]), str(a[2]))
                      for a in args]
         self.attrs = dict(attrs or {})
-        self.user = op.endswith(".py") or ".py:" in op
-        if self.user:
+        self.source = source
+        self.user = op.endswith(".py") or ".py:" in op or op.startswith("compute:")
+        if ".py:" in op:
             path, _, fn = op.rpartition(":")
-            self.op = f"{Path(path).resolve()}:{fn}"
-        else:
+            self.source = f"{Path(path).resolve()}:{fn}"
+            # filed under what it computes, not where the file is (see structural.py)
+            from .structural import structural_key
+            placeholders, out = self.define()
+            self.op = structural_key(out, placeholders)
+        elif not self.user:
             self.attrs = self._with_defaults(self.attrs)
 
     def _with_defaults(self, attrs: dict) -> dict:
@@ -62,9 +67,11 @@ class Workload:
         return canonical({"op": self.op, "args": args, "attrs": self.attrs})
 
     @classmethod
-    def from_key(cls, key: str, scheduler: str = "template") -> "Workload":
+    def from_key(cls, key: str, scheduler: str = "template",
+                 source: str | None = None) -> "Workload":
+        """The workload of a record key (a user compute also needs its ``source``)."""
         d = json.loads(key)
-        return cls(d["op"], d["args"], d["attrs"], scheduler)
+        return cls(d["op"], d["args"], d["attrs"], scheduler, source)
 
     @classmethod
     def from_arrays(cls, op: str, args, attrs: dict) -> "Workload":
@@ -79,7 +86,8 @@ class Workload:
     def __repr__(self):
         shapes = ", ".join("x".join(map(str, a[1])) if a[0] == "array" else repr(a[1])
                            for a in self.args)
-        return f"{self.op.rpartition('/')[2]}({shapes})"
+        name = self.source.rpartition("/")[2] if self.source else self.op
+        return f"{name}({shapes})"
 
     # ------------------------------------------------------------ definition
     def define(self):
@@ -94,6 +102,9 @@ class Workload:
             else:
                 operands.append(a[1])
         if self.user:
+            if self.source is None:
+                raise ValueError(f"{self.op}: the source (path/to/file.py:function) of this "
+                                 "compute is needed to rebuild it")
             out = self._user_module_function()(*operands, **self.attrs)
         else:
             from tensordsl.ops import _operators
@@ -104,7 +115,7 @@ class Workload:
         return placeholders, out
 
     def _user_module(self):
-        path, _, _ = self.op.rpartition(":")
+        path, _, _ = self.source.rpartition(":")
         spec = importlib.util.spec_from_file_location("tensordsl_tuned_module", path)
         if spec is None or not Path(path).exists():
             raise ValueError(f"no such file: {path!r}")
@@ -113,10 +124,10 @@ class Workload:
         return module
 
     def _user_module_function(self):
-        fn = getattr(self._user_module(), self.op.rpartition(":")[2], None)
+        path, _, name = self.source.rpartition(":")
+        fn = getattr(self._user_module(), name, None)
         if fn is None:
-            raise ValueError(f"{self.op.rpartition(':')[0]!r} has no function "
-                             f"{self.op.rpartition(':')[2]!r}")
+            raise ValueError(f"{path!r} has no function {name!r}")
         return fn
 
     # ------------------------------------------------------------ template

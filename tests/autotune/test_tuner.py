@@ -146,7 +146,7 @@ def test_cli_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
 
 def test_tune_cli_draws_best_so_far(tmp_path, capsys):
     w = user_workload(tmp_path)
-    op = w.op
+    op = w.source   # path/to/file.py:function
     png = tmp_path / "tune.png"
     assert cli.main(["tune", op, "--shape", "1000", "--trials", "4", "--timeout", "5",
                      "--db", str(tmp_path / "r.sqlite"), "--plot", str(png)]) == 0
@@ -177,3 +177,26 @@ def test_loop_nest_features_reflect_the_knobs():
     assert wide["vector_lanes"] == 6 and narrow["vector_lanes"] == 4      # log2 of 64, 16
     assert wide["unrolled"] > narrow["unrolled"]                          # 6x2 vs 4x1
     assert wide["inner_serial"] > narrow["inner_serial"]                  # k: 128 vs 64
+
+
+def test_build_of_bare_tensors_uses_the_record_tuned_for_that_compute(tmp_path):
+    # tensordsl tune file.py:function files records under what the function computes;
+    # td.build([tensors]) of the same computation, named differently, finds them
+    src = tmp_path / "op.py"
+    src.write_text("import tensordsl as td\n"
+                   "def twice(x):\n"
+                   "    return td.compute(x.shape, lambda i, j: x[i, j] * 2.0, name='y')\n")
+    w = autotune.Workload(f"{src}:twice", [("array", (64, 48), "float32")])
+    assert w.op.startswith("compute:") and w.template == "auto"
+    db = RecordDB(tmp_path / "r.sqlite")
+    db.add(w.key, record_target("llvm"), "auto", {"t0": 1, "m0": 1, "t1": 16, "m1": 1},
+           "ok", seconds=1e-6)
+    X = td.placeholder((64, 48), name="other_name")
+    Y = td.compute((64, 48), lambda a, b: X[a, b] * 2.0, name="z")
+    with autotune.apply_history_best(db):
+        f = td.build([X, Y])
+    assert "1, 16)]" in str(f.func)
+    x = np.random.default_rng(0).standard_normal((64, 48)).astype("float32")
+    y = np.empty_like(x)
+    f(x, y)
+    np.testing.assert_array_equal(y, x * 2)
