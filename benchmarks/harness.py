@@ -36,11 +36,8 @@ def timeit(fn, repeat: int = 15, warmup: int = 3, min_time: float = 0.0) -> floa
 
 
 def bench_env() -> dict:
-    env = dict(os.environ)
-    env.pop("OPENBLAS_CORETYPE", None)
-    env.pop("OPENBLAS_L2_SIZE", None)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    from tensordsl.autotune.measure import reference_env
+    return reference_env()
 
 
 def measure(case: str, system: str, **params) -> dict:

@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-from .measure import ROOT, _worker_env
+from .measure import ROOT, reference_env
 
 # what a user would otherwise call: (library, expression over a0, a1, ... and the attrs)
 REFERENCES = {
@@ -80,7 +80,7 @@ with torch.no_grad():
 
 
 def _run(code: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code], env=_worker_env(), cwd=ROOT,
+    out = subprocess.run([sys.executable, "-c", code], env=reference_env(), cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["failed"])[-1]

@@ -17,9 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def _worker_env() -> dict:
+def reference_env() -> dict:
+    """The environment of a measuring process: this source tree importable, and
+    OpenBLAS without the variables that slow it on this machine (a library a user would
+    compare with runs without them; see benchmarks/)."""
     env = dict(os.environ)
-    # the library a user would compare with runs without these (see benchmarks/)
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -37,7 +39,7 @@ class Runner:
     def _start(self):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tensordsl.autotune.worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_worker_env(), cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=reference_env(), cwd=ROOT)
         self._buffer = b""
 
     def _stop(self):

@@ -8,6 +8,7 @@ from tensordsl.lower.pipeline import PASS_NAMES
 from tensordsl.lower.unroll import unroll_loops
 from tensordsl.lower.vectorize import vectorize_loops
 from tensordsl.schedule.trace import dumps, loads, replay
+from tests.lower.test_primitives import matmul_def
 
 
 def body_text(func):
@@ -106,10 +107,7 @@ def test_unknown_pass_name():
 
 
 def test_trace_round_trip_replays_the_same_program():
-    A = td.placeholder((64, 64), name="A")
-    Bt = td.placeholder((64, 64), name="B")
-    k = td.reduce_axis((0, 64), "k")
-    C = td.compute((64, 64), lambda i, j: td.sum(A[i, k] * Bt[k, j], axis=k), name="C")
+    A, Bt, C, k = matmul_def(64, 64, 64)
     s = td.create_schedule(C.op)
     CC = s.cache_write(C, "global")
     xo, yo, xi, yi = s[C].tile(C.op.axis[0], C.op.axis[1], 16, 16)
@@ -260,10 +258,7 @@ def test_prefetch_hints_the_next_rows_lines():
 
 def test_a_blocked_reduction_initializes_each_tile_at_its_first_block():
     import numpy as np
-    A = td.placeholder((12, 40), name="A")
-    B = td.placeholder((40, 32), name="B")
-    k = td.reduce_axis((0, 40), "k")
-    C = td.compute((12, 32), lambda i, j: td.sum(A[i, k] * B[k, j], axis=k), name="C")
+    A, B, C, k = matmul_def(12, 32, 40)
     s = td.create_schedule(C.op)
     i, j = C.op.axis
     io, ii = s[C].split(i, factor=4)
