@@ -94,7 +94,7 @@ class Runner:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return json.loads(line)
 
-    def _died(self) -> dict:  # noqa: D401 - the outcome of a dead worker
+    def _died(self) -> dict:
         code = self.proc.wait() if self.proc is not None else None
         self.proc = None
         what = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"

@@ -115,6 +115,12 @@ class Workload:
         return placeholders, out
 
     def _user_module(self):
+        """The user's file, executed once per workload (the tuner asks for it often)."""
+        if getattr(self, "_module", None) is None:
+            self._module = self._load_user_module()
+        return self._module
+
+    def _load_user_module(self):
         path, _, _ = self.source.rpartition(":")
         spec = importlib.util.spec_from_file_location("tensordsl_tuned_module", path)
         if spec is None or not Path(path).exists():
@@ -143,22 +149,23 @@ class Workload:
         return template_name(self.op)
 
     def space(self) -> dict:
-        if self.template == "auto":
-            from schedules.cpu.auto import auto_space
-            return auto_space(self.define()[1])
-        if self.user:
-            return dict(getattr(self._user_module(), "SPACE", {}))
-        from schedules.cpu.space import space_for
-        return space_for(self.template)
+        """{knob: [values]} the tuner may try."""
+        return self._knobs()[0]
 
     def default_config(self) -> dict:
+        """The configuration a build uses without records (the first trial)."""
+        return self._knobs()[1]
+
+    def _knobs(self) -> tuple[dict, dict]:
         if self.template == "auto":
-            from schedules.cpu.auto import auto_default
-            return auto_default(self.define()[1])
+            from schedules.cpu.auto import auto_default, auto_space
+            out = self.define()[1]
+            return auto_space(out), auto_default(out)
         if self.user:
-            return dict(getattr(self._user_module(), "DEFAULT", {}))
-        from schedules.cpu.space import defaults_for
-        return defaults_for(self.template)
+            module = self._user_module()
+            return dict(getattr(module, "SPACE", {})), dict(getattr(module, "DEFAULT", {}))
+        from schedules.cpu.space import defaults_for, space_for
+        return space_for(self.template), defaults_for(self.template)
 
     def schedule(self, config: dict | None = None):
         """(schedule, tensors) for ``config`` (None: the template's defaults)."""
