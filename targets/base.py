@@ -45,7 +45,7 @@ class Backend(Protocol):
 
 
 _BACKENDS: dict[str, Backend] = {}
-_MODULES = {"llvm": "targets.llvm"}
+_MODULES = {"llvm": "targets.llvm", "cuda": "targets.cuda"}
 
 
 def register_backend(name: str, backend: Backend):

@@ -17,8 +17,10 @@ def build(schedule, args=None, target="llvm", name: str = "main") -> Module:
     records a compute under a name-independent key, ``autotune/structural.py``), else the
     auto-scheduler's defaults.
 
-    ``target``: ``"llvm"`` (the host CPU). Returns a callable taking numpy arrays;
-    outputs are written in place. Compiled code is cached in memory and on disk
+    ``target``: ``"llvm"`` (the host CPU; the callable takes numpy arrays) or ``"cuda"``
+    / ``"cuda -arch=sm_80"`` (a GPU; the callable takes ``td.nd`` device arrays, and
+    ``f.emulate(*numpy_arrays)`` runs its kernels on the CPU). Outputs are written in
+    place. Compiled code is cached in memory and on disk
     (``$TENSORDSL_CACHE_DIR``), keyed by the lowered IR, the target and the toolchain.
     """
     if not isinstance(name, str) or not name.isidentifier():
@@ -27,7 +29,7 @@ def build(schedule, args=None, target="llvm", name: str = "main") -> Module:
         schedule, args = _auto_schedule(list(schedule), target)
     tgt = Target.parse(target)
     backend = get_backend(tgt.kind)
-    func = lower(schedule, args, name=name)
+    func = lower(schedule, args, name=name, target=tgt)
     key = cache.make_key(print_func(func), backend.fingerprint(tgt))
     source_memo = []
 
@@ -40,6 +42,8 @@ def build(schedule, args=None, target="llvm", name: str = "main") -> Module:
     if binary is None:
         binary = backend.compile(source(), tgt)
         cache.store(key, binary)
+    if hasattr(backend, "make_module"):
+        return backend.make_module(func, binary, tgt, source)
     kernel = backend.load(binary, func, tgt)
     return Module(func, kernel, backend, tgt, source)
 

@@ -468,6 +468,20 @@ class Barrier(Stmt):
 
 
 @_node
+class AllReduce(Stmt):
+    """A reduction across the threads of a block: every thread contributes ``values``
+    (one per output of ``combiner``); afterwards each thread's ``results`` (one-element
+    ``local`` buffers) hold the combination over the threads that differ only in the
+    indices ``thread_tags`` (``threadIdx.x``, ...), which range over ``extents``.
+    Every thread of the block must reach it, like a barrier."""
+    combiner: CommReducer
+    values: tuple[Expr, ...]
+    results: tuple[Buffer, ...]
+    thread_tags: tuple[str, ...]
+    extents: tuple[int, ...]
+
+
+@_node
 class PrimFunc:
     """A lowered function: ``params`` are Buffers (tensors) then Vars (scalars bound from
     shapes); ``outputs`` are the buffers it writes."""

@@ -188,6 +188,12 @@ class Printer:
     def stmt_Barrier(self, s, depth):
         self.emit(depth, f"barrier({s.scope})")
 
+    def stmt_AllReduce(self, s, depth):
+        results = ", ".join(f"{self.buffer(b)}[0]" for b in s.results)
+        values = ", ".join(self.expr(v) for v in s.values)
+        over = ", ".join(f"{t}<{self.expr(e)}" for t, e in zip(s.thread_tags, s.extents))
+        self.emit(depth, f"{results} = allreduce_{s.combiner.name}({values}) over {over}")
+
 
 def _is_zero(e) -> bool:
     return isinstance(e, n.IntImm) and e.value == 0

@@ -125,6 +125,22 @@ def _scope_chain_relax(consumer, parent, ax, bounds) -> dict | None:
     return relax
 
 
+def _sweep_shared_threads(parent, ax, bounds, relax):
+    """A ``shared`` buffer serves every thread of the block: the loops bound to thread
+    indices around the attach point (in ``parent`` and the stages it sits in) sweep."""
+    stage, limit = parent, ax
+    while stage is not None:
+        leaves = stage.leaf_iter_vars
+        extents = bounds.stages[stage].extents
+        for iv in leaves[:leaves.index(limit) + 1]:
+            thread = stage.bound_thread.get(iv)
+            if thread is not None and not thread.kind.startswith("blockIdx"):
+                relax[iv.var] = (n.IntImm("int64", 0), n.Sub(extents[iv], n.IntImm("int64", 1)))
+        if stage.attach_type != "scope":
+            break
+        stage, limit = stage.attach_stage, stage.attach_ivar
+
+
 def _demanded_region(schedule, stage, bounds, s):
     op = stage.op
     parent, ax = stage.attach_stage, stage.attach_ivar
@@ -142,6 +158,8 @@ def _demanded_region(schedule, stage, bounds, s):
             raise ScheduleError(
                 f"stage {stage.name!r} is computed at loop {ax.name!r} of {parent.name!r}, "
                 f"but {consumer.name!r} also reads it outside that loop")
+        if stage.scope == "shared":
+            _sweep_shared_threads(parent, ax, bounds, relax)
         cb = bounds.stages[consumer]
         to_loops = {iv.var: e for iv, e in cb.root_expr.items()}
         for idx in reads.reads:

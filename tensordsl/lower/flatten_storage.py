@@ -4,6 +4,11 @@ Argument tensors become the function's parameter buffers (row-major, dense). Eac
 ``ProducerRealize`` becomes an ``Allocate`` of the realized region, so a stage computed
 at a loop only stores its tile; ``T[i, j]`` becomes ``T[(i - min0)*stride0 + (j - min1)]``.
 ``storage_align`` pads a dimension's stride to ``factor*k + offset``.
+
+A double-buffered stage (``s[T].double_buffer()``) gets two copies of its tile; the
+iterations of the loop it is computed in alternate between them (``offset + (i % 2) *
+size``), so a GPU block can fill the next tile while slow threads still read the last
+one, with one barrier per iteration instead of two.
 """
 from __future__ import annotations
 
@@ -30,11 +35,11 @@ def row_major_strides(shape, align: dict | None = None) -> list[n.Expr]:
 
 
 class _Layout:
-    def __init__(self, buffer: n.Buffer, mins, strides):
-        self.buffer, self.mins, self.strides = buffer, mins, strides
+    def __init__(self, buffer: n.Buffer, mins, strides, base=None):
+        self.buffer, self.mins, self.strides, self.base = buffer, mins, strides, base
 
     def offset(self, indices) -> n.Expr:
-        out = None
+        out = self.base
         for idx, lo, stride in zip(indices, self.mins, self.strides):
             rel = idx if lo is None else n.Sub(idx, lo)
             term = rel if isinstance(stride, n.IntImm) and stride.value == 1 else n.Mul(rel, stride)
@@ -43,9 +48,12 @@ class _Layout:
 
 
 class FlattenStorage(Mutator):
-    def __init__(self, param_buffers: dict, aligns: dict):
+    def __init__(self, param_buffers: dict, aligns: dict, double_buffered=frozenset()):
         self.layouts = {}
         self.aligns = aligns
+        self.double_buffered = double_buffered
+        self.loops: list[n.Var] = []
+        self.doubled: list[n.Buffer] = []
         for tensor, buf in param_buffers.items():
             self.layouts[tensor] = _Layout(buf, [None] * len(buf.shape),
                                            row_major_strides(buf.shape))
@@ -63,11 +71,28 @@ class FlattenStorage(Mutator):
         size = extents[0] if extents else _ONE
         if extents:
             size = n.Mul(strides[0], extents[0])
+        base = None
+        if node.tensor.op in self.double_buffered and self.loops:
+            # (with no loop around it, e.g. one of extent 1, one copy is all it needs)
+            base = n.Mul(n.FloorMod(self.loops[-1], n.IntImm("int64", 2)), size)
+            size = n.Mul(size, n.IntImm("int64", 2))
         buf = n.Buffer(node.tensor.name, node.tensor.dtype, (size,), node.scope)
-        self.layouts[node.tensor] = _Layout(buf, [r.min for r in node.bounds], strides)
+        if base is not None:
+            self.doubled.append(buf)
+        self.layouts[node.tensor] = _Layout(buf, [r.min for r in node.bounds], strides, base)
         body = self.visit(node.body)
         del self.layouts[node.tensor]
         return n.Allocate(buf, size, body)
+
+    def visit_For(self, node):
+        serial = node.kind in ("serial", "unrolled")
+        if serial:
+            self.loops.append(node.var)
+        try:
+            return self.generic_visit(node)
+        finally:
+            if serial:
+                self.loops.pop()
 
     def visit_ProducerStore(self, node):
         lay = self.layout(node.tensor)
@@ -81,5 +106,8 @@ class FlattenStorage(Mutator):
         return n.Load(node.tensor.dtype, lay.buffer, index)
 
 
-def flatten_storage(body: n.Stmt, param_buffers: dict, aligns: dict) -> n.Stmt:
-    return FlattenStorage(param_buffers, aligns).visit(body)
+def flatten_storage(body: n.Stmt, param_buffers: dict, aligns: dict,
+                    double_buffered=frozenset()):
+    """The flattened body, and the buffers that were double-buffered."""
+    f = FlattenStorage(param_buffers, aligns, double_buffered)
+    return f.visit(body), f.doubled

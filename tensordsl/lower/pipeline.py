@@ -13,6 +13,17 @@ except the first two, which turn the schedule into IR.
     plan_workspace    large temporaries -> buffers the runtime provides once per thread
     simplify_final
 
+For the GPU (``target="cuda"``) the CPU-specific passes (loop partitioning, register
+accumulators, workspace) give way to those of ``gpu.py``:
+
+    simplify, flatten_storage, simplify_flat, vectorize, unroll,
+    check_kernels         everything inside kernels; per-thread buffers become local
+    guard_thread_extents  loops narrower than their launch dimension are guarded
+    insert_barriers       __syncthreads() where shared tiles pass between threads
+    sink_guards           every thread reaches every barrier
+    check_limits          threads per block, shared memory per block
+    simplify_final
+
 ``td.lower(s, args, stop_after=NAME)`` returns the IR after any of them.
 """
 from __future__ import annotations
@@ -24,6 +35,7 @@ from ..ir.verify import undefined_vars, verify
 from ..ir.visitor import free_vars
 from ..schedule.schedule import Schedule
 from ..te.tensor import PlaceholderOp, Tensor
+from . import gpu
 from .bound_inference import infer_bounds
 from .flatten_storage import flatten_storage
 from .schedule_ops import schedule_ops
@@ -41,7 +53,10 @@ def simplify(f: n.PrimFunc) -> n.PrimFunc:
 
 
 def flatten(f: n.PrimFunc) -> n.PrimFunc:
-    return f.with_body(flatten_storage(f.body, f.attrs["tensor_buffers"], f.attrs["aligns"]))
+    body, doubled = flatten_storage(f.body, f.attrs["tensor_buffers"], f.attrs["aligns"],
+                                    f.attrs.get("double_buffered_ops", frozenset()))
+    return n.PrimFunc(f.name, f.params, body, f.outputs,
+                      {**f.attrs, "double_buffered": tuple(doubled)})
 
 
 def unswitch(f: n.PrimFunc) -> n.PrimFunc:
@@ -71,12 +86,32 @@ PASSES = [
     ("plan_workspace", plan_workspace),
     ("simplify_final", simplify),
 ]
-PASS_NAMES = ("bound_inference", "schedule_ops") + tuple(name for name, _ in PASSES)
+GPU_PASSES = [
+    ("simplify", simplify),
+    ("flatten_storage", flatten),
+    ("simplify_flat", simplify),
+    ("vectorize", vectorize),
+    ("unroll", unroll),
+    ("check_kernels", gpu.check_kernels),
+    ("guard_thread_extents", gpu.guard_thread_extents),
+    ("insert_barriers", gpu.insert_barriers),
+    ("sink_guards", gpu.sink_guards),
+    ("check_limits", gpu.check_limits),
+    ("simplify_final", simplify),
+]
+PASS_NAMES = ("bound_inference", "schedule_ops") + tuple(
+    dict.fromkeys(name for name, _ in PASSES + GPU_PASSES))
+
+
+def passes_for(target) -> list:
+    kind = getattr(target, "kind", None) or str(target or "llvm").split()[0]
+    return GPU_PASSES if kind == "cuda" else PASSES
 
 
 def lower(schedule: Schedule, args, name: str = "main", stop_after: str | None = None,
-          verify_passes: bool = False):
-    """Lower a schedule to a ``PrimFunc`` taking ``args`` (tensors) in order."""
+          verify_passes: bool = False, target="llvm"):
+    """Lower a schedule to a ``PrimFunc`` taking ``args`` (tensors) in order, with the
+    passes of ``target`` (``"llvm"`` or ``"cuda"``)."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"lower: schedule must be a td.Schedule, got {type(schedule).__name__}")
     if stop_after is not None and stop_after not in PASS_NAMES:
@@ -92,7 +127,7 @@ def lower(schedule: Schedule, args, name: str = "main", stop_after: str | None =
         verify(func, "schedule_ops")
     if stop_after == "schedule_ops":
         return func
-    for pass_name, run in PASSES:
+    for pass_name, run in passes_for(target):
         func = run(func)
         if verify_passes:
             verify(func, pass_name)
@@ -138,8 +173,10 @@ def _make_func(schedule, name, tensors, body) -> n.PrimFunc:
                     scalars.append(v)
     outputs = tuple(buffers[t] for t in tensors if not isinstance(t.op, PlaceholderOp))
     aligns = {st.op: st.align for st in schedule.stages if st.align}
+    doubled = frozenset(st.op for st in schedule.stages if st.is_double_buffered)
     params = tuple(buffers[t] for t in tensors) + tuple(scalars)
-    func = n.PrimFunc(name, params, body, outputs, {"tensor_buffers": buffers, "aligns": aligns})
+    func = n.PrimFunc(name, params, body, outputs, {"tensor_buffers": buffers, "aligns": aligns,
+                                                    "double_buffered_ops": doubled})
     unbound = undefined_vars(func)
     if unbound:
         raise BuildError(f"variable {unbound[0].name!r} is used but cannot be bound: it "

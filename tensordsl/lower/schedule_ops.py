@@ -79,6 +79,12 @@ class _NestBuilder:
             init = None
         if init is not None and reduce_pos is None:
             raise BuildError(f"stage {stage.name!r}: a reduction without reduction loops")
+        if init is not None and _thread_reduce_axes(stage):
+            # a reduction across GPU threads: the nest stops at the spatial loops
+            update = _cross_thread_reduction(stage, sb.extents, leaves, reduce_pos, red, outputs,
+                                             indices, guards)
+            init, guards = None, []
+            leaves, reduce_pos = leaves[:reduce_pos], None
 
         init_pos, first_iteration = _init_position(leaves, reduce_pos)
         reduce_vars = {iv.var for iv in leaves if iv.kind == "reduce"}
@@ -112,6 +118,9 @@ class _NestBuilder:
         for key in reversed(stage.pragmas.get(iv, ())):
             body = n.Pragma(key, body)
         thread = stage.bound_thread.get(iv)
+        if thread is not None and thread.kind.startswith("vthread"):
+            # a virtual thread: the iterations interleave in one real thread (TVM)
+            return n.For(iv.var, n.IntImm("int64", 0), extent, "unrolled", body)
         if thread is not None:
             return n.For(iv.var, n.IntImm("int64", 0), extent, "thread_binding", body,
                          thread.kind)
@@ -126,6 +135,69 @@ class _NestBuilder:
         for st in reversed(inner):
             body = self.realize(st, body)
         return body
+
+
+def _thread_reduce_axes(stage) -> list:
+    return [iv for iv in stage.leaf_iter_vars if iv.kind == "reduce"
+            and iv in stage.bound_thread and stage.bound_thread[iv].kind.startswith("threadIdx")]
+
+
+def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs, indices, guards):
+    """``bind`` of a reduction axis to ``threadIdx``: each thread accumulates its share
+    (the serial reduction loops) in a local register, the block combines the threads'
+    partial results (``AllReduce``: warp shuffles, shared memory across warps), and the
+    first thread of each group stores the result. Every thread reaches the AllReduce;
+    the guards cover only the accumulation and the store."""
+    from ..errors import ScheduleError
+    if any(iv.kind != "reduce" for iv in leaves[reduce_pos:]):
+        raise ScheduleError(f"stage {stage.name!r}: a reduction bound to GPU threads needs "
+                            "every data-parallel loop outside the reduction loops")
+    bound = [iv for iv in leaves[reduce_pos:] if iv in stage.bound_thread]
+    serial = [iv for iv in leaves[reduce_pos:] if iv not in stage.bound_thread]
+    tags = tuple(stage.bound_thread[iv].kind for iv in bound)
+    if tags != ("threadIdx.x",):
+        raise ScheduleError(f"stage {stage.name!r}: a cross-thread reduction binds exactly one "
+                            f"reduction axis, to threadIdx.x; got {list(tags) or 'none'}")
+    comb = red.combiner
+    dtypes = [t.dtype for t in outputs]
+    acc = [n.Buffer(f"{t.name}.partial", d, (n.IntImm("int64", 1),), "local")
+           for t, d in zip(outputs, dtypes)]
+    res = [n.Buffer(f"{t.name}.red", d, (n.IntImm("int64", 1),), "local")
+           for t, d in zip(outputs, dtypes)]
+    zero = n.IntImm("int64", 0)
+    init = n.seq(*[n.Store(b, ident, zero) for b, ident in zip(acc, comb.identity)])
+    mapping = {}
+    for k, b in enumerate(acc):
+        mapping[comb.lhs[k]] = n.Load(b.dtype, b, zero)
+        mapping[comb.rhs[k]] = red.source[k]
+    new = [substitute(r, mapping) for r in comb.result]
+    temps = [n.Var(f"{b.name}.new", b.dtype) for b in acc]
+    update = n.seq(*[n.Store(b, v, zero) for b, v in zip(acc, temps)])
+    for v, value in reversed(list(zip(temps, new))):
+        update = n.LetStmt(v, value, update)
+    if not (isinstance(red.condition, n.IntImm) and red.condition.value == 1):
+        update = n.IfThenElse(red.condition, update)
+    update = _guard(guards, update)
+    for iv in reversed(serial):
+        kind = stage.loop_kind.get(iv, "serial")
+        update = n.For(iv.var, zero, extents_of[iv], kind, update)
+    reduce_vars = {iv.var for iv in leaves[reduce_pos:]}
+    spatial_guards = [g for g in guards if not (set(free_vars(g)) & reduce_vars)]
+    first = [n.EQ(iv.var, zero) for iv in bound]
+    store = n.seq(*[n.ProducerStore(t, n.Load(b.dtype, b, zero), indices)
+                    for t, b in zip(outputs, res)])
+    store = _guard(spatial_guards + first, store)
+    extents = tuple(extents_of[iv] for iv in bound)
+    body = n.seq(init, update,
+                 n.AllReduce(comb, tuple(n.Load(b.dtype, b, zero) for b in acc), tuple(res),
+                             tags, extents),
+                 store)
+    for b in reversed(acc + res):
+        body = n.Allocate(b, n.IntImm("int64", 1), body)
+    for iv in reversed(bound):
+        body = n.For(iv.var, zero, extents_of[iv], "thread_binding", body,
+                     stage.bound_thread[iv].kind)
+    return body
 
 
 def _init_position(leaves, reduce_pos):

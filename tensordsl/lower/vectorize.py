@@ -14,6 +14,7 @@ on the loop) is left as a serial loop, which LLVM may still vectorize.
 from __future__ import annotations
 
 from ..ir import dtype as dt
+from ..arith.facts import multiple_of
 from ..ir import nodes as n
 from ..ir.visitor import Mutator
 
@@ -24,6 +25,12 @@ class _CannotVectorize(Exception):
 
 def _is_vector(e) -> bool:
     return dt.lanes(e.dtype) > 1
+
+
+def _aligned_unit_ramp(a, b) -> bool:
+    return (isinstance(a, n.Ramp) and isinstance(a.stride, n.IntImm) and a.stride.value == 1
+            and isinstance(b, n.IntImm) and b.value > 0 and b.value % a.lanes == 0
+            and multiple_of(a.base, a.lanes))
 
 
 def _widen(e, lanes: int):
@@ -50,6 +57,15 @@ class _Vectorizer(Mutator):
         if not (_is_vector(a) or _is_vector(b)):
             return type(node)(a, b)
         cls = type(node)
+        # a broadcast behaves as its scalar, so ramps and broadcasts stay affine
+        if isinstance(a, n.Broadcast) and (isinstance(b, n.Ramp) or not _is_vector(b)):
+            a = a.value
+        if isinstance(b, n.Broadcast) and (isinstance(a, n.Ramp) or not _is_vector(a)):
+            b = b.value
+        if isinstance(a, n.Broadcast) and isinstance(b, n.Broadcast):
+            return n.Broadcast(cls(a.value, b.value), a.lanes)
+        if not (_is_vector(a) or _is_vector(b)):
+            return n.Broadcast(cls(a, b), self.lanes)
         if cls in (n.Add, n.Sub):
             if isinstance(a, n.Ramp) and not _is_vector(b):
                 return n.Ramp(cls(a.base, b), a.stride, a.lanes)
@@ -57,6 +73,11 @@ class _Vectorizer(Mutator):
                 return n.Ramp(n.Add(a, b.base), b.stride, b.lanes)
             if isinstance(a, n.Ramp) and isinstance(b, n.Ramp):
                 return n.Ramp(cls(a.base, b.base), cls(a.stride, b.stride), a.lanes)
+        if cls in (n.FloorDiv, n.FloorMod) and _aligned_unit_ramp(a, b):
+            # lanes b..b+L-1 with L | base and L | c lie in one block of c
+            if cls is n.FloorDiv:
+                return n.Broadcast(n.FloorDiv(a.base, b), a.lanes)
+            return n.Ramp(n.FloorMod(a.base, b), a.stride, a.lanes)
         if cls is n.Mul:
             if isinstance(a, n.Ramp) and not _is_vector(b):
                 return n.Ramp(n.Mul(a.base, b), n.Mul(a.stride, b), a.lanes)

@@ -93,7 +93,8 @@ class Module:
             self._workspace.arrays, self._workspace.pointers = arrays, ptrs
         return ptrs
 
-    def check_args(self, arrays):
+    def check_args(self, arrays, check_one=None):
+        check_one = check_one or self._check_array
         if len(arrays) != len(self.params):
             names = ", ".join(p.name for p in self.params)
             raise TypeError(f"{self.entry_name}() takes {len(self.params)} arrays ({names}), "
@@ -101,7 +102,7 @@ class Module:
         bound: dict = {}
         pointers = []
         for p, a in zip(self.params, arrays):
-            pointers.append(self._check_array(p, a, bound))
+            pointers.append(check_one(p, a, bound))
         for p, a in zip(self.params, arrays):
             if not p.derived:
                 continue
@@ -123,9 +124,7 @@ class Module:
                             f"got {type(a).__name__}")
         if a.dtype != p.np_dtype:
             raise TypeError(f"argument {p.name!r}: expected dtype {p.np_dtype}, got {a.dtype}")
-        if a.ndim != p.ndim:
-            raise ValueError(f"argument {p.name!r}: expected {p.ndim} dimensions, "
-                             f"got an array of shape {a.shape}")
+        self._check_shape(p, a, bound)
         flags = a.flags
         if not flags.c_contiguous:
             raise ValueError(f"argument {p.name!r}: expected a C-contiguous array, got strides "
@@ -136,6 +135,13 @@ class Module:
                              f"{a.dtype.alignment} bytes")
         if p.is_output and not flags.writeable:
             raise ValueError(f"argument {p.name!r}: it is an output, but the array is read-only")
+        return ptr
+
+    def _check_shape(self, p: _Param, a, bound: dict):
+        """Number of dimensions and every fixed or bound size (binds new variables)."""
+        if a.ndim != p.ndim:
+            raise ValueError(f"argument {p.name!r}: expected {p.ndim} dimensions, "
+                             f"got an array of shape {a.shape}")
         for d, (want, got) in enumerate(zip(p.dims, a.shape)):
             if want is None:
                 continue
@@ -150,7 +156,6 @@ class Module:
                         f"{bound[want]} (bound by an earlier argument), got {got}")
             else:
                 bound[want] = got
-        return ptr
 
     def _shape_text(self, p: _Param, bound) -> str:
         parts = []

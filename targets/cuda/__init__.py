@@ -1,0 +1,68 @@
+"""The GPU backend: CUDA C from the lowered IR, NVRTC to CUBIN, the CUDA driver to launch.
+
+Target strings: ``"cuda"`` (the architecture of GPU 0, or ``sm_90`` where there is none)
+or ``"cuda -arch=sm_80"``. Compiling needs no GPU; running does, or use
+``f.emulate(*numpy_arrays)`` to execute the generated kernels on the CPU.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+from tensordsl.ir import nodes as n
+
+from ..base import Target, register_backend
+from . import codegen, nvrtc
+
+DEFAULT_ARCH = "sm_90"
+
+
+@functools.lru_cache(maxsize=None)
+def _codegen_version() -> str:
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def arch_of(target: Target) -> str:
+    arch = dict(target.options).get("arch")
+    if arch:
+        return nvrtc.check_arch(arch)
+    from tensordsl.errors import DeviceNotAvailable
+    from . import driver
+    try:
+        return driver.device(0).arch
+    except DeviceNotAvailable:
+        return DEFAULT_ARCH
+
+
+class CUDABackend:
+    name = "cuda"
+
+    def fingerprint(self, target: Target) -> str:
+        return f"cuda|{arch_of(target)}|nvrtc {nvrtc.version()}|{_codegen_version()}"
+
+    def codegen(self, func: n.PrimFunc, target: Target) -> str:
+        return codegen.generate(func)
+
+    def compile(self, source: str, target: Target) -> bytes:
+        return nvrtc.compile_source(source, arch_of(target), "cubin")
+
+    def load(self, binary: bytes, func: n.PrimFunc, target: Target):
+        return binary
+
+    def make_module(self, func, binary, target, source):
+        from .runtime import CudaModule
+        return CudaModule(func, binary, self, target, source)
+
+    def source_text(self, source: str, kind: str, target: Target) -> str:
+        if kind in ("cuda", "cu", None):
+            return source
+        if kind == "ptx":
+            return nvrtc.compile_source(source, arch_of(target), "ptx").decode()
+        raise ValueError(f"get_source: kind must be 'cuda' or 'ptx', got {kind!r}")
+
+
+register_backend("cuda", CUDABackend())

@@ -1,0 +1,401 @@
+"""CUDA C from a lowered GPU function: one ``__global__`` function per kernel.
+
+A loop bound to a thread index becomes ``const long long i = threadIdx.x;`` (its guard,
+if narrower than the launch, is already in the IR); shared buffers are declared at the
+top of the kernel, local ones where they are allocated. Vector expressions (from
+``vectorize``) are written lane by lane, except a contiguous, aligned copy of four
+floats, which moves as one ``float4``. Integer floor division and modulo use C's
+operators where both operands are known non-negative, helpers otherwise; float
+``max``/``min`` propagate NaN like numpy.
+
+``generate(func, checked=True)`` writes every buffer access as ``TD_AT(buf, index)``
+for the emulator, which checks the index against the buffer's size.
+"""
+from __future__ import annotations
+
+import math
+import struct
+
+from tensordsl.arith.facts import multiple_of
+from tensordsl.errors import BuildError
+from tensordsl.ir import dtype as dt
+from tensordsl.ir import nodes as n
+from tensordsl.ir.visitor import substitute
+
+from .plan import HostPlan, Kernel, host_plan
+
+_C_TYPE = {
+    "bool": "bool", "int8": "signed char", "int16": "short", "int32": "int",
+    "int64": "long long", "uint8": "unsigned char", "float32": "float", "float64": "double",
+}
+_MATH = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "fabs": "fabs",
+         "pow": "pow", "floor": "floor", "ceil": "ceil", "round": "round", "erf": "erf"}
+_BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "EQ": "==", "NE": "!=", "LT": "<",
+           "LE": "<=", "GT": ">", "GE": ">=", "And": "&&", "Or": "||"}
+
+PRELUDE = r"""
+__device__ __forceinline__ long long td_floordiv(long long a, long long b) {
+  long long q = a / b;
+  return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+__device__ __forceinline__ long long td_floormod(long long a, long long b) {
+  long long r = a % b;
+  return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
+}
+__device__ __forceinline__ float td_maxf(float a, float b) { return (a > b || a != a) ? a : b; }
+__device__ __forceinline__ float td_minf(float a, float b) { return (a < b || a != a) ? a : b; }
+__device__ __forceinline__ double td_max(double a, double b) { return (a > b || a != a) ? a : b; }
+__device__ __forceinline__ double td_min(double a, double b) { return (a < b || a != a) ? a : b; }
+"""
+
+
+def c_type(dtype: str) -> str:
+    base = dt.element(dtype)
+    t = _C_TYPE.get(base)
+    if t is None:
+        raise BuildError(f"the CUDA backend does not support {base} yet "
+                         "(float32, float64 and integer types are supported)")
+    return t
+
+
+class _KernelWriter:
+    def __init__(self, kernel: Kernel, checked: bool):
+        self.k = kernel
+        self.checked = checked
+        self.lines: list[str] = []
+        self.names: dict[int, str] = {}
+        self.taken: set[str] = set()
+        self.keep: list = []
+        self.nonneg: set = set(kernel.scalars)
+        self.extra_shared: list[str] = []
+
+    # ------------------------------------------------------------ names
+    def name(self, obj, base: str) -> str:
+        key = id(obj)
+        got = self.names.get(key)
+        if got is None:
+            stem = "".join(c if c.isalnum() else "_" for c in base) or "v"
+            if stem[0].isdigit():
+                stem = "v" + stem
+            got, k = stem, 0
+            while got in self.taken:
+                k += 1
+                got = f"{stem}_{k}"
+            self.taken.add(got)
+            self.names[key] = got
+            self.keep.append(obj)
+        return got
+
+    def var(self, v: n.Var) -> str:
+        return self.name(v, v.name)
+
+    def buf(self, b: n.Buffer) -> str:
+        return self.name(b, b.name)
+
+    # ------------------------------------------------------------ kernel
+    def write(self) -> str:
+        k = self.k
+        params = [f"{c_type(b.dtype)}* __restrict__ {self.buf(b)}" for b in k.buffers]
+        params += [f"long long {self.var(v)}" for v in k.scalars]
+        head = (f'extern "C" __global__ void __launch_bounds__({k.threads}) '
+                f"{k.name}({', '.join(params)}) {{")
+        body_lines = self.lines
+        self.stmt(k.body, 1)
+        shared = []
+        from tensordsl.lower.gpu import shared_allocations
+        for a in shared_allocations(k.body):
+            shared.append(f"  __shared__ __align__(16) {c_type(a.buffer.dtype)} "
+                          f"{self.buf(a.buffer)}[{a.extent.value}];")
+        shared += [f"  __shared__ {decl};" for decl in self.extra_shared]
+        return "\n".join([head] + shared + body_lines + ["}"])
+
+    def shared_scratch(self, ctype: str, count: int) -> str:
+        """A shared array for code the generator writes itself (reductions)."""
+        name = self.name(object(), f"td_scratch{len(self.extra_shared)}")
+        self.extra_shared.append(f"{ctype} {name}[{count}]")
+        return name
+
+    def emit(self, depth: int, text: str):
+        self.lines.append("  " * depth + text)
+
+    # ------------------------------------------------------------ statements
+    def stmt(self, s, depth: int):
+        getattr(self, "stmt_" + type(s).__name__)(s, depth)
+
+    def stmt_Seq(self, s, depth):
+        for x in s.stmts:
+            self.stmt(x, depth)
+
+    def stmt_For(self, s, depth):
+        v = self.var(s.var)
+        if s.kind == "thread_binding":
+            self.nonneg.add(s.var)
+            self.emit(depth, "{")
+            self.emit(depth + 1, f"const long long {v} = (long long){s.thread_tag};")
+            self.stmt(s.body, depth + 1)
+            self.emit(depth, "}")
+            return
+        if s.kind == "parallel":
+            raise BuildError(f"loop {s.var.name!r} is parallel, a CPU loop kind; bind it to "
+                             "a GPU index instead")
+        if self.is_nonneg(s.min):
+            self.nonneg.add(s.var)
+        lo = self.expr(s.min)
+        hi = self.expr(n.Add(s.min, s.extent)) if not _is_zero(s.min) else self.expr(s.extent)
+        if s.kind == "unrolled":
+            self.emit(depth, "#pragma unroll")
+        self.emit(depth, f"for (long long {v} = {lo}; {v} < {hi}; ++{v}) {{")
+        self.stmt(s.body, depth + 1)
+        self.emit(depth, "}")
+
+    def stmt_LetStmt(self, s, depth):
+        if self.is_nonneg(s.value):
+            self.nonneg.add(s.var)
+        self.emit(depth, "{")
+        self.emit(depth + 1, f"const {c_type(s.var.dtype)} {self.var(s.var)} = "
+                             f"{self.expr(s.value)};")
+        self.stmt(s.body, depth + 1)
+        self.emit(depth, "}")
+
+    def stmt_IfThenElse(self, s, depth):
+        self.emit(depth, f"if ({self.cond(s.condition)}) {{")
+        self.stmt(s.then_case, depth + 1)
+        if s.else_case is not None:
+            self.emit(depth, "} else {")
+            self.stmt(s.else_case, depth + 1)
+        self.emit(depth, "}")
+
+    def stmt_Allocate(self, s, depth):
+        b = s.buffer
+        if b.scope == "local":
+            self.emit(depth, "{")
+            self.emit(depth + 1, f"{c_type(b.dtype)} {self.buf(b)}[{s.extent.value}];")
+            self.stmt(s.body, depth + 1)
+            self.emit(depth, "}")
+        elif b.scope == "shared":
+            self.stmt(s.body, depth)     # declared at the top of the kernel
+        else:
+            raise BuildError(f"buffer {b.name!r}: a {b.scope} allocation inside a kernel")
+
+    def stmt_Store(self, s, depth):
+        lanes = dt.lanes(s.value.dtype)
+        if lanes == 1:
+            target = self.at(s.buffer, self.expr(s.index))
+            line = f"{target} = {self.expr(s.value)};"
+            if s.predicate is not None:
+                line = f"if ({self.cond(s.predicate)}) {line}"
+            self.emit(depth, line)
+            return
+        if self.float4_copy(s, depth):
+            return
+        for k in range(lanes):
+            target = self.at(s.buffer, self.lane(s.index, k))
+            line = f"{target} = {self.lane(s.value, k)};"
+            if s.predicate is not None:
+                line = f"if ({self.lane(s.predicate, k)}) {line}"
+            self.emit(depth, line)
+
+    def float4_copy(self, s, depth) -> bool:
+        """A contiguous, aligned move of four floats as one ``float4`` (16-byte) access;
+        a guard that is the same for all four lanes stays a guard."""
+        v = s.value
+        uniform = (lambda p: p is None or isinstance(p, n.Broadcast))
+        if not (dt.lanes(v.dtype) == 4 and dt.element(v.dtype) == "float32"
+                and isinstance(v, n.Load) and uniform(s.predicate) and uniform(v.predicate)
+                and _aligned_ramp(s.index, 4) and _aligned_ramp(v.index, 4)):
+            return False
+        dst = f"*(float4*)(&{self.at(s.buffer, self.expr(s.index.base))})"
+        src = f"*(const float4*)(&{self.at(v.buffer, self.expr(v.index.base))})"
+        if s.predicate is not None:
+            self.emit(depth, f"if ({self.cond(s.predicate.value)}) {{")
+            depth += 1
+        if v.predicate is None:
+            self.emit(depth, f"{dst} = {src};")
+        else:
+            self.emit(depth, f"{dst} = ({self.cond(v.predicate.value)}) ? {src} : "
+                             "make_float4(0.0f, 0.0f, 0.0f, 0.0f);")
+        if s.predicate is not None:
+            self.emit(depth - 1, "}")
+        return True
+
+    def stmt_Evaluate(self, s, depth):
+        if isinstance(s.value, n.Call) and s.value.name == "prefetch":
+            return  # the GPU's caches need no hint here
+        self.emit(depth, f"(void)({self.expr(s.value)});")
+
+    def stmt_Pragma(self, s, depth):
+        self.stmt(s.body, depth)
+
+    def stmt_Barrier(self, s, depth):
+        self.emit(depth, "__syncthreads();")
+
+    def stmt_AllReduce(self, s, depth):
+        from .allreduce import write_allreduce
+        write_allreduce(self, s, depth)
+
+    # ------------------------------------------------------------ expressions
+    def at(self, buf: n.Buffer, index: str) -> str:
+        if self.checked:
+            macro = "TD_AT" if buf.scope == "global" else "TD_AT_ARRAY"
+            return f"{macro}({self.buf(buf)}, {index})"
+        return f"{self.buf(buf)}[{index}]"
+
+    def cond(self, e) -> str:
+        if dt.lanes(e.dtype) != 1:
+            raise BuildError(f"a vector condition {e} reached the CUDA code generator")
+        text = self.expr(e)
+        return text[1:-1] if text.startswith("(") and text.endswith(")") else text
+
+    def expr(self, e) -> str:
+        if dt.lanes(e.dtype) != 1 and not isinstance(e, n.Call):
+            raise BuildError(f"a vector expression {e} in a scalar context")
+        return self._expr(e, None)
+
+    def lane(self, e, k: int) -> str:
+        return self._expr(e, k)
+
+    def _expr(self, e, lane):
+        method = getattr(self, "e_" + type(e).__name__, None)
+        if method is None:
+            if type(e).__name__ in _BINARY:
+                return (f"({self._expr(e.a, lane)} {_BINARY[type(e).__name__]} "
+                        f"{self._expr(e.b, lane)})")
+            raise BuildError(f"the CUDA code generator cannot write {type(e).__name__}")
+        return method(e, lane)
+
+    def e_IntImm(self, e, lane):
+        if e.dtype == "bool":
+            return "true" if e.value else "false"
+        if e.dtype == "int64":
+            return f"{e.value}LL"
+        return f"(({c_type(e.dtype)}){e.value})"
+
+    def e_FloatImm(self, e, lane):
+        v = e.value
+        if dt.element(e.dtype) == "float32":
+            if math.isfinite(v):
+                return f"{v!r}f" if "e" in repr(v) or "." in repr(v) else f"{v!r}.0f"
+            bits = struct.unpack("<I", struct.pack("<f", v))[0]
+            return f"__int_as_float(0x{bits:08x})"
+        if math.isfinite(v):
+            return repr(v) if ("e" in repr(v) or "." in repr(v)) else f"{v!r}.0"
+        bits = struct.unpack("<q", struct.pack("<d", v))[0]
+        return f"__longlong_as_double({bits}LL)"
+
+    def e_Var(self, e, lane):
+        return self.var(e)
+
+    def e_Div(self, e, lane):
+        return f"({self._expr(e.a, lane)} / {self._expr(e.b, lane)})"
+
+    def e_FloorDiv(self, e, lane):
+        return self._floor(e, lane, "/", "td_floordiv")
+
+    def e_FloorMod(self, e, lane):
+        return self._floor(e, lane, "%", "td_floormod")
+
+    def _floor(self, e, lane, op, helper):
+        a, b = self._expr(e.a, lane), self._expr(e.b, lane)
+        if dt.is_float(e.dtype):
+            if op == "/":
+                return f"floor({a} / {b})"
+            return f"({a} - floor({a} / {b}) * {b})"
+        if self.is_nonneg(e.a) and self.is_nonneg(e.b):
+            return f"({a} {op} {b})"
+        return f"(({c_type(e.dtype)}){helper}({a}, {b}))"
+
+    def e_Min(self, e, lane):
+        return self._minmax(e, lane, "min")
+
+    def e_Max(self, e, lane):
+        return self._minmax(e, lane, "max")
+
+    def _minmax(self, e, lane, which):
+        a, b = self._expr(e.a, lane), self._expr(e.b, lane)
+        base = dt.element(e.dtype)
+        if base == "float32":
+            return f"td_{which}f({a}, {b})"
+        if base == "float64":
+            return f"td_{which}({a}, {b})"
+        op = "<" if which == "min" else ">"
+        return f"(({a}) {op} ({b}) ? ({a}) : ({b}))"
+
+    def e_Not(self, e, lane):
+        return f"(!{self._expr(e.a, lane)})"
+
+    def e_Select(self, e, lane):
+        return (f"({self._expr(e.condition, lane)} ? {self._expr(e.true_value, lane)} : "
+                f"{self._expr(e.false_value, lane)})")
+
+    def e_Cast(self, e, lane):
+        return f"(({c_type(e.dtype)}){self._expr(e.value, lane)})"
+
+    def e_Call(self, e, lane):
+        if e.name == "if_then_else":
+            c, t, f = e.args
+            return f"({self._expr(c, lane)} ? {self._expr(t, lane)} : {self._expr(f, lane)})"
+        if e.name == "vector_any":
+            m = e.args[0]
+            return "(" + " || ".join(self._expr(m, k) for k in range(dt.lanes(m.dtype))) + ")"
+        fn = _MATH.get(e.name)
+        if fn is None:
+            raise BuildError(f"the CUDA code generator has no intrinsic {e.name!r}")
+        base = dt.element(e.dtype)
+        if base == "float32":
+            fn += "f"
+        elif base != "float64":
+            raise BuildError(f"{e.name} on {base}: expected a float type")
+        return f"{fn}({', '.join(self._expr(a, lane) for a in e.args)})"
+
+    def e_Let(self, e, lane):
+        return self._expr(substitute(e.body, {e.var: e.value}), lane)
+
+    def e_Ramp(self, e, lane):
+        if lane is None:
+            raise BuildError("a vector index in a scalar context")
+        return f"({self._expr(e.base, None)} + {lane}LL * {self._expr(e.stride, None)})"
+
+    def e_Broadcast(self, e, lane):
+        return self._expr(e.value, None)
+
+    def e_Load(self, e, lane):
+        idx = self._expr(e.index, lane if dt.lanes(e.index.dtype) > 1 else None)
+        text = self.at(e.buffer, idx)
+        if e.predicate is not None:
+            return f"({self._expr(e.predicate, lane)} ? {text} : ({c_type(e.dtype)})0)"
+        return text
+
+    # ------------------------------------------------------------ facts
+    def is_nonneg(self, e) -> bool:
+        if isinstance(e, n.IntImm):
+            return e.value >= 0
+        if isinstance(e, n.Var):
+            return e in self.nonneg
+        if isinstance(e, (n.Add, n.Mul, n.Min, n.Max)):
+            return self.is_nonneg(e.a) and self.is_nonneg(e.b)
+        if isinstance(e, (n.FloorDiv, n.FloorMod)):
+            return self.is_nonneg(e.a) and isinstance(e.b, n.IntImm) and e.b.value > 0
+        if isinstance(e, n.Ramp):
+            return self.is_nonneg(e.base) and self.is_nonneg(e.stride)
+        if isinstance(e, n.Broadcast):
+            return self.is_nonneg(e.value)
+        return False
+
+
+def _is_zero(e) -> bool:
+    return isinstance(e, n.IntImm) and e.value == 0
+
+
+def _aligned_ramp(index, lanes: int) -> bool:
+    return (isinstance(index, n.Ramp) and isinstance(index.stride, n.IntImm)
+            and index.stride.value == 1 and index.lanes == lanes
+            and multiple_of(index.base, lanes))
+
+
+def generate(func: n.PrimFunc, checked: bool = False, plan: HostPlan | None = None) -> str:
+    """The CUDA C translation unit of ``func`` (every kernel of its host plan)."""
+    plan = plan or host_plan(func)
+    parts = [f"// generated by tensordsl from {func.name}", PRELUDE.strip()]
+    for kernel in plan.kernels:
+        parts.append(_KernelWriter(kernel, checked).write())
+    return "\n\n".join(parts) + "\n"

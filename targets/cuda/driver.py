@@ -1,0 +1,160 @@
+"""The CUDA driver, through ``cuda.bindings.driver``: the device, its memory, modules and
+launches. Nothing here runs until a GPU is actually needed, so building CUDA code and
+emulating it work on machines without one.
+
+A missing driver shows up as an exception from ``cuInit`` (cuda-python cannot find
+``libcuda``), a driver without a GPU as ``CUDA_ERROR_NO_DEVICE``; both become
+``td.DeviceNotAvailable``.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+from tensordsl.errors import DeviceNotAvailable, TensorDSLError
+
+
+class CudaError(TensorDSLError, RuntimeError):
+    """A CUDA driver call failed."""
+
+
+@dataclass
+class Device:
+    ordinal: int
+    handle: object
+    context: object
+    name: str
+    compute_capability: tuple[int, int]
+
+    @property
+    def arch(self) -> str:
+        return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
+
+
+_lock = threading.Lock()
+_devices: dict[int, Device] = {}
+_unavailable: list[str] = []
+
+
+def _driver():
+    try:
+        from cuda.bindings import driver
+    except ImportError as e:
+        raise DeviceNotAvailable("CUDA: cuda-python is not installed "
+                                 "(pip install 'cuda-python[all]')") from e
+    return driver
+
+
+def check(result, what: str):
+    """The values of a driver call's result tuple; raises on an error code."""
+    driver = _driver()
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        _, text = driver.cuGetErrorString(err)
+        raise CudaError(f"CUDA {what} failed: {err.name} "
+                        f"({text.decode() if isinstance(text, bytes) else text})")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def device(ordinal: int = 0) -> Device:
+    """The GPU ``ordinal``, initialized once (its primary context made current)."""
+    with _lock:
+        if ordinal in _devices:
+            dev = _devices[ordinal]
+            check(_driver().cuCtxSetCurrent(dev.context), "cuCtxSetCurrent")
+            return dev
+        if _unavailable:
+            raise DeviceNotAvailable(_unavailable[0])
+        driver = _driver()
+        try:
+            result = driver.cuInit(0)
+        except Exception as e:  # noqa: BLE001 - cuda-python raises when libcuda is absent
+            _unavailable.append(f"CUDA: no GPU driver on this machine ({e})")
+            raise DeviceNotAvailable(_unavailable[0]) from None
+        err = result[0]
+        if err != driver.CUresult.CUDA_SUCCESS:
+            _unavailable.append(f"CUDA: no usable GPU (cuInit: {err.name})")
+            raise DeviceNotAvailable(_unavailable[0])
+        count = check(driver.cuDeviceGetCount(), "cuDeviceGetCount")
+        if not 0 <= ordinal < count:
+            raise DeviceNotAvailable(f"CUDA: device {ordinal} requested, "
+                                     f"this machine has {count}")
+        handle = check(driver.cuDeviceGet(ordinal), "cuDeviceGet")
+        context = check(driver.cuDevicePrimaryCtxRetain(handle), "cuDevicePrimaryCtxRetain")
+        check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        attr = driver.CUdevice_attribute
+        major = check(driver.cuDeviceGetAttribute(
+            attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, handle), "attribute")
+        minor = check(driver.cuDeviceGetAttribute(
+            attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, handle), "attribute")
+        raw = check(driver.cuDeviceGetName(256, handle), "cuDeviceGetName")
+        name = raw.split(b"\0")[0].decode() if isinstance(raw, bytes) else str(raw)
+        dev = Device(ordinal, handle, context, name, (int(major), int(minor)))
+        _devices[ordinal] = dev
+        return dev
+
+
+def is_available() -> bool:
+    try:
+        device(0)
+        return True
+    except DeviceNotAvailable:
+        return False
+
+
+# ---------------------------------------------------------------- memory
+
+
+def mem_alloc(nbytes: int) -> int:
+    device()
+    return int(check(_driver().cuMemAlloc(max(1, nbytes)), "cuMemAlloc"))
+
+
+def mem_free(ptr: int):
+    check(_driver().cuMemFree(ptr), "cuMemFree")
+
+
+def copy_to_device(dst: int, src_host: int, nbytes: int):
+    if nbytes:
+        check(_driver().cuMemcpyHtoD(dst, src_host, nbytes), "cuMemcpyHtoD")
+
+
+def copy_to_host(dst_host: int, src: int, nbytes: int):
+    if nbytes:
+        check(_driver().cuMemcpyDtoH(dst_host, src, nbytes), "cuMemcpyDtoH")
+
+
+def copy_device(dst: int, src: int, nbytes: int):
+    if nbytes:
+        check(_driver().cuMemcpyDtoD(dst, src, nbytes), "cuMemcpyDtoD")
+
+
+def synchronize():
+    check(_driver().cuCtxSynchronize(), "cuCtxSynchronize")
+
+
+# ---------------------------------------------------------------- modules
+
+
+class LoadedModule:
+    """A CUBIN loaded into the current context, with its kernels by name."""
+
+    def __init__(self, cubin: bytes, names: list[str]):
+        driver = _driver()
+        device()
+        self.module = check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
+        self.functions = {k: check(driver.cuModuleGetFunction(self.module, k.encode()),
+                                   f"cuModuleGetFunction({k})") for k in names}
+
+    def launch(self, name: str, grid, block, args: list):
+        """``args``: ctypes values (pointers as ``c_void_p``, scalars as ``c_longlong``)."""
+        driver = _driver()
+        holders = (ctypes.c_void_p * max(1, len(args)))()
+        for k, a in enumerate(args):
+            holders[k] = ctypes.cast(ctypes.pointer(a), ctypes.c_void_p)
+        check(driver.cuLaunchKernel(self.functions[name], *grid, *block, 0, 0,
+                                    ctypes.addressof(holders), 0),
+              f"launch of {name}")

@@ -1,0 +1,170 @@
+// Runs tensordsl's generated CUDA C on the host, for testing without a GPU.
+//
+// The blocks of a grid run one after another. The threads of a block are fibers
+// (ucontext) on one OS thread: each runs until it reaches __syncthreads() or finishes,
+// then the next one runs; when every thread waits at the barrier, all continue. A
+// barrier that some threads of a block reach while others have finished is reported
+// (on a GPU it is undefined behaviour). __shared__ variables are static: one copy,
+// reused by each block in turn. Every buffer access goes through TD_AT, which checks
+// the index against the buffer's size (kernel arguments are registered per launch).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <ucontext.h>
+#include <vector>
+
+struct td_dim3 { unsigned x, y, z; };
+struct alignas(16) float4 { float x, y, z, w; };
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+
+namespace td_emu {
+
+struct Region { const void* base; long long count; const char* name; };
+
+inline td_dim3 thread_idx, block_idx, block_dim, grid_dim;
+inline int current = 0, nthreads = 1;
+inline std::vector<ucontext_t> contexts;
+inline std::vector<int> state;                 // 0 running, 1 at barrier, 2 done
+inline ucontext_t scheduler;
+inline std::vector<Region> regions;            // the launch's global buffers
+inline int error = 0;                          // 1 divergent barrier, 2 out of bounds
+inline char message[512];
+inline std::vector<unsigned char> exchange;    // shuffle scratch, 8 bytes per thread
+inline void (*entry)() = nullptr;
+
+inline void fail(int code, const char* text) {
+  if (!error) { error = code; std::snprintf(message, sizeof message, "%s", text); }
+}
+
+inline void set_thread(int t) {
+  current = t;
+  thread_idx.x = t % block_dim.x;
+  thread_idx.y = (t / block_dim.x) % block_dim.y;
+  thread_idx.z = t / (block_dim.x * block_dim.y);
+}
+
+inline void syncthreads() {
+  state[current] = 1;
+  swapcontext(&contexts[current], &scheduler);
+}
+
+template <class T> T shfl_xor(T v, int lane_mask, int width) {
+  // every thread of the block calls this together (tensordsl's reductions are uniform)
+  std::memcpy(&exchange[8 * current], &v, sizeof(T));
+  syncthreads();
+  int lane = current % 32, base = current - lane;
+  int src_lane = (lane ^ lane_mask);
+  if ((src_lane / width) != (lane / width)) src_lane = lane;
+  T out;
+  int src = base + src_lane;
+  if (src >= nthreads) src = current;
+  std::memcpy(&out, &exchange[8 * src], sizeof(T));
+  syncthreads();
+  return out;
+}
+
+template <class T> inline long long check(const T* base, long long i, const char* expr,
+                                          long long count_hint = -1) {
+  long long count = count_hint;
+  const char* name = expr;
+  if (count < 0) {
+    for (auto& r : regions) if (r.base == (const void*)base) { count = r.count; name = r.name; }
+  }
+  if (count >= 0 && (i < 0 || i >= count)) {
+    char text[256];
+    std::snprintf(text, sizeof text, "out-of-bounds access %s[%lld] (size %lld) in block "
+                  "(%u,%u,%u) thread (%u,%u,%u)", name, i, count, block_idx.x, block_idx.y,
+                  block_idx.z, thread_idx.x, thread_idx.y, thread_idx.z);
+    fail(2, text);
+    return 0;   // keep running on a valid element; the launch reports the error
+  }
+  return i;
+}
+
+template <class T, std::size_t N> inline long long check_array(T (&)[N], long long i,
+                                                              const char* expr) {
+  const T* none = nullptr;
+  return check(none, i, expr, (long long)N);
+}
+
+inline void trampoline() {
+  entry();
+  state[current] = 2;
+}
+
+// Run entry() for every thread of every block; returns 0 or the error code.
+inline int launch(long long gx, long long gy, long long gz, int bx, int by, int bz,
+                  void (*fn)()) {
+  const std::size_t stack_size = 64 * 1024;
+  block_dim = {(unsigned)bx, (unsigned)by, (unsigned)bz};
+  grid_dim = {(unsigned)gx, (unsigned)gy, (unsigned)gz};
+  nthreads = bx * by * bz;
+  entry = fn;
+  contexts.assign(nthreads, ucontext_t{});
+  state.assign(nthreads, 0);
+  exchange.assign(8 * nthreads, 0);
+  std::vector<std::unique_ptr<char[]>> stacks;
+  for (int t = 0; t < nthreads; ++t) stacks.emplace_back(new char[stack_size]);
+  error = 0;
+  for (long long z = 0; z < gz && !error; ++z)
+  for (long long y = 0; y < gy && !error; ++y)
+  for (long long x = 0; x < gx && !error; ++x) {
+    block_idx = {(unsigned)x, (unsigned)y, (unsigned)z};
+    for (int t = 0; t < nthreads; ++t) {
+      getcontext(&contexts[t]);
+      contexts[t].uc_stack.ss_sp = stacks[t].get();
+      contexts[t].uc_stack.ss_size = stack_size;
+      contexts[t].uc_link = &scheduler;
+      makecontext(&contexts[t], trampoline, 0);
+      state[t] = 0;
+    }
+    for (;;) {
+      for (int t = 0; t < nthreads; ++t) {
+        if (state[t] != 0) continue;
+        set_thread(t);
+        swapcontext(&scheduler, &contexts[t]);
+      }
+      int waiting = 0, done = 0;
+      for (int t = 0; t < nthreads; ++t) { waiting += state[t] == 1; done += state[t] == 2; }
+      if (done == nthreads) break;
+      if (done > 0) {
+        char text[200];
+        std::snprintf(text, sizeof text, "__syncthreads() reached by %d of %d threads of "
+                      "block (%lld,%lld,%lld); the others had finished", waiting, nthreads,
+                      x, y, z);
+        fail(1, text);
+        break;
+      }
+      for (int t = 0; t < nthreads; ++t) state[t] = 0;   // everyone arrived: release
+    }
+  }
+  return error;
+}
+
+}  // namespace td_emu
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define threadIdx td_emu::thread_idx
+#define blockIdx td_emu::block_idx
+#define blockDim td_emu::block_dim
+#define gridDim td_emu::grid_dim
+#define __syncthreads() td_emu::syncthreads()
+#define __shfl_xor_sync(mask, v, lane_mask, width) td_emu::shfl_xor((v), (lane_mask), (width))
+#define TD_AT(buf, i) buf[td_emu::check(buf, (i), #buf)]
+#define TD_AT_ARRAY(buf, i) buf[td_emu::check_array(buf, (i), #buf)]
+
+inline float __int_as_float(unsigned bits) { float f; std::memcpy(&f, &bits, 4); return f; }
+inline double __longlong_as_double(long long bits) {
+  double d; std::memcpy(&d, &bits, 8); return d;
+}
+using std::exp; using std::log; using std::sqrt; using std::tanh; using std::fabs;
+using std::pow; using std::floor; using std::ceil; using std::round; using std::erf;

@@ -1,0 +1,102 @@
+"""A compiled CUDA function: ``f(*device_arrays)`` launches its kernels on the GPU.
+
+The CUBIN is loaded on the first call (so building works without a GPU; calling then
+raises ``td.DeviceNotAvailable``). Arguments are ``td.nd`` arrays on the CUDA device;
+numpy arrays are refused rather than copied behind the caller's back. ``f.emulate(*numpy
+arrays)`` runs the same kernels on the CPU (``emulate.py``).
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from tensordsl.errors import DeviceNotAvailable
+from tensordsl.runtime.module import Module
+
+from .plan import evaluate, host_plan
+
+
+class CudaModule(Module):
+    def __init__(self, func, cubin: bytes, backend, target, source):
+        super().__init__(func, None, backend, target, source)
+        self.cubin = cubin
+        self.plan = host_plan(func)
+        self._loaded = None
+        self._emulator = None
+
+    @property
+    def kernels(self) -> list:
+        return self.plan.kernels
+
+    def get_source(self, kind: str = "cuda") -> str:
+        """``"cuda"``: the CUDA C; ``"ptx"``: NVRTC's PTX for the target architecture."""
+        return self.backend.source_text(self._source(), kind, self.target)
+
+    # ------------------------------------------------------------ on the GPU
+    def __call__(self, *arrays):
+        from targets.cuda import driver
+        from tensordsl.nd import NDArray
+        pointers, sizes = self.check_args(arrays, self._check_device_array)
+        dev = driver.device(arrays[0].device_id if arrays and
+                            isinstance(arrays[0], NDArray) else 0)
+        arch = dict(self.target.options).get("arch")
+        if arch and arch != dev.arch:
+            raise DeviceNotAvailable(f"{self.entry_name}: built for {arch}, but the GPU "
+                                     f"({dev.name}) is {dev.arch}; build with "
+                                     f"target='cuda -arch={dev.arch}'")
+        if self._loaded is None:
+            self._loaded = driver.LoadedModule(self.cubin, [k.name for k in self.kernels])
+        scalars = dict(zip(self.scalars, sizes))
+        buffers = {id(p): ptr for p, ptr in zip(self.func.params, pointers)}
+        temps = []
+        try:
+            for t in self.plan.temps:
+                nbytes = evaluate(t.extent, scalars) * max(1, _itemsize(t.buffer.dtype))
+                temps.append(driver.mem_alloc(nbytes))
+                buffers[id(t.buffer)] = temps[-1]
+            for k in self.kernels:
+                grid = [evaluate(g, scalars) for g in k.grid]
+                if min(grid) <= 0:
+                    continue
+                args = [ctypes.c_void_p(buffers[id(b)]) for b in k.buffers]
+                args += [ctypes.c_longlong(int(scalars[v])) for v in k.scalars]
+                self._loaded.launch(k.name, grid, k.block, args)
+            driver.synchronize()
+        finally:
+            for ptr in temps:
+                driver.mem_free(ptr)
+
+    def _check_device_array(self, p, a, bound) -> int:
+        from tensordsl.nd import NDArray
+        if isinstance(a, np.ndarray):
+            raise TypeError(f"argument {p.name!r}: a function built for CUDA takes device "
+                            f"arrays; got a numpy array (copy it with "
+                            f"td.nd.array(x, device='cuda'))")
+        if not isinstance(a, NDArray) or a.device != "cuda":
+            where = getattr(a, "device", type(a).__name__)
+            raise TypeError(f"argument {p.name!r}: expected a td.nd array on the CUDA "
+                            f"device, got {where}")
+        if a.dtype != p.np_dtype:
+            raise TypeError(f"argument {p.name!r}: expected dtype {p.np_dtype}, got {a.dtype}")
+        self._check_shape(p, a, bound)
+        if a.ptr % 16:
+            raise ValueError(f"argument {p.name!r}: the device pointer must be 16-byte "
+                             "aligned (kernels move float4s); got a view at an offset, "
+                             "pass a fresh or contiguous copy")
+        return a.ptr
+
+    # ------------------------------------------------------------ on the CPU
+    def emulate(self, *arrays):
+        """Run the generated kernels on the CPU on numpy arrays (outputs in place)."""
+        from .emulate import Emulator
+        pointers, sizes = self.check_args(arrays)
+        if self._emulator is None:
+            self._emulator = Emulator(self.func)
+        buffers = {id(p): a.reshape(-1) for p, a in zip(self.func.params, arrays)}
+        self._emulator.run(buffers, dict(zip(self.scalars, sizes)))
+
+
+def _itemsize(dtype: str) -> int:
+    from tensordsl.ir import dtype as dt
+    return max(1, dt.bits(dtype) // 8)

@@ -1,0 +1,54 @@
+"""On a real GPU (``pytest -m gpu``): the same kernels, launched through the driver."""
+import numpy as np
+import pytest
+
+import tensordsl as td
+from kernels import dense
+from schedules.cuda import schedule_for
+from targets.cuda import driver
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not driver.is_available(), reason="no CUDA GPU here")]
+
+
+def _run_on_gpu(name, make, shapes, rng, config=None):
+    ph = [td.placeholder(sh, name=f"in{i}") for i, sh in enumerate(shapes)]
+    out = make(*ph)
+    s = schedule_for(name, out, config=config)
+    f = td.build(s, ph + [out], target="cuda")
+    xs = [rng.standard_normal(sh).astype("float32") for sh in shapes]
+    y = td.nd.empty([int(d.value) for d in out.shape], "float32", device="cuda")
+    f(*[td.nd.array(x, device="cuda") for x in xs], y)
+    return y.numpy(), xs
+
+
+@pytest.mark.parametrize("M,N,K", [(256, 256, 256), (61, 37, 45), (1024, 512, 128)])
+def test_matmul_on_gpu(M, N, K, rng):
+    got, (a, b) = _run_on_gpu("matmul", dense.matmul, [(M, K), (K, N)], rng)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-3, atol=1e-3)
+
+
+def test_softmax_layer_norm_reduce_on_gpu(rng):
+    got, (x,) = _run_on_gpu("softmax", dense.softmax, [(64, 1000)], rng)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-4, atol=1e-6)
+    got, (x, g, b) = _run_on_gpu("layer_norm", dense.layer_norm, [(32, 300), (300,), (300,)],
+                                 rng)
+    m = x.mean(-1, keepdims=True)
+    v = ((x - m) ** 2).mean(-1, keepdims=True)
+    np.testing.assert_allclose(got, (x - m) / np.sqrt(v + 1e-5) * g + b, rtol=1e-3, atol=1e-4)
+    got, (x,) = _run_on_gpu("reduce_sum", lambda t: dense.reduce_sum(t, axis=(0, 1)),
+                            [(100, 77)], rng)
+    np.testing.assert_allclose(got, x.sum(), rtol=1e-3)
+
+
+def test_dlpack_with_torch_cuda(rng):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    t = torch.randn(100, device="cuda")
+    a = td.nd.from_dlpack(t)
+    assert a.device == "cuda" and a.ptr == t.data_ptr()
+    np.testing.assert_array_equal(a.numpy(), t.cpu().numpy())
+    back = torch.from_dlpack(td.nd.array(np.arange(5, dtype="float32"), device="cuda"))
+    assert back.is_cuda and back.cpu().tolist() == [0, 1, 2, 3, 4]

@@ -1,0 +1,131 @@
+"""GPU lowering: binding checks, barriers, limits, and the emulator's own checks."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import tensordsl as td
+from kernels import dense
+from schedules.cuda.matmul import schedule_matmul
+from tensordsl.ir import nodes as n
+from targets.cuda.emulate import EmulationError, Emulator
+
+from .helpers import emulate
+
+
+def _elementwise(n_elems=100):
+    A = td.placeholder((n_elems,), name="A")
+    B = td.compute((n_elems,), lambda i: A[i] * 2.0 + 1.0, name="B")
+    return A, B, td.create_schedule(B.op)
+
+
+def test_unbound_loop_is_refused_naming_the_stage():
+    A, B, s = _elementwise()
+    with pytest.raises(td.BuildError, match="'B'.*outside any GPU kernel"):
+        td.build(s, [A, B], target="cuda -arch=sm_80")
+
+
+def test_parallel_loop_is_refused_for_cuda():
+    A, B, s = _elementwise()
+    o, i = s[B].split(B.op.axis[0], factor=10)
+    s[B].parallel(o)
+    with pytest.raises(td.BuildError, match="parallel loop is a CPU construct"):
+        td.build(s, [A, B], target="cuda -arch=sm_80")
+
+
+def test_too_many_threads_is_refused():
+    A, B, s = _elementwise(4096)
+    o, i = s[B].split(B.op.axis[0], factor=2048)
+    s[B].bind(o, td.thread_axis("blockIdx.x"))
+    s[B].bind(i, td.thread_axis("threadIdx.x"))
+    with pytest.raises(td.BuildError, match="'B'.*threadIdx.x extent 2048 exceeds"):
+        td.build(s, [A, B], target="cuda -arch=sm_80")
+
+
+def test_too_much_shared_memory_is_refused():
+    A, B = td.placeholder((512, 512), name="A"), td.placeholder((512, 512), name="B")
+    C = dense.matmul(A, B)
+    s = td.create_schedule(C.op)
+    schedule_matmul(s, C, {"ty": 16, "tx": 16, "vm": 8, "vn": 8, "kt": 64})
+    with pytest.raises(td.BuildError, match="bytes of shared memory .* exceed"):
+        td.build(s, [A, B, C], target="cuda -arch=sm_80")
+
+
+def test_narrow_thread_loop_is_guarded_and_barrier_reached_by_all(rng):
+    """A shared tile filled by 8 of 32 threads: the fill is guarded by the thread index,
+    the barrier after it is not (every thread must reach it)."""
+    N = 64
+    A = td.placeholder((N,), name="A")
+    AS_src = td.compute((N,), lambda i: A[i] + 1.0, name="P")
+    B = td.compute((N,), lambda i: AS_src[(i + 1) % N] * 3.0, name="B")
+    s = td.create_schedule(B.op)
+    bx, tx = s[B].split(B.op.axis[0], factor=32)
+    s[B].bind(bx, td.thread_axis("blockIdx.x"))
+    s[B].bind(tx, td.thread_axis("threadIdx.x"))
+    s[AS_src].set_scope("shared")
+    s[AS_src].compute_at(s[B], bx)
+    fo, fi = s[AS_src].split(AS_src.op.axis[0], factor=8)
+    s[AS_src].bind(fi, td.thread_axis("threadIdx.x"))
+    ir = str(td.lower(s, [A, B], target="cuda"))
+    assert "barrier(shared)" in ir
+    a = rng.standard_normal(N).astype("float32")
+    got = emulate(s, [A, B], [a])
+    np.testing.assert_allclose(got, (np.roll(a, -1) + 1.0) * 3.0, rtol=1e-6)
+
+
+def _thread_kernel(body_of_tx, threads=4):
+    """A one-block kernel over a 4-element buffer, written directly in IR."""
+    buf = n.Buffer("X", "float32", (n.IntImm("int64", 4),))
+    tx = n.Var("tx")
+    root = n.For(tx, n.IntImm("int64", 0), n.IntImm("int64", threads), "thread_binding",
+                 body_of_tx(buf, tx), "threadIdx.x")
+    return n.PrimFunc("probe", (buf,), root, (buf,), {}), buf
+
+
+def test_emulator_reports_out_of_bounds_access():
+    func, buf = _thread_kernel(lambda b, tx: n.Store(b, n.FloatImm("float32", 1.0),
+                                                     n.Add(tx, n.IntImm("int64", 1))))
+    x = np.zeros(4, "float32")
+    with pytest.raises(EmulationError, match=r"out-of-bounds access X\[4\] \(size 4\)"):
+        Emulator(func).run({id(buf): x}, {})
+
+
+def test_emulator_reports_a_barrier_not_every_thread_reaches():
+    def body(b, tx):
+        return n.IfThenElse(n.LT(tx, n.IntImm("int64", 2)), n.Barrier("shared"))
+    func, buf = _thread_kernel(body)
+    with pytest.raises(EmulationError, match="reached by 2 of 4 threads"):
+        Emulator(func).run({id(buf): np.zeros(4, "float32")}, {})
+
+
+@settings(max_examples=8, deadline=None)
+@given(M=st.integers(1, 40), N=st.integers(1, 40), K=st.integers(1, 40),
+       ty=st.sampled_from([1, 2, 4]), tx=st.sampled_from([2, 4, 8]),
+       vm=st.sampled_from([1, 2, 3]), vn=st.sampled_from([1, 2, 4]),
+       kt=st.sampled_from([1, 4, 8]), vec=st.sampled_from([1, 2, 4]),
+       double=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_matmul_tilings_match_numpy(M, N, K, ty, tx, vm, vn, kt, vec, double, seed):
+    rng = np.random.default_rng(seed)
+    A, B = td.placeholder((M, K), name="A"), td.placeholder((K, N), name="B")
+    C = dense.matmul(A, B)
+    s = td.create_schedule(C.op)
+    schedule_matmul(s, C, {"ty": ty, "tx": tx, "vm": vm, "vn": vn, "kt": kt, "vec": vec,
+                           "double_buffer": int(double)})
+    a, b = rng.standard_normal((M, K), "float32"), rng.standard_normal((K, N), "float32")
+    np.testing.assert_allclose(emulate(s, [A, B, C], [a, b]), a @ b, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 6), cols=st.integers(1, 300),
+       threads=st.sampled_from([1, 8, 32, 64, 96, 128, 1024]),
+       op=st.sampled_from(["sum", "max", "min"]), seed=st.integers(0, 2**16))
+def test_random_cross_thread_reductions_match_numpy(rows, cols, threads, op, seed):
+    X = td.placeholder((rows, cols), name="X")
+    k = td.reduce_axis((0, cols), name="k")
+    R = td.compute((rows,), lambda i: getattr(td, op)(X[i, k], axis=k), name="R")
+    s = td.create_schedule(R.op)
+    ko, ki = s[R].split(k, factor=threads)
+    s[R].bind(R.op.axis[0], td.thread_axis("blockIdx.x"))
+    s[R].bind(ki, td.thread_axis("threadIdx.x"))
+    x = np.random.default_rng(seed).standard_normal((rows, cols)).astype("float32")
+    want = getattr(x, op)(axis=1)
+    np.testing.assert_allclose(emulate(s, [X, R], [x]), want, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,104 @@
+"""Every GPU template: compiled by NVRTC for sm_80 and sm_90, and the generated CUDA C
+executed by the emulator against numpy, on odd and aligned shapes."""
+import numpy as np
+import pytest
+
+import tensordsl as td
+from kernels import dense
+from schedules.cuda import schedule_for
+from schedules.cuda.matmul import schedule_matmul
+
+from .helpers import emulate
+
+
+def _run(name, make, shapes, rng, config=None):
+    ph = [td.placeholder(sh, name=f"in{i}") for i, sh in enumerate(shapes)]
+    out = make(*ph)
+    s = schedule_for(name, out, config=config)
+    xs = [rng.standard_normal(sh).astype("float32") for sh in shapes]
+    return emulate(s, ph + [out], xs), xs
+
+
+@pytest.mark.parametrize("M,N,K", [(64, 64, 64), (61, 37, 45), (1, 130, 7)])
+def test_matmul_shared_tiles(M, N, K, rng):
+    got, (a, b) = _run("matmul", dense.matmul, [(M, K), (K, N)], rng,
+                       {"ty": 4, "tx": 8, "vm": 2, "vn": 2, "kt": 8})
+    np.testing.assert_allclose(got, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_default_config_uses_float4_double_buffered_tiles(rng):
+    A, B = td.placeholder((128, 64), name="A"), td.placeholder((64, 128), name="B")
+    C = dense.matmul(A, B)
+    s = td.create_schedule(C.op)
+    schedule_matmul(s, C)
+    f = td.build(s, [A, B, C], target="cuda -arch=sm_90")
+    src = f.get_source()
+    assert "float4" in src and "__shared__" in src
+    # double buffering: one barrier per iteration of the tile loop
+    assert src.count("__syncthreads()") == 1
+    a, b = rng.standard_normal((128, 64), "float32"), rng.standard_normal((64, 128), "float32")
+    c = np.empty((128, 128), "float32")
+    f.emulate(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_without_double_buffer_synchronizes_twice(rng):
+    A, B = td.placeholder((32, 32), name="A"), td.placeholder((32, 32), name="B")
+    C = dense.matmul(A, B)
+    s = td.create_schedule(C.op)
+    schedule_matmul(s, C, {"ty": 4, "tx": 4, "vm": 2, "vn": 2, "kt": 8, "double_buffer": 0})
+    f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
+    assert f.get_source().count("__syncthreads()") == 2
+    a, b = rng.standard_normal((32, 32), "float32"), rng.standard_normal((32, 32), "float32")
+    c = np.empty((32, 32), "float32")
+    f.emulate(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_matmul_and_dense(rng):
+    got, (a, b) = _run("batch_matmul", dense.batch_matmul, [(3, 20, 24), (3, 24, 36)], rng)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-4, atol=1e-4)
+    got, (x, w) = _run("dense", dense.dense, [(20, 24), (36, 24)], rng)
+    np.testing.assert_allclose(got, x @ w.T, rtol=1e-4, atol=1e-4)
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("shape,threads", [((5, 100), 128), ((3, 1000), 256), ((4, 7), 32),
+                                           ((2, 50), 48)])
+def test_softmax_one_block_per_row(shape, threads, rng):
+    got, (x,) = _run("softmax", dense.softmax, [shape], rng, {"threads": threads})
+    np.testing.assert_allclose(got, _softmax(x), rtol=1e-5, atol=1e-6)
+
+
+def test_log_softmax_and_layer_norm(rng):
+    got, (x,) = _run("log_softmax", dense.log_softmax, [(3, 200)], rng)
+    np.testing.assert_allclose(got, np.log(_softmax(x)), rtol=1e-4, atol=1e-5)
+    got, (x, g, b) = _run("layer_norm", dense.layer_norm, [(6, 77), (77,), (77,)], rng)
+    m = x.mean(-1, keepdims=True)
+    v = ((x - m) ** 2).mean(-1, keepdims=True)
+    np.testing.assert_allclose(got, (x - m) / np.sqrt(v + 1e-5) * g + b, rtol=1e-4, atol=1e-5)
+
+
+def test_reductions_elementwise_pooling_conv(rng):
+    got, (x,) = _run("reduce_sum", lambda t: dense.reduce_sum(t, axis=(0, 1)), [(13, 17)], rng)
+    np.testing.assert_allclose(got, x.sum(), rtol=1e-4)
+    got, (x,) = _run("reduce_max", lambda t: dense.reduce_max(t, axis=1), [(13, 17)], rng)
+    np.testing.assert_array_equal(got, x.max(1))
+    got, (x,) = _run("gelu", dense.gelu, [(33, 17)], rng)
+    from math import erf
+    np.testing.assert_allclose(got, 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2))),
+                               rtol=1e-5, atol=1e-6)
+    got, (x,) = _run("max_pool2d", lambda t: dense.max_pool2d(t, 2), [(1, 2, 8, 8)], rng)
+    np.testing.assert_array_equal(got, x.reshape(1, 2, 4, 2, 4, 2).max((3, 5)))
+    got, (x, w) = _run("conv2d_nchw", lambda a, b: dense.conv2d_nchw(a, b, padding=1),
+                       [(1, 3, 6, 7), (4, 3, 3, 3)], rng)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((1, 4, 6, 7), "float32")
+    for ry in range(3):
+        for rx in range(3):
+            ref += np.einsum("chw,fc->fhw", xp[0, :, ry:ry + 6, rx:rx + 7], w[:, :, ry, rx])[None]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
