@@ -25,8 +25,9 @@ def write_allreduce(w, s: n.AllReduce, depth: int):
     comb = s.combiner
     ctypes = [w_type(w, v.dtype) for v in s.values]
     k = len(w.lines)
-    vals = [f"td_red{k}_v{i}" for i in range(len(s.values))]
-    others = [f"td_red{k}_o{i}" for i in range(len(s.values))]
+    val_vars = [n.Var(f"td_red{k}_v{i}", v.dtype) for i, v in enumerate(s.values)]
+    other_vars = [n.Var(f"td_red{k}_o{i}", v.dtype) for i, v in enumerate(s.values)]
+    vals, others = [w.var(v) for v in val_vars], [w.var(v) for v in other_vars]
     w.emit(depth, "{")
     d = depth + 1
     for name, t, v in zip(vals, ctypes, s.values):
@@ -34,12 +35,7 @@ def write_allreduce(w, s: n.AllReduce, depth: int):
 
     def combine(a_names, b_names, indent):
         """a = combine(a, b), with every output computed from the old values."""
-        lhs = [n.Var(a, dt) for a, dt in zip(a_names, (v.dtype for v in s.values))]
-        rhs = [n.Var(b, dt) for b, dt in zip(b_names, (v.dtype for v in s.values))]
-        for var in lhs + rhs:
-            w.names[id(var)] = var.name
-            w.keep.append(var)
-        mapping = dict(zip(comb.lhs, lhs)) | dict(zip(comb.rhs, rhs))
+        mapping = dict(zip(comb.lhs, val_vars)) | dict(zip(comb.rhs, other_vars))
         news = [w.expr(substitute(r, mapping)) for r in comb.result]
         tmp = [f"{a}_next" for a in a_names]
         for t, ct, e in zip(tmp, ctypes, news):

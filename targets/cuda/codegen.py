@@ -20,6 +20,7 @@ from tensordsl.arith.facts import multiple_of
 from tensordsl.errors import BuildError
 from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
+from tensordsl.ir.printer import Printer
 from tensordsl.ir.visitor import substitute
 
 from .plan import HostPlan, Kernel, host_plan
@@ -63,28 +64,17 @@ class _KernelWriter:
         self.k = kernel
         self.checked = checked
         self.lines: list[str] = []
-        self.names: dict[int, str] = {}
-        self.taken: set[str] = set()
-        self.keep: list = []
+        self.namer = Printer()     # its unique-name table; the C text is ours
         self.nonneg: set = set(kernel.scalars)
         self.extra_shared: list[str] = []
 
     # ------------------------------------------------------------ names
     def name(self, obj, base: str) -> str:
-        key = id(obj)
-        got = self.names.get(key)
-        if got is None:
-            stem = "".join(c if c.isalnum() else "_" for c in base) or "v"
-            if stem[0].isdigit():
-                stem = "v" + stem
-            got, k = stem, 0
-            while got in self.taken:
-                k += 1
-                got = f"{stem}_{k}"
-            self.taken.add(got)
-            self.names[key] = got
-            self.keep.append(obj)
-        return got
+        """A C identifier for ``obj``, unique in the kernel."""
+        stem = "".join(c if c.isalnum() else "_" for c in base) or "v"
+        if stem[0].isdigit():
+            stem = "v" + stem
+        return self.namer.name_of(obj, stem)
 
     def var(self, v: n.Var) -> str:
         return self.name(v, v.name)
