@@ -60,8 +60,11 @@ def _axes(axis, ndim: int, what: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------- matmul family
 
 
-def matmul(A, B, transpose_a: bool = False, transpose_b: bool = False, name: str = "matmul"):
-    """``C[i, j] = sum_k A[i, k] * B[k, j]`` (with ``A``/``B`` read transposed on request)."""
+def matmul(A, B, transpose_a: bool = False, transpose_b: bool = False, name: str = "matmul",
+           out_dtype: str | None = None):
+    """``C[i, j] = sum_k A[i, k] * B[k, j]`` (with ``A``/``B`` read transposed on request);
+    ``out_dtype`` (e.g. ``"float32"`` for float16 inputs) casts the operands and
+    accumulates in it, as tensor cores do."""
     _check(A.ndim == 2 and B.ndim == 2,
            f"matmul: expected 2-d operands, got shapes {_shape(A)} and {_shape(B)}")
     M, Ka = (A.shape[1], A.shape[0]) if transpose_a else (A.shape[0], A.shape[1])
@@ -73,6 +76,10 @@ def matmul(A, B, transpose_a: bool = False, transpose_b: bool = False, name: str
     k = td.reduce_axis((0, Ka), "k")
     a = (lambda i: A[k, i]) if transpose_a else (lambda i: A[i, k])
     b = (lambda j: B[j, k]) if transpose_b else (lambda j: B[k, j])
+    if out_dtype is not None:
+        a0, b0 = a, b
+        a = (lambda i: a0(i).astype(out_dtype))
+        b = (lambda j: b0(j).astype(out_dtype))
     return td.compute((M, N), lambda i, j: td.sum(a(i) * b(j), axis=k), name=name)
 
 

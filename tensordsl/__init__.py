@@ -17,6 +17,7 @@ from .te.api import (comm_reducer, compute, max, min, placeholder, reduce_axis, 
                      thread_axis, var)
 from .te.tensor import Tensor
 from .build import build
+from .schedule import tensor_intrin
 from . import autotune, nd, ops
 
 __version__ = "0.1.0"
@@ -27,5 +28,5 @@ __all__ = [
     "max_value", "maximum", "min_value", "minimum", "pow", "round", "select", "sigmoid",
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
     "compute", "max", "min", "placeholder", "reduce_axis", "sum", "thread_axis", "var",
-    "Tensor", "autotune", "build", "nd", "ops",
+    "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin",
 ]

@@ -36,7 +36,24 @@ def _cooperative_fetch(s, cache, threads_y, threads_x, vec):
     stage.bind(tx, td.thread_axis("threadIdx.x"))
 
 
+def _tensor_core_fits(out, cfg) -> bool:
+    """float16/bfloat16 operands, float32 result, 2-d, whole tensor-core tiles."""
+    if not out.op.reduce_axis or len(out.shape) != 2 or out.dtype != "float32":
+        return False
+    A, B = out.op.input_tensors[:2]
+    if A.dtype not in ("float16", "bfloat16") or B.dtype != A.dtype:
+        return False
+    c = {**TENSOR_CORE_DEFAULT, **cfg}
+    dims = [getattr(d, "value", None) for d in (*out.shape, out.op.reduce_axis[0].dom.extent)]
+    tiles = (c["warps_m"] * c["wm"] * 16, c["warps_n"] * c["wn"] * 16, 16 * c["kk"])
+    return all(isinstance(d, int) and d % t == 0 for d, t in zip(dims, tiles))
+
+
 def schedule_matmul(s, out, config=None):
+    """The SIMT template below, or the tensor-core one where the operands are 16-bit
+    floats accumulating in float32 and the shapes are whole tiles."""
+    if _tensor_core_fits(out, config or {}):
+        return schedule_matmul_tensorcore(s, out, config)
     cfg = {**DEFAULT, **(config or {})}
     ty_n, tx_n, vm, vn, kt = cfg["ty"], cfg["tx"], cfg["vm"], cfg["vn"], cfg["kt"]
     C = _reduction_stage(out)
@@ -79,4 +96,64 @@ def schedule_matmul(s, out, config=None):
         _cooperative_fetch(s, cache, ty_n, tx_n, cfg["vec"])
         if cfg["double_buffer"]:
             s[cache].double_buffer()
+    return s
+
+
+TENSOR_CORE_DEFAULT = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 2, "kk": 2, "vec": 8,
+                       "double_buffer": 1}
+
+
+def schedule_matmul_tensorcore(s, out, config=None):
+    """float16/bfloat16 matmul accumulating in float32 on tensor cores (WMMA, 16x16x16).
+
+    A block of ``warps_m x warps_n`` warps computes a ``(warps_m*wm*16) x
+    (warps_n*wn*16)`` tile of C; each warp owns ``wm x wn`` accumulator fragments. Per
+    ``16*kk``-deep slice of K, the block stages the A and B tiles in shared memory (all
+    threads, ``vec``-wide loads) and each warp runs ``wm*wn*kk`` mma_sync. Needs M, N and
+    K divisible by the tiles (the tensor-core tiles are whole)."""
+    cfg = {**TENSOR_CORE_DEFAULT, **(config or {})}
+    wmm, wnn, wm, wn, kk = cfg["warps_m"], cfg["warps_n"], cfg["wm"], cfg["wn"], cfg["kk"]
+    C = out
+    A, B = C.op.input_tensors[:2]
+    AS = s.cache_read(A, "shared", [C])
+    BS = s.cache_read(B, "shared", [C])
+    CF = s.cache_write(C, "wmma.accumulator")
+    i, j = C.op.axis
+    by, i = s[C].split(i, factor=wmm * wm * 16)
+    bx, j = s[C].split(j, factor=wnn * wn * 16)
+    ty, i = s[C].split(i, nparts=wmm)
+    tz, j = s[C].split(j, nparts=wnn)
+    it, i16 = s[C].split(i, factor=16)
+    jt, j16 = s[C].split(j, factor=16)
+    s[C].reorder(by, bx, ty, tz, it, jt, i16, j16)
+    s[C].bind(by, td.thread_axis("blockIdx.y"))
+    s[C].bind(bx, td.thread_axis("blockIdx.x"))
+    s[C].bind(ty, td.thread_axis("threadIdx.y"))
+    s[C].bind(tz, td.thread_axis("threadIdx.z"))
+    s[C].tensorize(i16, td.tensor_intrin.wmma_store())
+
+    s[CF].compute_at(s[C], tz)
+    ci, cj = CF.op.axis
+    (k,) = CF.op.reduce_axis
+    ko, k = s[CF].split(k, factor=16 * kk)
+    kt, k16 = s[CF].split(k, factor=16)
+    cit, ci16 = s[CF].split(ci, factor=16)
+    cjt, cj16 = s[CF].split(cj, factor=16)
+    s[CF].reorder(ko, kt, cit, cjt, ci16, cj16, k16)
+    s[CF].tensorize(ci16, td.tensor_intrin.wmma_mma_sync())
+
+    for cache in (AS, BS):
+        s[cache].compute_at(s[CF], ko)
+        stage = s[cache]
+        fused = stage.fuse(*cache.op.axis)
+        fused, v = stage.split(fused, factor=cfg["vec"])
+        stage.vectorize(v)
+        fused, lane = stage.split(fused, factor=32)
+        fused, wy = stage.split(fused, factor=wmm)
+        fused, wz = stage.split(fused, factor=wnn)
+        stage.bind(lane, td.thread_axis("threadIdx.x"))
+        stage.bind(wy, td.thread_axis("threadIdx.y"))
+        stage.bind(wz, td.thread_axis("threadIdx.z"))
+        if cfg["double_buffer"]:
+            stage.double_buffer()
     return s

@@ -82,10 +82,12 @@ def write_allreduce(w, s: n.AllReduce, depth: int):
         w.emit(d, "}")
         w.emit(d, "__syncthreads();")   # the scratch may be reused right after
     for r, v in zip(s.results, vals):
-        w.emit(d, f"{w.at(r, '0LL')} = {v};")
+        w.emit(d, f"{w.at(r, '0LL')} = {w.stored(r, v)};")
     w.emit(depth, "}")
 
 
 def w_type(w, dtype: str) -> str:
+    """The C type of a value (bfloat16 values are floats; only memory is 16-bit)."""
+    from tensordsl.ir import dtype as dt
     from .codegen import c_type
-    return c_type(dtype)
+    return "float" if dt.element(dtype) == "bfloat16" else c_type(dtype)

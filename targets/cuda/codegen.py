@@ -26,7 +26,7 @@ from tensordsl.ir.visitor import substitute
 from .plan import HostPlan, Kernel, host_plan
 
 _C_TYPE = {
-    "bool": "bool", "int8": "signed char", "int16": "short", "int32": "int",
+    "float16": "half", "bfloat16": "__nv_bfloat16", "bool": "bool", "int8": "signed char", "int16": "short", "int32": "int",
     "int64": "long long", "uint8": "unsigned char", "float32": "float", "float64": "double",
 }
 _MATH = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "fabs": "fabs",
@@ -50,12 +50,21 @@ __device__ __forceinline__ double td_min(double a, double b) { return (a < b || 
 """
 
 
+# float16 values are halves: each operation is done in float and rounded back (the
+# correctly rounded half result). bfloat16 is a storage type, as on the CPU backend:
+# values are floats, rounded to bfloat16 when stored or cast.
+_LOW = ("float16",)
+
+
+def _low(dtype: str) -> bool:
+    return dt.element(dtype) in _LOW
+
+
 def c_type(dtype: str) -> str:
     base = dt.element(dtype)
     t = _C_TYPE.get(base)
     if t is None:
-        raise BuildError(f"the CUDA backend does not support {base} yet "
-                         "(float32, float64 and integer types are supported)")
+        raise BuildError(f"the CUDA backend does not support {base}")
     return t
 
 
@@ -94,7 +103,7 @@ class _KernelWriter:
         shared = []
         from tensordsl.lower.gpu import shared_allocations
         for a in shared_allocations(k.body):
-            shared.append(f"  __shared__ __align__(16) {c_type(a.buffer.dtype)} "
+            shared.append(f"  __shared__ __align__(128) {c_type(a.buffer.dtype)} "
                           f"{self.buf(a.buffer)}[{a.extent.value}];")
         shared += [f"  __shared__ {decl};" for decl in self.extra_shared]
         return "\n".join([head] + shared + body_lines + ["}"])
@@ -164,6 +173,13 @@ class _KernelWriter:
             self.emit(depth, "}")
         elif b.scope == "shared":
             self.stmt(s.body, depth)     # declared at the top of the kernel
+        elif b.scope == "wmma.accumulator":
+            count = s.extent.value // 256
+            self.emit(depth, "{")
+            self.emit(depth + 1, f"nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, "
+                                 f"float> {self.buf(b)}[{count}];")
+            self.stmt(s.body, depth + 1)
+            self.emit(depth, "}")
         else:
             raise BuildError(f"buffer {b.name!r}: a {b.scope} allocation inside a kernel")
 
@@ -171,7 +187,7 @@ class _KernelWriter:
         lanes = dt.lanes(s.value.dtype)
         if lanes == 1:
             target = self.at(s.buffer, self.expr(s.index))
-            line = f"{target} = {self.expr(s.value)};"
+            line = f"{target} = {self.stored(s.buffer, self.expr(s.value))};"
             if s.predicate is not None:
                 line = f"if ({self.cond(s.predicate)}) {line}"
             self.emit(depth, line)
@@ -180,19 +196,26 @@ class _KernelWriter:
             return
         for k in range(lanes):
             target = self.at(s.buffer, self.lane(s.index, k))
-            line = f"{target} = {self.lane(s.value, k)};"
+            line = f"{target} = {self.stored(s.buffer, self.lane(s.value, k))};"
             if s.predicate is not None:
                 line = f"if ({self.lane(s.predicate, k)}) {line}"
             self.emit(depth, line)
 
+    def stored(self, buf: n.Buffer, value: str) -> str:
+        if dt.element(buf.dtype) == "bfloat16":
+            return f"((__nv_bfloat16)({value}))"
+        return value
+
     def float4_copy(self, s, depth) -> bool:
-        """A contiguous, aligned move of four floats as one ``float4`` (16-byte) access;
-        a guard that is the same for all four lanes stays a guard."""
+        """A contiguous, aligned move of 16 bytes (four floats, eight halves) as one
+        ``float4`` access; a guard that is the same for all lanes stays a guard."""
         v = s.value
+        lanes = dt.lanes(v.dtype)
         uniform = (lambda p: p is None or isinstance(p, n.Broadcast))
-        if not (dt.lanes(v.dtype) == 4 and dt.element(v.dtype) == "float32"
-                and isinstance(v, n.Load) and uniform(s.predicate) and uniform(v.predicate)
-                and _aligned_ramp(s.index, 4) and _aligned_ramp(v.index, 4)):
+        if not (lanes * max(1, dt.bits(v.dtype) // 8) == 16 and lanes in (4, 8)
+                and isinstance(v, n.Load) and v.buffer.dtype == s.buffer.dtype
+                and uniform(s.predicate) and uniform(v.predicate)
+                and _aligned_ramp(s.index, lanes) and _aligned_ramp(v.index, lanes)):
             return False
         dst = f"*(float4*)(&{self.at(s.buffer, self.expr(s.index.base))})"
         src = f"*(const float4*)(&{self.at(v.buffer, self.expr(v.index.base))})"
@@ -211,6 +234,10 @@ class _KernelWriter:
     def stmt_Evaluate(self, s, depth):
         if isinstance(s.value, n.Call) and s.value.name == "prefetch":
             return  # the GPU's caches need no hint here
+        if isinstance(s.value, n.Call) and s.value.name.startswith("wmma."):
+            from .wmma import write_wmma
+            write_wmma(self, s.value, depth)
+            return
         self.emit(depth, f"(void)({self.expr(s.value)});")
 
     def stmt_Pragma(self, s, depth):
@@ -248,8 +275,11 @@ class _KernelWriter:
         method = getattr(self, "e_" + type(e).__name__, None)
         if method is None:
             if type(e).__name__ in _BINARY:
-                return (f"({self._expr(e.a, lane)} {_BINARY[type(e).__name__]} "
-                        f"{self._expr(e.b, lane)})")
+                op = _BINARY[type(e).__name__]
+                if _low(e.a.dtype):
+                    text = f"({self.as_float(e.a, lane)} {op} {self.as_float(e.b, lane)})"
+                    return self.round_low(e.dtype, text)
+                return f"({self._expr(e.a, lane)} {op} {self._expr(e.b, lane)})"
             raise BuildError(f"the CUDA code generator cannot write {type(e).__name__}")
         return method(e, lane)
 
@@ -262,7 +292,9 @@ class _KernelWriter:
 
     def e_FloatImm(self, e, lane):
         v = e.value
-        if dt.element(e.dtype) == "float32":
+        if _low(e.dtype):
+            return self.round_low(e.dtype, self.e_FloatImm(n.FloatImm("float32", v), lane))
+        if dt.element(e.dtype) in ("float32", "bfloat16"):
             if math.isfinite(v):
                 return f"{v!r}f" if "e" in repr(v) or "." in repr(v) else f"{v!r}.0f"
             bits = struct.unpack("<I", struct.pack("<f", v))[0]
@@ -275,7 +307,19 @@ class _KernelWriter:
     def e_Var(self, e, lane):
         return self.var(e)
 
+    def as_float(self, e, lane) -> str:
+        """A 16-bit float operand, widened: half and bfloat16 arithmetic is done in
+        float and rounded back, which gives the correctly rounded 16-bit result."""
+        text = self._expr(e, lane)
+        return f"((float){text})" if _low(e.dtype) else text
+
+    def round_low(self, dtype: str, text: str) -> str:
+        return f"(({c_type(dtype)})({text}))" if _low(dtype) else text
+
     def e_Div(self, e, lane):
+        if _low(e.dtype):
+            return self.round_low(e.dtype, f"({self.as_float(e.a, lane)} / "
+                                           f"{self.as_float(e.b, lane)})")
         return f"({self._expr(e.a, lane)} / {self._expr(e.b, lane)})"
 
     def e_FloorDiv(self, e, lane):
@@ -287,9 +331,11 @@ class _KernelWriter:
     def _floor(self, e, lane, op, helper):
         a, b = self._expr(e.a, lane), self._expr(e.b, lane)
         if dt.is_float(e.dtype):
-            if op == "/":
-                return f"floor({a} / {b})"
-            return f"({a} - floor({a} / {b}) * {b})"
+            if _low(e.dtype):
+                a, b = self.as_float(e.a, lane), self.as_float(e.b, lane)
+            fl = "floor" if dt.element(e.dtype) == "float64" else "floorf"
+            text = f"{fl}({a} / {b})" if op == "/" else f"({a} - {fl}({a} / {b}) * {b})"
+            return self.round_low(e.dtype, text)
         if self.is_nonneg(e.a) and self.is_nonneg(e.b):
             return f"({a} {op} {b})"
         return f"(({c_type(e.dtype)}){helper}({a}, {b}))"
@@ -303,7 +349,10 @@ class _KernelWriter:
     def _minmax(self, e, lane, which):
         a, b = self._expr(e.a, lane), self._expr(e.b, lane)
         base = dt.element(e.dtype)
-        if base == "float32":
+        if base in _LOW:
+            return self.round_low(e.dtype, f"td_{which}f({self.as_float(e.a, lane)}, "
+                                           f"{self.as_float(e.b, lane)})")
+        if base in ("float32", "bfloat16"):
             return f"td_{which}f({a}, {b})"
         if base == "float64":
             return f"td_{which}({a}, {b})"
@@ -318,6 +367,13 @@ class _KernelWriter:
                 f"{self._expr(e.false_value, lane)})")
 
     def e_Cast(self, e, lane):
+        if dt.element(e.dtype) == "bfloat16":
+            return f"((float)((__nv_bfloat16)((float){self._expr(e.value, lane)})))"
+        if dt.element(e.value.dtype) == "bfloat16":
+            return f"(({c_type(e.dtype)}){self._expr(e.value, lane)})"
+        if _low(e.dtype) or _low(e.value.dtype):
+            # through float: the 16-bit types convert to and from float only
+            return f"(({c_type(e.dtype)})((float){self._expr(e.value, lane)}))"
         return f"(({c_type(e.dtype)}){self._expr(e.value, lane)})"
 
     def e_Call(self, e, lane):
@@ -331,11 +387,12 @@ class _KernelWriter:
         if fn is None:
             raise BuildError(f"the CUDA code generator has no intrinsic {e.name!r}")
         base = dt.element(e.dtype)
-        if base == "float32":
-            fn += "f"
-        elif base != "float64":
+        if base == "float64":
+            return f"{fn}({', '.join(self._expr(a, lane) for a in e.args)})"
+        if base not in ("float32", "bfloat16") + _LOW:
             raise BuildError(f"{e.name} on {base}: expected a float type")
-        return f"{fn}({', '.join(self._expr(a, lane) for a in e.args)})"
+        args = ", ".join(self.as_float(a, lane) for a in e.args)
+        return self.round_low(e.dtype, f"{fn}f({args})")
 
     def e_Let(self, e, lane):
         return self._expr(substitute(e.body, {e.var: e.value}), lane)
@@ -351,6 +408,8 @@ class _KernelWriter:
     def e_Load(self, e, lane):
         idx = self._expr(e.index, lane if dt.lanes(e.index.dtype) > 1 else None)
         text = self.at(e.buffer, idx)
+        if dt.element(e.buffer.dtype) == "bfloat16":
+            text = f"((float){text})"
         if e.predicate is not None:
             return f"({self._expr(e.predicate, lane)} ? {text} : ({c_type(e.dtype)})0)"
         return text
@@ -372,6 +431,28 @@ class _KernelWriter:
         return False
 
 
+def headers_needed(func: n.PrimFunc) -> list[str]:
+    """The CUDA headers the source includes (NVRTC finds them in its bundled set)."""
+    from tensordsl.ir.visitor import post_order
+    dtypes = set()
+    for node in post_order(func.body):
+        for attr in ("dtype",):
+            d = getattr(node, attr, None)
+            if isinstance(d, str):
+                dtypes.add(dt.element(d))
+        buf = getattr(node, "buffer", None)
+        if buf is not None:
+            dtypes.add(dt.element(buf.dtype))
+    out = []
+    if "float16" in dtypes:
+        out.append("cuda_fp16.h")
+    if "bfloat16" in dtypes:
+        out.append("cuda_bf16.h")
+    if any(isinstance(x, n.Call) and x.name.startswith("wmma.") for x in post_order(func.body)):
+        out.append("mma.h")
+    return out
+
+
 def _is_zero(e) -> bool:
     return isinstance(e, n.IntImm) and e.value == 0
 
@@ -385,7 +466,10 @@ def _aligned_ramp(index, lanes: int) -> bool:
 def generate(func: n.PrimFunc, checked: bool = False, plan: HostPlan | None = None) -> str:
     """The CUDA C translation unit of ``func`` (every kernel of its host plan)."""
     plan = plan or host_plan(func)
-    parts = [f"// generated by tensordsl from {func.name}", PRELUDE.strip()]
+    parts = [f"// generated by tensordsl from {func.name}"]
+    if not checked:   # the emulator brings its own 16-bit types
+        parts += [f"#include <{h}>" for h in headers_needed(func)]
+    parts.append(PRELUDE.strip())
     for kernel in plan.kernels:
         parts.append(_KernelWriter(kernel, checked).write())
     return "\n\n".join(parts) + "\n"

@@ -14,12 +14,102 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <ucontext.h>
 #include <vector>
 
 struct td_dim3 { unsigned x, y, z; };
 struct alignas(16) float4 { float x, y, z, w; };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+
+// 16-bit floats: stored as bits, converted to and from float with round-to-nearest-even
+// (what __float2half and __float2bfloat16 do), arithmetic through float.
+namespace td_emu {
+inline float bits_to_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline unsigned float_to_bits(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline unsigned short float_to_half(float f) {
+  unsigned x = float_to_bits(f), sign = (x >> 16) & 0x8000u;
+  unsigned e = (x >> 23) & 0xffu, m = x & 0x7fffffu;
+  if (e == 0xff) return (unsigned short)(sign | 0x7c00u | (m ? 0x200u : 0u));
+  int exp = (int)e - 127 + 15;
+  if (exp >= 31) return (unsigned short)(sign | 0x7c00u);
+  if (exp <= 0) {                                   // subnormal or zero
+    if (exp < -10) return (unsigned short)sign;
+    m |= 0x800000u;
+    unsigned shift = (unsigned)(14 - exp), half_m = m >> shift;
+    unsigned rem = m & ((1u << shift) - 1u), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half_m & 1u))) ++half_m;
+    return (unsigned short)(sign | half_m);
+  }
+  unsigned half_m = m >> 13, rem = m & 0x1fffu;
+  unsigned out = sign | ((unsigned)exp << 10) | half_m;
+  if (rem > 0x1000u || (rem == 0x1000u && (half_m & 1u))) ++out;   // may carry into exp
+  return (unsigned short)out;
+}
+inline float half_to_float(unsigned short h) {
+  unsigned sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0) {
+    float f = std::ldexp((float)m, -24);
+    return sign ? -f : f;
+  }
+  if (e == 31) return bits_to_float(sign | 0x7f800000u | (m << 13));
+  return bits_to_float(sign | ((e - 15 + 127) << 23) | (m << 13));
+}
+inline unsigned short float_to_bf16(float f) {
+  unsigned x = float_to_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (unsigned short)(x >> 16);
+}
+}  // namespace td_emu
+
+struct half {
+  unsigned short bits;
+  half() = default;
+  half(float f) : bits(td_emu::float_to_half(f)) {}
+  operator float() const { return td_emu::half_to_float(bits); }
+};
+struct __nv_bfloat16 {
+  unsigned short bits;
+  __nv_bfloat16() = default;
+  __nv_bfloat16(float f) : bits(td_emu::float_to_bf16(f)) {}
+  operator float() const { return td_emu::bits_to_float((unsigned)bits << 16); }
+};
+
+// Tensor cores (WMMA): a fragment holds its whole tile in every thread of the warp; each
+// operation computes the whole tile (all 32 threads call it with the same arguments).
+namespace nvcuda { namespace wmma {
+struct matrix_a {}; struct matrix_b {}; struct accumulator {};
+struct row_major {}; struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
+  static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+  static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+  T x[rows * cols];
+};
+template <class F, class T> inline void fill_fragment(F& f, T v) { for (auto& e : f.x) e = v; }
+template <class F, class P> inline void load_matrix_sync(F& f, const P* p, unsigned ldm) {
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = p[(long long)r * ldm + c];
+}
+template <class C, class A, class B>
+inline void mma_sync(C& d, const A& a, const B& b, const C& c) {
+  float out[C::rows * C::cols];
+  for (int i = 0; i < C::rows; ++i)
+    for (int j = 0; j < C::cols; ++j) {
+      float acc = c.x[i * C::cols + j];
+      for (int k = 0; k < A::cols; ++k)
+        acc += (float)a.x[i * A::cols + k] * (float)b.x[k * B::cols + j];
+      out[i * C::cols + j] = acc;
+    }
+  for (int e = 0; e < C::rows * C::cols; ++e) d.x[e] = out[e];
+}
+template <class P, class F>
+inline void store_matrix_sync(P* p, const F& f, unsigned ldm, layout_t) {
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c) p[(long long)r * ldm + c] = f.x[r * F::cols + c];
+}
+}}  // namespace nvcuda::wmma
 
 namespace td_emu {
 

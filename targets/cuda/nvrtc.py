@@ -57,6 +57,23 @@ def version() -> str:
     return f"{major}.{minor}"
 
 
+def header_options() -> list[str]:
+    """Where NVRTC finds the CUDA headers (cuda_fp16.h, mma.h): the set bundled with
+    NVRTC >= 13.3, installed once into the cache, else a CUDA toolkit's include folder."""
+    import os
+    from pathlib import Path
+    major, minor = map(int, version().split("."))
+    if (major, minor) >= (13, 3):
+        from targets import cache
+        return [f"--use-bundled-headers={cache.cache_dir() / f'nvrtc-headers-{version()}'}"]
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and (Path(root) / "include" / "cuda_fp16.h").exists():
+            return [f"--include-path={Path(root) / 'include'}"]
+    raise BuildError(f"NVRTC {version()} has no bundled CUDA headers and no CUDA toolkit was "
+                     "found (set CUDA_HOME); float16/bfloat16 and tensor-core kernels need "
+                     "cuda_fp16.h and mma.h")
+
+
 def compile_source(source: str, arch: str, output: str = "cubin",
                    name: str = "tensordsl.cu") -> bytes:
     """Compile ``source`` for ``arch`` (``sm_80``); ``output`` is ``"cubin"`` or ``"ptx"``."""
@@ -68,6 +85,8 @@ def compile_source(source: str, arch: str, output: str = "cubin",
     try:
         opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17",
                 b"--fmad=true", b"-default-device"]
+        if "#include <" in source:
+            opts += [o.encode() for o in header_options()]
         _check(nvrtc.nvrtcCompileProgram(prog, len(opts), opts), "compilation", nvrtc, prog)
         if output == "cubin":
             err, size = nvrtc.nvrtcGetCUBINSize(prog)

@@ -18,6 +18,7 @@ from ..ir.visitor import Visitor, free_vars, substitute
 from ..te.tensor import ComputeOp
 from .bound_inference import Bounds, compute_stages
 from .inline import expanded_bodies
+from .tensorize import lower_tensorized
 
 _TRUE = n.IntImm("bool", 1)
 
@@ -87,6 +88,9 @@ class _NestBuilder:
             leaves, reduce_pos = leaves[:reduce_pos], None
 
         init_pos, first_iteration = _init_position(leaves, reduce_pos)
+        if stage.tensorized and reduce_pos is not None:
+            # an intrinsic initializes whole tiles: once, before the reduction loops
+            init_pos, first_iteration = reduce_pos, None
         reduce_vars = {iv.var for iv in leaves if iv.kind == "reduce"}
         spatial_guards = [g for g in guards if not (set(free_vars(g)) & reduce_vars)]
         placed = _place_predicates(guards, leaves)
@@ -98,6 +102,17 @@ class _NestBuilder:
             iv = leaves[p]
             if only_spatial and iv.kind == "reduce":
                 return nest(p + 1, innermost, placement, with_attach, only_spatial)
+            if iv in stage.tensorized:
+                inner_leaves = [x for x in leaves[p:] if not (only_spatial and x.kind == "reduce")]
+                if not self._provably_true([g for q in range(p, len(leaves))
+                                            for g in placement.get(q, [])], stage):
+                    from ..errors import ScheduleError
+                    raise ScheduleError(f"tensorize of stage {stage.name!r} at {iv.name!r}: "
+                                        "the tiles must be whole (a guard falls inside them; "
+                                        "make the extents multiples of the tile)")
+                return lower_tensorized(stage, inner_leaves, sb.extents, bodies, outputs,
+                                        indices, stage.tensorized[iv],
+                                        "init" if innermost is init else "body")
             inner = nest(p + 1, innermost, placement, with_attach, only_spatial)
             inner = _guard(placement.get(p, []), inner)
             if with_attach:
@@ -113,6 +128,25 @@ class _NestBuilder:
 
         top = nest(0, update, placed, True)
         return _guard(placed.get(-1, []), top)
+
+    def _provably_true(self, guards, stage) -> bool:
+        """Whether every guard holds for all values of the loops of ``stage`` and of the
+        stages it is computed in (so a tensorized tile needs none of them)."""
+        if not guards:
+            return True
+        from ..arith.simplify import Simplifier
+        ranges, st = {}, stage
+        while st is not None:
+            for iv, ext in self.bounds.stages[st].extents.items():
+                if isinstance(ext, n.IntImm):
+                    ranges[iv.var] = (0, ext.value - 1)
+            for iv, thread in st.bound_thread.items():
+                ext = self.bounds.stages[st].extents.get(iv)
+                if isinstance(ext, n.IntImm):
+                    ranges[iv.var] = (0, ext.value - 1)
+            st = st.attach_stage if st.attach_type == "scope" else None
+        simp = Simplifier(ranges)
+        return all(isinstance(c := simp.visit(g), n.IntImm) and c.value for g in guards)
 
     def loop(self, stage, iv, extent, body) -> n.Stmt:
         for key in reversed(stage.pragmas.get(iv, ())):

@@ -15,7 +15,7 @@ from .relations import leaf_extents, root_values
 from .schedule import Schedule, Stage
 from .trace import Step
 
-_SCOPES = ("global", "shared", "local")
+_SCOPES = ("global", "shared", "local", "wmma.accumulator")
 
 
 class _RedirectReads(Mutator):

@@ -45,6 +45,7 @@ class Stage:
         self.bound_thread: dict[n.IterVar, n.IterVar] = {}
         self.pragmas: dict[n.IterVar, list[str]] = {}
         self.prefetches: dict[n.IterVar, list[tuple]] = {}  # axis -> [(tensor, offset)]
+        self.tensorized: dict[n.IterVar, object] = {}        # axis -> TensorIntrin
 
     @property
     def name(self) -> str:
@@ -278,9 +279,22 @@ class Stage:
         self.attach_type, self.attach_stage, self.attach_ivar = "root", None, None
         self._record("compute_root")
 
+    def tensorize(self, iv: n.IterVar, intrin):
+        """Replace the loops from ``iv`` inward by a hardware intrinsic (TVM
+        ``tensorize``), e.g. ``td.tensor_intrin.wmma_mma_sync()``: the loops must have
+        the intrinsic's shape and the body its computation; checked when lowering."""
+        self._check_leaf(iv, "tensorize")
+        from .tensor_intrin import TensorIntrin
+        if not isinstance(intrin, TensorIntrin):
+            self._fail(f"tensorize of {iv.name!r}: expected a td.tensor_intrin intrinsic, "
+                       f"got {intrin!r}")
+        self.tensorized[iv] = intrin
+        self._record("tensorize", axis=iv.name, intrin=intrin.name)
+
     def set_scope(self, scope: str):
-        if scope not in ("global", "shared", "local"):
-            self._fail(f"set_scope: scope must be global, shared or local, got {scope!r}")
+        if scope not in ("global", "shared", "local", "wmma.accumulator"):
+            self._fail(f"set_scope: scope must be global, shared, local or wmma.accumulator, "
+                       f"got {scope!r}")
         self.scope = scope
         self._record("set_scope", scope=scope)
 

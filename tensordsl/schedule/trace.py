@@ -99,6 +99,9 @@ def _apply(s, step: Step):
         getattr(st, step.kind)()
     elif step.kind == "set_scope":
         st.set_scope(a["scope"])
+    elif step.kind == "tensorize":
+        from .tensor_intrin import by_name
+        st.tensorize(_axis(st, a["axis"]), by_name(a["intrin"]))
     elif step.kind == "storage_align":
         st.storage_align(_axis(st, a["axis"]), a["factor"], a["offset"])
     else:

@@ -28,6 +28,20 @@ def test_matmul_on_gpu(M, N, K, rng):
     np.testing.assert_allclose(got, a @ b, rtol=1e-3, atol=1e-3)
 
 
+def test_tensor_core_matmul_on_gpu(rng):
+    A = td.placeholder((512, 256), dtype="float16", name="A")
+    B = td.placeholder((256, 384), dtype="float16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    f = td.build(schedule_for("matmul", C), [A, B, C], target="cuda")
+    assert "mma_sync" in f.get_source()
+    a = rng.standard_normal((512, 256)).astype("float16")
+    b = rng.standard_normal((256, 384)).astype("float16")
+    c = td.nd.empty((512, 384), "float32", device="cuda")
+    f(td.nd.array(a, device="cuda"), td.nd.array(b, device="cuda"), c)
+    want = a.astype("float32") @ b.astype("float32")
+    np.testing.assert_allclose(c.numpy(), want, rtol=1e-3, atol=1e-2)
+
+
 def test_softmax_layer_norm_reduce_on_gpu(rng):
     got, (x,) = _run_on_gpu("softmax", dense.softmax, [(64, 1000)], rng)
     e = np.exp(x - x.max(-1, keepdims=True))

@@ -1,0 +1,116 @@
+"""float16/bfloat16 kernels and the tensor-core (WMMA) matmul: compiled for sm_80 and
+sm_90 by NVRTC, emulated on the CPU, compared with numpy."""
+import numpy as np
+import pytest
+
+import tensordsl as td
+from kernels import dense
+from schedules.cuda.matmul import schedule_matmul_tensorcore
+
+from .helpers import build_all
+
+
+def _bf16(x):
+    """float32 -> bfloat16 bits (round to nearest even), and their float32 values."""
+    bits = x.view("uint32")
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("uint16")
+    return rounded, (rounded.astype("uint32") << 16).view("float32")
+
+
+def _inputs(rng, shape, dtype):
+    x = rng.standard_normal(shape).astype("float32")
+    if dtype == "float16":
+        h = x.astype("float16")
+        return h, h.astype("float32")
+    return _bf16(x)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("M,N,K,config", [
+    (64, 64, 64, {"warps_m": 2, "warps_n": 1, "wm": 1, "wn": 2, "kk": 2}),
+    (128, 96, 48, {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 1, "kk": 3, "double_buffer": 0}),
+])
+def test_tensor_core_matmul(dtype, M, N, K, config, rng):
+    A = td.placeholder((M, K), dtype=dtype, name="A")
+    B = td.placeholder((K, N), dtype=dtype, name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = td.create_schedule(C.op)
+    schedule_matmul_tensorcore(s, C, config)
+    modules = build_all(s, [A, B, C])
+    src = modules["sm_90"].get_source()
+    assert "nvcuda::wmma::mma_sync" in src and "#include <mma.h>" in src
+    (a, a32), (b, b32) = _inputs(rng, (M, K), dtype), _inputs(rng, (K, N), dtype)
+    c = np.full((M, N), np.nan, "float32")
+    modules["sm_80"].emulate(a, b, c)
+    np.testing.assert_allclose(c, a32 @ b32, rtol=1e-5, atol=1e-4)
+
+
+def test_the_matmul_template_picks_tensor_cores_for_16_bit_inputs():
+    from schedules.cuda import schedule_for
+    A = td.placeholder((128, 64), dtype="float16", name="A")
+    B = td.placeholder((64, 128), dtype="float16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = schedule_for("matmul", C)
+    assert "wmma.mma_sync" in str(td.lower(s, [A, B, C], target="cuda"))
+    C2 = dense.matmul(A, B)                                  # float16 result: SIMT path
+    assert "wmma" not in str(td.lower(schedule_for("matmul", C2), [A, B, C2], target="cuda"))
+
+
+def test_tensorize_checks_shape_and_whole_tiles():
+    A = td.placeholder((40, 32), dtype="float16", name="A")
+    B = td.placeholder((32, 32), dtype="float16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = td.create_schedule(C.op)
+    schedule_matmul_tensorcore(s, C, {"warps_m": 1, "warps_n": 1, "wm": 1, "wn": 1, "kk": 1})
+    with pytest.raises(td.ScheduleError, match="tiles must be whole"):
+        td.lower(s, [A, B, C], target="cuda")
+    A = td.placeholder((32, 32), dtype="float16", name="A")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = td.create_schedule(C.op)
+    CF = s.cache_write(C, "wmma.accumulator")
+    i, j = C.op.axis
+    s[C].bind(i, td.thread_axis("blockIdx.x"))
+    s[CF].compute_at(s[C], i)
+    ci, cj = CF.op.axis
+    cjo, cj8 = s[CF].split(cj, factor=8)
+    s[CF].tensorize(cj8, td.tensor_intrin.wmma_mma_sync())
+    with pytest.raises(td.ScheduleError, match=r"expected loops of kinds .* extents \(16, 16, 16\)"):
+        td.lower(s, [A, B, C], target="cuda")
+
+
+def test_tensorize_refuses_a_float16_accumulator():
+    A = td.placeholder((16, 16), dtype="float16", name="A")
+    B = td.placeholder((16, 16), dtype="float16", name="B")
+    C = dense.matmul(A, B)                      # accumulates in float16
+    s = td.create_schedule(C.op)
+    CF = s.cache_write(C, "wmma.accumulator")
+    io, _ = s[C].split(C.op.axis[0], factor=16)
+    s[C].bind(io, td.thread_axis("blockIdx.x"))
+    s[CF].compute_at(s[C], io)
+    s[CF].tensorize(CF.op.axis[0], td.tensor_intrin.wmma_mma_sync())
+    with pytest.raises(td.ScheduleError, match="float16 or bfloat16 tiles into float32"):
+        td.lower(s, [A, B, C], target="cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_elementwise_matches_the_cpu_backend(dtype, rng):
+    """Same semantics as the LLVM backend: float16 rounds every operation, bfloat16 is a
+    storage type (computed in float, rounded when stored)."""
+    n = 300
+    A = td.placeholder((n,), dtype=dtype, name="A")
+    Bt = td.compute((n,), lambda i: td.exp(A[i]) * 1.5 + A[i] / 3.0, name="B")
+    C = td.compute((n,), lambda i: Bt[i].astype("float32"), name="C")
+
+    def schedule(gpu):
+        s = td.create_schedule(C.op)
+        s[Bt].compute_inline()
+        if gpu:
+            bx, tx = s[C].split(C.op.axis[0], factor=64)
+            s[C].bind(bx, td.thread_axis("blockIdx.x"))
+            s[C].bind(tx, td.thread_axis("threadIdx.x"))
+        return s
+    a, _ = _inputs(rng, (n,), dtype)
+    got, want = np.zeros(n, "float32"), np.zeros(n, "float32")
+    build_all(schedule(True), [A, C])["sm_80"].emulate(a, got)
+    td.build(schedule(False), [A, C])(a, want)
+    np.testing.assert_allclose(got, want, rtol=2e-3 if dtype == "float16" else 1e-5)
