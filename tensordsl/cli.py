@@ -6,6 +6,8 @@
                                           (schedule, args)
     tensordsl show OP --shape ... [--ir|--llvm|--asm]
                                           the same for an operator as td.ops builds it
+    tensordsl show OP --shape ... --cuda|--ptx [--arch sm_80]
+                                          the operator's GPU template: CUDA C or PTX
     tensordsl tune OP --shape ... [--trials N] [--timeout S] [--db PATH] [--resume]
                                           search OP's schedule space (autotune/)
     tensordsl records list|best|export|import
@@ -38,6 +40,8 @@ def _load_function(spec: str):
 
 def _show(args) -> int:
     import tensordsl as td
+    if args.cuda or args.ptx:
+        return _show_cuda(args)
     if args.shape:
         # an operator (or path/to/file.py:compute) on shapes: the schedule td.ops would
         # use, i.e. the best tuning record or the template's defaults
@@ -52,6 +56,27 @@ def _show(args) -> int:
         print(f.get_source("asm" if args.asm else "ll"))
     else:
         print(td.lower(s, tensors, stop_after=args.after))
+    return 0
+
+
+def _show_cuda(args) -> int:
+    """The GPU side: an operator scheduled by its template in schedules/cuda, or a
+    file's (schedule, args) bound to GPU indices."""
+    import tensordsl as td
+    if args.shape:
+        from schedules.cuda import schedule_for
+        from .autotune.cli import workload_from_args
+        workload = workload_from_args(args.target, args.shape, args.dtype, args.attr)
+        placeholders, out = workload.define()
+        s, tensors = schedule_for(workload.op, out, workload.attrs), placeholders + [out]
+    else:
+        s, tensors = _load_function(args.target)()
+    target = f"cuda -arch={args.arch}" if args.arch else "cuda"
+    if args.after:
+        print(td.lower(s, tensors, stop_after=args.after, target=target))
+        return 0
+    f = td.build(s, tensors, target=target)
+    print(f.get_source("ptx" if args.ptx else "cuda"))
     return 0
 
 
@@ -82,6 +107,10 @@ def main(argv=None) -> int:
     kind.add_argument("--ir", action="store_true", help="lowered loop nest (default)")
     kind.add_argument("--llvm", action="store_true", help="LLVM IR")
     kind.add_argument("--asm", action="store_true", help="host assembly")
+    kind.add_argument("--cuda", action="store_true", help="CUDA C of the GPU template")
+    kind.add_argument("--ptx", action="store_true", help="PTX of the GPU template")
+    show.add_argument("--arch", help="GPU architecture with --cuda/--ptx (default: the "
+                                     "GPU's, else sm_90)")
     from .lower.pipeline import PASS_NAMES
     show.add_argument("--after", choices=PASS_NAMES, help="show the IR after this pass")
     from .autotune import cli as tune_cli

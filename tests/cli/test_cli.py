@@ -33,3 +33,13 @@ def test_bad_target_is_one_line_and_exit_2(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "no such file" in out.stderr
+
+
+def test_show_cuda_and_ptx_of_gpu_templates(capsys):
+    assert cli.main(["show", "softmax", "--shape", "4,100", "--cuda", "--arch", "sm_80"]) == 0
+    src = capsys.readouterr().out
+    assert 'extern "C" __global__' in src and "__shfl_xor_sync" in src
+    assert cli.main(["show", "matmul", "--shape", "64,64,64", "--dtype", "float16",
+                     "--attr", "out_dtype=float32", "--ptx", "--arch", "sm_90"]) == 0
+    ptx = capsys.readouterr().out
+    assert ".target sm_90" in ptx and "mma.sync" in ptx
