@@ -10,6 +10,9 @@ defaults.
     c = td.ops.matmul(a, b)
     y = td.ops.conv2d_nchw(x, w, stride=1, padding=1)
     p = td.ops.softmax(x, axis=-1)
+
+Given ``td.nd`` arrays on the CUDA device instead, the operator is scheduled with its GPU
+template (``schedules/cuda``), runs on the GPU and returns a device array.
 """
 from __future__ import annotations
 
@@ -77,8 +80,51 @@ def _compiled(name: str, args, spec, attrs: dict, target: str):
         return hit
 
 
+def _on_device(a) -> bool:
+    from .nd import NDArray
+    return isinstance(a, NDArray) and a.device == "cuda"
+
+
+def _call_cuda(name: str, args, out, attrs: dict):
+    """``call`` on device arrays: the operator's GPU template, compiled once per
+    (shapes, dtypes, attributes)."""
+    import tensordsl as td
+    from schedules.cuda import schedule_for
+    from .autotune.workload import Workload
+    from .nd import NDArray, empty
+    spec = []
+    for k, a in enumerate(args):
+        if isinstance(a, NDArray) and a.device == "cuda":
+            spec.append(("array", a.shape, a.dtype.name))
+        elif isinstance(a, (np.ndarray, NDArray)):
+            raise TypeError(f"{name}: argument {k} is a host array, but others are on the "
+                            "CUDA device; copy it there with td.nd.array(x, device='cuda')")
+        else:
+            spec.append(("value", a))
+    key = (name, _freeze(spec), _freeze(attrs), "cuda")
+    with _LOCK:
+        hit = _CACHE.get(key)
+        if hit is None:
+            placeholders, result = Workload(name, spec, attrs).define()
+            f = td.build(schedule_for(name, result, attrs), placeholders + [result],
+                         target="cuda", name=name)
+            shape = tuple(int(d.value) for d in result.shape)
+            hit = _CACHE[key] = (f, shape, np.dtype(result.dtype))
+    f, shape, dtype = hit
+    if out is None:
+        out = empty(shape, dtype, device=f"cuda:{args[0].device_id}"
+                    if isinstance(args[0], NDArray) else "cuda")
+    elif not _on_device(out) or out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"{name}: out= must be a CUDA td.nd array of {dtype} and shape "
+                         f"{shape}, got {out!r}")
+    f(*[a for a in args if isinstance(a, NDArray)], out)
+    return out
+
+
 def call(name: str, *args, out=None, target: str = "llvm", **attrs):
     """Run operator ``name``: arrays become its tensors, other arguments pass through."""
+    if any(_on_device(a) for a in args):
+        return _call_cuda(name, args, out, attrs)
     args = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in args]
     f, shape, dtype = _compiled(name, args, _signature(name, args), attrs, target)
     if out is None:

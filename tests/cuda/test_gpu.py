@@ -56,6 +56,19 @@ def test_softmax_layer_norm_reduce_on_gpu(rng):
     np.testing.assert_allclose(got, x.sum(), rtol=1e-3)
 
 
+def test_ops_on_device_arrays(rng):
+    x = rng.standard_normal((64, 300)).astype("float32")
+    w = rng.standard_normal((300, 128)).astype("float32")
+    y = td.ops.matmul(td.nd.array(x, device="cuda"), td.nd.array(w, device="cuda"))
+    assert isinstance(y, td.nd.NDArray) and y.device == "cuda"
+    np.testing.assert_allclose(y.numpy(), x @ w, rtol=1e-3, atol=1e-3)
+    p = td.ops.softmax(td.nd.array(x, device="cuda"), axis=-1).numpy()
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(p, e / e.sum(-1, keepdims=True), rtol=1e-4, atol=1e-6)
+    with pytest.raises(TypeError, match="argument 1 is a host array"):
+        td.ops.matmul(td.nd.array(x, device="cuda"), w)
+
+
 def test_dlpack_with_torch_cuda(rng):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

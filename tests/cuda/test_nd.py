@@ -77,3 +77,15 @@ def test_no_gpu_raises_device_not_available():
     with pytest.raises(td.DeviceNotAvailable):
         td.nd.empty((3,), "float32", device="cuda")
     assert td.nd.is_cuda_available() is False
+
+
+@pytest.mark.skipif(driver.is_available(), reason="this machine has a GPU")
+def test_ops_on_device_arrays_compile_the_gpu_template_then_need_the_device():
+    # a device array's metadata without device memory: enough to reach the launch
+    fake = td.nd.NDArray(0, (32, 48), "float32", "cuda", 0, None)
+    with pytest.raises(TypeError, match="argument 1 is a host array"):
+        td.ops.matmul(fake, np.zeros((48, 16), "float32"))
+    with pytest.raises(td.DeviceNotAvailable):
+        td.ops.softmax(fake, axis=-1)
+    from tensordsl.ops import _CACHE
+    assert any(key[0] == "softmax" and key[-1] == "cuda" for key in _CACHE)
