@@ -76,40 +76,6 @@ struct __nv_bfloat16 {
   operator float() const { return td_emu::bits_to_float((unsigned)bits << 16); }
 };
 
-// Tensor cores (WMMA): a fragment holds its whole tile in every thread of the warp; each
-// operation computes the whole tile (all 32 threads call it with the same arguments).
-namespace nvcuda { namespace wmma {
-struct matrix_a {}; struct matrix_b {}; struct accumulator {};
-struct row_major {}; struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
-  static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
-  static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
-  T x[rows * cols];
-};
-template <class F, class T> inline void fill_fragment(F& f, T v) { for (auto& e : f.x) e = v; }
-template <class F, class P> inline void load_matrix_sync(F& f, const P* p, unsigned ldm) {
-  for (int r = 0; r < F::rows; ++r)
-    for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = p[(long long)r * ldm + c];
-}
-template <class C, class A, class B>
-inline void mma_sync(C& d, const A& a, const B& b, const C& c) {
-  float out[C::rows * C::cols];
-  for (int i = 0; i < C::rows; ++i)
-    for (int j = 0; j < C::cols; ++j) {
-      float acc = c.x[i * C::cols + j];
-      for (int k = 0; k < A::cols; ++k)
-        acc += (float)a.x[i * A::cols + k] * (float)b.x[k * B::cols + j];
-      out[i * C::cols + j] = acc;
-    }
-  for (int e = 0; e < C::rows * C::cols; ++e) d.x[e] = out[e];
-}
-template <class P, class F>
-inline void store_matrix_sync(P* p, const F& f, unsigned ldm, layout_t) {
-  for (int r = 0; r < F::rows; ++r)
-    for (int c = 0; c < F::cols; ++c) p[(long long)r * ldm + c] = f.x[r * F::cols + c];
-}
-}}  // namespace nvcuda::wmma
 
 namespace td_emu {
 
@@ -175,6 +141,26 @@ template <class T> inline long long check(const T* base, long long i, const char
   return i;
 }
 
+// A tile that starts inside a registered (global) buffer must end inside it; shared
+// arrays are not registered, their tiles are checked by the first element's index.
+template <class P> inline bool check_tile(const P* p, long long last, const char* what) {
+  for (auto& r : regions) {
+    const P* base = (const P*)r.base;
+    if (p >= base && p < base + r.count) {
+      if ((p - base) + last >= r.count) {
+        char text[256];
+        std::snprintf(text, sizeof text, "out-of-bounds %s of %s: elements %lld..%lld "
+                      "(size %lld)", what, r.name, (long long)(p - base),
+                      (long long)(p - base) + last, r.count);
+        fail(2, text);
+        return false;
+      }
+      return true;
+    }
+  }
+  return true;
+}
+
 template <class T, std::size_t N> inline long long check_array(T (&)[N], long long i,
                                                               const char* expr) {
   const T* none = nullptr;
@@ -236,6 +222,47 @@ inline int launch(long long gx, long long gy, long long gz, int bx, int by, int 
 }
 
 }  // namespace td_emu
+
+// Tensor cores (WMMA): a fragment holds its whole tile in every thread of the warp; each
+// operation computes the whole tile (all 32 threads call it with the same arguments).
+namespace nvcuda { namespace wmma {
+struct matrix_a {}; struct matrix_b {}; struct accumulator {};
+struct row_major {}; struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
+  static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+  static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+  T x[rows * cols];
+};
+template <class F, class T> inline void fill_fragment(F& f, T v) { for (auto& e : f.x) e = v; }
+template <class F, class P> inline void load_matrix_sync(F& f, const P* p, unsigned ldm) {
+  if (!td_emu::check_tile(p, (long long)(F::rows - 1) * ldm + F::cols - 1, "load_matrix_sync")) {
+    fill_fragment(f, 0.0f);   // reported; never read past the buffer
+    return;
+  }
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = p[(long long)r * ldm + c];
+}
+template <class C, class A, class B>
+inline void mma_sync(C& d, const A& a, const B& b, const C& c) {
+  float out[C::rows * C::cols];
+  for (int i = 0; i < C::rows; ++i)
+    for (int j = 0; j < C::cols; ++j) {
+      float acc = c.x[i * C::cols + j];
+      for (int k = 0; k < A::cols; ++k)
+        acc += (float)a.x[i * A::cols + k] * (float)b.x[k * B::cols + j];
+      out[i * C::cols + j] = acc;
+    }
+  for (int e = 0; e < C::rows * C::cols; ++e) d.x[e] = out[e];
+}
+template <class P, class F>
+inline void store_matrix_sync(P* p, const F& f, unsigned ldm, layout_t) {
+  if (!td_emu::check_tile(p, (long long)(F::rows - 1) * ldm + F::cols - 1, "store_matrix_sync"))
+    return;   // reported; never written past the buffer
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c) p[(long long)r * ldm + c] = f.x[r * F::cols + c];
+}
+}}  // namespace nvcuda::wmma
 
 #define __global__
 #define __device__

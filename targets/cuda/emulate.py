@@ -88,7 +88,7 @@ def compile_emulator(func: n.PrimFunc, plan: HostPlan) -> Path:
         src.write_text(source)
         out = Path(tmp) / "kernel.so"
         cmd = [_compiler(), "-std=c++17", "-O1", "-shared", "-fPIC", "-fno-strict-aliasing",
-               "-w", "-o", str(out), str(src)]
+               "-fno-gnu-unique", "-w", "-o", str(out), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError(f"the emulator could not compile the generated CUDA C:\n"

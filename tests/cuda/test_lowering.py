@@ -129,3 +129,55 @@ def test_random_cross_thread_reductions_match_numpy(rows, cols, threads, op, see
     x = np.random.default_rng(seed).standard_normal((rows, cols)).astype("float32")
     want = getattr(x, op)(axis=1)
     np.testing.assert_allclose(emulate(s, [X, R], [x]), want, rtol=1e-4, atol=1e-4)
+
+
+def test_emulator_bounds_checks_whole_tensor_core_tiles():
+    """A 16x16 store whose first element is in bounds but whose last is not."""
+    i64 = lambda v: n.IntImm("int64", v)  # noqa: E731
+    out = n.Buffer("C", "float32", (i64(256),))
+    acc = n.Buffer("acc", "float32", (i64(256),), "wmma.accumulator")
+
+    def load(b, k):
+        return n.Load("float32", b, i64(k))
+    fill = n.Evaluate(n.Call("int32", "wmma.fill", (load(acc, 0), load(acc, 16),
+                                                    n.FloatImm("float32", 1.0))))
+    store = n.Evaluate(n.Call("int32", "wmma.store", (load(out, 16), load(out, 32),
+                                                      load(acc, 0), load(acc, 16))))
+    root = n.For(n.Var("tx"), i64(0), i64(32), "thread_binding",
+                 n.Allocate(acc, i64(256), n.seq(fill, store)), "threadIdx.x")
+    func = n.PrimFunc("probe", (out,), root, (out,), {})
+    with pytest.raises(EmulationError, match=r"out-of-bounds store_matrix_sync of C: "
+                                             r"elements 16\.\.271 \(size 256\)"):
+        Emulator(func).run({id(out): np.zeros(256, "float32")}, {})
+
+
+@settings(max_examples=10, deadline=None)
+@given(R=st.integers(1, 24), C=st.integers(1, 40), ty=st.sampled_from([1, 2, 4]),
+       tx=st.sampled_from([4, 8, 16, 32]), fetch=st.sampled_from([1, 3, 8, 32, 64]),
+       shared=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_stencils_with_shared_staging_match_numpy(R, C, ty, tx, fetch, shared, seed):
+    """out[i, j] = P[i, j] * P[i, min(j + 1, C - 1)], P = tanh(A) + 1: the block's tile
+    of P (plus a halo column) staged in shared memory by ``fetch`` threads, or inlined."""
+    A = td.placeholder((R, C), name="A")
+    P = td.compute((R, C), lambda i, j: td.tanh(A[i, j]) + 1.0, name="P")
+    out = td.compute((R, C), lambda i, j: P[i, j] * P[i, td.minimum(j + 1, C - 1)],
+                     name="out")
+    s = td.create_schedule(out.op)
+    by, yi = s[out].split(out.op.axis[0], factor=ty)
+    bx, xi = s[out].split(out.op.axis[1], factor=tx)
+    s[out].reorder(by, bx, yi, xi)
+    for ax, tag in ((by, "blockIdx.y"), (bx, "blockIdx.x"), (yi, "threadIdx.y"),
+                    (xi, "threadIdx.x")):
+        s[out].bind(ax, td.thread_axis(tag))
+    if shared:
+        s[P].set_scope("shared")
+        s[P].compute_at(s[out], bx)
+        fused = s[P].fuse(*P.op.axis)
+        _, f = s[P].split(fused, factor=fetch)
+        s[P].bind(f, td.thread_axis("threadIdx.x"))
+    else:
+        s[P].compute_inline()
+    a = np.random.default_rng(seed).standard_normal((R, C)).astype("float32")
+    p = np.tanh(a) + 1.0
+    want = p * p[:, np.minimum(np.arange(C) + 1, C - 1)]
+    np.testing.assert_allclose(emulate(s, [A, out], [a]), want, rtol=1e-5, atol=1e-6)
