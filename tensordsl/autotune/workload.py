@@ -51,12 +51,17 @@ class Workload:
             return attrs
         n_pos = len(self.args)
         full = dict(attrs)
-        for k, p in enumerate(inspect.signature(fn).parameters.values()):
+        params = list(inspect.signature(fn).parameters.values())
+        for k, p in enumerate(params):
             if k < n_pos or p.name == "name" or p.default is inspect.Parameter.empty:
                 continue
-            if p.name not in full and isinstance(p.default, (int, float, str, bool,
-                                                             type(None), tuple)):
+            if p.name not in full and isinstance(p.default, (int, float, str, bool, tuple)):
                 full[p.name] = p.default
+        # an option left at a None default is not part of the identity, so adding one
+        # to an operator keeps the records filed for it before
+        for p in params:
+            if p.default is None and full.get(p.name, 0) is None:
+                del full[p.name]
         return json.loads(canonical(full))
 
     # ------------------------------------------------------------ identity
