@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import tensordsl as td
 
-from . import generic, matmul, rowwise
+from . import conv2d, generic, matmul, rowwise
 
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
     "dense": matmul.schedule_matmul,
     "batch_matmul": matmul.schedule_matmul,
+    "conv2d_nchw": conv2d.schedule_conv2d_nchw,
     "softmax": rowwise.schedule_rowwise,
     "log_softmax": rowwise.schedule_rowwise,
     "layer_norm": rowwise.schedule_rowwise,

@@ -179,6 +179,33 @@ class Simplifier(Mutator):
     def canonical(self, e) -> n.Expr:
         return self.rebuild(*self.linear(e))
 
+    def extent_upper_bound(self, e) -> int | None:
+        """A constant upper bound of a region's extent such as ``(x + 5)//12 - x//12 + 8``:
+        each ``k*(X + c1)//d`` paired with ``-k*(X + c2)//d`` is at most
+        ``k*((c1 - c2 + d - 1)//d)`` whatever ``X`` is. None if terms remain unpaired."""
+        terms, const = self.linear(e)
+        pending = []
+        for atom, c in terms.values():
+            if c == 0:
+                continue
+            if not (isinstance(atom, n.FloorDiv) and isinstance(atom.b, n.IntImm)
+                    and atom.b.value > 0):
+                return None
+            inner, shift = self.linear(atom.a)
+            pending.append((c, atom.b.value, self.key(self.rebuild(inner, 0)), shift))
+        bound = const
+        while pending:
+            c, d, x, shift = pending.pop()
+            partner = next((q for q in pending if q[0] == -c and q[1] == d and q[2] == x), None)
+            if partner is None:
+                return None
+            pending.remove(partner)
+            hi, lo = (shift, partner[3]) if c > 0 else (partner[3], shift)
+            if hi < lo:
+                return None
+            bound += abs(c) * ((hi - lo + d - 1) // d)
+        return bound
+
     # ------------------------------------------------------------ bounds
     def bounds(self, e) -> Bounds:
         """Constant inclusive bounds of an index expression."""

@@ -179,6 +179,12 @@ def _demanded_region(schedule, stage, bounds, s):
             out.append(n.Range(n.IntImm("int64", 0), shape))
             continue
         extent = s.visit(n.Add(n.Sub(hi[d], lo[d]), n.IntImm("int64", 1)))
+        if not isinstance(extent, n.IntImm):
+            # a tile whose size varies with the outer loops (rows touched by a run of
+            # flattened positions): allocate its largest size, a constant
+            bound = s.extent_upper_bound(extent)
+            if bound is not None:
+                extent = n.IntImm("int64", bound)
         too_big = (isinstance(extent, n.IntImm) and isinstance(shape, n.IntImm)
                    and extent.value >= shape.value)
         if too_big or (not isinstance(extent, n.IntImm) and isinstance(shape, n.IntImm)):

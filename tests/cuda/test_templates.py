@@ -102,3 +102,33 @@ def test_reductions_elementwise_pooling_conv(rng):
         for rx in range(3):
             ref += np.einsum("chw,fc->fhw", xp[0, :, ry:ry + 6, rx:rx + 7], w[:, :, ry, rx])[None]
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def _conv_ref(x, w, pad, stride=1, groups=1):
+    n_, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    out = np.zeros((n_, f, oh, ow), "float64")
+    fg = f // groups
+    for g in range(groups):
+        for ry in range(kh):
+            for rx in range(kw):
+                patch = xp[:, g * cg:(g + 1) * cg, ry:ry + stride * oh:stride,
+                           rx:rx + stride * ow:stride]
+                out[:, g * fg:(g + 1) * fg] += np.einsum("nchw,fc->nfhw", patch,
+                                                         w[g * fg:(g + 1) * fg, :, ry, rx])
+    return out.astype("float32")
+
+
+@pytest.mark.parametrize("xs,ws,pad,stride,groups", [
+    ((2, 8, 12, 10), (16, 8, 3, 3), 1, 1, 1),     # shared-memory tiled (padded-width form)
+    ((1, 5, 9, 9), (6, 5, 5, 5), 2, 1, 1),
+    ((1, 4, 9, 8), (6, 4, 3, 3), 1, 2, 1),        # strided: generic template
+    ((1, 6, 7, 7), (6, 1, 3, 3), 1, 1, 6),        # depthwise: generic template
+])
+def test_conv2d_nchw(xs, ws, pad, stride, groups, rng):
+    got, (x, w) = _run("conv2d_nchw",
+                       lambda a, b: dense.conv2d_nchw(a, b, stride=stride, padding=pad,
+                                                      groups=groups), [xs, ws], rng)
+    np.testing.assert_allclose(got, _conv_ref(x, w, pad, stride, groups), rtol=1e-4, atol=1e-4)
