@@ -150,11 +150,11 @@ class LoadedModule:
                                    f"cuModuleGetFunction({k})") for k in names}
 
     def launch(self, name: str, grid, block, args: list):
-        """``args``: ctypes values (pointers as ``c_void_p``, scalars as ``c_longlong``)."""
+        """``args``: ctypes values (pointers as ``c_void_p``, scalars as ``c_longlong``),
+        passed the way cuda-python documents: a tuple of values and one of their types."""
         driver = _driver()
-        holders = (ctypes.c_void_p * max(1, len(args)))()
-        for k, a in enumerate(args):
-            holders[k] = ctypes.cast(ctypes.pointer(a), ctypes.c_void_p)
+        values = tuple(a.value or 0 for a in args)
+        types = tuple(type(a) for a in args)
         check(driver.cuLaunchKernel(self.functions[name], *grid, *block, 0, 0,
-                                    ctypes.addressof(holders), 0),
+                                    (values, types), 0),
               f"launch of {name}")
