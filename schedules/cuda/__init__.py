@@ -6,22 +6,16 @@ Operators without a template of their own get the generic one (``generic.py``).
 """
 from __future__ import annotations
 
-import tensordsl as td
-
+from .. import schedule_with
 from . import conv2d, generic, matmul, rowwise
 
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
-    "dense": matmul.schedule_matmul,
-    "batch_matmul": matmul.schedule_matmul,
-    "conv2d_nchw": conv2d.schedule_conv2d_nchw,
-    "softmax": rowwise.schedule_rowwise,
-    "log_softmax": rowwise.schedule_rowwise,
-    "layer_norm": rowwise.schedule_rowwise,
+    "conv2d": conv2d.schedule_conv2d_nchw,
+    "rowwise": rowwise.schedule_rowwise,
+    "generic": generic.schedule_generic,
 }
 
 
 def schedule_for(name: str, out, attrs: dict | None = None, config: dict | None = None):
-    s = td.create_schedule(out.op)
-    TEMPLATES.get(name, generic.schedule_generic)(s, out, config)
-    return s
+    return schedule_with(TEMPLATES, name, out, config)

@@ -18,17 +18,9 @@ import tensordsl as td
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import bind_flat, schedule_generic
+from .matmul import cooperative_fetch
 
 DEFAULT = {"ty": 8, "tx": 16, "vm": 4, "vn": 4, "kc": 4, "threads": 256}
-
-
-def _cooperative_fetch(s, cache, ty_n, tx_n):
-    stage = s[cache]
-    fused = stage.fuse(*cache.op.axis)
-    fused, tx = stage.split(fused, factor=tx_n)
-    fused, ty = stage.split(fused, factor=ty_n)
-    stage.bind(ty, td.thread_axis("threadIdx.y"))
-    stage.bind(tx, td.thread_axis("threadIdx.x"))
 
 
 def schedule_conv2d_nchw(s, out, config=None):
@@ -71,5 +63,5 @@ def schedule_conv2d_nchw(s, out, config=None):
     s[FL].unroll(fp)
     for cache in (XS, WS):
         s[cache].compute_at(s[FL], rco)
-        _cooperative_fetch(s, cache, ty_n, tx_n)
+        cooperative_fetch(s, cache, tx_n, ty_n)
     return s

@@ -23,17 +23,17 @@ def _reduction_stage(out):
     raise ValueError(f"schedule_matmul: {out.name!r} is not a matmul-like computation")
 
 
-def _cooperative_fetch(s, cache, threads_y, threads_x, vec):
-    """All threads of the block copy the tile: fused, split by the block's threads."""
+def cooperative_fetch(s, cache, *threads, vec: int = 1):
+    """All threads of the block copy the tile: its axes fused, ``vec``-wide vectors
+    innermost, then split by the block's thread extents ``threads`` (x, then y, then z)."""
     stage = s[cache]
     fused = stage.fuse(*cache.op.axis)
     if vec > 1:
         fused, v = stage.split(fused, factor=vec)
         stage.vectorize(v)
-    fused, tx = stage.split(fused, factor=threads_x)
-    fused, ty = stage.split(fused, factor=threads_y)
-    stage.bind(ty, td.thread_axis("threadIdx.y"))
-    stage.bind(tx, td.thread_axis("threadIdx.x"))
+    for axis, extent in zip("xyz", threads):
+        fused, t = stage.split(fused, factor=extent)
+        stage.bind(t, td.thread_axis(f"threadIdx.{axis}"))
 
 
 def _tensor_core_fits(out, cfg) -> bool:
@@ -93,7 +93,7 @@ def schedule_matmul(s, out, config=None):
     s[CL].unroll(ki)
     for cache in (AS, BS):
         s[cache].compute_at(s[CL], ko)
-        _cooperative_fetch(s, cache, ty_n, tx_n, cfg["vec"])
+        cooperative_fetch(s, cache, tx_n, ty_n, vec=cfg["vec"])
         if cfg["double_buffer"]:
             s[cache].double_buffer()
     return s
@@ -144,16 +144,7 @@ def schedule_matmul_tensorcore(s, out, config=None):
 
     for cache in (AS, BS):
         s[cache].compute_at(s[CF], ko)
-        stage = s[cache]
-        fused = stage.fuse(*cache.op.axis)
-        fused, v = stage.split(fused, factor=cfg["vec"])
-        stage.vectorize(v)
-        fused, lane = stage.split(fused, factor=32)
-        fused, wy = stage.split(fused, factor=wmm)
-        fused, wz = stage.split(fused, factor=wnn)
-        stage.bind(lane, td.thread_axis("threadIdx.x"))
-        stage.bind(wy, td.thread_axis("threadIdx.y"))
-        stage.bind(wz, td.thread_axis("threadIdx.z"))
+        cooperative_fetch(s, cache, 32, wmm, wnn, vec=cfg["vec"])   # lanes, warps
         if cfg["double_buffer"]:
-            stage.double_buffer()
+            s[cache].double_buffer()
     return s

@@ -21,7 +21,8 @@ from tensordsl.errors import BuildError
 from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.ir.printer import Printer
-from tensordsl.ir.visitor import substitute
+from tensordsl.ir.visitor import post_order, substitute
+from tensordsl.lower.gpu import shared_allocations
 
 from .plan import HostPlan, Kernel, host_plan
 
@@ -101,7 +102,6 @@ class _KernelWriter:
         body_lines = self.lines
         self.stmt(k.body, 1)
         shared = []
-        from tensordsl.lower.gpu import shared_allocations
         for a in shared_allocations(k.body):
             shared.append(f"  __shared__ __align__(128) {c_type(a.buffer.dtype)} "
                           f"{self.buf(a.buffer)}[{a.extent.value}];")
@@ -235,7 +235,7 @@ class _KernelWriter:
         if isinstance(s.value, n.Call) and s.value.name == "prefetch":
             return  # the GPU's caches need no hint here
         if isinstance(s.value, n.Call) and s.value.name.startswith("wmma."):
-            from .wmma import write_wmma
+            from .wmma import write_wmma   # (wmma.py uses this module's c_type)
             write_wmma(self, s.value, depth)
             return
         self.emit(depth, f"(void)({self.expr(s.value)});")
@@ -433,22 +433,21 @@ class _KernelWriter:
 
 def headers_needed(func: n.PrimFunc) -> list[str]:
     """The CUDA headers the source includes (NVRTC finds them in its bundled set)."""
-    from tensordsl.ir.visitor import post_order
-    dtypes = set()
+    dtypes, wmma = set(), False
     for node in post_order(func.body):
-        for attr in ("dtype",):
-            d = getattr(node, attr, None)
-            if isinstance(d, str):
-                dtypes.add(dt.element(d))
+        d = getattr(node, "dtype", None)
+        if isinstance(d, str):
+            dtypes.add(dt.element(d))
         buf = getattr(node, "buffer", None)
         if buf is not None:
             dtypes.add(dt.element(buf.dtype))
+        wmma = wmma or (isinstance(node, n.Call) and node.name.startswith("wmma."))
     out = []
     if "float16" in dtypes:
         out.append("cuda_fp16.h")
     if "bfloat16" in dtypes:
         out.append("cuda_bf16.h")
-    if any(isinstance(x, n.Call) and x.name.startswith("wmma.") for x in post_order(func.body)):
+    if wmma:
         out.append("mma.h")
     return out
 
