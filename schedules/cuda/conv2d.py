@@ -14,11 +14,10 @@ thread per output element.
 """
 from __future__ import annotations
 
-import tensordsl as td
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import bind_flat, schedule_generic
-from .matmul import cooperative_fetch
+from .matmul import block_tile, cooperative_fetch
 
 DEFAULT = {"ty": 8, "tx": 16, "vm": 4, "vn": 4, "kc": 4, "threads": 256}
 
@@ -40,20 +39,7 @@ def schedule_conv2d_nchw(s, out, config=None):
     XS = s.cache_read(padded, "shared", [flat])
     WS = s.cache_read(weights, "shared", [flat])
     FL = s.cache_write(flat, "local")
-    b, f, p = flat.op.axis
-    fo, fi = s[flat].split(f, factor=ty_n * vm)
-    po, pi = s[flat].split(p, factor=tx_n * vn)
-    ty, fi = s[flat].split(fi, nparts=ty_n)
-    tx, pi = s[flat].split(pi, nparts=tx_n)
-    s[flat].reorder(b, fo, po, ty, tx, fi, pi)
-    s[flat].bind(b, td.thread_axis("blockIdx.z"))
-    s[flat].bind(fo, td.thread_axis("blockIdx.y"))
-    s[flat].bind(po, td.thread_axis("blockIdx.x"))
-    s[flat].bind(ty, td.thread_axis("threadIdx.y"))
-    s[flat].bind(tx, td.thread_axis("threadIdx.x"))
-    s[flat].unroll(fi)
-    s[flat].unroll(pi)
-
+    tx = block_tile(s[flat], ty_n, tx_n, vm, vn)     # (b, f, p): channels x positions
     s[FL].compute_at(s[flat], tx)
     rc, ry, rx = FL.op.reduce_axis
     rco, rci = s[FL].split(rc, factor=cfg["kc"])

@@ -36,6 +36,28 @@ def cooperative_fetch(s, cache, *threads, vec: int = 1):
         stage.bind(t, td.thread_axis(f"threadIdx.{axis}"))
 
 
+def block_tile(stage, ty_n: int, tx_n: int, vm: int, vn: int):
+    """Tile the stage's last two axes: a block per ``(ty_n*vm) x (tx_n*vn)`` tile
+    (leading axes fused onto ``blockIdx.z``), ``ty_n x tx_n`` threads each owning an
+    unrolled ``vm x vn`` block. Returns the ``threadIdx.x`` axis (where a per-thread
+    accumulator is computed)."""
+    *batch, i, j = stage.op.axis
+    by, yi = stage.split(i, factor=ty_n * vm)
+    bx, xi = stage.split(j, factor=tx_n * vn)
+    ty, yi = stage.split(yi, nparts=ty_n)
+    tx, xi = stage.split(xi, nparts=tx_n)
+    stage.reorder(*batch, by, bx, ty, tx, yi, xi)
+    if batch:
+        bz = stage.fuse(*batch) if len(batch) > 1 else batch[0]
+        stage.bind(bz, td.thread_axis("blockIdx.z"))
+    for ax, tag in ((by, "blockIdx.y"), (bx, "blockIdx.x"), (ty, "threadIdx.y"),
+                    (tx, "threadIdx.x")):
+        stage.bind(ax, td.thread_axis(tag))
+    stage.unroll(yi)
+    stage.unroll(xi)
+    return tx
+
+
 def _tensor_core_fits(out, cfg) -> bool:
     """float16/bfloat16 operands, float32 result, 2-d, whole tensor-core tiles."""
     if not out.op.reduce_axis or len(out.shape) != 2 or out.dtype != "float32":
@@ -66,23 +88,7 @@ def schedule_matmul(s, out, config=None):
     else:
         s[C].set_scope("local")
         CL, final = C, out
-    axes = list(final.op.axis)
-    batch, (i, j) = axes[:-2], axes[-2:]
-    by, yi = s[final].split(i, factor=ty_n * vm)
-    bx, xi = s[final].split(j, factor=tx_n * vn)
-    ty, yi = s[final].split(yi, nparts=ty_n)
-    tx, xi = s[final].split(xi, nparts=tx_n)
-    s[final].reorder(*batch, by, bx, ty, tx, yi, xi)
-    if batch:
-        bz = s[final].fuse(*batch) if len(batch) > 1 else batch[0]
-        s[final].bind(bz, td.thread_axis("blockIdx.z"))
-    s[final].bind(by, td.thread_axis("blockIdx.y"))
-    s[final].bind(bx, td.thread_axis("blockIdx.x"))
-    s[final].bind(ty, td.thread_axis("threadIdx.y"))
-    s[final].bind(tx, td.thread_axis("threadIdx.x"))
-    s[final].unroll(yi)
-    s[final].unroll(xi)
-
+    tx = block_tile(s[final], ty_n, tx_n, vm, vn)
     s[CL].compute_at(s[final], tx)
     k = CL.op.reduce_axis[0]
     ko, ki = s[CL].split(k, factor=kt)
