@@ -215,21 +215,29 @@ def conv2d_nchw(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
 def _conv2d_nchw_flat(data, kernel, g, hw, name):
     """Each channel of the padded input is one row-major run of Wp-wide rows; the
     convolution is computed for every position p = y*Wp + x of that run, including the
-    KW-1 columns past each output row, which are then dropped:
+    columns past each output row, which are then dropped:
 
-        flat[b, f, p] = sum_{c, ry, rx} padded[b, c, p + ry*dh*Wp + rx*dw] * kernel[f, c, ry, rx]
+        flat[b, f, p] = sum_{c, ry, rx} run[b, c, p + ry*dh*Wp + rx*dw - pl] * kernel[f, c, ry, rx]
         out[b, f, y, x] = flat[b, f, y*Wp + x]
 
     so one vector of outputs reads one contiguous span of the input for every tap (a
-    matmul-like micro-kernel, no gathers), at the cost of computing (KW-1)/Wp more. The
-    extra columns of the last row read into extra zero rows at the end."""
+    matmul-like micro-kernel, no gathers), at the cost of computing (Wp - OW)/Wp more.
+    A row's right padding is also the next row's left padding, so Wp = W + max(pl, pr),
+    not W + pl + pr: a column left of a row reads the zeros that end the row before
+    (a zero row leads, for the first), one right of it the zeros that end its own.
+    (Wp is at least OW, for paddings wider than the window.)"""
     H, W = hw
-    Hp, Wp = H + g.pt + g.pb, W + g.pl + g.pr
-    extra_rows = -(-(g.KW - 1) * g.dw // Wp)
-    padded = pad(data, (0, 0, g.pt, g.pl), (0, 0, g.pb + extra_rows, g.pr), name=f"{name}.pad")
+    Wp = max(W + max(g.pl, g.pr), g.OW)
+    lead_rows = 1 if g.pl else 0
+    rows = lead_rows + g.pt + H + g.pb
+    last = (g.OH - 1 + (g.KH - 1) * g.dh) * Wp + (Wp - 1) + (g.KW - 1) * g.dw - g.pl \
+        + lead_rows * Wp   # the largest position any tap reads
+    extra_rows = max(0, last // Wp + 1 - rows)
+    padded = pad(data, (0, 0, lead_rows + g.pt, 0), (0, 0, g.pb + extra_rows, Wp - W),
+                 name=f"{name}.pad")
 
     def tap(b, p):
-        e = p + g.ry * (g.dh * Wp) + g.rx * g.dw
+        e = p + g.ry * (g.dh * Wp) + g.rx * g.dw + (lead_rows * Wp - g.pl)
         return padded[b, g.rc, e // Wp, e % Wp]
 
     flat = td.compute((data.shape[0], g.F, g.OH * Wp),

@@ -30,19 +30,24 @@ def tutorial_matmul(M: int, N: int, K: int, bn: int = 32, kfactor: int = 4):
     return s, [A, B, C]
 
 
-def fused_relu_affine(n: int, lanes: int = 16):
-    """``max(1.5*x + 0.5, 0)`` in one pass: vectorized, parallel."""
+def fused_relu_affine(n: int, lanes: int = 16, stream: bool = True):
+    """``max(1.5*x + 0.5, 0)`` in one pass: vectorized, parallel; with ``stream`` the
+    output bypasses the cache (non-temporal stores: no read of each line before it is
+    overwritten, a third less memory traffic)."""
     X = td.placeholder((n,), name="X")
     Y = td.compute((n,), lambda i: td.maximum(X[i] * 1.5 + 0.5, 0.0), name="Y")
     s = td.create_schedule(Y.op)
     o, i = s[Y].split(Y.op.axis[0], factor=lanes)
     s[Y].vectorize(i)
     s[Y].parallel(o)
+    if stream:
+        s[Y].pragma(o, "nontemporal")
     return s, [X, Y]
 
 
-def triad(n: int, lanes: int = 16):
-    """STREAM triad ``a = b + 3*c``: the memory bandwidth reference."""
+def triad(n: int, lanes: int = 16, stream: bool = True):
+    """STREAM triad ``a = b + 3*c``: the memory bandwidth reference (with streaming
+    stores, as STREAM is built for its best figure)."""
     B = td.placeholder((n,), name="B")
     C = td.placeholder((n,), name="C")
     A = td.compute((n,), lambda i: B[i] + 3.0 * C[i], name="A")
@@ -50,10 +55,12 @@ def triad(n: int, lanes: int = 16):
     o, i = s[A].split(A.op.axis[0], factor=lanes)
     s[A].vectorize(i)
     s[A].parallel(o)
+    if stream:
+        s[A].pragma(o, "nontemporal")
     return s, [B, C, A]
 
 
-def fused_chain(n: int, lanes: int = 64):
+def fused_chain(n: int, lanes: int = 64, stream: bool = True):
     """``max(tanh(0.5*x)*1.5 + 0.25, 0)`` fused into one pass (a transcendental chain).
     Four vectors per iteration give the out-of-order core independent chains to overlap
     (one vector per iteration measured 30% slower: tanh is a long dependent chain)."""
@@ -63,4 +70,6 @@ def fused_chain(n: int, lanes: int = 64):
     o, i = s[Y].split(Y.op.axis[0], factor=lanes)
     s[Y].vectorize(i)
     s[Y].parallel(o)
+    if stream:
+        s[Y].pragma(o, "nontemporal")
     return s, [X, Y]

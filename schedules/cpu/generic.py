@@ -4,7 +4,8 @@ Elementwise producers are inlined into their consumers. A stage with a reduction
 its spatial loops in parallel; when its innermost spatial axis is long, that axis is
 split and vectorized *inside* the reduction loops (each lane accumulates its own output
 element), otherwise the reduction stays a scalar loop. Elementwise outputs are
-vectorized along their innermost axis and parallel over the rest.
+vectorized along their innermost axis and parallel over the rest, and written with
+non-temporal stores when at least half the last-level cache (knob ``stream``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.te.tensor import ComputeOp
 
-from .target import vector_lanes
+from .target import streams_well, vector_lanes
 
 PARALLEL_MIN_ELEMENTS = 1 << 14  # below this, waking the thread team costs more than it saves
 
@@ -44,10 +45,16 @@ def schedule_generic(s, out, config=None):
         else:
             stage.compute_inline()
     for op in s.outputs:
-        schedule_stage(s[op])
+        outer = schedule_stage(s[op])
+        stream = (config or {}).get("stream")
+        if stream is None:
+            stream = streams_well(op.output(0))
+        if outer is not None and stream and not op.reduce_axis:
+            s[op].pragma(outer, "nontemporal")
 
 
 def schedule_stage(stage):
+    """Vectorize and parallelize one stage; returns its outermost loop (or None)."""
     op = stage.op
     lanes = vector_lanes(dt.bits(op.output_dtype(0)) if dt.bits(op.output_dtype(0)) >= 8 else 8)
     spatial = list(op.axis)
@@ -64,7 +71,9 @@ def schedule_stage(stage):
         if op.reduce_axis:
             stage.reorder(*outer_axes, *op.reduce_axis, vec)
         stage.vectorize(vec)
-    if outer_axes:
-        fused = stage.fuse(*outer_axes) if len(outer_axes) > 1 else outer_axes[0]
-        if total >= PARALLEL_MIN_ELEMENTS or op.reduce_axis:
-            stage.parallel(fused)
+    if not outer_axes:
+        return None
+    fused = stage.fuse(*outer_axes) if len(outer_axes) > 1 else outer_axes[0]
+    if total >= PARALLEL_MIN_ELEMENTS or op.reduce_axis:
+        stage.parallel(fused)
+    return fused

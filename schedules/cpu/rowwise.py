@@ -9,7 +9,8 @@ followed by an elementwise pass over the same row.
       out[row, :] = f(x[row, :], r, ...)                 (vectorized)
 
 Everything of one row stays in L1; rows run on all cores; the next row is prefetched.
-Knobs: ``lanes``, ``prefetch`` (rows ahead, 0: none).
+Knobs: ``lanes``, ``prefetch`` (rows ahead, 0: none), ``stream`` (non-temporal stores of
+the output; default: when it is at least half the last-level cache).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tensordsl.ir.visitor import Visitor
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import schedule_generic, vector_factor
-from .target import vector_lanes
+from .target import streams_well, vector_lanes
 
 
 class _Costly(Visitor):
@@ -65,6 +66,8 @@ def schedule_rowwise(s, out, config=None):
         ahead = (config or {}).get("prefetch", 1)
         for t in _row_inputs(s, O, ndim) if ahead else ():
             O.prefetch(t, row, ahead)
+        if (config or {}).get("stream", streams_well(out)):
+            O.pragma(row, "nontemporal")
     for st in stages:
         # elementwise stages over the row are inlined unless costly; per-row values (a
         # reciprocal of a sum) are computed once per row

@@ -17,7 +17,7 @@ def defaults_for(template: str) -> dict:
         from .conv2d import flat_default_config
         return flat_default_config()  # fb, yb: chosen per shape unless tuned
     if template == "rowwise":
-        return {"lanes": vector_lanes(32), "prefetch": 1}
+        return {"lanes": vector_lanes(32), "prefetch": 1}  # stream: chosen per shape
     return {}
 
 
@@ -32,5 +32,8 @@ def space_for(template: str) -> dict:
     if template == "conv2d":
         return {"mr": [4, 6, 8, 12], "nr": vectors, "fb": [2, 4, 8], "yb": [1, 2, 4]}
     if template == "rowwise":
-        return {"lanes": [8, 16] if lanes >= 16 else [4, 8], "prefetch": [0, 1, 2]}
+        return {"lanes": [8, 16] if lanes >= 16 else [4, 8], "prefetch": [0, 1, 2],
+                "stream": [False, True]}
+    if template == "generic":
+        return {"stream": [False, True]}
     return {}

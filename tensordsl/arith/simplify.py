@@ -201,8 +201,7 @@ class Simplifier(Mutator):
                 return None
             pending.remove(partner)
             hi, lo = (shift, partner[3]) if c > 0 else (partner[3], shift)
-            if hi < lo:
-                return None
+            # floor(a) - floor(b) <= ceil(a - b) for any a, b (also when a < b)
             bound += abs(c) * ((hi - lo + d - 1) // d)
         return bound
 

@@ -174,8 +174,9 @@ class LocalAccumulators(Mutator):
         while k < len(stmts):
             here = stmts[k]
             nxt = stmts[k + 1] if k + 1 < len(stmts) else None
-            info = self.rewrites.get(id(nxt))
-            if info is not None and self._is_init_of(here, info[1]):
+            rewritten, *info = self.rewrites.get(id(nxt), (None,))
+            # (an id alone could belong to a newer node once the rewritten one was freed)
+            if rewritten is nxt and nxt is not None and self._is_init_of(here, info[1]):
                 out.append(self._rewrite(*info, first_block=here.condition))
                 changed = True
                 k += 2
@@ -251,7 +252,7 @@ class LocalAccumulators(Mutator):
         for k in sorted(accs, reverse=True):
             out = n.Allocate(accs[k], accs[k].shape[0], out)
         if first_block is None:
-            self.rewrites[id(out)] = (loop, updates, slots)
+            self.rewrites[id(out)] = (out, loop, updates, slots)
         return out
 
 

@@ -111,7 +111,9 @@ class _RemoveGuardsByKey(Mutator):
 class UnswitchGuards(Mutator):
     def __init__(self):
         self.s = Simplifier()
-        self.edges: set = set()  # partitioned-off edge loops: their guard stays
+        # partitioned-off edge loops, whose guard stays; kept by id *and* alive, since an
+        # id is reused once its object is freed (a later loop would pass for an edge)
+        self.edges: dict[int, n.For] = {}
 
     def tighten(self, node: n.For):
         """``for v: if v + r < b: body``  →  ``for v in [min, min(b - r, min + ext)): body``
@@ -179,7 +181,7 @@ class UnswitchGuards(Mutator):
         tightened = None if id(node) in self.edges else self.tighten(node)
         if isinstance(tightened, n.Seq):  # partitioned: the edge keeps its guard
             fast, edge = tightened.stmts
-            self.edges.add(id(edge))
+            self.edges[id(edge)] = edge
             return n.seq(self.visit(fast), self.visit(edge))
         if tightened is not None:
             return self.visit(tightened)

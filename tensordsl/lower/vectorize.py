@@ -9,14 +9,18 @@ predicated, and the masked part runs only when some lane is active, so scalar lo
 it stay as safe as in the loop. A lane-dependent lazy ``if_then_else`` becomes a select
 of its branches, each with its loads masked to its own lanes. A body that cannot be
 vectorized (a lane-dependent ``else``, an allocation, a store whose address does not depend
-on the loop) is left as a serial loop, which LLVM may still vectorize.
+on the loop) is left as a serial loop, which LLVM may still vectorize. A loop longer than
+``MAX_LANES`` becomes a serial loop over vectors of ``MAX_LANES`` (the last one masked):
+LLVM's compile time grows much faster than linearly with the vector width.
 """
 from __future__ import annotations
 
 from ..ir import dtype as dt
 from ..arith.facts import multiple_of
 from ..ir import nodes as n
-from ..ir.visitor import Mutator
+from ..ir.visitor import Mutator, substitute
+
+MAX_LANES = 64  # four AVX-512 registers of float32
 
 
 class _CannotVectorize(Exception):
@@ -207,11 +211,31 @@ class VectorizeLoops(Mutator):
                 node.var, node.min, node.extent, node.kind, body, node.thread_tag)
         if not isinstance(node.extent, n.IntImm) or node.extent.value < 2:
             return n.For(node.var, node.min, node.extent, "serial", body)
+        if node.extent.value > MAX_LANES:
+            return self._in_chunks(node, body)
         ramp = n.Ramp(node.min, n.IntImm(node.min.dtype, 1), node.extent.value)
         try:
             return _Vectorizer(node.var, ramp).visit(body)
         except _CannotVectorize:
             return n.For(node.var, node.min, node.extent, "serial", body)
+
+    def _in_chunks(self, node, body):
+        """``for v in vectorized(E)`` → ``for c in serial(ceil(E/L)): vectorized(L)``,
+        lanes past E masked off by a guard."""
+        extent, t = node.extent.value, node.min.dtype
+        chunk = n.Var(node.var.name + ".chunk", t)
+        lane = n.Var(node.var.name + ".lane", t)
+        offset = n.Add(n.Mul(chunk, n.IntImm(t, MAX_LANES)), lane)
+        inner = substitute(body, {node.var: n.Add(node.min, offset)})
+        if extent % MAX_LANES:
+            inner = n.IfThenElse(n.LT(offset, n.IntImm(t, extent)), inner)
+        ramp = n.Ramp(n.IntImm(t, 0), n.IntImm(t, 1), MAX_LANES)
+        try:
+            vector = _Vectorizer(lane, ramp).visit(inner)
+        except _CannotVectorize:
+            return n.For(node.var, node.min, node.extent, "serial", body)
+        return n.For(chunk, n.IntImm(t, 0), n.IntImm(t, -(-extent // MAX_LANES)), "serial",
+                     vector)
 
 
 def vectorize_loops(body: n.Stmt) -> n.Stmt:

@@ -214,7 +214,10 @@ class Stage:
         self._record("bind", axis=iv.name, thread=thread.kind)
 
     def pragma(self, iv: n.IterVar, key: str):
-        """Attach a free-form hint to a loop (TVM ``pragma``); backends may use it."""
+        """Attach a hint to the body of loop ``iv`` (TVM ``pragma``); backends act on the
+        keys they know and ignore the rest. The CPU backend knows ``"nontemporal"``:
+        whole-vector stores to the kernel's tensor arguments inside the loop bypass the
+        cache (streaming stores), for outputs too large to be read again from cache."""
         self._check_leaf(iv, "pragma")
         self.pragmas.setdefault(iv, []).append(str(key))
         self._record("pragma", axis=iv.name, key=str(key))

@@ -87,3 +87,18 @@ def test_simplification_preserves_value(e, vi, vj, vf):
     env = {i: vi, j: vj, f: vf}
     simplified = simplify_expr(e, RANGES)
     assert _eval(simplified, env) == _eval(e, env), (print_ir(e), print_ir(simplified))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 200), st.integers(-40, 40), st.integers(-40, 40), st.integers(1, 13),
+       st.integers(-3, 3))
+def test_extent_upper_bound_of_paired_floor_divisions_holds_for_every_x(a, c1, c2, d, k):
+    # k*((a*x + c1)//d) - k*((a*x + c2)//d) + 7, for shifts in either order
+    x = n.Var("x")
+    e = (x * a + c1) // d * k - (x * a + c2) // d * k + 7
+    bound = Simplifier().extent_upper_bound(e)
+    if k == 0:
+        return
+    assert bound is not None
+    worst = max(k * ((a * v + c1) // d) - k * ((a * v + c2) // d) + 7 for v in range(-50, 50))
+    assert worst <= bound

@@ -3,6 +3,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tensordsl as td
 
@@ -106,6 +108,23 @@ def test_conv2d_nchw_and_nhwc(rng, cfg):
     np.testing.assert_allclose(got, ref.transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.integers(1, 4),
+       st.tuples(*[st.integers(0, 3)] * 4), st.integers(1, 2), st.integers(1, 2))
+def test_stride_one_conv2d_over_the_shared_padding_columns(h, w, kh, kw, pads, dh, dw):
+    # the padded-width form shares one zero gap between a row's right and the next
+    # row's left padding: every asymmetric padding and dilation against numpy
+    pt, pl, pb, pr = pads
+    if h + pt + pb < dh * (kh - 1) + 1 or w + pl + pr < dw * (kw - 1) + 1 or kh * kw == 1:
+        return
+    rng = np.random.default_rng(h * 1000 + w)
+    x, wt = rand(rng, 1, 2, h, w), rand(rng, 3, 2, kh, kw)
+    got = td.ops.conv2d_nchw(x, wt, padding=pads, dilation=(dh, dw))
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    ref = conv2d_reference(xp, wt, (1, 1), (0, 0), (dh, dw), 1)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_conv2d_channel_mismatch():
     from kernels.dense import conv2d_nchw
     x = td.placeholder((1, 3, 8, 8), name="x")
@@ -188,3 +207,41 @@ def test_layer_norm(rng):
 def test_unknown_operator():
     with pytest.raises(AttributeError, match="no operator 'conv3d'"):
         td.ops.conv3d
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "layer_norm", "relu", "gelu"])
+def test_streaming_store_templates_match_numpy(rng, name):
+    # the templates' `stream` knob (non-temporal output stores) on odd shapes
+    from kernels import dense
+    from schedules import schedule_with
+    from schedules.cpu import TEMPLATES
+    x = rand(rng, 9, 37) * 3
+    X = td.placeholder(x.shape, name="X")
+    args, arrays = [X], [x]
+    if name == "layer_norm":
+        G, B = td.placeholder((37,), name="G"), td.placeholder((37,), name="B")
+        args, arrays = [X, G, B], [x, rand(rng, 37), rand(rng, 37)]
+        out = dense.layer_norm(X, G, B)
+    else:
+        out = getattr(dense, name)(X, axis=-1) if "softmax" in name else getattr(dense, name)(X)
+    f = td.build(schedule_with(TEMPLATES, name, out, {"stream": True}), args + [out])
+    assert "!nontemporal" in f.get_source("ll")
+    got = np.empty_like(x)
+    f(*arrays, got)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    erf = np.vectorize(math.erf)
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    ref = {"softmax": lambda: e / e.sum(-1, keepdims=True),
+           "log_softmax": lambda: np.log(e / e.sum(-1, keepdims=True)),
+           "layer_norm": lambda: (x - mu) / np.sqrt(var + 1e-5) * arrays[1] + arrays[2],
+           "relu": lambda: np.maximum(x, 0),
+           "gelu": lambda: 0.5 * x * (1 + erf(x / math.sqrt(2)))}[name]()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_outputs_stream_when_they_outgrow_the_last_level_cache(monkeypatch):
+    from schedules.cpu import target
+    monkeypatch.setattr(target, "last_level_cache_bytes", lambda: 32 << 20)
+    assert target.streams_well(td.placeholder((4096, 1024), name="big"))        # 16 MiB
+    assert not target.streams_well(td.placeholder((1024, 1024), name="small"))  # 4 MiB
+    assert not target.streams_well(td.placeholder((td.var("n"), 4), name="unknown"))

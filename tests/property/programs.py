@@ -229,6 +229,8 @@ def _transform_loops(draw, stage):
         stage.vectorize(inner)
     if outer.kind == "data_par" and outer is not inner and draw(st.booleans()):
         stage.parallel(outer)
+    if draw(st.integers(0, 3)) == 0:
+        stage.pragma(outer, "nontemporal")  # streaming stores must not change a value
     if len(leaves) >= 3 and draw(st.booleans()):
         mid = leaves[draw(st.integers(1, len(leaves) - 2))]
         if mid not in stage.loop_kind:
