@@ -359,35 +359,69 @@ class Simplifier(Mutator):
             decided = _decide(type(node), lo, hi)
             if decided is not None:
                 return n.IntImm("bool", int(decided))
+        decided = self._decide_lanes(type(node), a, b)
+        if decided is not None:
+            return decided
         folded = _fold(type(node), a, b)
         if folded is not None:
             return folded
         return node if a is node.a and b is node.b else type(node)(a, b)
 
+    def _decide_lanes(self, cls, a, b):
+        """A comparison of ramps and broadcasts that every lane decides the same way
+        (``ramp(16*i, 1, 16) < x16(56)`` for ``i <= 2``): a broadcast constant."""
+        la, lb = _affine_lanes(a), _affine_lanes(b)
+        if la is None or lb is None or la[2] != lb[2]:
+            return None
+        (base_a, stride_a, lanes), (base_b, stride_b, _) = la, lb
+        lo, hi = self.sign_of_difference(base_a, base_b)
+        spread = (stride_a - stride_b) * (lanes - 1)
+        lo = None if lo is None else lo + min(0, spread)
+        hi = None if hi is None else hi + max(0, spread)
+        decided = _decide(cls, lo, hi)
+        return None if decided is None else n.Broadcast(n.IntImm("bool", int(decided)), lanes)
+
     def visit_And(self, node):
         a, b = self.visit(node.a), self.visit(node.b)
         for x, y in ((a, b), (b, a)):
             if _is_const_bool(x):
-                return y if x.value else x
+                return y if _bool_value(x) else x
+        if isinstance(a, n.Broadcast) and isinstance(b, n.Broadcast) and a.lanes == b.lanes:
+            return n.Broadcast(self.visit(n.And(a.value, b.value)), a.lanes)
         return node if a is node.a and b is node.b else n.And(a, b)
 
     def visit_Or(self, node):
         a, b = self.visit(node.a), self.visit(node.b)
         for x, y in ((a, b), (b, a)):
             if _is_const_bool(x):
-                return x if x.value else y
+                return x if _bool_value(x) else y
         return node if a is node.a and b is node.b else n.Or(a, b)
 
     def visit_Not(self, node):
         a = self.visit(node.a)
         if _is_const_bool(a):
-            return n.IntImm("bool", 1 - a.value)
+            return _bool_like(a, not _bool_value(a))
         return node if a is node.a else n.Not(a)
+
+    def visit_Load(self, node):
+        node = self.generic_visit(node)
+        if node.predicate is not None and _is_const_bool(node.predicate) and \
+                _bool_value(node.predicate):
+            return n.Load(node.dtype, node.buffer, node.index)
+        return node
+
+    def visit_Store(self, node):
+        node = self.generic_visit(node)
+        if node.predicate is not None and _is_const_bool(node.predicate):
+            if not _bool_value(node.predicate):
+                return n.Seq(())
+            return n.Store(node.buffer, node.value, node.index)
+        return node
 
     def visit_Select(self, node):
         cond = self.visit(node.condition)
         if _is_const_bool(cond):
-            return self.visit(node.true_value if cond.value else node.false_value)
+            return self.visit(node.true_value if _bool_value(cond) else node.false_value)
         t, f = self.visit(node.true_value), self.visit(node.false_value)
         if (cond, t, f) == (node.condition, node.true_value, node.false_value):
             return node
@@ -397,7 +431,11 @@ class Simplifier(Mutator):
         if node.name == "if_then_else":
             cond = self.visit(node.args[0])
             if _is_const_bool(cond):
-                return self.visit(node.args[1] if cond.value else node.args[2])
+                return self.visit(node.args[1] if _bool_value(cond) else node.args[2])
+        if node.name in ("vector_any", "vector_all"):
+            arg = self.visit(node.args[0])
+            if isinstance(arg, n.Broadcast):
+                return arg.value
         return self.generic_visit(node)
 
     def visit_Cast(self, node):
@@ -445,7 +483,7 @@ class Simplifier(Mutator):
     def visit_IfThenElse(self, node):
         cond = self.visit(node.condition)
         if _is_const_bool(cond):
-            chosen = node.then_case if cond.value else node.else_case
+            chosen = node.then_case if _bool_value(cond) else node.else_case
             return n.Seq(()) if chosen is None else self.visit(chosen)
         then_case = self.visit(node.then_case)
         else_case = None if node.else_case is None else self.visit(node.else_case)
@@ -470,7 +508,28 @@ def _is_empty(s) -> bool:
 
 
 def _is_const_bool(e) -> bool:
+    """A constant bool, or a broadcast of one."""
+    if isinstance(e, n.Broadcast):
+        e = e.value
     return isinstance(e, n.IntImm) and e.dtype == "bool"
+
+
+def _bool_value(e) -> bool:
+    return bool((e.value if isinstance(e, n.Broadcast) else e).value)
+
+
+def _bool_like(e, value: bool):
+    c = n.IntImm("bool", int(value))
+    return n.Broadcast(c, e.lanes) if isinstance(e, n.Broadcast) else c
+
+
+def _affine_lanes(e):
+    """(base, stride, lanes) of an index ramp or broadcast, else None."""
+    if isinstance(e, n.Ramp) and _is_index(e.base) and isinstance(e.stride, n.IntImm):
+        return e.base, e.stride.value, e.lanes
+    if isinstance(e, n.Broadcast) and _is_index(e.value):
+        return e.value, 0, e.lanes
+    return None
 
 
 def _pick(f, a, b, none_wins_other: bool):
@@ -548,4 +607,4 @@ def simplify_stmt(s: n.Stmt, ranges: dict | None = None) -> n.Stmt:
 def prove(cond: n.Expr, ranges: dict | None = None) -> bool:
     """True when ``cond`` simplifies to True."""
     c = simplify_expr(cond, ranges)
-    return _is_const_bool(c) and c.value == 1
+    return _is_const_bool(c) and _bool_value(c)

@@ -37,6 +37,17 @@ def _aligned_unit_ramp(a, b) -> bool:
             and multiple_of(a.base, a.lanes))
 
 
+def _conjuncts(e) -> list:
+    return _conjuncts(e.a) + _conjuncts(e.b) if isinstance(e, n.And) else [e]
+
+
+def _all(conds: list):
+    out = conds[0]
+    for c in conds[1:]:
+        out = n.And(out, c)
+    return out
+
+
 def _widen(e, lanes: int):
     if _is_vector(e):
         if dt.lanes(e.dtype) != lanes:
@@ -113,6 +124,9 @@ class _Vectorizer(Mutator):
 
     def visit_Call(self, node):
         if node.name == "if_then_else":
+            split = self._split_condition(node)
+            if split is not None:
+                return split
             cond = self.visit(node.args[0])
             if _is_vector(cond):
                 return self._lane_if_then_else(cond, node)
@@ -126,6 +140,22 @@ class _Vectorizer(Mutator):
             args = tuple(_widen(a, self.lanes) for a in args)
             return n.Call(dt.with_lanes(node.dtype, self.lanes), node.name, args)
         return n.Call(node.dtype, node.name, args)
+
+    def _split_condition(self, node):
+        """``if_then_else(row_ok && lane_ok, x, c)`` with a constant ``c`` (padding) →
+        ``if_then_else(row_ok, select(lane_ok, x, c), c)``: the lane-independent part
+        stays a branch, so where it fails nothing is loaded, and where the lane part is
+        proved true later (the interior of a padded row) no load is masked."""
+        if not isinstance(node.args[2], (n.IntImm, n.FloatImm)):
+            return None
+        conjuncts = _conjuncts(node.args[0])
+        vectors = [_is_vector(self.visit(c)) for c in conjuncts]
+        if all(vectors) or not any(vectors):
+            return None
+        scalar = [c for c, v in zip(conjuncts, vectors) if not v]
+        lane = [c for c, v in zip(conjuncts, vectors) if v]
+        inner = n.Call(node.dtype, "if_then_else", (_all(lane), node.args[1], node.args[2]))
+        return self.visit(n.Call(node.dtype, "if_then_else", (_all(scalar), inner, node.args[2])))
 
     def _lane_if_then_else(self, cond, node):
         """Each branch's loads are masked to the lanes that take it (the branches are

@@ -276,3 +276,23 @@ def test_a_blocked_reduction_initializes_each_tile_at_its_first_block():
     c = np.full((12, 32), np.nan, "float32")
     td.build(s, [A, B, C])(a, b, c)
     np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_padding_reads_the_interior_without_masks_or_selects():
+    # a padded copy, vectorized along a ragged row: where the row is inside, the lanes
+    # all read (no mask); the row test is a branch, not a per-lane select
+    import numpy as np
+    from kernels.dense import pad
+    X = td.placeholder((3, 6, 40), name="X")
+    P = pad(X, (0, 2, 0), (0, 1, 1), name="P")
+    s = td.create_schedule(P.op)
+    c, y, x = P.op.axis
+    s[P].vectorize(s[P].split(x, factor=16)[1])
+    text = str(td.lower(s, [X, P]))
+    interior = [line for line in text.splitlines() if "i2.outer*16, 1, 16)] =" in line]
+    assert len(interior) == 1 and "select" not in interior[0] and ") if (" not in interior[0]
+    assert "if_then_else(i1 >= 2 && i1 < 8" in interior[0]
+    a = np.random.default_rng(0).standard_normal((3, 6, 40)).astype("float32")
+    out = np.full((3, 9, 41), np.nan, "float32")
+    td.build(s, [X, P])(a, out)
+    np.testing.assert_array_equal(out, np.pad(a, ((0, 0), (2, 1), (0, 1))))

@@ -102,3 +102,16 @@ def test_extent_upper_bound_of_paired_floor_divisions_holds_for_every_x(a, c1, c
     assert bound is not None
     worst = max(k * ((a * v + c1) // d) - k * ((a * v + c2) // d) + 7 for v in range(-50, 50))
     assert worst <= bound
+
+
+def test_a_lane_comparison_every_lane_decides_alike_folds():
+    k = n.Var("k")
+    lanes = n.Ramp(k * 16, n.IntImm("int64", 1), 16)
+    bound = n.Broadcast(n.IntImm("int64", 56), 16)
+    assert s_ranges(n.LT(lanes, bound), {k: (0, 2)}) == "x16(True)"     # lanes <= 47
+    assert s_ranges(n.LT(lanes, bound), {k: (4, 9)}) == "x16(False)"    # lanes >= 64
+    assert s_ranges(n.LT(lanes, bound), {k: (0, 3)}) == "ramp(k*16, 1, 16) < x16(56)"
+
+
+def s_ranges(e, ranges):
+    return print_ir(simplify_expr(e, ranges))
