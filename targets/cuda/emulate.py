@@ -48,7 +48,7 @@ def _wrapper(plan: HostPlan) -> str:
 static void* td_ptrs_{k}[{max(1, len(kernel.buffers))}];
 static long long td_scalars_{k}[{max(1, len(kernel.scalars))}];
 static void td_entry_{k}() {{ {kernel.name}({", ".join(args)}); }}
-extern "C" int td_launch_{k}(void** ptrs, const long long* counts, long long* scalars,
+extern "C" __attribute__((visibility("default"))) int td_launch_{k}(void** ptrs, const long long* counts, long long* scalars,
                              long long gx, long long gy, long long gz, char* message) {{
   td_emu::regions.clear();
   for (int i = 0; i < {len(kernel.buffers)}; ++i) {{
@@ -78,7 +78,11 @@ def compile_emulator(func: n.PrimFunc, plan: HostPlan) -> Path:
     """The host shared library of ``func``'s kernels (cached on disk by source hash)."""
     source = (f'#include "{_HEADER}"\n' + codegen.generate(func, checked=True, plan=plan)
               + _wrapper(plan))
-    key = hashlib.sha256((source + _HEADER.read_text()).encode()).hexdigest()
+    # hidden symbols bound within the library: every emulator library defines the same
+    # kernel names and td_emu state, and none may ever resolve to another's
+    flags = ["-std=c++17", "-O1", "-shared", "-fPIC", "-fno-strict-aliasing", "-fno-gnu-unique",
+             "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wl,-Bsymbolic", "-w"]
+    key = hashlib.sha256((source + _HEADER.read_text() + " ".join(flags)).encode()).hexdigest()
     path = cache.cache_dir() / "emulate" / f"{key}.so"
     if path.exists():
         return path
@@ -87,8 +91,7 @@ def compile_emulator(func: n.PrimFunc, plan: HostPlan) -> Path:
         src = Path(tmp) / "kernel.cpp"
         src.write_text(source)
         out = Path(tmp) / "kernel.so"
-        cmd = [_compiler(), "-std=c++17", "-O1", "-shared", "-fPIC", "-fno-strict-aliasing",
-               "-fno-gnu-unique", "-w", "-o", str(out), str(src)]
+        cmd = [_compiler(), *flags, "-o", str(out), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError(f"the emulator could not compile the generated CUDA C:\n"
