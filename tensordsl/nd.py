@@ -143,13 +143,23 @@ def empty(shape, dtype="float32", device: str = "cpu") -> NDArray:
     dt = _np_dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     if name == "cpu":
-        host = np.empty(max(1, nbytes) + 64, np.uint8)
-        ptr = host.ctypes.data + (-host.ctypes.data) % 64
-        return NDArray(ptr, shape, dt, "cpu", 0, host)
+        host = aligned_numpy(shape, dt)
+        return NDArray(host.ctypes.data, shape, dt, "cpu", 0, host)
     from targets.cuda import driver
     driver.device(ordinal)
     alloc = _DeviceAllocation(nbytes)
     return NDArray(alloc.ptr, shape, dt, "cuda", ordinal, alloc)
+
+
+def aligned_numpy(shape, dtype="float32", alignment: int = 64) -> np.ndarray:
+    """An uninitialized numpy array whose data starts on an ``alignment``-byte boundary
+    (numpy's large arrays start 16 bytes into a page: whole-vector and streaming stores
+    want 64)."""
+    dt = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    raw = np.empty(max(1, nbytes) + alignment, np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    return raw[start:start + nbytes].view(dt).reshape(shape)
 
 
 def from_dlpack(obj) -> NDArray:

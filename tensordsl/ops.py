@@ -128,7 +128,8 @@ def call(name: str, *args, out=None, target: str = "llvm", **attrs):
     args = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in args]
     f, shape, dtype = _compiled(name, args, _signature(name, args), attrs, target)
     if out is None:
-        out = np.empty(shape, dtype)
+        from .nd import aligned_numpy
+        out = aligned_numpy(shape, dtype)
     elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
         got = (getattr(out, "shape", None), getattr(out, "dtype", type(out).__name__))
         raise ValueError(f"{name}: out= must be a {dtype} array of shape {shape}, got {got}")

@@ -245,3 +245,15 @@ def test_outputs_stream_when_they_outgrow_the_last_level_cache(monkeypatch):
     assert target.streams_well(td.placeholder((4096, 1024), name="big"))        # 16 MiB
     assert not target.streams_well(td.placeholder((1024, 1024), name="small"))  # 4 MiB
     assert not target.streams_well(td.placeholder((td.var("n"), 4), name="unknown"))
+
+
+def test_ops_outputs_start_on_a_64_byte_boundary(rng):
+    # whole-vector (and streaming) stores need it; numpy's own large arrays are 16 off
+    for shape in [(3,), (1000, 33), (0, 4)]:
+        x = rand(rng, *shape)
+        y = td.ops.relu(x)
+        assert y.ctypes.data % 64 == 0 and y.shape == shape and y.dtype == np.float32
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+    from tensordsl.nd import aligned_numpy
+    z = aligned_numpy((5, 7), "float64")
+    assert z.ctypes.data % 64 == 0 and z.shape == (5, 7) and z.flags["C_CONTIGUOUS"]
