@@ -57,6 +57,9 @@ __device__ __forceinline__ double td_min(double a, double b) { return (a < b || 
 _LOW = ("float16",)
 
 
+_STREAMED = ("float32", "float64", "int32", "int64")
+
+
 def _low(dtype: str) -> bool:
     return dt.element(dtype) in _LOW
 
@@ -77,6 +80,7 @@ class _KernelWriter:
         self.namer = Printer()     # its unique-name table; the C text is ours
         self.nonneg: set = set(kernel.scalars)
         self.extra_shared: list[str] = []
+        self.nontemporal = 0  # depth of enclosing "nontemporal" pragmas
 
     # ------------------------------------------------------------ names
     def name(self, obj, base: str) -> str:
@@ -186,8 +190,7 @@ class _KernelWriter:
     def stmt_Store(self, s, depth):
         lanes = dt.lanes(s.value.dtype)
         if lanes == 1:
-            target = self.at(s.buffer, self.expr(s.index))
-            line = f"{target} = {self.stored(s.buffer, self.expr(s.value))};"
+            line = self.assign(s.buffer, self.expr(s.index), self.expr(s.value))
             if s.predicate is not None:
                 line = f"if ({self.cond(s.predicate)}) {line}"
             self.emit(depth, line)
@@ -195,11 +198,18 @@ class _KernelWriter:
         if self.float4_copy(s, depth):
             return
         for k in range(lanes):
-            target = self.at(s.buffer, self.lane(s.index, k))
-            line = f"{target} = {self.stored(s.buffer, self.lane(s.value, k))};"
+            line = self.assign(s.buffer, self.lane(s.index, k), self.lane(s.value, k))
             if s.predicate is not None:
                 line = f"if ({self.lane(s.predicate, k)}) {line}"
             self.emit(depth, line)
+
+    def assign(self, buf: n.Buffer, index: str, value: str) -> str:
+        """``buf[index] = value;`` — as a cache-streaming store (``__stcs``: evict first)
+        inside a ``nontemporal`` pragma, for the types every CUDA version overloads."""
+        target = self.at(buf, index)
+        if self.nontemporal and buf.scope == "global" and dt.element(buf.dtype) in _STREAMED:
+            return f"__stcs(&{target}, ({c_type(buf.dtype)})({value}));"
+        return f"{target} = {self.stored(buf, value)};"
 
     def stored(self, buf: n.Buffer, value: str) -> str:
         if dt.element(buf.dtype) == "bfloat16":
@@ -241,7 +251,10 @@ class _KernelWriter:
         self.emit(depth, f"(void)({self.expr(s.value)});")
 
     def stmt_Pragma(self, s, depth):
+        streaming = s.key == "nontemporal"
+        self.nontemporal += streaming
         self.stmt(s.body, depth)
+        self.nontemporal -= streaming
 
     def stmt_Barrier(self, s, depth):
         self.emit(depth, "__syncthreads();")

@@ -276,6 +276,7 @@ inline void store_matrix_sync(P* p, const F& f, unsigned ldm, layout_t) {
 #define gridDim td_emu::grid_dim
 #define __syncthreads() td_emu::syncthreads()
 #define __shfl_xor_sync(mask, v, lane_mask, width) td_emu::shfl_xor((v), (lane_mask), (width))
+#define __stcs(ptr, value) (void)(*(ptr) = (value))
 #define TD_AT(buf, i) buf[td_emu::check(buf, (i), #buf)]
 #define TD_AT_ARRAY(buf, i) buf[td_emu::check_array(buf, (i), #buf)]
 

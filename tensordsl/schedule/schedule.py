@@ -217,7 +217,8 @@ class Stage:
         """Attach a hint to the body of loop ``iv`` (TVM ``pragma``); backends act on the
         keys they know and ignore the rest. The CPU backend knows ``"nontemporal"``:
         whole-vector stores to the kernel's tensor arguments inside the loop bypass the
-        cache (streaming stores), for outputs too large to be read again from cache."""
+        cache (streaming stores), for outputs too large to be read again from cache; the
+        CUDA backend writes them with ``__stcs`` (evict first)."""
         self._check_leaf(iv, "pragma")
         self.pragmas.setdefault(iv, []).append(str(key))
         self._record("pragma", axis=iv.name, key=str(key))

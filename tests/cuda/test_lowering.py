@@ -181,3 +181,17 @@ def test_random_stencils_with_shared_staging_match_numpy(R, C, ty, tx, fetch, sh
     p = np.tanh(a) + 1.0
     want = p * p[:, np.minimum(np.arange(C) + 1, C - 1)]
     np.testing.assert_allclose(emulate(s, [A, out], [a]), want, rtol=1e-5, atol=1e-6)
+
+
+def test_nontemporal_pragma_becomes_cache_streaming_stores():
+    n = 1000
+    A = td.placeholder((n,), name="A")
+    B = td.compute((n,), lambda i: A[i] * 2.0 + 1.0, name="B")
+    s = td.create_schedule(B.op)
+    bx, tx = s[B].split(B.op.axis[0], factor=128)
+    s[B].bind(bx, td.thread_axis("blockIdx.x"))
+    s[B].bind(tx, td.thread_axis("threadIdx.x"))
+    s[B].pragma(tx, "nontemporal")
+    assert "__stcs(&" in td.build(s, [A, B], target="cuda -arch=sm_80").get_source()
+    a = np.random.default_rng(0).standard_normal(n).astype("float32")
+    np.testing.assert_allclose(emulate(s, [A, B], [a]), a * 2 + 1, rtol=1e-6)
