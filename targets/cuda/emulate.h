@@ -79,7 +79,9 @@ struct __nv_bfloat16 {
 
 namespace td_emu {
 
-struct Region { const void* base; long long count; const char* name; };
+// a global buffer of the launch; its size in bytes (tiles may be of another type than
+// the buffer's elements: a float accumulator tile beside bfloat16 inputs)
+struct Region { const void* base; long long nbytes; const char* name; };
 
 inline td_dim3 thread_idx, block_idx, block_dim, grid_dim;
 inline int current = 0, nthreads = 1;
@@ -128,7 +130,10 @@ template <class T> inline long long check(const T* base, long long i, const char
   long long count = count_hint;
   const char* name = expr;
   if (count < 0) {
-    for (auto& r : regions) if (r.base == (const void*)base) { count = r.count; name = r.name; }
+    for (auto& r : regions) if (r.base == (const void*)base) {
+      count = r.nbytes / (long long)sizeof(T);
+      name = r.name;
+    }
   }
   if (count >= 0 && (i < 0 || i >= count)) {
     char text[256];
@@ -145,13 +150,15 @@ template <class T> inline long long check(const T* base, long long i, const char
 // arrays are not registered, their tiles are checked by the first element's index.
 template <class P> inline bool check_tile(const P* p, long long last, const char* what) {
   for (auto& r : regions) {
-    const P* base = (const P*)r.base;
-    if (p >= base && p < base + r.count) {
-      if ((p - base) + last >= r.count) {
+    const char* base = (const char*)r.base;
+    const char* at = (const char*)p;
+    if (at >= base && at < base + r.nbytes) {
+      long long first = (at - base) / (long long)sizeof(P);
+      long long count = r.nbytes / (long long)sizeof(P);
+      if (first + last >= count) {
         char text[256];
         std::snprintf(text, sizeof text, "out-of-bounds %s of %s: elements %lld..%lld "
-                      "(size %lld)", what, r.name, (long long)(p - base),
-                      (long long)(p - base) + last, r.count);
+                      "(size %lld)", what, r.name, first, first + last, count);
         fail(2, text);
         return false;
       }

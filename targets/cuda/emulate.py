@@ -48,12 +48,12 @@ def _wrapper(plan: HostPlan) -> str:
 static void* td_ptrs_{k}[{max(1, len(kernel.buffers))}];
 static long long td_scalars_{k}[{max(1, len(kernel.scalars))}];
 static void td_entry_{k}() {{ {kernel.name}({", ".join(args)}); }}
-extern "C" __attribute__((visibility("default"))) int td_launch_{k}(void** ptrs, const long long* counts, long long* scalars,
+extern "C" __attribute__((visibility("default"))) int td_launch_{k}(void** ptrs, const long long* nbytes, long long* scalars,
                              long long gx, long long gy, long long gz, char* message) {{
   td_emu::regions.clear();
   for (int i = 0; i < {len(kernel.buffers)}; ++i) {{
     td_ptrs_{k}[i] = ptrs[i];
-    td_emu::regions.push_back({{ptrs[i], counts[i], td_names_{k}[i]}});
+    td_emu::regions.push_back({{ptrs[i], nbytes[i], td_names_{k}[i]}});
   }}
   for (int j = 0; j < {len(kernel.scalars)}; ++j) td_scalars_{k}[j] = scalars[j];
   int rc = td_emu::launch(gx, gy, gz, {kernel.block[0]}, {kernel.block[1]}, {kernel.block[2]},
@@ -126,14 +126,14 @@ class Emulator:
         for kernel, launch in zip(self.plan.kernels, self.launchers):
             bufs = [arrays[id(b)] for b in kernel.buffers]
             ptrs = (ctypes.c_void_p * max(1, len(bufs)))(*[a.ctypes.data for a in bufs])
-            counts = (ctypes.c_longlong * max(1, len(bufs)))(*[a.size for a in bufs])
+            nbytes = (ctypes.c_longlong * max(1, len(bufs)))(*[a.nbytes for a in bufs])
             vals = (ctypes.c_longlong * max(1, len(kernel.scalars)))(
                 *[int(scalars[v]) for v in kernel.scalars])
             grid = [evaluate(g, scalars) for g in kernel.grid]
             if min(grid) <= 0:
                 continue  # an empty grid launches nothing
             message = ctypes.create_string_buffer(512)
-            rc = launch(ptrs, counts, vals, *grid, message)
+            rc = launch(ptrs, nbytes, vals, *grid, message)
             if rc:
                 raise EmulationError(f"{kernel.name}: {message.value.decode()}")
 

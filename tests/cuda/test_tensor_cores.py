@@ -114,3 +114,27 @@ def test_16_bit_elementwise_matches_the_cpu_backend(dtype, rng):
     build_all(schedule(True), [A, C])["sm_80"].emulate(a, got)
     td.build(schedule(False), [A, C])(a, want)
     np.testing.assert_allclose(got, want, rtol=2e-3 if dtype == "float16" else 1e-5)
+
+
+def test_a_float_tile_right_after_a_bfloat16_buffer_is_in_bounds(rng):
+    # The emulator once sized buffers in elements of the tile's type: C's float tiles,
+    # when C lay within twice A's bytes after bfloat16 A, were reported out of A's bounds.
+    M, N, K = 128, 96, 48
+    config = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 1, "kk": 3, "double_buffer": 0}
+    A = td.placeholder((M, K), dtype="bfloat16", name="A")
+    B = td.placeholder((K, N), dtype="bfloat16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = td.create_schedule(C.op)
+    schedule_matmul_tensorcore(s, C, config)
+    f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
+    (a, a32), (b, b32) = _inputs(rng, (M, K), "bfloat16"), _inputs(rng, (K, N), "bfloat16")
+    gap = 1696  # as allocated in the run that failed: C's row-16 tiles began in "A"
+    arena = np.empty(a.nbytes + gap + M * N * 4 + 128, np.uint8)
+    start = (-arena.ctypes.data) % 64
+    a_view = arena[start:start + a.nbytes].view("uint16").reshape(M, K)
+    c_at = start + a.nbytes + gap
+    c_view = arena[c_at:c_at + M * N * 4].view("float32").reshape(M, N)
+    a_view[:] = a
+    c_view[:] = np.nan
+    f.emulate(a_view, b, c_view)
+    np.testing.assert_allclose(c_view, a32 @ b32, rtol=1e-5, atol=1e-4)
