@@ -123,7 +123,7 @@ def pad(x, before, after, value=0.0, name: str = "pad"):
     """Constant padding: ``before``/``after`` give the padding of each dimension."""
     if all(b == 0 and a == 0 for b, a in zip(before, after)):
         return x
-    shape = tuple(d + b + a for d, b, a in zip(x.shape, before, after))
+    shape = tuple(_dim(d) + b + a for d, b, a in zip(x.shape, before, after))
 
     def f(*idx):
         conds, src = [], []

@@ -1,5 +1,7 @@
 """Each lowering pass on small programs: the IR before and after."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tensordsl as td
 from tensordsl.ir import nodes as n
@@ -296,3 +298,27 @@ def test_padding_reads_the_interior_without_masks_or_selects():
     out = np.full((3, 9, 41), np.nan, "float32")
     td.build(s, [X, P])(a, out)
     np.testing.assert_array_equal(out, np.pad(a, ((0, 0), (2, 1), (0, 1))))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 40), st.tuples(*[st.integers(0, 3)] * 4),
+       st.sampled_from([4, 8, 16, 32]), st.booleans())
+def test_vectorized_padding_matches_numpy(rows, cols, pads, factor, shift):
+    # the lane-independent part of a pad's condition is a branch, the lane part a mask
+    # that bounds may prove away: every split, tail handling and padding against np.pad
+    import numpy as np
+    from kernels.dense import pad
+    top, left, bottom, right = pads
+    if not any(pads):
+        return  # no padding: pad() returns its input
+    X = td.placeholder((rows, cols), name="X")
+    P = pad(X, (top, left), (bottom, right), name="P")
+    s = td.create_schedule(P.op)
+    y, x = P.op.axis
+    width = cols + left + right
+    tail = "shift_inwards" if shift and width >= factor else "guard"
+    s[P].vectorize(s[P].split(x, factor=factor, tail=tail)[1])
+    a = np.random.default_rng(rows * 100 + cols).standard_normal((rows, cols)).astype("float32")
+    out = np.full((rows + top + bottom, width), np.nan, "float32")
+    td.build(s, [X, P])(a, out)
+    np.testing.assert_array_equal(out, np.pad(a, ((top, bottom), (left, right))))
