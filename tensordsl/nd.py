@@ -157,9 +157,11 @@ def aligned_numpy(shape, dtype="float32", alignment: int = 64) -> np.ndarray:
     want 64)."""
     dt = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    raw = np.empty(max(1, nbytes) + alignment, np.uint8)
+    raw = np.empty(max(dt.itemsize, nbytes) + alignment, np.uint8)
     start = (-raw.ctypes.data) % alignment
-    return raw[start:start + nbytes].view(dt).reshape(shape)
+    # a view of at least one element, then cut: numpy points an empty slice at its base
+    first = raw[start:start + max(dt.itemsize, nbytes)].view(dt)
+    return first[:nbytes // dt.itemsize].reshape(shape)
 
 
 def from_dlpack(obj) -> NDArray:

@@ -13,7 +13,7 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.te.tensor import ComputeOp
 
-from .target import streams_well, vector_lanes
+from .target import vector_lanes, wants_stream
 
 PARALLEL_MIN_ELEMENTS = 1 << 14  # below this, waking the thread team costs more than it saves
 
@@ -46,10 +46,7 @@ def schedule_generic(s, out, config=None):
             stage.compute_inline()
     for op in s.outputs:
         outer = schedule_stage(s[op])
-        stream = (config or {}).get("stream")
-        if stream is None:
-            stream = streams_well(op.output(0))
-        if outer is not None and stream and not op.reduce_axis:
+        if outer is not None and not op.reduce_axis and wants_stream(config, op.output(0)):
             s[op].pragma(outer, "nontemporal")
 
 

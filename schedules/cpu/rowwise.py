@@ -19,7 +19,7 @@ from tensordsl.ir.visitor import Visitor
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import schedule_generic, vector_factor
-from .target import streams_well, vector_lanes
+from .target import vector_lanes, wants_stream
 
 
 class _Costly(Visitor):
@@ -66,7 +66,7 @@ def schedule_rowwise(s, out, config=None):
         ahead = (config or {}).get("prefetch", 1)
         for t in _row_inputs(s, O, ndim) if ahead else ():
             O.prefetch(t, row, ahead)
-        if (config or {}).get("stream", streams_well(out)):
+        if wants_stream(config, out):
             O.pragma(row, "nontemporal")
     for st in stages:
         # elementwise stages over the row are inlined unless costly; per-row values (a

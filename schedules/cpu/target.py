@@ -4,6 +4,9 @@ from __future__ import annotations
 import functools
 import os
 
+from tensordsl.ir import dtype as dt
+from tensordsl.ir import nodes as n
+
 
 @functools.lru_cache(maxsize=None)
 def vector_lanes(dtype_bits: int = 32) -> int:
@@ -39,8 +42,6 @@ def last_level_cache_bytes() -> int:
 
 
 def output_bytes(tensor) -> int | None:
-    from tensordsl.ir import dtype as dt
-    from tensordsl.ir import nodes as n
     total = max(1, dt.bits(tensor.dtype) // 8)
     for d in tensor.shape:
         if not isinstance(d, n.IntImm):
@@ -55,6 +56,12 @@ def streams_well(tensor) -> bool:
     each line before it is overwritten (measured 25-35% on a memory-bound chain)."""
     size = output_bytes(tensor)
     return size is not None and size >= STREAM_FRACTION * last_level_cache_bytes()
+
+
+def wants_stream(config: dict | None, tensor) -> bool:
+    """A template's ``stream`` knob: as configured, else decided by the output's size."""
+    chosen = (config or {}).get("stream")
+    return streams_well(tensor) if chosen is None else bool(chosen)
 
 
 STREAM_FRACTION = 0.5

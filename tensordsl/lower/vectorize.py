@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..ir import dtype as dt
 from ..arith.facts import multiple_of
 from ..ir import nodes as n
-from ..ir.visitor import Mutator, substitute
+from ..ir.visitor import Mutator, substitute, uses_var
 
 MAX_LANES = 64  # four AVX-512 registers of float32
 
@@ -149,11 +149,10 @@ class _Vectorizer(Mutator):
         if not isinstance(node.args[2], (n.IntImm, n.FloatImm)):
             return None
         conjuncts = _conjuncts(node.args[0])
-        vectors = [_is_vector(self.visit(c)) for c in conjuncts]
-        if all(vectors) or not any(vectors):
+        lane = [c for c in conjuncts if uses_var(c, self.var)]
+        scalar = [c for c in conjuncts if not uses_var(c, self.var)]
+        if not lane or not scalar:
             return None
-        scalar = [c for c, v in zip(conjuncts, vectors) if not v]
-        lane = [c for c, v in zip(conjuncts, vectors) if v]
         inner = n.Call(node.dtype, "if_then_else", (_all(lane), node.args[1], node.args[2]))
         return self.visit(n.Call(node.dtype, "if_then_else", (_all(scalar), inner, node.args[2])))
 
