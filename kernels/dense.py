@@ -360,6 +360,27 @@ maximum = _binary(td.maximum, "maximum")
 minimum = _binary(td.minimum, "minimum")
 
 
+def take(data, indices, axis: int = 0, name: str = "take"):
+    """``numpy.take(data, indices, axis)`` (TVM's ``topi.take``): slices of ``data`` along
+    ``axis`` picked by an integer tensor. The indices are data, so the compiler cannot
+    bound them: the generated code checks each one as it runs and the call raises
+    ``ValueError`` for one outside ``[0, data.shape[axis])`` (``td.ops.take(...,
+    check_indices=False)`` skips the check, for trusted indices)."""
+    if not isinstance(axis, int) or not -data.ndim <= axis < data.ndim:
+        raise ValueError(f"take: axis must be an int in [{-data.ndim}, {data.ndim}), "
+                         f"got {axis!r}")
+    if not indices.dtype.startswith(("int", "uint")):
+        raise TypeError(f"take: indices must be an integer tensor, got {indices.dtype}")
+    axis %= data.ndim
+    shape = data.shape[:axis] + indices.shape + data.shape[axis + 1:]
+
+    def f(*i):
+        lead, picked, rest = i[:axis], i[axis:axis + indices.ndim], i[axis + indices.ndim:]
+        return data[lead + (indices[picked].astype("int64"),) + rest]
+
+    return td.compute(shape, f, name=name)
+
+
 def relu(x, name: str = "relu"):
     return td.compute(x.shape, lambda *i: td.maximum(x[i], td.const(0, x.dtype)), name=name)
 
@@ -406,6 +427,11 @@ def reduce_sum(x, axis=None, keepdims: bool = False, name: str = "reduce_sum"):
 
 
 def reduce_max(x, axis=None, keepdims: bool = False, name: str = "reduce_max"):
+    for a in _axes(axis, x.ndim, "reduce_max"):
+        if _dim(x.shape[a]) == 0:
+            # numpy's rule: a maximum over nothing has no identity to return
+            raise ValueError(f"reduce_max: axis {a} of the input (shape {_shape(x)}) is "
+                             "empty, and a maximum over zero elements is undefined")
     return _reduce(x, axis, keepdims, td.max, "reduce_max", name)
 
 
@@ -414,6 +440,13 @@ def reduce_mean(x, axis=None, keepdims: bool = False, name: str = "reduce_mean")
     count = 1
     for a in _axes(axis, x.ndim, "reduce_mean"):
         count *= _dim(x.shape[a])
+    if isinstance(count, int) and count == 0:
+        # the mean of nothing is 0/0: NaN, as numpy returns
+        return td.compute(total.shape, lambda *i: total[i] * math.nan, name=name)
+    if not isinstance(count, int):
+        # a symbolic count may be 0 at run time: divide, so 0/0 gives NaN
+        return td.compute(total.shape, lambda *i: total[i] / count.astype(total.dtype),
+                          name=name)
     return td.compute(total.shape, lambda *i: total[i] * (1.0 / count), name=name)
 
 

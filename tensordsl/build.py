@@ -4,12 +4,12 @@ from __future__ import annotations
 from targets import cache
 from targets.base import Target, get_backend
 
-from .ir.printer import print_func
 from .lower.pipeline import lower
 from .runtime.module import Module
 
 
-def build(schedule, args=None, target="llvm", name: str = "main") -> Module:
+def build(schedule, args=None, target="llvm", name: str = "main",
+          check_indices: bool = True) -> Module:
     """Compile ``schedule`` into a function of ``args`` (tensors, in call order).
 
     ``td.build(args)`` — tensors only, the output last — schedules the computation
@@ -22,6 +22,11 @@ def build(schedule, args=None, target="llvm", name: str = "main") -> Module:
     ``f.emulate(*numpy_arrays)`` runs its kernels on the CPU). Outputs are written in
     place. Compiled code is cached in memory and on disk
     (``$TENSORDSL_CACHE_DIR``), keyed by the lowered IR, the target and the toolchain.
+
+    Reads are checked against the tensors' shapes (``lower/check_bounds.py``): out of
+    bounds for every size, ``BuildError``; depending on symbolic sizes, a ``ValueError``
+    at call time before the kernel runs; indices read from data (``A[idx[i]]``), checked
+    as the kernel runs unless ``check_indices=False`` (faster, for trusted data).
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name: expected an identifier, got {name!r}")
@@ -29,8 +34,7 @@ def build(schedule, args=None, target="llvm", name: str = "main") -> Module:
         schedule, args = _auto_schedule(list(schedule), target)
     tgt = Target.parse(target)
     backend = get_backend(tgt.kind)
-    func = lower(schedule, args, name=name, target=tgt)
-    key = cache.make_key(print_func(func), backend.fingerprint(tgt))
+    func = lower(schedule, args, name=name, target=tgt, check_indices=check_indices)
     source_memo = []
 
     def source():
@@ -38,6 +42,7 @@ def build(schedule, args=None, target="llvm", name: str = "main") -> Module:
             source_memo.append(backend.codegen(func, tgt))
         return source_memo[0]
 
+    key = backend.cache_key(func, tgt, source)
     binary = cache.load(key)
     if binary is None:
         binary = backend.compile(source(), tgt)

@@ -31,7 +31,7 @@ def _operators() -> dict:
     names = ["matmul", "batch_matmul", "dense", "conv2d_nchw", "conv2d_nhwc", "max_pool2d",
              "avg_pool2d", "add", "subtract", "multiply", "divide", "maximum", "minimum",
              "relu", "gelu", "reduce_sum", "reduce_mean", "reduce_max", "softmax",
-             "log_softmax", "layer_norm"]
+             "log_softmax", "layer_norm", "take"]
     return {name: getattr(dense, name) for name in names}
 
 
@@ -57,11 +57,11 @@ def _signature(name: str, args) -> tuple:
     return tuple(spec)
 
 
-def _compiled(name: str, args, spec, attrs: dict, target: str):
+def _compiled(name: str, args, spec, attrs: dict, target: str, check_indices: bool = True):
     import tensordsl as td
     from .autotune.history import best_config, source_token
     from .autotune.workload import Workload
-    key = (name, spec, _freeze(attrs), target, source_token())
+    key = (name, spec, _freeze(attrs), target, source_token(), check_indices)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit
@@ -73,7 +73,7 @@ def _compiled(name: str, args, spec, attrs: dict, target: str):
         # the best tuned configuration on record, else the template's defaults
         config = best_config(workload.key, target, workload.template)
         s, tensors = workload.schedule(config)
-        f = td.build(s, tensors, target=target, name=name)
+        f = td.build(s, tensors, target=target, name=name, check_indices=check_indices)
         out = tensors[-1]
         shape = tuple(int(d.value) for d in out.shape)
         hit = _CACHE[key] = (f, shape, np.dtype(out.dtype))
@@ -121,12 +121,15 @@ def _call_cuda(name: str, args, out, attrs: dict):
     return out
 
 
-def call(name: str, *args, out=None, target: str = "llvm", **attrs):
-    """Run operator ``name``: arrays become its tensors, other arguments pass through."""
+def call(name: str, *args, out=None, target: str = "llvm", check_indices: bool = True,
+         **attrs):
+    """Run operator ``name``: arrays become its tensors, other arguments pass through.
+    ``check_indices=False``: indices read from data (``take``) are trusted, not checked."""
     if any(_on_device(a) for a in args):
         return _call_cuda(name, args, out, attrs)
     args = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in args]
-    f, shape, dtype = _compiled(name, args, _signature(name, args), attrs, target)
+    f, shape, dtype = _compiled(name, args, _signature(name, args), attrs, target,
+                                check_indices)
     if out is None:
         from .nd import aligned_numpy
         out = aligned_numpy(shape, dtype)

@@ -6,24 +6,14 @@ or ``"cuda -arch=sm_80"``. Compiling needs no GPU; running does, or use
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-from pathlib import Path
 
 from tensordsl.ir import nodes as n
 
 from ..base import Target, register_backend
+from ..cache import make_key, module_closure_hash
 from . import codegen, nvrtc
 
 DEFAULT_ARCH = "sm_90"
-
-
-@functools.lru_cache(maxsize=None)
-def _codegen_version() -> str:
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def arch_of(target: Target) -> str:
@@ -42,7 +32,12 @@ class CUDABackend:
     name = "cuda"
 
     def fingerprint(self, target: Target) -> str:
-        return f"cuda|{arch_of(target)}|nvrtc {nvrtc.version()}|{_codegen_version()}"
+        return (f"cuda|{arch_of(target)}|nvrtc {nvrtc.version()}|"
+                f"{module_closure_hash('targets.cuda.nvrtc')}")
+
+    def cache_key(self, func: n.PrimFunc, target: Target, source) -> str:
+        # CUDA C is cheap to render: key on exactly the text NVRTC compiles
+        return make_key(source(), self.fingerprint(target))
 
     def codegen(self, func: n.PrimFunc, target: Target) -> str:
         return codegen.generate(func)

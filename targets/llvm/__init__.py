@@ -1,33 +1,26 @@
 """The CPU backend: LLVM IR via llvmlite, JIT-loaded into the process."""
 from __future__ import annotations
 
-import functools
-import hashlib
-from pathlib import Path
-
 import llvmlite.binding as llvm
 
 from tensordsl.ir import nodes as n
+from tensordsl.ir.printer import print_func
 
 from ..base import Target, register_backend
+from ..cache import make_key, module_closure_hash
 from . import codegen, compile, runtime
-
-
-@functools.lru_cache(maxsize=None)
-def _codegen_version() -> str:
-    """A hash of this backend's source: a changed code generator never reuses objects
-    cached by an older one."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 class LLVMBackend:
     name = "llvm"
 
     def fingerprint(self, target: Target) -> str:
-        return f"{target}|{compile.fingerprint()}|{_codegen_version()}"
+        return f"{target}|{compile.fingerprint()}|{module_closure_hash('targets.llvm')}"
+
+    def cache_key(self, func: n.PrimFunc, target: Target, source) -> str:
+        # Rendering LLVM IR costs as much as a cache hit saves: key on the printed IR
+        # and every module the code generator imports instead.
+        return make_key(print_func(func), self.fingerprint(target))
 
     def codegen(self, func: n.PrimFunc, target: Target) -> str:
         compile.host_machine()

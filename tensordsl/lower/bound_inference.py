@@ -22,6 +22,7 @@ from ..ir import nodes as n
 from ..ir.visitor import Visitor, substitute
 from ..schedule.relations import leaf_extents, root_values
 from ..te.tensor import ComputeOp
+from .check_bounds import reads_tensor
 from .inline import expanded_bodies
 
 
@@ -167,7 +168,9 @@ def _demanded_region(schedule, stage, bounds, s):
                 if full[d]:
                     continue
                 iv = eval_interval(s.visit(substitute(e, to_loops)), relax, s)
-                if iv is None:
+                if iv is None or reads_tensor(iv[0]) or reads_tensor(iv[1]):
+                    # unbounded, or read from data (which may not exist yet where the
+                    # region is allocated): the whole extent
                     full[d] = True
                     continue
                 lo[d] = iv[0] if lo[d] is None else s.visit(n.Min(lo[d], iv[0]))

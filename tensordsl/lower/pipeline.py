@@ -1,8 +1,12 @@
 """The lowering pipeline, in order. Each pass is a function ``PrimFunc -> PrimFunc``
 except the first two, which turn the schedule into IR.
 
+    check_bounds      reads outside a tensor refused (static) or
+                      checked at call time (symbolic sizes)  (check_bounds.py)
     bound_inference   ranges of every stage's axes            (bound_inference.py)
     schedule_ops      loop nests, compute_at, inlining, init  (schedule_ops.py)
+    checked_reads     reads no interval bounds (A[idx[i]]) guarded as they run
+                      (checked_reads.py; CPU)
     simplify          index arithmetic, guards proved away    (arith/simplify.py)
     flatten_storage   tensors -> flat buffers, allocations    (flatten_storage.py)
     simplify_flat     the flattened offsets
@@ -37,6 +41,8 @@ from ..schedule.schedule import Schedule
 from ..te.tensor import PlaceholderOp, Tensor
 from . import gpu
 from .bound_inference import infer_bounds
+from .check_bounds import access_checks
+from .checked_reads import checked_reads
 from .flatten_storage import flatten_storage
 from .schedule_ops import schedule_ops
 from .local_accumulators import local_accumulators
@@ -76,6 +82,7 @@ def accumulate_locally(f: n.PrimFunc) -> n.PrimFunc:
 
 
 PASSES = [
+    ("checked_reads", checked_reads),
     ("simplify", simplify),
     ("flatten_storage", flatten),
     ("simplify_flat", simplify),
@@ -87,6 +94,7 @@ PASSES = [
     ("simplify_final", simplify),
 ]
 GPU_PASSES = [
+    ("checked_reads", checked_reads),
     ("simplify", simplify),
     ("flatten_storage", flatten),
     ("simplify_flat", simplify),
@@ -109,20 +117,25 @@ def passes_for(target) -> list:
 
 
 def lower(schedule: Schedule, args, name: str = "main", stop_after: str | None = None,
-          verify_passes: bool = False, target="llvm"):
+          verify_passes: bool = False, target="llvm", check_indices: bool = True):
     """Lower a schedule to a ``PrimFunc`` taking ``args`` (tensors) in order, with the
-    passes of ``target`` (``"llvm"`` or ``"cuda"``)."""
+    passes of ``target`` (``"llvm"`` or ``"cuda"``). ``check_indices``: guard reads
+    whose indices cannot be bounded in advance (``checked_reads.py``)."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"lower: schedule must be a td.Schedule, got {type(schedule).__name__}")
     if stop_after is not None and stop_after not in PASS_NAMES:
         raise ValueError(f"stop_after: expected one of {', '.join(PASS_NAMES)}, "
                          f"got {stop_after!r}")
     tensors = _canonical_args(schedule, args)
+    checks, unbounded = access_checks(st.op for st in schedule.stages)
     bounds = infer_bounds(schedule)
     if stop_after == "bound_inference":
         return bounds
     body = schedule_ops(schedule, bounds, tensors)
     func = _make_func(schedule, name, tensors, body)
+    func = n.PrimFunc(func.name, func.params, func.body, func.outputs,
+                      {**func.attrs, "access_checks": tuple(checks),
+                       "unbounded_reads": unbounded, "check_indices": check_indices})
     if verify_passes:
         verify(func, "schedule_ops")
     if stop_after == "schedule_ops":

@@ -85,10 +85,11 @@ def plan_workspace(f: n.PrimFunc) -> n.PrimFunc:
         return f
     body = _Rebind({id(old): (new, per_thread)
                     for old, new, per_thread in hoist.buffers}).visit(body)
-    workspace = tuple(new for _, new, _ in hoist.buffers)
+    hoisted = tuple(new for _, new, _ in hoist.buffers)
     per_thread = tuple(new for _, new, slice_size in hoist.buffers if slice_size is not None)
-    attrs = dict(f.attrs, workspace=workspace, per_thread_workspace=per_thread)
-    params = f.params + workspace
+    attrs = dict(f.attrs, workspace=tuple(f.attrs.get("workspace", ())) + hoisted,
+                 per_thread_workspace=per_thread)
+    params = f.params + hoisted
     if per_thread:
         team = n.Var("team_size", "int64")
         attrs["team_size"] = team

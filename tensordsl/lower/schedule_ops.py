@@ -17,6 +17,7 @@ from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars, substitute
 from ..te.tensor import ComputeOp
 from .bound_inference import Bounds, compute_stages
+from .check_bounds import reads_tensor
 from .inline import expanded_bodies
 from .tensorize import lower_tensorized
 
@@ -91,6 +92,10 @@ class _NestBuilder:
         if stage.tensorized and reduce_pos is not None:
             # an intrinsic initializes whole tiles: once, before the reduction loops
             init_pos, first_iteration = reduce_pos, None
+        empty_domain = None
+        if init is not None and first_iteration is not None:
+            empty_domain = _any_empty([sb.extents[iv] for iv in leaves[:init_pos]
+                                       if iv.kind == "reduce"])
         reduce_vars = {iv.var for iv in leaves if iv.kind == "reduce"}
         spatial_guards = [g for g in guards if not (set(free_vars(g)) & reduce_vars)]
         placed = _place_predicates(guards, leaves)
@@ -123,7 +128,12 @@ class _NestBuilder:
                 init_nest = nest(p, init, placed_spatial, False, only_spatial=True)
                 if first_iteration is not None:
                     init_nest = n.IfThenElse(first_iteration, init_nest)
-                return n.seq(init_nest, loop)
+                loop = n.seq(init_nest, loop)
+            if empty_domain is not None and p == reduce_pos and with_attach:
+                # The init sits inside reduction loops: with an empty reduction domain
+                # it would never run, so the identity is stored here instead.
+                empty_init = nest(p, init, placed_spatial, False, only_spatial=True)
+                loop = n.seq(n.IfThenElse(empty_domain, empty_init), loop)
             return loop
 
         top = nest(0, update, placed, True)
@@ -257,6 +267,16 @@ def _init_position(leaves, reduce_pos):
     return pos, cond
 
 
+def _any_empty(extents):
+    """``extent <= 0`` for any of ``extents`` (constant-folded by the simplifier when the
+    extents are known)."""
+    cond = None
+    for ext in extents:
+        c = n.LE(ext, n.IntImm(ext.dtype, 0))
+        cond = c if cond is None else n.Or(cond, c)
+    return cond
+
+
 def _prefetches(stage, iv, inner_leaves, sb, bodies) -> list:
     """``s[T].prefetch(tensor, iv, offset)``: prefetch hints, one per cache line, for the
     box of ``tensor`` the stage reads ``offset`` iterations of ``iv`` later (the union
@@ -274,7 +294,7 @@ def _prefetches(stage, iv, inner_leaves, sb, bodies) -> list:
         box = None
         for idx in reads:
             dims = [eval_interval(substitute(i, shift), relax) for i in idx]
-            if any(d is None for d in dims):
+            if any(d is None or reads_tensor(d[0]) for d in dims):
                 box = None
                 break
             box = dims if box is None else [(n.Min(a[0], b[0]), n.Max(a[1], b[1]))

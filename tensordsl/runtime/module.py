@@ -9,6 +9,7 @@ itself never sees a bad pointer.
 """
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import numpy as np
@@ -66,6 +67,8 @@ class Module:
                        if isinstance(p, n.Buffer) and p.scope != "workspace"]
         self.scalars = [p for p in func.params if isinstance(p, n.Var)]
         self.entry_name = func.name
+        self.access_checks = func.attrs.get("access_checks", ())
+        self.checked_reads = func.attrs.get("checked_reads", ())
 
     def get_source(self, kind: str = "ll") -> str:
         """The kernel's source: ``"ll"`` LLVM IR as generated, ``"ll-opt"`` after
@@ -77,9 +80,17 @@ class Module:
         workspace = self.workspace_pointers()
         if self.team_size_var is not None:
             sizes[self.scalars.index(self.team_size_var)] = self._workspace.team_size
+        if self.checked_reads:
+            error = (ctypes.c_int64 * 2).from_address(workspace[0])
+            error[0] = 0
         status = self.kernel(*pointers, *workspace, *sizes)
         if status != 0:
             raise MemoryError(f"{self.entry_name}: a temporary buffer could not be allocated")
+        if self.checked_reads and error[0]:
+            read = self.checked_reads[error[0] - 1]
+            param = next(p for p in self.params if p.name == read.tensor)
+            extent = arrays[self.params.index(param)].shape[read.dim]
+            raise ValueError(f"{self.entry_name}: {read.message(error[1], extent)}")
 
     def workspace_pointers(self) -> list[int]:
         """This thread's temporary buffers (allocated on its first call, then reused, so
@@ -115,7 +126,27 @@ class Module:
                     raise ValueError(f"argument {p.name!r}: dimension {d} must be "
                                      f"{getattr(want, 'value', want)}, got {got}")
         self._check_overlap(arrays, pointers)
+        if self.access_checks:
+            self._check_accesses(bound)
         return pointers, [0 if v is self.team_size_var else bound[v] for v in self.scalars]
+
+    def _check_accesses(self, bound: dict):
+        """The reads whose bounds depend on the sizes (``lower/check_bounds.py``)."""
+        values = {v: n.IntImm("int64", x) for v, x in bound.items()}
+
+        def value(e):
+            e = simplify_expr(substitute(e, values))
+            if not isinstance(e, n.IntImm):
+                raise ValueError(f"{self.entry_name}: cannot evaluate {e} from the "
+                                 "argument shapes")
+            return int(e.value)
+
+        for c in self.access_checks:
+            if not value(c.nonempty):
+                continue
+            lo, hi, extent = value(c.lo), value(c.hi), value(c.extent)
+            if lo <= hi and (lo < 0 or hi >= extent):
+                raise ValueError(f"{self.entry_name}: {c.violation(lo, hi, extent)}")
 
     def _check_array(self, p: _Param, a, bound: dict) -> int:
         """Check one argument; returns its data pointer."""

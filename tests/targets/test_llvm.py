@@ -110,16 +110,6 @@ def test_thread_binding_needs_cuda():
         td.build(s2, args)
 
 
-def test_cache_key_changes_with_the_code_generator(monkeypatch):
-    from targets.base import Target, get_backend
-    from targets.llvm import _codegen_version
-    backend = get_backend("llvm")
-    before = backend.fingerprint(Target.parse("llvm"))
-    monkeypatch.setattr("targets.llvm._codegen_version", lambda: "another-codegen")
-    assert backend.fingerprint(Target.parse("llvm")) != before
-    assert len(_codegen_version()) == 16
-
-
 @pytest.mark.parametrize("lanes", [1, 8, 16, 64])
 @pytest.mark.parametrize("fn", ["exp", "tanh"])
 def test_inline_exp_and_tanh_match_numpy_everywhere(fn, lanes):

@@ -1,0 +1,257 @@
+"""Out-of-bounds reads refused before any code runs, as Halide refuses them.
+
+Every compute defines its value over its own shape (and its reduction axes' domains), and
+reads each tensor at index expressions of those axes. For every such read this module
+evaluates, per dimension, the interval of indices it touches over the whole definition
+domain (``arith.interval``) and compares it with the tensor's extent:
+
+- all static: a read outside the extent raises ``td.BuildError`` naming the reader, the
+  tensor, the dimension, the accessed range and the extent;
+- symbolic: an ``AccessCheck`` is kept in the lowered function, and the runtime evaluates
+  it from the argument shapes before the kernel runs (a ``ValueError``, Halide's "Input
+  buffer A is accessed at 100, which is beyond the max (99)");
+- not boundable (an index read from another tensor, ``A[idx[i]]``, or arithmetic the
+  interval rules do not cover): the read is left to ``checked_reads``, which guards it in
+  the generated code (on unless ``td.build(..., check_indices=False)``).
+
+A read under ``if_then_else(cond, ...)`` (lazy: only evaluated where ``cond`` holds) or
+under a reduction's ``where=`` condition is bounded with that condition: a comparison of
+one loop variable (``y >= 1``) narrows the variable's range, and a comparison of the very
+index expression (``y - 1 < H``) bounds the index directly. ``td.select`` evaluates both
+values, so it guards nothing.
+
+Schedules never widen what a compute reads (bound inference guards producer regions to
+their shapes), so checking the definitions covers every schedule of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..arith.interval import eval_interval
+from ..arith.simplify import Simplifier
+from ..errors import BuildError
+from ..ir import nodes as n
+from ..ir.visitor import Visitor, free_vars
+from ..te.tensor import ComputeOp
+
+_ZERO = n.IntImm("int64", 0)
+_ONE = n.IntImm("int64", 1)
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    """``reader`` reads ``tensor`` in dimension ``dim`` over ``[lo, hi]``, whenever its
+    definition domain is not empty (``nonempty``); all are expressions of shape
+    variables, evaluated at call time."""
+    reader: str
+    tensor: str
+    dim: int
+    lo: n.Expr
+    hi: n.Expr
+    extent: n.Expr
+    nonempty: n.Expr
+
+    def violation(self, lo: int, hi: int, extent: int) -> str:
+        where = f"at {lo}, which is below the min (0)" if lo < 0 else \
+            f"at {hi}, which is beyond the max ({extent - 1})"
+        return (f"{self.reader!r} reads tensor {self.tensor!r} {where} in dimension "
+                f"{self.dim} (accessed range [{lo}, {hi}], extent {extent})")
+
+
+def access_checks(ops) -> tuple[list[AccessCheck], frozenset]:
+    """The reads of ``ops`` (compute ops) that need a check at call time, and the reads
+    no interval bounds, as ``(id(tensor.op), value_index, dim)`` for ``checked_reads``.
+    Raises ``BuildError`` for a read that is out of bounds whatever the sizes."""
+    simp = Simplifier()
+    checks, unbounded = [], set()
+    for op in ops:
+        if not isinstance(op, ComputeOp):
+            continue
+        domain = {iv.var: (iv.dom.min, n.Sub(n.Add(iv.dom.min, iv.dom.extent), _ONE))
+                  for iv in tuple(op.axis) + tuple(op.reduce_axis)}
+        nonempty = simp.visit(_conjunction([n.GT(iv.dom.extent, _ZERO)
+                                            for iv in tuple(op.axis) + tuple(op.reduce_axis)]))
+        if isinstance(nonempty, n.IntImm) and not nonempty.value:
+            continue  # an empty domain reads nothing
+        for read in _guarded_reads(op.body):
+            checks.extend(_read_checks(op, read, domain, nonempty, simp, unbounded))
+    return checks, frozenset(unbounded)
+
+
+def _read_checks(op, read, domain, nonempty, simp, unbounded):
+    tensor, indices, conds = read
+    relax, direct = _narrow(domain, conds, simp)
+    for d, (index, extent) in enumerate(zip(indices, tensor.shape)):
+        if reads_tensor(index):
+            continue  # data-dependent: guarded in the generated code
+        iv = eval_interval(index, relax, simp)
+        if iv is None:
+            unbounded.add((id(tensor.op), tensor.value_index, d))
+            continue  # guarded in the generated code
+        lo, hi = iv
+        for bound_lo, bound_hi in direct.get(_affine_key(index, domain, simp), ()):
+            if bound_lo is not None:
+                lo = n.Max(lo, n.Add(bound_lo, _affine_rest(index, domain, simp)))
+            if bound_hi is not None:
+                hi = n.Min(hi, n.Add(bound_hi, _affine_rest(index, domain, simp)))
+        lo, hi, ext = simp.visit(lo), simp.visit(hi), simp.visit(extent)
+        check = AccessCheck(op.name, tensor.name, d, lo, hi, ext, nonempty)
+        if all(isinstance(x, n.IntImm) for x in (lo, hi, ext, nonempty)):
+            if lo.value > hi.value:
+                continue  # the guard's range is empty: never read
+            if lo.value < 0 or hi.value >= ext.value:
+                raise BuildError(check.violation(lo.value, hi.value, ext.value))
+            continue
+        yield check
+
+
+# ---------------------------------------------------------------- reads and their guards
+
+
+class _ReadsWithGuards(Visitor):
+    """Every tensor read, with the lazy conditions it sits under."""
+
+    def __init__(self):
+        self.reads, self.conds = [], []
+
+    def visit_TensorRead(self, node):
+        self.reads.append((node.tensor, node.indices, tuple(self.conds)))
+        self.generic_visit(node)
+
+    def visit_Call(self, node):
+        if node.name != "if_then_else":
+            return self.generic_visit(node)
+        cond, then, other = node.args
+        self.visit(cond)
+        self.guarded(cond, then)
+        negated = _negate(cond)
+        if negated is not None:
+            self.guarded(negated, other)
+        else:
+            self.visit(other)
+
+    def visit_Reduce(self, node):
+        self.visit(node.condition)
+        for src in node.source:
+            self.guarded(node.condition, src)
+
+    def guarded(self, cond, expr):
+        self.conds.append(cond)
+        self.visit(expr)
+        self.conds.pop()
+
+
+def _guarded_reads(bodies):
+    v = _ReadsWithGuards()
+    for b in bodies:
+        v.visit(b)
+    return v.reads
+
+
+class _TensorReadFinder(Visitor):
+    found = False
+
+    def visit_TensorRead(self, node):
+        self.found = True
+
+
+def reads_tensor(e) -> bool:
+    f = _TensorReadFinder()
+    f.visit(e)
+    return f.found
+
+
+# ---------------------------------------------------------------- narrowing by conditions
+
+
+def _atoms(cond) -> list:
+    """The conjuncts of ``cond`` as expressions ``e`` meaning ``e >= 0`` (integers)."""
+    if isinstance(cond, n.And):
+        return _atoms(cond.a) + _atoms(cond.b)
+    if isinstance(cond, n.Call) and cond.name == "likely":
+        return _atoms(cond.args[0])
+    if not all(dt_is_int(x) for x in (getattr(cond, "a", None), getattr(cond, "b", None))):
+        return []
+    if isinstance(cond, n.GE):
+        return [n.Sub(cond.a, cond.b)]
+    if isinstance(cond, n.GT):
+        return [n.Sub(n.Sub(cond.a, cond.b), _ONE)]
+    if isinstance(cond, n.LE):
+        return [n.Sub(cond.b, cond.a)]
+    if isinstance(cond, n.LT):
+        return [n.Sub(n.Sub(cond.b, cond.a), _ONE)]
+    if isinstance(cond, n.EQ):
+        return [n.Sub(cond.a, cond.b), n.Sub(cond.b, cond.a)]
+    return []
+
+
+def dt_is_int(e) -> bool:
+    return isinstance(e, n.Expr) and e.dtype.startswith(("int", "uint"))
+
+
+def _negate(cond):
+    """``not cond`` for a single comparison (else None: a conjunction's negation is a
+    disjunction, which narrows nothing)."""
+    flip = {n.LT: n.GE, n.GE: n.LT, n.LE: n.GT, n.GT: n.LE}
+    for a, b in flip.items():
+        if isinstance(cond, a):
+            return b(cond.a, cond.b)
+    return None
+
+
+def _split_affine(e, domain, simp):
+    """``e`` as (the part over domain variables as a hashable key with its terms, the
+    rest as an expression), or None when a term mixes domain variables non-linearly."""
+    terms, const = simp.linear(simp.visit(e))
+    var_terms, rest_terms = {}, {}
+    for key, (atom, c) in terms.items():
+        used = set(free_vars(atom)) & domain.keys()
+        if not used:
+            rest_terms[key] = [atom, c]
+        elif isinstance(atom, n.Var):
+            var_terms[key] = [atom, c]
+        else:
+            return None
+    key = tuple(sorted((atom.name, id(atom), c) for atom, c in var_terms.values() if c))
+    return key, var_terms, simp.rebuild(rest_terms, const)
+
+
+def _affine_key(e, domain, simp):
+    split = _split_affine(e, domain, simp)
+    return None if split is None else split[0]
+
+
+def _affine_rest(e, domain, simp):
+    return _split_affine(e, domain, simp)[2]
+
+
+def _narrow(domain, conds, simp):
+    """Ranges of the domain variables narrowed by single-variable conditions, and direct
+    bounds ``{affine key: [(lo, hi)]}`` of the variable part of linear conditions."""
+    relax = dict(domain)
+    direct: dict = {}
+    for cond in conds:
+        for atom in _atoms(cond):
+            split = _split_affine(atom, domain, simp)
+            if split is None or not split[0]:
+                continue
+            key, var_terms, rest = split
+            # atom = P + rest >= 0, with P the variable part: P >= -rest
+            direct.setdefault(key, []).append((n.Sub(_ZERO, rest), None))
+            neg_key = tuple((name, i, -c) for name, i, c in key)
+            direct.setdefault(tuple(sorted(neg_key)), []).append((None, rest))
+            if len(var_terms) == 1:
+                (atom_var, c), = var_terms.values()
+                lo, hi = relax[atom_var]
+                if c == 1:
+                    relax[atom_var] = (n.Max(lo, n.Sub(_ZERO, rest)), hi)
+                elif c == -1:
+                    relax[atom_var] = (lo, n.Min(hi, rest))
+    return relax, direct
+
+
+def _conjunction(conds):
+    out = None
+    for c in conds:
+        out = c if out is None else n.And(out, c)
+    return out if out is not None else n.IntImm("bool", 1)

@@ -1,0 +1,153 @@
+"""Reads outside a tensor are refused, Halide-style: at build time for static shapes, at
+call time (before the kernel runs) for symbolic ones, and as the kernel runs for indices
+read from data."""
+import numpy as np
+import pytest
+
+import tensordsl as td
+
+
+def _shifted(shape, di):
+    A = td.placeholder(shape, name="A")
+    B = td.compute(shape, lambda i, j: A[i + di, j], name="B")
+    return A, B
+
+
+@pytest.mark.parametrize("di, where", [(1, r"at 8, which is beyond the max \(7\)"),
+                                       (100000, r"at 100007, which is beyond the max \(7\)"),
+                                       (-1, r"at -1, which is below the min \(0\)")])
+def test_static_out_of_bounds_read_is_a_build_error(di, where):
+    A, B = _shifted((8, 5), di)
+    with pytest.raises(td.BuildError, match=rf"'B' reads tensor 'A' {where} in dimension 0"):
+        td.build(td.create_schedule(B.op), [A, B])
+
+
+def test_the_message_gives_the_accessed_range_and_the_extent():
+    A, B = _shifted((8, 5), 1)
+    with pytest.raises(td.BuildError, match=r"accessed range \[1, 8\], extent 8"):
+        td.lower(td.create_schedule(B.op), [A, B])
+
+
+@pytest.mark.parametrize("di", [1, 100000])
+def test_symbolic_out_of_bounds_read_is_refused_before_the_kernel_runs(di):
+    A, B = _shifted((td.var("n"), td.var("m")), di)
+    f = td.build(td.create_schedule(B.op), [A, B])
+    b = np.full((8, 5), np.nan, "float32")
+    with pytest.raises(ValueError, match=r"'B' reads tensor 'A' at \d+, which is beyond the "
+                                         r"max \(7\) in dimension 0"):
+        f(np.ones((8, 5), "float32"), b)
+    assert np.isnan(b).all()  # the kernel never ran
+
+
+def test_symbolic_read_checks_only_the_sizes_that_are_out_of_bounds():
+    n, m = td.var("n"), td.var("m")
+    A = td.placeholder((n,), name="A")
+    B = td.compute((m,), lambda i: A[i + 2], name="B")
+    f = td.build(td.create_schedule(B.op), [A, B])
+    a = np.arange(10, dtype="float32")
+    b = np.full(8, np.nan, "float32")
+    f(a, b)  # reads A[2..9]: fine
+    np.testing.assert_array_equal(b, a[2:])
+    with pytest.raises(ValueError, match=r"at 10, which is beyond the max \(9\)"):
+        f(a, np.full(9, np.nan, "float32"))
+
+
+def test_reading_an_intermediate_tensor_out_of_bounds_is_refused():
+    A = td.placeholder((8,), name="A")
+    B = td.compute((8,), lambda i: A[i] * 2.0, name="B")
+    C = td.compute((8,), lambda i: B[i + 1], name="C")
+    with pytest.raises(td.BuildError, match=r"'C' reads tensor 'B' at 8"):
+        td.build(td.create_schedule(C.op), [A, C])
+
+
+@pytest.mark.parametrize("n_value", [1, 6])
+def test_reads_guarded_by_if_then_else_are_accepted(n_value):
+    n = td.var("n")
+    A = td.placeholder((n,), name="A")
+    B = td.compute((n,), lambda i: td.if_then_else(i + 1 < n, A[i + 1], 0.0)
+                   + td.if_then_else(i >= 1, A[i - 1], 0.0), name="B")
+    f = td.build(td.create_schedule(B.op), [A, B])
+    a = np.arange(1, n_value + 1, dtype="float32")
+    b = np.full(n_value, np.nan, "float32")
+    f(a, b)
+    want = np.concatenate([a[1:], [0]]) + np.concatenate([[0], a[:-1]])
+    np.testing.assert_array_equal(b, want)
+
+
+def test_padding_guarded_by_a_conjunction_on_the_index_is_accepted():
+    A = td.placeholder((6, 6), name="A")
+    P = td.compute((8, 8), lambda y, x: td.if_then_else(
+        td.all(y - 1 >= 0, y - 1 < 6, x >= 1, x < 7), A[y - 1, x - 1], 0.0), name="P")
+    f = td.build(td.create_schedule(P.op), [A, P])
+    a = np.random.default_rng(0).random((6, 6), dtype="float32")
+    p = np.full((8, 8), np.nan, "float32")
+    f(a, p)
+    np.testing.assert_array_equal(p, np.pad(a, 1))
+
+
+def test_reduction_where_condition_guards_its_reads():
+    A = td.placeholder((10,), name="A")
+    k = td.reduce_axis((0, 12), "k")
+    B = td.compute((1,), lambda i: td.sum(A[k], axis=k, where=k < 10), name="B")
+    f = td.build(td.create_schedule(B.op), [A, B])
+    a = np.arange(10, dtype="float32")
+    b = np.full(1, np.nan, "float32")
+    f(a, b)
+    assert b[0] == a.sum()
+
+
+def test_select_evaluates_both_values_so_it_does_not_guard():
+    A = td.placeholder((8,), name="A")
+    B = td.compute((8,), lambda i: td.select(i + 1 < 8, A[i + 1], 0.0), name="B")
+    with pytest.raises(td.BuildError, match="'B' reads tensor 'A' at 8"):
+        td.build(td.create_schedule(B.op), [A, B])
+
+
+def _gather(vectorize):
+    n, m = td.var("n"), td.var("m")
+    A = td.placeholder((m, 16), name="A")
+    idx = td.placeholder((n,), dtype="int32", name="idx")
+    B = td.compute((n, 16), lambda i, j: A[idx[i], j] * 2.0, name="B")
+    s = td.create_schedule(B.op)
+    if vectorize:
+        s[B].vectorize(B.op.axis[1])
+        s[B].parallel(B.op.axis[0])
+    return s, [A, idx, B]
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+@pytest.mark.parametrize("bad", [10, -1, 1 << 40])
+def test_data_dependent_index_is_checked_as_the_kernel_runs(vectorize, bad):
+    s, args = _gather(vectorize)
+    f = td.build(s, args)
+    a = np.random.default_rng(1).random((10, 16), dtype="float32")
+    ix = np.array([3, 0, 9, 2], "int32")
+    b = np.full((4, 16), np.nan, "float32")
+    f(a, ix, b)
+    np.testing.assert_array_equal(b, a[ix] * 2)
+    ix[2] = np.int32(bad) if -2**31 <= bad < 2**31 else np.int32(-7)
+    with pytest.raises(ValueError, match=rf"'B' reads tensor 'A' at index {ix[2]} in "
+                                         r"dimension 0, outside its extent 10"):
+        f(a, ix, b)
+
+
+def test_checked_reads_can_be_switched_off():
+    s, args = _gather(False)
+    assert "index_error" in str(td.lower(s, args))
+    assert "index_error" not in str(td.lower(s, args, check_indices=False))
+    f = td.build(s, args, check_indices=False)
+    a = np.random.default_rng(2).random((10, 16), dtype="float32")
+    ix = np.array([1, 2], "int32")
+    b = np.full((2, 16), np.nan, "float32")
+    f(a, ix, b)
+    np.testing.assert_array_equal(b, a[ix] * 2)
+
+
+def test_ops_take_checks_its_indices_by_default():
+    x = np.random.default_rng(3).random((5, 7), dtype="float32")
+    for axis in (0, 1, -1):
+        ix = np.array([[4, 0], [2, 2]])
+        np.testing.assert_array_equal(td.ops.take(x, ix, axis=axis), np.take(x, ix, axis=axis))
+    with pytest.raises(ValueError, match="at index 5 in dimension 0, outside its extent 5"):
+        td.ops.take(x, np.array([5, 0]), axis=0)
+    np.testing.assert_array_equal(td.ops.take(x, np.array([1]), check_indices=False), x[[1]])
