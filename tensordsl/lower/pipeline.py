@@ -5,6 +5,7 @@ except the first two, which turn the schedule into IR.
     schedule_ops      loop nests, compute_at, inlining, init  (schedule_ops.py)
     simplify          index arithmetic, guards proved away    (arith/simplify.py)
     flatten_storage   tensors -> flat buffers, allocations    (flatten_storage.py)
+    inject_virtual_threads  vthread loops -> interleaved copies (inject_virtual_threads.py)
     simplify_flat     the flattened offsets
     unswitch_guards   boundary checks hoisted out of the hot loops (unswitch_guards.py)
     vectorize         vectorized loops -> vector operations   (vectorize.py)
@@ -16,7 +17,7 @@ except the first two, which turn the schedule into IR.
 For the GPU (``target="cuda"``) the CPU-specific passes (loop partitioning, register
 accumulators, workspace) give way to those of ``gpu.py``:
 
-    simplify, flatten_storage, simplify_flat, vectorize, unroll,
+    simplify, flatten_storage, inject_virtual_threads, simplify_flat, vectorize, unroll,
     check_kernels         everything inside kernels; per-thread buffers become local
     guard_thread_extents  loops narrower than their launch dimension are guarded
     insert_barriers       __syncthreads() where shared tiles pass between threads
@@ -38,6 +39,7 @@ from ..te.tensor import PlaceholderOp, Tensor
 from . import gpu
 from .bound_inference import infer_bounds
 from .flatten_storage import flatten_storage
+from .inject_virtual_threads import inject_virtual_threads
 from .schedule_ops import schedule_ops
 from .local_accumulators import local_accumulators
 from .plan_workspace import plan_workspace
@@ -78,6 +80,7 @@ def accumulate_locally(f: n.PrimFunc) -> n.PrimFunc:
 PASSES = [
     ("simplify", simplify),
     ("flatten_storage", flatten),
+    ("inject_virtual_threads", inject_virtual_threads),
     ("simplify_flat", simplify),
     ("unswitch_guards", unswitch),
     ("vectorize", vectorize),
@@ -89,6 +92,7 @@ PASSES = [
 GPU_PASSES = [
     ("simplify", simplify),
     ("flatten_storage", flatten),
+    ("inject_virtual_threads", inject_virtual_threads),
     ("simplify_flat", simplify),
     ("vectorize", vectorize),
     ("unroll", unroll),
