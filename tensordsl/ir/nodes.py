@@ -395,7 +395,7 @@ class LetStmt(Stmt):
 class For(Stmt):
     """``for var in [min, min + extent)``. ``kind``: serial, parallel, vectorized,
     unrolled, or thread_binding (then ``thread_tag`` names the GPU index, e.g.
-    ``threadIdx.x``)."""
+    ``threadIdx.x``); ``vthread`` (virtual threads) only until inject_virtual_threads."""
     var: Var
     min: Expr
     extent: Expr

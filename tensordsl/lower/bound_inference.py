@@ -19,7 +19,7 @@ from ..arith.interval import eval_interval
 from ..arith.simplify import Simplifier
 from ..errors import ScheduleError
 from ..ir import nodes as n
-from ..ir.visitor import Visitor, substitute
+from ..ir.visitor import Visitor, free_vars, substitute
 from ..schedule.relations import leaf_extents, root_values
 from ..te.tensor import ComputeOp
 from .check_bounds import reads_tensor
@@ -86,8 +86,27 @@ def infer_bounds(schedule) -> Bounds:
         values, sb.predicates = root_values(
             stage.relations, {iv: iv.var for iv in stage.leaf_iter_vars}, sb.extents, s)
         sb.root_expr = {iv: s.visit(n.Add(r.min, values[iv])) for iv, r in ranges.items()}
+        _bind_spatial_in_reduce_ranges(op, sb, s)
         bounds.stages[stage] = sb
     return bounds
+
+
+def _bind_spatial_in_reduce_ranges(op, sb, s):
+    """A reduction's range may depend on the output index (``sum over k < i + 1``). The
+    loops run over leaf axes, so ``i`` there is its root expression (``io*4 + ii``; for
+    a stage computed at a loop, the tile's origin plus its loop), as TVM binds the root
+    variables of a split axis by a ``let``."""
+    spatial = {iv.var: sb.root_expr[iv] for iv in op.axis}
+    if not any(v in spatial for r in op.reduce_axis for v in free_vars(r.dom.extent)
+               + free_vars(r.dom.min)):
+        return
+    for iv in op.reduce_axis:
+        r = sb.ranges[iv]
+        sb.ranges[iv] = n.Range(s.visit(substitute(r.min, spatial)),
+                                s.visit(substitute(r.extent, spatial)))
+        sb.root_expr[iv] = s.visit(substitute(sb.root_expr[iv], spatial))
+    sb.extents = {iv: s.visit(substitute(e, spatial)) for iv, e in sb.extents.items()}
+    sb.predicates = [s.visit(substitute(p, spatial)) for p in sb.predicates]
 
 
 def _check_attach(stage):

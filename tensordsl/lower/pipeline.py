@@ -9,6 +9,7 @@ except the first two, which turn the schedule into IR.
                       (checked_reads.py; CPU)
     simplify          index arithmetic, guards proved away    (arith/simplify.py)
     flatten_storage   tensors -> flat buffers, allocations    (flatten_storage.py)
+    inject_virtual_threads  vthread loops -> interleaved copies (inject_virtual_threads.py)
     simplify_flat     the flattened offsets
     unswitch_guards   boundary checks hoisted out of the hot loops (unswitch_guards.py)
     vectorize         vectorized loops -> vector operations   (vectorize.py)
@@ -20,7 +21,7 @@ except the first two, which turn the schedule into IR.
 For the GPU (``target="cuda"``) the CPU-specific passes (loop partitioning, register
 accumulators, workspace) give way to those of ``gpu.py``:
 
-    simplify, flatten_storage, simplify_flat, vectorize, unroll,
+    simplify, flatten_storage, inject_virtual_threads, simplify_flat, vectorize, unroll,
     check_kernels         everything inside kernels; per-thread buffers become local
     guard_thread_extents  loops narrower than their launch dimension are guarded
     insert_barriers       __syncthreads() where shared tiles pass between threads
@@ -44,6 +45,7 @@ from .bound_inference import infer_bounds
 from .check_bounds import access_checks
 from .checked_reads import checked_reads
 from .flatten_storage import flatten_storage
+from .inject_virtual_threads import inject_virtual_threads
 from .schedule_ops import schedule_ops
 from .local_accumulators import local_accumulators
 from .plan_workspace import plan_workspace
@@ -85,6 +87,7 @@ PASSES = [
     ("checked_reads", checked_reads),
     ("simplify", simplify),
     ("flatten_storage", flatten),
+    ("inject_virtual_threads", inject_virtual_threads),
     ("simplify_flat", simplify),
     ("unswitch_guards", unswitch),
     ("vectorize", vectorize),
@@ -97,6 +100,7 @@ GPU_PASSES = [
     ("checked_reads", checked_reads),
     ("simplify", simplify),
     ("flatten_storage", flatten),
+    ("inject_virtual_threads", inject_virtual_threads),
     ("simplify_flat", simplify),
     ("vectorize", vectorize),
     ("unroll", unroll),

@@ -84,7 +84,8 @@ class _NestBuilder:
         if init is not None and _thread_reduce_axes(stage):
             # a reduction across GPU threads: the nest stops at the spatial loops
             update = _cross_thread_reduction(stage, sb.extents, leaves, reduce_pos, red, outputs,
-                                             indices, guards)
+                                             indices, guards,
+                                             lambda iv, body: self.attach_here(stage, iv, body))
             init, guards = None, []
             leaves, reduce_pos = leaves[:reduce_pos], None
 
@@ -162,9 +163,12 @@ class _NestBuilder:
         for key in reversed(stage.pragmas.get(iv, ())):
             body = n.Pragma(key, body)
         thread = stage.bound_thread.get(iv)
+        if thread is not None:
+            _check_thread_extent(stage, iv, extent, thread)
         if thread is not None and thread.kind.startswith("vthread"):
-            # a virtual thread: the iterations interleave in one real thread (TVM)
-            return n.For(iv.var, n.IntImm("int64", 0), extent, "unrolled", body)
+            # a virtual thread: the iterations interleave in one real thread (TVM);
+            # inject_virtual_threads does that after flatten_storage
+            return n.For(iv.var, n.IntImm("int64", 0), extent, "vthread", body, thread.kind)
         if thread is not None:
             return n.For(iv.var, n.IntImm("int64", 0), extent, "thread_binding", body,
                          thread.kind)
@@ -181,17 +185,35 @@ class _NestBuilder:
         return body
 
 
+def _check_thread_extent(stage, iv, extent, thread):
+    """A loop bound to ``td.thread_axis((0, k), tag)`` may be narrower than ``k`` (it is
+    guarded), not wider: the threads would not cover it."""
+    declared = thread.dom.extent
+    if isinstance(declared, n.IntImm) and isinstance(extent, n.IntImm) \
+            and extent.value > declared.value:
+        raise BuildError(f"stage {stage.name!r}: loop {iv.name!r} has extent {extent.value} "
+                         f"but is bound to {thread.kind} declared with extent "
+                         f"{declared.value}")
+
+
 def _thread_reduce_axes(stage) -> list:
     return [iv for iv in stage.leaf_iter_vars if iv.kind == "reduce"
             and iv in stage.bound_thread and stage.bound_thread[iv].kind.startswith("threadIdx")]
 
 
-def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs, indices, guards):
+def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs, indices, guards,
+                            attach):
     """``bind`` of a reduction axis to ``threadIdx``: each thread accumulates its share
     (the serial reduction loops) in a local register, the block combines the threads'
     partial results (``AllReduce``: warp shuffles, shared memory across warps), and the
     first thread of each group stores the result. Every thread reaches the AllReduce;
-    the guards cover only the accumulation and the store."""
+    the guards cover only the accumulation and the store.
+
+    The thread loops enclose the serial ones here whatever their order in the leaves, so
+    ``attach(iv, body)`` places the stages computed at reduction loop ``iv`` (TVM's
+    ``s[BF].compute_at(s[B], tx)`` after ``rfactor``) where every loop outside ``iv``
+    is already open: at the top of the innermost serial loop outside ``iv``, or at the
+    top of the thread loops when there is none."""
     from ..errors import ScheduleError
     if any(iv.kind != "reduce" for iv in leaves[reduce_pos:]):
         raise ScheduleError(f"stage {stage.name!r}: a reduction bound to GPU threads needs "
@@ -222,9 +244,28 @@ def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs,
     if not (isinstance(red.condition, n.IntImm) and red.condition.value == 1):
         update = n.IfThenElse(red.condition, update)
     update = _guard(guards, update)
+    reduce_leaves = leaves[reduce_pos:]
+
+    def attach_inside(outer):
+        """``outer`` (a serial loop, or None for the top) and the thread loops after it
+        in the leaves up to the next serial loop: the loops whose attached stages go at
+        the top of ``outer``'s body, outermost first."""
+        start = reduce_leaves.index(outer) if outer is not None else -1
+        ivs = [] if outer is None else [outer]
+        for iv in reduce_leaves[start + 1:]:
+            if iv in serial:
+                break
+            ivs.append(iv)
+        return ivs
+
+    def attached(ivs, body):
+        for iv in reversed(ivs):   # the outermost loop's stages run first
+            body = attach(iv, body)
+        return body
+
     for iv in reversed(serial):
         kind = stage.loop_kind.get(iv, "serial")
-        update = n.For(iv.var, zero, extents_of[iv], kind, update)
+        update = n.For(iv.var, zero, extents_of[iv], kind, attached(attach_inside(iv), update))
     reduce_vars = {iv.var for iv in leaves[reduce_pos:]}
     spatial_guards = [g for g in guards if not (set(free_vars(g)) & reduce_vars)]
     first = [n.EQ(iv.var, zero) for iv in bound]
@@ -236,9 +277,11 @@ def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs,
                  n.AllReduce(comb, tuple(n.Load(b.dtype, b, zero) for b in acc), tuple(res),
                              tags, extents),
                  store)
+    body = attached(attach_inside(None), body)
     for b in reversed(acc + res):
         body = n.Allocate(b, n.IntImm("int64", 1), body)
     for iv in reversed(bound):
+        _check_thread_extent(stage, iv, extents_of[iv], stage.bound_thread[iv])
         body = n.For(iv.var, zero, extents_of[iv], "thread_binding", body,
                      stage.bound_thread[iv].kind)
     return body

@@ -9,7 +9,7 @@ from ..arith.simplify import Simplifier
 from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.op import const
-from ..ir.visitor import Mutator, substitute
+from ..ir.visitor import Mutator, free_vars, substitute
 from ..te.tensor import ComputeOp, Tensor
 from .relations import leaf_extents, root_values
 from .schedule import Schedule, Stage
@@ -90,14 +90,28 @@ def cache_read(s: Schedule, tensor: Tensor, scope: str, readers) -> Tensor:
     return cache_op.output(0)
 
 
-def cache_write(s: Schedule, tensor: Tensor, scope: str):
+def cache_write(s: Schedule, tensor, scope: str):
     """Compute ``tensor`` into a cache in ``scope`` and copy it out (TVM ``cache_write``).
 
     The original stage becomes the copy (its axes stay ``T.op.axis``); the returned
     tensor is the new computing stage, with fresh axes. Must come before any loop
-    transformation of the stage.
+    transformation of the stage. An operation with several outputs is cached whole:
+    one cache stage computes all of them and one copy stage copies each out; pass any
+    of its tensors (the cache's outputs come back as a list) or, as in TVM, the list
+    of them (``s.cache_write([T0, T1], "local")``).
     """
     _check_scope(scope, "cache_write")
+    if isinstance(tensor, (list, tuple)):
+        if not tensor or not all(isinstance(t, Tensor) for t in tensor):
+            raise ScheduleError(f"cache_write: expected a tensor or a non-empty list of "
+                                f"tensors, got {tensor!r}")
+        stages = {id(s[t]): s[t] for t in tensor}
+        if len(stages) > 1:
+            raise ScheduleError(f"cache_write: the tensors {[t.name for t in tensor]} must "
+                                "be outputs of one operation (one stage), got stages "
+                                f"{[st.name for st in stages.values()]}")
+        outs = cache_write(s, tensor[0], scope)
+        return outs if isinstance(outs, list) else [outs]
     stage = s[tensor]
     op = stage.op
     if not isinstance(op, ComputeOp):
@@ -107,7 +121,11 @@ def cache_write(s: Schedule, tensor: Tensor, scope: str):
                             "fuse or reorder of the stage")
     fresh = {iv.var: n.Var(iv.name + ".c") for iv in op.axis + op.reduce_axis}
     axis = tuple(n.IterVar(fresh[iv.var], iv.dom, "data_par") for iv in op.axis)
-    raxis = tuple(n.IterVar(fresh[iv.var], iv.dom, "reduce") for iv in op.reduce_axis)
+    # a reduction's extent may depend on the output index (sum over k < i + 1): in the
+    # cache stage, on the cache stage's own index
+    raxis = tuple(n.IterVar(fresh[iv.var], n.Range(substitute(iv.dom.min, fresh),
+                                                   substitute(iv.dom.extent, fresh)), "reduce")
+                  for iv in op.reduce_axis)
     rmap = dict(zip(op.reduce_axis, raxis))
     bodies = []
     for b in op.body:
@@ -152,7 +170,14 @@ def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):
            for r in stage.relations):
         stage._fail("rfactor: split or fuse data-parallel axes after rfactor, not before")
     simp = Simplifier()
-    ext = leaf_extents(stage.relations, {iv: iv.dom.extent for iv in op.reduce_axis}, simp)
+    spatial = tuple(n.IterVar(n.Var(iv.name), iv.dom, "data_par") for iv in op.axis)
+    vmap = {iv.var: new.var for iv, new in zip(op.axis, spatial)}
+    # (a reduction's extent may depend on the output index: on the new stage's own)
+    ext = leaf_extents(stage.relations, {iv: substitute(iv.dom.extent, vmap)
+                                         for iv in op.reduce_axis}, simp)
+    if set(free_vars(ext[axis])) & set(vmap.values()):
+        stage._fail(f"rfactor: the extent of {axis.name!r} depends on the output index; "
+                    "factor a loop of constant extent (the inner one of a split)")
     reduce_leaves = [iv for iv in stage.leaf_iter_vars if iv.kind == "reduce"]
     # The partial-result dimension and the reduce axes that remain in the factored stage.
     rf_var = n.IterVar(n.Var(axis.name + ".v"), n.Range(const(0), ext[axis]), "data_par")
@@ -162,9 +187,8 @@ def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):
     leaf_vals.update({iv: new.var for iv, new in zip(
         [iv for iv in reduce_leaves if iv is not axis], rest)})
     values, preds = root_values(stage.relations, leaf_vals, ext, simp)
-    spatial = tuple(n.IterVar(n.Var(iv.name), iv.dom, "data_par") for iv in op.axis)
-    vmap = {iv.var: new.var for iv, new in zip(op.axis, spatial)}
-    vmap.update({iv.var: simp.visit(n.Add(iv.dom.min, values[iv])) for iv in op.reduce_axis})
+    vmap.update({iv.var: simp.visit(n.Add(substitute(iv.dom.min, vmap), values[iv]))
+                 for iv in op.reduce_axis})
     first = op.body[0]
     cond = substitute(first.condition, vmap)
     for p in preds:

@@ -246,8 +246,8 @@ class Stage:
     # ------------------------------------------------------------ placement
     def compute_at(self, parent: "Stage", iv: n.IterVar):
         """Compute this stage inside loop ``iv`` of ``parent`` (Halide ``compute_at``),
-        only the region that one iteration of ``iv`` reads. ``parent`` must consume this
-        stage (directly or through inlined stages)."""
+        only the region that one iteration of ``iv`` reads. ``parent`` must read this
+        stage, directly or through stages that are (by lowering) computed inside it."""
         self._check_compute("compute_at")
         if not isinstance(parent, Stage):
             self._fail(f"compute_at: parent must be a stage (s[T]), got {parent!r}")
@@ -258,9 +258,9 @@ class Stage:
         if iv not in parent.all_iter_vars:
             self._fail(f"compute_at: axis {getattr(iv, 'name', iv)!r} is not an axis of "
                        f"stage {parent.name!r}")
-        if not self.schedule.consumed_within(parent, self):
-            self._fail(f"compute_at: stage {parent.name!r} does not read {self.name!r} (nor "
-                       f"does a stage computed inside it), so {self.name!r} cannot be "
+        if not self.schedule.consumes(parent, self, through_any=True):
+            self._fail(f"compute_at: stage {parent.name!r} does not read {self.name!r} "
+                       f"(directly or through other stages), so {self.name!r} cannot be "
                        f"computed inside its loop {iv.name!r}")
         self.attach_type, self.attach_stage, self.attach_ivar = "scope", parent, iv
         self._record("compute_at", parent=parent.name, axis=iv.name)
@@ -336,7 +336,10 @@ class Schedule:
     def __getitem__(self, key) -> Stage:
         if isinstance(key, Stage) and key.schedule is self:
             return key
-        op = key.op if isinstance(key, Tensor) else key
+        op = key.op if isinstance(key, (Tensor, Stage)) else key
+        if not isinstance(op, Operation):
+            raise ScheduleError(f"expected a tensor, an operation or a stage, got "
+                                f"{type(key).__name__} {key!r}")
         stage = self.stage_map.get(op)
         if stage is None:
             raise ScheduleError(f"{getattr(op, 'name', op)!r} is not part of this schedule "
@@ -355,8 +358,11 @@ class Schedule:
                 if isinstance(s.op, ComputeOp)
                 and any(self[t] is stage for t in s.op.input_tensors)]
 
-    def consumes(self, consumer: Stage, producer: Stage) -> bool:
-        """Whether ``consumer`` reads ``producer``, directly or through inlined stages."""
+    def consumes(self, consumer: Stage, producer: Stage, through_any: bool = False) -> bool:
+        """Whether ``consumer`` reads ``producer``, directly or through inlined stages
+        (``through_any``: through any stages, placed or not yet; ``compute_at`` asks
+        that, since as in TVM its calls may come in any order, and bound inference
+        refuses a stage read outside the loop it is computed in)."""
         seen = set()
         todo = [consumer]
         while todo:
@@ -365,22 +371,9 @@ class Schedule:
                 s = self[t]
                 if s is producer:
                     return True
-                if s.attach_type == "inline" and id(s) not in seen:
+                if (through_any or s.attach_type == "inline") and id(s) not in seen:
                     seen.add(id(s))
                     todo.append(s)
-        return False
-
-    def consumed_within(self, parent: Stage, producer: Stage) -> bool:
-        """Whether ``parent``, or a stage computed inside ``parent``'s loops, reads
-        ``producer``."""
-        for st in self.stages:
-            if st is producer or not self.consumes(st, producer):
-                continue
-            cur = st
-            while cur is not None:
-                if cur is parent:
-                    return True
-                cur = cur.attach_stage if cur.attach_type == "scope" else None
         return False
 
     def insert_stage(self, stage: Stage, before: Stage):

@@ -54,12 +54,24 @@ def reduce_axis(dom, name: str = "rv") -> n.IterVar:
     return n.IterVar(n.Var(name), n.Range(lo, simplify_expr(hi - lo)), "reduce")
 
 
-def thread_axis(tag: str, name: str | None = None) -> n.IterVar:
-    """A GPU index to ``bind`` a loop to: ``td.thread_axis("threadIdx.x")``."""
+def thread_axis(dom=None, tag: str = "", name: str = "") -> n.IterVar:
+    """A GPU index to ``bind`` a loop to: ``td.thread_axis("threadIdx.x")``, or TVM's
+    ``td.thread_axis((0, 8), "threadIdx.x", name="tx")`` with the extent stated (a loop
+    bound to it may be no longer; lowering checks)."""
+    if isinstance(dom, str):
+        tag, dom = dom, None
     valid = {f"{a}.{c}" for a in ("blockIdx", "threadIdx", "vthread") for c in "xyz"}
     if tag not in valid and tag != "vthread":
         raise ValueError(f"thread_axis: tag must be one of {sorted(valid)}, got {tag!r}")
-    return n.IterVar(n.Var(name or tag), n.Range(const(0), n.Var(tag + ".extent")), tag)
+    if dom is None:
+        extent = n.Var(tag + ".extent")
+    elif isinstance(dom, (tuple, list)) and len(dom) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in dom) and dom[0] == 0:
+        extent = const(dom[1] - dom[0])
+    else:
+        raise TypeError(f"thread_axis {tag!r}: dom must be (0, extent) with int bounds, "
+                        f"got {dom!r}")
+    return n.IterVar(n.Var(name or tag), n.Range(const(0), extent), tag)
 
 
 def compute(shape, fcompute, name: str = "compute", tag: str = ""):

@@ -165,3 +165,60 @@ def test_prefetch_of_a_tensor_the_stage_does_not_read():
         s[B].prefetch(other, B.op.axis[0])
     with pytest.raises(td.ScheduleError, match="offset must be a positive int, got 0"):
         s[B].prefetch(A, B.op.axis[0], 0)
+
+
+def test_indexing_a_schedule_by_a_list(mm):
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match="expected a tensor, an operation or a stage, "
+                                            "got list"):
+        s[[C]]
+
+
+def test_cache_write_of_tensors_of_two_operations(mm):
+    A, B, C, k = mm
+    D = td.compute((16, 16), lambda i, j: C[i, j] + 1.0, name="D")
+    s = td.create_schedule(D.op)
+    with pytest.raises(ScheduleError, match=r"\['C', 'D'\] must be outputs of one operation"):
+        s.cache_write([C, D], "local")
+    with pytest.raises(ScheduleError, match="non-empty list of tensors"):
+        s.cache_write([], "local")
+
+
+def test_rfactor_of_a_loop_whose_extent_depends_on_the_output_index():
+    A = td.placeholder((16,), name="A")
+
+    def prefix(i):
+        k = td.reduce_axis((0, i + 1), name="k")
+        return td.sum(A[k], axis=k)
+    B = td.compute((16,), prefix, name="B")
+    s = td.create_schedule(B.op)
+    ko, ki = s[B].split(s[B].op.reduce_axis[0], factor=4)
+    with pytest.raises(ScheduleError, match="extent of 'k.outer' depends on the output index"):
+        s.rfactor(B, ko)
+
+
+def test_compute_at_through_a_stage_left_at_root(mm):
+    A, B, C, k = mm
+    P = td.compute((16, 16), lambda i, j: A[i, j] * 2.0, name="P")
+    Q = td.compute((16, 16), lambda i, j: P[i, j] + 1.0, name="Q")
+    R = td.compute((16, 16), lambda i, j: Q[i, j] * Q[j, i], name="R")
+    s = td.create_schedule(R.op)
+    s[P].compute_at(s[R], R.op.axis[0])      # accepted: R reads P through Q ...
+    with pytest.raises(ScheduleError, match="'P' is computed at loop 'i' of 'R', but 'Q' "
+                                            "also reads it outside that loop"):
+        td.lower(s, [A, R])                  # ... but Q stays at root
+
+
+def test_thread_axis_narrower_than_the_bound_loop():
+    A = td.placeholder((64,), name="A")
+    B = td.compute((64,), lambda i: A[i] + 1.0, name="B")
+    s = td.create_schedule(B.op)
+    bx, tx = s[B].split(B.op.axis[0], factor=8)
+    s[B].bind(bx, td.thread_axis("blockIdx.x"))
+    s[B].bind(tx, td.thread_axis((0, 4), "threadIdx.x"))
+    with pytest.raises(td.BuildError, match="'i.inner' has extent 8 but is bound to "
+                                            "threadIdx.x declared with extent 4"):
+        td.lower(s, [A, B], target="cuda")
+    with pytest.raises(TypeError, match=r"dom must be \(0, extent\)"):
+        td.thread_axis((1, 4), "threadIdx.x")

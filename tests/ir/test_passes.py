@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 import tensordsl as td
 from tensordsl.ir import nodes as n
 from tensordsl.ir.printer import print_ir
-from tensordsl.lower.pipeline import PASS_NAMES
+from tensordsl.lower.inject_virtual_threads import inject_virtual_threads
+from tensordsl.lower.pipeline import PASS_NAMES, simplify
 from tensordsl.lower.unroll import unroll_loops
 from tensordsl.lower.vectorize import vectorize_loops
 from tensordsl.schedule.trace import dumps, loads, replay
@@ -94,6 +95,37 @@ def test_unroll_copies_the_body():
     loop = n.For(i, n.IntImm("int64", 0), n.IntImm("int64", 3), "unrolled",
                  n.Store(buf, n.FloatImm("float32", 1.0), i))
     assert print_ir(unroll_loops(loop)).count("B[") == 3
+
+
+def test_inject_virtual_threads_shares_shared_tiles_and_slices_private_buffers():
+    i64 = lambda v: n.IntImm("int64", v)  # noqa: E731
+    out = n.Buffer("C", "float32", (i64(8),))
+    tile = n.Buffer("S", "float32", (i64(4),), "shared")
+    acc = n.Buffer("T", "float32", (i64(4),), "local")
+    vx, k, j = n.Var("vx"), n.Var("k"), n.Var("j")
+    fill = n.Store(tile, n.FloatImm("float32", 1.0), k)      # the same for every vx
+    update = n.For(j, i64(0), i64(4), "serial", n.Store(
+        acc, n.Add(n.Load("float32", acc, j), n.Load("float32", tile, j)), j))
+    copy = n.For(j, i64(0), i64(4), "serial",
+                 n.Store(out, n.Load("float32", acc, j), vx * 4 + j))
+    body = n.Allocate(acc, i64(4), n.seq(
+        n.For(k, i64(0), i64(3), "serial", n.Allocate(tile, i64(4), n.seq(fill, update))),
+        copy))
+    loop = n.For(vx, i64(0), i64(2), "vthread", body, "vthread")
+    f = n.PrimFunc("f", (out,), loop, (out,), {})
+    after = print_ir(simplify(inject_virtual_threads(f)).body)
+    assert after.splitlines() == [
+        "S = allocate(float32[4], shared)",   # one tile for both virtual threads
+        "T = allocate(float32[8], local)",    # an accumulator each
+        "for k in range(0, 3):",
+        "  S[k] = 1.0f",                      # filled once
+        "  for j in range(0, 4):",            # the updates interleave
+        "    T[j] = T[j] + S[j]",
+        "    T[j + 4] = T[j + 4] + S[j]",
+        "for j in range(0, 4):",
+        "  C[j] = T[j]",
+        "  C[j + 4] = T[j + 4]",
+    ]
 
 
 @pytest.mark.parametrize("name", PASS_NAMES)

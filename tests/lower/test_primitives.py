@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import tensordsl as td
+from tensordsl.ir import nodes
 
 
 def build_run(s, args, arrays):
@@ -346,3 +347,112 @@ def test_float_maximum_and_minimum_propagate_nan_like_numpy(rng, lanes):
     b = np.empty_like(a)
     build_run(s, [A, B], [a, b])
     np.testing.assert_array_equal(b, np.maximum(a, 0) * 2 + np.minimum(a, 0.5))
+
+
+def _prefix_sums():
+    """``B[i, j] = sum over k <= i of A[k, j]``: the reduction's extent depends on the
+    output index (TVM accepts ``te.reduce_axis((0, i + 1))`` inside the lambda)."""
+    n = td.var("n")
+    A = td.placeholder((n, 6), name="A")
+
+    def prefix(i, j):
+        k = td.reduce_axis((0, i + 1), name="k")
+        return td.sum(A[k, j], axis=k)
+    return A, td.compute((n, 6), prefix, name="B")
+
+
+def _cache_at_split(s, B, scope):
+    BL = s.cache_write(B, scope)
+    io, ii = s[B].split(B.op.axis[0], factor=4)
+    s[BL].compute_at(s[B], io)
+    s[BL].split(s[BL].op.reduce_axis[0], factor=3)
+
+
+def _cache_at_row(s, B, scope):
+    BL = s.cache_write(B, scope)
+    s[BL].compute_at(s[B], B.op.axis[0])
+
+
+def _rfactor_inner(s, B):
+    ko, ki = s[B].split(s[B].op.reduce_axis[0], factor=4)
+    s.rfactor(B, ki)
+
+
+PREFIX_SUM_SCHEDULES = {
+    "cache_write_local": lambda s, B: s.cache_write(B, "local"),
+    "cache_write_global": lambda s, B: s.cache_write(B, "global"),
+    "cache_write_local_at_split": lambda s, B: _cache_at_split(s, B, "local"),
+    "cache_write_global_at_split": lambda s, B: _cache_at_split(s, B, "global"),
+    "cache_write_local_at_row": lambda s, B: _cache_at_row(s, B, "local"),
+    "split": lambda s, B: s[B].split(B.op.axis[0], factor=4),
+    "rfactor": _rfactor_inner,
+}
+
+
+@pytest.mark.parametrize("name", list(PREFIX_SUM_SCHEDULES))
+def test_reduction_whose_extent_depends_on_the_output_index(rng, name):
+    A, B = _prefix_sums()
+    s = td.create_schedule(B.op)
+    PREFIX_SUM_SCHEDULES[name](s, B)
+    f = td.build(s, [A, B])
+    for rows in (1, 11):
+        a = rand(rng, rows, 6)
+        b = np.full((rows, 6), np.nan, "float32")
+        f(a, b)
+        np.testing.assert_allclose(b, np.cumsum(a, axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_cache_write_of_a_multi_output_compute(rng):
+    """TVM's ``s.cache_write([T0, T1], scope)``: one cache stage computes both outputs,
+    and the original tensors become copies of them (one stage)."""
+    A = td.placeholder((50,), name="A")
+    B = td.placeholder((50,), name="B")
+    T0, T1 = td.compute((50,), lambda i: (A[i] + B[i], A[i] * B[i]), name="T")
+    s = td.create_schedule(T0.op)
+    C0, C1 = s.cache_write([T0, T1], "local")
+    assert s[C0] is s[C1] and s[C0].scope == "local"
+    assert isinstance(s[T0].op.body[0], nodes.TensorRead)
+    io, ii = s[T0].split(T0.op.axis[0], factor=8)
+    s[C0].compute_at(s[T0], io)
+    a, b = rand(rng, 50), rand(rng, 50)
+    t0, t1 = np.full(50, np.nan, "float32"), np.full(50, np.nan, "float32")
+    build_run(s, [A, B, T0, T1], [a, b, t0, t1])
+    np.testing.assert_array_equal(t0, a + b)
+    np.testing.assert_array_equal(t1, a * b)
+
+
+def test_virtual_threads_interleave_with_a_private_accumulator_each(rng):
+    """``vthread`` on the CPU: the four virtual threads' accumulators are slices of one
+    local buffer and their updates interleave in one loop over k."""
+    A = td.placeholder((64, 32), name="A")
+    k = td.reduce_axis((0, 32), name="k")
+    B = td.compute((64,), lambda i: td.sum(A[i, k] * 2.0, axis=k), name="B")
+    s = td.create_schedule(B.op)
+    BL = s.cache_write(B, "local")
+    vo, vi = s[B].split(B.op.axis[0], nparts=4)
+    s[B].bind(vo, td.thread_axis("vthread"))
+    s[BL].compute_at(s[B], vi)
+    ir = str(td.lower(s, [A, B], stop_after="simplify_flat"))
+    assert "B.local = allocate(float32[4], local)" in ir
+    assert ir.count("for k.c in range") == 1
+    a = rand(rng, 64, 32)
+    b = np.full(64, np.nan, "float32")
+    build_run(s, [A, B], [a, b])
+    np.testing.assert_allclose(b, 2 * a.sum(1), rtol=1e-5, atol=1e-5)
+
+
+def test_compute_at_calls_in_any_order(rng):
+    """As in TVM, a stage may be attached to one that reads it only through a stage
+    attached later (the conv2d tutorial attaches the shared tiles first)."""
+    A = td.placeholder((16, 16), name="A")
+    B = td.compute((16, 16), lambda i, j: A[i, j] * 2.0, name="B")
+    k = td.reduce_axis((0, 16), name="k")
+    C = td.compute((16,), lambda i: td.sum(B[i, k], axis=k), name="C")
+    s = td.create_schedule(C.op)
+    AA = s.cache_read(A, "global", [B])
+    s[AA].compute_at(s[C], C.op.axis[0])    # C reads AA only through B, not yet placed
+    s[B].compute_at(s[C], C.op.axis[0])
+    a = rand(rng, 16, 16)
+    c = np.full(16, np.nan, "float32")
+    build_run(s, [A, C], [a, c])
+    np.testing.assert_allclose(c, 2 * a.sum(1), rtol=1e-5)
