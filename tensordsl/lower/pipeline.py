@@ -97,7 +97,6 @@ PASSES = [
     ("simplify_final", simplify),
 ]
 GPU_PASSES = [
-    ("checked_reads", checked_reads),
     ("simplify", simplify),
     ("flatten_storage", flatten),
     ("inject_virtual_threads", inject_virtual_threads),
