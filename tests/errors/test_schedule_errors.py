@@ -165,3 +165,15 @@ def test_prefetch_of_a_tensor_the_stage_does_not_read():
         s[B].prefetch(other, B.op.axis[0])
     with pytest.raises(td.ScheduleError, match="offset must be a positive int, got 0"):
         s[B].prefetch(A, B.op.axis[0], 0)
+
+
+def test_bind_a_reduction_axis_to_a_block_index(mm):
+    """Every block would initialize C and accumulate its share into it, unsynchronized
+    (a reduction axis may go to threadIdx.x: a cross-thread reduction)."""
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    ko, ki = s[C].split(k, nparts=4)
+    with pytest.raises(ScheduleError, match=r"stage 'C'.*reduction axis 'k.outer'.*"
+                                            r"blockIdx.x.*rfactor"):
+        s[C].bind(ko, td.thread_axis("blockIdx.x"))
+    s[C].bind(ki, td.thread_axis("threadIdx.x"))   # legal: combined across threads
