@@ -3,10 +3,10 @@
 A loop bound to a thread index becomes ``const long long i = threadIdx.x;`` (its guard,
 if narrower than the launch, is already in the IR); shared buffers are declared at the
 top of the kernel, local ones where they are allocated. Vector expressions (from
-``vectorize``) are written lane by lane, except a contiguous, aligned copy of four
-floats, which moves as one ``float4``. Integer floor division and modulo use C's
-operators where both operands are known non-negative, helpers otherwise; float
-``max``/``min`` propagate NaN like numpy.
+``vectorize``) are written lane by lane, except a contiguous copy of four floats (eight
+halves) provably on 16 bytes, which moves as one ``float4`` (see ``_vector_aligned``).
+Integer floor division and modulo use C's operators where both operands are known
+non-negative, helpers otherwise; float ``max``/``min`` propagate NaN like numpy.
 
 ``generate(func, checked=True)`` writes every buffer access as ``TD_AT(buf, index)``
 for the emulator, which checks the index against the buffer's size.
@@ -107,8 +107,8 @@ class _KernelWriter:
         self.stmt(k.body, 1)
         shared = []
         for a in shared_allocations(k.body):
-            shared.append(f"  __shared__ __align__(128) {c_type(a.buffer.dtype)} "
-                          f"{self.buf(a.buffer)}[{a.extent.value}];")
+            shared.append(f"  __shared__ __align__({_BASE_ALIGNMENT['shared']}) "
+                          f"{c_type(a.buffer.dtype)} {self.buf(a.buffer)}[{a.extent.value}];")
         shared += [f"  __shared__ {decl};" for decl in self.extra_shared]
         return "\n".join([head] + shared + body_lines + ["}"])
 
@@ -172,7 +172,8 @@ class _KernelWriter:
         b = s.buffer
         if b.scope == "local":
             self.emit(depth, "{")
-            self.emit(depth + 1, f"{c_type(b.dtype)} {self.buf(b)}[{s.extent.value}];")
+            self.emit(depth + 1, f"__align__({_BASE_ALIGNMENT['local']}) {c_type(b.dtype)} "
+                                 f"{self.buf(b)}[{s.extent.value}];")
             self.stmt(s.body, depth + 1)
             self.emit(depth, "}")
         elif b.scope == "shared":
@@ -217,15 +218,17 @@ class _KernelWriter:
         return value
 
     def float4_copy(self, s, depth) -> bool:
-        """A contiguous, aligned move of 16 bytes (four floats, eight halves) as one
-        ``float4`` access; a guard that is the same for all lanes stays a guard."""
+        """A contiguous move of 16 bytes (four floats, eight halves) as one ``float4``
+        access where both ends are provably 16-byte aligned (else the caller writes it
+        lane by lane); a guard that is the same for all lanes stays a guard."""
         v = s.value
         lanes = dt.lanes(v.dtype)
         uniform = (lambda p: p is None or isinstance(p, n.Broadcast))
         if not (lanes * max(1, dt.bits(v.dtype) // 8) == 16 and lanes in (4, 8)
                 and isinstance(v, n.Load) and v.buffer.dtype == s.buffer.dtype
                 and uniform(s.predicate) and uniform(v.predicate)
-                and _aligned_ramp(s.index, lanes) and _aligned_ramp(v.index, lanes)):
+                and _vector_aligned(s.buffer, s.index, lanes)
+                and _vector_aligned(v.buffer, v.index, lanes)):
             return False
         dst = f"*(float4*)(&{self.at(s.buffer, self.expr(s.index.base))})"
         src = f"*(const float4*)(&{self.at(v.buffer, self.expr(v.index.base))})"
@@ -469,8 +472,17 @@ def _is_zero(e) -> bool:
     return isinstance(e, n.IntImm) and e.value == 0
 
 
-def _aligned_ramp(index, lanes: int) -> bool:
-    return (isinstance(index, n.Ramp) and isinstance(index.stride, n.IntImm)
+# Where each scope's buffers start, in bytes: global arrays are checked at every call
+# (runtime.py, on the device and in the emulator), shared and local ones are declared so.
+_BASE_ALIGNMENT = {"global": 16, "shared": 128, "local": 16}
+
+
+def _vector_aligned(buf: n.Buffer, index, lanes: int) -> bool:
+    """Whether ``buf[index]``, a ramp of ``lanes`` elements making 16 bytes, lies on 16
+    bytes: the buffer starts on 16 and the first element is a multiple of ``lanes``
+    (a storage_align'ed row stride or an odd offset that breaks it falls back)."""
+    return (_BASE_ALIGNMENT.get(buf.scope, 1) % 16 == 0
+            and isinstance(index, n.Ramp) and isinstance(index.stride, n.IntImm)
             and index.stride.value == 1 and index.lanes == lanes
             and multiple_of(index.base, lanes))
 

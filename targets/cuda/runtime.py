@@ -12,6 +12,7 @@ import ctypes
 import numpy as np
 
 from tensordsl.errors import DeviceNotAvailable
+from tensordsl.lower.gpu import tensor_core_buffers
 from tensordsl.runtime.module import Module
 
 from .plan import evaluate, host_plan
@@ -22,6 +23,7 @@ class CudaModule(Module):
         super().__init__(func, None, backend, target, source)
         self.cubin = cubin
         self.plan = host_plan(func)
+        self._tensor_core_args = tensor_core_buffers(func)
         self._loaded = None
         self._emulator = None
 
@@ -80,21 +82,36 @@ class CudaModule(Module):
         if a.dtype != p.np_dtype:
             raise TypeError(f"argument {p.name!r}: expected dtype {p.np_dtype}, got {a.dtype}")
         self._check_shape(p, a, bound)
-        if a.ptr % 16:
-            raise ValueError(f"argument {p.name!r}: the device pointer must be 16-byte "
-                             "aligned (kernels move float4s); got a view at an offset, "
-                             "pass a fresh or contiguous copy")
-        return a.ptr
+        # tensor cores load and store tiles on 32 bytes, float4s need 16
+        return _aligned(p, a.ptr, 32 if p.name in self._tensor_core_args else 16)
 
     # ------------------------------------------------------------ on the CPU
     def emulate(self, *arrays):
         """Run the generated kernels on the CPU on numpy arrays (outputs in place)."""
         from .emulate import Emulator
-        pointers, sizes = self.check_args(arrays)
+        pointers, sizes = self.check_args(arrays, self._check_host_array)
         if self._emulator is None:
             self._emulator = Emulator(self.func)
         buffers = {id(p): a.reshape(-1) for p, a in zip(self.func.params, arrays)}
         self._emulator.run(buffers, dict(zip(self.scalars, sizes)))
+
+    def _check_host_array(self, p, a, bound) -> int:
+        """A numpy array for the emulator: on 16 bytes, as on the device, since the
+        host compiler may move a ``float4`` with an instruction that faults elsewhere
+        (the emulated tensor cores need no more)."""
+        return _aligned(p, self._check_array(p, a, bound), 16)
+
+
+def _aligned(p, ptr: int, need: int) -> int:
+    """``ptr``, checked to lie on ``need`` bytes: the code generator moves a ``float4``
+    wherever the index is a multiple of 4 floats (8 halves), trusting 16; WMMA tiles
+    need 32 (``gpu.tensor_core_buffers``)."""
+    if ptr % need:
+        why = "tensor cores move its tiles" if need == 32 else "kernels move float4s"
+        raise ValueError(f"argument {p.name!r}: the data pointer must be {need}-byte "
+                         f"aligned ({why}); got a view at an offset, pass a fresh or "
+                         "contiguous copy")
+    return ptr
 
 
 def _itemsize(dtype: str) -> int:

@@ -17,12 +17,16 @@ Passes (each ``PrimFunc -> PrimFunc``), in the order ``pipeline.GPU_PASSES`` run
     sink_guards         a guard around a barrier moves inside it: every thread of the
                         block must reach every barrier
     check_limits        threads per block and shared memory within the device's limits
+    check_tensor_cores  each WMMA call runs on whole warps that agree on its fragment,
+                        and its tiles lie where load/store_matrix_sync can reach them
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import BuildError
+from ..arith.facts import multiple_of
+from ..arith.simplify import simplify_expr
+from ..errors import BuildError, ScheduleError
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Mutator, Visitor, free_vars
@@ -388,3 +392,101 @@ def check_limits(f: n.PrimFunc) -> n.PrimFunc:
                              f"({names}) exceed the {MAX_SHARED_BYTES}-byte limit per block; "
                              "use smaller tiles")
     return f
+
+
+# ---------------------------------------------------------------- check_tensor_cores
+
+
+def _wmma_calls(kernel) -> list[tuple[n.Call, list[n.For]]]:
+    """Every tensor-core call of the kernel with the thread loops around it."""
+    out, loops = [], []
+
+    class _Walk(Visitor):
+        def visit_For(self, node):
+            if node.kind != "thread_binding":
+                return self.generic_visit(node)
+            loops.append(node)
+            self.generic_visit(node)
+            loops.pop()
+
+        def visit_Evaluate(self, node):
+            if isinstance(node.value, n.Call) and node.value.name.startswith("wmma."):
+                out.append((node.value, list(loops)))
+            self.generic_visit(node)
+
+    _Walk().visit(kernel)
+    return out
+
+
+def _wmma_stage(call: n.Call) -> str:
+    """The stage a tensor-core call computes: the accumulator, or the stored tensor."""
+    return call.args[0].buffer.name
+
+
+def _wmma_tiles(call: n.Call) -> list[tuple[n.Load, n.Load]]:
+    """The (first element, one row below) reads of each tile in memory (not fragments)."""
+    a = call.args
+    if call.name == "wmma.mma_sync":
+        return [(a[2], a[3]), (a[4], a[5])]
+    if call.name == "wmma.store":
+        return [(a[0], a[1])]
+    return []
+
+
+def tensor_core_buffers(f: n.PrimFunc) -> set[str]:
+    """The global buffers tensor-core calls load or store tiles of: their arrays must
+    start on 32 bytes (the runtime checks it at each call)."""
+    return {first.buffer.name for k in kernels(f.body) for call, _ in _wmma_calls(k)
+            for first, _ in _wmma_tiles(call) if first.buffer.scope == "global"}
+
+
+def check_tensor_cores(f: n.PrimFunc) -> n.PrimFunc:
+    """A WMMA call is executed by a warp's 32 lanes together on one fragment: it must
+    not depend on ``threadIdx.x``, and ``threadIdx.x`` must span whole warps (so a warp
+    holds one ``threadIdx.y/z`` pair). ``load_matrix_sync``/``store_matrix_sync`` need
+    a row stride that is a multiple of 16 bytes and a tile on 32 bytes (shared tiles
+    start on 128, global arrays on 32: ``tensor_core_buffers``), which ``storage_align``
+    padding can break."""
+    for k in kernels(f.body):
+        calls = _wmma_calls(k)
+        if not calls:
+            continue
+        x = launch_dims(k).get("threadIdx.x")
+        lanes = x.value if x is not None else 1
+        for call, loops in calls:
+            stage = _wmma_stage(call)
+            inside = [lp for lp in loops if lp.thread_tag == "threadIdx.x"]
+            if inside:
+                raise ScheduleError(
+                    f"stage {stage!r}: the tensor-core call {call.name} lies inside the "
+                    f"threadIdx.x loop {inside[0].var.name!r}; the 32 lanes of a warp run it "
+                    "together on one fragment, so bind the tiles to threadIdx.y/z (warps), "
+                    "not to threadIdx.x")
+            if lanes % 32:
+                raise ScheduleError(
+                    f"stage {stage!r}: the block's threadIdx.x extent {lanes} is not a "
+                    "multiple of 32, so a warp holds threads of several threadIdx.y/z, "
+                    f"i.e. of several fragments; {call.name} needs the 32 lanes of a warp "
+                    "on one (give threadIdx.x 32 threads, e.g. in the cooperative fetches)")
+            for first, below in _wmma_tiles(call):
+                _check_wmma_tile(stage, call.name, first, below)
+    return f
+
+
+def _check_wmma_tile(stage: str, intrinsic: str, first: n.Load, below: n.Load):
+    buf = first.buffer
+    size = max(1, dt.bits(buf.dtype) // 8)
+    row = simplify_expr(n.Sub(below.index, first.index))
+    if not multiple_of(row, 16 // size):
+        shown = (f"{row.value} elements ({row.value * size} bytes)"
+                 if isinstance(row, n.IntImm) else f"{row} (not provably a multiple)")
+        raise ScheduleError(
+            f"stage {stage!r}: {intrinsic} accesses {buf.name!r} with leading dimension "
+            f"{shown}; tensor cores need a multiple of 16 bytes ({16 // size} "
+            f"{buf.dtype} elements): make the padded row stride (storage_align) a "
+            f"multiple of {16 // size}")
+    if not multiple_of(first.index, 32 // size):
+        raise ScheduleError(
+            f"stage {stage!r}: {intrinsic} accesses a tile of {buf.name!r} at element "
+            f"{first.index}, not provably on 32 bytes (a multiple of {32 // size} "
+            f"{buf.dtype} elements) as tensor cores need")

@@ -27,6 +27,7 @@ accumulators, workspace) give way to those of ``gpu.py``:
     insert_barriers       __syncthreads() where shared tiles pass between threads
     sink_guards           every thread reaches every barrier
     check_limits          threads per block, shared memory per block
+    check_tensor_cores    WMMA calls on whole warps, tiles with 16-byte rows on 32 bytes
     simplify_final
 
 ``td.lower(s, args, stop_after=NAME)`` returns the IR after any of them.
@@ -108,6 +109,7 @@ GPU_PASSES = [
     ("insert_barriers", gpu.insert_barriers),
     ("sink_guards", gpu.sink_guards),
     ("check_limits", gpu.check_limits),
+    ("check_tensor_cores", gpu.check_tensor_cores),
     ("simplify_final", simplify),
 ]
 PASS_NAMES = ("bound_inference", "schedule_ops") + tuple(

@@ -204,12 +204,23 @@ class Stage:
         self._record("parallel", axis=iv.name)
 
     def bind(self, iv: n.IterVar, thread: n.IterVar):
-        """Map a loop to a GPU index (TVM ``bind``): ``s[C].bind(bx, td.thread_axis("blockIdx.x"))``."""
+        """Map a loop to a GPU index (TVM ``bind``):
+        ``s[C].bind(bx, td.thread_axis("blockIdx.x"))``.
+
+        A reduction axis may be bound to ``threadIdx.x`` (the block's threads combine
+        their partial results), never to ``blockIdx``: blocks cannot combine results,
+        each would initialize the output and accumulate into it unsynchronized. Split
+        the reduction and ``rfactor`` the outer part to a data-parallel axis instead."""
         self._check_leaf(iv, "bind")
         if not isinstance(thread, n.IterVar) or "." not in thread.kind and thread.kind != "vthread":
             self._fail(f"bind of {iv.name!r}: expected td.thread_axis(...), got {thread!r}")
         if iv in self.loop_kind:
             self._fail(f"bind of {iv.name!r}: the axis is already {self.loop_kind[iv]}")
+        if iv.kind == "reduce" and thread.kind.startswith("blockIdx"):
+            self._fail(f"bind of reduction axis {iv.name!r} to {thread.kind}: blocks cannot "
+                       "combine partial results (each would overwrite the output); bind it "
+                       "to threadIdx.x, or s.rfactor the reduction and bind the factored "
+                       "axis")
         self.bound_thread[iv] = thread
         self._record("bind", axis=iv.name, thread=thread.kind)
 

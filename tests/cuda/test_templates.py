@@ -132,3 +132,45 @@ def test_conv2d_nchw(xs, ws, pad, stride, groups, rng):
                        lambda a, b: dense.conv2d_nchw(a, b, stride=stride, padding=pad,
                                                       groups=groups), [xs, ws], rng)
     np.testing.assert_allclose(got, _conv_ref(x, w, pad, stride, groups), rtol=1e-4, atol=1e-4)
+
+
+def _reduce_min(x):
+    axes = [td.reduce_axis((0, d), f"r{a}") for a, d in enumerate(x.shape)]
+    return td.compute((1,), lambda _: td.min(x[tuple(axes)], axis=axes), name="reduce_min")
+
+
+_FULL = {"sum": (lambda t: dense.reduce_sum(t), np.sum),
+         "max": (lambda t: dense.reduce_max(t), np.max),
+         "min": (_reduce_min, np.min),
+         "mean": (lambda t: dense.reduce_mean(t), np.mean)}
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 333), (65537,)])
+@pytest.mark.parametrize("op", sorted(_FULL))
+def test_full_reductions_spread_over_many_blocks(op, shape, rng):
+    """Per-block partial results (each block's threads combined with warp shuffles),
+    then a second kernel combines the partials: one block per 256 elements, at most 256."""
+    make, ref = _FULL[op]
+    x_ph = td.placeholder(shape, name="x")
+    out = make(x_ph)
+    s = schedule_for(op, out)
+    f = td.build(s, [x_ph, out], target="cuda -arch=sm_80")
+    size = int(np.prod(shape))
+    blocks = [k.grid[0].value for k in f.kernels]
+    assert blocks[0] == min(256, -(-size // 256)) and blocks[1] == 1
+    x = rng.standard_normal(shape).astype("float32")
+    got = emulate(s, [x_ph, out], [x])
+    np.testing.assert_allclose(got, [ref(x.astype("float64"))], rtol=1e-5, atol=1e-5)
+
+
+def test_full_reduction_of_a_symbolic_size_uses_the_block_budget(rng):
+    n = td.var("n")
+    x_ph = td.placeholder((n,), name="x")
+    out = dense.reduce_sum(x_ph)
+    f = td.build(schedule_for("reduce_sum", out), [x_ph, out], target="cuda -arch=sm_80")
+    assert [k.grid[0].value for k in f.kernels] == [256, 1]
+    for size in (1, 5, 3000):
+        x = rng.standard_normal(size).astype("float32")
+        got = np.full(1, np.nan, "float32")
+        f.emulate(x, got)
+        np.testing.assert_allclose(got, [x.astype("float64").sum()], rtol=1e-5, atol=1e-5)

@@ -138,3 +138,137 @@ def test_a_float_tile_right_after_a_bfloat16_buffer_is_in_bounds(rng):
     c_view[:] = np.nan
     f.emulate(a_view, b, c_view)
     np.testing.assert_allclose(c_view, a32 @ b32, rtol=1e-5, atol=1e-4)
+
+
+def _tensor_core_schedule(lanes: int, align=None):
+    """The tensor-core template's structure (2x2 warps, one 16x16 fragment each, a
+    32-deep K slice staged in shared memory) with ``lanes`` threads along threadIdx.x,
+    and the shared tiles' rows optionally padded by ``storage_align(*align)``; the
+    tiles are fetched 8 halves (16 bytes) at a time."""
+    from schedules.cuda.matmul import cooperative_fetch
+    A = td.placeholder((64, 64), dtype="float16", name="A")
+    B = td.placeholder((64, 64), dtype="float16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = td.create_schedule(C.op)
+    AS, BS = s.cache_read(A, "shared", [C]), s.cache_read(B, "shared", [C])
+    CF = s.cache_write(C, "wmma.accumulator")
+    by, bx, ty, tz, i16, j16 = _warp_tiles(s[C], C.op.axis)
+    s[C].tensorize(i16, td.tensor_intrin.wmma_store())
+    s[CF].compute_at(s[C], tz)
+    ci, cj = CF.op.axis
+    ko, k16 = s[CF].split(CF.op.reduce_axis[0], factor=16)
+    kt, k16 = s[CF].split(k16, factor=16)
+    s[CF].reorder(ko, kt, ci, cj, k16)
+    s[CF].tensorize(ci, td.tensor_intrin.wmma_mma_sync())
+    for cache in (AS, BS):
+        s[cache].compute_at(s[CF], ko)
+        if align:
+            s[cache].storage_align(cache.op.axis[0], *align)
+        cooperative_fetch(s, cache, lanes, 2, 2, vec=8)
+    return s, [A, B, C]
+
+
+def _warp_tiles(stage, axes):
+    i, j = axes
+    by, i = stage.split(i, factor=32)
+    bx, j = stage.split(j, factor=32)
+    ty, i16 = stage.split(i, factor=16)
+    tz, j16 = stage.split(j, factor=16)
+    stage.reorder(by, bx, ty, tz, i16, j16)
+    for ax, tag in ((by, "blockIdx.y"), (bx, "blockIdx.x"), (ty, "threadIdx.y"),
+                    (tz, "threadIdx.z")):
+        stage.bind(ax, td.thread_axis(tag))
+    return by, bx, ty, tz, i16, j16
+
+
+def test_tensor_cores_refuse_warps_that_straddle_fragments():
+    """16 threads along x: a warp holds the threads of two (y, z) pairs, i.e. two
+    different fragments; mma_sync needs all 32 lanes on the same one."""
+    s, args = _tensor_core_schedule(lanes=16)
+    with pytest.raises(td.ScheduleError, match=r"stage 'matmul.wmma.accumulator'.*threadIdx.x "
+                                               r"extent 16.*multiple of 32"):
+        td.build(s, args, target="cuda -arch=sm_80")
+
+
+def test_tensor_cores_refuse_a_fragment_per_lane():
+    """A tensorized stage inside a threadIdx.x loop: each lane would own its own tile."""
+    A = td.placeholder((32, 32), dtype="float16", name="A")
+    B = td.placeholder((32, 32), dtype="float16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = td.create_schedule(C.op)
+    CF = s.cache_write(C, "wmma.accumulator")
+    io, i16 = s[C].split(C.op.axis[0], factor=16)
+    jo, j16 = s[C].split(C.op.axis[1], factor=16)
+    s[C].reorder(io, jo, i16, j16)
+    s[C].bind(io, td.thread_axis("blockIdx.x"))
+    s[C].bind(jo, td.thread_axis("threadIdx.x"))
+    s[C].tensorize(i16, td.tensor_intrin.wmma_store())
+    s[CF].compute_at(s[C], jo)
+    ko, k16 = s[CF].split(CF.op.reduce_axis[0], factor=16)
+    s[CF].reorder(ko, *CF.op.axis, k16)
+    s[CF].tensorize(CF.op.axis[0], td.tensor_intrin.wmma_mma_sync())
+    with pytest.raises(td.ScheduleError, match=r"stage 'matmul.wmma.accumulator'.*inside the "
+                                               r"threadIdx.x loop 'j.outer'"):
+        td.build(s, [A, B, C], target="cuda -arch=sm_80")
+
+
+def test_tensor_cores_refuse_a_leading_dimension_not_a_multiple_of_16_bytes():
+    """Rows of 36 halves (72 bytes): load_matrix_sync needs a multiple of 8 halves."""
+    s, args = _tensor_core_schedule(lanes=32, align=(32, 4))
+    with pytest.raises(td.ScheduleError, match=r"stage 'matmul.wmma.accumulator'.*'A.shared'.*"
+                                               r"leading dimension 36 .*72 bytes.*"
+                                               r"multiple of 16 bytes"):
+        td.build(s, args, target="cuda -arch=sm_80")
+
+
+def test_tensor_cores_with_padded_tiles_whose_rows_stay_16_byte_aligned(rng):
+    """Rows of 40 halves (80 bytes): legal, and the fetches still move 16 bytes."""
+    s, args = _tensor_core_schedule(lanes=32, align=(32, 8))
+    f = build_all(s, args)["sm_80"]
+    src = f.get_source()
+    assert "float4" in src
+    assert "load_matrix_sync(td_a, &A_shared[(i_inner_outer * 640LL)], 40LL)" in src
+    (a, a32), (b, b32) = _inputs(rng, (64, 64), "float16"), _inputs(rng, (64, 64), "float16")
+    c = np.full((64, 64), np.nan, "float32")
+    f.emulate(a, b, c)
+    np.testing.assert_allclose(c, a32 @ b32, rtol=1e-5, atol=1e-4)
+
+
+def test_tensor_cores_refuse_a_tile_off_32_bytes():
+    """A[i, k + 8]: the A tiles, read straight from global memory, start 16 bytes past a
+    32-byte boundary; load_matrix_sync needs 32."""
+    from schedules.cuda.matmul import cooperative_fetch
+    A = td.placeholder((32, 40), dtype="float16", name="A")
+    B = td.placeholder((32, 32), dtype="float16", name="B")
+    k = td.reduce_axis((0, 32), name="k")
+    C = td.compute((32, 32), lambda i, j: td.sum(
+        A[i, k + 8].astype("float32") * B[k, j].astype("float32"), axis=k), name="C")
+    s = td.create_schedule(C.op)
+    BS = s.cache_read(B, "shared", [C])
+    CF = s.cache_write(C, "wmma.accumulator")
+    *_, tz, i16, _ = _warp_tiles(s[C], C.op.axis)
+    s[C].tensorize(i16, td.tensor_intrin.wmma_store())
+    s[CF].compute_at(s[C], tz)
+    ko, k16 = s[CF].split(CF.op.reduce_axis[0], factor=16)
+    s[CF].reorder(ko, *CF.op.axis, k16)
+    s[CF].tensorize(CF.op.axis[0], td.tensor_intrin.wmma_mma_sync())
+    s[BS].compute_at(s[CF], ko)
+    cooperative_fetch(s, BS, 32, 2, 2)
+    with pytest.raises(td.ScheduleError, match=r"stage 'C.wmma.accumulator'.*tile of 'A' "
+                                               r"at element .*not provably on 32 bytes"):
+        td.build(s, [A, B, C], target="cuda -arch=sm_80")
+
+
+
+def test_tensor_core_output_must_start_on_32_bytes():
+    """store_matrix_sync writes C's tiles straight to C: a device array 16 bytes past a
+    32-byte boundary passes the float4 check but not this one (checked before any
+    launch, so no GPU is needed to see it refused)."""
+    s, args = _tensor_core_schedule(lanes=32)
+    f = td.build(s, args, target="cuda -arch=sm_80")
+
+    def on_device(ptr, dtype):      # array descriptors only: nothing is launched
+        return td.nd.NDArray(ptr, (64, 64), dtype, "cuda", 0, None)
+    a, b = on_device(1 << 20, "float16"), on_device(2 << 20, "float16")
+    with pytest.raises(ValueError, match=r"argument 'matmul'.*32-byte aligned .*tensor cores"):
+        f(a, b, on_device((3 << 20) + 16, "float32"))

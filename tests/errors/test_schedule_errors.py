@@ -222,3 +222,15 @@ def test_thread_axis_narrower_than_the_bound_loop():
         td.lower(s, [A, B], target="cuda")
     with pytest.raises(TypeError, match=r"dom must be \(0, extent\)"):
         td.thread_axis((1, 4), "threadIdx.x")
+
+
+def test_bind_a_reduction_axis_to_a_block_index(mm):
+    """Every block would initialize C and accumulate its share into it, unsynchronized
+    (a reduction axis may go to threadIdx.x: a cross-thread reduction)."""
+    A, B, C, k = mm
+    s = td.create_schedule(C.op)
+    ko, ki = s[C].split(k, nparts=4)
+    with pytest.raises(ScheduleError, match=r"stage 'C'.*reduction axis 'k.outer'.*"
+                                            r"blockIdx.x.*rfactor"):
+        s[C].bind(ko, td.thread_axis("blockIdx.x"))
+    s[C].bind(ki, td.thread_axis("threadIdx.x"))   # legal: combined across threads
