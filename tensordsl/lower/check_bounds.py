@@ -67,10 +67,18 @@ def access_checks(ops) -> tuple[list[AccessCheck], frozenset]:
     for op in ops:
         if not isinstance(op, ComputeOp):
             continue
-        domain = {iv.var: (iv.dom.min, n.Sub(n.Add(iv.dom.min, iv.dom.extent), _ONE))
-                  for iv in tuple(op.axis) + tuple(op.reduce_axis)}
-        nonempty = simp.visit(_conjunction([n.GT(iv.dom.extent, _ZERO)
-                                            for iv in tuple(op.axis) + tuple(op.reduce_axis)]))
+        domain = _domain(op, simp)
+        if domain is None:
+            # reduction bounds no interval covers: every read is checked as it runs
+            for tensor, indices, _ in _guarded_reads(op.body):
+                unbounded.update((id(tensor.op), tensor.value_index, d)
+                                 for d in range(len(indices)))
+            continue
+        # a reduction extent that varies with the output index may be empty for some
+        # rows only: such rows are caught by the empty interval, not by this condition
+        nonempty = simp.visit(_conjunction([
+            n.GT(iv.dom.extent, _ZERO) for iv in tuple(op.axis) + tuple(op.reduce_axis)
+            if not set(free_vars(iv.dom.extent)) & domain.keys()]))
         if isinstance(nonempty, n.IntImm) and not nonempty.value:
             continue  # an empty domain reads nothing
         for read in _guarded_reads(op.body):
@@ -78,23 +86,33 @@ def access_checks(ops) -> tuple[list[AccessCheck], frozenset]:
     return checks, frozenset(unbounded)
 
 
+def _domain(op, simp):
+    """Inclusive (lo, hi) of every axis of ``op``; a reduction axis whose range depends on
+    the output index (``reduce_axis((0, i + 1))``) gets its hull over the output's range.
+    None if some range has no interval."""
+    domain = {iv.var: (iv.dom.min, n.Sub(n.Add(iv.dom.min, iv.dom.extent), _ONE))
+              for iv in op.axis}
+    for iv in op.reduce_axis:
+        lo = eval_interval(iv.dom.min, domain, simp)
+        hi = eval_interval(n.Sub(n.Add(iv.dom.min, iv.dom.extent), _ONE), domain, simp)
+        if lo is None or hi is None:
+            return None
+        domain[iv.var] = (lo[0], hi[1])
+    return domain
+
+
 def _read_checks(op, read, domain, nonempty, simp, unbounded):
     tensor, indices, conds = read
-    relax, direct = _narrow(domain, conds, simp)
+    relax, atoms = _narrow(domain, conds, simp)
     for d, (index, extent) in enumerate(zip(indices, tensor.shape)):
         if reads_tensor(index):
             continue  # data-dependent: guarded in the generated code
-        iv = eval_interval(index, relax, simp)
+        bounded = dict(relax)
+        iv = eval_interval(_bounded_parts(index, bounded, atoms, domain, simp), bounded, simp)
         if iv is None:
             unbounded.add((id(tensor.op), tensor.value_index, d))
             continue  # guarded in the generated code
-        lo, hi = iv
-        for bound_lo, bound_hi in direct.get(_affine_key(index, domain, simp), ()):
-            if bound_lo is not None:
-                lo = n.Max(lo, n.Add(bound_lo, _affine_rest(index, domain, simp)))
-            if bound_hi is not None:
-                hi = n.Min(hi, n.Add(bound_hi, _affine_rest(index, domain, simp)))
-        lo, hi, ext = simp.visit(lo), simp.visit(hi), simp.visit(extent)
+        lo, hi, ext = simp.visit(iv[0]), simp.visit(iv[1]), simp.visit(extent)
         check = AccessCheck(op.name, tensor.name, d, lo, hi, ext, nonempty)
         if all(isinstance(x, n.IntImm) for x in (lo, hi, ext, nonempty)):
             if lo.value > hi.value:
@@ -200,8 +218,8 @@ def _negate(cond):
 
 
 def _split_affine(e, domain, simp):
-    """``e`` as (the part over domain variables as a hashable key with its terms, the
-    rest as an expression), or None when a term mixes domain variables non-linearly."""
+    """``e`` as (its terms over domain variables ``{key: [var, coeff]}``, the rest as an
+    expression), or None when a term mixes domain variables non-linearly."""
     terms, const = simp.linear(simp.visit(e))
     var_terms, rest_terms = {}, {}
     for key, (atom, c) in terms.items():
@@ -209,37 +227,72 @@ def _split_affine(e, domain, simp):
         if not used:
             rest_terms[key] = [atom, c]
         elif isinstance(atom, n.Var):
-            var_terms[key] = [atom, c]
+            if c:
+                var_terms[key] = [atom, c]
         else:
             return None
-    key = tuple(sorted((atom.name, id(atom), c) for atom, c in var_terms.values() if c))
-    return key, var_terms, simp.rebuild(rest_terms, const)
+    return var_terms, simp.rebuild(rest_terms, const)
 
 
-def _affine_key(e, domain, simp):
-    split = _split_affine(e, domain, simp)
-    return None if split is None else split[0]
+_ARITH = (n.Add, n.Sub, n.Mul, n.FloorDiv, n.FloorMod, n.Min, n.Max)
 
 
-def _affine_rest(e, domain, simp):
-    return _split_affine(e, domain, simp)[2]
+def _bounded_parts(e, relax, atoms, domain, simp):
+    """``e`` with each sub-expression ``P + rest`` whose variable part ``P`` a guarding
+    condition bounds replaced by ``p + rest``, ``p`` a fresh variable whose range (added
+    to ``relax``) is P's interval narrowed by the condition: ``(P) // 333`` under
+    ``where P < 999`` is at most 2. A condition ``±P + R + c >= 0`` with other variables
+    ``R`` bounds P by R's interval."""
+    if not (isinstance(e, n.Expr) and dt_is_int(e) and set(free_vars(e)) & domain.keys()):
+        return e
+    split = _split_affine(e, domain, simp) if atoms else None
+    if split is not None and split[0]:
+        var_terms, rest = split
+        hull = eval_interval(simp.rebuild(var_terms, 0), relax, simp)
+        bounds = [b for atom in atoms for b in [_bound_by(var_terms, atom, relax, simp)] if b]
+        if hull is not None and bounds:
+            lo, hi = hull
+            for bound_lo, bound_hi in bounds:
+                lo = lo if bound_lo is None else n.Max(lo, bound_lo)
+                hi = hi if bound_hi is None else n.Min(hi, bound_hi)
+            p = n.Var(f"bounded{len(relax)}")
+            relax[p] = (lo, hi)
+            return n.Add(p, rest)
+    if isinstance(e, _ARITH):
+        a = _bounded_parts(e.a, relax, atoms, domain, simp)
+        b = _bounded_parts(e.b, relax, atoms, domain, simp)
+        return e if (a is e.a and b is e.b) else type(e)(a, b)
+    return e
+
+
+def _bound_by(var_terms, atom, relax, simp):
+    """What ``atom`` (terms, rest: ``terms + rest >= 0``) says of ``P = var_terms``:
+    (lo, None), (None, hi) or None."""
+    atom_terms, atom_rest = atom
+    for sign in (1, -1):
+        if all(k in atom_terms and atom_terms[k][1] == sign * c
+               for k, (_, c) in var_terms.items()):
+            others = {k: v for k, v in atom_terms.items() if k not in var_terms}
+            # sign*P + R + rest >= 0
+            r = eval_interval(n.Add(simp.rebuild(others, 0), atom_rest), relax, simp)
+            if r is None:
+                return None
+            return (n.Sub(_ZERO, r[1]), None) if sign == 1 else (None, r[1])
+    return None
 
 
 def _narrow(domain, conds, simp):
-    """Ranges of the domain variables narrowed by single-variable conditions, and direct
-    bounds ``{affine key: [(lo, hi)]}`` of the variable part of linear conditions."""
+    """Ranges of the domain variables narrowed by single-variable conditions, and every
+    linear condition as (terms, rest) meaning ``terms + rest >= 0``."""
     relax = dict(domain)
-    direct: dict = {}
+    atoms = []
     for cond in conds:
         for atom in _atoms(cond):
             split = _split_affine(atom, domain, simp)
             if split is None or not split[0]:
                 continue
-            key, var_terms, rest = split
-            # atom = P + rest >= 0, with P the variable part: P >= -rest
-            direct.setdefault(key, []).append((n.Sub(_ZERO, rest), None))
-            neg_key = tuple((name, i, -c) for name, i, c in key)
-            direct.setdefault(tuple(sorted(neg_key)), []).append((None, rest))
+            var_terms, rest = split
+            atoms.append(split)
             if len(var_terms) == 1:
                 (atom_var, c), = var_terms.values()
                 lo, hi = relax[atom_var]
@@ -247,7 +300,7 @@ def _narrow(domain, conds, simp):
                     relax[atom_var] = (n.Max(lo, n.Sub(_ZERO, rest)), hi)
                 elif c == -1:
                     relax[atom_var] = (lo, n.Min(hi, rest))
-    return relax, direct
+    return relax, atoms
 
 
 def _conjunction(conds):

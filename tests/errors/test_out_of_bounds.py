@@ -151,3 +151,34 @@ def test_ops_take_checks_its_indices_by_default():
     with pytest.raises(ValueError, match="at index 5 in dimension 0, outside its extent 5"):
         td.ops.take(x, np.array([5, 0]), axis=0)
     np.testing.assert_array_equal(td.ops.take(x, np.array([1]), check_indices=False), x[[1]])
+
+
+def test_a_where_condition_bounds_a_fused_index_inside_a_division():
+    # rfactor of a fused reduction reads x[(o*8 + r) // 7, (o*8 + r) % 7] where
+    # o*8 + r < 21: the interval of o*8 + r alone reaches 23, whose row (3) is outside
+    x = td.placeholder((3, 7), name="x")
+    o = td.reduce_axis((0, 3), "o")
+    r = td.reduce_axis((0, 8), "r")
+    B = td.compute((1,), lambda i: td.sum(x[(o * 8 + r) // 7, (o * 8 + r) % 7], axis=[o, r],
+                                          where=o * 8 + r < 21), name="B")
+    f = td.build(td.create_schedule(B.op), [x, B])
+    a = np.random.default_rng(4).random((3, 7), dtype="float32")
+    b = np.full(1, np.nan, "float32")
+    f(a, b)
+    np.testing.assert_allclose(b, [a.sum()], rtol=1e-6)
+
+
+def test_a_condition_with_other_variables_bounds_the_index_by_their_range():
+    # a prefix sum split by 4: A[ko*4 + ki] under ko*4 + ki < i + 1, i < n
+    n = td.var("n")
+    A = td.placeholder((n,), name="A")
+    ko = td.reduce_axis((0, (n + 3) // 4), "ko")
+    ki = td.reduce_axis((0, 4), "ki")
+    B = td.compute((n,), lambda i: td.sum(A[ko * 4 + ki], axis=[ko, ki],
+                                          where=ko * 4 + ki < i + 1), name="B")
+    f = td.build(td.create_schedule(B.op), [A, B])
+    for size in (1, 6):
+        a = np.arange(1, size + 1, dtype="float32")
+        b = np.full(size, np.nan, "float32")
+        f(a, b)
+        np.testing.assert_array_equal(b, np.cumsum(a))

@@ -249,8 +249,7 @@ def int_programs(draw):
                                name=f"{name}cmp")
             t = td.compute(src_t.shape, lambda *i, b=cmp_t, x=src_t: td.select(
                 b[i], x[i], -x[i]) + b[i].astype(x.dtype), name=name)
-            cmp_a = src_a < other_a
-            p.stages.append((cmp_t, cmp_a))
+            cmp_a = src_a < other_a  # (not a stage to draw from: integers only)
             a = np.where(cmp_a, src_a, -src_a) + cmp_a.astype(src_a.dtype)
         elif kind == "reduce" and src_t.ndim >= 2:
             axis = draw(st.integers(0, src_t.ndim - 1))

@@ -100,11 +100,11 @@ def test_out_of_bounds_programs_are_refused(data):
     if src_a.size == 0:
         return  # nothing is read: nothing to refuse
     if static:
-        with pytest.raises(td.BuildError, match=rf"'oob' reads tensor '{src_t.name}' at "):
+        with pytest.raises(td.BuildError, match=rf"'oob[.\w]*' reads tensor '{src_t.name}' at "):
             td.build(s, args)
         return
     f = td.build(s, args)
     out = poisoned(src_a.shape, "float32")
-    with pytest.raises(ValueError, match=rf"'oob' reads tensor '{src_t.name}' at "):
+    with pytest.raises(ValueError, match=rf"'oob[.\w]*' reads tensor '{src_t.name}' at "):
         f(*program.input_arrays, out)
     assert np.isnan(out).all()
