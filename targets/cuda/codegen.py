@@ -269,7 +269,7 @@ class _KernelWriter:
     # ------------------------------------------------------------ expressions
     def at(self, buf: n.Buffer, index: str) -> str:
         if self.checked:
-            macro = "TD_AT" if buf.scope == "global" else "TD_AT_ARRAY"
+            macro = "TD_AT" if buf.scope in ("global", "workspace") else "TD_AT_ARRAY"
             return f"{macro}({self.buf(buf)}, {index})"
         return f"{self.buf(buf)}[{index}]"
 

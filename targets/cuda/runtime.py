@@ -52,7 +52,12 @@ class CudaModule(Module):
         scalars = dict(zip(self.scalars, sizes))
         buffers = {id(p): ptr for p, ptr in zip(self.func.params, pointers)}
         temps = []
+        error = np.zeros(2, np.int64)
         try:
+            if self.checked_reads:
+                temps.append(driver.mem_alloc(error.nbytes))
+                driver.copy_to_device(temps[-1], error.ctypes.data, error.nbytes)
+                buffers[id(self.func.attrs["index_error"])] = temps[-1]
             for t in self.plan.temps:
                 nbytes = evaluate(t.extent, scalars) * max(1, _itemsize(t.buffer.dtype))
                 temps.append(driver.mem_alloc(nbytes))
@@ -65,9 +70,12 @@ class CudaModule(Module):
                 args += [ctypes.c_longlong(int(scalars[v])) for v in k.scalars]
                 self._loaded.launch(k.name, grid, k.block, args)
             driver.synchronize()
+            if self.checked_reads:
+                driver.copy_to_host(error.ctypes.data, temps[0], error.nbytes)
         finally:
             for ptr in temps:
                 driver.mem_free(ptr)
+        self.raise_index_error(int(error[0]), int(error[1]), arrays)
 
     def _check_device_array(self, p, a, bound) -> int:
         from tensordsl.nd import NDArray
@@ -93,7 +101,11 @@ class CudaModule(Module):
         if self._emulator is None:
             self._emulator = Emulator(self.func)
         buffers = {id(p): a.reshape(-1) for p, a in zip(self.func.params, arrays)}
+        error = np.zeros(2, np.int64)
+        if self.checked_reads:
+            buffers[id(self.func.attrs["index_error"])] = error
         self._emulator.run(buffers, dict(zip(self.scalars, sizes)))
+        self.raise_index_error(int(error[0]), int(error[1]), arrays)
 
     def _check_host_array(self, p, a, bound) -> int:
         """A numpy array for the emulator: on 16 bytes, as on the device, since the

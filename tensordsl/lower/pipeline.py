@@ -6,7 +6,7 @@ except the first two, which turn the schedule into IR.
     bound_inference   ranges of every stage's axes            (bound_inference.py)
     schedule_ops      loop nests, compute_at, inlining, init  (schedule_ops.py)
     checked_reads     reads no interval bounds (A[idx[i]]) guarded as they run
-                      (checked_reads.py; CPU)
+                      (checked_reads.py)
     simplify          index arithmetic, guards proved away    (arith/simplify.py)
     flatten_storage   tensors -> flat buffers, allocations    (flatten_storage.py)
     inject_virtual_threads  vthread loops -> interleaved copies (inject_virtual_threads.py)
@@ -21,7 +21,8 @@ except the first two, which turn the schedule into IR.
 For the GPU (``target="cuda"``) the CPU-specific passes (loop partitioning, register
 accumulators, workspace) give way to those of ``gpu.py``:
 
-    simplify, flatten_storage, inject_virtual_threads, simplify_flat, vectorize, unroll,
+    checked_reads, simplify, flatten_storage, inject_virtual_threads, simplify_flat,
+    vectorize, unroll,
     check_kernels         everything inside kernels; per-thread buffers become local
     guard_thread_extents  loops narrower than their launch dimension are guarded
     insert_barriers       __syncthreads() where shared tiles pass between threads
@@ -98,6 +99,7 @@ PASSES = [
     ("simplify_final", simplify),
 ]
 GPU_PASSES = [
+    ("checked_reads", checked_reads),
     ("simplify", simplify),
     ("flatten_storage", flatten),
     ("inject_virtual_threads", inject_virtual_threads),

@@ -86,11 +86,18 @@ class Module:
         status = self.kernel(*pointers, *workspace, *sizes)
         if status != 0:
             raise MemoryError(f"{self.entry_name}: a temporary buffer could not be allocated")
-        if self.checked_reads and error[0]:
-            read = self.checked_reads[error[0] - 1]
-            param = next(p for p in self.params if p.name == read.tensor)
-            extent = arrays[self.params.index(param)].shape[read.dim]
-            raise ValueError(f"{self.entry_name}: {read.message(error[1], extent)}")
+        if self.checked_reads:
+            self.raise_index_error(error[0], error[1], arrays)
+
+    def raise_index_error(self, code: int, index: int, arrays):
+        """After a call: the first read a checked kernel found out of bounds, if any
+        (``lower/checked_reads.py``)."""
+        if not code:
+            return
+        read = self.checked_reads[code - 1]
+        param = next((p for p in self.params if p.name == read.tensor), None)
+        extent = arrays[self.params.index(param)].shape[read.dim] if param else "?"
+        raise ValueError(f"{self.entry_name}: {read.message(index, extent)}")
 
     def workspace_pointers(self) -> list[int]:
         """This thread's temporary buffers (allocated on its first call, then reused, so

@@ -182,3 +182,22 @@ def test_a_condition_with_other_variables_bounds_the_index_by_their_range():
         b = np.full(size, np.nan, "float32")
         f(a, b)
         np.testing.assert_array_equal(b, np.cumsum(a))
+
+
+def test_data_dependent_index_is_checked_on_the_gpu_path_too():
+    n, m = td.var("n"), td.var("m")
+    A = td.placeholder((m, 16), name="A")
+    idx = td.placeholder((n,), dtype="int32", name="idx")
+    B = td.compute((n, 16), lambda i, j: A[idx[i], j] * 2.0, name="B")
+    s = td.create_schedule(B.op)
+    s[B].bind(B.op.axis[0], td.thread_axis("blockIdx.x"))
+    s[B].bind(B.op.axis[1], td.thread_axis("threadIdx.x"))
+    f = td.build(s, [A, idx, B], target="cuda -arch=sm_80")
+    a = np.random.default_rng(5).random((10, 16), dtype="float32")
+    ix = np.array([3, 0, 9, 2], "int32")
+    b = np.full((4, 16), np.nan, "float32")
+    f.emulate(a, ix, b)
+    np.testing.assert_array_equal(b, a[ix] * 2)
+    ix[1] = 10
+    with pytest.raises(ValueError, match="'B' reads tensor 'A' at index 10 in dimension 0"):
+        f.emulate(a, ix, b)
