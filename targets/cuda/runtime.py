@@ -87,14 +87,19 @@ class CudaModule(Module):
         return a.ptr
 
     # ------------------------------------------------------------ on the CPU
-    def emulate(self, *arrays):
-        """Run the generated kernels on the CPU on numpy arrays (outputs in place)."""
+    def emulate(self, *arrays, seed: int | None = None, order: str = "random",
+                warp_lockstep: bool = False):
+        """Run the generated kernels on the CPU on numpy arrays (outputs in place).
+        Threads run in an order drawn from ``seed`` (else ``TENSORDSL_EMU_SEED``, else
+        random; ``order="sequential"``: by index); ``warp_lockstep``: a warp's lanes
+        in lock-step. See ``targets/cuda/emulate.py``."""
         from .emulate import Emulator
         pointers, sizes = self.check_args(arrays)
         if self._emulator is None:
             self._emulator = Emulator(self.func)
         buffers = {id(p): a.reshape(-1) for p, a in zip(self.func.params, arrays)}
-        self._emulator.run(buffers, dict(zip(self.scalars, sizes)))
+        self._emulator.run(buffers, dict(zip(self.scalars, sizes)), seed=seed, order=order,
+                           warp_lockstep=warp_lockstep)
 
 
 def _itemsize(dtype: str) -> int:
