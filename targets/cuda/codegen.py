@@ -4,7 +4,8 @@ A loop bound to a thread index becomes ``const long long i = threadIdx.x;`` (its
 if narrower than the launch, is already in the IR); shared buffers are declared at the
 top of the kernel, local ones where they are allocated. Vector expressions (from
 ``vectorize``) are written lane by lane, except a contiguous, aligned copy of four
-floats, which moves as one ``float4``. Integer floor division and modulo use C's operators where both operands are
+floats, which moves as one ``float4`` (a local array so moved is declared 16-byte
+aligned). Integer floor division and modulo use C's operators where both operands are
 known non-negative, helpers otherwise; float ``max``/``min`` propagate NaN like numpy.
 
 ``generate(func, checked=True)`` writes the source for the emulator (``emulate.h``):
@@ -82,6 +83,7 @@ class _KernelWriter:
         self.namer = Printer()     # its unique-name table; the C text is ours
         self.nonneg: set = set(kernel.scalars)
         self.extra_shared: list[tuple[str, str, int]] = []   # (C type, name, count)
+        self.vector_locals: set = set()   # local buffers moved as vectors: 16-byte aligned
         self.nontemporal = 0  # depth of enclosing "nontemporal" pragmas
 
     # ------------------------------------------------------------ names
@@ -179,10 +181,14 @@ class _KernelWriter:
         b = s.buffer
         if b.scope == "local":
             self.emit(depth, "{")
+            decl = len(self.lines)
             self.emit(depth + 1, f"{c_type(b.dtype)} {self.buf(b)}[{s.extent.value}];")
             if self.checked:
                 self.emit(depth + 1, f"TD_POISON({self.buf(b)});")
             self.stmt(s.body, depth + 1)
+            if id(b) in self.vector_locals:   # a GPU faults on a misaligned float4
+                self.lines[decl] = self.lines[decl].replace(
+                    f"{c_type(b.dtype)} ", f"__align__(16) {c_type(b.dtype)} ", 1)
             self.emit(depth, "}")
         elif b.scope == "shared":
             self.stmt(s.body, depth)     # declared at the top of the kernel
@@ -297,6 +303,8 @@ class _KernelWriter:
         """The ``vtype`` (``float4``) starting at ``buf[index]``; for the emulator checked
         in every element and for alignment."""
         name = self.buf(buf)
+        if buf.scope == "local":
+            self.vector_locals.add(id(buf))
         if not self.checked:
             const = "const " if access == "read" else ""
             return f"*({const}{vtype}*)(&{name}[{index}])"

@@ -257,6 +257,29 @@ def test_vector_accesses_anywhere_must_be_aligned(mode, message):
                        np.zeros(8, "float32"), np.zeros(8, "float32"))
 
 
+def test_a_local_array_moved_as_float4_is_declared_16_byte_aligned():
+    """A vectorized copy-out of a local cache stage moves float4s out of the local array:
+    a GPU faults unless the array is declared 16-byte aligned (it was not; the emulator's
+    check of declared alignment found it)."""
+    A = td.placeholder((256,), name="A")
+    B = td.compute((256,), lambda i: A[i] * 2.0, name="B")
+    s = td.create_schedule(B.op)
+    BL = s.cache_write(B, "local")
+    bx, rest = s[B].split(B.op.axis[0], factor=64)
+    tx, vi = s[B].split(rest, factor=4)
+    s[B].bind(bx, td.thread_axis("blockIdx.x"))
+    s[B].bind(tx, td.thread_axis("threadIdx.x"))
+    s[B].vectorize(vi)
+    s[BL].compute_at(s[B], tx)
+    f = td.build(s, [A, B], target="cuda -arch=sm_80")
+    source = f.get_source()
+    assert "*(const float4*)(&B_local[0LL])" in source
+    assert "__align__(16) float B_local[4];" in source
+    a, b = np.random.default_rng(0).standard_normal(256).astype("float32"), _nan(256)
+    f.emulate(a, b, seed=1)
+    np.testing.assert_array_equal(b, 2 * a)
+
+
 def test_an_aligned_float2_into_shared_memory_passes():
     x, out = np.arange(8, dtype="float32"), _nan(8)
     emulate_source("#define MODE 3\n" + VECTORS, "vectors", (1, 1, 1), (1, 1, 1), x, out)
