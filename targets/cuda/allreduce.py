@@ -66,18 +66,19 @@ def write_allreduce(w, s: n.AllReduce, depth: int):
         if by_warp:
             butterfly(32, d)
             for b, v in zip(bufs, vals):
-                w.emit(d, f"if (threadIdx.x % 32 == 0) {b}[{tid} / 32] = {v};")
+                slot = w.shared_at(b, f"{tid} / 32", "write")
+                w.emit(d, f"if (threadIdx.x % 32 == 0) {slot} = {v};")
             count, first = extent // 32, f"({tid} - threadIdx.x) / 32"
         else:
             for b, v in zip(bufs, vals):
-                w.emit(d, f"{b}[{tid}] = {v};")
+                w.emit(d, f"{w.shared_at(b, tid, 'write')} = {v};")
             count, first = extent, f"({tid} - threadIdx.x)"
         w.emit(d, "__syncthreads();")
         for b, v in zip(bufs, vals):
-            w.emit(d, f"{v} = {b}[{first}];")
+            w.emit(d, f"{v} = {w.shared_at(b, first, 'read')};")
         w.emit(d, f"for (int td_i = 1; td_i < {count}; ++td_i) {{")
         for o, b, t in zip(others, bufs, ctypes):
-            w.emit(d + 1, f"{t} {o} = {b}[{first} + td_i];")
+            w.emit(d + 1, f"{t} {o} = {w.shared_at(b, f'{first} + td_i', 'read')};")
         combine(vals, others, d + 1)
         w.emit(d, "}")
         w.emit(d, "__syncthreads();")   # the scratch may be reused right after

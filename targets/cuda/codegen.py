@@ -8,8 +8,11 @@ halves) provably on 16 bytes, which moves as one ``float4`` (see ``_vector_align
 Integer floor division and modulo use C's operators where both operands are known
 non-negative, helpers otherwise; float ``max``/``min`` propagate NaN like numpy.
 
-``generate(func, checked=True)`` writes every buffer access as ``TD_AT(buf, index)``
-for the emulator, which checks the index against the buffer's size.
+``generate(func, checked=True)`` writes the source for the emulator (``emulate.h``):
+every buffer access checked — ``TD_AT(buf, index)`` for global buffers,
+``TD_AT_ARRAY`` for local ones, ``TD_SHARED_LOAD``/``TD_SHARED_STORE`` for shared ones
+(which also track races), ``TD_VEC*`` for vector accesses — each shared array with its
+shadow (``TD_SHARED_STATE``) and each local array poisoned where declared.
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ class _KernelWriter:
         self.lines: list[str] = []
         self.namer = Printer()     # its unique-name table; the C text is ours
         self.nonneg: set = set(kernel.scalars)
-        self.extra_shared: list[str] = []
+        self.extra_shared: list[tuple[str, str, int]] = []   # (C type, name, count)
         self.nontemporal = 0  # depth of enclosing "nontemporal" pragmas
 
     # ------------------------------------------------------------ names
@@ -105,17 +108,22 @@ class _KernelWriter:
                 f"{k.name}({', '.join(params)}) {{")
         body_lines = self.lines
         self.stmt(k.body, 1)
-        shared = []
+        shared, names = [], []
         for a in shared_allocations(k.body):
+            names.append(self.buf(a.buffer))
             shared.append(f"  __shared__ __align__({_BASE_ALIGNMENT['shared']}) "
-                          f"{c_type(a.buffer.dtype)} {self.buf(a.buffer)}[{a.extent.value}];")
-        shared += [f"  __shared__ {decl};" for decl in self.extra_shared]
+                          f"{c_type(a.buffer.dtype)} {names[-1]}[{a.extent.value}];")
+        for ctype, name, count in self.extra_shared:
+            names.append(name)
+            shared.append(f"  __shared__ {ctype} {name}[{count}];")
+        if self.checked:   # the emulator's shadow of each array (poisoned per block)
+            shared += [f"  TD_SHARED_STATE({name});" for name in names]
         return "\n".join([head] + shared + body_lines + ["}"])
 
     def shared_scratch(self, ctype: str, count: int) -> str:
         """A shared array for code the generator writes itself (reductions)."""
         name = self.name(object(), f"td_scratch{len(self.extra_shared)}")
-        self.extra_shared.append(f"{ctype} {name}[{count}]")
+        self.extra_shared.append((ctype, name, count))
         return name
 
     def emit(self, depth: int, text: str):
@@ -174,6 +182,8 @@ class _KernelWriter:
             self.emit(depth, "{")
             self.emit(depth + 1, f"__align__({_BASE_ALIGNMENT['local']}) {c_type(b.dtype)} "
                                  f"{self.buf(b)}[{s.extent.value}];")
+            if self.checked:
+                self.emit(depth + 1, f"TD_POISON({self.buf(b)});")
             self.stmt(s.body, depth + 1)
             self.emit(depth, "}")
         elif b.scope == "shared":
@@ -207,7 +217,7 @@ class _KernelWriter:
     def assign(self, buf: n.Buffer, index: str, value: str) -> str:
         """``buf[index] = value;`` — as a cache-streaming store (``__stcs``: evict first)
         inside a ``nontemporal`` pragma, for the types every CUDA version overloads."""
-        target = self.at(buf, index)
+        target = self.at(buf, index, "write")
         if self.nontemporal and buf.scope == "global" and dt.element(buf.dtype) in _STREAMED:
             return f"__stcs(&{target}, ({c_type(buf.dtype)})({value}));"
         return f"{target} = {self.stored(buf, value)};"
@@ -230,8 +240,8 @@ class _KernelWriter:
                 and _vector_aligned(s.buffer, s.index, lanes)
                 and _vector_aligned(v.buffer, v.index, lanes)):
             return False
-        dst = f"*(float4*)(&{self.at(s.buffer, self.expr(s.index.base))})"
-        src = f"*(const float4*)(&{self.at(v.buffer, self.expr(v.index.base))})"
+        dst = self.vector_at("float4", s.buffer, self.expr(s.index.base), "write")
+        src = self.vector_at("float4", v.buffer, self.expr(v.index.base), "read")
         if s.predicate is not None:
             self.emit(depth, f"if ({self.cond(s.predicate.value)}) {{")
             depth += 1
@@ -267,11 +277,39 @@ class _KernelWriter:
         write_allreduce(self, s, depth)
 
     # ------------------------------------------------------------ expressions
-    def at(self, buf: n.Buffer, index: str) -> str:
-        if self.checked:
-            macro = "TD_AT" if buf.scope in ("global", "workspace") else "TD_AT_ARRAY"
-            return f"{macro}({self.buf(buf)}, {index})"
-        return f"{self.buf(buf)}[{index}]"
+    def at(self, buf: n.Buffer, index: str, access: str = "read") -> str:
+        """``buf[index]``; for the emulator a checked access. ``access``: "read",
+        "write" (shared memory tracks both, for races) or "address" (the first element
+        of a tile, which the tile operation checks and tracks itself)."""
+        name = self.buf(buf)
+        if not self.checked:
+            return f"{name}[{index}]"
+        if buf.scope in ("global", "workspace"):
+            return f"TD_AT({name}, {index})"
+        if buf.scope == "shared" and access != "address":
+            return self.shared_at(name, index, access)
+        return f"TD_AT_ARRAY({name}, {index})"
+
+    def shared_at(self, name: str, index: str, access: str) -> str:
+        """An element of a shared array (``name``: its C name), read or written."""
+        if not self.checked:
+            return f"{name}[{index}]"
+        macro = "TD_SHARED_STORE" if access == "write" else "TD_SHARED_LOAD"
+        return f"{macro}({name}, {index})"
+
+    def vector_at(self, vtype: str, buf: n.Buffer, index: str, access: str) -> str:
+        """The ``vtype`` (``float4``) starting at ``buf[index]``; for the emulator checked
+        in every element and for alignment."""
+        name = self.buf(buf)
+        if not self.checked:
+            const = "const " if access == "read" else ""
+            return f"*({const}{vtype}*)(&{name}[{index}])"
+        if buf.scope == "global":
+            return f"TD_VEC({vtype}, {name}, {index})"
+        if buf.scope == "shared":
+            macro = "TD_VEC_SHARED_STORE" if access == "write" else "TD_VEC_SHARED_LOAD"
+            return f"{macro}({vtype}, {name}, {index})"
+        return f"TD_VEC_ARRAY({vtype}, {name}, {index})"
 
     def cond(self, e) -> str:
         if dt.lanes(e.dtype) != 1:

@@ -1,26 +1,60 @@
 // Runs tensordsl's generated CUDA C on the host, for testing without a GPU.
 //
-// The blocks of a grid run one after another. The threads of a block are fibers
-// (ucontext) on one OS thread: each runs until it reaches __syncthreads() or finishes,
-// then the next one runs; when every thread waits at the barrier, all continue. A
-// barrier that some threads of a block reach while others have finished is reported
-// (on a GPU it is undefined behaviour). __shared__ variables are static: one copy,
-// reused by each block in turn. Every buffer access goes through TD_AT, which checks
-// the index against the buffer's size (kernel arguments are registered per launch).
+// Execution (emulate_schedule.h). The blocks of a grid run one after another; the
+// threads of a block are fibers (ucontext) on one OS thread. A fiber runs until it has
+// to wait — at __syncthreads(); at a warp intrinsic (__shfl_*_sync, __syncwarp,
+// __ballot_sync, __any_sync, __all_sync) until the lanes its mask names arrive; in warp
+// lock-step mode at every shared-memory access — and then another runs. __shared__
+// variables are static: one copy, reused by each block in turn.
+//
+// Order. In random order (the default) the blocks, and the threads of a block in each
+// barrier phase (the stretch between two __syncthreads()), run in an order drawn from
+// the launch's seed, so a result that depends on the order changes from seed to seed.
+// Sequential order runs them by index, as a debugging aid.
+//
+// Warp lock-step mode, for warp-synchronous code (which assumes the lanes of a warp
+// execute together): the lanes of a warp take turns at every shared-memory access, so
+// each lane's k-th access comes before any lane's (k+1)-th (a store waits for the other
+// lanes' loads of the turn before); shared memory passed between lanes of one warp is
+// then not a race. Divergent lanes simply run ahead to their next access.
+//
+// Checks (emulate_memory.h and the warp intrinsics); the first failure is reported (a
+// td_emu::Error and a message) and the launch stops after its block:
+//   * every access to a global, shared or local buffer lies within the buffer; a vector
+//     access (float4, float2, half2) in all its elements, at an address aligned to its
+//     size (a local or shared array must be declared so aligned: a GPU faults otherwise);
+//   * races on shared memory: each element remembers its last writer and its readers in
+//     the current barrier phase; reading an element another thread wrote, or writing
+//     one another thread read or wrote, in the same phase is a race (a __syncwarp both
+//     took part in orders two lanes of one warp; lock-step mode orders them always). A
+//     store of the value the element already holds changes nothing and races with no
+//     one (threads redundantly computing one shared stage);
+//   * __syncthreads() reached by some threads of a block while others have finished;
+//   * warp intrinsics: the caller is in its mask; every lane named in it arrives at the
+//     same intrinsic with the same mask, or has exited; a shuffle reads a lane that takes
+//     part; the width is a power of two up to 32 (it splits the warp as CUDA does).
+// Uninitialized memory is poisoned: shared arrays at the start of each block and local
+// arrays where they are declared hold NaN (floating point) or 0xCD bytes (integers).
 #pragma once
+#include <algorithm>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
+#include <numeric>
 #include <type_traits>
 #include <ucontext.h>
 #include <vector>
 
 struct td_dim3 { unsigned x, y, z; };
 struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline float2 make_float2(float x, float y) { return {x, y}; }
 
 // 16-bit floats: stored as bits, converted to and from float with round-to-nearest-even
 // (what __float2half and __float2bfloat16 do), arithmetic through float.
@@ -75,160 +109,11 @@ struct __nv_bfloat16 {
   __nv_bfloat16(float f) : bits(td_emu::float_to_bf16(f)) {}
   operator float() const { return td_emu::bits_to_float((unsigned)bits << 16); }
 };
+struct alignas(4) half2 { half x, y; };
 
 
-namespace td_emu {
-
-// a global buffer of the launch; its size in bytes (tiles may be of another type than
-// the buffer's elements: a float accumulator tile beside bfloat16 inputs)
-struct Region { const void* base; long long nbytes; const char* name; };
-
-inline td_dim3 thread_idx, block_idx, block_dim, grid_dim;
-inline int current = 0, nthreads = 1;
-inline std::vector<ucontext_t> contexts;
-inline std::vector<int> state;                 // 0 running, 1 at barrier, 2 done
-inline ucontext_t scheduler;
-inline std::vector<Region> regions;            // the launch's global buffers
-inline int error = 0;                          // 1 divergent barrier, 2 out of bounds
-inline char message[512];
-inline std::vector<unsigned char> exchange;    // shuffle scratch, 8 bytes per thread
-inline void (*entry)() = nullptr;
-
-inline void fail(int code, const char* text) {
-  if (!error) { error = code; std::snprintf(message, sizeof message, "%s", text); }
-}
-
-inline void set_thread(int t) {
-  current = t;
-  thread_idx.x = t % block_dim.x;
-  thread_idx.y = (t / block_dim.x) % block_dim.y;
-  thread_idx.z = t / (block_dim.x * block_dim.y);
-}
-
-inline void syncthreads() {
-  state[current] = 1;
-  swapcontext(&contexts[current], &scheduler);
-}
-
-template <class T> T shfl_xor(T v, int lane_mask, int width) {
-  // every thread of the block calls this together (tensordsl's reductions are uniform)
-  std::memcpy(&exchange[8 * current], &v, sizeof(T));
-  syncthreads();
-  int lane = current % 32, base = current - lane;
-  int src_lane = (lane ^ lane_mask);
-  if ((src_lane / width) != (lane / width)) src_lane = lane;
-  T out;
-  int src = base + src_lane;
-  if (src >= nthreads) src = current;
-  std::memcpy(&out, &exchange[8 * src], sizeof(T));
-  syncthreads();
-  return out;
-}
-
-template <class T> inline long long check(const T* base, long long i, const char* expr,
-                                          long long count_hint = -1) {
-  long long count = count_hint;
-  const char* name = expr;
-  if (count < 0) {
-    for (auto& r : regions) if (r.base == (const void*)base) {
-      count = r.nbytes / (long long)sizeof(T);
-      name = r.name;
-    }
-  }
-  if (count >= 0 && (i < 0 || i >= count)) {
-    char text[256];
-    std::snprintf(text, sizeof text, "out-of-bounds access %s[%lld] (size %lld) in block "
-                  "(%u,%u,%u) thread (%u,%u,%u)", name, i, count, block_idx.x, block_idx.y,
-                  block_idx.z, thread_idx.x, thread_idx.y, thread_idx.z);
-    fail(2, text);
-    return 0;   // keep running on a valid element; the launch reports the error
-  }
-  return i;
-}
-
-// A tile that starts inside a registered (global) buffer must end inside it; shared
-// arrays are not registered, their tiles are checked by the first element's index.
-template <class P> inline bool check_tile(const P* p, long long last, const char* what) {
-  for (auto& r : regions) {
-    const char* base = (const char*)r.base;
-    const char* at = (const char*)p;
-    if (at >= base && at < base + r.nbytes) {
-      long long first = (at - base) / (long long)sizeof(P);
-      long long count = r.nbytes / (long long)sizeof(P);
-      if (first + last >= count) {
-        char text[256];
-        std::snprintf(text, sizeof text, "out-of-bounds %s of %s: elements %lld..%lld "
-                      "(size %lld)", what, r.name, first, first + last, count);
-        fail(2, text);
-        return false;
-      }
-      return true;
-    }
-  }
-  return true;
-}
-
-template <class T, std::size_t N> inline long long check_array(T (&)[N], long long i,
-                                                              const char* expr) {
-  const T* none = nullptr;
-  return check(none, i, expr, (long long)N);
-}
-
-inline void trampoline() {
-  entry();
-  state[current] = 2;
-}
-
-// Run entry() for every thread of every block; returns 0 or the error code.
-inline int launch(long long gx, long long gy, long long gz, int bx, int by, int bz,
-                  void (*fn)()) {
-  const std::size_t stack_size = 64 * 1024;
-  block_dim = {(unsigned)bx, (unsigned)by, (unsigned)bz};
-  grid_dim = {(unsigned)gx, (unsigned)gy, (unsigned)gz};
-  nthreads = bx * by * bz;
-  entry = fn;
-  contexts.assign(nthreads, ucontext_t{});
-  state.assign(nthreads, 0);
-  exchange.assign(8 * nthreads, 0);
-  std::vector<std::unique_ptr<char[]>> stacks;
-  for (int t = 0; t < nthreads; ++t) stacks.emplace_back(new char[stack_size]);
-  error = 0;
-  for (long long z = 0; z < gz && !error; ++z)
-  for (long long y = 0; y < gy && !error; ++y)
-  for (long long x = 0; x < gx && !error; ++x) {
-    block_idx = {(unsigned)x, (unsigned)y, (unsigned)z};
-    for (int t = 0; t < nthreads; ++t) {
-      getcontext(&contexts[t]);
-      contexts[t].uc_stack.ss_sp = stacks[t].get();
-      contexts[t].uc_stack.ss_size = stack_size;
-      contexts[t].uc_link = &scheduler;
-      makecontext(&contexts[t], trampoline, 0);
-      state[t] = 0;
-    }
-    for (;;) {
-      for (int t = 0; t < nthreads; ++t) {
-        if (state[t] != 0) continue;
-        set_thread(t);
-        swapcontext(&scheduler, &contexts[t]);
-      }
-      int waiting = 0, done = 0;
-      for (int t = 0; t < nthreads; ++t) { waiting += state[t] == 1; done += state[t] == 2; }
-      if (done == nthreads) break;
-      if (done > 0) {
-        char text[200];
-        std::snprintf(text, sizeof text, "__syncthreads() reached by %d of %d threads of "
-                      "block (%lld,%lld,%lld); the others had finished", waiting, nthreads,
-                      x, y, z);
-        fail(1, text);
-        break;
-      }
-      for (int t = 0; t < nthreads; ++t) state[t] = 0;   // everyone arrived: release
-    }
-  }
-  return error;
-}
-
-}  // namespace td_emu
+#include "emulate_schedule.h"
+#include "emulate_memory.h"
 
 // Tensor cores (WMMA): a fragment holds its whole tile in every thread of the warp; each
 // operation computes the whole tile (all 32 threads call it with the same arguments).
@@ -243,12 +128,17 @@ template <class Use, int M, int N, int K, class T, class Layout = void> struct f
 };
 template <class F, class T> inline void fill_fragment(F& f, T v) { for (auto& e : f.x) e = v; }
 template <class F, class P> inline void load_matrix_sync(F& f, const P* p, unsigned ldm) {
-  if (!td_emu::check_tile(p, (long long)(F::rows - 1) * ldm + F::cols - 1, "load_matrix_sync")) {
+  const td_emu::SharedArray* shared;
+  if (!td_emu::check_tile(p, F::rows, F::cols, ldm, "load_matrix_sync", &shared)) {
     fill_fragment(f, 0.0f);   // reported; never read past the buffer
     return;
   }
   for (int r = 0; r < F::rows; ++r)
-    for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = p[(long long)r * ldm + c];
+    for (int c = 0; c < F::cols; ++c) {
+      const P* at = p + (long long)r * ldm + c;
+      if (shared) td_emu::track_tile(shared, at, td_emu::READ);
+      f.x[r * F::cols + c] = *at;
+    }
 }
 template <class C, class A, class B>
 inline void mma_sync(C& d, const A& a, const B& b, const C& c) {
@@ -264,10 +154,16 @@ inline void mma_sync(C& d, const A& a, const B& b, const C& c) {
 }
 template <class P, class F>
 inline void store_matrix_sync(P* p, const F& f, unsigned ldm, layout_t) {
-  if (!td_emu::check_tile(p, (long long)(F::rows - 1) * ldm + F::cols - 1, "store_matrix_sync"))
+  const td_emu::SharedArray* shared;
+  if (!td_emu::check_tile(p, F::rows, F::cols, ldm, "store_matrix_sync", &shared))
     return;   // reported; never written past the buffer
   for (int r = 0; r < F::rows; ++r)
-    for (int c = 0; c < F::cols; ++c) p[(long long)r * ldm + c] = f.x[r * F::cols + c];
+    for (int c = 0; c < F::cols; ++c) {
+      P* at = p + (long long)r * ldm + c;
+      const P value = f.x[r * F::cols + c];
+      if (shared) td_emu::track_tile(shared, at, td_emu::WRITE, &value);
+      *at = value;
+    }
 }
 }}  // namespace nvcuda::wmma
 
@@ -282,10 +178,55 @@ inline void store_matrix_sync(P* p, const F& f, unsigned ldm, layout_t) {
 #define blockDim td_emu::block_dim
 #define gridDim td_emu::grid_dim
 #define __syncthreads() td_emu::syncthreads()
-#define __shfl_xor_sync(mask, v, lane_mask, width) td_emu::shfl_xor((v), (lane_mask), (width))
 #define __stcs(ptr, value) (void)(*(ptr) = (value))
+
+template <class T> inline T __shfl_sync(unsigned mask, T v, int lane, int width = 32) {
+  return td_emu::shuffle_call(td_emu::SHFL_IDX, mask, v, lane, width);
+}
+template <class T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return td_emu::shuffle_call(td_emu::SHFL_UP, mask, v, (int)delta, width);
+}
+template <class T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return td_emu::shuffle_call(td_emu::SHFL_DOWN, mask, v, (int)delta, width);
+}
+template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  return td_emu::shuffle_call(td_emu::SHFL_XOR, mask, v, lane_mask, width);
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  td_emu::warp_call(td_emu::SYNCWARP, mask, 0);
+}
+inline unsigned __ballot_sync(unsigned mask, int p) {
+  return (unsigned)td_emu::warp_call(td_emu::BALLOT, mask, p != 0);
+}
+inline int __any_sync(unsigned mask, int p) {
+  return (int)td_emu::warp_call(td_emu::ANY, mask, p != 0);
+}
+inline int __all_sync(unsigned mask, int p) {
+  return (int)td_emu::warp_call(td_emu::ALL, mask, p != 0);
+}
+
+// Checked accesses (the code generator writes these in place of buf[i]): a global
+// buffer, a local array, a shared array (a load, or a store: `TD_SHARED_STORE(b, i) =
+// v;`); and vector accesses of V (float4, float2, half2) at element i.
 #define TD_AT(buf, i) buf[td_emu::check(buf, (i), #buf)]
 #define TD_AT_ARRAY(buf, i) buf[td_emu::check_array(buf, (i), #buf)]
+#define TD_SHARED_LOAD(buf, i) td_emu::shared_load(buf, buf##_td, (i), #buf)
+#define TD_SHARED_STORE(buf, i) td_emu::shared_store(buf, buf##_td, (i), #buf)
+#define TD_VEC(V, buf, i) (*td_emu::vector_at<V>(buf, (i), #buf, #V))
+#define TD_VEC_ARRAY(V, buf, i) \
+  (*td_emu::vector_at_array<V>(buf, (i), __alignof__(buf), #buf, #V))
+#define TD_VEC_SHARED_LOAD(V, buf, i) \
+  td_emu::shared_vector_load<V>(buf, buf##_td, (i), __alignof__(buf), #buf, #V)
+#define TD_VEC_SHARED_STORE(V, buf, i) \
+  td_emu::shared_vector_store<V>(buf, buf##_td, (i), __alignof__(buf), #buf, #V)
+// after each __shared__ array's declaration: its shadow, poisoned at each block's start
+#define TD_SHARED_STATE(buf) \
+  static td_emu::SharedState<sizeof(buf) / sizeof(buf[0])> buf##_td; \
+  td_emu::shared_begin(buf, buf##_td, #buf)
+// after each local array's declaration
+#define TD_POISON(buf) td_emu::poison(buf)
 
 inline float __int_as_float(unsigned bits) { float f; std::memcpy(&f, &bits, 4); return f; }
 inline double __longlong_as_double(long long bits) {

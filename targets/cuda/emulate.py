@@ -2,12 +2,28 @@
 
 The CUDA C that ``codegen`` writes for the GPU is compiled for the host by g++ together
 with ``emulate.h``, which gives CUDA's built-ins their meaning: blocks run one after
-another, the threads of a block are fibers that meet at ``__syncthreads()``, shared
-memory is one copy per block, and every buffer access is bounds-checked. The only
-difference from the GPU's source is that accesses are written ``TD_AT(buf, i)``.
+another, the threads of a block are fibers that meet at ``__syncthreads()`` and, a warp's
+lanes, at warp intrinsics; shared memory is one copy per block. The emulator checks what
+a GPU would punish: accesses out of bounds (a vector access in every element) or
+misaligned, races on shared memory between barriers, barriers and warp intrinsics not
+every thread takes part in; and it poisons uninitialized memory (NaN, 0xCD bytes). The
+only differences from the GPU's source are that accesses are written ``TD_AT(buf, i)``
+and the like, shared arrays get a shadow (``TD_SHARED_STATE``) and local ones poison.
 
     f = td.build(s, [A, B, C], target="cuda -arch=sm_90")
-    emulate(f, a, b, c)          # numpy arrays; outputs written in place
+    f.emulate(a, b, c)                    # numpy arrays; outputs written in place
+    f.emulate(a, b, c, seed=7)            # replay one order of the threads
+    f.emulate(a, b, c, order="sequential", warp_lockstep=True)
+
+Order: by default the blocks, and the threads of a block between two barriers, run in
+an order drawn from a seed — ``seed=``, else the environment's ``TENSORDSL_EMU_SEED``,
+else a fresh random one — so a kernel that depends on the order (a missing barrier)
+gives different results from run to run. The seed is in every ``EmulationError``
+(``.seed``) and in ``last_seed`` after each run. ``order="sequential"`` runs threads and
+blocks by index. ``warp_lockstep=True`` runs each warp's lanes in lock-step (they take
+turns at every shared-memory access), for warp-synchronous code.
+
+``emulate_source`` runs hand-written CUDA C the same way (tests of the emulator itself).
 """
 from __future__ import annotations
 
@@ -15,6 +31,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import random
 import shutil
 import subprocess
 import tempfile
@@ -26,16 +43,64 @@ from targets import cache
 from tensordsl.errors import BuildError, TensorDSLError
 from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
+from tensordsl.nd import aligned_numpy
 
 from . import codegen
 from .plan import HostPlan, evaluate, host_plan
 
-_HEADER = Path(__file__).with_name("emulate.h")
+_HEADER = Path(__file__).with_name("emulate.h")   # includes emulate_*.h beside it
+SEED_VARIABLE = "TENSORDSL_EMU_SEED"
+ORDERS = ("random", "sequential")
+
+last_seed: int | None = None
+"""The seed of the latest emulated run (``None`` before any)."""
 
 
 class EmulationError(TensorDSLError, RuntimeError):
-    """An emulated kernel went wrong: an access out of bounds, or a barrier that not every
-    thread of a block reached."""
+    """An emulated kernel went wrong: an access out of bounds or misaligned, a race on
+    shared memory, a barrier or a warp intrinsic not every thread reached as it must.
+    ``seed`` is the seed of the run (``None`` in sequential order)."""
+
+    def __init__(self, message: str, seed: int | None = None):
+        super().__init__(message)
+        self.seed = seed
+
+
+def choose_seed(seed: int | None = None) -> int:
+    """``seed`` if given, else ``TENSORDSL_EMU_SEED`` if set, else a fresh random one."""
+    if seed is not None:
+        return int(seed)
+    text = os.environ.get(SEED_VARIABLE, "").strip()
+    if text:
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise ValueError(f"{SEED_VARIABLE} must be an integer, got {text!r}") from None
+    return random.SystemRandom().randrange(2**32)
+
+
+def _launcher(k: int, call: str, names: list[str], nscalars: int, block) -> str:
+    """``td_launch_<k>``, the C entry point that runs kernel call ``call`` on a grid."""
+    quoted = ", ".join(f'"{name}"' for name in names) or '""'
+    return f"""
+static const char* td_names_{k}[] = {{{quoted}}};
+static void* td_ptrs_{k}[{max(1, len(names))}];
+static long long td_scalars_{k}[{max(1, nscalars)}];
+static void td_entry_{k}() {{ {call}; }}
+extern "C" __attribute__((visibility("default"))) int td_launch_{k}(
+    void** ptrs, const long long* nbytes, long long* scalars, long long gx, long long gy,
+    long long gz, unsigned long long seed, int flags, char* message) {{
+  td_emu::regions.clear();
+  for (int i = 0; i < {len(names)}; ++i) {{
+    td_ptrs_{k}[i] = ptrs[i];
+    td_emu::regions.push_back({{ptrs[i], nbytes[i], td_names_{k}[i]}});
+  }}
+  for (int j = 0; j < {nscalars}; ++j) td_scalars_{k}[j] = scalars[j];
+  int rc = td_emu::launch(gx, gy, gz, {block[0]}, {block[1]}, {block[2]}, td_entry_{k},
+                          seed, flags);
+  if (rc) std::snprintf(message, 512, "%s", td_emu::message);
+  return rc;
+}}"""
 
 
 def _wrapper(plan: HostPlan) -> str:
@@ -44,25 +109,9 @@ def _wrapper(plan: HostPlan) -> str:
         args = [f"({codegen.c_type(b.dtype)}*)td_ptrs_{k}[{i}]"
                 for i, b in enumerate(kernel.buffers)]
         args += [f"td_scalars_{k}[{j}]" for j in range(len(kernel.scalars))]
-        out.append(f"""
-static void* td_ptrs_{k}[{max(1, len(kernel.buffers))}];
-static long long td_scalars_{k}[{max(1, len(kernel.scalars))}];
-static void td_entry_{k}() {{ {kernel.name}({", ".join(args)}); }}
-extern "C" __attribute__((visibility("default"))) int td_launch_{k}(void** ptrs, const long long* nbytes, long long* scalars,
-                             long long gx, long long gy, long long gz, char* message) {{
-  td_emu::regions.clear();
-  for (int i = 0; i < {len(kernel.buffers)}; ++i) {{
-    td_ptrs_{k}[i] = ptrs[i];
-    td_emu::regions.push_back({{ptrs[i], nbytes[i], td_names_{k}[i]}});
-  }}
-  for (int j = 0; j < {len(kernel.scalars)}; ++j) td_scalars_{k}[j] = scalars[j];
-  int rc = td_emu::launch(gx, gy, gz, {kernel.block[0]}, {kernel.block[1]}, {kernel.block[2]},
-                          td_entry_{k});
-  if (rc) std::snprintf(message, 512, "%s", td_emu::message);
-  return rc;
-}}""")
-        names = ", ".join(f'"{b.name}"' for b in kernel.buffers) or '""'
-        out[-1] = f"static const char* td_names_{k}[] = {{{names}}};" + out[-1]
+        out.append(_launcher(k, f"{kernel.name}({', '.join(args)})",
+                             [b.name for b in kernel.buffers], len(kernel.scalars),
+                             kernel.block))
     return "\n".join(out)
 
 
@@ -74,15 +123,16 @@ def _compiler() -> str:
     raise BuildError("emulating CUDA kernels needs a C++ compiler (g++ or clang++)")
 
 
-def compile_emulator(func: n.PrimFunc, plan: HostPlan) -> Path:
-    """The host shared library of ``func``'s kernels (cached on disk by source hash)."""
-    source = (f'#include "{_HEADER}"\n' + codegen.generate(func, checked=True, plan=plan)
-              + _wrapper(plan))
+def compile_source(source: str) -> Path:
+    """The host shared library of ``source`` (CUDA C with its launchers) compiled with
+    ``emulate.h``, cached on disk by the hash of the source and the headers."""
+    source = f'#include "{_HEADER}"\n' + source
     # hidden symbols bound within the library: every emulator library defines the same
     # kernel names and td_emu state, and none may ever resolve to another's
     flags = ["-std=c++17", "-O1", "-shared", "-fPIC", "-fno-strict-aliasing", "-fno-gnu-unique",
              "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wl,-Bsymbolic", "-w"]
-    key = hashlib.sha256((source + _HEADER.read_text() + " ".join(flags)).encode()).hexdigest()
+    headers = "".join(h.read_text() for h in sorted(_HEADER.parent.glob("emulate*.h")))
+    key = hashlib.sha256((source + headers + " ".join(flags)).encode()).hexdigest()
     path = cache.cache_dir() / "emulate" / f"{key}.so"
     if path.exists():
         return path
@@ -100,48 +150,115 @@ def compile_emulator(func: n.PrimFunc, plan: HostPlan) -> Path:
     return path
 
 
+def compile_emulator(func: n.PrimFunc, plan: HostPlan) -> Path:
+    """The host shared library of ``func``'s kernels."""
+    return compile_source(codegen.generate(func, checked=True, plan=plan) + _wrapper(plan))
+
+
+class _Library:
+    """An emulator library loaded: ``launch(k, ...)`` runs its kernel ``k``."""
+
+    def __init__(self, path: Path, count: int):
+        self.lib = ctypes.CDLL(str(path))
+        self.launchers = []
+        for k in range(count):
+            fn = getattr(self.lib, f"td_launch_{k}")
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                           ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
+                           ctypes.c_ulonglong, ctypes.c_int, ctypes.c_char_p]
+            self.launchers.append(fn)
+
+    def launch(self, k: int, name: str, arrays: list, scalars: list, grid, seed: int,
+               order: str, warp_lockstep: bool):
+        ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
+        nbytes = (ctypes.c_longlong * max(1, len(arrays)))(*[a.nbytes for a in arrays])
+        vals = (ctypes.c_longlong * max(1, len(scalars)))(*[int(v) for v in scalars])
+        # each kernel of a run draws its order from its own stream of the run's seed
+        stream = (seed + k * 0x9E3779B97F4A7C15) % 2**64
+        flags = (order == "random") | (2 if warp_lockstep else 0)
+        message = ctypes.create_string_buffer(512)
+        if self.launchers[k](ptrs, nbytes, vals, *grid, stream, flags, message):
+            raise EmulationError(f"{name}: {message.value.decode()} "
+                                 f"({_replay_hint(seed, order)})",
+                                 seed if order == "random" else None)
+
+
+def _replay_hint(seed: int, order: str) -> str:
+    if order == "sequential":
+        return "emulated in sequential order"
+    return (f"emulated with seed {seed}; replay with {SEED_VARIABLE}={seed} or "
+            f"emulate(..., seed={seed})")
+
+
+def _start_run(seed, order: str) -> int:
+    global last_seed
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    last_seed = choose_seed(seed)
+    return last_seed
+
+
 class Emulator:
     """The kernels of one CUDA module, loaded for the host."""
 
     def __init__(self, func: n.PrimFunc):
         self.func = func
         self.plan = host_plan(func)
-        self.lib = ctypes.CDLL(str(compile_emulator(func, self.plan)))
-        self.launchers = []
-        for k in range(len(self.plan.kernels)):
-            fn = getattr(self.lib, f"td_launch_{k}")
-            fn.restype = ctypes.c_int
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                           ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
-                           ctypes.c_char_p]
-            self.launchers.append(fn)
+        self.library = _Library(compile_emulator(func, self.plan), len(self.plan.kernels))
 
-    def run(self, buffers: dict, scalars: dict):
+    def run(self, buffers: dict, scalars: dict, *, seed: int | None = None,
+            order: str = "random", warp_lockstep: bool = False):
         """``buffers``: id(Buffer) -> numpy array for every parameter; ``scalars``:
-        Var -> int. Allocates the intermediates, then launches every kernel in order."""
+        Var -> int. Allocates the intermediates (poisoned), then launches every kernel
+        in order. ``seed``, ``order``, ``warp_lockstep``: see the module's docstring."""
+        seed = _start_run(seed, order)
         arrays = dict(buffers)
         for temp in self.plan.temps:
             size = evaluate(temp.extent, scalars)
-            arrays[id(temp.buffer)] = np.zeros(size, _numpy_dtype(temp.buffer.dtype))
-        for kernel, launch in zip(self.plan.kernels, self.launchers):
-            bufs = [arrays[id(b)] for b in kernel.buffers]
-            ptrs = (ctypes.c_void_p * max(1, len(bufs)))(*[a.ctypes.data for a in bufs])
-            nbytes = (ctypes.c_longlong * max(1, len(bufs)))(*[a.nbytes for a in bufs])
-            vals = (ctypes.c_longlong * max(1, len(kernel.scalars)))(
-                *[int(scalars[v]) for v in kernel.scalars])
+            arrays[id(temp.buffer)] = poisoned(size, _numpy_dtype(temp.buffer.dtype),
+                                               temp.buffer.dtype)
+        for k, kernel in enumerate(self.plan.kernels):
             grid = [evaluate(g, scalars) for g in kernel.grid]
             if min(grid) <= 0:
                 continue  # an empty grid launches nothing
-            message = ctypes.create_string_buffer(512)
-            rc = launch(ptrs, nbytes, vals, *grid, message)
-            if rc:
-                raise EmulationError(f"{kernel.name}: {message.value.decode()}")
+            self.library.launch(k, kernel.name, [arrays[id(b)] for b in kernel.buffers],
+                                [scalars[v] for v in kernel.scalars], grid, seed, order,
+                                warp_lockstep)
+
+
+def poisoned(size: int, np_dtype, dtype: str) -> np.ndarray:
+    """A fresh 64-byte aligned array as uninitialized GPU memory shows in the emulator:
+    NaN for floating point (bfloat16's NaN bits 0x7fff), 0xCD bytes for integers."""
+    out = aligned_numpy((size,), np_dtype)
+    if dt.element(dtype) == "bfloat16":
+        out[...] = 0x7FFF
+    elif np.issubdtype(out.dtype, np.floating):
+        out[...] = np.nan
+    else:
+        out.view(np.uint8)[...] = 0xCD
+    return out
 
 
 def _numpy_dtype(dtype: str):
     return np.dtype("uint16") if dtype == "bfloat16" else np.dtype(dt.numpy_name(dtype))
 
 
-def emulate(module, *arrays):
+def emulate(module, *arrays, **options):
     """Run a module built for ``target="cuda"`` on numpy arrays, on the CPU."""
-    return module.emulate(*arrays)
+    return module.emulate(*arrays, **options)
+
+
+def emulate_source(source: str, kernel: str, grid, block, *arrays, seed: int | None = None,
+                   order: str = "random", warp_lockstep: bool = False):
+    """Run hand-written CUDA C: ``kernel(T0* arg0, T1* arg1, ...)``, one pointer per
+    numpy array (its elements' C type), on ``grid`` x ``block`` (3-tuples). Accesses
+    written ``TD_AT(argN, i)`` (and the other macros of ``emulate.h``) are checked."""
+    if not all(a.flags.c_contiguous for a in arrays):
+        raise ValueError("emulate_source takes C-contiguous arrays")
+    types = [codegen.c_type(a.dtype.name) for a in arrays]
+    call = f"{kernel}({', '.join(f'({t}*)td_ptrs_0[{i}]' for i, t in enumerate(types))})"
+    names = [f"arg{i}" for i in range(len(arrays))]
+    library = _Library(compile_source(source + _launcher(0, call, names, 0, block)), 1)
+    seed = _start_run(seed, order)
+    library.launch(0, kernel, list(arrays), [], grid, seed, order, warp_lockstep)

@@ -94,8 +94,12 @@ class CudaModule(Module):
         return _aligned(p, a.ptr, 32 if p.name in self._tensor_core_args else 16)
 
     # ------------------------------------------------------------ on the CPU
-    def emulate(self, *arrays):
-        """Run the generated kernels on the CPU on numpy arrays (outputs in place)."""
+    def emulate(self, *arrays, seed: int | None = None, order: str = "random",
+                warp_lockstep: bool = False):
+        """Run the generated kernels on the CPU on numpy arrays (outputs in place).
+        Threads run in an order drawn from ``seed`` (else ``TENSORDSL_EMU_SEED``, else
+        random; ``order="sequential"``: by index); ``warp_lockstep``: a warp's lanes
+        in lock-step. See ``targets/cuda/emulate.py``."""
         from .emulate import Emulator
         pointers, sizes = self.check_args(arrays, self._check_host_array)
         if self._emulator is None:
@@ -104,7 +108,8 @@ class CudaModule(Module):
         error = np.zeros(2, np.int64)
         if self.checked_reads:
             buffers[id(self.func.attrs["index_error"])] = error
-        self._emulator.run(buffers, dict(zip(self.scalars, sizes)))
+        self._emulator.run(buffers, dict(zip(self.scalars, sizes)), seed=seed, order=order,
+                           warp_lockstep=warp_lockstep)
         self.raise_index_error(int(error[0]), int(error[1]), arrays)
 
     def _check_host_array(self, p, a, bound) -> int:

@@ -15,7 +15,7 @@ _NS = "nvcuda::wmma"
 
 def _operand(w, first: n.Load, below: n.Load):
     ldm = simplify_expr(n.Sub(below.index, first.index))
-    return f"&{w.at(first.buffer, w.expr(first.index))}", ldm
+    return f"&{w.at(first.buffer, w.expr(first.index), 'address')}", ldm
 
 
 def _fragment(w, first: n.Load, below: n.Load) -> str:
