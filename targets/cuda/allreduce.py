@@ -58,6 +58,10 @@ def write_allreduce(w, s: n.AllReduce, depth: int):
     whole_warps = threads % 32 == 0     # __shfl_xor_sync(0xffffffff) needs full warps
     if extent & (extent - 1) == 0 and extent <= 32 and whole_warps:
         butterfly(extent, d)
+        if threads > 32:
+            # insert_barriers counts an AllReduce as a block barrier: with several warps
+            # the shuffles alone order only each warp
+            w.emit(d, "__syncthreads();")
     else:
         by_warp = extent % 32 == 0 and whole_warps
         per_value = threads // 32 if by_warp else threads

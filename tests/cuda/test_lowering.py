@@ -270,3 +270,26 @@ def test_vectors_whose_start_is_not_16_byte_aligned_are_moved_lane_by_lane(rng):
     assert "float4" not in src and "__shared__" in src
     a, b = rng.standard_normal((64, 64), "float32"), rng.standard_normal((64, 64), "float32")
     np.testing.assert_allclose(emulate(s, [A, B, C], [a, b]), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_warp_shuffle_reduction_in_a_block_of_several_warps_ends_with_a_barrier(rng):
+    """insert_barriers counts an AllReduce as a block-wide barrier; a 32-wide reduction in
+    a block of 4 warps is shuffles only, which order just one warp, so the generated code
+    must add the __syncthreads() the lowering relied on."""
+    A = td.placeholder((8, 32), name="A")
+    k = td.reduce_axis((0, 32), "k")
+    B = td.compute((8,), lambda i: td.sum(A[i, k], axis=k), name="B")
+    s = td.create_schedule(B.op)
+    io, ii = s[B].split(B.op.axis[0], factor=4)
+    s[B].bind(io, td.thread_axis("blockIdx.x"))
+    s[B].bind(ii, td.thread_axis("threadIdx.y"))
+    s[B].bind(k, td.thread_axis("threadIdx.x"))
+    f = td.build(s, [A, B], target="cuda -arch=sm_80")
+    source = f.get_source()
+    assert "__shfl_xor_sync" in source
+    after_shuffles = source[source.rindex("__shfl_xor_sync"):]
+    assert "__syncthreads();" in after_shuffles
+    a = rng.standard_normal((8, 32)).astype("float32")
+    b = np.full(8, np.nan, "float32")
+    f.emulate(a, b)
+    np.testing.assert_allclose(b, a.sum(axis=1), rtol=1e-5, atol=1e-5)
