@@ -1,11 +1,13 @@
 """The auto-scheduler: random points of its derived space compute what numpy does."""
 import random
+import zlib
 
 import numpy as np
 import pytest
 
 import tensordsl as td
 from tensordsl.autotune import Workload
+from tests.helpers import poisoned
 
 CASES = [
     ("matmul", [(37, 29), (29, 53)], {}),
@@ -43,14 +45,14 @@ def test_random_auto_schedules_match_numpy(op, shapes, attrs):
     w = Workload(op, [("array", s, "float32") for s in shapes], attrs, scheduler="auto")
     assert w.template == "auto"
     space = w.space()
-    rng = random.Random(hash(op) % 1000)
+    rng = random.Random(zlib.crc32(op.encode()))   # the same configurations every run
     arrays = w.arrays(seed=3)
     ref = _reference(op, arrays, attrs)
     configs = [w.default_config()] + [{k: rng.choice(v) for k, v in space.items()}
                                       for _ in range(5)]
     for config in configs:
         s, tensors = w.schedule(config)
-        out = np.full(ref.shape, np.nan, "float32")
+        out = poisoned(ref.shape)
         td.build(s, tensors)(*arrays, out)
         np.testing.assert_allclose(out, ref, rtol=2e-4, atol=2e-4, err_msg=str(config))
 
@@ -67,6 +69,6 @@ def test_a_user_compute_without_a_schedule_is_auto_scheduled(tmp_path):
     assert w.template == "auto" and "r0" in w.space()
     x, y = w.arrays(seed=1)
     s, tensors = w.schedule({"t0": 2, "m0": 4, "r0": 16, "unroll": 1})
-    out = np.empty(50, "float32")
+    out = poisoned(50)
     td.build(s, tensors)(x, y, out)
     np.testing.assert_allclose(out, (x * y).sum(1), rtol=1e-4, atol=1e-4)

@@ -1,4 +1,5 @@
 """Measurement in a worker process and the search, end to end on small workloads."""
+import ast
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 import tensordsl as td
 from tensordsl import autotune, cli
 from tensordsl.autotune.records import RecordDB, record_target
+from tests.helpers import poisoned
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,6 +95,15 @@ def _tune_cmd(tmp_path, *extra):
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _assert_reports_the_best_record(out: str, db: RecordDB):
+    """The tune command's summary names the database's fastest record: time and config."""
+    (line,) = [line for line in out.splitlines() if line.startswith("best of ")]
+    ((workload, target, _, _),) = db.workloads()
+    best = db.best(workload, target)
+    assert f": {best['seconds'] * 1e3:.3f} ms" in line, (line, best)
+    assert ast.literal_eval(line.split("  config ", 1)[1]) == best["config"], (line, best)
+
+
 def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path):
     proc = _tune_cmd(tmp_path)
     path = tmp_path / "r.sqlite"
@@ -114,6 +125,7 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path):
     configs = [json.dumps(r["config"], sort_keys=True) for r in after]
     assert len(set(configs)) == 30                 # and nothing measured twice
     assert "best of matmul(96x64, 64x80)" in out
+    _assert_reports_the_best_record(out, RecordDB(path))
 
 
 def test_records_cli_list_best_export_import(tmp_path, capsys):
@@ -127,8 +139,10 @@ def test_records_cli_list_best_export_import(tmp_path, capsys):
     out = tmp_path / "all.jsonl"
     assert cli.main(["records", "export", "--db", str(tmp_path / "a.sqlite"),
                      "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2
     assert cli.main(["records", "import", str(out), "--db", str(tmp_path / "b.sqlite")]) == 0
     assert "imported 2 records (0 already present)" in capsys.readouterr().out
+    assert [r["config"] for r in RecordDB(tmp_path / "b.sqlite").trials()] == [{"mr": 6}, {"mr": 8}]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -144,14 +158,44 @@ def test_cli_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert message in err and err.count("\n") == 1
 
 
-def test_tune_cli_draws_best_so_far(tmp_path, capsys):
+def test_tune_cli_draws_best_so_far(tmp_path, capsys, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+    plotted = []
+    plot = Axes.plot
+
+    def recording_plot(self, *args, **kwargs):
+        plotted.append(args[:2])
+        return plot(self, *args, **kwargs)
+    monkeypatch.setattr(Axes, "plot", recording_plot)
     w = user_workload(tmp_path)
     op = w.source   # path/to/file.py:function
     png = tmp_path / "tune.png"
     assert cli.main(["tune", op, "--shape", "1000", "--trials", "4", "--timeout", "5",
                      "--db", str(tmp_path / "r.sqlite"), "--plot", str(png)]) == 0
-    assert "best of" in capsys.readouterr().out
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    db = RecordDB(tmp_path / "r.sqlite")
+    _assert_reports_the_best_record(capsys.readouterr().out, db)
+    # the curve: after each trial, the fastest successful record so far (in ms, or its
+    # GFLOP/s when the workload counts them)
+    rows = db.trials()
+    assert len(rows) == 4
+    fastest = [min((r for r in rows[:t + 1] if r["status"] == "ok"),
+                   key=lambda r: r["seconds"], default=None) for t in range(len(rows))]
+    gflops = any(r["gflops"] for r in rows if r["status"] == "ok")
+    want = [None if r is None else r["gflops"] if gflops else r["seconds"] * 1e3
+            for r in fastest]
+    ((xs, ys),) = plotted
+    assert list(xs) == [1, 2, 3, 4]
+    assert [y is None for y in ys] == [y is None for y in want]
+    assert [y for y in ys if y is not None] == pytest.approx([y for y in want if y is not None])
+    # a 6 x 4 inch PNG at 100 dpi with the curve drawn in it
+    image = imread(png)
+    assert image.shape[:2] == (400, 600)
+    curve = np.isclose(image[..., :3], to_rgb("C0"), atol=0.1).all(axis=-1)
+    assert curve.sum() > 100
 
 
 def test_bench_and_show_an_operator_from_the_cli(tmp_path):
@@ -160,7 +204,16 @@ def test_bench_and_show_an_operator_from_the_cli(tmp_path):
                           "64,48,32", "--rounds", "1"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "matmul(64x32, 32x48)" in out.stdout and "ratio numpy/tensordsl" in out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[0] == "matmul(64x32, 32x48)"
+    ours = float(lines[1].split()[1])
+    (theirs,) = [line.split() for line in lines[2:] if "ratio numpy/tensordsl" in line]
+    numpy_ms, ratio = float(theirs[1]), float(theirs[-1])
+    assert ours > 0 and numpy_ms > 0
+    # the ratio is numpy's time over ours (printed to 3 decimals of a ms, the ratio to 2)
+    low = max(numpy_ms - 5e-4, 0) / (ours + 5e-4)
+    high = (numpy_ms + 5e-4) / max(ours - 5e-4, 1e-9)
+    assert low - 5e-3 <= ratio <= high + 5e-3, (ours, numpy_ms, ratio)
     shown = subprocess.run([sys.executable, "-m", "tensordsl.cli", "show", "softmax",
                             "--shape", "8,64", "--llvm"], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
@@ -197,6 +250,6 @@ def test_build_of_bare_tensors_uses_the_record_tuned_for_that_compute(tmp_path):
         f = td.build([X, Y])
     assert "1, 16)]" in str(f.func)
     x = np.random.default_rng(0).standard_normal((64, 48)).astype("float32")
-    y = np.empty_like(x)
+    y = poisoned(x.shape)
     f(x, y)
     np.testing.assert_array_equal(y, x * 2)

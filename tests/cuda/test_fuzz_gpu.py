@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 import tensordsl as td
 from tensordsl.te.tensor import PlaceholderOp
 
-from ..property.programs import poisoned, programs
+from tests.helpers import poisoned
+
+from ..property.programs import programs
 
 LONG = os.environ.get("TENSORDSL_FUZZ") == "long"
 CASES = 400 if LONG else 20

@@ -1,21 +1,39 @@
-"""Each lowering pass on small programs: the IR before and after."""
+"""Each lowering pass on small programs: the IR before and after, and what it computes."""
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensordsl as td
+from targets.base import Target, get_backend
 from tensordsl.ir import nodes as n
-from tensordsl.ir.printer import print_ir
+from tensordsl.ir.visitor import post_order, uses_var
 from tensordsl.lower.inject_virtual_threads import inject_virtual_threads
-from tensordsl.lower.pipeline import PASS_NAMES, simplify
+from tensordsl.lower.pipeline import GPU_PASSES, PASS_NAMES, PASSES, simplify
 from tensordsl.lower.unroll import unroll_loops
 from tensordsl.lower.vectorize import vectorize_loops
+from tensordsl.runtime.module import Module
 from tensordsl.schedule.trace import dumps, loads, replay
+from tests.helpers import poisoned
 from tests.lower.test_primitives import matmul_def
 
 
 def body_text(func):
     return "\n".join(line.strip() for line in str(func).splitlines()[1:])
+
+
+def run_ir(func: n.PrimFunc, *arrays):
+    """Compile ``func`` as it stands (no further passes) for the CPU and run it on numpy
+    arrays: what a pass returns must still compute what the program means."""
+    target = Target.parse("llvm")
+    backend = get_backend("llvm")
+    source = backend.codegen(func, target)
+    kernel = backend.load(backend.compile(source, target), func, target)
+    Module(func, kernel, backend, target, lambda: source)(*arrays)
+
+
+def i64(value):
+    return n.IntImm("int64", value)
 
 
 def stencil():
@@ -56,82 +74,174 @@ def test_flatten_allocates_the_tile_and_rebases_indices():
     assert "C[i.outer*16 + i.inner] = B[i.inner] + B[i.inner + 2]" in text
 
 
+def _func(body, *buffers, outputs=1):
+    return n.PrimFunc("f", buffers, body, buffers[-outputs:], {})
+
+
 def test_vectorize_turns_the_loop_into_ramps():
-    buf_a = n.Buffer("A", "float32", (n.IntImm("int64", 64),))
-    buf_b = n.Buffer("B", "float32", (n.IntImm("int64", 64),))
+    buf_a = n.Buffer("A", "float32", (i64(64),))
+    buf_b = n.Buffer("B", "float32", (i64(64),))
     i, o = n.Var("i"), n.Var("o")
     store = n.Store(buf_b, n.Add(n.Load("float32", buf_a, o * 8 + i), n.FloatImm("float32", 1.0)),
                     o * 8 + i)
-    loop = n.For(i, n.IntImm("int64", 0), n.IntImm("int64", 8), "vectorized", store)
-    after = print_ir(vectorize_loops(loop))
-    assert after == "B[ramp(o*8 + 0, 1, 8)] = A[ramp(o*8 + 0, 1, 8)]:float32x8 + x8(1.0f)"
+    after = vectorize_loops(n.For(i, i64(0), i64(8), "vectorized", store))
+    # no loop left: one unmasked store of 8 lanes, B[o*8 : o*8 + 8] = A[o*8 : o*8 + 8] + 1
+    assert isinstance(after, n.Store) and after.predicate is None
+    assert isinstance(after.index, n.Ramp) and after.index.lanes == 8
+    assert isinstance(after.index.stride, n.IntImm) and after.index.stride.value == 1
+    assert after.value.dtype == "float32x8"
+    (load,) = [e for e in post_order(after.value) if isinstance(e, n.Load)]
+    assert load.dtype == "float32x8" and isinstance(load.index, n.Ramp)
+    a, b = np.arange(64, dtype="float32"), poisoned(64)
+    run_ir(_func(n.For(o, i64(0), i64(8), "serial", after), buf_a, buf_b), a, b)
+    np.testing.assert_array_equal(b, a + 1)
 
 
 def test_vectorize_masks_a_lane_dependent_guard():
-    buf = n.Buffer("B", "float32", (n.IntImm("int64", 64),))
+    buf = n.Buffer("B", "float32", (i64(64),))
     i = n.Var("i")
-    body = n.IfThenElse(n.LT(i, n.IntImm("int64", 5)), n.Store(buf, n.FloatImm("float32", 0.0), i))
-    loop = n.For(i, n.IntImm("int64", 0), n.IntImm("int64", 8), "vectorized", body)
-    after = vectorize_loops(loop)
+    body = n.IfThenElse(n.LT(i, i64(5)), n.Store(buf, n.FloatImm("float32", 0.0), i))
+    after = vectorize_loops(n.For(i, i64(0), i64(8), "vectorized", body))
     assert isinstance(after, n.IfThenElse)  # runs only if some lane is active
+    assert isinstance(after.condition, n.Call) and after.condition.name == "vector_any"
     store = after.then_case
     assert isinstance(store, n.Store) and store.predicate is not None
-    assert print_ir(after).startswith("if vector_any(ramp(0, 1, 8) < x8(5)):")
+    assert store.predicate.dtype == "boolx8"
+    b = poisoned(64)
+    run_ir(_func(after, buf), b)
+    # lanes 0..4 stored; lanes 5..7, masked off, keep their poison
+    np.testing.assert_array_equal(b, np.concatenate([np.zeros(5), np.full(59, np.nan)]))
 
 
 def test_vectorize_falls_back_on_a_lane_dependent_else():
-    buf = n.Buffer("B", "float32", (n.IntImm("int64", 64),))
+    buf = n.Buffer("B", "float32", (i64(64),))
     i = n.Var("i")
-    body = n.IfThenElse(n.LT(i, n.IntImm("int64", 5)), n.Store(buf, n.FloatImm("float32", 0.0), i),
+    body = n.IfThenElse(n.LT(i, i64(5)), n.Store(buf, n.FloatImm("float32", 0.0), i),
                         n.Store(buf, n.FloatImm("float32", 1.0), i))
-    loop = n.For(i, n.IntImm("int64", 0), n.IntImm("int64", 8), "vectorized", body)
-    after = vectorize_loops(loop)
+    after = vectorize_loops(n.For(i, i64(0), i64(8), "vectorized", body))
     assert isinstance(after, n.For) and after.kind == "serial"
+    b = poisoned(64)
+    run_ir(_func(after, buf), b)
+    np.testing.assert_array_equal(b, np.concatenate([[0] * 5, [1] * 3, [np.nan] * 56]))
 
 
 def test_unroll_copies_the_body():
-    buf = n.Buffer("B", "float32", (n.IntImm("int64", 4),))
+    buf = n.Buffer("B", "float32", (i64(4),))
     i = n.Var("i")
-    loop = n.For(i, n.IntImm("int64", 0), n.IntImm("int64", 3), "unrolled",
-                 n.Store(buf, n.FloatImm("float32", 1.0), i))
-    assert print_ir(unroll_loops(loop)).count("B[") == 3
+    loop = n.For(i, i64(0), i64(3), "unrolled", n.Store(buf, n.FloatImm("float32", 1.0), i))
+    after = unroll_loops(loop)
+    assert not [s for s in post_order(after) if isinstance(s, n.For)]
+    stores = [s for s in post_order(after) if isinstance(s, n.Store)]
+    assert len(stores) == 3 and not [s for s in stores if uses_var(s.index, i)]
+    b = poisoned(4)
+    run_ir(_func(after, buf), b)
+    np.testing.assert_array_equal(b, [1, 1, 1, np.nan])
 
 
 def test_inject_virtual_threads_shares_shared_tiles_and_slices_private_buffers():
-    i64 = lambda v: n.IntImm("int64", v)  # noqa: E731
+    # for vx in vthread(2):
+    #   T = allocate(float32[4], local)         an accumulator per virtual thread
+    #   T[j] = vx
+    #   for k in range(3):
+    #     S = allocate(float32[4], shared)      one tile, the same for every vx
+    #     S[m] = A[k*4 + m]
+    #     T[j] = T[j] + S[j]
+    #   C[vx*4 + j] = T[j]                      vx + the column sums of A
+    inp = n.Buffer("A", "float32", (i64(12),))
     out = n.Buffer("C", "float32", (i64(8),))
     tile = n.Buffer("S", "float32", (i64(4),), "shared")
     acc = n.Buffer("T", "float32", (i64(4),), "local")
-    vx, k, j = n.Var("vx"), n.Var("k"), n.Var("j")
-    fill = n.Store(tile, n.FloatImm("float32", 1.0), k)      # the same for every vx
+    vx, k, j, m = n.Var("vx"), n.Var("k"), n.Var("j"), n.Var("m")
+    init = n.For(j, i64(0), i64(4), "serial", n.Store(acc, n.Cast("float32", vx), j))
+    fill = n.For(m, i64(0), i64(4), "serial",              # the same for every vx
+                 n.Store(tile, n.Load("float32", inp, k * 4 + m), m))
     update = n.For(j, i64(0), i64(4), "serial", n.Store(
         acc, n.Add(n.Load("float32", acc, j), n.Load("float32", tile, j)), j))
     copy = n.For(j, i64(0), i64(4), "serial",
                  n.Store(out, n.Load("float32", acc, j), vx * 4 + j))
     body = n.Allocate(acc, i64(4), n.seq(
-        n.For(k, i64(0), i64(3), "serial", n.Allocate(tile, i64(4), n.seq(fill, update))),
+        init, n.For(k, i64(0), i64(3), "serial", n.Allocate(tile, i64(4), n.seq(fill, update))),
         copy))
     loop = n.For(vx, i64(0), i64(2), "vthread", body, "vthread")
-    f = n.PrimFunc("f", (out,), loop, (out,), {})
-    after = print_ir(simplify(inject_virtual_threads(f)).body)
-    assert after.splitlines() == [
-        "S = allocate(float32[4], shared)",   # one tile for both virtual threads
-        "T = allocate(float32[8], local)",    # an accumulator each
-        "for k in range(0, 3):",
-        "  S[k] = 1.0f",                      # filled once
-        "  for j in range(0, 4):",            # the updates interleave
-        "    T[j] = T[j] + S[j]",
-        "    T[j + 4] = T[j + 4] + S[j]",
-        "for j in range(0, 4):",
-        "  C[j] = T[j]",
-        "  C[j + 4] = T[j + 4]",
-    ]
+    after = simplify(inject_virtual_threads(_func(loop, inp, out)))
+    nodes = post_order(after.body)
+    assert not [s for s in nodes if isinstance(s, n.For) and s.kind == "vthread"]
+    # one tile for both virtual threads, an accumulator each
+    assert sorted((a.buffer.name, a.extent.value, a.buffer.scope) for a in nodes
+                  if isinstance(a, n.Allocate)) == [("S", 4, "shared"), ("T", 8, "local")]
+    # the tile filled once; the two threads' updates interleave in one loop over k
+    assert len([s for s in nodes if isinstance(s, n.Store) and s.buffer.name == "S"]) == 1
+    (k_loop,) = [s for s in nodes if isinstance(s, n.For) and s.var is k]
+    updates = [s for s in post_order(k_loop.body) if isinstance(s, n.For)
+               and [x for x in post_order(s.body) if isinstance(x, n.Store)
+                    and x.buffer.name == "T"]]
+    assert len(updates) == 1
+    assert len([x for x in post_order(updates[0].body)
+                if isinstance(x, n.Store) and x.buffer.name == "T"]) == 2
+    a, c = np.arange(12, dtype="float32"), poisoned(8)
+    run_ir(after, a, c)
+    sums = a.reshape(3, 4).sum(0)
+    np.testing.assert_array_equal(c, np.concatenate([sums, sums + 1]))
+
+
+def gpu_stencil():
+    """The stencil on the GPU: B staged in shared memory per block, filled by the block's
+    threads, so the GPU passes have barriers and guards to place."""
+    A = td.placeholder((49,), name="A")
+    B = td.compute((49,), lambda i: A[i] * 2.0, name="B")
+    C = td.compute((47,), lambda i: B[i] + B[i + 2], name="C")
+    s = td.create_schedule(C.op)
+    bx, tx = s[C].split(C.op.axis[0], factor=16)
+    s[C].bind(bx, td.thread_axis("blockIdx.x"))
+    s[C].bind(tx, td.thread_axis("threadIdx.x"))
+    s[B].set_scope("shared")
+    s[B].compute_at(s[C], bx)
+    s[B].bind(s[B].split(B.op.axis[0], factor=16)[1], td.thread_axis("threadIdx.x"))
+    return s, [A, C]
+
+
+CPU_PASS_NAMES = [name for name, _ in PASSES]
+GPU_ONLY_PASS_NAMES = [name for name, _ in GPU_PASSES if name not in CPU_PASS_NAMES]
 
 
 @pytest.mark.parametrize("name", PASS_NAMES)
 def test_every_pass_can_be_shown_and_verified(name):
-    s, args = stencil()
-    assert str(td.lower(s, args, stop_after=name, verify_passes=True))
+    """After every pass the IR passes the verifier (``verify_passes``), keeps the
+    signature and the stores to the output; from storage flattening on, where the IR is
+    loads and stores of flat buffers, the CPU's compiles as it stands and computes what
+    numpy does -- on the stencil and on a blocked, vectorized, ragged matmul."""
+    if name == "bound_inference":
+        s, args = stencil()
+        text = str(td.lower(s, args, stop_after=name, verify_passes=True))
+        assert "C: i in range(0, 47)" in text.splitlines()
+        return
+    target = "cuda" if name in GPU_ONLY_PASS_NAMES else "llvm"
+    s, args = gpu_stencil() if target == "cuda" else stencil()
+    f = td.lower(s, args, stop_after=name, verify_passes=True, target=target)
+    assert [p.name for p in f.params] == ["A", "C"] and [b.name for b in f.outputs] == ["C"]
+    nodes = post_order(f.body)
+    stores_to_c = [x for x in nodes if isinstance(x, n.Store) and x.buffer.name == "C"
+                   or isinstance(x, n.ProducerStore) and x.tensor.name == "C"]
+    assert stores_to_c, f"{name} dropped the stores to the output:\n{f}"
+    if target == "cuda":
+        tags = {x.thread_tag for x in nodes if isinstance(x, n.For) and x.kind == "thread_binding"}
+        assert {"blockIdx.x", "threadIdx.x"} <= tags
+        if GPU_ONLY_PASS_NAMES.index(name) >= GPU_ONLY_PASS_NAMES.index("insert_barriers"):
+            assert [x for x in nodes if isinstance(x, n.Barrier)]  # B passes between threads
+        return
+    if name not in CPU_PASS_NAMES[CPU_PASS_NAMES.index("flatten_storage"):]:
+        return
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal(49).astype("float32")
+    c = poisoned(47)
+    run_ir(f, a, c)
+    np.testing.assert_allclose(c, 2 * a[:-2] + 2 * a[2:], rtol=1e-6)
+    s, args = blocked_matmul(5, 29, 37)
+    a = rng.standard_normal((5, 37)).astype("float32")
+    b = rng.standard_normal((37, 29)).astype("float32")
+    c = poisoned((5, 29))
+    run_ir(td.lower(s, args, stop_after=name, verify_passes=True), a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_pass_name():
@@ -185,13 +295,12 @@ def test_local_accumulators_start_from_the_identity_and_fold_once():
 @pytest.mark.parametrize("reduce", ["sum", "max"])
 @pytest.mark.parametrize("shape", [(8, 32, 64), (5, 29, 37)])
 def test_local_accumulators_compute_the_same_result(reduce, shape):
-    import numpy as np
     rng = np.random.default_rng(1)
     M, N, K = shape
     s, args = blocked_matmul(M, N, K, reduce=reduce)
     a = rng.standard_normal((M, K)).astype("float32")
     b = rng.standard_normal((K, N)).astype("float32")
-    c = np.full((M, N), np.nan, "float32")
+    c = poisoned((M, N))
     td.build(s, args)(a, b, c)
     prod = a[:, :, None] * b[None, :, :]
     ref = prod.sum(1) if reduce == "sum" else prod.max(1)
@@ -220,7 +329,6 @@ def test_ragged_k_inside_the_last_column_panel_becomes_a_loop_bound():
 
 
 def test_parallel_body_temporaries_get_one_workspace_slice_per_thread():
-    import numpy as np
     A = td.placeholder((64, 4096), name="A")
     T = td.compute((64, 4096), lambda i, j: A[i, j] * 2.0, name="T")
     B = td.compute((64, 4096), lambda i, j: T[i, 4095 - j] + 1.0, name="B")
@@ -233,7 +341,7 @@ def test_parallel_body_temporaries_get_one_workspace_slice_per_thread():
     assert "thread_index()*32768" in text and "team_size" in text
     assert "allocate" not in text
     a = np.random.default_rng(2).standard_normal((64, 4096)).astype("float32")
-    b = np.empty_like(a)
+    b = poisoned(a.shape)
     td.build(s, [A, B])(a, b)
     np.testing.assert_allclose(b, a[:, ::-1] * 2 + 1, rtol=1e-6)
 
@@ -241,7 +349,6 @@ def test_parallel_body_temporaries_get_one_workspace_slice_per_thread():
 def test_a_guard_on_an_unrolled_pair_partitions_the_loop():
     # k split by 16 then by 2 (unrolled): in the last block the pair guard depends on the
     # unrolled variable, so the loop splits into guard-free pairs and a guarded edge
-    import numpy as np
     A = td.placeholder((3, 37), name="A")
     k = td.reduce_axis((0, 37), "k")
     C = td.compute((3,), lambda i: td.sum(A[i, k] * 2.0, axis=k), name="C")
@@ -253,13 +360,12 @@ def test_a_guard_on_an_unrolled_pair_partitions_the_loop():
     loops = [line for line in text.splitlines() if line.startswith("for k.inner.outer")]
     assert len(loops) >= 2, text
     a = np.random.default_rng(3).standard_normal((3, 37)).astype("float32")
-    c = np.zeros(3, "float32")
+    c = poisoned(3)
     td.build(s, [A, C])(a, c)
     np.testing.assert_allclose(c, a.sum(1) * 2, rtol=1e-5, atol=1e-5)
 
 
 def test_a_pragma_wraps_the_loop_body_in_the_ir():
-    import numpy as np
     A = td.placeholder((64,), name="A")
     B = td.compute((64,), lambda i: A[i] + 1.0, name="B")
     s = td.create_schedule(B.op)
@@ -269,13 +375,12 @@ def test_a_pragma_wraps_the_loop_body_in_the_ir():
     text = body_text(td.lower(s, [A, B]))
     assert text.splitlines()[:2] == ["for i.outer in range(0, 4):", "pragma my_hint:"]
     a = np.arange(64, dtype="float32")
-    b = np.empty_like(a)
+    b = poisoned(a.shape)
     td.build(s, [A, B])(a, b)
     np.testing.assert_array_equal(b, a + 1)
 
 
 def test_prefetch_hints_the_next_rows_lines():
-    import numpy as np
     A = td.placeholder((8, 64), name="A")
     B = td.compute((8, 64), lambda i, j: A[i, j] * 3.0, name="B")
     s = td.create_schedule(B.op)
@@ -285,13 +390,12 @@ def test_prefetch_hints_the_next_rows_lines():
     assert "for A.pf1 in range(0, 4):" in text
     assert "prefetch(A[i*64 + A.pf1*16 + 64])" in text
     a = np.arange(512, dtype="float32").reshape(8, 64)
-    b = np.empty_like(a)
+    b = poisoned(a.shape)
     td.build(s, [A, B])(a, b)
     np.testing.assert_array_equal(b, a * 3)
 
 
 def test_a_blocked_reduction_initializes_each_tile_at_its_first_block():
-    import numpy as np
     A, B, C, k = matmul_def(12, 32, 40)
     s = td.create_schedule(C.op)
     i, j = C.op.axis
@@ -307,7 +411,7 @@ def test_a_blocked_reduction_initializes_each_tile_at_its_first_block():
     assert "if k.outer == 0:" in final and "= C.acc" in final
     a = np.random.default_rng(4).standard_normal((12, 40)).astype("float32")
     b = np.random.default_rng(5).standard_normal((40, 32)).astype("float32")
-    c = np.full((12, 32), np.nan, "float32")
+    c = poisoned((12, 32))
     td.build(s, [A, B, C])(a, b, c)
     np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
 
@@ -315,7 +419,6 @@ def test_a_blocked_reduction_initializes_each_tile_at_its_first_block():
 def test_padding_reads_the_interior_without_masks_or_selects():
     # a padded copy, vectorized along a ragged row: where the row is inside, the lanes
     # all read (no mask); the row test is a branch, not a per-lane select
-    import numpy as np
     from kernels.dense import pad
     X = td.placeholder((3, 6, 40), name="X")
     P = pad(X, (0, 2, 0), (0, 1, 1), name="P")
@@ -327,7 +430,7 @@ def test_padding_reads_the_interior_without_masks_or_selects():
     assert len(interior) == 1 and "select" not in interior[0] and ") if (" not in interior[0]
     assert "if_then_else(i1 >= 2 && i1 < 8" in interior[0]
     a = np.random.default_rng(0).standard_normal((3, 6, 40)).astype("float32")
-    out = np.full((3, 9, 41), np.nan, "float32")
+    out = poisoned((3, 9, 41))
     td.build(s, [X, P])(a, out)
     np.testing.assert_array_equal(out, np.pad(a, ((0, 0), (2, 1), (0, 1))))
 
@@ -338,7 +441,6 @@ def test_padding_reads_the_interior_without_masks_or_selects():
 def test_vectorized_padding_matches_numpy(rows, cols, pads, factor, shift):
     # the lane-independent part of a pad's condition is a branch, the lane part a mask
     # that bounds may prove away: every split, tail handling and padding against np.pad
-    import numpy as np
     from kernels.dense import pad
     top, left, bottom, right = pads
     if not any(pads):
@@ -351,6 +453,6 @@ def test_vectorized_padding_matches_numpy(rows, cols, pads, factor, shift):
     tail = "shift_inwards" if shift and width >= factor else "guard"
     s[P].vectorize(s[P].split(x, factor=factor, tail=tail)[1])
     a = np.random.default_rng(rows * 100 + cols).standard_normal((rows, cols)).astype("float32")
-    out = np.full((rows + top + bottom, width), np.nan, "float32")
+    out = poisoned((rows + top + bottom, width))
     td.build(s, [X, P])(a, out)
     np.testing.assert_array_equal(out, np.pad(a, ((top, bottom), (left, right))))

@@ -85,16 +85,6 @@ class Program:
         return t, arr
 
 
-def poisoned(shape, dtype):
-    """An output array no kernel result can be mistaken for: NaN, or a sentinel."""
-    if np.dtype(dtype).kind == "f":
-        return np.full(shape, np.nan, dtype)
-    if np.dtype(dtype).kind == "b":
-        return np.frombuffer(np.full(int(np.prod(shape)), 7, np.uint8).tobytes(),
-                             np.bool_).reshape(shape).copy()
-    return np.full(shape, -123456789, dtype)
-
-
 @st.composite
 def programs(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))

@@ -8,6 +8,7 @@ import pytest
 
 import tensordsl as td
 from targets import cache
+from tests.helpers import poisoned
 
 
 def elementwise(n=1 << 12, vector=True, parallel=False):
@@ -34,11 +35,12 @@ def test_vectorize_emits_simd_instructions():
 
 _THREAD_PROBE = """
 import os, threading, numpy as np
+from tests.helpers import poisoned
 from tests.targets.test_llvm import elementwise
 import tensordsl as td
 f = td.build(*elementwise(1 << 20, parallel=True))
 before = len(os.listdir("/proc/self/task"))
-a = np.random.rand(1 << 20).astype("float32"); b = np.zeros_like(a)
+a = np.random.default_rng(0).random(1 << 20, dtype="float32"); b = poisoned(a.shape)
 f(a, b)
 assert np.allclose(b, np.maximum(a * 1.5 + 0.5, 0))
 print(before, len(os.listdir("/proc/self/task")), threading.active_count())
@@ -69,8 +71,8 @@ def test_disk_cache_hit_skips_compilation(monkeypatch, tmp_path):
     monkeypatch.setattr(get_backend("llvm"), "compile",
                         lambda *a: pytest.fail("compiled despite a cached object"))
     f = td.build(*elementwise(1000))
-    a = np.random.rand(1000).astype("float32")
-    b = np.zeros_like(a)
+    a = np.random.default_rng(0).random(1000, dtype="float32")
+    b = poisoned(a.shape)
     f(a, b)
     np.testing.assert_allclose(b, np.maximum(a * 1.5 + 0.5, 0), rtol=1e-6)
 
@@ -88,8 +90,8 @@ def test_corrupt_cache_entry_is_rebuilt(monkeypatch, tmp_path, damage):
         entry.write_bytes(raw[:-100] + bytes(b ^ 0xFF for b in raw[-100:]))
     cache.clear_memory()
     f = td.build(*elementwise(999))
-    a = np.random.rand(999).astype("float32")
-    b = np.zeros_like(a)
+    a = np.random.default_rng(0).random(999, dtype="float32")
+    b = poisoned(a.shape)
     f(a, b)
     np.testing.assert_allclose(b, np.maximum(a * 1.5 + 0.5, 0), rtol=1e-6)
     assert entry.read_bytes() == raw  # rewritten whole
@@ -114,8 +116,7 @@ def test_thread_binding_needs_cuda():
 @pytest.mark.parametrize("fn", ["exp", "tanh"])
 def test_inline_exp_and_tanh_match_numpy_everywhere(fn, lanes):
     # the vector forms (vscalefps, a rational tanh with a Newton-refined reciprocal on
-    # AVX-512) against float64 numpy, special values included
-    import numpy as np
+    # AVX-512) against float64 numpy, special values included: every element checked
     x = np.concatenate([np.linspace(-120, 100, 4086), np.linspace(-1e-3, 1e-3, 64),
                         [np.nan, np.inf, -np.inf, 0.0, 88.7, -87.0, 7.95, -7.95, 1e-30,
                          -1e-30]]).astype("float32")
@@ -124,15 +125,21 @@ def test_inline_exp_and_tanh_match_numpy_everywhere(fn, lanes):
     s = td.create_schedule(Y.op)
     if lanes > 1:
         s[Y].vectorize(s[Y].split(Y.op.axis[0], factor=lanes)[1])
-    y = np.empty_like(x)
-    td.build(s, [X, Y])(x, y)
     with np.errstate(all="ignore"):
         ref = getattr(np, fn)(x.astype("float64"))
+    y = poisoned(x.shape, unlike=ref)   # not NaN where NaN must come out
+    td.build(s, [X, Y])(x, y)
     normal = np.isfinite(ref) & (np.abs(ref) > 1e-37) & (np.abs(ref) < 3e38)
     assert np.max(np.abs(y[normal] - ref[normal]) / np.abs(ref[normal])) < 5e-7
     overflow = ~normal & (np.abs(ref) >= 3.5e38)
     np.testing.assert_array_equal(y[overflow], np.sign(ref[overflow]) * np.float32(np.inf))
+    tiny = np.isfinite(ref) & (np.abs(ref) <= 1e-37)       # zero, or a denormal away
+    np.testing.assert_allclose(y[tiny], ref[tiny], rtol=0, atol=np.finfo("float32").tiny)
+    edge = np.isfinite(ref) & ~normal & ~tiny & ~overflow   # near float32's largest
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(y[edge], ref[edge].astype("float32"), rtol=5e-7)
     assert np.isnan(y[np.isnan(x)]).all()
+    assert (normal | overflow | tiny | edge | np.isnan(x)).all()
     if fn == "tanh":
         assert y[x == np.inf][0] == 1.0 and y[x == -np.inf][0] == -1.0
     else:
@@ -169,7 +176,7 @@ def test_nontemporal_stores_write_the_same_values_at_any_alignment(dtype, lanes,
     a = _offset_array(n, dtype, 0)
     a[:] = rng.integers(-20, 20, n).astype(dtype)
     out = _offset_array(n, dtype, offset if offset % np.dtype(dtype).itemsize == 0 else 0)
-    out[:] = 0
+    out[:] = poisoned(n, dtype)
     f(a, out)
     np.testing.assert_array_equal(out, (a * 3 + a).astype(dtype))
 
@@ -200,7 +207,7 @@ def test_nontemporal_never_applies_to_the_kernels_own_buffers():
     # C: one aligned whole vector or four 16-byte pieces; B's store and C's fallback plain
     assert len(streamed) == 5 and len(stores) - len(streamed) == 2
     a = np.random.default_rng(0).standard_normal(n).astype("float32")
-    out = np.empty_like(a)
+    out = poisoned(a.shape)
     f(a, out)
     np.testing.assert_allclose(out, (a + 1) * 2, rtol=1e-6)
 
@@ -215,6 +222,6 @@ def test_a_very_wide_vectorized_loop_runs_as_vectors_of_at_most_64_lanes(extent)
     text = str(td.lower(s, [A, B]))
     assert "j.chunk" in text and "x64(" in text and f"x{extent}(" not in text
     a = np.random.default_rng(extent).standard_normal((3, extent)).astype("float32")
-    b = np.full_like(a, np.nan)
+    b = poisoned(a.shape)
     td.build(s, [A, B])(a, b)
     np.testing.assert_allclose(b, a * 2 + a[:, ::-1], rtol=1e-6)
