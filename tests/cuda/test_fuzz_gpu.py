@@ -1,7 +1,8 @@
 """The miscompile fuzzer on the GPU path: random programs (``tests/property/programs``)
 with random GPU schedules — flattened loops bound to blocks and threads of random sizes,
 producers inlined or computed in kernels of their own, reductions across threads, local
-caches of outputs, shared-memory staging of inputs — compiled to CUDA C, run through the
+caches of outputs, shared-memory staging of inputs (per block, or per reduction chunk and
+double-buffered) — compiled to CUDA C, run through the
 emulator and compared with numpy. Each case compiles a host library, so CI runs a small
 budget; ``TENSORDSL_FUZZ=long`` runs more."""
 import os
@@ -18,24 +19,59 @@ from tests.helpers import poisoned
 from ..property.programs import programs
 
 LONG = os.environ.get("TENSORDSL_FUZZ") == "long"
-CASES = 400 if LONG else 20
+CASES = 400 if LONG else 30
 
 THREADS = [1, 2, 3, 8, 32, 33, 64, 128]
 
 
-def _bind_flat(draw, stage, axes, block_tag="blockIdx.x"):
-    """Fuse ``axes``, split by a random thread count: blocks outside, threads inside."""
+def _bind_flat(draw, stage, axes, threads=None):
+    """Fuse ``axes``, split by a (random) thread count: blocks outside, threads inside."""
     fused = axes[0] if len(axes) == 1 else stage.fuse(*axes)
-    bx, tx = stage.split(fused, factor=draw(st.sampled_from(THREADS)))
-    stage.bind(bx, td.thread_axis(block_tag))
+    bx, tx = stage.split(fused, factor=threads or draw(st.sampled_from(THREADS)))
+    stage.bind(bx, td.thread_axis("blockIdx.x"))
     stage.bind(tx, td.thread_axis("threadIdx.x"))
     return bx, tx
+
+
+def _static(t) -> bool:
+    return all(isinstance(d, td.ir.nodes.IntImm) for d in t.shape)
+
+
+def _fetch(draw, s, stage, src, at, threads, double):
+    """``src`` staged in shared memory at loop ``at`` of ``stage``, fetched by the
+    block's ``threads`` threads; double-buffered across ``at``'s iterations if asked."""
+    cache = s.cache_read(src, "shared", [stage])
+    s[cache].compute_at(stage, at)
+    axes = list(s[cache].op.axis)
+    fused = axes[0] if len(axes) == 1 else s[cache].fuse(*axes)
+    _, tx = s[cache].split(fused, factor=threads)
+    s[cache].bind(tx, td.thread_axis("threadIdx.x"))
+    if double:
+        s[cache].double_buffer()
+
+
+def _staged_reduction(draw, s, stage):
+    """Threads over the outputs, the reduction split into chunks; per chunk one input
+    is staged in shared memory (double-buffered or not)."""
+    op = stage.op
+    threads = draw(st.sampled_from(THREADS))
+    bx, tx = _bind_flat(draw, stage, list(stage.leaf_iter_vars[:len(op.axis)]), threads)
+    ko, ki = stage.split(op.reduce_axis[0], factor=draw(st.sampled_from([1, 2, 5])))
+    stage.reorder(bx, ko, tx, ki)
+    inputs = [t for t in op.input_tensors if isinstance(t.op, PlaceholderOp)
+              and t.dtype == "float32" and _static(t)]
+    if inputs and _static(op.output(0)):
+        src = inputs[draw(st.integers(0, len(inputs) - 1))]
+        _fetch(draw, s, stage, src, ko, threads, draw(st.booleans()))
 
 
 def _schedule_stage(draw, s, stage):
     op = stage.op
     spatial = list(stage.leaf_iter_vars[:len(op.axis)])
     if not spatial:
+        return
+    if op.reduce_axis and len(op.reduce_axis) == 1 and draw(st.booleans()):
+        _staged_reduction(draw, s, stage)
         return
     if op.reduce_axis and draw(st.booleans()) and len(op.reduce_axis) == 1:
         # a reduction across the threads of a block: one block per output element
@@ -51,19 +87,12 @@ def _schedule_stage(draw, s, stage):
 def _stage_inputs_in_shared(draw, s, out, bx):
     """Stage one input of the output in shared memory per block, fetched by the block's
     threads (a cooperative fetch of the region the block reads)."""
-    static = all(isinstance(d, td.ir.nodes.IntImm) for d in out.shape)
     inputs = [t for t in out.op.input_tensors if isinstance(t.op, PlaceholderOp)
-              and t.dtype == "float32" and static
-              and all(isinstance(d, td.ir.nodes.IntImm) for d in t.shape)]
+              and t.dtype == "float32" and _static(t) and _static(out)]
     if not inputs:
         return
     src = inputs[draw(st.integers(0, len(inputs) - 1))]
-    cache = s.cache_read(src, "shared", [out])
-    s[cache].compute_at(s[out], bx)
-    axes = list(s[cache].op.axis)
-    fused = axes[0] if len(axes) == 1 else s[cache].fuse(*axes)
-    _, tx = s[cache].split(fused, factor=draw(st.sampled_from(THREADS)))
-    s[cache].bind(tx, td.thread_axis("threadIdx.x"))
+    _fetch(draw, s, s[out], src, bx, draw(st.sampled_from(THREADS)), False)
 
 
 @st.composite
