@@ -12,10 +12,11 @@ def build(schedule, args=None, target="llvm", name: str = "main",
           check_indices: bool = True) -> Module:
     """Compile ``schedule`` into a function of ``args`` (tensors, in call order).
 
-    ``td.build(args)`` — tensors only, the output last — schedules the computation
-    itself: with the best tuning record filed for it (``tensordsl tune file.py:function``
-    records a compute under a name-independent key, ``autotune/structural.py``), else the
-    auto-scheduler's defaults.
+    ``td.build(args)`` — tensors only, the output last, as a user file's function returns
+    them — schedules the computation itself: with the best tuning record filed for it
+    (``tensordsl tune file.py:function`` records a compute under a name-independent key,
+    ``autotune/structural.py``; a record of the file's own ``schedule(s, outs, config)``
+    replays that function), else the auto-scheduler's defaults.
 
     ``target``: ``"llvm"`` (the host CPU; the callable takes numpy arrays) or ``"cuda"``
     / ``"cuda -arch=sm_80"`` (a GPU; the callable takes ``td.nd`` device arrays, and
@@ -54,11 +55,14 @@ def build(schedule, args=None, target="llvm", name: str = "main",
 
 
 def _auto_schedule(tensors: list, target: str):
-    """The schedule ``td.build(tensors)`` uses: the best record of the auto-scheduler's
-    space for this computation, or its defaults."""
-    from .autotune.history import best_config
+    """The schedule ``td.build(tensors)`` uses: the best record filed for this computation
+    — of the auto-scheduler's space, or of a user file's own ``schedule(s, outs, config)``
+    (``tensordsl tune file.py:function``), which its record names — else the
+    auto-scheduler's defaults."""
+    from .autotune.history import best_config, best_record
     from .autotune.records import canonical
     from .autotune.structural import structural_key
+    from .autotune.userfile import UserFunction
     from .schedule.schedule import create_schedule
     from .te.tensor import PlaceholderOp, Tensor
     from schedules.cpu.auto import schedule_auto
@@ -70,6 +74,18 @@ def _auto_schedule(tensors: list, target: str):
     key = canonical({"op": structural_key(out, inputs),
                      "args": [["array", [int(d.value) for d in t.shape], t.dtype]
                               for t in inputs], "attrs": {}})
+    rec = best_record(key, target)
+    if rec is not None and rec["template"] == "user" and rec.get("source"):
+        s = create_schedule(out.op)
+        try:
+            UserFunction.from_json(rec["source"]).template()(s, [out], dict(rec["config"]))
+            return s, tensors
+        except Exception as err:  # the file moved or changed: its record cannot be replayed
+            import warnings
+            warnings.warn(f"build: the best record of this compute was tuned with "
+                          f"{rec.get('name') or 'a user file'}'s schedule, which cannot be "
+                          f"applied now ({type(err).__name__}: {err}); using the "
+                          "auto-scheduler", stacklevel=3)
     s = create_schedule(out.op)
     schedule_auto(s, out, best_config(key, target, "auto"))
     return s, tensors

@@ -1,56 +1,51 @@
 """The ``tensordsl`` command line.
 
     tensordsl demo                        define, compile and time kernels beside numpy
-    tensordsl show FILE.py:FUNC [--ir|--llvm|--asm] [--after PASS]
-                                          print a schedule's IR or code; FUNC returns
-                                          (schedule, args)
+    tensordsl show FILE.py:FUNC [--shape ...] [--ir|--llvm|--asm] [--after PASS]
+                                          print a schedule's IR or code: FUNC(*sizes)
+                                          returns its tensors or (schedule, tensors)
     tensordsl show OP --shape ... [--ir|--llvm|--asm]
                                           the same for an operator as td.ops builds it
     tensordsl show OP --shape ... --cuda|--ptx [--arch sm_80]
                                           the operator's GPU template: CUDA C or PTX
     tensordsl tune OP --shape ... [--trials N] [--timeout S] [--db PATH] [--resume]
                                           search OP's schedule space (autotune/)
-    tensordsl records list|best|export|import
+    tensordsl records list|best|export|import|delete
     tensordsl bench OP --shape ...        ours beside numpy / PyTorch
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 
 
-def _load_function(spec: str):
-    path, sep, name = spec.rpartition(":")
-    if not sep or not path.endswith(".py"):
-        raise ValueError(f"expected path/to/file.py:function, got {spec!r}")
-    module_spec = importlib.util.spec_from_file_location("tensordsl_user_module", path)
-    if module_spec is None:
-        raise ValueError(f"cannot load {path!r}")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except FileNotFoundError:
-        raise ValueError(f"no such file: {path!r}") from None
-    fn = getattr(module, name, None)
-    if fn is None:
-        raise ValueError(f"{path!r} has no function {name!r}")
-    return fn
+def _user_hand_schedule(args):
+    """(schedule, tensors) when ``args.target`` is a user function that returns its own
+    schedule, else None (userfile.py: the contract of user files)."""
+    from .autotune.cli import parse_attrs, user_arguments
+    from .autotune.userfile import UserFunction, is_user_spec
+    if not is_user_spec(args.target):
+        return None
+    call = UserFunction(args.target, user_arguments(args.shape, args.args),
+                        parse_attrs(args.attr))
+    schedule, tensors = call.call()
+    return None if schedule is None else (schedule, tensors)
 
 
 def _show(args) -> int:
     import tensordsl as td
     if args.cuda or args.ptx:
         return _show_cuda(args)
-    if args.shape:
-        # an operator (or path/to/file.py:compute) on shapes: the schedule td.ops would
-        # use, i.e. the best tuning record or the template's defaults
-        from .autotune.cli import workload_from_args
-        from .autotune.history import best_config
-        workload = workload_from_args(args.target, args.shape, args.dtype, args.attr)
-        s, tensors = workload.schedule(best_config(workload.key, "llvm", workload.template))
+    hand = _user_hand_schedule(args)
+    if hand is not None:
+        s, tensors = hand
     else:
-        s, tensors = _load_function(args.target)()
+        # an operator on shapes, or a user's compute: the schedule a build would use,
+        # i.e. the best tuning record or the template's defaults
+        from .autotune.cli import workload_from_args
+        workload = workload_from_args(args.target, args.shape, args.dtype, args.attr,
+                                      values=args.args)
+        s, tensors = workload.schedule(workload.tuned_config())
     if args.llvm or args.asm:
         f = td.build(s, tensors)
         print(f.get_source("asm" if args.asm else "ll"))
@@ -61,16 +56,21 @@ def _show(args) -> int:
 
 def _show_cuda(args) -> int:
     """The GPU side: an operator scheduled by its template in schedules/cuda, or a
-    file's (schedule, args) bound to GPU indices."""
+    file's (schedule, tensors) bound to GPU indices."""
     import tensordsl as td
-    if args.shape:
+    hand = _user_hand_schedule(args)
+    if hand is not None:
+        s, tensors = hand
+    else:
         from schedules.cuda import schedule_for
         from .autotune.cli import workload_from_args
-        workload = workload_from_args(args.target, args.shape, args.dtype, args.attr)
+        workload = workload_from_args(args.target, args.shape, args.dtype, args.attr,
+                                      values=args.args)
+        if workload.user:
+            raise ValueError(f"--cuda/--ptx: {workload!r} returns tensors only; return a "
+                             "(schedule, tensors) pair bound to GPU blocks and threads")
         placeholders, out = workload.define()
         s, tensors = schedule_for(workload.op, out, workload.attrs), placeholders + [out]
-    else:
-        s, tensors = _load_function(args.target)()
     target = f"cuda -arch={args.arch}" if args.arch else "cuda"
     if args.after:
         print(td.lower(s, tensors, stop_after=args.after, target=target))
@@ -96,13 +96,11 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="define, compile and time kernels beside numpy")
     show = sub.add_parser("show", help="print the IR or generated code of a schedule")
-    show.add_argument("target", help="path/to/file.py:function returning (schedule, args); "
+    show.add_argument("target", help="path/to/file.py:function, called with the --shape "
+                                     "sizes, returning its tensors or (schedule, tensors); "
                                      "or, with --shape, an operator (matmul, softmax, ...)")
-    show.add_argument("--shape", action="append", default=[], metavar="DIMS",
-                      help="an input's shape (repeat per input; matmul also takes M,N,K)")
-    show.add_argument("--dtype", default="float32", help="element type with --shape")
-    show.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
-                      help="an operator attribute with --shape, e.g. padding=1")
+    from .autotune import cli as tune_cli
+    tune_cli.add_workload_arguments(show)
     kind = show.add_mutually_exclusive_group()
     kind.add_argument("--ir", action="store_true", help="lowered loop nest (default)")
     kind.add_argument("--llvm", action="store_true", help="LLVM IR")
@@ -113,7 +111,6 @@ def main(argv=None) -> int:
                                      "GPU's, else sm_90)")
     from .lower.pipeline import PASS_NAMES
     show.add_argument("--after", choices=PASS_NAMES, help="show the IR after this pass")
-    from .autotune import cli as tune_cli
     tune_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.version:

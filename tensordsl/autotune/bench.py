@@ -3,7 +3,8 @@
 Each system runs in a fresh process (two runtimes' thread pools in one process slow each
 other down), with ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE`` removed from its environment;
 each reports the median of its timed calls after warm-up, and the ratio is taken between
-numbers of the same run.
+numbers of the same run. A user's ``file.py:function`` is timed alone, built as
+``td.build`` builds it (its best record, else its ``DEFAULT``).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ import json, sys, time
 import numpy as np
 sys.path.insert(0, {root!r})
 from tensordsl.autotune.workload import Workload
-w = Workload.from_key({key!r})
+w = Workload.from_key({key!r}, "template", {source!r})
 arrays = w.arrays(seed=0)
 attrs = dict(w.attrs)
 def timeit(fn):
@@ -61,6 +62,14 @@ import tensordsl as td
 values = [a[1] for a in w.args if a[0] == "value"]
 call = lambda: td.ops.call(w.op, *arrays, **attrs)
 print(json.dumps({{"seconds": timeit(call)}}))
+"""
+
+_OURS_USER = """
+import tensordsl as td
+s, tensors = w.schedule(w.tuned_config())
+f = td.build(s, tensors)
+out = np.empty([int(d.value) for d in tensors[-1].shape], tensors[-1].dtype)
+print(json.dumps({{"seconds": timeit(lambda: f(*arrays, out))}}))
 """
 
 _NUMPY = """
@@ -91,12 +100,9 @@ def _run(code: str) -> dict:
 def bench(workload, rounds: int = 2) -> dict:
     """{"ours": seconds, "<library>": seconds, "library": name} (best of ``rounds``
     alternating runs), or an "error" entry for a system that could not run."""
-    if workload.user:
-        raise ValueError("bench: compares an operator of kernels/ with a library; "
-                         f"{workload.op!r} is a user compute (use tensordsl tune)")
     lib, expr = REFERENCES.get(workload.op, (None, None))
-    prelude = _PRELUDE.format(root=str(ROOT), key=workload.key)
-    systems = {"tensordsl": prelude + _OURS.format()}
+    prelude = _PRELUDE.format(root=str(ROOT), key=workload.key, source=workload.source)
+    systems = {"tensordsl": prelude + (_OURS_USER if workload.user else _OURS).format()}
     if lib == "numpy":
         systems["numpy"] = prelude + _NUMPY.format(expr=expr)
     elif lib == "torch":

@@ -1,4 +1,5 @@
-"""``tensordsl tune`` and ``tensordsl records``: argument parsing and output."""
+"""``tensordsl tune``, ``bench`` and ``records``: argument parsing and output (a user's
+file.py:function and its arguments: ``userfile.py``)."""
 from __future__ import annotations
 
 import sys
@@ -18,32 +19,77 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _literal(text: str):
+    import ast
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text   # a bare word: float32, nchw
+
+
+def parse_attrs(attrs: list[str]) -> dict:
+    """``--attr name=value`` (repeatable) as a dict of Python literals."""
+    parsed = {}
+    for a in attrs:
+        name, sep, value = a.partition("=")
+        if not sep:
+            raise ValueError(f"--attr: expected name=value, got {a!r}")
+        parsed[name] = _literal(value)
+    return parsed
+
+
+def user_arguments(shapes: list[str], values: list[str]) -> list:
+    """A user function's positional arguments: the sizes of every ``--shape`` in order,
+    then the values of every ``--args``."""
+    positional = [d for s in shapes for d in parse_shape(s)]
+    return positional + [_literal(v.strip()) for text in values for v in text.split(",")]
+
+
 def workload_from_args(op: str, shapes: list[str], dtype: str, attrs: list[str],
-                       scheduler: str = "template"):
-    """``--shape`` once per input array; for matmul, one ``M,N,K`` also works."""
+                       scheduler: str = "template", values: list[str] = ()):
+    """An operator: ``--shape`` once per input array (for matmul, one ``M,N,K`` also
+    works). A user's ``file.py:function``: called with ``user_arguments`` (the contract
+    of ``userfile.py``); ``--attr``s are keywords of both."""
+    from .userfile import is_user_spec
     from .workload import Workload
+    parsed = parse_attrs(attrs)
+    if is_user_spec(op):
+        if dtype != "float32":
+            raise ValueError("--dtype: a user function chooses its own dtypes; pass one as "
+                             f"an argument instead (--args {dtype})")
+        return Workload(op, [("value", v) for v in user_arguments(shapes, values)], parsed,
+                        scheduler)
+    if values:
+        raise ValueError(f"--args: only for a user's file.py:function; {op} takes --shape "
+                         "and --attr")
     if not shapes:
         raise ValueError("--shape: give the shape of each input array (at least one)")
     dims = [parse_shape(s) for s in shapes]
     if op in MATMUL_LIKE and len(dims) == 1 and len(dims[0]) == 3:
         m, n, k = dims[0]
         dims = [(m, k), (n, k)] if op == "dense" else [(m, k), (k, n)]
-    parsed = {}
-    for a in attrs:
-        name, sep, value = a.partition("=")
-        if not sep:
-            raise ValueError(f"--attr: expected name=value, got {a!r}")
-        try:
-            import ast
-            parsed[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed[name] = value
     w = Workload(op, [("array", d, dtype) for d in dims], parsed, scheduler)
     try:
         w.define()  # refuse a bad operator or mismatched shapes now, in the operator's words
     except TypeError as err:
         raise ValueError(f"{op}: {err} (one --shape per input array)") from None
     return w
+
+
+def add_workload_arguments(parser, what: str = "an operator"):
+    """--shape, --args, --dtype, --attr: the same for tune, bench and show."""
+    parser.add_argument("--shape", action="append", default=[], metavar="DIMS",
+                        help="an input's shape, e.g. 1024,1024 (repeat per input; matmul "
+                             "also takes one M,N,K); for file.py:function, sizes passed "
+                             "as its positional arguments, every --shape in order")
+    parser.add_argument("--args", action="append", default=[], metavar="VALUES",
+                        help="for file.py:function, more positional arguments after the "
+                             "sizes, comma-separated Python literals (e.g. float32,0.5)")
+    parser.add_argument("--dtype", default="float32",
+                        help=f"element type of {what}'s inputs (default float32)")
+    parser.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                        help="an operator attribute (a keyword argument of "
+                             "file.py:function), e.g. padding=1 (repeatable)")
 
 
 def add_parsers(sub):
@@ -54,13 +100,7 @@ def add_parsers(sub):
                     "database as it finishes. td.ops and td.build use the best record.")
     tune.add_argument("op", help="an operator of kernels/ (matmul, conv2d_nchw, softmax, ...) "
                                  "or path/to/file.py:function")
-    tune.add_argument("--shape", action="append", default=[], metavar="DIMS",
-                      help="an input's shape, e.g. 1024,1024 (repeat per input; matmul "
-                           "also takes one M,N,K)")
-    tune.add_argument("--dtype", default="float32", help="element type of the inputs "
-                                                         "(default float32)")
-    tune.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
-                      help="an operator attribute, e.g. padding=1 (repeatable)")
+    add_workload_arguments(tune)
     tune.add_argument("--target", default="llvm", help="compilation target (default llvm)")
     tune.add_argument("--trials", type=int, default=200,
                       help="trials in total for this workload (default 200)")
@@ -82,22 +122,22 @@ def add_parsers(sub):
         description="Our operator (as td.ops builds it: the best record or the defaults) "
                     "beside numpy or PyTorch, each in a fresh process, medians after "
                     "warm-up, ratio = their time / ours.")
-    bench.add_argument("op", help="an operator of kernels/ (matmul, conv2d_nchw, ...)")
-    bench.add_argument("--shape", action="append", default=[], metavar="DIMS",
-                       help="an input's shape (repeat per input; matmul also takes M,N,K)")
-    bench.add_argument("--dtype", default="float32", help="element type (default float32)")
-    bench.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
-                       help="an operator attribute, e.g. padding=1 (repeatable)")
+    bench.add_argument("op", help="an operator of kernels/ (matmul, conv2d_nchw, ...) or "
+                                  "path/to/file.py:function (timed alone)")
+    add_workload_arguments(bench)
     bench.add_argument("--rounds", type=int, default=2,
                        help="alternating rounds; each system's best median is kept")
 
-    records = sub.add_parser("records", help="list, query, export and import tuning records",
+    records = sub.add_parser("records",
+                             help="list, query, export, import and delete tuning records",
                              description="The tuning record database (SQLite).")
-    rsub = records.add_subparsers(dest="records_command", metavar="{list,best,export,import}")
-    for name, text in (("list", "one line per workload: trials and best time"),
+    rsub = records.add_subparsers(dest="records_command",
+                                  metavar="{list,best,export,import,delete}")
+    for name, text in (("list", "one line per workload: trials, failures, best time, name"),
                        ("best", "the best record of every workload"),
                        ("export", "all records as JSON lines (to stdout or --out)"),
-                       ("import", "add records from a JSON-lines file")):
+                       ("import", "add records from a JSON-lines file"),
+                       ("delete", "remove the records of a workload (or only its failed ones)")):
         p = rsub.add_parser(name, help=text, description=text)
         p.add_argument("--db", help="record database (default: records.sqlite in the cache "
                                     "directory)")
@@ -105,6 +145,13 @@ def add_parsers(sub):
             p.add_argument("--out", help="file to write (default: standard output)")
         if name == "import":
             p.add_argument("file", help="a JSON-lines file written by records export")
+        if name == "delete":
+            p.add_argument("workload", help="as records list shows it: its name "
+                                            "(my_op.py:bias_relu(512, 256), matmul(...)), "
+                                            "file.py:function for all its shapes, or its id")
+            p.add_argument("--failed", action="store_true",
+                           help="delete only the failed records (error, wrong, timeout, "
+                                "crash), keeping the measured ones")
 
 
 def run_tune(args) -> int:
@@ -115,14 +162,18 @@ def run_tune(args) -> int:
     if args.timeout <= 0:
         raise ValueError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
     workload = workload_from_args(args.op, args.shape, args.dtype, args.attr,
-                                  "auto" if args.auto else "template")
+                                  "auto" if args.auto else "template", args.args)
     db = RecordDB(args.db)
     history: list = []
     bar = _Progress(args.trials, str(workload))
+    last = None
 
-    def progress(done, failed, gflops, seconds):
-        history.append((done, gflops, seconds))
-        bar.update(done, failed, gflops, seconds)
+    def progress(report):
+        nonlocal last
+        best = report.best or {}
+        history.append((report.done, best.get("gflops"), best.get("seconds")))
+        bar.update(report)
+        last = report
 
     try:
         best = tune(workload, trials=args.trials, db=db, timeout=args.timeout,
@@ -130,8 +181,14 @@ def run_tune(args) -> int:
                     progress=progress)
     finally:
         bar.close()
+    if last is not None and last.failed:
+        out = sys.stderr if best is None else sys.stdout
+        print(f"{sum(last.counts.values())} trials this run: {last.outcomes()}", file=out)
+        for status, (error, config) in last.first_errors.items():
+            print(f"  first {status}: {error}  (config {config})", file=out)
     if best is None:
-        print(f"no configuration of {workload} ran successfully", file=sys.stderr)
+        print(f"no configuration of {workload} ran successfully; the first error of each "
+              f"kind is above (all: tensordsl records export)", file=sys.stderr)
         return 1
     rate = f", {best['gflops']:.1f} GFLOP/s" if best.get("gflops") else ""
     print(f"best of {workload}: {best['seconds'] * 1e3:.3f} ms{rate}  config {best['config']}")
@@ -145,7 +202,8 @@ def run_bench(args) -> int:
     from .bench import bench
     if args.rounds < 1:
         raise ValueError(f"--rounds: expected a positive number, got {args.rounds}")
-    workload = workload_from_args(args.op, args.shape, args.dtype, args.attr)
+    workload = workload_from_args(args.op, args.shape, args.dtype, args.attr,
+                                  values=args.args)
     result = bench(workload, rounds=args.rounds)
     ours = result["tensordsl"]
     if "error" in ours:
@@ -166,19 +224,29 @@ def run_bench(args) -> int:
 
 
 def run_records(args) -> int:
-    from .records import RecordDB
+    from .records import RecordDB, default_path
     if args.records_command is None:
-        raise ValueError("records: expected one of list, best, export, import")
-    db = RecordDB(args.db)
+        raise ValueError("records: expected one of list, best, export, import, delete")
+    if args.records_command != "import" and args.db is None and not default_path().exists():
+        print(f"no records yet ({default_path()} does not exist; tensordsl tune creates it)",
+              file=sys.stderr)
+        return 0 if args.records_command != "delete" else 2
+    # only import adds records: the others refuse a database that is not there
+    db = RecordDB(args.db, create=args.records_command == "import")
+    names = db.names()
     if args.records_command == "list":
+        failed = db.failed_counts()
         for workload, target, n, best in db.workloads():
             shown = f"{best * 1e3:.3f} ms" if best is not None else "-"
-            print(f"{target}\t{n} trials\tbest {shown}\t{workload}")
+            bad = failed.get((workload, target), 0)
+            print(f"{target}\t{n} trials\tbest {shown}\t{bad} failed\t"
+                  f"{_label(workload, names)}\t{_short_id(workload)}")
     elif args.records_command == "best":
         for workload, target, _, _ in db.workloads():
             rec = db.best(workload, target)
             if rec is not None:
-                print(f"{target}\t{rec['seconds'] * 1e3:.3f} ms\t{rec['config']}\t{workload}")
+                print(f"{target}\t{rec['seconds'] * 1e3:.3f} ms\t{rec['config']}\t"
+                      f"{_label(workload, names)}\t{_short_id(workload)}")
     elif args.records_command == "export":
         if args.out:
             with open(args.out, "w") as f:
@@ -186,6 +254,17 @@ def run_records(args) -> int:
             print(f"exported {n} records to {args.out}", file=sys.stderr)
         else:
             db.export_jsonl(sys.stdout)
+    elif args.records_command == "delete":
+        keys = sorted({w for w, _, _, _ in db.workloads()
+                       if _matches(args.workload, w, _label(w, names))})
+        if not keys:
+            shown = "; ".join(sorted({_label(w, names) for w, _, _, _ in db.workloads()}))
+            raise ValueError(f"records delete: no workload {args.workload!r} in {db.path} "
+                             f"(there are: {shown or 'none'})")
+        for key in keys:
+            n = db.delete(key, failed_only=args.failed)
+            what = "failed records" if args.failed else "records"
+            print(f"deleted {n} {what} of {_label(key, names)}")
     else:
         try:
             with open(args.file) as f:
@@ -196,11 +275,39 @@ def run_records(args) -> int:
     return 0
 
 
+def _short_id(key: str) -> str:
+    """A workload's id in ``records list``: the first 10 hex digits of its key's hash."""
+    import hashlib
+    return hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def _label(key: str, names: dict) -> str:
+    """The workload as a person reads it: the name its records carry, else the operator
+    and its shapes from the key."""
+    if key in names:
+        return names[key]
+    import json
+    try:
+        d = json.loads(key)
+        shapes = ", ".join("x".join(map(str, a[1])) if a[0] == "array" else repr(a[1])
+                           for a in d["args"])
+        return f"{d['op']}({shapes})"
+    except (ValueError, KeyError, TypeError, IndexError):
+        return key
+
+
+def _matches(query: str, key: str, label: str) -> bool:
+    """``records delete`` finds a workload by its key, id, name, or (for a user's file)
+    ``file.py:function`` without the arguments."""
+    return query in (key, _short_id(key), label) or label.startswith(query + "(")
+
+
 class _Progress:
     """A live line: trials done, failures, best so far (rich when installed)."""
 
     def __init__(self, total: int, label: str):
         self.total, self.label = total, label
+        self.shown: set = set()    # outcomes whose first error was printed
         self.rich = None
         try:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -213,15 +320,26 @@ class _Progress:
         except ImportError:
             self.rich = None
 
-    def update(self, done, failed, gflops, seconds):
-        best = (f"best {gflops:.1f} GFLOP/s" if gflops else
-                f"best {seconds * 1e3:.3f} ms" if seconds else "best -")
-        info = f"failed {failed}  {best}"
+    def update(self, report):
+        best = report.best or {}
+        shown = (f"best {best['gflops']:.1f} GFLOP/s" if best.get("gflops") else
+                 f"best {best['seconds'] * 1e3:.3f} ms" if best.get("seconds") else "best -")
+        info = f"{report.outcomes()}  {shown}"
+        for status, (error, config) in report.first_errors.items():
+            if status not in self.shown:   # the first failure of its kind, said at once
+                self.shown.add(status)
+                self.say(f"first {status}: {error}  (config {config})")
         if self.rich is not None:
-            self.rich.update(self.task, completed=done, info=info)
+            self.rich.update(self.task, completed=report.done, info=info)
         else:
-            print(f"\rtune {self.label}: {done}/{self.total}  {info}", end="", file=sys.stderr,
-                  flush=True)
+            print(f"\rtune {self.label}: {report.done}/{self.total}  {info}", end="",
+                  file=sys.stderr, flush=True)
+
+    def say(self, line: str):
+        if self.rich is not None:
+            self.rich.console.print(line, markup=False, highlight=False)
+        else:
+            print(f"\r{line}", file=sys.stderr, flush=True)
 
     def close(self):
         if self.rich is not None:

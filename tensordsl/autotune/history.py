@@ -3,7 +3,8 @@
 ``best_config(workload_key, target)`` looks in, first found wins: the database of an
 enclosing ``apply_history_best(db)``; the local database (``records.sqlite`` in the
 cache directory), if there is one; the records shipped in ``schedules/records/``. None:
-the template's defaults.
+the template's defaults. A local database that cannot be read is skipped with one warning
+(naming the file and what to do): a broken file never stops ``td.ops`` from running.
 """
 from __future__ import annotations
 
@@ -11,19 +12,21 @@ import contextlib
 import contextvars
 import functools
 import json
+import warnings
 from pathlib import Path
 
-from .records import RecordDB, default_path, record_target
+from .records import RecordDB, RecordDBError, default_path, record_target
 
 _OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("tensordsl_history", default=None)
 SHIPPED = Path(__file__).resolve().parent.parent.parent / "schedules" / "records"
+_WARNED: set = set()   # local databases already reported unreadable in this process
 
 
 @contextlib.contextmanager
 def apply_history_best(db):
-    """Within the block, builds take their configurations from ``db`` (a path or a
-    ``RecordDB``), before any other source."""
-    db = db if isinstance(db, RecordDB) else RecordDB(db)
+    """Within the block, builds take their configurations from ``db`` (a path of an
+    existing database, or a ``RecordDB``), before any other source."""
+    db = db if isinstance(db, RecordDB) else RecordDB(db, create=False)
     token = _OVERRIDE.set(db)
     try:
         yield db
@@ -40,20 +43,35 @@ def source_token():
 def best_config(workload_key: str, target: str, template: str | None = None) -> dict | None:
     """The configuration of the best record for the workload on ``target`` (among
     ``template``'s, if given: another template's knobs mean nothing to this one)."""
+    rec = best_record(workload_key, target, template)
+    return None if rec is None else rec["config"]
+
+
+def best_record(workload_key: str, target: str, template: str | None = None) -> dict | None:
+    """The best record itself (``config``, ``template``, ``source``, ...), from the first
+    source that has one."""
     target = record_target(target)
     db = _OVERRIDE.get()
     if db is not None:
         rec = db.best(workload_key, target, template)
         if rec is not None:
-            return rec["config"]
+            return rec
     path = default_path()
     if path.exists():
-        with RecordDB(path) as local:
-            rec = local.best(workload_key, target, template)
+        try:
+            with RecordDB(path) as local:
+                rec = local.best(workload_key, target, template)
+        except RecordDBError as err:
+            if str(path) not in _WARNED:
+                _WARNED.add(str(path))
+                warnings.warn(f"{err}; using the shipped records and defaults meanwhile",
+                              stacklevel=3)
+            rec = None
         if rec is not None:
-            return rec["config"]
+            return rec
     shipped = _shipped().get((workload_key, target, template))
-    return None if shipped is None else dict(shipped)
+    return None if shipped is None else {"config": dict(shipped[1]), "template": shipped[0],
+                                         "source": None}
 
 
 @functools.cache
@@ -69,5 +87,5 @@ def _shipped() -> dict:
             for key in ((rec["workload"], rec["target"], rec["template"]),
                         (rec["workload"], rec["target"], None)):
                 if key not in best or rec["seconds"] < best[key][0]:
-                    best[key] = (rec["seconds"], rec["config"])
-    return {k: v[1] for k, v in best.items()}
+                    best[key] = (rec["seconds"], rec["template"], rec["config"])
+    return {k: v[1:] for k, v in best.items()}

@@ -5,8 +5,13 @@ loses at most the trial in flight. Two tuners may write one file at once: SQLite
 write-ahead log and a busy timeout serialize their short transactions. Each record has a
 ``uid`` (a hash of what it is), so importing the same records twice adds nothing.
 
+Each record also carries the workload's readable ``name`` (``matmul(96x64, 64x80)``,
+``my_op.py:bias_relu(512, 256)``) and, for a user's file, its ``source`` (the call and a
+hash of the file's text, so the tuner can tell records of an older version of the file).
+
 The schema is versioned (``meta.schema_version``); a file from a newer tensordsl is
-refused with a clear error rather than misread.
+refused with a clear error rather than misread, one from an older is upgraded in place.
+A file that SQLite cannot read raises ``RecordDBError`` naming the file and what to do.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "error", "wrong", "timeout", "crash")
 
 _SCHEMA = """
@@ -34,13 +39,20 @@ CREATE TABLE IF NOT EXISTS trials (
     gflops REAL,
     error TEXT,
     created REAL NOT NULL,
-    run TEXT NOT NULL
+    run TEXT NOT NULL,
+    name TEXT,
+    source TEXT
 );
 CREATE INDEX IF NOT EXISTS trials_workload ON trials (workload, target, status, seconds);
 """
 
 FIELDS = ("uid", "workload", "target", "template", "config", "status", "seconds", "gflops",
-          "error", "created", "run")
+          "error", "created", "run", "name", "source")
+_ADDED_IN_2 = ("name", "source")   # columns a version-1 file lacks (added when opened)
+
+
+class RecordDBError(ValueError):
+    """A record database that cannot be opened or read; the message names the file."""
 
 
 def default_path() -> Path:
@@ -64,24 +76,53 @@ def canonical(obj) -> str:
 class RecordDB:
     """``RecordDB(path)``; ``add`` one trial, query with ``trials`` and ``best``."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
+        """``create=False`` (the read-only commands): a missing file is an error, not a
+        new empty database."""
         self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 60000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.executescript(_SCHEMA)
+        if not create and not self.path.is_file():
+            raise RecordDBError(f"no record database at {str(self.path)!r} (check the path; "
+                                "tensordsl tune creates one)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        except (OSError, sqlite3.Error) as err:
+            raise self._error(err) from None
+        self._execute("PRAGMA busy_timeout = 60000")
+        self._execute("PRAGMA journal_mode = WAL")
+        try:
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as err:
+            raise self._error(err) from None
         self._check_version()
 
+    def _error(self, err: Exception) -> RecordDBError:
+        return RecordDBError(
+            f"record database {str(self.path)!r} cannot be read ({err}): move it away or "
+            "delete it (its records are lost; tensordsl tune starts a new one), or choose "
+            "another file with --db / apply_history_best")
+
+    def _execute(self, sql: str, params=()):
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.Error as err:
+            raise self._error(err) from None
+
     def _check_version(self):
-        row = self._conn.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        row = self._execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
-            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                               (str(SCHEMA_VERSION),))
+            self._execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                          (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
-            raise ValueError(f"record database {str(self.path)!r} has schema version {row[0]}; "
-                             f"this tensordsl reads up to {SCHEMA_VERSION}")
+            raise RecordDBError(f"record database {str(self.path)!r} has schema version "
+                                f"{row[0]}; this tensordsl reads up to {SCHEMA_VERSION}")
+        elif int(row[0]) < SCHEMA_VERSION:
+            have = {r[1] for r in self._execute("PRAGMA table_info(trials)").fetchall()}
+            for column in _ADDED_IN_2:
+                if column not in have:
+                    self._execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT")
+            self._execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                          (str(SCHEMA_VERSION),))
 
     def close(self):
         self._conn.close()
@@ -95,24 +136,34 @@ class RecordDB:
     # ------------------------------------------------------------ writing
     def add(self, workload: str, target: str, template: str, config: dict, status: str,
             seconds: float | None = None, gflops: float | None = None,
-            error: str | None = None, run: str = "", created: float | None = None) -> bool:
-        """Store one trial (its own transaction). False if an identical record exists."""
+            error: str | None = None, run: str = "", created: float | None = None,
+            name: str | None = None, source: str | None = None) -> bool:
+        """Store one trial (its own transaction). False if an identical record exists.
+        ``name``: the workload as a person reads it; ``source``: a user file's call."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         created = time.time() if created is None else created
         cfg = canonical(config)
         uid = hashlib.sha256(canonical([workload, target, template, cfg, status, seconds,
                                         created, run]).encode()).hexdigest()[:32]
-        cur = self._conn.execute(
+        cur = self._execute(
             f"INSERT OR IGNORE INTO trials ({', '.join(FIELDS)}) VALUES "
             f"({', '.join('?' * len(FIELDS))})",
             (uid, workload, target, template, cfg, status, seconds, gflops, error, created,
-             run))
+             run, name, source))
         return cur.rowcount == 1
+
+    def delete(self, workload: str, failed_only: bool = False) -> int:
+        """Remove the records of ``workload`` (a key; only the failed ones with
+        ``failed_only``); returns how many."""
+        sql = "DELETE FROM trials WHERE workload = ?"
+        if failed_only:
+            sql += " AND status != 'ok'"
+        return self._execute(sql, (workload,)).rowcount
 
     # ------------------------------------------------------------ reading
     def _rows(self, sql: str, params=()) -> list[dict]:
-        cur = self._conn.execute(sql, params)
+        cur = self._execute(sql, params)
         names = [d[0] for d in cur.description]
         out = []
         for row in cur.fetchall():
@@ -151,9 +202,21 @@ class RecordDB:
 
     def workloads(self) -> list[tuple[str, str, int, float | None]]:
         """(workload, target, trials, best seconds) for every workload stored."""
-        return self._conn.execute(
+        return self._execute(
             "SELECT workload, target, COUNT(*), MIN(CASE WHEN status = 'ok' THEN seconds END) "
             "FROM trials GROUP BY workload, target ORDER BY workload").fetchall()
+
+    def failed_counts(self) -> dict[tuple[str, str], int]:
+        """{(workload, target): trials that did not run correctly}."""
+        rows = self._execute("SELECT workload, target, COUNT(*) FROM trials WHERE "
+                             "status != 'ok' GROUP BY workload, target").fetchall()
+        return {(w, t): n for w, t, n in rows}
+
+    def names(self) -> dict[str, str]:
+        """{workload key: its readable name} (the latest name stored for it)."""
+        rows = self._execute("SELECT workload, name FROM trials WHERE name IS NOT NULL "
+                             "ORDER BY id").fetchall()
+        return dict(rows)
 
     # ------------------------------------------------------------ JSON lines
     def export_jsonl(self, out) -> int:
@@ -172,7 +235,8 @@ class RecordDB:
                 continue
             try:
                 rec = json.loads(line)
-                fields = {f: rec[f] for f in FIELDS if f != "uid"}
+                fields = {f: rec[f] for f in FIELDS if f not in ("uid",) + _ADDED_IN_2}
+                fields.update({f: rec.get(f) for f in _ADDED_IN_2})
             except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(f"line {k}: not a tuning record ({err})") from None
             if self.add(**fields):

@@ -14,14 +14,21 @@ mixed integer knobs with sharp interactions (a tile that stops fitting in L1) is
 boosted trees fit well, it trains in milliseconds, and it is one well-kept dependency.
 
 Every trial goes to the database the moment it is measured; ``resume=True`` counts the
-trials already stored for the workload and never measures a configuration twice.
+trials already stored for the workload and never measures a configuration twice. Failed
+trials of an older version of a user's file (another ``source`` hash) do not count: after
+fixing the file, tuning again measures those configurations afresh.
+
+``progress(report)`` follows each trial with a ``TuneReport``: trials by outcome and the
+first error of each kind, so a person sees why trials fail while they fail.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
 import uuid
+from dataclasses import dataclass, field
 
 from .features import IR_FEATURES, ir_features
 from .measure import Builders, Runner
@@ -31,6 +38,30 @@ RANDOM_START = 12      # random configurations before the evolution starts
 POOL = 256             # children proposed per measured batch
 MODEL_POOL = 64        # of which the model ranks (each described by its loop nest)
 BATCH = 8              # compiled in parallel, then measured, per model refit
+
+
+@dataclass
+class TuneReport:
+    """What a tuning run has measured so far: ``counts`` of its trials by outcome
+    (``ok``, ``error``, ``wrong``, ``timeout``, ``crash``), the ``first_errors`` of each
+    failing kind (``{outcome: (error, config)}``), the best record in the database."""
+    total: int
+    done: int = 0
+    counts: dict = field(default_factory=dict)
+    first_errors: dict = field(default_factory=dict)
+    best: dict | None = None
+
+    @property
+    def failed(self) -> int:
+        return sum(n for status, n in self.counts.items() if status != "ok")
+
+    def outcomes(self) -> str:
+        """``ok 4, error 12`` (this run's trials by outcome)."""
+        return ", ".join(f"{status} {n}" for status, n in self.counts.items())
+
+
+def _source_sha(source: str | None) -> str | None:
+    return json.loads(source).get("sha") if source else None
 
 
 class Search:
@@ -118,20 +149,27 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
     """Measure up to ``trials`` configurations of ``workload``'s template; returns the
     best record. Batches are compiled by ``build_workers`` processes at once (default:
     one per core; 0: by the measuring worker itself), then timed one at a time.
-    ``progress(done, failed, best_gflops_or_None, best_seconds)`` follows each trial."""
+    ``progress(report)`` follows each trial (a ``TuneReport``)."""
     db = db if db is not None else RecordDB()
     key, template = workload.key, workload.template
+    if template == "hand":
+        raise ValueError(f"{workload!r} returns a (schedule, tensors) pair, a fixed schedule: "
+                         "there is nothing to tune; return the tensors and define "
+                         "schedule(s, outs, config) and SPACE in the file (or use --auto)")
     target = record_target(target)
     space = workload.space()
-    previous = db.trials(key, target, template)
+    sha = _source_sha(workload.source)
+    # a failure of an older version of the user's file says nothing about this one
+    previous = [r for r in db.trials(key, target, template)
+                if r["status"] == "ok" or _source_sha(r["source"]) == sha]
     if previous and not resume:
         raise ValueError(f"the database already holds {len(previous)} trials of {workload!r}; "
-                         "pass resume=True (--resume) to continue them")
+                         "pass resume=True (--resume) to continue them, or remove them "
+                         f"(tensordsl records delete '{workload!r}')")
     search = Search(space, seed=seed + len(previous),
                     describe=lambda c: ir_features(workload, c))
     seen = {canonical(r["config"]) for r in previous}
     measured = [(r["config"], r["seconds"]) for r in previous if r["status"] == "ok"]
-    failed = sum(r["status"] != "ok" for r in previous)
     done = len(previous)
     run = uuid.uuid4().hex[:12]
     own_runner = runner is None
@@ -139,19 +177,24 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
     builders = Builders(build_workers or os.cpu_count() or 1, timeout) \
         if build_workers != 0 else None
 
+    report = TuneReport(total=trials, done=done)
+
     def record(config, res):
-        nonlocal done, failed
+        nonlocal done
         status = res.get("status", "error")
         db.add(key, target, template, config, status, seconds=res.get("seconds"),
-               gflops=res.get("gflops"), error=res.get("error"), run=run)
+               gflops=res.get("gflops"), error=res.get("error"), run=run,
+               name=repr(workload), source=workload.source)
         done += 1
         if status == "ok":
             measured.append((config, res["seconds"]))
-        else:
-            failed += 1
+        elif status not in report.first_errors:
+            report.first_errors[status] = (res.get("error") or status, config)
+        report.done = done
+        report.counts[status] = report.counts.get(status, 0) + 1
         if progress is not None:
-            best = db.best(key, target, template)
-            progress(done, failed, best and best["gflops"], best and best["seconds"])
+            report.best = db.best(key, target, template)
+            progress(report)
 
     try:
         first = workload.default_config()

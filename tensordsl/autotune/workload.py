@@ -1,22 +1,25 @@
 """A workload: an operator, the shapes and dtypes of its arrays, and its attributes.
 
 The operator is a name from ``kernels/`` (``td.ops``) or a user's own compute,
-``path/to/file.py:function``: ``function(*placeholders)`` returns the output tensor; the
-file may define ``SPACE = {knob: [values]}`` and ``schedule(s, out, config)`` (its own
-template); without them the generic template schedules it.
+``path/to/file.py:function`` called with the workload's values as positional arguments
+(the contract of ``userfile.py``): ``Workload("my_op.py:bias_relu", [("value", 512),
+("value", 256)])``. It returns its tensors; the file may define ``SPACE``, ``DEFAULT`` and
+``schedule(s, outs, config)`` (its own template); without them the auto-scheduler
+schedules it.
 
 ``Workload.key`` is the canonical JSON text that records are filed under: the same
-operator on the same shapes finds the same records from the CLI and from ``td.ops``.
+operator on the same shapes finds the same records from the CLI and from ``td.ops``. A
+user's compute is filed under what it computes (``structural.py``) and the shapes of its
+inputs, the key ``td.build(tensors)`` looks up; the call itself travels as ``source``.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
 from .records import canonical
+from .userfile import CONTRACT, ContractError, UserFunction, is_user_spec
 
 
 class Workload:
@@ -29,17 +32,33 @@ class Workload:
         self.args = [tuple(a) if a[0] == "value" else ("array", tuple(a[1]), str(a[2]))
                      for a in args]
         self.attrs = dict(attrs or {})
-        self.source = source
-        self.user = op.endswith(".py") or ".py:" in op or op.startswith("compute:")
-        if ".py:" in op:
-            path, _, fn = op.rpartition(":")
-            self.source = f"{Path(path).resolve()}:{fn}"
-            # filed under what it computes, not where the file is (see structural.py)
+        self.call: UserFunction | None = None
+        if is_user_spec(op):
+            if any(a[0] != "value" for a in self.args):
+                raise ContractError(f"{op}: a user function takes plain values (its sizes), "
+                                    f"not arrays; {CONTRACT}")
+            self.call = UserFunction(op, [a[1] for a in self.args], self.attrs)
+        elif op.startswith("compute:"):
+            if source is None:
+                raise ValueError(f"{op}: the source (path/to/file.py:function and its "
+                                 "arguments) of this compute is needed to rebuild it")
+            self.call = UserFunction.from_json(source)
+        self.user = self.call is not None
+        if self.user:
+            # filed under what it computes and its inputs' shapes, as td.build looks it up
             from .structural import structural_key
-            placeholders, out = self.define()
-            self.op = structural_key(out, placeholders)
-        elif not self.user:
+            self._hand = self.call.call()[0] is not None
+            inputs, out = self.call.tensors()
+            self.op = structural_key(out, inputs)
+            self.args = [("array", tuple(int(d.value) for d in t.shape), t.dtype)
+                         for t in inputs]
+            self.attrs = {}
+            if op.startswith("compute:") and self.op != op:
+                raise ValueError(f"{self.call.label} no longer computes what its records "
+                                 "were measured for (the file changed)")
+        else:
             self.attrs = self._with_defaults(self.attrs)
+        self.source = self.call.to_json() if self.user else None
 
     def _with_defaults(self, attrs: dict) -> dict:
         """Spell out the operator's keyword defaults: ``padding=1`` and ``padding=1,
@@ -89,15 +108,18 @@ class Workload:
         return cls(op, spec, attrs)
 
     def __repr__(self):
+        if self.user:
+            return self.call.label
         shapes = ", ".join("x".join(map(str, a[1])) if a[0] == "array" else repr(a[1])
                            for a in self.args)
-        name = self.source.rpartition("/")[2] if self.source else self.op
-        return f"{name}({shapes})"
+        return f"{self.op}({shapes})"
 
     # ------------------------------------------------------------ definition
     def define(self):
         """(placeholders, output tensor) of the compute definition."""
         import tensordsl as td
+        if self.user:
+            return self.call.tensors()
         operands, placeholders = [], []
         for k, a in enumerate(self.args):
             if a[0] == "array":
@@ -106,50 +128,25 @@ class Workload:
                 operands.append(p)
             else:
                 operands.append(a[1])
-        if self.user:
-            if self.source is None:
-                raise ValueError(f"{self.op}: the source (path/to/file.py:function) of this "
-                                 "compute is needed to rebuild it")
-            out = self._user_module_function()(*operands, **self.attrs)
-        else:
-            from tensordsl.ops import _operators
-            if self.op not in _operators():
-                raise ValueError(f"unknown operator {self.op!r}; expected one of "
-                                 f"{', '.join(sorted(_operators()))} or path/to/file.py:function")
-            out = _operators()[self.op](*operands, **self.attrs)
+        from tensordsl.ops import _operators
+        if self.op not in _operators():
+            raise ValueError(f"unknown operator {self.op!r}; expected one of "
+                             f"{', '.join(sorted(_operators()))} or path/to/file.py:function")
+        out = _operators()[self.op](*operands, **self.attrs)
         return placeholders, out
-
-    def _user_module(self):
-        """The user's file, executed once per workload (the tuner asks for it often)."""
-        if getattr(self, "_module", None) is None:
-            self._module = self._load_user_module()
-        return self._module
-
-    def _load_user_module(self):
-        path, _, _ = self.source.rpartition(":")
-        spec = importlib.util.spec_from_file_location("tensordsl_tuned_module", path)
-        if spec is None or not Path(path).exists():
-            raise ValueError(f"no such file: {path!r}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    def _user_module_function(self):
-        path, _, name = self.source.rpartition(":")
-        fn = getattr(self._user_module(), name, None)
-        if fn is None:
-            raise ValueError(f"{path!r} has no function {name!r}")
-        return fn
 
     # ------------------------------------------------------------ template
     @property
     def template(self) -> str:
-        """"auto" (the auto-scheduler), "user" (the file's own ``schedule``), or the name
-        of the operator's template in ``schedules/cpu``."""
+        """"auto" (the auto-scheduler), "user" (the file's own ``schedule``), "hand" (the
+        user's function returns its schedule), or the name of the operator's template in
+        ``schedules/cpu``."""
         if self.scheduler == "auto":
             return "auto"
         if self.user:
-            return "user" if hasattr(self._user_module(), "schedule") else "auto"
+            if self._hand:
+                return "hand"
+            return "user" if self.call.template() is not None else "auto"
         from schedules.cpu import template_name
         return template_name(self.op)
 
@@ -161,28 +158,39 @@ class Workload:
         """The configuration a build uses without records (the first trial)."""
         return self._knobs()[1]
 
+    def tuned_config(self, target: str = "llvm") -> dict | None:
+        """The best record's configuration (``history.best_config``), None without one."""
+        from .history import best_config
+        return best_config(self.key, target, self.template)
+
     def _knobs(self) -> tuple[dict, dict]:
-        if self.template == "auto":
+        template = self.template
+        if template == "auto":
             from schedules.cpu.auto import auto_default, auto_space
             out = self.define()[1]
             return auto_space(out), auto_default(out)
+        if template == "hand":
+            return {}, {}
         if self.user:
-            module = self._user_module()
-            return dict(getattr(module, "SPACE", {})), dict(getattr(module, "DEFAULT", {}))
+            return self.call.knobs()
         from schedules.cpu.space import defaults_for, space_for
-        return space_for(self.template), defaults_for(self.template)
+        return space_for(template), defaults_for(template)
 
     def schedule(self, config: dict | None = None):
         """(schedule, tensors) for ``config`` (None: the template's defaults)."""
         import tensordsl as td
+        template = self.template
+        if template == "hand":
+            return self.call.call()
         placeholders, out = self.define()
-        if self.template == "auto":
+        if template == "auto":
             from schedules.cpu.auto import schedule_auto
             s = td.create_schedule(out.op)
             schedule_auto(s, out, config)
         elif self.user:
             s = td.create_schedule(out.op)
-            self._user_module().schedule(s, out, dict(config or {}))
+            self.call.template()(s, [out], dict(self.default_config() if config is None
+                                                else config))
         else:
             from schedules.cpu import schedule_for
             s = schedule_for(self.op, out, self.attrs, config)

@@ -60,12 +60,13 @@ def test_random_auto_schedules_match_numpy(op, shapes, attrs):
 def test_a_user_compute_without_a_schedule_is_auto_scheduled(tmp_path):
     path = tmp_path / "op.py"
     path.write_text("import tensordsl as td\n"
-                    "def rowdot(x, y):\n"
-                    "    k = td.reduce_axis((0, x.shape[1]), 'k')\n"
-                    "    return td.compute((x.shape[0],), lambda i: td.sum(x[i, k] * y[i, k],"
-                    " axis=k), name='rowdot')\n")
-    w = Workload(f"{path}:rowdot", [("array", (50, 70), "float32"),
-                                    ("array", (50, 70), "float32")])
+                    "def rowdot(m, n):\n"
+                    "    x = td.placeholder((m, n), name='x')\n"
+                    "    y = td.placeholder((m, n), name='y')\n"
+                    "    k = td.reduce_axis((0, n), 'k')\n"
+                    "    return [x, y, td.compute((m,), lambda i: td.sum(x[i, k] * y[i, k],"
+                    " axis=k), name='rowdot')]\n")
+    w = Workload(f"{path}:rowdot", [("value", 50), ("value", 70)])
     assert w.template == "auto" and "r0" in w.space()
     x, y = w.arrays(seed=1)
     s, tensors = w.schedule({"t0": 2, "m0": 4, "r0": 16, "unroll": 1})

@@ -66,3 +66,27 @@ def test_two_processes_write_one_database_at_once(tmp_path):
     rows = RecordDB(path).trials("w", "llvm")
     assert len(rows) == 180
     assert len({json.dumps(r["config"], sort_keys=True) for r in rows}) == 180
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    # a file written before records carried a readable name and a user file's source
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE trials (id INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT NOT NULL UNIQUE,
+            workload TEXT NOT NULL, target TEXT NOT NULL, template TEXT NOT NULL,
+            config TEXT NOT NULL, status TEXT NOT NULL, seconds REAL, gflops REAL,
+            error TEXT, created REAL NOT NULL, run TEXT NOT NULL);
+        INSERT INTO trials (uid, workload, target, template, config, status, seconds,
+            created, run) VALUES ('u1', 'w1', 'llvm', 'matmul', '{"mr": 6}', 'ok', 0.5, 0, 'r');
+    """)
+    conn.commit()
+    conn.close()
+    db = RecordDB(path)
+    (old,) = db.trials()
+    assert old["config"] == {"mr": 6} and old["name"] is None and old["source"] is None
+    db.add("w1", "llvm", "matmul", {"mr": 8}, "ok", seconds=0.25, name="matmul(8x8, 8x8)")
+    assert db.best("w1", "llvm")["name"] == "matmul(8x8, 8x8)"
+    assert db.names() == {"w1": "matmul(8x8, 8x8)"}

@@ -26,10 +26,12 @@ USER_TEMPLATE = textwrap.dedent("""
     SPACE = {"mode": ["ok", "crash", "hang"], "factor": [4, 8, 16]}
     DEFAULT = {"mode": "ok", "factor": 8}
 
-    def scale(x):
-        return td.compute(x.shape, lambda i: x[i] * 2.0 + 1.0, name="scale")
+    def scale(n):
+        x = td.placeholder((n,), name="x")
+        return [x, td.compute(x.shape, lambda i: x[i] * 2.0 + 1.0, name="scale")]
 
-    def schedule(s, out, config):
+    def schedule(s, outs, config):
+        (out,) = outs
         if config.get("mode") == "crash":
             ctypes.string_at(0)           # a segfault, like a bad generated kernel
         if config.get("mode") == "hang":
@@ -43,7 +45,7 @@ USER_TEMPLATE = textwrap.dedent("""
 def user_workload(tmp_path):
     path = tmp_path / "user_template.py"
     path.write_text(USER_TEMPLATE)
-    return autotune.Workload(f"{path}:scale", [("array", (1000,), "float32")])
+    return autotune.Workload(f"{path}:scale", [("value", 1000)])
 
 
 def test_a_crashing_and_a_hanging_candidate_are_recorded_and_the_tuner_goes_on(tmp_path):
@@ -171,8 +173,8 @@ def test_tune_cli_draws_best_so_far(tmp_path, capsys, monkeypatch):
         plotted.append(args[:2])
         return plot(self, *args, **kwargs)
     monkeypatch.setattr(Axes, "plot", recording_plot)
-    w = user_workload(tmp_path)
-    op = w.source   # path/to/file.py:function
+    user_workload(tmp_path)
+    op = f"{tmp_path / 'user_template.py'}:scale"
     png = tmp_path / "tune.png"
     assert cli.main(["tune", op, "--shape", "1000", "--trials", "4", "--timeout", "5",
                      "--db", str(tmp_path / "r.sqlite"), "--plot", str(png)]) == 0
@@ -237,9 +239,10 @@ def test_build_of_bare_tensors_uses_the_record_tuned_for_that_compute(tmp_path):
     # td.build([tensors]) of the same computation, named differently, finds them
     src = tmp_path / "op.py"
     src.write_text("import tensordsl as td\n"
-                   "def twice(x):\n"
-                   "    return td.compute(x.shape, lambda i, j: x[i, j] * 2.0, name='y')\n")
-    w = autotune.Workload(f"{src}:twice", [("array", (64, 48), "float32")])
+                   "def twice(m, n):\n"
+                   "    x = td.placeholder((m, n), name='x')\n"
+                   "    return [x, td.compute(x.shape, lambda i, j: x[i, j] * 2.0, name='y')]\n")
+    w = autotune.Workload(f"{src}:twice", [("value", 64), ("value", 48)])
     assert w.op.startswith("compute:") and w.template == "auto"
     db = RecordDB(tmp_path / "r.sqlite")
     db.add(w.key, record_target("llvm"), "auto", {"t0": 1, "m0": 1, "t1": 16, "m1": 1},
