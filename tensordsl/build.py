@@ -56,6 +56,7 @@ def build(schedule, args=None, target="llvm", name: str = "main",
 def _auto_schedule(tensors: list, target: str):
     """The schedule ``td.build(tensors)`` uses: the best record of the auto-scheduler's
     space for this computation, or its defaults."""
+    from .arith.simplify import const_int
     from .autotune.history import best_config
     from .autotune.records import canonical
     from .autotune.structural import structural_key
@@ -67,9 +68,13 @@ def _auto_schedule(tensors: list, target: str):
                         f"(the output last), got {tensors!r}")
     out = tensors[-1]
     inputs = [t for t in tensors[:-1] if isinstance(t.op, PlaceholderOp)]
-    key = canonical({"op": structural_key(out, inputs),
-                     "args": [["array", [int(d.value) for d in t.shape], t.dtype]
-                              for t in inputs], "attrs": {}})
+    shapes = [[const_int(d) for d in t.shape] for t in inputs]
+    config = None   # a size left symbolic (td.var): no records, the defaults
+    if all(d is not None for shape in shapes for d in shape):
+        key = canonical({"op": structural_key(out, inputs),
+                         "args": [["array", shape, t.dtype] for shape, t in zip(shapes, inputs)],
+                         "attrs": {}})
+        config = best_config(key, target, "auto")
     s = create_schedule(out.op)
-    schedule_auto(s, out, best_config(key, target, "auto"))
+    schedule_auto(s, out, config)
     return s, tensors

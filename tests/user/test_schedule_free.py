@@ -174,6 +174,23 @@ def test_shapes_computed_from_other_shapes_are_constants_to_the_auto_scheduler(u
     assert "ramp(" in str(f.func)
 
 
+def test_a_size_left_symbolic(user_file):
+    # td.var rows: no records to look up, the defaults and the space still apply
+    from schedules.cpu.auto import auto_space, schedule_auto
+    w = _workload(user_file, "dense_bias_relu", CASES[0][1])
+    m = td.var("m")
+    A, W, b = td.placeholder((m, 29), name="A"), td.placeholder((53, 29)), td.placeholder((53,))
+    R = w._user_module_function()(A, W, b)
+    arrays = [a[:11] if k == 0 else a for k, a in enumerate(w.arrays(seed=2))]
+    _check(td.build([A, W, b, R]), arrays, CASES[0][2], "td.build(tensors)")
+    rng = random.Random(7)
+    for _ in range(3):
+        config = {k: rng.choice(v) for k, v in auto_space(R).items()}
+        s = td.create_schedule(R.op)
+        schedule_auto(s, R, config)
+        _check(td.build(s, [A, W, b, R]), arrays, CASES[0][2], str(config))
+
+
 @pytest.mark.parametrize("name", ["dense_bias_relu", "conv_bias_relu"])
 def test_tuning_fails_no_trial(user_file, name, tmp_path, monkeypatch):
     monkeypatch.setenv("TENSORDSL_CACHE_DIR", str(tmp_path / "cache"))
