@@ -125,9 +125,9 @@ def _epilogue(out, anchor) -> bool:
     if out.op is anchor or not isinstance(out.op, ComputeOp) or out.op.reduce_axis or \
             out.op.num_outputs > 1 or len(out.op.axis) != len(anchor.axis):
         return False
-    if any(_extent(a) is None or _extent(a) != _extent(b)
+    if any(a.dom.extent is not b.dom.extent and (_extent(a) is None or _extent(a) != _extent(b))
            for a, b in zip(out.op.axis, anchor.axis)):
-        return False
+        return False   # the same extents: the same constant, or the same size variable
     depends = {}
 
     def reads_anchor(op) -> bool:
