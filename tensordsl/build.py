@@ -58,7 +58,8 @@ def _auto_schedule(tensors: list, target: str):
     """The schedule ``td.build(tensors)`` uses: the best record filed for this computation
     — of the auto-scheduler's space, or of a user file's own ``schedule(s, outs, config)``
     (``tensordsl tune file.py:function``), which its record names — else the
-    auto-scheduler's defaults."""
+    auto-scheduler's defaults (always, for a size left symbolic)."""
+    from .arith.simplify import const_int
     from .autotune.history import best_config, best_record
     from .autotune.records import canonical
     from .autotune.structural import structural_key
@@ -71,21 +72,25 @@ def _auto_schedule(tensors: list, target: str):
                         f"(the output last), got {tensors!r}")
     out = tensors[-1]
     inputs = [t for t in tensors[:-1] if isinstance(t.op, PlaceholderOp)]
-    key = canonical({"op": structural_key(out, inputs),
-                     "args": [["array", [int(d.value) for d in t.shape], t.dtype]
-                              for t in inputs], "attrs": {}})
-    rec = best_record(key, target)
-    if rec is not None and rec["template"] == "user" and rec.get("source"):
-        s = create_schedule(out.op)
-        try:
-            UserFunction.from_json(rec["source"]).template()(s, [out], dict(rec["config"]))
-            return s, tensors
-        except Exception as err:  # the file moved or changed: its record cannot be replayed
-            import warnings
-            warnings.warn(f"build: the best record of this compute was tuned with "
-                          f"{rec.get('name') or 'a user file'}'s schedule, which cannot be "
-                          f"applied now ({type(err).__name__}: {err}); using the "
-                          "auto-scheduler", stacklevel=3)
+    shapes = [[const_int(d) for d in t.shape] for t in inputs]
+    config = None   # a size left symbolic (td.var): no records, the defaults
+    if all(d is not None for shape in shapes for d in shape):
+        key = canonical({"op": structural_key(out, inputs),
+                         "args": [["array", shape, t.dtype] for shape, t in zip(shapes, inputs)],
+                         "attrs": {}})
+        rec = best_record(key, target)
+        if rec is not None and rec["template"] == "user" and rec.get("source"):
+            s = create_schedule(out.op)
+            try:
+                UserFunction.from_json(rec["source"]).template()(s, [out], dict(rec["config"]))
+                return s, tensors
+            except Exception as err:  # the file moved or changed: cannot be replayed
+                import warnings
+                warnings.warn(f"build: the best record of this compute was tuned with "
+                              f"{rec.get('name') or 'a user file'}'s schedule, which cannot "
+                              f"be applied now ({type(err).__name__}: {err}); using the "
+                              "auto-scheduler", stacklevel=3)
+        config = best_config(key, target, "auto")
     s = create_schedule(out.op)
-    schedule_auto(s, out, best_config(key, target, "auto"))
+    schedule_auto(s, out, config)
     return s, tensors

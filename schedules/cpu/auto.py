@@ -1,8 +1,9 @@
 """The auto-scheduler: a schedule space derived from a compute's own structure, for
 operators without a template (and for templates' operators, to compare).
 
-For the output stage with spatial axes S1..Sn and reduction axes R1..Rm (Ansor's
-multi-level tiling, "SSRRS"):
+The anchor is the stage the tiling is about: the output if it reduces, else the one
+reducing stage it is computed from. For the anchor with spatial axes S1..Sn and
+reduction axes R1..Rm (Ansor's multi-level tiling, "SSRRS"):
 
     parallel for S.outer...           # fused, over the cores
       for S.mid...                    # a block of register tiles that share data in cache
@@ -11,14 +12,31 @@ multi-level tiling, "SSRRS"):
             for S.inner... (unrolled) # the register tile
               for Sn.inner (vector)   # the innermost spatial axis, whole vectors
 
-Elementwise producers are inlined; other producers get the generic schedule. Optionally
-the input read along Sn and a reduction axis is packed into panels as wide as the
-vector tile (``pack``), so the innermost loop reads it contiguously. The local
-accumulators pass keeps the register tile in registers across R.inner.
+An output that is an elementwise function of the anchor at the same point (a bias add
+and ReLU after a matmul, through any chain of elementwise stages, which are inlined) is
+fused with it, as Ansor fuses a consumer: the output takes the spatial tiling and the
+anchor is computed inside it, with ``attach`` 1 per parallel block (the nest above, the
+block's results in a small buffer the epilogue then reads while it is in cache), with
+``attach`` 0 per register tile (the whole reduction for one tile, then its epilogue):
+
+    parallel for S.outer...                     parallel for S.outer...
+      Y = the nest above, for this block          for S.mid...
+      for S.mid...                                  Y = for R...: the register tile
+        for S.inner...: R = f(Y, ...)               for S.inner...: R = f(Y, ...)
+
+Any other output (a crop of a convolution over the padded width) is scheduled on its own
+after the anchor. With several reductions (softmax's max and sum) the output itself is
+the anchor. Elementwise producers are inlined; producers the anchor reads directly, and
+other reductions, are computed whole first with the generic schedule. Optionally the
+input read along Sn and a reduction axis is packed into panels as wide as the vector
+tile (``pack``), so the innermost loop reads it contiguously. The local accumulators
+pass keeps the register tile in registers across R.inner.
 
 Knobs: ``t{d}`` / ``m{d}`` (inner / mid tile of spatial axis d), ``r{d}`` (inner tile of
 reduction axis d), ``unroll`` (1: the register tile; 2: also short reduction tiles),
-``pack``.
+``pack``, ``attach`` (only with a fused output; a block of more than
+``MAX_BLOCK_ELEMENTS`` is computed per register tile whatever it says). Extents are
+read as constants when they simplify to one (``H - 2`` of a known ``H``).
 """
 from __future__ import annotations
 
@@ -26,6 +44,9 @@ from tensordsl.te.tensor import ComputeOp
 
 from .generic import _extent, schedule_generic, schedule_stage
 from .target import vector_lanes
+
+
+MAX_BLOCK_ELEMENTS = 1 << 16  # a larger block of the anchor is computed per register tile
 
 
 def _fits(values, extent):
@@ -72,6 +93,8 @@ def auto_space(out) -> dict:
     space["unroll"] = [0, 1, 2]
     if op.reduce_axis:
         space["pack"] = [0, 1]
+    if _epilogue(out, op):
+        space["attach"] = [0, 1]
     return space
 
 
@@ -79,31 +102,71 @@ def auto_default(out) -> dict:  # the middle value of every knob
     return {k: v[len(v) // 2] for k, v in auto_space(out).items()}
 
 
-def _panel_input(op, last_var):
-    """(tensor, dimension) of an input read with the last spatial axis alone in one
-    dimension and a reduction axis in another (matmul's B), or None."""
-    from tensordsl.ir import nodes as n
+def _reads(op) -> list:
+    """The ``TensorRead`` nodes of an operation's bodies."""
     from tensordsl.ir.visitor import Visitor
-    reduce_vars = {iv.var for iv in op.reduce_axis}
     found = []
 
     class Reads(Visitor):
         def visit_TensorRead(self, node):
-            idx = node.indices
-            dims = [d for d, i in enumerate(idx) if i is last_var]
-            others = {v for i in idx for v in _vars(i)}
-            if len(dims) == 1 and others & reduce_vars and \
-                    isinstance(node.tensor.op, type(node.tensor.op)):
-                found.append((node.tensor, dims[0]))
+            found.append(node)
             self.generic_visit(node)
-
-    def _vars(e):
-        from tensordsl.ir.visitor import free_vars
-        return set(free_vars(e)) if isinstance(e, n.Expr) else set()
 
     for b in op.body:
         Reads().visit(b)
-    return found[0] if found else None
+    return found
+
+
+def _epilogue(out, anchor) -> bool:
+    """Whether ``out`` is an elementwise function of the anchor at the same point, through
+    elementwise stages (inlined) that read their producers at their own index too
+    (``R[i, j] = max(Y[i, j] + b[j], 0)``): then the output takes the tiling and the
+    anchor is computed inside its tiles."""
+    if out.op is anchor or not isinstance(out.op, ComputeOp) or out.op.reduce_axis or \
+            out.op.num_outputs > 1 or len(out.op.axis) != len(anchor.axis):
+        return False
+    if any(a.dom.extent is not b.dom.extent and (_extent(a) is None or _extent(a) != _extent(b))
+           for a, b in zip(out.op.axis, anchor.axis)):
+        return False   # the same extents: the same constant, or the same size variable
+    depends = {}
+
+    def reads_anchor(op) -> bool:
+        if op is anchor:
+            return True
+        if id(op) not in depends:
+            depends[id(op)] = False
+            depends[id(op)] = any(reads_anchor(t.op) for t in getattr(op, "input_tensors", []))
+        return depends[id(op)]
+
+    def elementwise_path(op) -> bool:
+        own = [iv.var for iv in op.axis]
+        for read in _reads(op):
+            producer = read.tensor.op
+            if not reads_anchor(producer):
+                continue
+            if len(read.indices) != len(own) or \
+                    any(i is not v for i, v in zip(read.indices, own)):
+                return False
+            if producer is not anchor and not (
+                    isinstance(producer, ComputeOp) and not producer.reduce_axis and
+                    producer.num_outputs == 1 and elementwise_path(producer)):
+                return False
+        return True
+
+    return elementwise_path(out.op)
+
+
+def _panel_input(op, last_var):
+    """(tensor, dimension) of an input read with the last spatial axis alone in one
+    dimension and a reduction axis in another (matmul's B), or None."""
+    from tensordsl.ir.visitor import free_vars
+    reduce_vars = {iv.var for iv in op.reduce_axis}
+    for read in _reads(op):
+        dims = [d for d, i in enumerate(read.indices) if i is last_var]
+        others = {v for i in read.indices for v in free_vars(i)}
+        if len(dims) == 1 and others & reduce_vars:
+            return read.tensor, dims[0]
+    return None
 
 
 def schedule_auto(s, out, config=None):
@@ -113,47 +176,93 @@ def schedule_auto(s, out, config=None):
         schedule_generic(s, out, config)
         return
     stage = s[op.output(0)]
+    fused_epilogue = _epilogue(out, op)
     for st in s.stages:
-        if not isinstance(st.op, ComputeOp) or st is stage:
+        if not isinstance(st.op, ComputeOp) or st is stage or \
+                (fused_epilogue and st.op is out.op):
             continue
         if st.is_output or st.op.reduce_axis or st.op.num_outputs > 1 or \
                 st.op in _inputs_of(op):
             schedule_stage(st)   # the output after the anchor; producers it reads
         else:
             st.compute_inline()
+    n_axes = len(op.axis)
+    lanes_ok = (_extent(op.axis[-1]) or 0) >= int(cfg.get(f"t{n_axes - 1}", 1)) > 1
+    if fused_epilogue:
+        _tile_with_epilogue(s[out], stage, cfg, lanes_ok)
+    else:
+        outers, mids, inners = _tile_spatial(stage, op.axis, cfg)
+        _tile_reduction(stage, op, cfg, outers, mids, inners, lanes_ok)
+        stage.parallel(stage.fuse(*outers) if len(outers) > 1 else outers[0])
+    if cfg.get("pack") and op.reduce_axis and lanes_ok:
+        found = _panel_input(op, op.axis[-1].var)
+        if found is not None:
+            tensor, dim = found
+            panels = s[s.pack(tensor, dim, int(cfg[f"t{n_axes - 1}"]), [op.output(0)])]
+            panels.parallel(panels.op.axis[0])
+            panels.vectorize(panels.op.axis[-1])
+
+
+def _tile_spatial(stage, axes, cfg):
+    """Split each spatial axis d into (outer, mid, inner) by the knobs m{d}, t{d}."""
     outers, mids, inners = [], [], []
-    for d, iv in enumerate(op.axis):
+    for d, iv in enumerate(axes):
         rest, inner = stage.split(iv, factor=max(1, int(cfg.get(f"t{d}", 1))))
         outer, mid = stage.split(rest, factor=max(1, int(cfg.get(f"m{d}", 1))))
         outers.append(outer)
         mids.append(mid)
         inners.append(inner)
+    return outers, mids, inners
+
+
+def _tile_reduction(stage, op, cfg, outers, mids, inners, lanes_ok):
+    """Order ``outers, mids, R.outer, R.inner, inners``,
+    vectorize the innermost spatial tile and unroll as the ``unroll`` knob says."""
     r_outer, r_inner = [], []
     for d, iv in enumerate(op.reduce_axis):
         ro, ri = stage.split(iv, factor=max(1, int(cfg.get(f"r{d}", 1))))
         r_outer.append(ro)
         r_inner.append(ri)
     stage.reorder(*outers, *mids, *r_outer, *r_inner, *inners)
-    vector = inners[-1]
-    lanes_ok = (_extent(op.axis[-1]) or 0) >= int(cfg.get(f"t{len(op.axis) - 1}", 1)) > 1
-    if lanes_ok:
-        stage.vectorize(vector)
-    if cfg.get("unroll"):
-        for iv in inners[:-1]:
-            stage.unroll(iv)
+    _vectorize_unroll(stage, inners, lanes_ok, cfg)
     if cfg.get("unroll") == 2:  # also short reduction tiles (a 3x3 window)
         for d, iv in enumerate(r_inner):
             if int(cfg.get(f"r{d}", 1)) <= 8:
                 stage.unroll(iv)
-    if cfg.get("pack") and op.reduce_axis and lanes_ok:
-        found = _panel_input(op, op.axis[-1].var)
-        if found is not None:
-            tensor, dim = found
-            panels = s[s.pack(tensor, dim, int(cfg[f"t{len(op.axis) - 1}"]), [out])]
-            panels.parallel(panels.op.axis[0])
-            panels.vectorize(panels.op.axis[-1])
-    fused = stage.fuse(*outers) if len(outers) > 1 else outers[0]
-    stage.parallel(fused)
+
+
+def _vectorize_unroll(stage, inners, lanes_ok, cfg):
+    if lanes_ok:
+        stage.vectorize(inners[-1])
+    if cfg.get("unroll"):
+        for iv in inners[:-1]:
+            stage.unroll(iv)
+
+
+def _tile_with_epilogue(out_stage, stage, cfg, lanes_ok):
+    """The output (an elementwise function of the anchor, producers inlined) takes the
+    spatial tiling; the anchor is computed inside it, per parallel block (``attach``
+    1: the mid and register tiles, with the reduction loops between them, as unfused)
+    or per register tile (``attach`` 0: the whole reduction for one register tile), so
+    the epilogue reads the anchor's values while they are in cache."""
+    outers, mids, inners = _tile_spatial(out_stage, out_stage.op.axis, cfg)
+    out_stage.reorder(*outers, *mids, *inners)
+    _vectorize_unroll(out_stage, inners, lanes_ok, cfg)
+    block = out_stage.fuse(*outers) if len(outers) > 1 else outers[0]
+    out_stage.parallel(block)
+    op = stage.op
+    block_elements = 1
+    for d in range(len(op.axis)):
+        block_elements *= max(1, int(cfg.get(f"t{d}", 1))) * max(1, int(cfg.get(f"m{d}", 1)))
+    if cfg.get("attach", 1) and block_elements <= MAX_BLOCK_ELEMENTS:
+        stage.compute_at(out_stage, block)
+        # the anchor's axes span one block: split them into mid and register tiles
+        mids, inners = zip(*(stage.split(iv, factor=max(1, int(cfg.get(f"t{d}", 1))))
+                             for d, iv in enumerate(op.axis)))
+        _tile_reduction(stage, op, cfg, [], list(mids), list(inners), lanes_ok)
+    else:
+        stage.compute_at(out_stage, mids[-1])
+        _tile_reduction(stage, op, cfg, [], [], list(op.axis), lanes_ok)
 
 
 def _inputs_of(op) -> set:

@@ -9,8 +9,8 @@ non-temporal stores when at least half the last-level cache (knob ``stream``).
 """
 from __future__ import annotations
 
+from tensordsl.arith.simplify import const_int
 from tensordsl.ir import dtype as dt
-from tensordsl.ir import nodes as n
 from tensordsl.te.tensor import ComputeOp
 
 from .target import vector_lanes, wants_stream
@@ -19,8 +19,8 @@ PARALLEL_MIN_ELEMENTS = 1 << 14  # below this, waking the thread team costs more
 
 
 def _extent(iv) -> int | None:
-    e = iv.dom.extent
-    return e.value if isinstance(e, n.IntImm) else None
+    """The loop's extent if it is a constant (``H - 2`` of a known ``H`` included)."""
+    return const_int(iv.dom.extent)
 
 
 def vector_factor(extent: int | None, lanes: int) -> int | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import functools
 import os
 
+from tensordsl.arith.simplify import const_int
 from tensordsl.ir import dtype as dt
-from tensordsl.ir import nodes as n
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,9 +44,10 @@ def last_level_cache_bytes() -> int:
 def output_bytes(tensor) -> int | None:
     total = max(1, dt.bits(tensor.dtype) // 8)
     for d in tensor.shape:
-        if not isinstance(d, n.IntImm):
+        size = const_int(d)
+        if size is None:
             return None
-        total *= d.value
+        total *= size
     return total
 
 

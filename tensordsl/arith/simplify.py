@@ -604,6 +604,13 @@ def simplify_stmt(s: n.Stmt, ranges: dict | None = None) -> n.Stmt:
     return Simplifier(ranges).visit(s)
 
 
+def const_int(e: n.Expr) -> int | None:
+    """The value of an integer expression that simplifies to a constant (a shape such as
+    ``H - 2`` with ``H`` known), else None: ``const_int(td.const(20) - 2) == 18``."""
+    e = simplify_expr(e) if isinstance(e, n.Expr) else e
+    return e.value if isinstance(e, n.IntImm) else None
+
+
 def prove(cond: n.Expr, ranges: dict | None = None) -> bool:
     """True when ``cond`` simplifies to True."""
     c = simplify_expr(cond, ranges)
