@@ -66,9 +66,10 @@ print(json.dumps({{"seconds": timeit(call)}}))
 
 _OURS_USER = """
 import tensordsl as td
+from tensordsl.arith.simplify import const_int
 s, tensors = w.schedule(w.tuned_config())
 f = td.build(s, tensors)
-out = np.empty([int(d.value) for d in tensors[-1].shape], tensors[-1].dtype)
+out = np.empty([const_int(d) for d in tensors[-1].shape], tensors[-1].dtype)
 print(json.dumps({{"seconds": timeit(lambda: f(*arrays, out))}}))
 """
 

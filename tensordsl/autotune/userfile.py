@@ -34,6 +34,8 @@ import inspect
 import json
 from pathlib import Path
 
+from ..arith.simplify import const_int
+
 CONTRACT = ("a user function is called with the --shape sizes as positional arguments "
             "(then --args; --attr as keywords) and returns its tensors, the inputs first "
             "and the output last, or a (schedule, tensors) pair; a file's own template is "
@@ -148,7 +150,7 @@ class UserFunction:
                                 "tuned or measured, every tensor but the last must be a "
                                 "td.placeholder and the last a td.compute")
         for t in tensors:
-            if not all(hasattr(d, "value") for d in t.shape):
+            if not all(const_int(d) is not None for d in t.shape):
                 raise ContractError(f"{self.label}: tensor {t.op.name!r} has a symbolic "
                                     f"shape {t.shape}; give its sizes as arguments")
         return inputs, out

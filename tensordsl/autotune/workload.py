@@ -18,6 +18,7 @@ import json
 
 import numpy as np
 
+from ..arith.simplify import const_int
 from .records import canonical
 from .userfile import CONTRACT, ContractError, UserFunction, is_user_spec
 
@@ -50,7 +51,7 @@ class Workload:
             self._hand = self.call.call()[0] is not None
             inputs, out = self.call.tensors()
             self.op = structural_key(out, inputs)
-            self.args = [("array", tuple(int(d.value) for d in t.shape), t.dtype)
+            self.args = [("array", tuple(const_int(d) for d in t.shape), t.dtype)
                          for t in inputs]
             self.attrs = {}
             if op.startswith("compute:") and self.op != op:

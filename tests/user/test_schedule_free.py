@@ -21,7 +21,7 @@ from tests.helpers import poisoned
 USER_OPS = textwrap.dedent('''
     import tensordsl as td
 
-    def dense_bias_relu(A, W, b):
+    def _dense_bias_relu(A, W, b):
         M, K = A.shape
         N = W.shape[0]
         k = td.reduce_axis((0, K), "k")
@@ -29,7 +29,7 @@ USER_OPS = textwrap.dedent('''
         Z = td.compute((M, N), lambda i, j: Y[i, j] + b[j], name="Z")
         return td.compute((M, N), lambda i, j: td.maximum(Z[i, j], 0.0), name="R")
 
-    def batched_bias_relu(A, W, b):
+    def _batched_bias_relu(A, W, b):
         B, M, K = A.shape
         N = W.shape[1]
         k = td.reduce_axis((0, K), "k")
@@ -38,7 +38,7 @@ USER_OPS = textwrap.dedent('''
         Z = td.compute((B, M, N), lambda n, i, j: Y[n, i, j] + b[j], name="Z")
         return td.compute((B, M, N), lambda n, i, j: td.maximum(Z[n, i, j], 0.0), name="R")
 
-    def producers_matmul(A, B):
+    def _producers_matmul(A, B):
         M, K = A.shape
         N = B.shape[1]
         A2 = td.compute((M, K), lambda i, k: A[i, k] * 0.5 + 1.0, name="A2")
@@ -47,7 +47,7 @@ USER_OPS = textwrap.dedent('''
         C = td.compute((M, N), lambda i, j: td.sum(A2[i, k] * B2[k, j], axis=k), name="C")
         return td.compute((M, N), lambda i, j: C[i, j] * 2.0, name="D")
 
-    def softmax(X):
+    def _softmax(X):
         M, N = X.shape
         j = td.reduce_axis((0, N), "j")
         mx = td.compute((M,), lambda i: td.max(X[i, j], axis=j), name="mx")
@@ -56,14 +56,14 @@ USER_OPS = textwrap.dedent('''
         S = td.compute((M,), lambda i: td.sum(E[i, j2], axis=j2), name="S")
         return td.compute((M, N), lambda i, c: E[i, c] / S[i], name="P")
 
-    def stencil3x3(A, Wt):
+    def _stencil3x3(A, Wt):
         H, W = A.shape
         ry = td.reduce_axis((0, 3), "ry")
         rx = td.reduce_axis((0, 3), "rx")
         return td.compute((H - 2, W - 2), lambda i, j: td.sum(A[i + ry, j + rx] * Wt[ry, rx],
                                                               axis=[ry, rx]), name="S")
 
-    def conv_bias_relu(x, w, b):
+    def _conv_bias_relu(x, w, b):
         C, H, W = x.shape
         F = w.shape[0]
         c = td.reduce_axis((0, C), "c")
@@ -73,6 +73,29 @@ USER_OPS = textwrap.dedent('''
             x[c, i + ry, j + rx] * w[f, c, ry, rx], axis=[c, ry, rx]), name="y")
         return td.compute((F, H - 2, W - 2),
                           lambda f, i, j: td.maximum(y[f, i, j] + b[f], 0.0), name="out")
+
+    # the contract: sizes in, tensors (inputs, then the output) out
+    def _call(op, *shapes):
+        inputs = [td.placeholder(s, name=f"x{k}") for k, s in enumerate(shapes)]
+        return inputs + [op(*inputs)]
+
+    def dense_bias_relu(M, K, N):
+        return _call(_dense_bias_relu, (M, K), (N, K), (N,))
+
+    def batched_bias_relu(B, M, K, N):
+        return _call(_batched_bias_relu, (B, M, K), (B, N, K), (N,))
+
+    def producers_matmul(M, K, N):
+        return _call(_producers_matmul, (M, K), (K, N))
+
+    def softmax(M, N):
+        return _call(_softmax, (M, N))
+
+    def stencil3x3(H, W):
+        return _call(_stencil3x3, (H, W), (3, 3))
+
+    def conv_bias_relu(C, H, W, F):
+        return _call(_conv_bias_relu, (C, H, W), (F, C, 3, 3), (F,))
 ''')
 
 
@@ -92,17 +115,17 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-# (function, input shapes, numpy reference on float64 inputs)
+# (function, its sizes, numpy reference on float64 inputs)
 CASES = [
-    ("dense_bias_relu", [(37, 29), (53, 29), (53,)],
+    ("dense_bias_relu", (37, 29, 53),
      lambda a, w, b: np.maximum(a @ w.T + b, 0)),
-    ("batched_bias_relu", [(3, 13, 17), (3, 21, 17), (21,)],
+    ("batched_bias_relu", (3, 13, 17, 21),
      lambda a, w, b: np.maximum(np.einsum("nik,njk->nij", a, w) + b, 0)),
-    ("producers_matmul", [(19, 23), (23, 41)],
+    ("producers_matmul", (19, 23, 41),
      lambda a, b: ((a * 0.5 + 1.0) @ np.maximum(b, 0)) * 2.0),
-    ("softmax", [(13, 70)], _softmax),
-    ("stencil3x3", [(20, 30), (3, 3)], lambda a, w: _valid_conv(a[None], w[None, None])[0]),
-    ("conv_bias_relu", [(4, 11, 13), (5, 4, 3, 3), (5,)],
+    ("softmax", (13, 70), _softmax),
+    ("stencil3x3", (20, 30), lambda a, w: _valid_conv(a[None], w[None, None])[0]),
+    ("conv_bias_relu", (4, 11, 13, 5),
      lambda x, w, b: np.maximum(_valid_conv(x, w) + b[:, None, None], 0)),
 ]
 IDS = [c[0] for c in CASES]
@@ -115,8 +138,8 @@ def user_file(tmp_path_factory):
     return path
 
 
-def _workload(user_file, name, shapes):
-    return autotune.Workload(f"{user_file}:{name}", [("array", s, "float32") for s in shapes],
+def _workload(user_file, name, sizes):
+    return autotune.Workload(f"{user_file}:{name}", [("value", v) for v in sizes],
                              scheduler="auto")
 
 
@@ -127,20 +150,19 @@ def _check(f, arrays, reference, what):
     np.testing.assert_allclose(out, expected, rtol=2e-4, atol=2e-4, err_msg=what)
 
 
-@pytest.mark.parametrize("name, shapes, reference", CASES, ids=IDS)
-def test_build_without_a_schedule(user_file, name, shapes, reference, monkeypatch, tmp_path):
+@pytest.mark.parametrize("name, sizes, reference", CASES, ids=IDS)
+def test_build_without_a_schedule(user_file, name, sizes, reference, monkeypatch, tmp_path):
     # no tuning records: the auto-scheduler's defaults
     monkeypatch.setenv("TENSORDSL_CACHE_DIR", str(tmp_path))
-    w = _workload(user_file, name, shapes)
-    placeholders = [td.placeholder(s, name=f"x{k}") for k, s in enumerate(shapes)]
-    out = w._user_module_function()(*placeholders)
+    w = _workload(user_file, name, sizes)
+    placeholders, out = w.define()
     f = td.build(placeholders + [out])
     _check(f, w.arrays(seed=5), reference, "td.build(tensors)")
 
 
-@pytest.mark.parametrize("name, shapes, reference", CASES, ids=IDS)
-def test_every_auto_configuration_computes_the_same(user_file, name, shapes, reference):
-    w = _workload(user_file, name, shapes)
+@pytest.mark.parametrize("name, sizes, reference", CASES, ids=IDS)
+def test_every_auto_configuration_computes_the_same(user_file, name, sizes, reference):
+    w = _workload(user_file, name, sizes)
     space = w.space()
     assert space and all(values for values in space.values())
     rng = random.Random(zlib.crc32(name.encode()))    # the same configurations every run
@@ -168,7 +190,7 @@ def test_the_epilogue_is_computed_inside_the_reductions_tiles(user_file):
 
 def test_shapes_computed_from_other_shapes_are_constants_to_the_auto_scheduler(user_file):
     # (H - 2, W - 2) of a 20 x 30 input: an 18 x 28 output, its rows vectorized
-    w = _workload(user_file, "stencil3x3", [(20, 30), (3, 3)])
+    w = _workload(user_file, "stencil3x3", (20, 30))
     placeholders, out = w.define()
     f = td.build(placeholders + [out])
     assert "ramp(" in str(f.func)
@@ -180,7 +202,7 @@ def test_a_size_left_symbolic(user_file):
     w = _workload(user_file, "dense_bias_relu", CASES[0][1])
     m = td.var("m")
     A, W, b = td.placeholder((m, 29), name="A"), td.placeholder((53, 29)), td.placeholder((53,))
-    R = w._user_module_function()(A, W, b)
+    R = w.call.module._dense_bias_relu(A, W, b)
     arrays = [a[:11] if k == 0 else a for k, a in enumerate(w.arrays(seed=2))]
     _check(td.build([A, W, b, R]), arrays, CASES[0][2], "td.build(tensors)")
     space = auto_space(R)
@@ -196,9 +218,9 @@ def test_a_size_left_symbolic(user_file):
 @pytest.mark.parametrize("name", ["dense_bias_relu", "conv_bias_relu"])
 def test_tuning_fails_no_trial(user_file, name, tmp_path, monkeypatch):
     monkeypatch.setenv("TENSORDSL_CACHE_DIR", str(tmp_path / "cache"))
-    shapes = dict((c[0], c[1]) for c in CASES)[name]
+    sizes = dict((c[0], c[1]) for c in CASES)[name]
     db = RecordDB(tmp_path / "records.sqlite")
-    best = autotune.tune(_workload(user_file, name, shapes), trials=6, db=db, timeout=60)
+    best = autotune.tune(_workload(user_file, name, sizes), trials=6, db=db, timeout=60)
     rows = db.trials()
     assert len(rows) == 6
     assert [r["status"] for r in rows] == ["ok"] * 6, [r["error"] for r in rows]
