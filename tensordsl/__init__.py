@@ -16,6 +16,8 @@ from .schedule.schedule import Schedule, Stage, create_schedule
 from .te.api import (comm_reducer, compute, max, min, placeholder, reduce_axis, sum,
                      thread_axis, var)
 from .te.tensor import Tensor
+from .te.tvm_names import (Select, floordiv, floormod, indexdiv, indexmod, size_var,
+                           truncdiv, truncmod)
 from .build import build
 from .schedule import tensor_intrin
 from . import autotune, nd, ops
@@ -29,4 +31,7 @@ __all__ = [
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
     "compute", "max", "min", "placeholder", "reduce_axis", "sum", "thread_axis", "var",
     "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin",
+    # TVM's names (te/tvm_names.py)
+    "Select", "floordiv", "floormod", "indexdiv", "indexmod", "size_var", "truncdiv",
+    "truncmod",
 ]

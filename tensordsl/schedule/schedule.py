@@ -13,6 +13,7 @@ from __future__ import annotations
 from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.op import const
+from ..te.api import integral
 from ..te.tensor import ComputeOp, Operation, PlaceholderOp, Tensor
 from .relations import Fuse, Split
 from .trace import Step
@@ -101,6 +102,7 @@ class Stage:
         self._check_leaf(parent, "split")
         if (factor is None) == (nparts is None):
             self._fail(f"split of {parent.name!r}: give exactly one of factor= or nparts=")
+        factor, nparts = integral(factor), integral(nparts)
         amount = factor if factor is not None else nparts
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
             self._fail(f"split of {parent.name!r}: factor/nparts must be a positive int, "
@@ -356,6 +358,11 @@ class Schedule:
             raise ScheduleError(f"{getattr(op, 'name', op)!r} is not part of this schedule "
                                 "(create_schedule walks back from its outputs)")
         return stage
+
+    def normalize(self) -> "Schedule":
+        """TVM's ``s.normalize()`` rebases every loop to start at 0; ours already do, so
+        this returns the schedule unchanged (kept for ported programs)."""
+        return self
 
     def stage_of(self, tensor: Tensor) -> Stage:
         return self[tensor]

@@ -21,13 +21,21 @@ def var(name: str = "n", dtype: str = "int64") -> n.Var:
     return n.Var(name, "int64")
 
 
+def integral(value):
+    """``value``, or the int it equals if it is an integral float: TVM's tutorials write
+    sizes as ``N / bn`` (a float in Python 3), which TVM accepts."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _shape(shape, what: str) -> tuple[n.Expr, ...]:
-    if isinstance(shape, (int, n.Expr)):
+    if isinstance(shape, (int, float, n.Expr)):
         shape = (shape,)
     if not isinstance(shape, (tuple, list)):
         raise TypeError(f"{what}: shape must be a tuple of ints or td.var, got {shape!r}")
     out = []
-    for d in shape:
+    for d in map(integral, shape):
         if isinstance(d, bool) or not isinstance(d, (int, n.Expr)):
             raise TypeError(f"{what}: shape entries must be ints or expressions, got {d!r}")
         e = convert(d)
@@ -49,7 +57,7 @@ def reduce_axis(dom, name: str = "rv") -> n.IterVar:
     """A reduction axis over ``dom = (lo, hi)``: ``k = td.reduce_axis((0, 64), "k")``."""
     if not (isinstance(dom, (tuple, list)) and len(dom) == 2):
         raise TypeError(f"reduce_axis {name!r}: dom must be (lo, hi), got {dom!r}")
-    lo, hi = convert(dom[0]), convert(dom[1])
+    lo, hi = convert(integral(dom[0])), convert(integral(dom[1]))
     from ..arith.simplify import simplify_expr
     return n.IterVar(n.Var(name), n.Range(lo, simplify_expr(hi - lo)), "reduce")
 
@@ -60,6 +68,8 @@ def thread_axis(dom=None, tag: str = "", name: str = "") -> n.IterVar:
     bound to it may be no longer; lowering checks)."""
     if isinstance(dom, str):
         tag, dom = dom, None
+    if isinstance(dom, (tuple, list)):
+        dom = tuple(map(integral, dom))
     valid = {f"{a}.{c}" for a in ("blockIdx", "threadIdx", "vthread") for c in "xyz"}
     if tag not in valid and tag != "vthread":
         raise ValueError(f"thread_axis: tag must be one of {sorted(valid)}, got {tag!r}")
@@ -127,12 +137,16 @@ def _check_bodies(name: str, bodies):
 
 
 class CommReducerFactory:
-    """A reduction function built by ``comm_reducer``: call it as ``r(expr, axis=k)``."""
+    """A reduction function built by ``comm_reducer``: call it as ``r(expr, axis=k)``;
+    ``r(a, b)`` on two expressions combines them (TVM's ``td.max(a, b)``)."""
 
     def __init__(self, fcombine, fidentity, name: str):
         self.fcombine, self.fidentity, self.name = fcombine, fidentity, name
 
     def __call__(self, expr, axis, where=None):
+        if not isinstance(axis, (n.IterVar, tuple, list)) and where is None:
+            # TVM's form ``td.max(a, b)``: combine two expressions directly
+            return convert(self.fcombine(*match_types(expr, axis)))
         exprs = tuple(expr) if isinstance(expr, (tuple, list)) else (expr,)
         exprs = tuple(convert(e) for e in exprs)
         axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)

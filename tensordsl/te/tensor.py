@@ -35,9 +35,11 @@ class Tensor:
     def name(self) -> str:
         return self.op.name if self.op.num_outputs == 1 else f"{self.op.name}.v{self.value_index}"
 
-    def __getitem__(self, indices) -> n.TensorRead:
+    def __getitem__(self, indices):
         if not isinstance(indices, tuple):
             indices = (indices,)
+        if len(indices) < self.ndim:
+            return TensorSlice(self, indices)
         if len(indices) != self.ndim:
             raise IndexError(f"tensor {self.name} has {self.ndim} dimensions, indexed "
                              f"with {len(indices)}")
@@ -58,6 +60,33 @@ class Tensor:
 
     def __repr__(self):
         return f"Tensor({self.name}, shape={list(self.shape)}, {self.dtype})"
+
+
+class TensorSlice:
+    """``T[i]`` of a tensor with more dimensions: ``T[i][j]`` reads ``T[i, j]`` (TVM's
+    chained indexing). Only a complete index reads an element."""
+
+    def __init__(self, tensor: Tensor, indices: tuple):
+        self.tensor, self.indices = tensor, indices
+
+    def __getitem__(self, indices):
+        if not isinstance(indices, tuple):
+            indices = (indices,)
+        return self.tensor[self.indices + indices]
+
+    def _incomplete(self, *_):
+        raise TypeError(f"tensor {self.tensor.name} has {self.tensor.ndim} dimensions but "
+                        f"is read with {len(self.indices)} of them indexed: give one index "
+                        "per dimension")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _incomplete
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = _incomplete
+    __mod__ = __rmod__ = __neg__ = __lt__ = __le__ = __gt__ = __ge__ = _incomplete
+    astype = _incomplete
+
+    def __repr__(self):
+        return (f"TensorSlice({self.tensor.name}, {len(self.indices)} of "
+                f"{self.tensor.ndim} indices)")
 
 
 class Operation:
