@@ -71,6 +71,11 @@ class ExprOp:
     def astype(self, dtype) -> "Expr":
         return _op.cast(dtype, self)
 
+    def equal(self, other) -> "Expr":
+        """``self == other`` as an expression (TVM's spelling, listed in
+        ``te/tvm_names.py``)."""
+        return _op.binary("EQ", self, other)
+
 
 class Expr(Node, ExprOp):
     __slots__ = ()

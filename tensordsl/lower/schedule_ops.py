@@ -64,6 +64,10 @@ class _NestBuilder:
         outputs = op.outputs
 
         guards = list(sb.predicates)
+        store_guards = []
+        if stage.store_predicate is not None:
+            threads = {thread.var: iv.var for iv, thread in stage.bound_thread.items()}
+            store_guards.append(substitute(stage.store_predicate, {**to_loops, **threads}))
         if stage.attach_type == "scope":
             for iv, idx in zip(op.axis, indices):
                 guards.append(n.And(n.GE(idx, n.IntImm("int64", 0)), n.LT(idx, iv.dom.extent)))
@@ -73,18 +77,19 @@ class _NestBuilder:
         _check_shifted_splits(stage, leaves, reduce_pos)
         if isinstance(bodies[0], n.Reduce):
             red = bodies[0]
-            update = _combine(outputs, indices, red)
+            update = _guard(store_guards, _combine(outputs, indices, red))
             init = n.seq(*[n.ProducerStore(t, ident, indices)
                            for t, ident in zip(outputs, red.combiner.identity)])
         else:
             update = n.seq(*[n.ProducerStore(t, b, indices) for t, b in zip(outputs, bodies)])
+            update = _guard(store_guards, update)
             init = None
         if init is not None and reduce_pos is None:
             raise BuildError(f"stage {stage.name!r}: a reduction without reduction loops")
         if init is not None and _thread_reduce_axes(stage):
             # a reduction across GPU threads: the nest stops at the spatial loops
             update = _cross_thread_reduction(stage, sb.extents, leaves, reduce_pos, red, outputs,
-                                             indices, guards,
+                                             indices, guards, store_guards,
                                              lambda iv, body: self.attach_here(stage, iv, body))
             init, guards = None, []
             leaves, reduce_pos = leaves[:reduce_pos], None
@@ -202,7 +207,7 @@ def _thread_reduce_axes(stage) -> list:
 
 
 def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs, indices, guards,
-                            attach):
+                            store_guards, attach):
     """``bind`` of a reduction axis to ``threadIdx``: each thread accumulates its share
     (the serial reduction loops) in a local register, the block combines the threads'
     partial results (``AllReduce``: warp shuffles, shared memory across warps), and the
@@ -271,7 +276,7 @@ def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs,
     first = [n.EQ(iv.var, zero) for iv in bound]
     store = n.seq(*[n.ProducerStore(t, n.Load(b.dtype, b, zero), indices)
                     for t, b in zip(outputs, res)])
-    store = _guard(spatial_guards + first, store)
+    store = _guard(spatial_guards + first + store_guards, store)
     extents = tuple(extents_of[iv] for iv in bound)
     body = n.seq(init, update,
                  n.AllReduce(comb, tuple(n.Load(b.dtype, b, zero) for b in acc), tuple(res),

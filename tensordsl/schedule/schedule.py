@@ -36,6 +36,7 @@ class Stage:
         self.reset_axes()
         self.align: dict[int, tuple[int, int]] = {}   # dimension -> (factor, offset)
         self.is_double_buffered = False
+        self.store_predicate: n.Expr | None = None
 
     def reset_axes(self):
         axes = list(getattr(self.op, "axis", ())) + list(getattr(self.op, "reduce_axis", ()))
@@ -323,6 +324,20 @@ class Stage:
             self._fail(f"storage_align: {getattr(iv, 'name', iv)!r} is not a root axis")
         self.align[list(self.op.axis).index(iv)] = (int(factor), int(offset))
         self._record("storage_align", axis=iv.name, factor=factor, offset=offset)
+
+    def set_store_predicate(self, predicate):
+        """Store this stage's results only where ``predicate`` holds (TVM
+        ``set_store_predicate``), e.g. ``tx.var.equal(0)`` after a cross-thread
+        reduction (which already stores from the first thread only). The predicate may
+        use the variables of thread axes bound in this stage and of its loops."""
+        self._check_compute("set_store_predicate")
+        from ..ir.op import convert
+        from ..ir import dtype as dt
+        pred = convert(predicate)
+        if not dt.is_bool(pred.dtype):
+            self._fail(f"set_store_predicate: expected a condition, got {pred.dtype}")
+        self.store_predicate = pred
+        self._record("set_store_predicate", predicate=repr(pred))
 
     def double_buffer(self):
         """Allocate two copies of this (shared) buffer and alternate between them."""

@@ -20,6 +20,8 @@ file remains the one index of them:
     float shapes ``(N / bn, K)``        an integral float is accepted as a size or factor
     td.ScheduleError                    also a ``RuntimeError`` (TVM's ``TVMError``)
     td.thread_axis((0, n), tag)         the extent stated, as TVM's
+    x.equal(y)                          ``x == y`` as an expression (``ir/nodes.py``)
+    s[T].set_store_predicate(cond)      stores only where ``cond`` holds
 """
 from __future__ import annotations
 
