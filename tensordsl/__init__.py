@@ -13,7 +13,7 @@ from .ir.op import (abs, all, any, ceil, const, erf, exp, floor, if_then_else, l
                     sqrt, tanh)
 from .lower.pipeline import lower
 from .schedule.schedule import Schedule, Stage, create_schedule
-from .te.api import (comm_reducer, compute, max, min, placeholder, reduce_axis, sum,
+from .te.api import (comm_reducer, compute, max, min, placeholder, reduce_axis, scan, sum,
                      thread_axis, var)
 from .te.tensor import Tensor
 from .te.tvm_names import (Select, floordiv, floormod, indexdiv, indexmod, size_var,
@@ -29,7 +29,7 @@ __all__ = [
     "Var", "abs", "all", "any", "ceil", "const", "erf", "exp", "floor", "if_then_else", "log",
     "max_value", "maximum", "min_value", "minimum", "pow", "round", "select", "sigmoid",
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
-    "compute", "max", "min", "placeholder", "reduce_axis", "sum", "thread_axis", "var",
+    "compute", "max", "min", "placeholder", "reduce_axis", "scan", "sum", "thread_axis", "var",
     "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin",
     # TVM's names (te/tvm_names.py)
     "Select", "floordiv", "floormod", "indexdiv", "indexmod", "size_var", "truncdiv",

@@ -6,7 +6,8 @@ reduction loop (looping over the data-parallel loops inside that point) and comb
 into the element inside. Split predicates and the shape guards of attached stages wrap
 the body right inside the innermost loop they depend on. Stages attached at a loop are
 realized and computed at the start of that loop's body; root stages run in order, each
-intermediate one realized around the whole function.
+intermediate one realized around the whole function. A scan is its loop, with its update
+stages attached inside; ``scan.py`` then stores their rows into the scan's outputs.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from ..errors import BuildError
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars, substitute
-from ..te.tensor import ComputeOp
+from ..te.tensor import ComputeOp, ScanOp
 from .bound_inference import Bounds, compute_stages
 from .check_bounds import reads_tensor
 from .inline import expanded_bodies
+from .scan import store_into_scans
 from .tensorize import lower_tensorized
 
 _TRUE = n.IntImm("bool", 1)
@@ -27,7 +29,7 @@ _TRUE = n.IntImm("bool", 1)
 def schedule_ops(schedule, bounds: Bounds, arg_tensors) -> n.Stmt:
     """The loop nest of the whole schedule (still on tensors: ProducerStore/Realize)."""
     builder = _NestBuilder(schedule, bounds, arg_tensors)
-    return builder.build()
+    return store_into_scans(schedule, builder.build())
 
 
 class _NestBuilder:
@@ -51,6 +53,8 @@ class _NestBuilder:
         sb = self.bounds.stages[stage]
         ranges = tuple(sb.ranges[iv] for iv in stage.op.axis)
         for t in reversed(stage.op.outputs):
+            if isinstance(stage.op, ScanOp):   # outputs of several shapes, whole
+                ranges = tuple(n.Range(n.IntImm("int64", 0), d) for d in t.shape)
             body = n.ProducerRealize(t, ranges, stage.scope, body)
         return body
 
@@ -58,6 +62,10 @@ class _NestBuilder:
     def stage_nest(self, stage) -> n.Stmt:
         sb = self.bounds.stages[stage]
         op: ComputeOp = stage.op
+        if isinstance(op, ScanOp):
+            # the scan's loop; its updates (attached at it) store its rows (scan.py)
+            iv = op.scan_axis
+            return self.loop(stage, iv, sb.extents[iv], self.attach_here(stage, iv, n.Seq(())))
         to_loops = {iv.var: e for iv, e in sb.root_expr.items()}
         indices = tuple(sb.root_expr[iv] for iv in op.axis)
         bodies = [substitute(b, to_loops) for b in expanded_bodies(self.s, stage)]

@@ -14,7 +14,7 @@ from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.op import const
 from ..te.api import integral
-from ..te.tensor import ComputeOp, Operation, PlaceholderOp, Tensor
+from ..te.tensor import ComputeOp, Operation, PlaceholderOp, ScanOp, Tensor
 from .relations import Fuse, Split
 from .trace import Step
 
@@ -40,6 +40,8 @@ class Stage:
 
     def reset_axes(self):
         axes = list(getattr(self.op, "axis", ())) + list(getattr(self.op, "reduce_axis", ()))
+        if isinstance(self.op, ScanOp):
+            axes = [self.op.scan_axis]
         self.all_iter_vars: list[n.IterVar] = list(axes)
         self.leaf_iter_vars: list[n.IterVar] = list(axes)
         self.relations: list = []
@@ -360,6 +362,21 @@ class Schedule:
             self.stage_map[op] = stage
         for op in outputs:
             self.stage_map[op].is_output = True
+        self.scan_state_of: dict[Operation, Tensor] = {}   # state placeholder -> scan output
+        for stage in list(self.stages):
+            if isinstance(stage.op, ScanOp):
+                self._place_scan_body(stage)
+
+    def _place_scan_body(self, scan: Stage):
+        """A scan's update stages, and the stages between its states and its updates,
+        run inside its loop (computed at ``scan_axis``, as TVM attaches them)."""
+        op = scan.op
+        for k, st in enumerate(op.state):
+            self.scan_state_of[st.op] = op.output(k)
+        for body_op in op.body_ops():
+            stage = self.stage_map[body_op]
+            stage.attach_type, stage.attach_stage = "scope", scan
+            stage.attach_ivar = op.scan_axis
 
     def __getitem__(self, key) -> Stage:
         if isinstance(key, Stage) and key.schedule is self:

@@ -8,7 +8,7 @@ from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.op import const, convert, match_types, max_value, min_value
 from ..ir.visitor import Visitor
-from .tensor import ComputeOp, PlaceholderOp, Tensor
+from .tensor import ComputeOp, PlaceholderOp, ScanOp, Tensor
 
 _fresh = itertools.count()
 
@@ -104,6 +104,43 @@ def compute(shape, fcompute, name: str = "compute", tag: str = ""):
     op = ComputeOp(name, axis, bodies, tag)
     outs = op.outputs
     return list(outs) if isinstance(result, (tuple, list)) else outs[0]
+
+
+def scan(init, update, state_placeholder, inputs=None, name: str = "scan",
+         tag: str = ""):
+    """A recurrence over the first axis (TVM ``te.scan``): the result's first rows are
+    ``init``, then row ``t`` is row ``t`` of ``update``, which reads the result so far
+    through ``state_placeholder``. Lists of each give several states (a list back).
+
+    >>> X = td.placeholder((m, n), name="X")
+    >>> s_state = td.placeholder((m, n))
+    >>> s_init = td.compute((1, n), lambda _, i: X[0, i])
+    >>> s_update = td.compute((m, n), lambda t, i: s_state[t - 1, i] + X[t, i])
+    >>> s_scan = td.scan(s_init, s_update, s_state, inputs=[X])     # cumulative sum
+    """
+    as_list = isinstance(init, (list, tuple))
+    init, update, state = ([x] if isinstance(x, Tensor) else list(x)
+                           for x in (init, update, state_placeholder))
+    if not (len(init) == len(update) == len(state)) or not init:
+        raise ValueError(f"scan {name!r}: init, update and state_placeholder must have "
+                         f"as many tensors each, got {len(init)}, {len(update)}, "
+                         f"{len(state)}")
+    for k, (i, u, st) in enumerate(zip(init, update, state)):
+        if not all(isinstance(x, Tensor) for x in (i, u, st)):
+            raise TypeError(f"scan {name!r}: expected tensors for state {k}")
+        if not isinstance(st.op, PlaceholderOp):
+            raise TypeError(f"scan {name!r}: state_placeholder {k} must be td.placeholder")
+        if not (i.ndim == u.ndim == st.ndim) or u.dtype != st.dtype or i.dtype != u.dtype:
+            raise ValueError(f"scan {name!r}: state {k}: init {i}, update {u} and state "
+                             f"{st} must have the same rank and dtype")
+        if repr(u.shape) != repr(st.shape) or repr(i.shape[1:]) != repr(u.shape[1:]):
+            raise ValueError(f"scan {name!r}: state {k}: update and state_placeholder "
+                             "must have one shape, and init the same but for its rows")
+    init_len, steps = init[0].shape[0], update[0].shape[0]
+    from ..arith.simplify import simplify_expr
+    axis = n.IterVar(n.Var(f"{name}.idx"), n.Range(const(0), simplify_expr(steps - init_len)))
+    op = ScanOp(name, axis, init, update, state, inputs or (), tag)
+    return list(op.outputs) if as_list else op.output(0)
 
 
 class _NestedReduce(Visitor):

@@ -21,7 +21,7 @@ class Tensor:
 
     @property
     def shape(self) -> tuple[n.Expr, ...]:
-        return self.op.shape
+        return self.op.output_shape(self.value_index)
 
     @property
     def dtype(self) -> str:
@@ -100,6 +100,9 @@ class Operation:
     def output(self, i: int = 0) -> Tensor:
         return Tensor(self, i)
 
+    def output_shape(self, i: int) -> tuple[n.Expr, ...]:
+        return self.shape
+
     @property
     def outputs(self) -> tuple[Tensor, ...]:
         return tuple(Tensor(self, i) for i in range(self.num_outputs))
@@ -144,6 +147,66 @@ class ComputeOp(Operation):
 
     def __repr__(self):
         return f"ComputeOp({self.name})"
+
+
+class ScanOp(Operation):
+    """A recurrence (TVM's ``te.scan``): output ``k`` holds ``init[k]`` in its first
+    ``init_len`` rows, then, for ``t`` from ``init_len`` up, row ``t`` of ``update[k]``,
+    whose definition reads ``state[k]`` — the scan's output so far — at earlier rows.
+
+    ``scan_axis`` counts the loop's iterations from 0 (row ``scan_axis + init_len``).
+    The update stages, and the stages between a state and an update, are computed
+    inside that loop; lowering stores their rows (and the init's) straight into the
+    scan's outputs and reads the states from them (``lower/scan.py``)."""
+
+    def __init__(self, name: str, scan_axis: n.IterVar, init, update, state, inputs,
+                 tag: str = ""):
+        self.name, self.scan_axis, self.tag = name, scan_axis, tag
+        self.init, self.update, self.state = tuple(init), tuple(update), tuple(state)
+        self.inputs = tuple(inputs)
+        self.axis, self.reduce_axis = (), ()
+        self.shape = self.update[0].shape
+        self.init_len = self.init[0].shape[0]
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.update)
+
+    def output_shape(self, i: int) -> tuple[n.Expr, ...]:
+        return self.update[i].shape
+
+    def output_dtype(self, i: int) -> str:
+        return self.update[i].dtype
+
+    @property
+    def input_tensors(self) -> list[Tensor]:
+        return list(self.init) + list(self.update)
+
+    def body_ops(self) -> list["ComputeOp"]:
+        """The operations computed inside the scan's loop, rows indexed by time: the
+        updates and every operation they read that reads a state (directly or not)."""
+        states = {st.op for st in self.state}
+        updates = [u.op for u in self.update]
+        reads_state: dict = {}
+
+        def depends(op) -> bool:
+            if op not in reads_state:
+                reads_state[op] = op in states or (isinstance(op, ComputeOp) and any(
+                    depends(t.op) for t in op.input_tensors))
+            return reads_state[op]
+
+        body, todo = [], list(updates)
+        while todo:
+            op = todo.pop()
+            if op in body or not isinstance(op, ComputeOp):
+                continue
+            if op in updates or depends(op):
+                body.append(op)
+                todo.extend(t.op for t in op.input_tensors)
+        return body
+
+    def __repr__(self):
+        return f"ScanOp({self.name})"
 
 
 class _ReadCollector(Visitor):

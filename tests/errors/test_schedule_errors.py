@@ -234,3 +234,39 @@ def test_bind_a_reduction_axis_to_a_block_index(mm):
                                             r"blockIdx.x.*rfactor"):
         s[C].bind(ko, td.thread_axis("blockIdx.x"))
     s[C].bind(ki, td.thread_axis("threadIdx.x"))   # legal: combined across threads
+
+
+def _cumsum():
+    X = td.placeholder((8, 5), name="X")
+    state = td.placeholder((8, 5), name="state")
+    init = td.compute((1, 5), lambda _, i: X[0, i], name="init")
+    update = td.compute((8, 5), lambda t, i: state[t - 1, i] + X[t, i], name="update")
+    return X, state, init, update
+
+
+def test_scan_update_moved_out_of_the_scan_loop():
+    X, state, init, update = _cumsum()
+    scan = td.scan(init, update, state, inputs=[X])
+    s = td.create_schedule(scan.op)
+    s[update].compute_root()
+    with pytest.raises(ScheduleError, match=r"'update' is the update of scan 'scan'"):
+        td.lower(s, [X, scan])
+
+
+def test_scan_of_mismatched_states():
+    X, state, init, update = _cumsum()
+    other = td.placeholder((8, 6), name="other")
+    with pytest.raises(ValueError, match="one shape"):
+        td.scan(init, update, other)
+    with pytest.raises(ValueError, match="as many tensors"):
+        td.scan([init], [update, update], [state])
+
+
+def test_scan_on_the_gpu_is_refused_naming_the_scan():
+    X, state, init, update = _cumsum()
+    scan = td.scan(init, update, state, inputs=[X])
+    s = td.create_schedule(scan.op)
+    for stage in (init, update):
+        s[stage].bind(s[stage].op.axis[1], td.thread_axis("threadIdx.x"))
+    with pytest.raises(td.BuildError, match="stage 'scan'.*outside any GPU kernel"):
+        td.lower(s, [X, scan], target="cuda")
