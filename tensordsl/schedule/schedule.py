@@ -426,6 +426,31 @@ class Schedule:
                     todo.append(s)
         return False
 
+    def create_group(self, outputs, inputs, include_inputs: bool = False) -> "Group":
+        """The stages from ``inputs`` (exclusive, unless ``include_inputs``) to ``outputs``
+        (inclusive), to place together (TVM ``create_group``)::
+
+            g = s.create_group(outputs=C, inputs=A)     # B and C, where C reads B reads A
+            g.compute_at(s[D], D.op.axis[0])            # both computed inside D's loop
+        """
+        outs = [outputs] if isinstance(outputs, (Tensor, Operation)) else list(outputs)
+        ins = [inputs] if isinstance(inputs, (Tensor, Operation)) else list(inputs)
+        stop = {self[t].op for t in ins}
+        members, todo = [], [self[t] for t in outs]
+        while todo:
+            st = todo.pop()
+            if st in members or (st.op in stop and not include_inputs):
+                continue
+            if isinstance(st.op, PlaceholderOp):
+                continue
+            members.append(st)
+            if st.op not in stop:
+                todo.extend(self[t] for t in st.op.input_tensors)
+        if not members:
+            raise ScheduleError("create_group: no computed stage lies between the inputs "
+                                "and the outputs")
+        return Group(sorted(members, key=self.stages.index))
+
     def insert_stage(self, stage: Stage, before: Stage):
         self.stages.insert(self.stages.index(before), stage)
         self.stage_map[stage.op] = stage
@@ -446,6 +471,32 @@ class Schedule:
     def rfactor(self, tensor, axis, factor_axis: int = 0):
         from .rewrite import rfactor
         return rfactor(self, tensor, axis, factor_axis)
+
+
+class Group:
+    """Stages placed together (``s.create_group``): ``compute_at`` moves every member
+    not attached elsewhere into a loop of a consumer, ``compute_root`` back to root,
+    ``compute_inline`` inlines them all. Each is recorded in the trace as the members'
+    own steps."""
+
+    def __init__(self, stages: list[Stage]):
+        self.stages = stages
+
+    def __repr__(self):
+        return f"Group({[st.name for st in self.stages]})"
+
+    def compute_at(self, parent: Stage, iv: n.IterVar):
+        for st in self.stages:
+            if st.attach_type == "root":
+                st.compute_at(parent, iv)
+
+    def compute_root(self):
+        for st in self.stages:
+            st.compute_root()
+
+    def compute_inline(self):
+        for st in self.stages:
+            st.compute_inline()
 
 
 def _post_order(outputs) -> list[Operation]:
