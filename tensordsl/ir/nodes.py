@@ -102,6 +102,13 @@ class FloatImm(Expr):
 
 
 @_node
+class StringImm(Expr):
+    """A string constant: the name of a packed function (``td.call_packed``)."""
+    value: str
+    dtype: str = "handle"
+
+
+@_node
 class Var(Expr):
     name: str
     dtype: str = dt.INDEX_DTYPE
@@ -284,7 +291,9 @@ class Cast(Expr):
 @_node
 class Call(Expr):
     """An intrinsic: ``exp``, ``log``, ``sqrt``, ``tanh``, ``fabs``, ``pow``, ``floor``,
-    ``ceil``, ``round`` and the lazy ``if_then_else(cond, a, b)``."""
+    ``ceil``, ``round``, the lazy ``if_then_else(cond, a, b)``, and
+    ``call_packed(name, signature, *buffers_and_ints)``: a call into a registered Python
+    function (``runtime/packed.py``), each buffer given by its first element."""
     dtype: str
     name: str
     args: tuple[Expr, ...]

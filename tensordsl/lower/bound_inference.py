@@ -21,7 +21,7 @@ from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars, substitute
 from ..schedule.relations import leaf_extents, root_values
-from ..te.tensor import ComputeOp, ScanOp
+from ..te.tensor import ComputeOp, ExternOp, ScanOp
 from .check_bounds import reads_tensor
 from .inline import expanded_bodies
 
@@ -61,7 +61,7 @@ class _Reads(Visitor):
 def compute_stages(schedule):
     """The stages that get loop nests: computed, not inlined."""
     return [st for st in schedule.stages
-            if isinstance(st.op, (ComputeOp, ScanOp)) and st.attach_type != "inline"]
+            if isinstance(st.op, (ComputeOp, ScanOp, ExternOp)) and st.attach_type != "inline"]
 
 
 def infer_bounds(schedule) -> Bounds:

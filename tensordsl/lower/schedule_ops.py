@@ -7,7 +7,8 @@ into the element inside. Split predicates and the shape guards of attached stage
 the body right inside the innermost loop they depend on. Stages attached at a loop are
 realized and computed at the start of that loop's body; root stages run in order, each
 intermediate one realized around the whole function. A scan is its loop, with its update
-stages attached inside; ``scan.py`` then stores their rows into the scan's outputs.
+stages attached inside; ``scan.py`` then stores their rows into the scan's outputs. An
+extern stage is its ``call_packed`` call (``runtime/packed.py``), at root.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..errors import BuildError
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars, substitute
-from ..te.tensor import ComputeOp, ScanOp
+from ..te.tensor import ComputeOp, ExternOp, ScanOp
 from .bound_inference import Bounds, compute_stages
 from .check_bounds import reads_tensor
 from .inline import expanded_bodies
@@ -53,7 +54,7 @@ class _NestBuilder:
         sb = self.bounds.stages[stage]
         ranges = tuple(sb.ranges[iv] for iv in stage.op.axis)
         for t in reversed(stage.op.outputs):
-            if isinstance(stage.op, ScanOp):   # outputs of several shapes, whole
+            if not isinstance(stage.op, ComputeOp):   # scan, extern: outputs whole
                 ranges = tuple(n.Range(n.IntImm("int64", 0), d) for d in t.shape)
             body = n.ProducerRealize(t, ranges, stage.scope, body)
         return body
@@ -62,6 +63,8 @@ class _NestBuilder:
     def stage_nest(self, stage) -> n.Stmt:
         sb = self.bounds.stages[stage]
         op: ComputeOp = stage.op
+        if isinstance(op, ExternOp):
+            return n.Evaluate(op.call)
         if isinstance(op, ScanOp):
             # the scan's loop; its updates (attached at it) store its rows (scan.py)
             iv = op.scan_axis

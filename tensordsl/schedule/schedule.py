@@ -14,7 +14,7 @@ from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.op import const
 from ..te.api import integral
-from ..te.tensor import ComputeOp, Operation, PlaceholderOp, ScanOp, Tensor
+from ..te.tensor import ComputeOp, ExternOp, Operation, PlaceholderOp, ScanOp, Tensor
 from .relations import Fuse, Split
 from .trace import Step
 
@@ -265,6 +265,9 @@ class Stage:
         only the region that one iteration of ``iv`` reads. ``parent`` must read this
         stage, directly or through stages that are (by lowering) computed inside it."""
         self._check_compute("compute_at")
+        if isinstance(self.op, ExternOp):
+            self._fail("compute_at: an extern stage is one call over whole tensors; it is "
+                       "computed at root")
         if not isinstance(parent, Stage):
             self._fail(f"compute_at: parent must be a stage (s[T]), got {parent!r}")
         if parent is self:
@@ -286,6 +289,9 @@ class Stage:
         self._check_compute("compute_inline")
         if self.is_output:
             self._fail("compute_inline: an output of the schedule cannot be inlined")
+        if not isinstance(self.op, ComputeOp):
+            self._fail("compute_inline: only a compute (not a scan or an extern) can be "
+                       "inlined")
         if self.op.reduce_axis:
             self._fail("compute_inline: a reduction cannot be inlined")
         if self.op.num_outputs > 1:

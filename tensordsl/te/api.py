@@ -8,7 +8,7 @@ from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.op import const, convert, match_types, max_value, min_value
 from ..ir.visitor import Visitor
-from .tensor import ComputeOp, PlaceholderOp, ScanOp, Tensor
+from .tensor import ComputeOp, ExternOp, PlaceholderOp, ScanOp, Tensor
 
 _fresh = itertools.count()
 
@@ -141,6 +141,61 @@ def scan(init, update, state_placeholder, inputs=None, name: str = "scan",
     axis = n.IterVar(n.Var(f"{name}.idx"), n.Range(const(0), simplify_expr(steps - init_len)))
     op = ScanOp(name, axis, init, update, state, inputs or (), tag)
     return list(op.outputs) if as_list else op.output(0)
+
+
+def extern(shape, inputs, fcompute, name: str = "extern", dtype=None, tag: str = ""):
+    """Tensors computed outside the generated code (TVM ``te.extern``): ``fcompute(ins,
+    outs)`` gets the input and output tensors and returns the call that fills the
+    outputs, ``td.call_packed(name, ...)`` of a function registered with
+    ``td.register_func``. ``shape`` may be a list of shapes (then a list back).
+
+    >>> @td.register_func("my_add_one")
+    ... def my_add_one(x, y):          # numpy views of the buffers
+    ...     y[...] = x + 1
+    >>> B = td.extern(A.shape, [A], lambda ins, outs: td.call_packed(
+    ...     "my_add_one", ins[0], outs[0]), name="B")
+
+    The stage is computed at root; the call runs once, after its inputs, before the
+    stages that read its outputs (which may be scheduled as usual).
+    """
+    several = isinstance(shape, (list, tuple)) and shape and isinstance(
+        shape[0], (list, tuple))
+    shapes = [_shape(sh, f"extern {name!r}") for sh in (shape if several else [shape])]
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if not all(isinstance(t, Tensor) for t in inputs):
+        raise TypeError(f"extern {name!r}: inputs must be tensors, got {inputs!r}")
+    if dtype is None:
+        dtype = inputs[0].dtype if inputs else "float32"
+    dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
+    op = ExternOp(name, shapes, [dt.normalize(d) for d in dtypes], inputs, tag)
+    call = fcompute(list(inputs), list(op.outputs))
+    if not (isinstance(call, n.Call) and call.name == "call_packed"):
+        raise TypeError(f"extern {name!r}: fcompute must return td.call_packed(...), got "
+                        f"{call!r}")
+    op.call = call
+    return list(op.outputs) if several else op.output(0)
+
+
+def call_packed(name: str, *args) -> n.Call:
+    """A call of the function registered as ``name`` (``td.register_func``) on tensors
+    (it receives numpy views of their buffers, in place) and integers (TVM
+    ``tir.call_packed``). Only inside ``td.extern``'s ``fcompute``."""
+    if not isinstance(name, str):
+        raise TypeError(f"call_packed: the name must be a string, got {name!r}")
+    parts, values, sizes = [], [], []
+    for k, a in enumerate(args):
+        if isinstance(a, Tensor):
+            parts.append(f"{a.dtype}:{a.ndim}")
+            values.append(n.TensorRead(a, tuple(const(0) for _ in range(a.ndim))))
+            sizes.extend(a.shape)
+        elif isinstance(a, (bool, int)) or (isinstance(a, n.Expr) and dt.is_int(a.dtype)):
+            parts.append("int64")
+            sizes.append(_as_dtype(convert(int(a) if isinstance(a, bool) else a), "int64"))
+        else:
+            raise TypeError(f"call_packed {name!r}: argument {k} must be a tensor or an "
+                            f"integer, got {a!r}")
+    return n.Call("int32", "call_packed",
+                  (n.StringImm(name), n.StringImm(";".join(parts)), *values, *sizes))
 
 
 class _NestedReduce(Visitor):

@@ -209,6 +209,36 @@ class ScanOp(Operation):
         return f"ScanOp({self.name})"
 
 
+class ExternOp(Operation):
+    """Outputs computed by a call out of the generated code (TVM's ``te.extern``):
+    ``call`` is an expression, ``td.call_packed(name, *tensors)``, evaluated once where
+    the stage runs (always at root), with ``inputs`` computed before it."""
+
+    def __init__(self, name: str, shapes, dtypes, inputs, tag: str = ""):
+        self.name, self.tag = name, tag
+        self.shapes, self.dtypes, self.inputs = tuple(shapes), tuple(dtypes), tuple(inputs)
+        self.axis, self.reduce_axis = (), ()
+        self.shape = self.shapes[0]
+        self.call: n.Expr | None = None     # set once the outputs exist
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.shapes)
+
+    def output_shape(self, i: int) -> tuple[n.Expr, ...]:
+        return self.shapes[i]
+
+    def output_dtype(self, i: int) -> str:
+        return self.dtypes[i]
+
+    @property
+    def input_tensors(self) -> list[Tensor]:
+        return list(self.inputs)
+
+    def __repr__(self):
+        return f"ExternOp({self.name})"
+
+
 class _ReadCollector(Visitor):
     def __init__(self):
         self.tensors: dict[Tensor, None] = {}

@@ -270,3 +270,40 @@ def test_scan_on_the_gpu_is_refused_naming_the_scan():
         s[stage].bind(s[stage].op.axis[1], td.thread_axis("threadIdx.x"))
     with pytest.raises(td.BuildError, match="stage 'scan'.*outside any GPU kernel"):
         td.lower(s, [X, scan], target="cuda")
+
+
+def _extern_add_one(name="errors.unregistered"):
+    A = td.placeholder((8,), name="A")
+    B = td.extern(A.shape, [A], lambda ins, outs: td.call_packed(name, ins[0], outs[0]),
+                  name="B")
+    C = td.compute((8,), lambda i: B[i] * 2.0, name="C")
+    return A, B, C
+
+
+def test_extern_stage_is_computed_at_root():
+    A, B, C = _extern_add_one()
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match="stage 'B'.*extern.*computed at root"):
+        s[B].compute_at(s[C], C.op.axis[0])
+    with pytest.raises(ScheduleError, match="stage 'B'.*only a compute"):
+        s[B].compute_inline()
+
+
+def test_extern_calls_a_function_nobody_registered():
+    import numpy as np
+    A, B, C = _extern_add_one("errors.nobody_registered_this")
+    f = td.build(td.create_schedule(C.op), [A, C])
+    with pytest.raises(ValueError, match="no function is registered as "
+                                         "'errors.nobody_registered_this'"):
+        f(np.zeros(8, "float32"), np.zeros(8, "float32"))
+
+
+def test_extern_needs_call_packed_and_tensor_or_int_arguments():
+    A = td.placeholder((8,), name="A")
+    with pytest.raises(TypeError, match="fcompute must return td.call_packed"):
+        td.extern(A.shape, [A], lambda ins, outs: ins[0][0] + 1.0)
+    with pytest.raises(TypeError, match="argument 1 must be a tensor or an integer"):
+        td.extern(A.shape, [A], lambda ins, outs: td.call_packed("f", ins[0], 0.5))
+    td.register_func("errors.once", lambda x: None, override=True)
+    with pytest.raises(ValueError, match="registered already"):
+        td.register_func("errors.once", lambda x: None)
