@@ -307,3 +307,10 @@ def test_extern_needs_call_packed_and_tensor_or_int_arguments():
     td.register_func("errors.once", lambda x: None, override=True)
     with pytest.raises(ValueError, match="registered already"):
         td.register_func("errors.once", lambda x: None)
+
+
+def test_extern_on_the_gpu_is_refused():
+    A, B, C = _extern_add_one()
+    s = td.create_schedule(B.op)
+    with pytest.raises(td.BuildError, match="td.extern calling 'errors.unregistered'.*host"):
+        td.lower(s, [A, B], target="cuda")
