@@ -13,9 +13,12 @@ from .ir.op import (abs, all, any, ceil, const, erf, exp, floor, if_then_else, l
                     sqrt, tanh)
 from .lower.pipeline import lower
 from .schedule.schedule import Schedule, Stage, create_schedule
-from .te.api import (comm_reducer, compute, max, min, placeholder, reduce_axis, sum,
-                     thread_axis, var)
+from .te.api import (call_packed, comm_reducer, compute, extern, max, min, placeholder,
+                     reduce_axis, scan, sum, thread_axis, var)
+from .runtime.packed import get_global_func, register_func
 from .te.tensor import Tensor
+from .te.tvm_names import (Select, floordiv, floormod, indexdiv, indexmod, size_var,
+                           truncdiv, truncmod)
 from .build import build
 from .schedule import tensor_intrin
 from . import autotune, nd, ops
@@ -27,6 +30,10 @@ __all__ = [
     "Var", "abs", "all", "any", "ceil", "const", "erf", "exp", "floor", "if_then_else", "log",
     "max_value", "maximum", "min_value", "minimum", "pow", "round", "select", "sigmoid",
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
-    "compute", "max", "min", "placeholder", "reduce_axis", "sum", "thread_axis", "var",
-    "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin",
+    "compute", "max", "min", "placeholder", "reduce_axis", "scan", "sum", "thread_axis", "var",
+    "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin", "call_packed", "extern",
+    "get_global_func", "register_func",
+    # TVM's names (te/tvm_names.py)
+    "Select", "floordiv", "floormod", "indexdiv", "indexmod", "size_var", "truncdiv",
+    "truncmod",
 ]

@@ -5,8 +5,9 @@ class TensorDSLError(Exception):
     """Base of tensordsl's own errors."""
 
 
-class ScheduleError(TensorDSLError, ValueError):
-    """An illegal schedule request; the message names the stage and the axis."""
+class ScheduleError(TensorDSLError, ValueError, RuntimeError):
+    """An illegal schedule request; the message names the stage and the axis. Also a
+    ``RuntimeError``, as TVM's ``TVMError`` is, so a ported ``except`` still catches it."""
 
 
 class BuildError(TensorDSLError, RuntimeError):

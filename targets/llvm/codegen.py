@@ -378,6 +378,8 @@ class CodeGenLLVM:
             return self.prefetch(e.args[0])
         if e.name == "thread_index":
             return self.thread_index
+        if e.name == "call_packed":
+            return self.call_packed(e)
         if e.name in _LIBM:
             return self.libm_call(e)
         if e.name in _INLINE_F32 and dt.element(e.dtype) == "float32":
@@ -396,6 +398,33 @@ class CodeGenLLVM:
         fn = self.declare("llvm.prefetch.p0", ir.VoidType(), [ptr.type, I32, I32, I32])
         bd.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
         return ir.Constant(I32, 0)
+
+    def call_packed(self, e):
+        """``tensordsl_call_packed(name, signature, pointers, sizes, count)``: a call into
+        the registered Python function (``tensordsl/runtime/packed.py``)."""
+        bd = self.builder
+        name, signature, *rest = e.args
+        loads = [a for a in rest if isinstance(a, n.Load)]
+        sizes = [a for a in rest if not isinstance(a, n.Load)]
+        ptrs = self.entry_builder.alloca(I8P, size=ir.Constant(I64, max(1, len(loads))))
+        dims = self.entry_builder.alloca(I64, size=ir.Constant(I64, max(1, len(sizes))))
+        for k, load in enumerate(loads):
+            ptr = bd.gep(self.buffer_ptr(load.buffer), [self.expr(load.index)])
+            bd.store(bd.bitcast(ptr, I8P), bd.gep(ptrs, [ir.Constant(I64, k)]))
+        for k, size in enumerate(sizes):
+            bd.store(self.expr(size), bd.gep(dims, [ir.Constant(I64, k)]))
+        fn = self.declare("tensordsl_call_packed", I32,
+                          [I8P, I8P, I8P.as_pointer(), I64.as_pointer(), I32])
+        return bd.call(fn, [self.c_string(name.value), self.c_string(signature.value), ptrs,
+                            dims, ir.Constant(I32, len(loads))])
+
+    def c_string(self, text: str):
+        data = bytearray(text.encode() + b"\0")
+        var = ir.GlobalVariable(self.module, ir.ArrayType(I8, len(data)),
+                                self.module.get_unique_name("str"))
+        var.global_constant, var.linkage = True, "private"
+        var.initializer = ir.Constant(ir.ArrayType(I8, len(data)), data)
+        return self.builder.bitcast(var, I8P)
 
     def libm_call(self, e):
         """A C math function with no LLVM intrinsic, applied lane by lane."""

@@ -14,6 +14,7 @@ import functools
 import llvmlite.binding as llvm
 
 from tensordsl.errors import BuildError
+from tensordsl.runtime import packed
 
 from .compile import new_host_machine
 
@@ -47,6 +48,7 @@ def load(obj: bytes, name: str, n_pointers: int, n_scalars: int) -> Kernel:
     if not load_openmp():
         raise BuildError("parallel loops need libgomp (gcc's OpenMP runtime), which was "
                          "not found; install libgomp1")
+    llvm.add_symbol(packed.SYMBOL, packed.CALLBACK_ADDRESS)   # td.call_packed
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_host_machine())
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()

@@ -71,6 +71,11 @@ class ExprOp:
     def astype(self, dtype) -> "Expr":
         return _op.cast(dtype, self)
 
+    def equal(self, other) -> "Expr":
+        """``self == other`` as an expression (TVM's spelling, listed in
+        ``te/tvm_names.py``)."""
+        return _op.binary("EQ", self, other)
+
 
 class Expr(Node, ExprOp):
     __slots__ = ()
@@ -94,6 +99,13 @@ class IntImm(Expr):
 class FloatImm(Expr):
     dtype: str
     value: float
+
+
+@_node
+class StringImm(Expr):
+    """A string constant: the name of a packed function (``td.call_packed``)."""
+    value: str
+    dtype: str = "handle"
 
 
 @_node
@@ -279,7 +291,9 @@ class Cast(Expr):
 @_node
 class Call(Expr):
     """An intrinsic: ``exp``, ``log``, ``sqrt``, ``tanh``, ``fabs``, ``pow``, ``floor``,
-    ``ceil``, ``round`` and the lazy ``if_then_else(cond, a, b)``."""
+    ``ceil``, ``round``, the lazy ``if_then_else(cond, a, b)``, and
+    ``call_packed(name, signature, *buffers_and_ints)``: a call into a registered Python
+    function (``runtime/packed.py``), each buffer given by its first element."""
     dtype: str
     name: str
     args: tuple[Expr, ...]

@@ -65,6 +65,9 @@ class Printer:
         text = repr(e.value)
         return text + suffix if suffix is not None else f"{e.dtype}({text})"
 
+    def expr_StringImm(self, e):
+        return '"' + e.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
     def expr_Var(self, e):
         return self.name_of(e, e.name)
 

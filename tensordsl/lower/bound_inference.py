@@ -21,7 +21,7 @@ from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars, substitute
 from ..schedule.relations import leaf_extents, root_values
-from ..te.tensor import ComputeOp
+from ..te.tensor import ComputeOp, ExternOp, ScanOp
 from .check_bounds import reads_tensor
 from .inline import expanded_bodies
 
@@ -61,7 +61,7 @@ class _Reads(Visitor):
 def compute_stages(schedule):
     """The stages that get loop nests: computed, not inlined."""
     return [st for st in schedule.stages
-            if isinstance(st.op, ComputeOp) and st.attach_type != "inline"]
+            if isinstance(st.op, (ComputeOp, ScanOp, ExternOp)) and st.attach_type != "inline"]
 
 
 def infer_bounds(schedule) -> Bounds:
@@ -72,7 +72,14 @@ def infer_bounds(schedule) -> Bounds:
         _check_attach(stage)
         ranges = {}
         op = stage.op
-        if stage.attach_type == "scope":
+        if isinstance(op, ScanOp):
+            _check_scan_body(schedule, stage)
+            ranges[op.scan_axis] = op.scan_axis.dom
+        elif _is_scan_update(stage):
+            demanded = _scan_row(stage, s)
+            for d, iv in enumerate(op.axis):
+                ranges[iv] = demanded[d]
+        elif stage.attach_type == "scope":
             demanded = _demanded_region(schedule, stage, bounds, s)
             for d, iv in enumerate(op.axis):
                 ranges[iv] = demanded[d]
@@ -107,6 +114,30 @@ def _bind_spatial_in_reduce_ranges(op, sb, s):
         sb.root_expr[iv] = s.visit(substitute(sb.root_expr[iv], spatial))
     sb.extents = {iv: s.visit(substitute(e, spatial)) for iv, e in sb.extents.items()}
     sb.predicates = [s.visit(substitute(p, spatial)) for p in sb.predicates]
+
+
+def _is_scan_update(stage) -> bool:
+    parent = stage.attach_stage
+    return (stage.attach_type == "scope" and isinstance(parent.op, ScanOp)
+            and any(u.op is stage.op for u in parent.op.update))
+
+
+def _scan_row(stage, s) -> list:
+    """The region of a scan's update one iteration of the scan computes: its row
+    ``scan_axis + init_len``, whole."""
+    scan = stage.attach_stage.op
+    row = s.visit(n.Add(scan.scan_axis.var, scan.init_len))
+    return [n.Range(row, n.IntImm("int64", 1))] + [
+        n.Range(n.IntImm("int64", 0), iv.dom.extent) for iv in stage.op.axis[1:]]
+
+
+def _check_scan_body(schedule, scan):
+    for u in scan.op.update:
+        st = schedule[u]
+        if st.attach_stage is not scan or st.attach_ivar is not scan.op.scan_axis:
+            raise ScheduleError(f"stage {st.name!r} is the update of scan {scan.name!r}, so "
+                                "it is computed inside the scan's loop; it cannot be "
+                                "attached elsewhere")
 
 
 def _check_attach(stage):

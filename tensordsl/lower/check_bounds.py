@@ -32,7 +32,7 @@ from ..arith.simplify import Simplifier
 from ..errors import BuildError
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars
-from ..te.tensor import ComputeOp
+from ..te.tensor import ComputeOp, ScanOp
 
 _ZERO = n.IntImm("int64", 0)
 _ONE = n.IntImm("int64", 1)
@@ -64,10 +64,14 @@ def access_checks(ops) -> tuple[list[AccessCheck], frozenset]:
     Raises ``BuildError`` for a read that is out of bounds whatever the sizes."""
     simp = Simplifier()
     checks, unbounded = [], set()
+    ops = list(ops)
+    # a scan computes the rows of its body from init_len on only (rows before are init's)
+    first_rows = {op: scan.init_len for scan in ops if isinstance(scan, ScanOp)
+                  for op in scan.body_ops()}
     for op in ops:
         if not isinstance(op, ComputeOp):
             continue
-        domain = _domain(op, simp)
+        domain = _domain(op, simp, first_rows.get(op))
         if domain is None:
             # reduction bounds no interval covers: every read is checked as it runs
             for tensor, indices, _ in _guarded_reads(op.body):
@@ -86,12 +90,15 @@ def access_checks(ops) -> tuple[list[AccessCheck], frozenset]:
     return checks, frozenset(unbounded)
 
 
-def _domain(op, simp):
+def _domain(op, simp, first_row=None):
     """Inclusive (lo, hi) of every axis of ``op``; a reduction axis whose range depends on
     the output index (``reduce_axis((0, i + 1))``) gets its hull over the output's range.
-    None if some range has no interval."""
+    ``first_row``: where the first axis starts instead of 0 (a scan's update). None if
+    some range has no interval."""
     domain = {iv.var: (iv.dom.min, n.Sub(n.Add(iv.dom.min, iv.dom.extent), _ONE))
               for iv in op.axis}
+    if first_row is not None and op.axis:
+        domain[op.axis[0].var] = (first_row, domain[op.axis[0].var][1])
     for iv in op.reduce_axis:
         lo = eval_interval(iv.dom.min, domain, simp)
         hi = eval_interval(n.Sub(n.Add(iv.dom.min, iv.dom.extent), _ONE), domain, simp)

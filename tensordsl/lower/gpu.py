@@ -171,6 +171,11 @@ def check_kernels(f: n.PrimFunc) -> n.PrimFunc:
             continue
         if isinstance(part, n.For) and part.kind == "parallel":
             why = "a parallel loop is a CPU construct; bind it to blockIdx/threadIdx"
+        elif isinstance(part, n.Evaluate) and isinstance(part.value, n.Call) \
+                and part.value.name == "call_packed":
+            raise BuildError(f"td.extern calling {part.value.args[0].value!r}: a packed "
+                             "function runs Python on the host; build for the CPU "
+                             "(target='llvm')")
         else:
             why = "bind its outer loops with s[T].bind(axis, td.thread_axis('blockIdx.x'))"
         raise BuildError(f"stage {_stage_names(part)} has a loop or statement outside any "

@@ -1,5 +1,6 @@
 """Stage bodies as lowering sees them: reads of inlined stages replaced by their
-expressions, and every other read pointed at the tensor its stage computes now."""
+expressions, reads of a scan's state by reads of the scan's output, and every other read
+pointed at the tensor its stage computes now."""
 from __future__ import annotations
 
 from ..ir import nodes as n
@@ -12,6 +13,9 @@ class _Expand(Mutator):
 
     def visit_TensorRead(self, node):
         indices = tuple(self.visit(i) for i in node.indices)
+        scan_output = self.s.scan_state_of.get(node.tensor.op)
+        if scan_output is not None:   # a scan's state: its output so far
+            return n.TensorRead(scan_output, indices)
         stage = self.s[node.tensor]
         if stage.attach_type == "inline":
             op = stage.op
@@ -25,5 +29,6 @@ def expanded_bodies(schedule, stage) -> tuple[n.Expr, ...]:
     cache = schedule.__dict__.setdefault("_expanded", {})
     key = id(stage.op)
     if key not in cache:
-        cache[key] = (stage.op, tuple(_Expand(schedule).visit(b) for b in stage.op.body))
+        bodies = getattr(stage.op, "body", ())   # a scan has none
+        cache[key] = (stage.op, tuple(_Expand(schedule).visit(b) for b in bodies))
     return cache[key][1]

@@ -6,7 +6,9 @@ reduction loop (looping over the data-parallel loops inside that point) and comb
 into the element inside. Split predicates and the shape guards of attached stages wrap
 the body right inside the innermost loop they depend on. Stages attached at a loop are
 realized and computed at the start of that loop's body; root stages run in order, each
-intermediate one realized around the whole function.
+intermediate one realized around the whole function. A scan is its loop, with its update
+stages attached inside; ``scan.py`` then stores their rows into the scan's outputs. An
+extern stage is its ``call_packed`` call (``runtime/packed.py``), at root.
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from ..errors import BuildError
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars, substitute
-from ..te.tensor import ComputeOp
+from ..te.tensor import ComputeOp, ExternOp, ScanOp
 from .bound_inference import Bounds, compute_stages
 from .check_bounds import reads_tensor
 from .inline import expanded_bodies
+from .scan import store_into_scans
 from .tensorize import lower_tensorized
 
 _TRUE = n.IntImm("bool", 1)
@@ -27,7 +30,7 @@ _TRUE = n.IntImm("bool", 1)
 def schedule_ops(schedule, bounds: Bounds, arg_tensors) -> n.Stmt:
     """The loop nest of the whole schedule (still on tensors: ProducerStore/Realize)."""
     builder = _NestBuilder(schedule, bounds, arg_tensors)
-    return builder.build()
+    return store_into_scans(schedule, builder.build())
 
 
 class _NestBuilder:
@@ -51,6 +54,8 @@ class _NestBuilder:
         sb = self.bounds.stages[stage]
         ranges = tuple(sb.ranges[iv] for iv in stage.op.axis)
         for t in reversed(stage.op.outputs):
+            if not isinstance(stage.op, ComputeOp):   # scan, extern: outputs whole
+                ranges = tuple(n.Range(n.IntImm("int64", 0), d) for d in t.shape)
             body = n.ProducerRealize(t, ranges, stage.scope, body)
         return body
 
@@ -58,12 +63,22 @@ class _NestBuilder:
     def stage_nest(self, stage) -> n.Stmt:
         sb = self.bounds.stages[stage]
         op: ComputeOp = stage.op
+        if isinstance(op, ExternOp):
+            return n.Evaluate(op.call)
+        if isinstance(op, ScanOp):
+            # the scan's loop; its updates (attached at it) store its rows (scan.py)
+            iv = op.scan_axis
+            return self.loop(stage, iv, sb.extents[iv], self.attach_here(stage, iv, n.Seq(())))
         to_loops = {iv.var: e for iv, e in sb.root_expr.items()}
         indices = tuple(sb.root_expr[iv] for iv in op.axis)
         bodies = [substitute(b, to_loops) for b in expanded_bodies(self.s, stage)]
         outputs = op.outputs
 
         guards = list(sb.predicates)
+        store_guards = []
+        if stage.store_predicate is not None:
+            threads = {thread.var: iv.var for iv, thread in stage.bound_thread.items()}
+            store_guards.append(substitute(stage.store_predicate, {**to_loops, **threads}))
         if stage.attach_type == "scope":
             for iv, idx in zip(op.axis, indices):
                 guards.append(n.And(n.GE(idx, n.IntImm("int64", 0)), n.LT(idx, iv.dom.extent)))
@@ -73,18 +88,19 @@ class _NestBuilder:
         _check_shifted_splits(stage, leaves, reduce_pos)
         if isinstance(bodies[0], n.Reduce):
             red = bodies[0]
-            update = _combine(outputs, indices, red)
+            update = _guard(store_guards, _combine(outputs, indices, red))
             init = n.seq(*[n.ProducerStore(t, ident, indices)
                            for t, ident in zip(outputs, red.combiner.identity)])
         else:
             update = n.seq(*[n.ProducerStore(t, b, indices) for t, b in zip(outputs, bodies)])
+            update = _guard(store_guards, update)
             init = None
         if init is not None and reduce_pos is None:
             raise BuildError(f"stage {stage.name!r}: a reduction without reduction loops")
         if init is not None and _thread_reduce_axes(stage):
             # a reduction across GPU threads: the nest stops at the spatial loops
             update = _cross_thread_reduction(stage, sb.extents, leaves, reduce_pos, red, outputs,
-                                             indices, guards,
+                                             indices, guards, store_guards,
                                              lambda iv, body: self.attach_here(stage, iv, body))
             init, guards = None, []
             leaves, reduce_pos = leaves[:reduce_pos], None
@@ -202,7 +218,7 @@ def _thread_reduce_axes(stage) -> list:
 
 
 def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs, indices, guards,
-                            attach):
+                            store_guards, attach):
     """``bind`` of a reduction axis to ``threadIdx``: each thread accumulates its share
     (the serial reduction loops) in a local register, the block combines the threads'
     partial results (``AllReduce``: warp shuffles, shared memory across warps), and the
@@ -271,7 +287,7 @@ def _cross_thread_reduction(stage, extents_of, leaves, reduce_pos, red, outputs,
     first = [n.EQ(iv.var, zero) for iv in bound]
     store = n.seq(*[n.ProducerStore(t, n.Load(b.dtype, b, zero), indices)
                     for t, b in zip(outputs, res)])
-    store = _guard(spatial_guards + first, store)
+    store = _guard(spatial_guards + first + store_guards, store)
     extents = tuple(extents_of[iv] for iv in bound)
     body = n.seq(init, update,
                  n.AllReduce(comb, tuple(n.Load(b.dtype, b, zero) for b in acc), tuple(res),

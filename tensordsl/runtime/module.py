@@ -18,6 +18,7 @@ from ..arith.simplify import simplify_expr
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import substitute
+from . import packed
 
 
 def max_threads() -> int:
@@ -84,6 +85,7 @@ class Module:
             error = (ctypes.c_int64 * 2).from_address(workspace[0])
             error[0] = 0
         status = self.kernel(*pointers, *workspace, *sizes)
+        packed.raise_pending()              # an exception in a td.call_packed function
         if status != 0:
             raise MemoryError(f"{self.entry_name}: a temporary buffer could not be allocated")
         if self.checked_reads:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.op import const
-from ..te.tensor import ComputeOp, Operation, PlaceholderOp, Tensor
+from ..te.api import integral
+from ..te.tensor import ComputeOp, ExternOp, Operation, PlaceholderOp, ScanOp, Tensor
 from .relations import Fuse, Split
 from .trace import Step
 
@@ -35,9 +36,12 @@ class Stage:
         self.reset_axes()
         self.align: dict[int, tuple[int, int]] = {}   # dimension -> (factor, offset)
         self.is_double_buffered = False
+        self.store_predicate: n.Expr | None = None
 
     def reset_axes(self):
         axes = list(getattr(self.op, "axis", ())) + list(getattr(self.op, "reduce_axis", ()))
+        if isinstance(self.op, ScanOp):
+            axes = [self.op.scan_axis]
         self.all_iter_vars: list[n.IterVar] = list(axes)
         self.leaf_iter_vars: list[n.IterVar] = list(axes)
         self.relations: list = []
@@ -101,6 +105,7 @@ class Stage:
         self._check_leaf(parent, "split")
         if (factor is None) == (nparts is None):
             self._fail(f"split of {parent.name!r}: give exactly one of factor= or nparts=")
+        factor, nparts = integral(factor), integral(nparts)
         amount = factor if factor is not None else nparts
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
             self._fail(f"split of {parent.name!r}: factor/nparts must be a positive int, "
@@ -260,6 +265,9 @@ class Stage:
         only the region that one iteration of ``iv`` reads. ``parent`` must read this
         stage, directly or through stages that are (by lowering) computed inside it."""
         self._check_compute("compute_at")
+        if isinstance(self.op, ExternOp):
+            self._fail("compute_at: an extern stage is one call over whole tensors; it is "
+                       "computed at root")
         if not isinstance(parent, Stage):
             self._fail(f"compute_at: parent must be a stage (s[T]), got {parent!r}")
         if parent is self:
@@ -281,6 +289,9 @@ class Stage:
         self._check_compute("compute_inline")
         if self.is_output:
             self._fail("compute_inline: an output of the schedule cannot be inlined")
+        if not isinstance(self.op, ComputeOp):
+            self._fail("compute_inline: only a compute (not a scan or an extern) can be "
+                       "inlined")
         if self.op.reduce_axis:
             self._fail("compute_inline: a reduction cannot be inlined")
         if self.op.num_outputs > 1:
@@ -322,6 +333,20 @@ class Stage:
         self.align[list(self.op.axis).index(iv)] = (int(factor), int(offset))
         self._record("storage_align", axis=iv.name, factor=factor, offset=offset)
 
+    def set_store_predicate(self, predicate):
+        """Store this stage's results only where ``predicate`` holds (TVM
+        ``set_store_predicate``), e.g. ``tx.var.equal(0)`` after a cross-thread
+        reduction (which already stores from the first thread only). The predicate may
+        use the variables of thread axes bound in this stage and of its loops."""
+        self._check_compute("set_store_predicate")
+        from ..ir.op import convert
+        from ..ir import dtype as dt
+        pred = convert(predicate)
+        if not dt.is_bool(pred.dtype):
+            self._fail(f"set_store_predicate: expected a condition, got {pred.dtype}")
+        self.store_predicate = pred
+        self._record("set_store_predicate", predicate=repr(pred))
+
     def double_buffer(self):
         """Allocate two copies of this (shared) buffer and alternate between them."""
         self._check_compute("double_buffer")
@@ -343,6 +368,21 @@ class Schedule:
             self.stage_map[op] = stage
         for op in outputs:
             self.stage_map[op].is_output = True
+        self.scan_state_of: dict[Operation, Tensor] = {}   # state placeholder -> scan output
+        for stage in list(self.stages):
+            if isinstance(stage.op, ScanOp):
+                self._place_scan_body(stage)
+
+    def _place_scan_body(self, scan: Stage):
+        """A scan's update stages, and the stages between its states and its updates,
+        run inside its loop (computed at ``scan_axis``, as TVM attaches them)."""
+        op = scan.op
+        for k, st in enumerate(op.state):
+            self.scan_state_of[st.op] = op.output(k)
+        for body_op in op.body_ops():
+            stage = self.stage_map[body_op]
+            stage.attach_type, stage.attach_stage = "scope", scan
+            stage.attach_ivar = op.scan_axis
 
     def __getitem__(self, key) -> Stage:
         if isinstance(key, Stage) and key.schedule is self:
@@ -356,6 +396,11 @@ class Schedule:
             raise ScheduleError(f"{getattr(op, 'name', op)!r} is not part of this schedule "
                                 "(create_schedule walks back from its outputs)")
         return stage
+
+    def normalize(self) -> "Schedule":
+        """TVM's ``s.normalize()`` rebases every loop to start at 0; ours already do, so
+        this returns the schedule unchanged (kept for ported programs)."""
+        return self
 
     def stage_of(self, tensor: Tensor) -> Stage:
         return self[tensor]
@@ -387,6 +432,31 @@ class Schedule:
                     todo.append(s)
         return False
 
+    def create_group(self, outputs, inputs, include_inputs: bool = False) -> "Group":
+        """The stages from ``inputs`` (exclusive, unless ``include_inputs``) to ``outputs``
+        (inclusive), to place together (TVM ``create_group``)::
+
+            g = s.create_group(outputs=C, inputs=A)     # B and C, where C reads B reads A
+            g.compute_at(s[D], D.op.axis[0])            # both computed inside D's loop
+        """
+        outs = [outputs] if isinstance(outputs, (Tensor, Operation)) else list(outputs)
+        ins = [inputs] if isinstance(inputs, (Tensor, Operation)) else list(inputs)
+        stop = {self[t].op for t in ins}
+        members, todo = [], [self[t] for t in outs]
+        while todo:
+            st = todo.pop()
+            if st in members or (st.op in stop and not include_inputs):
+                continue
+            if isinstance(st.op, PlaceholderOp):
+                continue
+            members.append(st)
+            if st.op not in stop:
+                todo.extend(self[t] for t in st.op.input_tensors)
+        if not members:
+            raise ScheduleError("create_group: no computed stage lies between the inputs "
+                                "and the outputs")
+        return Group(sorted(members, key=self.stages.index))
+
     def insert_stage(self, stage: Stage, before: Stage):
         self.stages.insert(self.stages.index(before), stage)
         self.stage_map[stage.op] = stage
@@ -407,6 +477,32 @@ class Schedule:
     def rfactor(self, tensor, axis, factor_axis: int = 0):
         from .rewrite import rfactor
         return rfactor(self, tensor, axis, factor_axis)
+
+
+class Group:
+    """Stages placed together (``s.create_group``): ``compute_at`` moves every member
+    not attached elsewhere into a loop of a consumer, ``compute_root`` back to root,
+    ``compute_inline`` inlines them all. Each is recorded in the trace as the members'
+    own steps."""
+
+    def __init__(self, stages: list[Stage]):
+        self.stages = stages
+
+    def __repr__(self):
+        return f"Group({[st.name for st in self.stages]})"
+
+    def compute_at(self, parent: Stage, iv: n.IterVar):
+        for st in self.stages:
+            if st.attach_type == "root":
+                st.compute_at(parent, iv)
+
+    def compute_root(self):
+        for st in self.stages:
+            st.compute_root()
+
+    def compute_inline(self):
+        for st in self.stages:
+            st.compute_inline()
 
 
 def _post_order(outputs) -> list[Operation]:

@@ -104,5 +104,8 @@ def _apply(s, step: Step):
         st.tensorize(_axis(st, a["axis"]), by_name(a["intrin"]))
     elif step.kind == "storage_align":
         st.storage_align(_axis(st, a["axis"]), a["factor"], a["offset"])
+    elif step.kind == "set_store_predicate":
+        raise ScheduleError("replay: set_store_predicate holds an expression, which a "
+                            "trace does not record; apply it again by hand")
     else:
         raise ScheduleError(f"replay: unknown step {step.kind!r}")

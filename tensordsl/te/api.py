@@ -8,7 +8,7 @@ from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.op import const, convert, match_types, max_value, min_value
 from ..ir.visitor import Visitor
-from .tensor import ComputeOp, PlaceholderOp, Tensor
+from .tensor import ComputeOp, ExternOp, PlaceholderOp, ScanOp, Tensor
 
 _fresh = itertools.count()
 
@@ -21,13 +21,21 @@ def var(name: str = "n", dtype: str = "int64") -> n.Var:
     return n.Var(name, "int64")
 
 
+def integral(value):
+    """``value``, or the int it equals if it is an integral float: TVM's tutorials write
+    sizes as ``N / bn`` (a float in Python 3), which TVM accepts."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _shape(shape, what: str) -> tuple[n.Expr, ...]:
-    if isinstance(shape, (int, n.Expr)):
+    if isinstance(shape, (int, float, n.Expr)):
         shape = (shape,)
     if not isinstance(shape, (tuple, list)):
         raise TypeError(f"{what}: shape must be a tuple of ints or td.var, got {shape!r}")
     out = []
-    for d in shape:
+    for d in map(integral, shape):
         if isinstance(d, bool) or not isinstance(d, (int, n.Expr)):
             raise TypeError(f"{what}: shape entries must be ints or expressions, got {d!r}")
         e = convert(d)
@@ -49,7 +57,7 @@ def reduce_axis(dom, name: str = "rv") -> n.IterVar:
     """A reduction axis over ``dom = (lo, hi)``: ``k = td.reduce_axis((0, 64), "k")``."""
     if not (isinstance(dom, (tuple, list)) and len(dom) == 2):
         raise TypeError(f"reduce_axis {name!r}: dom must be (lo, hi), got {dom!r}")
-    lo, hi = convert(dom[0]), convert(dom[1])
+    lo, hi = convert(integral(dom[0])), convert(integral(dom[1]))
     from ..arith.simplify import simplify_expr
     return n.IterVar(n.Var(name), n.Range(lo, simplify_expr(hi - lo)), "reduce")
 
@@ -60,6 +68,8 @@ def thread_axis(dom=None, tag: str = "", name: str = "") -> n.IterVar:
     bound to it may be no longer; lowering checks)."""
     if isinstance(dom, str):
         tag, dom = dom, None
+    if isinstance(dom, (tuple, list)):
+        dom = tuple(map(integral, dom))
     valid = {f"{a}.{c}" for a in ("blockIdx", "threadIdx", "vthread") for c in "xyz"}
     if tag not in valid and tag != "vthread":
         raise ValueError(f"thread_axis: tag must be one of {sorted(valid)}, got {tag!r}")
@@ -96,6 +106,98 @@ def compute(shape, fcompute, name: str = "compute", tag: str = ""):
     return list(outs) if isinstance(result, (tuple, list)) else outs[0]
 
 
+def scan(init, update, state_placeholder, inputs=None, name: str = "scan",
+         tag: str = ""):
+    """A recurrence over the first axis (TVM ``te.scan``): the result's first rows are
+    ``init``, then row ``t`` is row ``t`` of ``update``, which reads the result so far
+    through ``state_placeholder``. Lists of each give several states (a list back).
+
+    >>> X = td.placeholder((m, n), name="X")
+    >>> s_state = td.placeholder((m, n))
+    >>> s_init = td.compute((1, n), lambda _, i: X[0, i])
+    >>> s_update = td.compute((m, n), lambda t, i: s_state[t - 1, i] + X[t, i])
+    >>> s_scan = td.scan(s_init, s_update, s_state, inputs=[X])     # cumulative sum
+    """
+    as_list = isinstance(init, (list, tuple))
+    init, update, state = ([x] if isinstance(x, Tensor) else list(x)
+                           for x in (init, update, state_placeholder))
+    if not (len(init) == len(update) == len(state)) or not init:
+        raise ValueError(f"scan {name!r}: init, update and state_placeholder must have "
+                         f"as many tensors each, got {len(init)}, {len(update)}, "
+                         f"{len(state)}")
+    for k, (i, u, st) in enumerate(zip(init, update, state)):
+        if not all(isinstance(x, Tensor) for x in (i, u, st)):
+            raise TypeError(f"scan {name!r}: expected tensors for state {k}")
+        if not isinstance(st.op, PlaceholderOp):
+            raise TypeError(f"scan {name!r}: state_placeholder {k} must be td.placeholder")
+        if not (i.ndim == u.ndim == st.ndim) or u.dtype != st.dtype or i.dtype != u.dtype:
+            raise ValueError(f"scan {name!r}: state {k}: init {i}, update {u} and state "
+                             f"{st} must have the same rank and dtype")
+        if repr(u.shape) != repr(st.shape) or repr(i.shape[1:]) != repr(u.shape[1:]):
+            raise ValueError(f"scan {name!r}: state {k}: update and state_placeholder "
+                             "must have one shape, and init the same but for its rows")
+    init_len, steps = init[0].shape[0], update[0].shape[0]
+    from ..arith.simplify import simplify_expr
+    axis = n.IterVar(n.Var(f"{name}.idx"), n.Range(const(0), simplify_expr(steps - init_len)))
+    op = ScanOp(name, axis, init, update, state, inputs or (), tag)
+    return list(op.outputs) if as_list else op.output(0)
+
+
+def extern(shape, inputs, fcompute, name: str = "extern", dtype=None, tag: str = ""):
+    """Tensors computed outside the generated code (TVM ``te.extern``): ``fcompute(ins,
+    outs)`` gets the input and output tensors and returns the call that fills the
+    outputs, ``td.call_packed(name, ...)`` of a function registered with
+    ``td.register_func``. ``shape`` may be a list of shapes (then a list back).
+
+    >>> @td.register_func("my_add_one")
+    ... def my_add_one(x, y):          # numpy views of the buffers
+    ...     y[...] = x + 1
+    >>> B = td.extern(A.shape, [A], lambda ins, outs: td.call_packed(
+    ...     "my_add_one", ins[0], outs[0]), name="B")
+
+    The stage is computed at root; the call runs once, after its inputs, before the
+    stages that read its outputs (which may be scheduled as usual).
+    """
+    several = isinstance(shape, (list, tuple)) and shape and isinstance(
+        shape[0], (list, tuple))
+    shapes = [_shape(sh, f"extern {name!r}") for sh in (shape if several else [shape])]
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if not all(isinstance(t, Tensor) for t in inputs):
+        raise TypeError(f"extern {name!r}: inputs must be tensors, got {inputs!r}")
+    if dtype is None:
+        dtype = inputs[0].dtype if inputs else "float32"
+    dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
+    op = ExternOp(name, shapes, [dt.normalize(d) for d in dtypes], inputs, tag)
+    call = fcompute(list(inputs), list(op.outputs))
+    if not (isinstance(call, n.Call) and call.name == "call_packed"):
+        raise TypeError(f"extern {name!r}: fcompute must return td.call_packed(...), got "
+                        f"{call!r}")
+    op.call = call
+    return list(op.outputs) if several else op.output(0)
+
+
+def call_packed(name: str, *args) -> n.Call:
+    """A call of the function registered as ``name`` (``td.register_func``) on tensors
+    (it receives numpy views of their buffers, in place) and integers (TVM
+    ``tir.call_packed``). Only inside ``td.extern``'s ``fcompute``."""
+    if not isinstance(name, str):
+        raise TypeError(f"call_packed: the name must be a string, got {name!r}")
+    parts, values, sizes = [], [], []
+    for k, a in enumerate(args):
+        if isinstance(a, Tensor):
+            parts.append(f"{a.dtype}:{a.ndim}")
+            values.append(n.TensorRead(a, tuple(const(0) for _ in range(a.ndim))))
+            sizes.extend(a.shape)
+        elif isinstance(a, (bool, int)) or (isinstance(a, n.Expr) and dt.is_int(a.dtype)):
+            parts.append("int64")
+            sizes.append(_as_dtype(convert(int(a) if isinstance(a, bool) else a), "int64"))
+        else:
+            raise TypeError(f"call_packed {name!r}: argument {k} must be a tensor or an "
+                            f"integer, got {a!r}")
+    return n.Call("int32", "call_packed",
+                  (n.StringImm(name), n.StringImm(";".join(parts)), *values, *sizes))
+
+
 class _NestedReduce(Visitor):
     def visit_Reduce(self, node):
         raise ValueError("a reduction (td.sum/max/min) must be the whole body of a compute: "
@@ -127,12 +229,16 @@ def _check_bodies(name: str, bodies):
 
 
 class CommReducerFactory:
-    """A reduction function built by ``comm_reducer``: call it as ``r(expr, axis=k)``."""
+    """A reduction function built by ``comm_reducer``: call it as ``r(expr, axis=k)``;
+    ``r(a, b)`` on two expressions combines them (TVM's ``td.max(a, b)``)."""
 
     def __init__(self, fcombine, fidentity, name: str):
         self.fcombine, self.fidentity, self.name = fcombine, fidentity, name
 
     def __call__(self, expr, axis, where=None):
+        if not isinstance(axis, (n.IterVar, tuple, list)) and where is None:
+            # TVM's form ``td.max(a, b)``: combine two expressions directly
+            return convert(self.fcombine(*match_types(expr, axis)))
         exprs = tuple(expr) if isinstance(expr, (tuple, list)) else (expr,)
         exprs = tuple(convert(e) for e in exprs)
         axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)

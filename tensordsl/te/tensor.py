@@ -21,7 +21,7 @@ class Tensor:
 
     @property
     def shape(self) -> tuple[n.Expr, ...]:
-        return self.op.shape
+        return self.op.output_shape(self.value_index)
 
     @property
     def dtype(self) -> str:
@@ -35,9 +35,11 @@ class Tensor:
     def name(self) -> str:
         return self.op.name if self.op.num_outputs == 1 else f"{self.op.name}.v{self.value_index}"
 
-    def __getitem__(self, indices) -> n.TensorRead:
+    def __getitem__(self, indices):
         if not isinstance(indices, tuple):
             indices = (indices,)
+        if len(indices) < self.ndim:
+            return TensorSlice(self, indices)
         if len(indices) != self.ndim:
             raise IndexError(f"tensor {self.name} has {self.ndim} dimensions, indexed "
                              f"with {len(indices)}")
@@ -60,6 +62,33 @@ class Tensor:
         return f"Tensor({self.name}, shape={list(self.shape)}, {self.dtype})"
 
 
+class TensorSlice:
+    """``T[i]`` of a tensor with more dimensions: ``T[i][j]`` reads ``T[i, j]`` (TVM's
+    chained indexing). Only a complete index reads an element."""
+
+    def __init__(self, tensor: Tensor, indices: tuple):
+        self.tensor, self.indices = tensor, indices
+
+    def __getitem__(self, indices):
+        if not isinstance(indices, tuple):
+            indices = (indices,)
+        return self.tensor[self.indices + indices]
+
+    def _incomplete(self, *_):
+        raise TypeError(f"tensor {self.tensor.name} has {self.tensor.ndim} dimensions but "
+                        f"is read with {len(self.indices)} of them indexed: give one index "
+                        "per dimension")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _incomplete
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = _incomplete
+    __mod__ = __rmod__ = __neg__ = __lt__ = __le__ = __gt__ = __ge__ = _incomplete
+    astype = _incomplete
+
+    def __repr__(self):
+        return (f"TensorSlice({self.tensor.name}, {len(self.indices)} of "
+                f"{self.tensor.ndim} indices)")
+
+
 class Operation:
     name: str
     shape: tuple[n.Expr, ...]
@@ -70,6 +99,9 @@ class Operation:
 
     def output(self, i: int = 0) -> Tensor:
         return Tensor(self, i)
+
+    def output_shape(self, i: int) -> tuple[n.Expr, ...]:
+        return self.shape
 
     @property
     def outputs(self) -> tuple[Tensor, ...]:
@@ -115,6 +147,96 @@ class ComputeOp(Operation):
 
     def __repr__(self):
         return f"ComputeOp({self.name})"
+
+
+class ScanOp(Operation):
+    """A recurrence (TVM's ``te.scan``): output ``k`` holds ``init[k]`` in its first
+    ``init_len`` rows, then, for ``t`` from ``init_len`` up, row ``t`` of ``update[k]``,
+    whose definition reads ``state[k]`` — the scan's output so far — at earlier rows.
+
+    ``scan_axis`` counts the loop's iterations from 0 (row ``scan_axis + init_len``).
+    The update stages, and the stages between a state and an update, are computed
+    inside that loop; lowering stores their rows (and the init's) straight into the
+    scan's outputs and reads the states from them (``lower/scan.py``)."""
+
+    def __init__(self, name: str, scan_axis: n.IterVar, init, update, state, inputs,
+                 tag: str = ""):
+        self.name, self.scan_axis, self.tag = name, scan_axis, tag
+        self.init, self.update, self.state = tuple(init), tuple(update), tuple(state)
+        self.inputs = tuple(inputs)
+        self.axis, self.reduce_axis = (), ()
+        self.shape = self.update[0].shape
+        self.init_len = self.init[0].shape[0]
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.update)
+
+    def output_shape(self, i: int) -> tuple[n.Expr, ...]:
+        return self.update[i].shape
+
+    def output_dtype(self, i: int) -> str:
+        return self.update[i].dtype
+
+    @property
+    def input_tensors(self) -> list[Tensor]:
+        return list(self.init) + list(self.update)
+
+    def body_ops(self) -> list["ComputeOp"]:
+        """The operations computed inside the scan's loop, rows indexed by time: the
+        updates and every operation they read that reads a state (directly or not)."""
+        states = {st.op for st in self.state}
+        updates = [u.op for u in self.update]
+        reads_state: dict = {}
+
+        def depends(op) -> bool:
+            if op not in reads_state:
+                reads_state[op] = op in states or (isinstance(op, ComputeOp) and any(
+                    depends(t.op) for t in op.input_tensors))
+            return reads_state[op]
+
+        body, todo = [], list(updates)
+        while todo:
+            op = todo.pop()
+            if op in body or not isinstance(op, ComputeOp):
+                continue
+            if op in updates or depends(op):
+                body.append(op)
+                todo.extend(t.op for t in op.input_tensors)
+        return body
+
+    def __repr__(self):
+        return f"ScanOp({self.name})"
+
+
+class ExternOp(Operation):
+    """Outputs computed by a call out of the generated code (TVM's ``te.extern``):
+    ``call`` is an expression, ``td.call_packed(name, *tensors)``, evaluated once where
+    the stage runs (always at root), with ``inputs`` computed before it."""
+
+    def __init__(self, name: str, shapes, dtypes, inputs, tag: str = ""):
+        self.name, self.tag = name, tag
+        self.shapes, self.dtypes, self.inputs = tuple(shapes), tuple(dtypes), tuple(inputs)
+        self.axis, self.reduce_axis = (), ()
+        self.shape = self.shapes[0]
+        self.call: n.Expr | None = None     # set once the outputs exist
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.shapes)
+
+    def output_shape(self, i: int) -> tuple[n.Expr, ...]:
+        return self.shapes[i]
+
+    def output_dtype(self, i: int) -> str:
+        return self.dtypes[i]
+
+    @property
+    def input_tensors(self) -> list[Tensor]:
+        return list(self.inputs)
+
+    def __repr__(self):
+        return f"ExternOp({self.name})"
 
 
 class _ReadCollector(Visitor):

@@ -234,3 +234,83 @@ def test_bind_a_reduction_axis_to_a_block_index(mm):
                                             r"blockIdx.x.*rfactor"):
         s[C].bind(ko, td.thread_axis("blockIdx.x"))
     s[C].bind(ki, td.thread_axis("threadIdx.x"))   # legal: combined across threads
+
+
+def _cumsum():
+    X = td.placeholder((8, 5), name="X")
+    state = td.placeholder((8, 5), name="state")
+    init = td.compute((1, 5), lambda _, i: X[0, i], name="init")
+    update = td.compute((8, 5), lambda t, i: state[t - 1, i] + X[t, i], name="update")
+    return X, state, init, update
+
+
+def test_scan_update_moved_out_of_the_scan_loop():
+    X, state, init, update = _cumsum()
+    scan = td.scan(init, update, state, inputs=[X])
+    s = td.create_schedule(scan.op)
+    s[update].compute_root()
+    with pytest.raises(ScheduleError, match=r"'update' is the update of scan 'scan'"):
+        td.lower(s, [X, scan])
+
+
+def test_scan_of_mismatched_states():
+    X, state, init, update = _cumsum()
+    other = td.placeholder((8, 6), name="other")
+    with pytest.raises(ValueError, match="one shape"):
+        td.scan(init, update, other)
+    with pytest.raises(ValueError, match="as many tensors"):
+        td.scan([init], [update, update], [state])
+
+
+def test_scan_on_the_gpu_is_refused_naming_the_scan():
+    X, state, init, update = _cumsum()
+    scan = td.scan(init, update, state, inputs=[X])
+    s = td.create_schedule(scan.op)
+    for stage in (init, update):
+        s[stage].bind(s[stage].op.axis[1], td.thread_axis("threadIdx.x"))
+    with pytest.raises(td.BuildError, match="stage 'scan'.*outside any GPU kernel"):
+        td.lower(s, [X, scan], target="cuda")
+
+
+def _extern_add_one(name="errors.unregistered"):
+    A = td.placeholder((8,), name="A")
+    B = td.extern(A.shape, [A], lambda ins, outs: td.call_packed(name, ins[0], outs[0]),
+                  name="B")
+    C = td.compute((8,), lambda i: B[i] * 2.0, name="C")
+    return A, B, C
+
+
+def test_extern_stage_is_computed_at_root():
+    A, B, C = _extern_add_one()
+    s = td.create_schedule(C.op)
+    with pytest.raises(ScheduleError, match="stage 'B'.*extern.*computed at root"):
+        s[B].compute_at(s[C], C.op.axis[0])
+    with pytest.raises(ScheduleError, match="stage 'B'.*only a compute"):
+        s[B].compute_inline()
+
+
+def test_extern_calls_a_function_nobody_registered():
+    import numpy as np
+    A, B, C = _extern_add_one("errors.nobody_registered_this")
+    f = td.build(td.create_schedule(C.op), [A, C])
+    with pytest.raises(ValueError, match="no function is registered as "
+                                         "'errors.nobody_registered_this'"):
+        f(np.zeros(8, "float32"), np.zeros(8, "float32"))
+
+
+def test_extern_needs_call_packed_and_tensor_or_int_arguments():
+    A = td.placeholder((8,), name="A")
+    with pytest.raises(TypeError, match="fcompute must return td.call_packed"):
+        td.extern(A.shape, [A], lambda ins, outs: ins[0][0] + 1.0)
+    with pytest.raises(TypeError, match="argument 1 must be a tensor or an integer"):
+        td.extern(A.shape, [A], lambda ins, outs: td.call_packed("f", ins[0], 0.5))
+    td.register_func("errors.once", lambda x: None, override=True)
+    with pytest.raises(ValueError, match="registered already"):
+        td.register_func("errors.once", lambda x: None)
+
+
+def test_extern_on_the_gpu_is_refused():
+    A, B, C = _extern_add_one()
+    s = td.create_schedule(B.op)
+    with pytest.raises(td.BuildError, match="td.extern calling 'errors.unregistered'.*host"):
+        td.lower(s, [A, B], target="cuda")

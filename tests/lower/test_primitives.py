@@ -460,3 +460,19 @@ def test_compute_at_calls_in_any_order(rng):
     c = poisoned(16)
     build_run(s, [A, C], [a, c])
     np.testing.assert_allclose(c, 2 * a.sum(1), rtol=1e-5)
+
+
+def test_store_predicate_keeps_the_other_elements(rng):
+    """``set_store_predicate`` (TVM's): elements where it fails are not stored."""
+    A = td.placeholder((10,), name="A")
+    B = td.compute((10,), lambda i: A[i] * 2.0, name="B")
+    s = td.create_schedule(B.op)
+    xo, xi = s[B].split(B.op.axis[0], factor=4)
+    s[B].set_store_predicate(B.op.axis[0] % 3 != 0)
+    f = td.build(s, [A, B])
+    a = rng.standard_normal(10).astype("float32")
+    b = poisoned((10,))
+    f(a, b)
+    kept = np.arange(10) % 3 != 0
+    np.testing.assert_allclose(b[kept], a[kept] * 2)
+    assert np.isnan(b[~kept]).all()

@@ -69,7 +69,18 @@ def test_placeholder_rejects_bad_shapes_and_dtypes():
 def test_indexing_needs_one_index_per_dimension():
     A = td.placeholder((4, 4), name="A")
     with pytest.raises(IndexError, match="2 dimensions"):
-        A[0]
+        A[0, 1, 2]
+    with pytest.raises(TypeError, match="2 dimensions but is read with 1"):
+        td.compute((4,), lambda i: A[i] + 1.0)
+    with pytest.raises(TypeError, match="TensorSlice"):
+        td.compute((4,), lambda i: td.exp(A[i]))
+
+
+def test_chained_indexing_reads_one_element():
+    """TVM's ``T[i][j]`` is ``T[i, j]``."""
+    A = td.placeholder((4, 5), name="A")
+    read = A[1][2]
+    assert read.tensor == A and [int(i.value) for i in read.indices] == [1, 2]
 
 
 def test_multi_output_compute_returns_tensors_of_one_op():
