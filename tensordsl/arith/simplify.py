@@ -9,7 +9,12 @@ these rules:
 * ``(c*q + r) %  c  ->  r % c``,      and ``r %  c -> r`` when ``0 <= r < c``
 * ``(x // c)*c + x % c  ->  x``       (undoes a fused loop index)
 * ``(x // a) // b -> x // (a*b)``;  ``(x % a) % b -> x % b`` when b divides a
-* ``min``/``max``/comparisons decided by the bounds of the difference of the operands
+* ``min``/``max``/comparisons decided by the bounds of the difference of the operands;
+  ``(X + c1) // d - (X + c2) // d`` lies in ``[(c1 - c2) // d, ceil((c1 - c2) / d)]``
+  whatever ``X`` is, so ``min(n // 8, (n + 7) // 8) -> n // 8``
+* ``X // d <= q  ->  X <= q*d + d - 1`` (and ``<``, ``>``, ``>=`` alike), so a guard
+  ``(m + 3) // 4 <= 0`` reads ``m <= 0``
+* a sum is written with a positive term first: ``n - 8*i``, not ``0 - 8*i + n``
 * constant folding, ``if``/``select`` on constant conditions, loops of extent 0 or 1.
 
 Other dtypes only get constant folding: wrap-around semantics make affine rewriting of
@@ -122,7 +127,9 @@ class Simplifier(Mutator):
         terms, extra = self._merge_divmod(terms)
         const += extra
         out = None
-        for atom, c in terms.values():
+        # a positive term first: ``n - i*8`` rather than ``0 - i*8 + n``
+        ordered = sorted(terms.values(), key=lambda t: t[1] < 0)
+        for atom, c in ordered:
             if c == 0:
                 continue
             mag = atom if abs(c) == 1 else n.Mul(atom, _int(abs(c)))
@@ -180,30 +187,40 @@ class Simplifier(Mutator):
         return self.rebuild(*self.linear(e))
 
     def extent_upper_bound(self, e) -> int | None:
-        """A constant upper bound of a region's extent such as ``(x + 5)//12 - x//12 + 8``:
-        each ``k*(X + c1)//d`` paired with ``-k*(X + c2)//d`` is at most
-        ``k*((c1 - c2 + d - 1)//d)`` whatever ``X`` is. None if terms remain unpaired."""
+        """A constant upper bound of a region's extent such as ``(x + 5)//12 - x//12 + 8``
+        (see ``_paired_divisions``); None if terms remain unpaired."""
         terms, const = self.linear(e)
-        pending = []
-        for atom, c in terms.values():
-            if c == 0:
-                continue
-            if not (isinstance(atom, n.FloorDiv) and isinstance(atom.b, n.IntImm)
-                    and atom.b.value > 0):
-                return None
-            inner, shift = self.linear(atom.a)
-            pending.append((c, atom.b.value, self.key(self.rebuild(inner, 0)), shift))
-        bound = const
+        (_, hi), rest = self._paired_divisions(terms)
+        if any(c for _, c in rest.values()):
+            return None
+        return const + hi
+
+    def _paired_divisions(self, terms: dict) -> tuple[Bounds, dict]:
+        """Bounds of the terms ``k*(X + c1)//d`` paired with ``-k*(X + c2)//d`` (same
+        ``X`` and ``d``): ``floor(a) - floor(b)`` lies in ``[floor(a - b), ceil(a - b)]``
+        whatever ``X`` is. Returns those bounds and the terms left unpaired."""
+        rest, pending = {}, []
+        for key, (atom, c) in terms.items():
+            if c != 0 and isinstance(atom, n.FloorDiv) and isinstance(atom.b, n.IntImm) \
+                    and atom.b.value > 0:
+                inner, shift = self.linear(atom.a)
+                pending.append((key, atom, c, atom.b.value,
+                                self.key(self.rebuild(inner, 0)), shift))
+            else:
+                rest[key] = [atom, c]
+        lo = hi = 0
         while pending:
-            c, d, x, shift = pending.pop()
-            partner = next((q for q in pending if q[0] == -c and q[1] == d and q[2] == x), None)
+            key, atom, c, d, x, shift = pending.pop(0)
+            partner = next((q for q in pending if q[2] == -c and q[3] == d and q[4] == x),
+                           None)
             if partner is None:
-                return None
+                rest[key] = [atom, c]
+                continue
             pending.remove(partner)
-            hi, lo = (shift, partner[3]) if c > 0 else (partner[3], shift)
-            # floor(a) - floor(b) <= ceil(a - b) for any a, b (also when a < b)
-            bound += abs(c) * ((hi - lo + d - 1) // d)
-        return bound
+            delta = shift - partner[5] if c > 0 else partner[5] - shift
+            lo += abs(c) * (delta // d)
+            hi += abs(c) * -(-delta // d)
+        return (lo, hi), rest
 
     # ------------------------------------------------------------ bounds
     def bounds(self, e) -> Bounds:
@@ -216,7 +233,8 @@ class Simplifier(Mutator):
             terms, const = self.linear(e)
             if len(terms) > 1 or const or isinstance(e, (n.Add, n.Sub)) or \
                     (terms and next(iter(terms.values()))[0] is not e):
-                out = (const, const)
+                paired, terms = self._paired_divisions(terms)
+                out = (const + paired[0], const + paired[1])
                 for atom, c in terms.values():
                     if atom is e:  # a product of two non-constants
                         return self._product_bounds(e)
@@ -359,6 +377,9 @@ class Simplifier(Mutator):
             decided = _decide(type(node), lo, hi)
             if decided is not None:
                 return n.IntImm("bool", int(decided))
+            undivided = self._compare_division(type(node), a, b)
+            if undivided is not None:
+                return undivided
         decided = self._decide_lanes(type(node), a, b)
         if decided is not None:
             return decided
@@ -366,6 +387,31 @@ class Simplifier(Mutator):
         if folded is not None:
             return folded
         return node if a is node.a and b is node.b else type(node)(a, b)
+
+    def _compare_division(self, cls, a, b):
+        """``X // d`` compared with a constant as ``X`` compared with one:
+        ``X // d <= q  <=>  X <= q*d + d - 1``, ``X // d >= q  <=>  X >= q*d``."""
+        if cls not in (n.LT, n.LE, n.GT, n.GE):
+            return None
+        terms, const = self.linear(n.Sub(a, b))
+        live = [(atom, c) for atom, c in terms.values() if c != 0]
+        if len(live) != 1 or abs(live[0][1]) != 1:
+            return None
+        atom, sign = live[0]
+        if not (isinstance(atom, n.FloorDiv) and isinstance(atom.b, n.IntImm)
+                and atom.b.value > 0):
+            return None
+        # sign*atom + const OP 0: as atom OP' q
+        if sign < 0:
+            cls = {n.LT: n.GT, n.LE: n.GE, n.GT: n.LT, n.GE: n.LE}[cls]
+        q, d = -const * sign, atom.b.value
+        if cls is n.LT:
+            cls, q = n.LE, q - 1
+        elif cls is n.GT:
+            cls, q = n.GE, q + 1
+        bound = q * d + d - 1 if cls is n.LE else q * d   # X <= bound, or X >= bound
+        x_terms, x_const = self.linear(atom.a)
+        return cls(self.rebuild(x_terms, 0), _int(bound - x_const))
 
     def _decide_lanes(self, cls, a, b):
         """A comparison of ramps and broadcasts that every lane decides the same way
