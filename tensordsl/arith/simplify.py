@@ -14,6 +14,7 @@ these rules:
   whatever ``X`` is, so ``min(n // 8, (n + 7) // 8) -> n // 8``
 * ``X // d <= q  ->  X <= q*d + d - 1`` (and ``<``, ``>``, ``>=`` alike), so a guard
   ``(m + 3) // 4 <= 0`` reads ``m <= 0``
+* ``P - N + c < 0  ->  P + c < N``: a comparison with zero reads as one of two sums
 * a sum is written with a positive term first: ``n - 8*i``, not ``0 - 8*i + n``
 * constant folding, ``if``/``select`` on constant conditions, loops of extent 0 or 1.
 
@@ -127,8 +128,11 @@ class Simplifier(Mutator):
         terms, extra = self._merge_divmod(terms)
         const += extra
         out = None
-        # a positive term first: ``n - i*8`` rather than ``0 - i*8 + n``
+        # a positive term first: ``n - i*8`` rather than ``0 - i*8 + n``, and
+        # ``100 - i*8`` rather than ``0 - i*8 + 100``
         ordered = sorted(terms.values(), key=lambda t: t[1] < 0)
+        if const > 0 and all(c <= 0 for _, c in ordered):
+            out, const = _int(const), 0
         for atom, c in ordered:
             if c == 0:
                 continue
@@ -146,13 +150,14 @@ class Simplifier(Mutator):
         return out
 
     def _merge_divmod(self, terms: dict) -> dict:
-        """``m*(x // c)*c + m*(x % c) -> m*x``."""
+        """``m*(x // c)*c + m*(x % c) -> m*x``; also for a symbolic ``c`` (a fused loop
+        over a symbolic extent: ``(f // n)*n + f % n -> f``)."""
+        terms, extra = self._merge_symbolic_divmod(terms)
         mods = [(k, a, c) for k, (a, c) in terms.items()
                 if isinstance(a, n.FloorMod) and c != 0 and isinstance(a.b, n.IntImm)]
         if not mods:
-            return terms, 0
+            return terms, extra
         terms = {k: [a, c] for k, (a, c) in terms.items()}
-        extra = 0
         for kmod, mod, m in mods:
             div_key = self._matching_div(terms, mod)
             div = terms.get(div_key)
@@ -167,6 +172,32 @@ class Simplifier(Mutator):
                     else:
                         terms[k] = [a, c * m]
                 extra += inner_const * m
+        return terms, extra
+
+    def _merge_symbolic_divmod(self, terms: dict) -> dict:
+        """``m*((x // y)*y) + m*(x % y) -> m*x`` for a non-constant ``y`` (for ``y == 0``
+        the left side divides by zero, so any value will do)."""
+        mods = [(k, a, c) for k, (a, c) in terms.items()
+                if isinstance(a, n.FloorMod) and c != 0 and not isinstance(a.b, n.IntImm)]
+        if not mods:
+            return terms, 0
+        terms = {k: [a, c] for k, (a, c) in terms.items()}
+        extra = 0
+        for kmod, mod, m in mods:
+            x, y = self.key(mod.a), self.key(mod.b)
+            for kmul, (atom, c) in list(terms.items()):
+                if c != m or not isinstance(atom, n.Mul):
+                    continue
+                div, other = (atom.a, atom.b) if isinstance(atom.a, n.FloorDiv) \
+                    else (atom.b, atom.a)
+                if isinstance(div, n.FloorDiv) and self.key(div.a) == x and \
+                        self.key(div.b) == y and self.key(other) == y:
+                    del terms[kmul], terms[kmod]
+                    inner, inner_const = self.linear(mod.a)
+                    for k, (a, coeff) in inner.items():
+                        terms.setdefault(k, [a, 0])[1] += coeff * m
+                    extra += inner_const * m
+                    break
         return terms, extra
 
     def _matching_div(self, terms: dict, mod: n.FloorMod):
@@ -196,30 +227,35 @@ class Simplifier(Mutator):
         return const + hi
 
     def _paired_divisions(self, terms: dict) -> tuple[Bounds, dict]:
-        """Bounds of the terms ``k*(X + c1)//d`` paired with ``-k*(X + c2)//d`` (same
-        ``X`` and ``d``): ``floor(a) - floor(b)`` lies in ``[floor(a - b), ceil(a - b)]``
-        whatever ``X`` is. Returns those bounds and the terms left unpaired."""
+        """Bounds of the terms ``k*a//d`` paired with ``-k*b//d`` where ``a - b`` is
+        bounded (``a = X + c1``, ``b = X + c2``; or ``b = X - v`` for a loop variable
+        ``v``): ``floor(a/d) - floor(b/d)`` lies in ``[floor(lo/d), ceil(hi/d)]`` for
+        ``a - b`` in ``[lo, hi]``, whatever ``X`` is. Returns those bounds and the terms
+        left unpaired."""
         rest, pending = {}, []
         for key, (atom, c) in terms.items():
             if c != 0 and isinstance(atom, n.FloorDiv) and isinstance(atom.b, n.IntImm) \
                     and atom.b.value > 0:
-                inner, shift = self.linear(atom.a)
-                pending.append((key, atom, c, atom.b.value,
-                                self.key(self.rebuild(inner, 0)), shift))
+                pending.append((key, atom, c))
             else:
                 rest[key] = [atom, c]
         lo = hi = 0
         while pending:
-            key, atom, c, d, x, shift = pending.pop(0)
-            partner = next((q for q in pending if q[2] == -c and q[3] == d and q[4] == x),
-                           None)
-            if partner is None:
+            key, atom, c = pending.pop(0)
+            d = atom.b.value
+            for partner in pending:
+                if partner[2] != -c or partner[1].b.value != d:
+                    continue
+                a, b = (atom.a, partner[1].a) if c > 0 else (partner[1].a, atom.a)
+                dlo, dhi = self.bounds(self.canonical(n.Sub(a, b)))
+                if dlo is not None and dhi is not None:
+                    break
+            else:
                 rest[key] = [atom, c]
                 continue
             pending.remove(partner)
-            delta = shift - partner[5] if c > 0 else partner[5] - shift
-            lo += abs(c) * (delta // d)
-            hi += abs(c) * -(-delta // d)
+            lo += abs(c) * (dlo // d)
+            hi += abs(c) * -(-dhi // d)
         return (lo, hi), rest
 
     # ------------------------------------------------------------ bounds
@@ -271,6 +307,9 @@ class Simplifier(Mutator):
     def _product_bounds(self, e) -> Bounds:
         a, b = self.bounds(e.a), self.bounds(e.b)
         if None in a or None in b:
+            if a[0] is not None and b[0] is not None and a[0] >= 0 and b[0] >= 0:
+                # two sizes (m*n): at least the product of the lower bounds
+                return a[0] * b[0], None
             return UNBOUNDED
         corners = [x * y for x in a for y in b]
         return min(corners), max(corners)
@@ -380,6 +419,14 @@ class Simplifier(Mutator):
             undivided = self._compare_division(type(node), a, b)
             if undivided is not None:
                 return undivided
+            if isinstance(b, n.IntImm) and b.value == 0 and type(node) in _ORDER:
+                # P - N + c < 0  ->  P + c < N (two sums, as a person writes it)
+                terms, const = self.linear(a)
+                pos = {k: t for k, t in terms.items() if t[1] > 0}
+                neg = {k: [x, -c] for k, (x, c) in terms.items() if c < 0}
+                if pos and neg:   # the constant on the side where it is positive
+                    return type(node)(self.rebuild(pos, max(const, 0)),
+                                      self.rebuild(neg, max(-const, 0)))
         decided = self._decide_lanes(type(node), a, b)
         if decided is not None:
             return decided
@@ -405,11 +452,8 @@ class Simplifier(Mutator):
         if sign < 0:
             cls = {n.LT: n.GT, n.LE: n.GE, n.GT: n.LT, n.GE: n.LE}[cls]
         q, d = -const * sign, atom.b.value
-        if cls is n.LT:
-            cls, q = n.LE, q - 1
-        elif cls is n.GT:
-            cls, q = n.GE, q + 1
-        bound = q * d + d - 1 if cls is n.LE else q * d   # X <= bound, or X >= bound
+        # X//d < q <=> X < q*d;  X//d <= q <=> X <= q*d + d - 1;  >= and > alike
+        bound = q * d if cls in (n.LT, n.GE) else q * d + d - 1
         x_terms, x_const = self.linear(atom.a)
         return cls(self.rebuild(x_terms, 0), _int(bound - x_const))
 
@@ -547,6 +591,9 @@ class Simplifier(Mutator):
             return node
         return n.seq(*[s for s in stmts if not _is_empty(s)]) if any(
             not _is_empty(s) for s in stmts) else n.Seq(())
+
+
+_ORDER = (n.LT, n.LE, n.GT, n.GE)
 
 
 def _is_empty(s) -> bool:

@@ -172,7 +172,7 @@ class LocalAccumulators(Mutator):
         unconditional ``C[idx] = identity`` (the loop is the whole reduction) goes too:
         the fold always writes the accumulator."""
         node = self.generic_visit(node)
-        stmts, out, changed = list(node.stmts), [], False
+        stmts, out, changed = _flat_seq(node), [], False
         k = 0
         while k < len(stmts):
             here = stmts[k]
@@ -287,6 +287,15 @@ class LocalAccumulators(Mutator):
 
 def _flat(stmt):
     return list(stmt.stmts) if isinstance(stmt, n.Seq) else [stmt]
+
+
+def _flat_seq(seq: n.Seq) -> list:
+    """The statements of ``seq`` with nested sequences spliced in (a loop partition
+    leaves ``[init, [loop, edge loop]]``: the init still comes right before the loop)."""
+    out = []
+    for s in seq.stmts:
+        out.extend(_flat_seq(s) if isinstance(s, n.Seq) else [s])
+    return out
 
 
 def _guarded_store(stmt):

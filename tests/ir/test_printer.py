@@ -55,3 +55,49 @@ def test_sibling_scopes_reuse_a_name_nested_ones_do_not():
         "  for i_1 in range(0, 8):",
         "    B[i*8 + i_1] = 1.0f",
     ]
+
+
+def test_fused_symbolic_axes_vectorize_contiguously_and_the_edge_has_no_dead_branch():
+    m, size = td.var("m"), td.var("n")
+    A = td.placeholder((m, size), name="A")
+    B = td.compute((m, size), lambda i, j: A[i, j] * 2.0, name="B")
+    s = td.create_schedule(B.op)
+    fo, fi = s[B].split(s[B].fuse(*B.op.axis), factor=32)
+    s[B].parallel(fo)
+    s[B].vectorize(fi)
+    text = str(td.lower(s, [A, B]))
+    lines = [line.strip() for line in text.splitlines()]
+    assert "parallel for i.j.fused.outer in range(0, m*n // 32):" in lines
+    assert "parallel for i.j.fused.outer in range(m*n // 32, (m*n + 31) // 32):" in lines
+    assert "B[ramp(i.j.fused.outer*32, 1, 32)] = A[ramp(i.j.fused.outer*32, 1, 32)]" \
+        ":float32x32*x32(2.0f)" in lines                     # no // n*n + % n gathers
+    # the edge loop holds only the ragged tile: no "whole tile inside?" branch, no else
+    assert "else:" not in lines and "max(" not in text and "min(" not in text
+    f = td.build(s, [A, B])
+    for shape in ((0, 5), (3, 7), (5, 64), (9, 33)):
+        a = np.random.default_rng(1).random(shape, dtype="float32")
+        b = np.full(shape, np.nan, "float32")
+        f(a, b)
+        np.testing.assert_array_equal(b, a * 2)
+
+
+def test_rfactor_partials_are_stored_once():
+    """TVM's reduction tutorial: the factored partials start in a register, and the
+    zero store before the loop (overwritten by the fold) goes."""
+    size = td.var("n")
+    A = td.placeholder((size, size), name="A")
+    k = td.reduce_axis((0, size), "k")
+    B = td.compute((size,), lambda i: td.sum(A[i, k], axis=k), name="B")
+    s = td.create_schedule(B.op)
+    _, ki = s[B].split(B.op.reduce_axis[0], factor=16)
+    s.rfactor(B, ki)
+    text = str(td.lower(s, [A, B]))
+    assert "B.rf[k.inner.v*n + i] = 0.0f" not in text
+    assert "B.rf[k.inner.v*n + i] = B.rf.acc[0]" in text
+    assert "for k.outer in range(0, (n - k.inner.v + 15) // 16):" in text
+    f = td.build(s, [A, B])
+    for rows in (0, 1, 17, 40):
+        a = np.random.default_rng(rows).random((rows, rows), dtype="float32")
+        b = np.full(rows, np.nan, "float32")
+        f(a, b)
+        np.testing.assert_allclose(b, a.sum(1), rtol=1e-5)
