@@ -1,5 +1,11 @@
 """``td.ops.<name>(*arrays, **attrs)``: every operator of ``kernels/dense.py`` on numpy arrays.
 
+Each ``td.ops.<name>`` is a function with the kernel's signature (less ``name``) and
+docstring, plus the keywords ``out=``, ``target=`` and ``check_indices=``. Its tensor
+arguments may be lists or numbers (converted as ``numpy.asarray`` does); the elementwise
+operators take numpy's result type. The call binds its arguments to that signature and
+passes the tensors by position and the options by keyword, as the CLI and the records do.
+
 The first call for a (shapes, dtypes, attributes, target) combination defines the
 operator on placeholders of those shapes, schedules it with its CPU template
 (``schedules/cpu``) and compiles it; later calls only check the arguments and run the
@@ -214,15 +220,14 @@ def _option(value):
 def _promote(name: str, a, b):
     """numpy's result type for an elementwise operator: arrays are converted to it (true
     division of integers gives float64), numbers stay Python numbers."""
+    from .nd import NDArray
+    if isinstance(a, NDArray) or isinstance(b, NDArray):
+        return a, b    # device arrays: as they are
     if not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
-        if any(hasattr(v, "device") for v in (a, b)):
-            return a, b    # device arrays: as they are
         a = np.asarray(a)  # two numbers: one becomes an array
-    weak = [v.item() if isinstance(v, np.generic) else v for v in (a, b)]
-    dtype = np.result_type(*[v if isinstance(v, np.ndarray) else v for v in (a, b)],
-                           *([1.0] if name == "divide" else []))
-    return tuple(v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype != dtype else w
-                 for v, w in zip((a, b), weak))
+    dtype = np.result_type(a, b, *([1.0] if name == "divide" else []))
+    return tuple(v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype != dtype
+                 else v.item() if isinstance(v, np.generic) else v for v in (a, b))
 
 
 def _run(name: str, signature: inspect.Signature, args, kwargs):
