@@ -4,6 +4,11 @@ Each function takes placeholders (or any tensors) and returns the output tensor.
 Shape mismatches raise ``ValueError`` naming both shapes when the operator is defined.
 Layouts follow the usual conventions: NCHW data with OIHW weights, NHWC data with HWIO
 weights; ``dense`` weights are (out_features, in_features) as in PyTorch.
+
+Parameter names follow PyTorch and numpy: ``x`` the input (``a, b`` for two operands),
+``weight``, ``kernel_size``, ``stride``, ``padding``, ``axis``, ``keepdims``; ``gamma``
+and ``beta`` (``layer_norm``'s scale and shift, PyTorch's ``weight`` and ``bias``) are
+TVM's names. A wrongly typed option raises ``TypeError`` naming it.
 """
 from __future__ import annotations
 
@@ -35,21 +40,32 @@ def _check(cond: bool, msg: str):
         raise ValueError(msg)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _pair(v, what: str) -> tuple[int, int]:
-    if isinstance(v, int):
+    """``2`` or ``(2, 2)``; a value of another type is a ``TypeError`` naming ``what``."""
+    if _is_int(v):
         return v, v
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) for x in v):
-        return int(v[0]), int(v[1])
-    raise ValueError(f"{what}: expected an int or a pair of ints, got {v!r}")
+    if isinstance(v, (tuple, list)) and all(_is_int(x) for x in v):
+        if len(v) == 2:
+            return int(v[0]), int(v[1])
+        raise ValueError(f"{what}: expected an int or a pair of ints, got {v!r}")
+    raise TypeError(f"{what}: expected an int or a pair of ints, got {v!r}")
 
 
 def _axes(axis, ndim: int, what: str) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if not _is_int(axis) and not isinstance(axis, (tuple, list)):
+        raise TypeError(f"{what}: axis must be an int or a tuple of ints, got {axis!r}")
+    axes = (axis,) if _is_int(axis) else tuple(axis)
     out = []
     for a in axes:
-        if not isinstance(a, int) or not -ndim <= a < ndim:
+        if not _is_int(a):
+            raise TypeError(f"{what}: axis must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < ndim:
             raise ValueError(f"{what}: axis {a!r} is out of range for {ndim} dimensions")
         out.append(a % ndim)
     if len(set(out)) != len(out):
@@ -60,11 +76,15 @@ def _axes(axis, ndim: int, what: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------- matmul family
 
 
-def matmul(A, B, transpose_a: bool = False, transpose_b: bool = False, name: str = "matmul",
+def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False, name: str = "matmul",
            out_dtype: str | None = None):
-    """``C[i, j] = sum_k A[i, k] * B[k, j]`` (with ``A``/``B`` read transposed on request);
-    ``out_dtype`` (e.g. ``"float32"`` for float16 inputs) casts the operands and
-    accumulates in it, as tensor cores do."""
+    """Matrix product ``c[i, j] = sum_k a[i, k] * b[k, j]`` (``a``/``b`` read transposed
+    on request); ``out_dtype`` (e.g. ``"float32"`` for float16 inputs) casts the operands
+    and accumulates in it, as tensor cores do.
+
+    >>> c = td.ops.matmul(a, b)    # a: (M, K), b: (K, N) -> (M, N)
+    """
+    A, B = a, b
     _check(A.ndim == 2 and B.ndim == 2,
            f"matmul: expected 2-d operands, got shapes {_shape(A)} and {_shape(B)}")
     M, Ka = (A.shape[1], A.shape[0]) if transpose_a else (A.shape[0], A.shape[1])
@@ -83,9 +103,13 @@ def matmul(A, B, transpose_a: bool = False, transpose_b: bool = False, name: str
     return td.compute((M, N), lambda i, j: td.sum(a(i) * b(j), axis=k), name=name)
 
 
-def batch_matmul(A, B, transpose_a: bool = False, transpose_b: bool = False,
+def batch_matmul(a, b, transpose_a: bool = False, transpose_b: bool = False,
                  name: str = "batch_matmul"):
-    """``C[b, i, j] = sum_k A[b, i, k] * B[b, k, j]``."""
+    """Batched matrix product ``c[n, i, j] = sum_k a[n, i, k] * b[n, k, j]``.
+
+    >>> c = td.ops.batch_matmul(a, b)    # a: (N, M, K), b: (N, K, L) -> (N, M, L)
+    """
+    A, B = a, b
     _check(A.ndim == 3 and B.ndim == 3,
            f"batch_matmul: expected 3-d operands, got shapes {_shape(A)} and {_shape(B)}")
     _check(_same_extent(_dim(A.shape[0]), _dim(B.shape[0])),
@@ -102,8 +126,13 @@ def batch_matmul(A, B, transpose_a: bool = False, transpose_b: bool = False,
                       name=name)
 
 
-def dense(x, W, bias=None, name: str = "dense"):
-    """``y = x @ W.T + bias`` with ``W`` of shape (out_features, in_features)."""
+def dense(x, weight, bias=None, name: str = "dense"):
+    """``y = x @ weight.T + bias`` with ``weight`` of shape (out_features, in_features),
+    as PyTorch's ``linear``.
+
+    >>> y = td.ops.dense(x, weight, bias)    # (N, in), (out, in), (out,) -> (N, out)
+    """
+    W = weight
     _check(x.ndim == 2 and W.ndim == 2,
            f"dense: expected 2-d x and W, got shapes {_shape(x)} and {_shape(W)}")
     _check(_same_extent(_dim(x.shape[1]), _dim(W.shape[1])),
@@ -193,12 +222,18 @@ class _ConvGeometry:
         return x * self.sw + self.rx * self.dw
 
 
-def conv2d_nchw(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
+def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
                 name: str = "conv2d_nchw"):
-    """2-d convolution, data (N, C, H, W), kernel (F, C/groups, KH, KW) → (N, F, OH, OW).
+    """2-d convolution (PyTorch's ``conv2d``): ``x`` (N, C, H, W), ``weight`` (F, C/groups,
+    KH, KW) → (N, F, OH, OW). ``stride``, ``dilation``: an int or (h, w); ``padding``: an
+    int, (h, w) or (top, left, bottom, right).
 
     A dense stride-1 convolution with a window larger than 1x1 is computed over the
-    padded width (see ``_conv2d_nchw_flat``); the others directly."""
+    padded width (see ``_conv2d_nchw_flat``); the others directly.
+
+    >>> y = td.ops.conv2d_nchw(x, weight, stride=1, padding=1)
+    """
+    data, kernel = x, weight
     N, C, H, W = _shape(data)
     g = _ConvGeometry("conv2d_nchw", data, kernel, (C, H, W), _shape(kernel), stride,
                       padding, dilation, groups)
@@ -248,9 +283,14 @@ def _conv2d_nchw_flat(data, kernel, g, hw, name):
                       lambda b, f, y, x: flat[b, f, y * Wp + x], name=name)
 
 
-def conv2d_nhwc(data, kernel, stride=1, padding=0, dilation=1, groups: int = 1,
+def conv2d_nhwc(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
                 name: str = "conv2d_nhwc"):
-    """2-d convolution, data (N, H, W, C), kernel (KH, KW, C/groups, F) → (N, OH, OW, F)."""
+    """2-d convolution: ``x`` (N, H, W, C), ``weight`` (KH, KW, C/groups, F) → (N, OH, OW, F);
+    options as ``conv2d_nchw``.
+
+    >>> y = td.ops.conv2d_nhwc(x, weight, stride=2, padding=(1, 1))
+    """
+    data, kernel = x, weight
     N, H, W, C = _shape(data)
     KH, KW, Cg, F = _shape(kernel)
     g = _ConvGeometry("conv2d_nhwc", data, kernel, (C, H, W), (F, Cg, KH, KW), stride,
@@ -277,8 +317,14 @@ def _pool(data, kernel_size, stride, padding, what):
     return (kh, kw), (sh, sw), (pt, pl, pb, pr), (OH, OW)
 
 
-def max_pool2d(data, kernel_size, stride=None, padding=0, name: str = "max_pool2d"):
-    """Max over ``kernel_size`` windows of NCHW data (padding never wins the max)."""
+def max_pool2d(x, kernel_size, stride=None, padding=0, name: str = "max_pool2d"):
+    """Max over ``kernel_size`` windows of NCHW ``x`` (padding never wins the max), as
+    PyTorch's ``max_pool2d``: ``kernel_size`` and ``stride`` (default: ``kernel_size``) an
+    int or (h, w); ``padding`` an int, (h, w) or (top, left, bottom, right).
+
+    >>> y = td.ops.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+    """
+    data = x
     (kh, kw), (sh, sw), (pt, pl, pb, pr), (OH, OW) = _pool(data, kernel_size, stride, padding,
                                                            "max_pool2d")
     padded = pad(data, (0, 0, pt, pl), (0, 0, pb, pr), value=-math.inf, name=f"{name}.pad")
@@ -288,9 +334,14 @@ def max_pool2d(data, kernel_size, stride=None, padding=0, name: str = "max_pool2
                                                 axis=[ry, rx]), name=name)
 
 
-def avg_pool2d(data, kernel_size, stride=None, padding=0, count_include_pad: bool = True,
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad: bool = True,
                name: str = "avg_pool2d"):
-    """Mean over windows of NCHW data; ``count_include_pad`` as in PyTorch."""
+    """Mean over ``kernel_size`` windows of NCHW ``x``; options as ``max_pool2d``,
+    ``count_include_pad`` as in PyTorch.
+
+    >>> y = td.ops.avg_pool2d(x, kernel_size=2)
+    """
+    data = x
     (kh, kw), (sh, sw), (pt, pl, pb, pr), (OH, OW) = _pool(data, kernel_size, stride, padding,
                                                            "avg_pool2d")
     H, W = _dim(data.shape[2]), _dim(data.shape[3])
@@ -348,7 +399,8 @@ def _binary(fn, what):
         return td.compute(shape, lambda *i: fn(_broadcast_read(a, i), _broadcast_read(b, i)),
                           name=name)
     op.__name__ = what
-    op.__doc__ = f"Elementwise {what} with numpy broadcasting (a tensor or a number per side)."
+    op.__doc__ = (f"Elementwise {what} with numpy broadcasting (a tensor or a number per "
+                  f"side), as ``numpy.{what}``.\n\n    >>> c = td.ops.{what}(a, b)\n    ")
     return op
 
 
@@ -360,12 +412,18 @@ maximum = _binary(td.maximum, "maximum")
 minimum = _binary(td.minimum, "minimum")
 
 
-def take(data, indices, axis: int = 0, name: str = "take"):
-    """``numpy.take(data, indices, axis)`` (TVM's ``topi.take``): slices of ``data`` along
+def take(x, indices, axis: int = 0, name: str = "take"):
+    """``numpy.take(x, indices, axis)`` (TVM's ``topi.take``): slices of ``x`` along
     ``axis`` picked by an integer tensor. The indices are data, so the compiler cannot
     bound them: the generated code checks each one as it runs and the call raises
-    ``ValueError`` for one outside ``[0, data.shape[axis])`` (``td.ops.take(...,
-    check_indices=False)`` skips the check, for trusted indices)."""
+    ``ValueError`` for one outside ``[0, x.shape[axis])`` (``td.ops.take(...,
+    check_indices=False)`` skips the check, for trusted indices).
+
+    >>> y = td.ops.take(x, [2, 0], axis=1)
+    """
+    data = x
+    if not _is_int(axis):
+        raise TypeError(f"take: axis must be an int, got {axis!r}")
     if not isinstance(axis, int) or not -data.ndim <= axis < data.ndim:
         raise ValueError(f"take: axis must be an int in [{-data.ndim}, {data.ndim}), "
                          f"got {axis!r}")
@@ -382,11 +440,18 @@ def take(data, indices, axis: int = 0, name: str = "take"):
 
 
 def relu(x, name: str = "relu"):
+    """``max(x, 0)`` elementwise.
+
+    >>> y = td.ops.relu(x)
+    """
     return td.compute(x.shape, lambda *i: td.maximum(x[i], td.const(0, x.dtype)), name=name)
 
 
 def gelu(x, approximate: str = "none", name: str = "gelu"):
-    """GELU: ``x * Phi(x)``; ``approximate="tanh"`` for the tanh form (as in PyTorch)."""
+    """GELU: ``x * Phi(x)``; ``approximate="tanh"`` for the tanh form (as in PyTorch).
+
+    >>> y = td.ops.gelu(x, approximate="tanh")
+    """
     if approximate == "none":
         return td.compute(x.shape, lambda *i: 0.5 * x[i] * (1.0 + td.erf(x[i] * (1 / math.sqrt(2)))),
                           name=name)
@@ -400,7 +465,18 @@ def gelu(x, approximate: str = "none", name: str = "gelu"):
 # ---------------------------------------------------------------- reductions
 
 
-def _reduce(x, axis, keepdims, reducer, what, name):
+def _sum_dtype(dtype: str) -> str:
+    """numpy's accumulator for ``sum``: small integers and bool widen to 64 bits (numpy's
+    uint64 for unsigned; tensordsl has no uint64, so int64), floats stay."""
+    return "int64" if dtype == "bool" or dtype.startswith(("int", "uint")) else dtype
+
+
+def _mean_dtype(dtype: str) -> str:
+    """numpy's result type of ``mean``: float64 for integers and bool, floats stay."""
+    return "float64" if dtype == "bool" or dtype.startswith(("int", "uint")) else dtype
+
+
+def _reduce(x, axis, keepdims, reducer, what, name, dtype=None):
     axes = _axes(axis, x.ndim, what)
     raxes = {a: td.reduce_axis((0, x.shape[a]), f"r{a}") for a in axes}
     kept = [d for d in range(x.ndim) if d not in raxes]
@@ -413,7 +489,8 @@ def _reduce(x, axis, keepdims, reducer, what, name):
         else:
             it = iter(idx)
             src = tuple(raxes[d] if d in raxes else next(it) for d in range(x.ndim))
-        return reducer(x[src], axis=[raxes[a] for a in axes])
+        value = x[src] if dtype is None or dtype == x.dtype else x[src].astype(dtype)
+        return reducer(value, axis=[raxes[a] for a in axes])
 
     if not shape:
         shape = (1,)
@@ -422,11 +499,23 @@ def _reduce(x, axis, keepdims, reducer, what, name):
     return td.compute(shape, f, name=name)
 
 
-def reduce_sum(x, axis=None, keepdims: bool = False, name: str = "reduce_sum"):
-    return _reduce(x, axis, keepdims, td.sum, "reduce_sum", name)
+def reduce_sum(x, axis=None, keepdims: bool = False, dtype: str | None = None,
+               name: str = "reduce_sum"):
+    """Sum over ``axis`` (None: all; an int or a tuple), as ``numpy.sum``: integers and
+    bool accumulate in int64 unless ``dtype`` says otherwise.
+
+    >>> s = td.ops.reduce_sum(x, axis=1, keepdims=True)
+    """
+    acc = _sum_dtype(x.dtype) if dtype is None else dtype
+    return _reduce(x, axis, keepdims, td.sum, "reduce_sum", name, acc)
 
 
 def reduce_max(x, axis=None, keepdims: bool = False, name: str = "reduce_max"):
+    """Maximum over ``axis`` (None: all; an int or a tuple), as ``numpy.max``; an empty
+    axis raises ``ValueError``.
+
+    >>> m = td.ops.reduce_max(x, axis=-1)
+    """
     for a in _axes(axis, x.ndim, "reduce_max"):
         if _dim(x.shape[a]) == 0:
             # numpy's rule: a maximum over nothing has no identity to return
@@ -435,8 +524,15 @@ def reduce_max(x, axis=None, keepdims: bool = False, name: str = "reduce_max"):
     return _reduce(x, axis, keepdims, td.max, "reduce_max", name)
 
 
-def reduce_mean(x, axis=None, keepdims: bool = False, name: str = "reduce_mean"):
-    total = _reduce(x, axis, keepdims, td.sum, "reduce_mean", f"{name}.sum")
+def reduce_mean(x, axis=None, keepdims: bool = False, dtype: str | None = None,
+                name: str = "reduce_mean"):
+    """Mean over ``axis`` (None: all; an int or a tuple), as ``numpy.mean``: float64 for
+    integers and bool unless ``dtype`` says otherwise; an empty axis gives NaN.
+
+    >>> m = td.ops.reduce_mean(x, axis=(0, 1))
+    """
+    acc = _mean_dtype(x.dtype) if dtype is None else dtype
+    total = _reduce(x, axis, keepdims, td.sum, "reduce_mean", f"{name}.sum", acc)
     count = 1
     for a in _axes(axis, x.ndim, "reduce_mean"):
         count *= _dim(x.shape[a])
@@ -456,7 +552,10 @@ def _last_axis(x, axis, what):
 
 
 def softmax(x, axis: int = -1, name: str = "softmax"):
-    """``exp(x - max) / sum(exp(x - max))`` along ``axis``."""
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis``.
+
+    >>> p = td.ops.softmax(x, axis=-1)
+    """
     a = _last_axis(x, axis, "softmax")
     m = reduce_max(x, axis=a, keepdims=True, name=f"{name}.max")
     e = td.compute(x.shape, lambda *i: td.exp(x[i] - m[_pin(i, a)]), name=f"{name}.exp")
@@ -467,7 +566,10 @@ def softmax(x, axis: int = -1, name: str = "softmax"):
 
 
 def log_softmax(x, axis: int = -1, name: str = "log_softmax"):
-    """``x - max - log(sum(exp(x - max)))`` along ``axis``."""
+    """``x - max - log(sum(exp(x - max)))`` along ``axis``.
+
+    >>> p = td.ops.log_softmax(x, axis=-1)
+    """
     a = _last_axis(x, axis, "log_softmax")
     m = reduce_max(x, axis=a, keepdims=True, name=f"{name}.max")
     r = td.reduce_axis((0, x.shape[a]), "r")
@@ -478,7 +580,11 @@ def log_softmax(x, axis: int = -1, name: str = "log_softmax"):
 
 
 def layer_norm(x, gamma, beta, axis=-1, eps: float = 1e-5, name: str = "layer_norm"):
-    """Normalize over the trailing ``axis`` dimensions, then scale and shift."""
+    """Normalize over the trailing ``axis`` dimensions, then scale by ``gamma`` and shift
+    by ``beta`` (TVM's names; PyTorch's ``weight`` and ``bias``), of the normalized shape.
+
+    >>> y = td.ops.layer_norm(x, gamma, beta, axis=-1, eps=1e-5)
+    """
     axes = _axes(axis, x.ndim, "layer_norm")
     _check(axes == tuple(range(x.ndim - len(axes), x.ndim)),
            f"layer_norm: axis must be the trailing dimensions, got {axis!r}")

@@ -1,5 +1,11 @@
 """``td.ops.<name>(*arrays, **attrs)``: every operator of ``kernels/dense.py`` on numpy arrays.
 
+Each ``td.ops.<name>`` is a function with the kernel's signature (less ``name``) and
+docstring, plus the keywords ``out=``, ``target=`` and ``check_indices=``. Its tensor
+arguments may be lists or numbers (converted as ``numpy.asarray`` does); the elementwise
+operators take numpy's result type. The call binds its arguments to that signature and
+passes the tensors by position and the options by keyword, as the CLI and the records do.
+
 The first call for a (shapes, dtypes, attributes, target) combination defines the
 operator on placeholders of those shapes, schedules it with its CPU template
 (``schedules/cpu``) and compiles it; later calls only check the arguments and run the
@@ -17,6 +23,7 @@ template (``schedules/cuda``), runs on the GPU and returns a device array.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 
 import numpy as np
@@ -25,14 +32,26 @@ _CACHE: dict = {}
 _LOCK = threading.Lock()
 
 
+# operator -> the parameters that are tensors; the others are options (attributes)
+_OPERANDS = {
+    "matmul": ("a", "b"), "batch_matmul": ("a", "b"), "dense": ("x", "weight", "bias"),
+    "conv2d_nchw": ("x", "weight"), "conv2d_nhwc": ("x", "weight"),
+    "max_pool2d": ("x",), "avg_pool2d": ("x",),
+    "add": ("a", "b"), "subtract": ("a", "b"), "multiply": ("a", "b"),
+    "divide": ("a", "b"), "maximum": ("a", "b"), "minimum": ("a", "b"),
+    "relu": ("x",), "gelu": ("x",), "reduce_sum": ("x",), "reduce_mean": ("x",),
+    "reduce_max": ("x",), "softmax": ("x",), "log_softmax": ("x",),
+    "layer_norm": ("x", "gamma", "beta"), "take": ("x", "indices"),
+}
+# elementwise on two operands: a number stays a number (numpy's weak scalars) and the
+# operands are converted to numpy's result type
+_BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
+
+
 @functools.cache
 def _operators() -> dict:
     import kernels.dense as dense
-    names = ["matmul", "batch_matmul", "dense", "conv2d_nchw", "conv2d_nhwc", "max_pool2d",
-             "avg_pool2d", "add", "subtract", "multiply", "divide", "maximum", "minimum",
-             "relu", "gelu", "reduce_sum", "reduce_mean", "reduce_max", "softmax",
-             "log_softmax", "layer_norm", "take"]
-    return {name: getattr(dense, name) for name in names}
+    return {name: getattr(dense, name) for name in _OPERANDS}
 
 
 def _freeze(v):
@@ -40,6 +59,8 @@ def _freeze(v):
         return tuple(_freeze(x) for x in v)
     if isinstance(v, dict):
         return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, (bool, float)):
+        return type(v).__name__, v   # 2.0 == 2 == True as dict keys: an option's type counts
     return v
 
 
@@ -140,11 +161,120 @@ def call(name: str, *args, out=None, target: str = "llvm", check_indices: bool =
     return out
 
 
+_CALL_DOC = """
+    Through ``td.ops``: the tensors are numpy arrays (or lists and numbers, converted as
+    ``numpy.asarray`` does; ``td.nd`` CUDA arrays run on the GPU), and the result is a new
+    array. Keywords of every operator:
+
+    out : numpy.ndarray, optional
+        Where to write the result (its shape and dtype); returned.
+    target : str
+        ``"llvm"`` (this CPU, default) or another target string of ``td.build``.
+    check_indices : bool
+        False: indices read from data (``take``) are trusted, not checked.
+"""
+
+_KEYWORDS = [inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=None),
+             inspect.Parameter("target", inspect.Parameter.KEYWORD_ONLY, default="llvm",
+                               annotation=str),
+             inspect.Parameter("check_indices", inspect.Parameter.KEYWORD_ONLY, default=True,
+                               annotation=bool)]
+
+
+def _operand(name: str, param: str, value, optional: bool):
+    """A tensor argument as an array (a number stays one for the elementwise operators,
+    None stays None for an optional tensor); refuses what numpy would not take."""
+    from .nd import NDArray
+    if isinstance(value, (np.ndarray, NDArray)):
+        return value
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, int, float, np.generic)) and name in _BINARY:
+        return value
+    if isinstance(value, (bool, int, float, list, tuple, np.generic)):
+        try:
+            array = np.asarray(value)
+        except ValueError as e:   # a ragged list
+            raise TypeError(f"{name}: argument {param!r} is not an array of numbers: {e}") \
+                from None
+        if array.dtype.kind in "biuf":
+            return array
+    raise TypeError(f"{name}: argument {param!r} must be a numpy.ndarray (or a list or "
+                    f"a number), got {type(value).__name__}")
+
+
+def _option(value):
+    """An option as a plain, hashable value: numpy scalars and arrays become Python's,
+    dtypes their names."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_option(v) for v in value)
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return np.dtype(value).name
+    return value
+
+
+def _promote(name: str, a, b):
+    """numpy's result type for an elementwise operator: arrays are converted to it (true
+    division of integers gives float64), numbers stay Python numbers."""
+    from .nd import NDArray
+    if isinstance(a, NDArray) or isinstance(b, NDArray):
+        return a, b    # device arrays: as they are
+    if not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
+        a = np.asarray(a)  # two numbers: one becomes an array
+    dtype = np.result_type(a, b, *([1.0] if name == "divide" else []))
+    return tuple(v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype != dtype
+                 else v.item() if isinstance(v, np.generic) else v for v in (a, b))
+
+
+def _run(name: str, signature: inspect.Signature, args, kwargs):
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as e:   # a missing or unknown argument, named
+        raise TypeError(f"{name}(): {e}") from None
+    given = dict(bound.arguments)
+    out = given.pop("out", None)
+    target = given.pop("target", "llvm")
+    check_indices = given.pop("check_indices", True)
+    params = list(signature.parameters.values())
+    values = {}
+    for p in params:
+        if p.name not in given:
+            continue
+        if p.name in _OPERANDS[name]:
+            value = _operand(name, p.name, given[p.name], p.default is None)
+            if value is not None:
+                values[p.name] = value
+        else:
+            values[p.name] = _option(given[p.name])
+    if name in _BINARY:
+        values["a"], values["b"] = _promote(name, values["a"], values["b"])
+    # tensors positional (as the CLI and the records have them), options by keyword
+    last = max(k for k, p in enumerate(params) if p.name in values and p.name in _OPERANDS[name])
+    positional = [values.pop(p.name, p.default) for p in params[:last + 1]]
+    return call(name, *positional, out=out, target=target, check_indices=check_indices,
+                **values)
+
+
 @functools.cache
 def _entry(name: str):
-    fn = functools.partial(call, name)
-    fn.__doc__ = _operators()[name].__doc__
-    return fn
+    kernel = _operators()[name]
+    params = [p for p in inspect.signature(kernel).parameters.values() if p.name != "name"]
+    signature = inspect.Signature(params + _KEYWORDS)
+
+    def operator(*args, **kwargs):
+        return _run(name, signature, args, kwargs)
+
+    functools.update_wrapper(operator, kernel)
+    operator.__signature__ = signature
+    operator.__module__ = __name__
+    operator.__qualname__ = name
+    operator.__doc__ = (inspect.cleandoc(kernel.__doc__ or "") + "\n\n" +
+                        inspect.cleandoc(_CALL_DOC))
+    return operator
 
 
 def __getattr__(name: str):

@@ -9,7 +9,13 @@ these rules:
 * ``(c*q + r) %  c  ->  r % c``,      and ``r %  c -> r`` when ``0 <= r < c``
 * ``(x // c)*c + x % c  ->  x``       (undoes a fused loop index)
 * ``(x // a) // b -> x // (a*b)``;  ``(x % a) % b -> x % b`` when b divides a
-* ``min``/``max``/comparisons decided by the bounds of the difference of the operands
+* ``min``/``max``/comparisons decided by the bounds of the difference of the operands;
+  ``(X + c1) // d - (X + c2) // d`` lies in ``[(c1 - c2) // d, ceil((c1 - c2) / d)]``
+  whatever ``X`` is, so ``min(n // 8, (n + 7) // 8) -> n // 8``
+* ``X // d <= q  ->  X <= q*d + d - 1`` (and ``<``, ``>``, ``>=`` alike), so a guard
+  ``(m + 3) // 4 <= 0`` reads ``m <= 0``
+* ``P - N + c < 0  ->  P + c < N``: a comparison with zero reads as one of two sums
+* a sum is written with a positive term first: ``n - 8*i``, not ``0 - 8*i + n``
 * constant folding, ``if``/``select`` on constant conditions, loops of extent 0 or 1.
 
 Other dtypes only get constant folding: wrap-around semantics make affine rewriting of
@@ -122,7 +128,12 @@ class Simplifier(Mutator):
         terms, extra = self._merge_divmod(terms)
         const += extra
         out = None
-        for atom, c in terms.values():
+        # a positive term first: ``n - i*8`` rather than ``0 - i*8 + n``, and
+        # ``100 - i*8`` rather than ``0 - i*8 + 100``
+        ordered = sorted(terms.values(), key=lambda t: t[1] < 0)
+        if const > 0 and all(c <= 0 for _, c in ordered):
+            out, const = _int(const), 0
+        for atom, c in ordered:
             if c == 0:
                 continue
             mag = atom if abs(c) == 1 else n.Mul(atom, _int(abs(c)))
@@ -139,13 +150,14 @@ class Simplifier(Mutator):
         return out
 
     def _merge_divmod(self, terms: dict) -> dict:
-        """``m*(x // c)*c + m*(x % c) -> m*x``."""
+        """``m*(x // c)*c + m*(x % c) -> m*x``; also for a symbolic ``c`` (a fused loop
+        over a symbolic extent: ``(f // n)*n + f % n -> f``)."""
+        terms, extra = self._merge_symbolic_divmod(terms)
         mods = [(k, a, c) for k, (a, c) in terms.items()
                 if isinstance(a, n.FloorMod) and c != 0 and isinstance(a.b, n.IntImm)]
         if not mods:
-            return terms, 0
+            return terms, extra
         terms = {k: [a, c] for k, (a, c) in terms.items()}
-        extra = 0
         for kmod, mod, m in mods:
             div_key = self._matching_div(terms, mod)
             div = terms.get(div_key)
@@ -160,6 +172,32 @@ class Simplifier(Mutator):
                     else:
                         terms[k] = [a, c * m]
                 extra += inner_const * m
+        return terms, extra
+
+    def _merge_symbolic_divmod(self, terms: dict) -> dict:
+        """``m*((x // y)*y) + m*(x % y) -> m*x`` for a non-constant ``y`` (for ``y == 0``
+        the left side divides by zero, so any value will do)."""
+        mods = [(k, a, c) for k, (a, c) in terms.items()
+                if isinstance(a, n.FloorMod) and c != 0 and not isinstance(a.b, n.IntImm)]
+        if not mods:
+            return terms, 0
+        terms = {k: [a, c] for k, (a, c) in terms.items()}
+        extra = 0
+        for kmod, mod, m in mods:
+            x, y = self.key(mod.a), self.key(mod.b)
+            for kmul, (atom, c) in list(terms.items()):
+                if c != m or not isinstance(atom, n.Mul):
+                    continue
+                div, other = (atom.a, atom.b) if isinstance(atom.a, n.FloorDiv) \
+                    else (atom.b, atom.a)
+                if isinstance(div, n.FloorDiv) and self.key(div.a) == x and \
+                        self.key(div.b) == y and self.key(other) == y:
+                    del terms[kmul], terms[kmod]
+                    inner, inner_const = self.linear(mod.a)
+                    for k, (a, coeff) in inner.items():
+                        terms.setdefault(k, [a, 0])[1] += coeff * m
+                    extra += inner_const * m
+                    break
         return terms, extra
 
     def _matching_div(self, terms: dict, mod: n.FloorMod):
@@ -180,30 +218,45 @@ class Simplifier(Mutator):
         return self.rebuild(*self.linear(e))
 
     def extent_upper_bound(self, e) -> int | None:
-        """A constant upper bound of a region's extent such as ``(x + 5)//12 - x//12 + 8``:
-        each ``k*(X + c1)//d`` paired with ``-k*(X + c2)//d`` is at most
-        ``k*((c1 - c2 + d - 1)//d)`` whatever ``X`` is. None if terms remain unpaired."""
+        """A constant upper bound of a region's extent such as ``(x + 5)//12 - x//12 + 8``
+        (see ``_paired_divisions``); None if terms remain unpaired."""
         terms, const = self.linear(e)
-        pending = []
-        for atom, c in terms.values():
-            if c == 0:
-                continue
-            if not (isinstance(atom, n.FloorDiv) and isinstance(atom.b, n.IntImm)
-                    and atom.b.value > 0):
-                return None
-            inner, shift = self.linear(atom.a)
-            pending.append((c, atom.b.value, self.key(self.rebuild(inner, 0)), shift))
-        bound = const
+        (_, hi), rest = self._paired_divisions(terms)
+        if any(c for _, c in rest.values()):
+            return None
+        return const + hi
+
+    def _paired_divisions(self, terms: dict) -> tuple[Bounds, dict]:
+        """Bounds of the terms ``k*a//d`` paired with ``-k*b//d`` where ``a - b`` is
+        bounded (``a = X + c1``, ``b = X + c2``; or ``b = X - v`` for a loop variable
+        ``v``): ``floor(a/d) - floor(b/d)`` lies in ``[floor(lo/d), ceil(hi/d)]`` for
+        ``a - b`` in ``[lo, hi]``, whatever ``X`` is. Returns those bounds and the terms
+        left unpaired."""
+        rest, pending = {}, []
+        for key, (atom, c) in terms.items():
+            if c != 0 and isinstance(atom, n.FloorDiv) and isinstance(atom.b, n.IntImm) \
+                    and atom.b.value > 0:
+                pending.append((key, atom, c))
+            else:
+                rest[key] = [atom, c]
+        lo = hi = 0
         while pending:
-            c, d, x, shift = pending.pop()
-            partner = next((q for q in pending if q[0] == -c and q[1] == d and q[2] == x), None)
-            if partner is None:
-                return None
+            key, atom, c = pending.pop(0)
+            d = atom.b.value
+            for partner in pending:
+                if partner[2] != -c or partner[1].b.value != d:
+                    continue
+                a, b = (atom.a, partner[1].a) if c > 0 else (partner[1].a, atom.a)
+                dlo, dhi = self.bounds(self.canonical(n.Sub(a, b)))
+                if dlo is not None and dhi is not None:
+                    break
+            else:
+                rest[key] = [atom, c]
+                continue
             pending.remove(partner)
-            hi, lo = (shift, partner[3]) if c > 0 else (partner[3], shift)
-            # floor(a) - floor(b) <= ceil(a - b) for any a, b (also when a < b)
-            bound += abs(c) * ((hi - lo + d - 1) // d)
-        return bound
+            lo += abs(c) * (dlo // d)
+            hi += abs(c) * -(-dhi // d)
+        return (lo, hi), rest
 
     # ------------------------------------------------------------ bounds
     def bounds(self, e) -> Bounds:
@@ -216,7 +269,8 @@ class Simplifier(Mutator):
             terms, const = self.linear(e)
             if len(terms) > 1 or const or isinstance(e, (n.Add, n.Sub)) or \
                     (terms and next(iter(terms.values()))[0] is not e):
-                out = (const, const)
+                paired, terms = self._paired_divisions(terms)
+                out = (const + paired[0], const + paired[1])
                 for atom, c in terms.values():
                     if atom is e:  # a product of two non-constants
                         return self._product_bounds(e)
@@ -253,6 +307,9 @@ class Simplifier(Mutator):
     def _product_bounds(self, e) -> Bounds:
         a, b = self.bounds(e.a), self.bounds(e.b)
         if None in a or None in b:
+            if a[0] is not None and b[0] is not None and a[0] >= 0 and b[0] >= 0:
+                # two sizes (m*n): at least the product of the lower bounds
+                return a[0] * b[0], None
             return UNBOUNDED
         corners = [x * y for x in a for y in b]
         return min(corners), max(corners)
@@ -359,6 +416,17 @@ class Simplifier(Mutator):
             decided = _decide(type(node), lo, hi)
             if decided is not None:
                 return n.IntImm("bool", int(decided))
+            undivided = self._compare_division(type(node), a, b)
+            if undivided is not None:
+                return undivided
+            if isinstance(b, n.IntImm) and b.value == 0 and type(node) in _ORDER:
+                # P - N + c < 0  ->  P + c < N (two sums, as a person writes it)
+                terms, const = self.linear(a)
+                pos = {k: t for k, t in terms.items() if t[1] > 0}
+                neg = {k: [x, -c] for k, (x, c) in terms.items() if c < 0}
+                if pos and neg:   # the constant on the side where it is positive
+                    return type(node)(self.rebuild(pos, max(const, 0)),
+                                      self.rebuild(neg, max(-const, 0)))
         decided = self._decide_lanes(type(node), a, b)
         if decided is not None:
             return decided
@@ -366,6 +434,28 @@ class Simplifier(Mutator):
         if folded is not None:
             return folded
         return node if a is node.a and b is node.b else type(node)(a, b)
+
+    def _compare_division(self, cls, a, b):
+        """``X // d`` compared with a constant as ``X`` compared with one:
+        ``X // d <= q  <=>  X <= q*d + d - 1``, ``X // d >= q  <=>  X >= q*d``."""
+        if cls not in (n.LT, n.LE, n.GT, n.GE):
+            return None
+        terms, const = self.linear(n.Sub(a, b))
+        live = [(atom, c) for atom, c in terms.values() if c != 0]
+        if len(live) != 1 or abs(live[0][1]) != 1:
+            return None
+        atom, sign = live[0]
+        if not (isinstance(atom, n.FloorDiv) and isinstance(atom.b, n.IntImm)
+                and atom.b.value > 0):
+            return None
+        # sign*atom + const OP 0: as atom OP' q
+        if sign < 0:
+            cls = {n.LT: n.GT, n.LE: n.GE, n.GT: n.LT, n.GE: n.LE}[cls]
+        q, d = -const * sign, atom.b.value
+        # X//d < q <=> X < q*d;  X//d <= q <=> X <= q*d + d - 1;  >= and > alike
+        bound = q * d if cls in (n.LT, n.GE) else q * d + d - 1
+        x_terms, x_const = self.linear(atom.a)
+        return cls(self.rebuild(x_terms, 0), _int(bound - x_const))
 
     def _decide_lanes(self, cls, a, b):
         """A comparison of ramps and broadcasts that every lane decides the same way
@@ -501,6 +591,9 @@ class Simplifier(Mutator):
             return node
         return n.seq(*[s for s in stmts if not _is_empty(s)]) if any(
             not _is_empty(s) for s in stmts) else n.Seq(())
+
+
+_ORDER = (n.LT, n.LE, n.GT, n.GE)
 
 
 def _is_empty(s) -> bool:

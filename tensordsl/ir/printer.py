@@ -5,7 +5,10 @@
         C[i.outer*64 + j] = A[...] + 1.0f
 
 Distinct variables or buffers that share a name are printed with a numeric suffix, so
-the text identifies the program exactly (the compile cache hashes it).
+the text identifies the program exactly (the compile cache hashes it). A loop variable,
+a ``let`` variable or an allocated buffer gives its name back when its scope ends, so
+two sibling loops (a loop partitioned in two, say) both read ``i.outer``, as the user
+named the axis.
 """
 from __future__ import annotations
 
@@ -43,6 +46,18 @@ class Printer:
             self.names[key] = name
             self.alive.append(obj)  # ids stay unique while the object lives
         return name
+
+    def scoped(self, obj, base: str, key=None):
+        """``name_of`` for a binding whose scope is about to be printed; returns the name
+        and whether the scope took it (then ``release`` gives it back)."""
+        key = id(obj) if key is None else key
+        fresh = key not in self.names
+        return self.name_of(obj, base, key), (key if fresh else None)
+
+    def release(self, name: str, key):
+        if key is not None:
+            self.taken.discard(name)
+            del self.names[key]
 
     # ------------------------------------------------------------ expressions
     def expr(self, e, parent_prec: int = 0) -> str:
@@ -127,8 +142,15 @@ class Printer:
         return self.name_of(t.op, base, key=(id(t.op), t.value_index))
 
     def range(self, r: n.Range) -> str:
-        hi = r.extent if _is_zero(r.min) else n.Add(r.min, r.extent)
-        return f"range({self.expr(r.min)}, {self.expr(hi)})"
+        return f"range({self.expr(r.min)}, {self.end(r.min, r.extent)})"
+
+    def end(self, lo, extent) -> str:
+        """``lo + extent``, read as a person writes it: ``b`` for ``lo + (b - lo)``."""
+        if _is_zero(lo):
+            return self.expr(extent)
+        if isinstance(extent, n.Sub) and self.expr(extent.b) == self.expr(lo):
+            return self.expr(extent.a)
+        return self.expr(n.Add(lo, extent))
 
     # ------------------------------------------------------------ statements
     def emit(self, depth: int, text: str):
@@ -145,9 +167,11 @@ class Printer:
         kind = "" if s.kind == "serial" else f"{s.kind} "
         tag = f"  # {s.thread_tag}" if s.thread_tag else ""
         lo = self.expr(s.min)
-        hi = self.expr(s.extent) if _is_zero(s.min) else self.expr(n.Add(s.min, s.extent))
-        self.emit(depth, f"{kind}for {self.expr(s.var)} in range({lo}, {hi}):{tag}")
+        hi = self.end(s.min, s.extent)
+        var, fresh = self.scoped(s.var, s.var.name)
+        self.emit(depth, f"{kind}for {var} in range({lo}, {hi}):{tag}")
         self.stmt(s.body, depth + 1)
+        self.release(var, fresh)
 
     def stmt_Store(self, s, depth):
         pred = "" if s.predicate is None else f" if {self.expr(s.predicate, 9)}"
@@ -158,7 +182,7 @@ class Printer:
         self.emit(depth, f"{self.tensor(s.tensor)}[{idx}] = {self.expr(s.value)}")
 
     def stmt_ProducerRealize(self, s, depth):
-        bounds = ", ".join(f"{self.expr(r.min)}:{self.expr(n.Add(r.min, r.extent))}"
+        bounds = ", ".join(f"{self.expr(r.min)}:{self.end(r.min, r.extent)}"
                            for r in s.bounds)
         self.emit(depth, f"realize {self.tensor(s.tensor)}[{bounds}] "
                          f"{s.tensor.dtype} in {s.scope}:")
@@ -166,9 +190,11 @@ class Printer:
 
     def stmt_Allocate(self, s, depth):
         b = s.buffer
-        self.emit(depth, f"{self.buffer(b)} = allocate({b.dtype}[{self.expr(s.extent)}], "
-                         f"{b.scope})")
+        extent = self.expr(s.extent)
+        name, fresh = self.scoped(b, b.name)
+        self.emit(depth, f"{name} = allocate({b.dtype}[{extent}], {b.scope})")
         self.stmt(s.body, depth)
+        self.release(name, fresh)
 
     def stmt_IfThenElse(self, s, depth):
         self.emit(depth, f"if {self.expr(s.condition)}:")
@@ -178,8 +204,11 @@ class Printer:
             self.stmt(s.else_case, depth + 1)
 
     def stmt_LetStmt(self, s, depth):
-        self.emit(depth, f"{self.expr(s.var)} = {self.expr(s.value)}")
+        value = self.expr(s.value)
+        var, fresh = self.scoped(s.var, s.var.name)
+        self.emit(depth, f"{var} = {value}")
         self.stmt(s.body, depth)
+        self.release(var, fresh)
 
     def stmt_Evaluate(self, s, depth):
         self.emit(depth, self.expr(s.value))

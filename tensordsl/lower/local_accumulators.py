@@ -28,6 +28,7 @@ from ..ir import nodes as n
 from ..ir.op import const, max_value, min_value
 from ..ir.visitor import Mutator, Visitor, free_vars
 
+_TRUE = n.IntImm("bool", 1)
 LINE_BYTES = 64
 MIN_TRIP_COUNT = 8  # shorter loops gain nothing from an extra fold per element
 
@@ -167,9 +168,11 @@ class LocalAccumulators(Mutator):
     def visit_Seq(self, node):
         """``if first: C[idx] = identity`` right before a rewritten loop whose folds are
         exactly those elements (a blocked reduction's init, see schedule_ops): on the
-        first block the fold writes the accumulator instead, and the init goes."""
+        first block the fold writes the accumulator instead, and the init goes. An
+        unconditional ``C[idx] = identity`` (the loop is the whole reduction) goes too:
+        the fold always writes the accumulator."""
         node = self.generic_visit(node)
-        stmts, out, changed = list(node.stmts), [], False
+        stmts, out, changed = _flat_seq(node), [], False
         k = 0
         while k < len(stmts):
             here = stmts[k]
@@ -177,7 +180,8 @@ class LocalAccumulators(Mutator):
             rewritten, *info = self.rewrites.get(id(nxt), (None,))
             # (an id alone could belong to a newer node once the rewritten one was freed)
             if rewritten is nxt and nxt is not None and self._is_init_of(here, info[1]):
-                out.append(self._rewrite(*info, first_block=here.condition))
+                first = here.condition if isinstance(here, n.IfThenElse) else _TRUE
+                out.append(self._rewrite(*info, first_block=first))
                 changed = True
                 k += 2
                 continue
@@ -186,9 +190,12 @@ class LocalAccumulators(Mutator):
         return n.seq(*out) if changed else node
 
     def _is_init_of(self, stmt, updates) -> bool:
-        if not (isinstance(stmt, n.IfThenElse) and stmt.else_case is None):
+        if isinstance(stmt, n.Store):
+            inits = [((), stmt)]
+        elif isinstance(stmt, n.IfThenElse) and stmt.else_case is None:
+            inits = [_guarded_store(x) for x in _flat(stmt.then_case)]
+        else:
             return False
-        inits = [_guarded_store(x) for x in _flat(stmt.then_case)]
         if any(i is None for i in inits):
             return False
         targets = {}
@@ -217,7 +224,9 @@ class LocalAccumulators(Mutator):
         accs = {}
         for k, u in first.items():
             dtype = u.store.value.dtype
-            accs[k] = n.Buffer(f"{u.store.buffer.name}.acc{self.count}_{k}", dt.element(dtype),
+            # the printer tells accumulators of the same name in one scope apart
+            suffix = "" if len(first) == 1 else str(k)
+            accs[k] = n.Buffer(f"{u.store.buffer.name}.acc{suffix}", dt.element(dtype),
                                (n.IntImm("int64", dt.lanes(dtype)),), "local")
         zero = n.IntImm("int64", 0)
 
@@ -242,7 +251,9 @@ class LocalAccumulators(Mutator):
             s = u.store
             old = n.Load(s.value.dtype, s.buffer, s.index, s.predicate)
             fold = n.Store(s.buffer, u.kind(old, acc_load(k)), s.index, s.predicate)
-            if first_block is not None:
+            if first_block is _TRUE:
+                fold = n.Store(s.buffer, acc_load(k), s.index, s.predicate)
+            elif first_block is not None:
                 fold = n.IfThenElse(first_block, n.Store(s.buffer, acc_load(k), s.index,
                                                          s.predicate), fold)
             folds.append(u.guarded(fold))
@@ -276,6 +287,15 @@ class LocalAccumulators(Mutator):
 
 def _flat(stmt):
     return list(stmt.stmts) if isinstance(stmt, n.Seq) else [stmt]
+
+
+def _flat_seq(seq: n.Seq) -> list:
+    """The statements of ``seq`` with nested sequences spliced in (a loop partition
+    leaves ``[init, [loop, edge loop]]``: the init still comes right before the loop)."""
+    out = []
+    for s in seq.stmts:
+        out.extend(_flat_seq(s) if isinstance(s, n.Seq) else [s])
+    return out
 
 
 def _guarded_store(stmt):

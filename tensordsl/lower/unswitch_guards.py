@@ -112,8 +112,10 @@ class UnswitchGuards(Mutator):
     def __init__(self):
         self.s = Simplifier()
         # partitioned-off edge loops, whose guard stays; kept by id *and* alive, since an
-        # id is reused once its object is freed (a later loop would pass for an edge)
-        self.edges: dict[int, n.For] = {}
+        # id is reused once its object is freed (a later loop would pass for an edge),
+        # with the key of that guard: it fails somewhere in every iteration of the edge,
+        # so "whole tile inside?" would be a dead branch there
+        self.edges: dict[int, tuple[n.For, tuple]] = {}
 
     def tighten(self, node: n.For):
         """``for v: if v + r < b: body``  →  ``for v in [min, min(b - r, min + ext)): body``
@@ -139,7 +141,7 @@ class UnswitchGuards(Mutator):
             rest = self.s.rebuild({k: [a, c] for k, (a, c) in terms.items()
                                    if a is not node.var}, const)
             if coeff != 1 or rest_vars & inner:
-                split = self.partition(node, coeff, rest, loops, key)
+                split = self.partition(node, coeff, rest, loops, key, cond)
                 if split is None:
                     continue
                 return split
@@ -151,7 +153,7 @@ class UnswitchGuards(Mutator):
             return n.For(node.var, node.min, extent, node.kind, body, node.thread_tag)
         return None
 
-    def partition(self, node: n.For, coeff: int, rest, inner_loops, key):
+    def partition(self, node: n.For, coeff: int, rest, inner_loops, key, cond):
         """``for v: if c*v + rest < 0: body`` where ``rest`` varies over loops inside (an
         unrolled k pair: ``2*ko + ku``) → the iterations where the guard holds for every
         inner iteration, without it, then those where it holds for some, with it."""
@@ -173,6 +175,7 @@ class UnswitchGuards(Mutator):
         edge_body = substitute(node.body, {node.var: edge_var})
         edge = n.For(edge_var, all_hold, self.s.visit(n.Sub(some_hold, all_hold)), node.kind,
                      edge_body, node.thread_tag)
+        self.edges[id(edge)] = (edge, self.s.key(substitute(cond, {node.var: edge_var})))
         return n.seq(fast, edge)
 
     def visit_For(self, node):
@@ -181,16 +184,16 @@ class UnswitchGuards(Mutator):
         tightened = None if id(node) in self.edges else self.tighten(node)
         if isinstance(tightened, n.Seq):  # partitioned: the edge keeps its guard
             fast, edge = tightened.stmts
-            self.edges[id(edge)] = edge
             return n.seq(self.visit(fast), self.visit(edge))
         if tightened is not None:
             return self.visit(tightened)
         collector = _CollectGuards()
         collector.visit(node.body)
         hoisted, conditions = [], []
+        failing = self.edges[id(node)][1] if id(node) in self.edges else None
         for guard, loops in collector.found:
             deps = set(free_vars(guard.condition))
-            if deps & collector.let_vars:
+            if deps & collector.let_vars or self.s.key(guard.condition) == failing:
                 continue
             # the innermost serial/parallel loop (this one or one inside) it depends on
             home = node

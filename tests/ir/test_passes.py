@@ -283,7 +283,7 @@ def blocked_matmul(M, N, K, kc=16, nr=16, reduce="sum"):
 def test_local_accumulators_start_from_the_identity_and_fold_once():
     s, args = blocked_matmul(8, 32, 64)
     text = body_text(td.lower(s, args))
-    acc = "C.acc1_0[ramp(0, 1, 16)]"
+    acc = "C.acc[ramp(0, 1, 16)]"
     assert f"{acc} = x16(0.0f)" in text
     assert f"{acc} = {acc}:float32x16 + " in text          # inside the k loop
     assert f"+ {acc}:float32x16" in text                     # the fold after it

@@ -120,3 +120,90 @@ def test_a_lane_comparison_every_lane_decides_alike_folds():
     check(n.LT(lanes, bound), n.Broadcast(TRUE, 16), {k: (0, 2)})     # lanes <= 47
     check(n.LT(lanes, bound), n.Broadcast(FALSE, 16), {k: (4, 9)})    # lanes >= 64
     check(n.LT(lanes, bound), n.LT(lanes, bound), {k: (0, 3)})        # 48..63: undecided
+
+
+# --- bounds a person would simplify (README's split of a symbolic axis) -------------
+
+def test_min_of_floor_and_ceiling_division_is_the_floor():
+    # a symbolic axis split by 8: the guard-free part ends at n // 8, not min(...)
+    size = n.Var("n")
+    check(n.Min(size // 8, (size + 7) // 8), size // 8, {})
+    check(n.Max(size // 8, (size + 7) // 8), (size + 7) // 8, {})
+    start = n.Min(size // 8, (size + 7) // 8)
+    check(start + ((size + 7) // 8 - start), (size + 7) // 8, {})
+
+
+def test_division_compared_with_a_constant_compares_the_dividend():
+    m = n.Var("m")
+    check((m + 3) // 4 <= 0, m <= 0, {})
+    check(n.LT((m + 3) // 4, n.IntImm("int64", 2)), n.LT(m, n.IntImm("int64", 5)), {})
+    check(n.GT((m + 3) // 4, n.IntImm("int64", 0)), n.GT(m, n.IntImm("int64", 0)), {})
+    check(n.GE(n.IntImm("int64", 1), m // 4), m <= 7, {})
+
+
+def test_a_comparison_with_zero_reads_as_two_sums():
+    # unswitch_guards' "whole tile inside?": j*16 - n + 15 < 0 reads j*16 + 15 < n
+    size = n.Var("n")
+    zero = n.IntImm("int64", 0)
+    check(n.LT(j * 16 - size + 15, zero), n.LT(j * 16 + 15, size), {})
+    check(n.GE(size - j * 16, zero), n.GE(size, j * 16), {})
+    check(n.LT(j - size - 1, zero), n.LT(j, size + 1), {})
+
+
+def test_a_sum_starts_with_a_positive_term():
+    size = n.Var("n")
+    got = simplify_expr(n.Sub(n.IntImm("int64", 0), i * 8) + size, RANGES)
+    assert print_ir(got) == "n - i*8"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([n.LT, n.LE, n.GT, n.GE]), st.integers(-9, 9), st.integers(1, 9),
+       st.integers(-20, 20), st.booleans(), st.integers(-60, 60))
+def test_division_comparisons_keep_their_value(cmp, shift, d, q, flip, value):
+    x, y = n.Var("x"), n.Var("y")
+    div = (x + shift) // d
+    e = cmp(n.IntImm("int64", q), div) if flip else cmp(div, n.IntImm("int64", q))
+    if q % 3 == 0:   # a comparison with zero of a sum with both signs
+        e = cmp(x * d - y * 2 + shift + q, n.IntImm("int64", 0))
+    got = simplify_expr(e, {})
+    py = {n.LT: lambda a, b: a < b, n.LE: lambda a, b: a <= b,
+          n.GT: lambda a, b: a > b, n.GE: lambda a, b: a >= b}
+
+    def value_of(expr):
+        if isinstance(expr, n.IntImm):
+            return bool(expr.value) if expr.dtype == "bool" else expr.value
+        if isinstance(expr, n.Var):
+            return value if expr.name == "x" else value * 7 % 23 - 11
+        a, b = value_of(expr.a), value_of(expr.b)
+        ops = {n.Add: lambda: a + b, n.Sub: lambda: a - b, n.Mul: lambda: a * b,
+               n.FloorDiv: lambda: a // b, n.Min: lambda: min(a, b), n.Max: lambda: max(a, b)}
+        return ops[type(expr)]() if type(expr) in ops else py[type(expr)](a, b)
+
+    assert value_of(got) == value_of(e), (print_ir(e), print_ir(got))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-30, 30), st.integers(-30, 30), st.integers(1, 12), st.integers(-80, 80))
+def test_min_of_paired_divisions_keeps_its_value(c1, c2, d, value):
+    x = n.Var("x")
+    e = n.Min((x + c1) // d, (x + c2) // d) - n.Max((x * 3 + c2) // d, (x * 3 + c1) // d)
+    got = simplify_expr(e, {})
+    want = min((value + c1) // d, (value + c2) // d) - max((3 * value + c2) // d,
+                                                           (3 * value + c1) // d)
+    assert _eval(got, {x: value}) == want, print_ir(got)
+
+
+def test_fused_index_over_a_symbolic_extent_recombines():
+    # fuse(i, j) over (m, n): j = f % n, i = f // n, and i*n + j is f again
+    size = n.Var("n")
+    check((f // size) * size + f % size, f, {})
+    check(size * ((f + 3) // size) + (f + 3) % size, f + 3, {})
+    check(((f // size) * size) * 2 + (f % size) * 2, f * 2, {})
+    check((f // size) * size + f % j, (f // size) * size + f % j, {})   # another divisor
+
+
+def test_a_product_of_sizes_is_not_negative():
+    m, size = n.Var("m"), n.Var("n")
+    sizes = {m: (0, None), size: (0, None)}
+    check(n.Max((m * size) // 32, n.IntImm("int64", 0)), (m * size) // 32, sizes)
+    check(n.Min((m * size) // 32, (m * size + 31) // 32), (m * size) // 32, sizes)
