@@ -82,7 +82,11 @@ def test_random_integer_program_and_schedule_match_numpy(data):
 @given(st.data())
 def test_fresh_seed_programs_match_numpy(data):
     program = data.draw(st.one_of(programs(), int_programs()))
-    _check(program, data.draw(schedules(program)))
+    try:
+        _check(program, data.draw(schedules(program)))
+    except AssertionError as err:
+        raise AssertionError(f"fresh seed {FRESH_SEED} (replay with "
+                             f"TENSORDSL_FUZZ_SEED={FRESH_SEED}): {err}") from None
 
 
 @_settings(OOB_CASES)
