@@ -87,13 +87,12 @@ class _Captures(Visitor):
     def visit_Load(self, node):
         if node.buffer not in self.allocated:
             self.buffers[node.buffer] = None
-        self.visit(node.index)
+        self.generic_visit(node)   # the index, and a mask's variables too
 
     def visit_Store(self, node):
         if node.buffer not in self.allocated:
             self.buffers[node.buffer] = None
-        self.visit(node.value)
-        self.visit(node.index)
+        self.generic_visit(node)
 
 
 class CodeGenLLVM:

@@ -225,3 +225,24 @@ def test_a_very_wide_vectorized_loop_runs_as_vectors_of_at_most_64_lanes(extent)
     b = poisoned(a.shape)
     td.build(s, [A, B])(a, b)
     np.testing.assert_allclose(b, a * 2 + a[:, ::-1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [0, 3, 10])
+def test_parallel_body_captures_variables_used_only_in_a_vector_mask(rows):
+    # found by the fuzzer: the edge partition of a parallel loop over a symbolic extent
+    # masks its vector loads with `... < n0`, and n0 appears nowhere else in the body;
+    # the outlined body did not receive it ("variable 'n0' is not defined here")
+    n0 = td.var("n0")
+    X0 = td.placeholder((n0, 1, 8), name="X0")
+    S0 = td.compute((n0, 1, 8), lambda i, j, k: X0[i, j, k] + X0[i, j, k], name="S0")
+    s = td.create_schedule(S0.op)
+    s.cache_read(X0, "local", [S0])
+    fused = s[S0].fuse(S0.op.axis[0], S0.op.axis[1])
+    outer, inner = s[S0].split(fused, factor=9)
+    s[S0].vectorize(s[S0].fuse(inner, S0.op.axis[2]))
+    s[S0].parallel(outer)
+    f = td.build(s, [X0, S0])
+    x = np.random.default_rng(rows).random((rows, 1, 8), dtype="float32")
+    y = np.full_like(x, np.nan)
+    f(x, y)
+    np.testing.assert_array_equal(y, 2 * x)
