@@ -17,9 +17,9 @@ from llvmlite import ir
 from tensordsl.errors import BuildError
 from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
-from tensordsl.ir.visitor import Visitor
 
 from . import mathfuncs
+from .captures import Captures
 
 I1, I8, I16, I32, I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
 VOID = ir.VoidType()
@@ -54,45 +54,6 @@ def value_type(dtype: str) -> ir.Type:
 
 def memory_type(dtype: str) -> ir.Type:
     return _MEMORY[dt.element(dtype)]
-
-
-class _Captures(Visitor):
-    """Variables and buffers a statement uses but does not define."""
-
-    def __init__(self):
-        self.defined, self.vars, self.buffers, self.allocated = set(), {}, {}, set()
-
-    def visit_Var(self, node):
-        if node not in self.defined:
-            self.vars[node] = None
-
-    def visit_For(self, node):
-        self.visit(node.min)
-        self.visit(node.extent)
-        self.defined.add(node.var)
-        self.visit(node.body)
-
-    def visit_LetStmt(self, node):
-        self.visit(node.value)
-        self.defined.add(node.var)
-        self.visit(node.body)
-
-    visit_Let = visit_LetStmt
-
-    def visit_Allocate(self, node):
-        self.visit(node.extent)
-        self.allocated.add(node.buffer)
-        self.visit(node.body)
-
-    def visit_Load(self, node):
-        if node.buffer not in self.allocated:
-            self.buffers[node.buffer] = None
-        self.generic_visit(node)   # the index, and a mask's variables too
-
-    def visit_Store(self, node):
-        if node.buffer not in self.allocated:
-            self.buffers[node.buffer] = None
-        self.generic_visit(node)
 
 
 class CodeGenLLVM:
@@ -754,7 +715,7 @@ class CodeGenLLVM:
 
     def parallel_for(self, s: n.For):
         """Outline the loop body and run it on the OpenMP team."""
-        cap = _Captures()
+        cap = Captures()
         cap.defined.add(s.var)
         cap.visit(s.body)
         cap_vars = [v for v in cap.vars if v in self.vars]
