@@ -32,6 +32,13 @@ def _user_hand_schedule(args):
     return None if schedule is None else (schedule, tensors)
 
 
+def _workload(args):
+    """The workload ``show`` means: an operator on ``--shape``s, or a user's compute."""
+    from .autotune.cli import workload_from_args
+    return workload_from_args(args.target, args.shape, args.dtype, args.attr,
+                              values=args.args)
+
+
 def _show(args) -> int:
     import tensordsl as td
     if args.cuda or args.ptx:
@@ -42,9 +49,7 @@ def _show(args) -> int:
     else:
         # an operator on shapes, or a user's compute: the schedule a build would use,
         # i.e. the best tuning record or the template's defaults
-        from .autotune.cli import workload_from_args
-        workload = workload_from_args(args.target, args.shape, args.dtype, args.attr,
-                                      values=args.args)
+        workload = _workload(args)
         s, tensors = workload.schedule(workload.tuned_config())
     if args.llvm or args.asm:
         f = td.build(s, tensors)
@@ -63,9 +68,7 @@ def _show_cuda(args) -> int:
         s, tensors = hand
     else:
         from schedules.cuda import schedule_for
-        from .autotune.cli import workload_from_args
-        workload = workload_from_args(args.target, args.shape, args.dtype, args.attr,
-                                      values=args.args)
+        workload = _workload(args)
         if workload.user:
             raise ValueError(f"--cuda/--ptx: {workload!r} returns tensors only; return a "
                              "(schedule, tensors) pair bound to GPU blocks and threads")
