@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..ir import dtype as dt
 from ..arith.facts import multiple_of
 from ..ir import nodes as n
-from ..ir.visitor import Mutator, substitute, uses_var
+from ..ir.visitor import Mutator, Visitor, substitute, uses_var
 
 MAX_LANES = 64  # four AVX-512 registers of float32
 
@@ -46,6 +46,18 @@ def _all(conds: list):
     for c in conds[1:]:
         out = n.And(out, c)
     return out
+
+
+def _reads_buffer(e, buffer) -> bool:
+    found = []
+
+    class _Reads(Visitor):
+        def visit_Load(self, node):
+            found.append(node.buffer is buffer)
+            self.generic_visit(node)
+
+    _Reads().visit(e)
+    return any(found)
 
 
 def _widen(e, lanes: int):
@@ -189,12 +201,16 @@ class _Vectorizer(Mutator):
 
     def visit_Store(self, node):
         value, index = self.visit(node.value), self.visit(node.index)
-        if value is node.value and index is node.index:
-            return node
         if not _is_vector(index):
-            if _is_vector(value) or self.mask is not None:
+            if _is_vector(value) or _reads_buffer(value, node.buffer):
+                # lanes would store different values, or each lane updates the last one's
                 raise _CannotVectorize("store address does not depend on the loop")
-            return n.Store(node.buffer, value, index)
+            store = node if (value is node.value and index is node.index) else \
+                n.Store(node.buffer, value, index)
+            if self.mask is not None:
+                # the same value to the same place from every active lane: once, if any
+                return n.IfThenElse(n.Call("bool", "vector_any", (self.mask,)), store)
+            return store
         return n.Store(node.buffer, _widen(value, self.lanes), index, self.mask)
 
     def visit_IfThenElse(self, node):

@@ -44,7 +44,11 @@ def _check(program, s):
     except Exception as err:
         raise AssertionError(f"{type(err).__name__}: {err}\n{_describe(program, s)}") from err
     out = poisoned(expected.shape, expected.dtype, unlike=expected)
-    f(*program.input_arrays, out)
+    try:
+        f(*program.input_arrays, out)
+    except Exception as err:
+        raise AssertionError(f"{type(err).__name__}: {err}\n{_describe(program, s)}\n"
+                             f"{td.lower(s, args)}") from err
     try:
         if expected.dtype.kind == "f":
             scale = max(1.0, float(np.abs(expected).max(initial=0)))
