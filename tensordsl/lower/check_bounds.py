@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from ..arith.interval import eval_interval
 from ..arith.simplify import Simplifier
 from ..errors import BuildError
+from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars
-from ..te.tensor import ComputeOp, ScanOp
+from ..te.tensor import ComputeOp, ScanOp, tensors_read
 
 _ZERO = n.IntImm("int64", 0)
 _ONE = n.IntImm("int64", 1)
@@ -173,17 +174,9 @@ def _guarded_reads(bodies):
     return v.reads
 
 
-class _TensorReadFinder(Visitor):
-    found = False
-
-    def visit_TensorRead(self, node):
-        self.found = True
-
-
 def reads_tensor(e) -> bool:
-    f = _TensorReadFinder()
-    f.visit(e)
-    return f.found
+    """Whether ``e`` reads any tensor (an index read from data)."""
+    return bool(tensors_read([e]))
 
 
 # ---------------------------------------------------------------- narrowing by conditions
@@ -195,7 +188,7 @@ def _atoms(cond) -> list:
         return _atoms(cond.a) + _atoms(cond.b)
     if isinstance(cond, n.Call) and cond.name == "likely":
         return _atoms(cond.args[0])
-    if not all(dt_is_int(x) for x in (getattr(cond, "a", None), getattr(cond, "b", None))):
+    if not all(_is_int(x) for x in (getattr(cond, "a", None), getattr(cond, "b", None))):
         return []
     if isinstance(cond, n.GE):
         return [n.Sub(cond.a, cond.b)]
@@ -210,8 +203,8 @@ def _atoms(cond) -> list:
     return []
 
 
-def dt_is_int(e) -> bool:
-    return isinstance(e, n.Expr) and e.dtype.startswith(("int", "uint"))
+def _is_int(e) -> bool:
+    return isinstance(e, n.Expr) and dt.is_int(e.dtype)
 
 
 def _negate(cond):
@@ -250,7 +243,7 @@ def _bounded_parts(e, relax, atoms, domain, simp):
     to ``relax``) is P's interval narrowed by the condition: ``(P) // 333`` under
     ``where P < 999`` is at most 2. A condition ``±P + R + c >= 0`` with other variables
     ``R`` bounds P by R's interval."""
-    if not (isinstance(e, n.Expr) and dt_is_int(e) and set(free_vars(e)) & domain.keys()):
+    if not (isinstance(e, n.Expr) and _is_int(e) and set(free_vars(e)) & domain.keys()):
         return e
     split = _split_affine(e, domain, simp) if atoms else None
     if split is not None and split[0]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from ..ir import dtype as dt
 from ..arith.facts import multiple_of
 from ..ir import nodes as n
-from ..ir.visitor import Mutator, Visitor, substitute, uses_var
+from ..ir.visitor import Mutator, post_order, substitute, uses_var
 
 MAX_LANES = 64  # four AVX-512 registers of float32
 
@@ -49,15 +49,7 @@ def _all(conds: list):
 
 
 def _reads_buffer(e, buffer) -> bool:
-    found = []
-
-    class _Reads(Visitor):
-        def visit_Load(self, node):
-            found.append(node.buffer is buffer)
-            self.generic_visit(node)
-
-    _Reads().visit(e)
-    return any(found)
+    return any(isinstance(x, n.Load) and x.buffer is buffer for x in post_order(e))
 
 
 def _widen(e, lanes: int):
