@@ -17,6 +17,11 @@ defaults.
     y = td.ops.conv2d_nchw(x, w, stride=1, padding=1)
     p = td.ops.softmax(x, axis=-1)
 
+Each operator's gradients are ``td.ops.<name>_backward(*operands, grad_out, **options)``
+(``ops_backward.py``), derived by ``td.vjp`` from the same compute definitions:
+
+    gx, gw = td.ops.conv2d_nchw_backward(x, w, grad_out, stride=1, padding=1)
+
 Given ``td.nd`` arrays on the CUDA device instead, the operator is scheduled with its GPU
 template (``schedules/cuda``), runs on the GPU and returns a device array.
 """
@@ -278,10 +283,13 @@ def _entry(name: str):
 
 
 def __getattr__(name: str):
+    from .ops_backward import entry, forward_name
+    if not name.startswith("__") and forward_name(name) is not None:
+        return entry(name)   # the gradients: ops_backward.py
     if name.startswith("__") or name not in _operators():
         raise AttributeError(f"tensordsl.ops has no operator {name!r}")
     return _entry(name)
 
 
 def __dir__():
-    return sorted(_operators())
+    return sorted(list(_operators()) + [f"{name}_backward" for name in _operators()])

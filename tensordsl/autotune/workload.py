@@ -67,9 +67,14 @@ class Workload:
         import inspect
         from tensordsl.ops import _operators
         fn = _operators().get(self.op)
-        if fn is None:
-            return attrs
         n_pos = len(self.args)
+        if fn is None:
+            from tensordsl.ops_backward import forward_name
+            forward = forward_name(self.op)
+            if forward is None:
+                return attrs
+            # a gradient: the forward's options, and its args end with the cotangent
+            fn, n_pos = _operators()[forward], n_pos - 1
         full = dict(attrs)
         params = list(inspect.signature(fn).parameters.values())
         for k, p in enumerate(params):
@@ -130,6 +135,10 @@ class Workload:
             else:
                 operands.append(a[1])
         from tensordsl.ops import _operators
+        from tensordsl.ops_backward import define, forward_name
+        forward = forward_name(self.op)
+        if forward is not None:
+            return define(forward, self.args, self.attrs)
         if self.op not in _operators():
             raise ValueError(f"unknown operator {self.op!r}; expected one of "
                              f"{', '.join(sorted(_operators()))} or path/to/file.py:function")
@@ -148,8 +157,21 @@ class Workload:
             if self._hand:
                 return "hand"
             return "user" if self.call.template() is not None else "auto"
+        if self._derived():
+            if self._derived_template is None:
+                from tensordsl.autodiff.operators import template_of
+                self._derived_template = template_of(self.define()[1])
+            return self._derived_template
         from schedules.cpu import template_name
         return template_name(self.op)
+
+    _derived_template: str | None = None
+
+    def _derived(self) -> bool:
+        """A gradient of an operator (``conv2d_nchw_backward``): the operator table
+        (``autodiff/operators.py``) picks its template from what the derived compute is."""
+        from tensordsl.ops_backward import forward_name
+        return not self.user and forward_name(self.op) is not None
 
     def space(self) -> dict:
         """{knob: [values]} the tuner may try."""
@@ -174,6 +196,9 @@ class Workload:
             return {}, {}
         if self.user:
             return self.call.knobs()
+        if self._derived():
+            from tensordsl.autodiff.operators import knobs
+            return knobs(template, self.define()[1])
         from schedules.cpu.space import defaults_for, space_for
         return space_for(template), defaults_for(template)
 
@@ -192,6 +217,9 @@ class Workload:
             s = td.create_schedule(out.op)
             self.call.template()(s, [out], dict(self.default_config() if config is None
                                                 else config))
+        elif self._derived():
+            from tensordsl.autodiff.operators import schedule_derived
+            s = schedule_derived(template, out, config)
         else:
             from schedules.cpu import schedule_for
             s = schedule_for(self.op, out, self.attrs, config)
@@ -211,10 +239,18 @@ class Workload:
     def flops(self, out_shape) -> float | None:
         """Multiply-adds counted twice, for matmul-like operators; None otherwise."""
         shapes = [a[1] for a in self.args if a[0] == "array"]
-        if self.op in ("matmul", "dense", "batch_matmul") and len(shapes) >= 2:
+        from tensordsl.ops_backward import forward_name
+        op = forward_name(self.op) if not self.user else None
+        if op is not None:
+            # a gradient of a product or a convolution costs as many multiply-adds as
+            # its forward: count them over the forward's output (the cotangent's shape)
+            out_shape, shapes = shapes[-1], shapes[:-1]
+        else:
+            op = self.op
+        if op in ("matmul", "dense", "batch_matmul") and len(shapes) >= 2:
             k = shapes[0][-1] if not self.attrs.get("transpose_a") else shapes[0][-2]
             return 2.0 * float(np.prod(out_shape)) * k
-        if self.op == "conv2d_nchw" and len(shapes) >= 2:
+        if op == "conv2d_nchw" and len(shapes) >= 2:
             f, cg, kh, kw = shapes[1]
             return 2.0 * float(np.prod(out_shape)) * cg * kh * kw
         return None
