@@ -111,9 +111,12 @@ def _gather(op, raxes, condition, indices, value, tensor, part: int):
         if not sol.substitution:     # no iteration ever reads this index tuple
             return zero
         body = substitute(value, sol.substitution)
-        conditions = [c for c in [substitute(condition, sol.substitution), *sol.conditions]
-                      if not (isinstance(c, n.IntImm) and c.value)]
-        where = api_all(conditions)
+        where = _conjunction(sol.conditions)
+        own = substitute(condition, sol.substitution)
+        if not (isinstance(own, n.IntImm) and own.value):
+            # the compute's own condition may read tensors (an argmax mask): only where
+            # the solved indices are in range (And evaluates both sides)
+            where = own if where is None else if_then_else(where, own, const(False))
         if sol.free:
             return api.sum(body, axis=sol.free, where=where)
         return body if where is None else if_then_else(where, body, zero)
@@ -125,7 +128,7 @@ def _gather(op, raxes, condition, indices, value, tensor, part: int):
     return result
 
 
-def api_all(conditions):
+def _conjunction(conditions):
     if not conditions:
         return None
     out = conditions[0]

@@ -188,6 +188,9 @@ def _atoms(cond) -> list:
         return _atoms(cond.a) + _atoms(cond.b)
     if isinstance(cond, n.Call) and cond.name == "likely":
         return _atoms(cond.args[0])
+    if isinstance(cond, n.Call) and cond.name == "if_then_else" and \
+            isinstance(cond.args[2], n.IntImm) and not cond.args[2].value:
+        return _atoms(cond.args[0]) + _atoms(cond.args[1])   # a lazy ``and``
     if not all(_is_int(x) for x in (getattr(cond, "a", None), getattr(cond, "b", None))):
         return []
     if isinstance(cond, n.GE):
