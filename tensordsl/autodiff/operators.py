@@ -1,0 +1,257 @@
+"""The operator table: which template schedules a derived kernel, decided by what the
+kernel *is* (its structure after ``rewrite.prepare``), not by where it came from.
+
+==============  ==========================================================  ===========
+template        the derived kernel                                          e.g.
+==============  ==========================================================  ===========
+``matmul``      ``C[m, n] = sum_k A[.] * B[.]``, ``B`` read along ``n``      matmul's and
+                (``schedules/cpu/matmul.py``, its records and knobs)        dense's
+``conv2d_flat`` a sum over a channel and a window of ``D[.., q + tap]``     conv data
+                times a weight broadcast over ``q``: a padded-width         gradient
+                convolution (the register-blocked micro-kernel of
+                ``schedules/cpu/conv2d.py``)
+``panel``       ``T[.., f] = sum_p G[f, p] * X[.., p + ..]``: ``f`` last,    conv weight
+                ``G`` packed in panels along ``f``, ``X`` broadcast          gradient
+``rowwise``     reductions along the last axis only, elementwise stages     softmax,
+                between (``schedules/cpu/rowwise.py``)                      layer_norm
+``auto``        anything else: the auto-scheduler (``schedules/cpu/auto``)  the rest
+==============  ==========================================================  ===========
+
+``template_of(out)`` names the template, ``knobs(template, out)`` gives its (space,
+defaults), ``schedule_derived(template, out, config)`` a schedule. Every template is
+tunable (``tensordsl tune <op>_backward ...``); a record's configuration replaces the
+defaults.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from ..arith.simplify import const_int
+from ..ir import nodes as n
+from ..ir.visitor import free_vars, post_order
+from ..te.tensor import ComputeOp
+from .graph import topological
+from .rewrite import _linear, _reads, prepare  # noqa: F401 (prepare: re-exported)
+
+TEMPLATES = ("matmul", "conv2d_flat", "panel", "rowwise", "auto")
+
+
+def _computes(out) -> list:
+    return [op for op in topological([out]) if isinstance(op, ComputeOp)]
+
+
+def _reducing(out) -> list:
+    return [op for op in _computes(out) if op.reduce_axis]
+
+
+def _is_matmul(op) -> bool:
+    from schedules.cpu.matmul import _column_axis
+    return _column_axis(SimpleNamespace(op=op)) is not None
+
+
+def _stencil(op):
+    """(data read, broadcast read) if ``op`` sums ``D[.., q + ...] * W[...]`` over three
+    or more reduction axes, ``q`` its last axis with coefficient 1 in ``D``'s last index
+    only and absent from ``W``; else None."""
+    if len(op.reduce_axis) < 3 or len(op.axis) < 2:
+        return None
+    source = op.body[0].source[0]
+    if not isinstance(source, n.Mul):
+        return None
+    q = op.axis[-1].var
+    for d, w in ((source.a, source.b), (source.b, source.a)):
+        if not isinstance(d, n.TensorRead) or not isinstance(w, n.TensorRead):
+            continue
+        if any(q in free_vars(i) for i in w.indices):
+            continue
+        if any(q in free_vars(i) for i in d.indices[:-1]):
+            continue
+        k = _linear(d.indices[-1], {q})
+        if k is not None and k.get(q) == 1:
+            return d, w
+    return None
+
+
+def _panel(op):
+    """(the panel read, its dimension along the last axis) if ``op``'s last axis ``f`` is
+    alone in one dimension of a factor read whose other dimensions hold a reduction
+    axis, and absent from the other factors; else None."""
+    if len(op.axis) < 2 or not isinstance(op.body[0].source[0], n.Mul):
+        return None
+    f = op.axis[-1].var
+    reads = _reads(op.body[0].source[0])
+    reduce_vars = {iv.var for iv in op.reduce_axis}
+    for rd in reads:
+        dims = [d for d, i in enumerate(rd.indices) if i is f]
+        others = {v for d, i in enumerate(rd.indices) if d not in dims for v in free_vars(i)}
+        elsewhere = any(f in free_vars(i) for o in reads if o is not rd for i in o.indices)
+        if len(dims) == 1 and others & reduce_vars and f not in others and not elsewhere \
+                and dims[0] != len(rd.indices) - 1:
+            return rd, dims[0]
+    return None
+
+
+def _rowwise(out) -> bool:
+    """Every reduction over the last axis only, every stage of the output's rows."""
+    computes = _computes(out)
+    ndim = len(out.op.axis)
+    if ndim < 2 or any(op.num_outputs != 1 for op in computes):
+        return False
+    rows = [const_int(iv.dom.extent) for iv in out.op.axis[:-1]]
+    for op in computes:
+        if len(op.axis) != ndim or [const_int(iv.dom.extent) for iv in op.axis[:-1]] != rows:
+            return False
+        if op.reduce_axis and len(op.reduce_axis) != 1:
+            return False
+    return any(op.reduce_axis for op in computes)
+
+
+def _anchor(out):
+    """The one reduction a derived kernel is about (None: several or none)."""
+    reducing = _reducing(out)
+    return reducing[0] if len(reducing) == 1 else None
+
+
+def template_of(out) -> str:
+    """The template for the derived kernel ``out`` (after ``prepare``)."""
+    anchor = _anchor(out)
+    if anchor is not None and anchor is out.op and _is_matmul(anchor):
+        return "matmul"
+    if anchor is not None and _stencil(anchor) is not None:
+        return "conv2d_flat"
+    if anchor is not None and anchor is not out.op and _panel(anchor) is not None and \
+            len(anchor.axis) >= 3:
+        return "panel"
+    if _rowwise(out):
+        return "rowwise"
+    return "auto"
+
+
+def knobs(template: str, out) -> tuple[dict, dict]:
+    """(space, defaults) of ``template`` for ``out``."""
+    from schedules.cpu.target import vector_lanes
+    lanes = vector_lanes(32)
+    if template in ("matmul", "rowwise"):
+        from schedules.cpu.space import defaults_for, space_for
+        return space_for(template), defaults_for(template)
+    if template == "conv2d_flat":
+        from schedules.cpu.conv2d import flat_default_config
+        return {"mr": [4, 6, 8, 12], "nr": [lanes, 2 * lanes, 4 * lanes]}, \
+            flat_default_config()
+    if template == "panel":
+        space = {"nr": [lanes, 2 * lanes, 4 * lanes], "tile": [1, 2, 3, 4, 6],
+                 "kc": [64, 128, 256, 512, 1024]}
+        return space, {"nr": 4 * lanes, "tile": 2, "kc": 256}
+    from schedules.cpu.auto import auto_default, auto_space
+    return auto_space(out), auto_default(out)
+
+
+def schedule_derived(template: str, out, config: dict | None = None):
+    """A schedule of the derived kernel ``out`` by ``template``."""
+    import tensordsl as td
+    s = td.create_schedule(out.op)
+    if template == "matmul":
+        from schedules.cpu.matmul import schedule_matmul
+        schedule_matmul(s, out, config)
+    elif template == "rowwise":
+        from schedules.cpu.rowwise import schedule_rowwise
+        schedule_rowwise(s, out, config)
+    elif template == "conv2d_flat":
+        _schedule_stencil(s, out, _anchor(out), dict(knobs(template, out)[1], **(config or {})))
+    elif template == "panel":
+        _schedule_panel(s, out, _anchor(out), dict(knobs(template, out)[1], **(config or {})))
+    else:
+        from schedules.cpu.auto import schedule_auto
+        schedule_auto(s, out, config)
+    return s
+
+
+# ---------------------------------------------------------------- the two new templates
+
+
+def _divides_innermost(op) -> bool:
+    """Whether the innermost axis is divided (``//``, ``%``) in the body: vectors of
+    such an index are gathers, slower than scalar code."""
+    last = op.axis[-1].var
+    return any(isinstance(x, (n.FloorDiv, n.FloorMod)) and last in free_vars(x)
+               for b in op.body for x in post_order(b))
+
+
+def _other_stages(s, anchor, out):
+    """Everything but the anchor: elementwise producers of materialized stages inlined;
+    the stages the anchor reads (a padded copy) materialized once, rows in parallel; the
+    output, if it is not the anchor (a crop, a transposition), parallel and vectorized."""
+    from schedules.cpu.generic import schedule_stage
+    direct = {id(t.op) for t in anchor.input_tensors}
+    for op in _computes(out):
+        st = s[op.output(0)]
+        if op is anchor:
+            continue
+        if op is out.op:
+            schedule_stage(st) if not _divides_innermost(op) else _rows_parallel(st)
+        elif id(op) in direct or op.reduce_axis:
+            _rows_parallel(st)
+        else:
+            st.compute_inline()
+
+
+def _rows_parallel(st):
+    axes = list(st.op.axis)
+    if len(axes) > 1:
+        st.parallel(st.fuse(*axes[:-1]))
+
+
+def _schedule_stencil(s, out, anchor, cfg):
+    """The padded-width convolution micro-kernel (``schedules/cpu/conv2d.py``): ``mr``
+    output channels (the broadcast operand's) by ``nr`` positions (vectors of the data
+    operand), the window unrolled, the channel reduction outermost."""
+    data, weight = _stencil(anchor)
+    _other_stages(s, anchor, out)
+    A = s[anchor.output(0)]
+    *lead, q = anchor.axis
+    wvars = {v for i in weight.indices for v in free_vars(i)}
+    channels = [iv for iv in lead if iv.var in wvars]
+    c = max(channels, key=lambda iv: const_int(iv.dom.extent) or 0) if channels else None
+    reds = sorted(anchor.reduce_axis, key=lambda iv: -(const_int(iv.dom.extent) or 0))
+    channel_r, window = reds[0], [iv for iv in anchor.reduce_axis if iv is not reds[0]]
+    qo, qi = A.split(q, factor=int(cfg["nr"]))
+    rest = [iv for iv in lead if iv is not c]
+    if c is not None:
+        co, ci = A.split(c, factor=int(cfg["mr"]))
+        A.reorder(*rest, qo, co, channel_r, *window, ci, qi)
+        A.unroll(ci)
+    else:
+        A.reorder(*rest, qo, channel_r, *window, qi)
+    for iv in window:
+        if (const_int(iv.dom.extent) or 99) <= 7:
+            A.unroll(iv)
+    A.vectorize(qi)
+    A.parallel(A.fuse(*rest, qo) if rest else qo)
+
+
+def _schedule_panel(s, out, anchor, cfg):
+    """``T[.., f] = sum_p G[f, p] * X[..]``: ``G`` packed in panels of one vector along
+    ``f``; a register tile of ``nr`` values of ``f`` (vectors) by ``tile`` values of the
+    largest other axis times the last other axis (when short); ``X`` broadcast."""
+    from schedules.cpu.target import vector_lanes
+    lanes = vector_lanes(32)
+    read, dim = _panel(anchor)
+    _other_stages(s, anchor, out)
+    T = s[anchor.output(0)]
+    *others, f = anchor.axis
+    fo, fi = T.split(f, factor=lanes)
+    fo2, fo1 = T.split(fo, factor=max(1, int(cfg["nr"]) // lanes))
+    big = max(others, key=lambda iv: const_int(iv.dom.extent) or 0)
+    co, ci = T.split(big, factor=int(cfg["tile"]))
+    short = [iv for iv in others[-1:] if iv is not big and (const_int(iv.dom.extent) or 99) <= 4]
+    middle = [iv for iv in others if iv is not big and iv not in short]
+    reds = sorted(anchor.reduce_axis, key=lambda iv: -(const_int(iv.dom.extent) or 0))
+    main, outer_r = reds[0], [iv for iv in anchor.reduce_axis if iv is not reds[0]]
+    po, pi = T.split(main, factor=int(cfg["kc"]))
+    T.reorder(co, fo2, *outer_r, po, *middle, pi, ci, *short, fo1, fi)
+    for iv in (ci, *short, fo1):
+        T.unroll(iv)
+    T.vectorize(fi)
+    T.parallel(co)
+    panels = s[s.pack(read.tensor, dim, lanes, [anchor.output(0)])]
+    panels.parallel(panels.op.axis[0])
