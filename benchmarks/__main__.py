@@ -1,18 +1,23 @@
-"""``python -m benchmarks [cpu|dense|gpu] [--quick] [--only OP]``"""
+"""``python -m benchmarks [cpu|dense|gpu|autodiff] [--quick] [--only OP]``"""
 import argparse
 
-from . import cpu, dense, gpu
+from . import autodiff, cpu, dense, gpu
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", "gpu"],
+parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", "gpu",
+                                                       "autodiff"],
                     help="cpu: the foundation's kernels; dense: the operator library; "
-                         "gpu: the CUDA templates beside PyTorch CUDA")
+                         "gpu: the CUDA templates beside PyTorch CUDA; autodiff: derived "
+                         "gradients and hvp beside their forward and PyTorch")
 parser.add_argument("--quick", action="store_true", help="one round per system")
-parser.add_argument("--only", help="dense: only this operator (matmul, conv2d, ...)")
+parser.add_argument("--only", help="dense, autodiff: only this operator (matmul, conv2d, "
+                                    "...; autodiff also mlp)")
 args = parser.parse_args()
 if args.suite == "cpu":
     cpu.run(quick=args.quick)
 elif args.suite == "gpu":
     gpu.run()
+elif args.suite == "autodiff":
+    autodiff.run(quick=args.quick, only=args.only)
 else:
     dense.run(quick=args.quick, only=args.only)

@@ -98,6 +98,35 @@ def op_torch(p):
     return _op(dense_ops.torch_fn, p)
 
 
+def _threads(p):
+    """The thread count of the autodiff suite, for every runtime in this process."""
+    n = int(p.get("threads", 2))
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    return n
+
+
+def grad_tensordsl(p):
+    from . import autodiff_ops
+    _threads(p)
+    fn = autodiff_ops.tensordsl_fn(p["op"], p["part"], p["params"])
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 15), min_time=0.3)}
+
+
+def grad_torch(p):
+    import torch
+    from . import autodiff_ops
+    torch.set_num_threads(_threads(p))
+    fn = autodiff_ops.torch_fn(p["op"], p["part"], p["params"])
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 15), min_time=0.3),
+            "threads": torch.get_num_threads()}
+
+
+def gradcheck_torch(p):
+    from . import autodiff_ops
+    _threads(p)
+    return {"seconds": 0.0, "error": autodiff_ops.check(p["op"], p["params"])}
+
+
 def peak_llvm(p):
     from .peak import fma_peak_gflops
     return {"seconds": 0.0, "gflops": fma_peak_gflops()}

@@ -24,7 +24,7 @@ def _user_hand_schedule(args):
     schedule, else None (userfile.py: the contract of user files)."""
     from .autotune.cli import parse_attrs, user_arguments
     from .autotune.userfile import UserFunction, is_user_spec
-    if not is_user_spec(args.target):
+    if not is_user_spec(args.target) or args.grad:
         return None
     call = UserFunction(args.target, user_arguments(args.shape, args.args),
                         parse_attrs(args.attr))
@@ -36,7 +36,7 @@ def _workload(args):
     """The workload ``show`` means: an operator on ``--shape``s, or a user's compute."""
     from .autotune.cli import workload_from_args
     return workload_from_args(args.target, args.shape, args.dtype, args.attr,
-                              values=args.args)
+                              values=args.args, grad=args.grad, head=args.head)
 
 
 def _show(args) -> int:

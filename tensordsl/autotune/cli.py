@@ -46,7 +46,8 @@ def user_arguments(shapes: list[str], values: list[str]) -> list:
 
 
 def workload_from_args(op: str, shapes: list[str], dtype: str, attrs: list[str],
-                       scheduler: str = "template", values: list[str] = ()):
+                       scheduler: str = "template", values: list[str] = (),
+                       grad: str | None = None, head: bool = False):
     """An operator: ``--shape`` once per input array (for matmul, one ``M,N,K`` also
     works). A user's ``file.py:function``: called with ``user_arguments`` (the contract
     of ``userfile.py``); ``--attr``s are keywords of both."""
@@ -58,16 +59,22 @@ def workload_from_args(op: str, shapes: list[str], dtype: str, attrs: list[str],
             raise ValueError("--dtype: a user function chooses its own dtypes; pass one as "
                              f"an argument instead (--args {dtype})")
         return Workload(op, [("value", v) for v in user_arguments(shapes, values)], parsed,
-                        scheduler)
+                        scheduler, grad=grad, head=head)
+    if grad is not None or head:
+        raise ValueError(f"--grad: only for a user's file.py:function; the gradients of {op} "
+                         f"are the operator {op}_backward (--attr wrt=NAME)")
     if values:
         raise ValueError(f"--args: only for a user's file.py:function; {op} takes --shape "
                          "and --attr")
     if not shapes:
         raise ValueError("--shape: give the shape of each input array (at least one)")
     dims = [parse_shape(s) for s in shapes]
-    if op in MATMUL_LIKE and len(dims) == 1 and len(dims[0]) == 3:
+    forward = op[:-len("_backward")] if op.endswith("_backward") else op
+    if forward in MATMUL_LIKE and len(dims) == 1 and len(dims[0]) == 3:
         m, n, k = dims[0]
-        dims = [(m, k), (n, k)] if op == "dense" else [(m, k), (k, n)]
+        dims = [(m, k), (n, k)] if forward == "dense" else [(m, k), (k, n)]
+        if forward != op:
+            dims.append((m, n))     # the cotangent of the product
     w = Workload(op, [("array", d, dtype) for d in dims], parsed, scheduler)
     try:
         w.define()  # refuse a bad operator or mismatched shapes now, in the operator's words
@@ -89,7 +96,14 @@ def add_workload_arguments(parser, what: str = "an operator"):
                         help=f"element type of {what}'s inputs (default float32)")
     parser.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
                         help="an operator attribute (a keyword argument of "
-                             "file.py:function), e.g. padding=1 (repeatable)")
+                             "file.py:function), e.g. padding=1 (repeatable); a gradient "
+                             "operator (conv2d_nchw_backward) names its operand with "
+                             "wrt=NAME and takes the cotangent's shape last")
+    parser.add_argument("--grad", metavar="NAME",
+                        help="for file.py:function: its gradient td.grad(out, NAME) with "
+                             "respect to the input placeholder NAME, instead of the output")
+    parser.add_argument("--head", action="store_true",
+                        help="with --grad: the cotangent is an input (td.vjp), not ones")
 
 
 def add_parsers(sub):
@@ -98,8 +112,9 @@ def add_parsers(sub):
         description="Measure configurations of OP's template (or, for a user's compute, "
                     "its SPACE) in an isolated worker, each trial committed to the record "
                     "database as it finishes. td.ops and td.build use the best record.")
-    tune.add_argument("op", help="an operator of kernels/ (matmul, conv2d_nchw, softmax, ...) "
-                                 "or path/to/file.py:function")
+    tune.add_argument("op", help="an operator of kernels/ (matmul, conv2d_nchw, softmax, ...), "
+                                 "its gradient (conv2d_nchw_backward --attr wrt=x), or "
+                                 "path/to/file.py:function (--grad NAME: its gradient)")
     add_workload_arguments(tune)
     tune.add_argument("--target", default="llvm", help="compilation target (default llvm)")
     tune.add_argument("--trials", type=int, default=200,
@@ -162,7 +177,8 @@ def run_tune(args) -> int:
     if args.timeout <= 0:
         raise ValueError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
     workload = workload_from_args(args.op, args.shape, args.dtype, args.attr,
-                                  "auto" if args.auto else "template", args.args)
+                                  "auto" if args.auto else "template", args.args,
+                                  args.grad, args.head)
     db = RecordDB(args.db)
     history: list = []
     bar = _Progress(args.trials, str(workload))
@@ -203,7 +219,7 @@ def run_bench(args) -> int:
     if args.rounds < 1:
         raise ValueError(f"--rounds: expected a positive number, got {args.rounds}")
     workload = workload_from_args(args.op, args.shape, args.dtype, args.attr,
-                                  values=args.args)
+                                  values=args.args, grad=args.grad, head=args.head)
     result = bench(workload, rounds=args.rounds)
     ours = result["tensordsl"]
     if "error" in ours:

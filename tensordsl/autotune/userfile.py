@@ -25,6 +25,14 @@ returns its tensors (placeholders first, the output last), or a ``(schedule, ten
 pair: a hand schedule, shown, built and timed as it is, with nothing to tune. Without
 ``schedule`` in the file the auto-scheduler schedules the compute (``tensordsl tune
 --auto`` asks for it even when there is one).
+
+``--grad NAME`` works on the gradient of the output instead: ``td.grad(out, x)`` for the
+input placeholder named ``NAME`` (the cotangent ones: the kernel's inputs are the
+function's), or with ``--head`` ``td.vjp(out, [x])`` (the cotangent a placeholder, the
+last input). It is scheduled by the auto-scheduler (the file's ``schedule`` is the
+forward's) and filed, like any compute, under what it computes: ``td.build([*inputs,
+td.grad(out, x)])`` in a program finds the records ``tensordsl tune file.py:fn --grad x``
+made.
 """
 from __future__ import annotations
 
@@ -56,7 +64,8 @@ class UserFunction:
     >>> schedule, tensors = UserFunction("my_op.py:bias_relu", (512, 256)).call()
     """
 
-    def __init__(self, spec: str, args=(), kwargs: dict | None = None):
+    def __init__(self, spec: str, args=(), kwargs: dict | None = None,
+                 grad: str | None = None, head: bool = False):
         path, sep, name = spec.rpartition(":")
         if not sep or not path.endswith(".py") or not name.isidentifier():
             raise ContractError(f"expected path/to/file.py:function, got {spec!r}")
@@ -64,6 +73,7 @@ class UserFunction:
         self.name = name
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
+        self.grad, self.head = grad, bool(head and grad)
         self._module = None
 
     # ------------------------------------------------------------ identity
@@ -71,7 +81,8 @@ class UserFunction:
     def label(self) -> str:
         """``my_op.py:bias_relu(512, 256)``: how records of this call are listed."""
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        return f"{self.path.name}:{self.name}({', '.join(parts)})"
+        grad = "" if not self.grad else f" --grad {self.grad}{' --head' if self.head else ''}"
+        return f"{self.path.name}:{self.name}({', '.join(parts)}){grad}"
 
     @property
     def sha(self) -> str:
@@ -82,14 +93,17 @@ class UserFunction:
             raise ContractError(f"no such file: {str(self.path)!r}") from None
 
     def to_json(self) -> str:
-        return json.dumps({"file": str(self.path), "function": self.name,
-                           "args": list(self.args), "kwargs": self.kwargs, "sha": self.sha},
-                          sort_keys=True, separators=(",", ":"))
+        d = {"file": str(self.path), "function": self.name, "args": list(self.args),
+             "kwargs": self.kwargs, "sha": self.sha}
+        if self.grad:
+            d.update(grad=self.grad, head=self.head)
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "UserFunction":
         d = json.loads(text)
-        return cls(f"{d['file']}:{d['function']}", d["args"], d["kwargs"])
+        return cls(f"{d['file']}:{d['function']}", d["args"], d["kwargs"], d.get("grad"),
+                   d.get("head", False))
 
     # ------------------------------------------------------------ the file
     @property
@@ -130,13 +144,32 @@ class UserFunction:
         if (isinstance(result, tuple) and len(result) == 2 and
                 isinstance(result[0], Schedule)):
             schedule, result = result
+            if self.grad:
+                schedule = None   # the forward's hand schedule says nothing of its gradient
         if isinstance(result, Tensor):
             raise ContractError(f"{self.label} returned one tensor; return the inputs "
                                 f"and the output, [A, ..., out]; {CONTRACT}")
         if not isinstance(result, (list, tuple)) or len(result) < 1 or \
                 not all(isinstance(t, Tensor) for t in result):
             raise ContractError(f"{self.label} returned {_describe(result)}; {CONTRACT}")
+        if self.grad:
+            return None, self._gradient(list(result))
         return schedule, list(result)
+
+    def _gradient(self, tensors: list) -> list:
+        """``[*inputs, grad]`` (``--head``: ``[*inputs, head, grad]``) of the output with
+        respect to the input placeholder named ``self.grad``."""
+        from .. import autodiff
+        *inputs, out = tensors
+        found = [t for t in inputs if t.op.name == self.grad]
+        if len(found) != 1:
+            names = ", ".join(repr(t.op.name) for t in inputs)
+            raise ContractError(f"{self.label}: --grad {self.grad!r} must name one input "
+                                f"placeholder (the inputs are {names})")
+        if self.head:
+            (g,), head = autodiff.vjp(out, [found[0]])
+            return inputs + [head, g]
+        return inputs + [autodiff.grad(out, found[0])]
 
     def tensors(self):
         """(placeholders, output) of a call that the tuner can measure."""
@@ -157,7 +190,9 @@ class UserFunction:
 
     # ------------------------------------------------------------ its template
     def template(self):
-        """The file's ``schedule(s, outs, config)``, or None."""
+        """The file's ``schedule(s, outs, config)``, or None (always, for a gradient)."""
+        if self.grad:
+            return None
         fn = getattr(self.module, "schedule", None)
         if fn is None or fn is getattr(self.module, self.name, None):
             return None
@@ -172,6 +207,8 @@ class UserFunction:
 
     def knobs(self) -> tuple[dict, dict]:
         """(SPACE, DEFAULT) of the file, each checked to be a dict."""
+        if self.grad:
+            return {}, {}
         found = []
         for name in ("SPACE", "DEFAULT"):
             value = getattr(self.module, name, {})

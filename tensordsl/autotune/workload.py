@@ -11,6 +11,9 @@ schedules it.
 operator on the same shapes finds the same records from the CLI and from ``td.ops``. A
 user's compute is filed under what it computes (``structural.py``) and the shapes of its
 inputs, the key ``td.build(tensors)`` looks up; the call itself travels as ``source``.
+``grad="x"`` makes the workload the gradient of a user's compute with respect to its
+input ``x`` (``userfile.py``); the gradients of an operator are the operator
+``<name>_backward`` with the attribute ``wrt`` (``tensordsl/ops_backward.py``).
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from .userfile import CONTRACT, ContractError, UserFunction, is_user_spec
 
 class Workload:
     def __init__(self, op: str, args: list, attrs: dict | None = None,
-                 scheduler: str = "template", source: str | None = None):
+                 scheduler: str = "template", source: str | None = None,
+                 grad: str | None = None, head: bool = False):
         if scheduler not in ("template", "auto"):
             raise ValueError(f"scheduler must be 'template' or 'auto', got {scheduler!r}")
         self.scheduler = scheduler
@@ -38,7 +42,10 @@ class Workload:
             if any(a[0] != "value" for a in self.args):
                 raise ContractError(f"{op}: a user function takes plain values (its sizes), "
                                     f"not arrays; {CONTRACT}")
-            self.call = UserFunction(op, [a[1] for a in self.args], self.attrs)
+            self.call = UserFunction(op, [a[1] for a in self.args], self.attrs, grad, head)
+        elif grad is not None:
+            raise ValueError(f"--grad: for a user's file.py:function; the gradients of "
+                             f"{op} are the operator {op}_backward (--attr wrt=NAME)")
         elif op.startswith("compute:"):
             if source is None:
                 raise ValueError(f"{op}: the source (path/to/file.py:function and its "
