@@ -95,7 +95,7 @@ def _rowwise(out) -> bool:
     """Every reduction over the last axis only, every stage of the output's rows."""
     computes = _computes(out)
     ndim = len(out.op.axis)
-    if ndim < 2 or any(op.num_outputs != 1 for op in computes):
+    if ndim < 2:
         return False
     rows = [const_int(iv.dom.extent) for iv in out.op.axis[:-1]]
     for op in computes:
@@ -154,8 +154,7 @@ def schedule_derived(template: str, out, config: dict | None = None):
         from schedules.cpu.matmul import schedule_matmul
         schedule_matmul(s, out, config)
     elif template == "rowwise":
-        from schedules.cpu.rowwise import schedule_rowwise
-        schedule_rowwise(s, out, config)
+        _schedule_rows(s, out, config)
     elif template == "conv2d_flat":
         _schedule_stencil(s, out, _anchor(out), dict(knobs(template, out)[1], **(config or {})))
     elif template == "panel":
@@ -166,7 +165,64 @@ def schedule_derived(template: str, out, config: dict | None = None):
     return s
 
 
-# ---------------------------------------------------------------- the two new templates
+# ---------------------------------------------------------------- the new templates
+
+
+def _schedule_rows(s, out, config):
+    """``schedules/cpu/rowwise.py``, also for reductions of several outputs (the argmax
+    of a max's adjoint, a scalar loop per row): every stage computed per row of the
+    output, in L1; cheap elementwise stages inlined; one-output sums and maxima along
+    the row vectorized through partial results."""
+    from schedules.cpu import rowwise
+    from schedules.cpu.generic import vector_factor
+    from schedules.cpu.target import vector_lanes, wants_stream
+    if all(op.num_outputs == 1 for op in _computes(out)):
+        rowwise.schedule_rowwise(s, out, config)
+        return
+    lanes = (config or {}).get("lanes") or vector_lanes(32)
+    O = s[out]
+    *rows, last = out.op.axis
+    row = O.fuse(*rows) if len(rows) > 1 else rows[0]
+    factor = vector_factor(const_int(last.dom.extent), lanes)
+    if factor:
+        O.vectorize(O.split(last, factor=factor)[1])
+    O.parallel(row)
+    if wants_stream(config, out):
+        O.pragma(row, "nontemporal")
+    stages = [s[op.output(0)] for op in _computes(out) if op is not out.op]
+    for st in stages:
+        per_row = const_int(st.op.axis[-1].dom.extent) == 1
+        if not st.op.reduce_axis and st.op.num_outputs == 1 and not per_row and \
+                not rowwise._is_costly(st.op):
+            st.compute_inline()
+    for st in reversed(stages):
+        if st.attach_type == "inline":
+            continue
+        st.compute_at(O, row)
+        if st.op.reduce_axis and st.op.num_outputs == 1:
+            rowwise._vectorized_reduction(s, st, lanes, O, row)
+        elif st.op.reduce_axis:
+            _lanes_of_partials(s, st, lanes, O, row)
+        elif not st.op.reduce_axis:
+            f = vector_factor(const_int(st.op.axis[-1].dom.extent), lanes)
+            if f:
+                st.vectorize(st.split(st.op.axis[-1], factor=f)[1])
+
+
+def _lanes_of_partials(s, st, lanes, O, row):
+    """A reduction of several outputs (an argmax) along the row: ``lanes`` partial
+    results, each a vector lane (``rfactor``), then a short scalar loop over them."""
+    (k,) = st.op.reduce_axis
+    extent = const_int(k.dom.extent)
+    if extent is None or extent < 2 * lanes:
+        return
+    _, ki = st.split(k, factor=lanes)
+    parts = s.rfactor(st.op.output(0), ki, factor_axis=len(st.op.axis))
+    P = s[parts[0] if isinstance(parts, list) else parts]
+    *spatial, lane = P.op.axis
+    P.reorder(*spatial, *P.op.reduce_axis, lane)
+    P.vectorize(lane)
+    P.compute_at(O, row)
 
 
 def _divides_innermost(op) -> bool:
