@@ -246,7 +246,10 @@ def _other_stages(s, anchor, out):
         if op is out.op:
             schedule_stage(st) if not _divides_innermost(op) else _rows_parallel(st)
         elif id(op) in direct or op.reduce_axis:
-            _rows_parallel(st)
+            if op.reduce_axis or _divides_innermost(op):
+                _rows_parallel(st)
+            else:
+                schedule_stage(st)
         else:
             st.compute_inline()
 

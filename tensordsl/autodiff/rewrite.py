@@ -14,6 +14,11 @@ which operator the graph came from.
   ``r * S + s`` (``S`` the extent of ``s``) is computed over one axis ``q = r * S + s``;
   its readers read ``[.., r * S + s]``. That is the padded-width form of the forward
   convolution (``kernels.dense._conv2d_nchw_flat``) coming back out of its adjoint.
+* **Row and column.** An elementwise compute whose last axis ``p`` occurs only as
+  ``p // S`` and ``p % S`` (a flat position read back as a row and a column) is computed
+  over the two axes (rows, ``S`` columns); readers read ``[.., p // S, p % S]``, which
+  storage flattening turns back into ``p``. Its columns then vectorize: the adjoint of
+  the padded-width convolution's crop is a contiguous copy, not a gather per element.
 * **Vector axis last.** A reduction whose last axis indexes no operand contiguously,
   while another axis ``f`` is alone in one dimension of a factor read with a reduction
   axis in another (a weight gradient ``gw[f, c, ry, rx] = sum_p g[f, p] * x[c, p + ..]``),
@@ -21,6 +26,10 @@ which operator the graph came from.
   ``g`` a panel operand, as ``B`` of a matmul.
 * **Operand order.** ``a * b`` in a product reduction is ordered so that the second
   factor is the one read along the last output axis (the matmul template's ``B``).
+* **Reuse of computed values.** A subexpression equal to the body of an elementwise
+  compute ``E`` at plain loop variables over ``E``'s extents reads ``E`` instead (the
+  derivative of ``exp`` is ``exp``: softmax's adjoint reads the forward's ``exp`` stage
+  rather than computing it twice more).
 """
 from __future__ import annotations
 
@@ -36,12 +45,10 @@ _TRUE = n.IntImm("bool", 1)
 
 def prepare(out: Tensor) -> Tensor:
     """``out`` computed by an equivalent graph of the forms above."""
-    new: dict = {}          # id(old op) -> (new op, index map of its readers or None)
-    for op in topological([out]):
-        if isinstance(op, PlaceholderOp) or not isinstance(op, ComputeOp):
-            new[id(op)] = (op, None)
-            continue
-        body = tuple(_Remap(new).visit(b) for b in op.body)
+    reusable: list = []     # elementwise computes (new ops) whose values may be read
+
+    def first(op, body, is_out):
+        body = _reuse(body, op, reusable)
         changed = any(a is not b for a, b in zip(body, op.body))
         op2 = ComputeOp(op.name, op.axis, body, op.tag) if changed else op
         reindex = None
@@ -49,14 +56,40 @@ def prepare(out: Tensor) -> Tensor:
             op2 = _one_element_reduction(op2)
             op2 = _bounds_as_padding(op2)
             op2 = _operand_order(op2)
-            if op is not out.op:
+            if not is_out:
                 op2, reindex = _flatten_last_axes(op2)
-        new[id(op)] = (op2, reindex)
-    final, _ = new[id(out.op)]
-    result = final.output(out.value_index)
-    if final.num_outputs == 1 and final.reduce_axis:
+        if op2.num_outputs == 1 and not op2.reduce_axis and reindex is None and \
+                _worth_reusing(op2.body[0]):
+            reusable.append(op2)
+        return op2, reindex
+
+    def second(op, body, is_out):
+        # after the bounds became padding (which needs the flat reads), so that it
+        # does not split a position that a guard still reads
+        op2 = ComputeOp(op.name, op.axis, body, op.tag) if any(
+            a is not b for a, b in zip(body, op.body)) else op
+        if is_out or op2.num_outputs != 1:
+            return op2, None
+        return _rows_and_columns(op2)
+
+    result = _rewrite(_rewrite(out, first), second)
+    if result.op.num_outputs == 1 and result.op.reduce_axis:
         result = _vector_axis_last(result)
     return result
+
+
+def _rewrite(out: Tensor, rule) -> Tensor:
+    """The graph of ``out`` with ``rule(op, remapped body, is_output) -> (new op, index
+    map of its readers or None)`` applied to every compute, producers first."""
+    new: dict = {}          # id(old op) -> (new op, index map of its readers or None)
+    for op in topological([out]):
+        if isinstance(op, PlaceholderOp) or not isinstance(op, ComputeOp):
+            new[id(op)] = (op, None)
+            continue
+        body = tuple(_Remap(new).visit(b) for b in op.body)
+        new[id(op)] = rule(op, body, op is out.op)
+    final, _ = new[id(out.op)]
+    return final.output(out.value_index)
 
 
 class _Remap(Mutator):
@@ -73,6 +106,76 @@ class _Remap(Mutator):
         op, reindex = hit
         indices = reindex(node.indices) if reindex is not None else node.indices
         return n.TensorRead(op.output(node.tensor.value_index), tuple(indices))
+
+
+# ---------------------------------------------------------------- reuse
+
+
+def _worth_reusing(e) -> bool:
+    """Bodies with a transcendental call: recomputing them costs more than a read."""
+    return any(isinstance(x, n.Call) and x.name in ("exp", "log", "tanh", "erf", "pow",
+                                                     "sqrt", "sigmoid")
+               for x in post_order(e))
+
+
+def _match(pattern, e, axes: dict, bound: dict) -> bool:
+    """Whether ``e`` is ``pattern`` with its axis variables (``axes``) bound to plain
+    variables (``bound``, filled in); everything else identical."""
+    if isinstance(pattern, n.Var) and pattern in axes:
+        if not isinstance(e, n.Var):
+            return False
+        if pattern in bound:
+            return bound[pattern] is e
+        bound[pattern] = e
+        return True
+    if pattern is e:
+        return True
+    if type(pattern) is not type(e):
+        return False
+    if isinstance(pattern, (n.IntImm, n.FloatImm)):
+        return pattern.value == e.value and pattern.dtype == e.dtype
+    if isinstance(pattern, n.TensorRead):
+        return pattern.tensor == e.tensor and len(pattern.indices) == len(e.indices) and \
+            all(_match(a, b, axes, bound) for a, b in zip(pattern.indices, e.indices))
+    from dataclasses import fields
+    if not hasattr(pattern, "__dataclass_fields__") or isinstance(pattern, n.Reduce):
+        return False
+    for f in fields(pattern):
+        a, b = getattr(pattern, f.name), getattr(e, f.name)
+        if isinstance(a, n.Node):
+            if not _match(a, b, axes, bound):
+                return False
+        elif isinstance(a, tuple):
+            if not isinstance(b, tuple) or len(a) != len(b) or not all(
+                    _match(x, y, axes, bound) if isinstance(x, n.Node) else x == y
+                    for x, y in zip(a, b)):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def _reuse(body: tuple, op, reusable: list) -> tuple:
+    if not reusable:
+        return body
+    extents = {iv.var: const_int(iv.dom.extent) for iv in (*op.axis, *op.reduce_axis)}
+    mins = {iv.var: const_int(iv.dom.min) for iv in (*op.axis, *op.reduce_axis)}
+
+    class _Reads(Mutator):
+        def visit(self, node):
+            if isinstance(node, n.Expr) and not isinstance(node, (n.Var, n.IntImm,
+                                                                  n.FloatImm, n.Reduce)):
+                for e in reusable:
+                    axes = {iv.var: const_int(iv.dom.extent) for iv in e.axis}
+                    bound: dict = {}
+                    if node.dtype == e.body[0].dtype and _match(e.body[0], node, axes, bound) \
+                            and all(mins.get(v) == 0 and extents.get(v) == axes[a]
+                                    for a, v in bound.items()) and len(bound) == len(axes):
+                        return n.TensorRead(e.output(0),
+                                            tuple(bound[iv.var] for iv in e.axis))
+            return super().visit(node)
+
+    return tuple(_Reads().visit(b) for b in body)
 
 
 # ---------------------------------------------------------------- helpers
@@ -320,6 +423,49 @@ def _flatten_last_axes(op):
         *lead, a, b = indices
         return (*lead, a * const(S, a.dtype) + b)
     return flat, reindex
+
+
+def _rows_and_columns(op):
+    """(op over (p // S, p % S), its readers' index map) for an elementwise op whose last
+    axis ``p`` occurs only divided and reduced by one constant ``S``; else (op, None)."""
+    body = op.body[0]
+    if isinstance(body, n.Reduce) or not op.axis:
+        return op, None
+    p = op.axis[-1]
+    P = const_int(p.dom.extent)
+    if P is None or const_int(p.dom.min) != 0:
+        return op, None
+    divisors = set()
+    inside = 0
+    for x in post_order(body):
+        if isinstance(x, (n.FloorDiv, n.FloorMod)) and x.a is p.var:
+            divisors.add(const_int(x.b))
+            inside += 1
+    uses = sum(1 for x in post_order(body) if x is p.var)
+    if len(divisors) != 1 or None in divisors or inside != uses:
+        return op, None
+    (S,) = divisors
+    if S <= 1 or P % S:
+        return op, None
+    zero = const(0, "int64")
+    rows = n.IterVar(n.Var(f"{p.var.name}.row"), n.Range(zero, const(P // S, "int64")))
+    cols = n.IterVar(n.Var(f"{p.var.name}.col"), n.Range(zero, const(S, "int64")))
+
+    class _Split(Mutator):
+        def visit_FloorDiv(self, node):
+            return rows.var if node.a is p.var else self.generic_visit(node)
+
+        def visit_FloorMod(self, node):
+            return cols.var if node.a is p.var else self.generic_visit(node)
+
+    split = ComputeOp(f"{op.name}.rows", (*op.axis[:-1], rows, cols),
+                      (_Split().visit(body),), op.tag)
+    size = const(S, "int64")
+
+    def reindex(indices):
+        *lead, q = indices
+        return (*lead, q // size, q % size)
+    return split, reindex
 
 
 def _panel_axis(op):
