@@ -68,6 +68,12 @@ def schedule_matmul(s, out, config=None):
     panels = s[s.pack(second, column_axis, cfg["nr"], [C.op.output(0)])]
     panels.compute_at(C, ko)
     panels.vectorize(panels.op.axis[2])
+    if _row_axis(C) == 1:
+        # A read transposed (A[k, m]: the gradient of B): mr rows of C would read mr
+        # elements of a different row of A for every k, a page apart; packed once into
+        # row panels they are consecutive, as GotoBLAS packs A
+        rows = s[s.pack(C.op.body[0].source[0].a.tensor, 1, cfg["mr"], [C.op.output(0)])]
+        rows.parallel(rows.op.axis[0])
     C.unroll(ku)
     C.unroll(mi)
     C.vectorize(ni)
@@ -75,6 +81,21 @@ def schedule_matmul(s, out, config=None):
     for stage in s.stages:
         if stage is not C and isinstance(stage.op, ComputeOp) and stage.is_output:
             schedule_stage(stage)
+
+
+def _row_axis(C):
+    """Which dimension of the first operand runs along C's rows (0 for A[m, k], 1 for a
+    transposed A[k, m]), or None."""
+    from tensordsl.ir import nodes as n
+    a = C.op.body[0].source[0].a
+    if not isinstance(a, n.TensorRead) or len(a.indices) != 2:
+        return None
+    m, k = C.op.axis[0].var, C.op.reduce_axis[0].var
+    if a.indices[0] is m and a.indices[1] is k:
+        return 0
+    if a.indices[0] is k and a.indices[1] is m:
+        return 1
+    return None
 
 
 def _column_axis(C):
