@@ -225,33 +225,68 @@ def _lanes_of_partials(s, st, lanes, O, row):
     P.compute_at(O, row)
 
 
-def _divides_innermost(op) -> bool:
-    """Whether the innermost axis is divided (``//``, ``%``) in the body: vectors of
-    such an index are gathers, slower than scalar code."""
+def _reshaping_reads(op) -> set:
+    """ids of the computes ``op`` reads as ``T[.., e // S, e % S]`` with ``S`` the extent of
+    ``T``'s last dimension: after storage flattening that is ``T[.., e]``, contiguous."""
+    found = set()
+    for b in op.body:
+        for rd in _reads(b):
+            if len(rd.indices) < 2 or not isinstance(rd.tensor.op, ComputeOp):
+                continue
+            q, r = rd.indices[-2], rd.indices[-1]
+            S = const_int(rd.tensor.shape[-1])
+            if isinstance(q, n.FloorDiv) and isinstance(r, n.FloorMod) and \
+                    S is not None and const_int(q.b) == S == const_int(r.b):
+                found.add(id(rd.tensor.op))
+    return found
+
+
+def _divides_innermost(op, inlined=frozenset()) -> bool:
+    """Whether the innermost axis is divided (``//``, ``%``) in the body, other than in a
+    reshaping read (``_reshaping_reads``), or anywhere in the body of a producer inlined
+    into it: vectors of such an index are gathers, slower than scalar code."""
     last = op.axis[-1].var
-    return any(isinstance(x, (n.FloorDiv, n.FloorMod)) and last in free_vars(x)
-               for b in op.body for x in post_order(b))
+    reshaping = _reshaping_reads(op)
+    cancelled = set()
+    for b in op.body:
+        for rd in _reads(b):
+            if id(rd.tensor.op) in reshaping:
+                cancelled.update(id(x) for x in rd.indices[-2:])
+    for b in op.body:
+        for x in post_order(b):
+            if isinstance(x, (n.FloorDiv, n.FloorMod)) and id(x) not in cancelled and \
+                    last in free_vars(x):
+                return True
+            if isinstance(x, n.TensorRead) and id(x.tensor.op) in inlined and any(
+                    isinstance(y, (n.FloorDiv, n.FloorMod))
+                    for pb in x.tensor.op.body for y in post_order(pb)):
+                return True
+    return False
 
 
 def _other_stages(s, anchor, out):
-    """Everything but the anchor: elementwise producers of materialized stages inlined;
-    the stages the anchor reads (a padded copy) materialized once, rows in parallel; the
-    output, if it is not the anchor (a crop, a transposition), parallel and vectorized."""
+    """Everything but the anchor: elementwise producers of materialized stages inlined
+    (unless read through a reshape: then a contiguous copy of their own); the stages the
+    anchor reads (a padded copy) materialized once, rows in parallel, vectorized unless
+    that would gather; the output, if it is not the anchor (a crop, a transposition),
+    parallel and vectorized."""
     from schedules.cpu.generic import schedule_stage
+    computes = _computes(out)
     direct = {id(t.op) for t in anchor.input_tensors}
-    for op in _computes(out):
+    reshaped = set().union(*(_reshaping_reads(op) for op in computes))
+    kept = {id(op) for op in computes if op is anchor or op is out.op or id(op) in direct
+            or op.reduce_axis or id(op) in reshaped}
+    inlined = frozenset(id(op) for op in computes if id(op) not in kept)
+    for op in computes:
         st = s[op.output(0)]
         if op is anchor:
             continue
-        if op is out.op:
-            schedule_stage(st) if not _divides_innermost(op) else _rows_parallel(st)
-        elif id(op) in direct or op.reduce_axis:
-            if op.reduce_axis or _divides_innermost(op):
-                _rows_parallel(st)
-            else:
-                schedule_stage(st)
-        else:
+        if id(op) in inlined:
             st.compute_inline()
+        elif op.reduce_axis or _divides_innermost(op, inlined):
+            _rows_parallel(st)
+        else:
+            schedule_stage(st)
 
 
 def _rows_parallel(st):

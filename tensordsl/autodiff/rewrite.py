@@ -19,6 +19,9 @@ which operator the graph came from.
   over the two axes (rows, ``S`` columns); readers read ``[.., p // S, p % S]``, which
   storage flattening turns back into ``p``. Its columns then vectorize: the adjoint of
   the padded-width convolution's crop is a contiguous copy, not a gather per element.
+* **Only what is read.** A compute whose readers all read a sub-range of one of its
+  dimensions (a convolution's data gradient computed over the padded positions, of which
+  the crop keeps the interior) is computed over that range only.
 * **Vector axis last.** A reduction whose last axis indexes no operand contiguously,
   while another axis ``f`` is alone in one dimension of a factor read with a reduction
   axis in another (a weight gradient ``gw[f, c, ry, rx] = sum_p g[f, p] * x[c, p + ..]``),
@@ -73,6 +76,8 @@ def prepare(out: Tensor) -> Tensor:
         return _rows_and_columns(op2)
 
     result = _rewrite(_rewrite(out, first), second)
+    for _ in range(2):   # a trimmed reader reads less of its own producers
+        result = _rewrite(result, _trimmer(result))
     if result.op.num_outputs == 1 and result.op.reduce_axis:
         result = _vector_axis_last(result)
     return result
@@ -423,6 +428,59 @@ def _flatten_last_axes(op):
         *lead, a, b = indices
         return (*lead, a * const(S, a.dtype) + b)
     return flat, reindex
+
+
+def _trimmer(out):
+    """The rule of ``_rewrite`` that computes each compute (not the output) over the
+    index ranges its readers read, where all of them are affine over known domains."""
+    spans: dict = {}        # id(op) -> per dimension [lo, hi] read, None: unknown
+    for reader in topological([out]):
+        if not isinstance(reader, ComputeOp):
+            continue
+        ranges = _extents(reader)
+        for b in reader.body:
+            for rd in _reads(b):
+                op = rd.tensor.op
+                if not isinstance(op, ComputeOp) or op.num_outputs != 1:
+                    continue
+                cur = spans.setdefault(id(op), [(None, None)] * len(rd.indices))
+                for d, e in enumerate(rd.indices):
+                    span = _interval(e, ranges)
+                    if cur[d] is None or span is None:
+                        cur[d] = None
+                    elif cur[d] == (None, None):
+                        cur[d] = span
+                    else:
+                        cur[d] = (min(cur[d][0], span[0]), max(cur[d][1], span[1]))
+
+    def rule(op, body, is_out):
+        op2 = ComputeOp(op.name, op.axis, body, op.tag) if any(
+            a is not b for a, b in zip(body, op.body)) else op
+        read = spans.get(id(op))
+        if is_out or read is None or op.num_outputs != 1:
+            return op2, None
+        axes, shift, mapping = [], [], {}
+        for iv, span in zip(op2.axis, read):
+            lo, ext = const_int(iv.dom.min), const_int(iv.dom.extent)
+            if span is None or span == (None, None) or lo != 0 or ext is None or \
+                    span[0] < 0 or span[1] >= ext or (span[0] == 0 and span[1] == ext - 1):
+                axes.append(iv)
+                shift.append(0)
+                continue
+            new = n.IterVar(n.Var(iv.var.name), n.Range(const(0, "int64"),
+                                                        const(span[1] - span[0] + 1, "int64")))
+            mapping[iv.var] = new.var + const(span[0], "int64") if span[0] else new.var
+            axes.append(new)
+            shift.append(span[0])
+        if not mapping:
+            return op2, None
+        trimmed = ComputeOp(op2.name, tuple(axes), tuple(substitute(b, mapping)
+                                                          for b in op2.body), op2.tag)
+
+        def reindex(indices):
+            return tuple(i - const(k, i.dtype) if k else i for i, k in zip(indices, shift))
+        return trimmed, reindex
+    return rule
 
 
 def _rows_and_columns(op):
