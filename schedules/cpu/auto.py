@@ -43,6 +43,7 @@ from __future__ import annotations
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import _extent, schedule_generic, schedule_stage
+from .matmul import is_product, schedule_product
 from .target import vector_lanes
 
 
@@ -177,11 +178,15 @@ def schedule_auto(s, out, config=None):
         return
     stage = s[op.output(0)]
     fused_epilogue = _epilogue(out, op)
-    for st in s.stages:
+    for st in list(s.stages):   # (a product packs its operands: new stages)
         if not isinstance(st.op, ComputeOp) or st is stage or \
                 (fused_epilogue and st.op is out.op):
             continue
-        if st.is_output or st.op.reduce_axis or st.op.num_outputs > 1 or \
+        if st.op.reduce_axis and not st.is_output and is_product(st):
+            # a matrix product inside the graph (a layer of a network and its
+            # gradient): the matmul template's micro-kernel, not a vector per output
+            schedule_product(s, st)
+        elif st.is_output or st.op.reduce_axis or st.op.num_outputs > 1 or \
                 st.op in _inputs_of(op):
             schedule_stage(st)   # the output after the anchor; producers it reads
         else:

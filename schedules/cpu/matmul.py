@@ -48,13 +48,27 @@ def _reduction_stage(s):
 
 
 def schedule_matmul(s, out, config=None):
-    cfg = dict(default_config(), **(config or {}))
     C = _reduction_stage(s)
-    column_axis = _column_axis(C)
-    if column_axis is None:
+    if _column_axis(C) is None:
         # batched products and unusual bodies: the generic template
         schedule_generic(s, out, config)
         return
+    schedule_product(s, C, config)
+    for stage in s.stages:
+        if stage is not C and isinstance(stage.op, ComputeOp) and stage.is_output:
+            schedule_stage(stage)
+
+
+def is_product(stage) -> bool:
+    """Whether a stage is ``C[m, n] = sum_k A[.] * B[.]`` with ``B`` read along ``n``: what
+    ``schedule_product`` schedules (also a product inside a larger graph)."""
+    return _column_axis(stage) is not None
+
+
+def schedule_product(s, C, config=None):
+    """The micro-kernel nest above for the product stage ``C`` (``is_product``)."""
+    cfg = dict(default_config(), **(config or {}))
+    column_axis = _column_axis(C)
     m, nn = C.op.axis
     (k,) = C.op.reduce_axis
     mco, m_rest = C.split(m, factor=cfg["mc"])
@@ -78,9 +92,6 @@ def schedule_matmul(s, out, config=None):
     C.unroll(mi)
     C.vectorize(ni)
     C.parallel(block)
-    for stage in s.stages:
-        if stage is not C and isinstance(stage.op, ComputeOp) and stage.is_output:
-            schedule_stage(stage)
 
 
 def _row_axis(C):
