@@ -73,3 +73,26 @@ def test_a_user_compute_without_a_schedule_is_auto_scheduled(tmp_path):
     out = poisoned(50)
     td.build(s, tensors)(x, y, out)
     np.testing.assert_allclose(out, (x * y).sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_a_product_inside_the_graph_gets_the_matmul_micro_kernel():
+    """A layer inside a larger compute (an MLP, its gradient) is scheduled as a matmul:
+    its weight packed in panels, not read one gathered vector per output."""
+    x = td.placeholder((37, 50), name="x")
+    w1 = td.placeholder((40, 50), name="w1")
+    w2 = td.placeholder((6, 40), name="w2")
+    from kernels.dense import dense
+    z = dense(x, w1, name="z")
+    h = td.compute(z.shape, lambda i, j: td.tanh(z[i, j]), name="h")
+    out = dense(h, w2, name="out")
+    from schedules.cpu.auto import schedule_auto
+    s = td.create_schedule(out.op)
+    schedule_auto(s, out)
+    assert "w1.packed" in str(td.lower(s, [x, w1, w2, out]))
+    rng = np.random.default_rng(0)
+    xa, w1a, w2a = (rng.standard_normal(tuple(int(d.value) for d in t.shape))
+                    .astype("float32") for t in (x, w1, w2))
+    got = poisoned((37, 6))
+    td.build(s, [x, w1, w2, out])(xa, w1a, w2a, got)
+    expected = np.tanh(xa.astype("float64") @ w1a.T) @ w2a.T
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
