@@ -77,6 +77,13 @@ def define(forward: str, args: list, attrs: dict):
     return placeholders + [head], prepare(adjoint)
 
 
+@functools.cache
+def _kernel_params(forward: str) -> tuple:
+    from .ops import _operators
+    return tuple(p for p in inspect.signature(_operators()[forward]).parameters.values()
+                 if p.name != "name")
+
+
 def _has_gradient(value) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.kind == "f"
 
@@ -94,8 +101,7 @@ def _run(name: str, signature: inspect.Signature, args, kwargs):
     check_indices = given.pop("check_indices", True)
     grad_out = given.pop("grad_out")
     names = operand_names(forward)
-    kernel_params = [p for p in inspect.signature(ops._operators()[forward]).parameters.values()
-                     if p.name != "name"]
+    kernel_params = _kernel_params(forward)
     operands, options = {}, {}
     for p in kernel_params:
         if p.name not in given:

@@ -250,7 +250,10 @@ class Workload:
         op = forward_name(self.op) if not self.user else None
         if op is not None:
             # a gradient of a product or a convolution costs as many multiply-adds as
-            # its forward: count them over the forward's output (the cotangent's shape)
+            # its forward: count them over the forward's output (the cotangent's shape);
+            # a bias's gradient is only a sum
+            if self.attrs.get("wrt") == "bias":
+                return None
             out_shape, shapes = shapes[-1], shapes[:-1]
         else:
             op = self.op
