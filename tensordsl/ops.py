@@ -85,7 +85,7 @@ def _signature(name: str, args) -> tuple:
 
 def _compiled(name: str, args, spec, attrs: dict, target: str, check_indices: bool = True):
     import tensordsl as td
-    from .autotune.history import best_config, source_token
+    from .autotune.history import source_token
     from .autotune.workload import Workload
     key = (name, spec, _freeze(attrs), target, source_token(), check_indices)
     hit = _CACHE.get(key)
@@ -97,7 +97,7 @@ def _compiled(name: str, args, spec, attrs: dict, target: str, check_indices: bo
             return hit
         workload = Workload.from_arrays(name, args, attrs)
         # the best tuned configuration on record, else the template's defaults
-        config = best_config(workload.key, target, workload.template)
+        config = workload.tuned_config(target)
         s, tensors = workload.schedule(config)
         f = td.build(s, tensors, target=target, name=name, check_indices=check_indices)
         out = tensors[-1]

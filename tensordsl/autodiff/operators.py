@@ -165,6 +165,31 @@ def schedule_derived(template: str, out, config: dict | None = None):
     return s
 
 
+def equivalent_keys(template: str, out) -> list:
+    """Record keys of the known operator a derived kernel is, best match first: for a
+    product, ``matmul`` of the same sizes with the same operand layouts, then without
+    the transpositions (the records of the forward operator)."""
+    if template != "matmul":
+        return []
+    from schedules.cpu.matmul import _column_axis, _row_axis
+    from ..autotune.workload import Workload
+    C = SimpleNamespace(op=out.op)
+    M, N = (const_int(iv.dom.extent) for iv in out.op.axis)
+    K = const_int(out.op.reduce_axis[0].dom.extent)
+    source = out.op.body[0].source[0]
+    ta, tb = _row_axis(C) == 1, _column_axis(C) == 0
+    dtypes = (source.a.dtype, source.b.dtype)
+    keys = []
+    for flags in ((ta, tb), (False, False)):
+        a = (K, M) if flags[0] else (M, K)
+        b = (N, K) if flags[1] else (K, N)
+        w = Workload("matmul", [("array", a, dtypes[0]), ("array", b, dtypes[1])],
+                     {"transpose_a": flags[0], "transpose_b": flags[1]})
+        if w.key not in keys:
+            keys.append(w.key)
+    return keys
+
+
 # ---------------------------------------------------------------- the new templates
 
 

@@ -189,9 +189,18 @@ class Workload:
         return self._knobs()[1]
 
     def tuned_config(self, target: str = "llvm") -> dict | None:
-        """The best record's configuration (``history.best_config``), None without one."""
+        """The best record's configuration (``history.best_config``), None without one.
+        A gradient that is itself a known operator (``autodiff/operators.py``) without
+        records of its own takes that operator's: a matmul's gradients are matmuls."""
         from .history import best_config
-        return best_config(self.key, target, self.template)
+        config = best_config(self.key, target, self.template)
+        if config is None and self._derived():
+            from tensordsl.autodiff.operators import equivalent_keys
+            for key in equivalent_keys(self.template, self.define()[1]):
+                config = best_config(key, target, self.template)
+                if config is not None:
+                    break
+        return config
 
     def _knobs(self) -> tuple[dict, dict]:
         template = self.template

@@ -239,3 +239,26 @@ def test_rowwise_backward_matches_pytorch(name):
         ours = getattr(td.ops, f"{name}_backward")(x, g)
     for a, b in zip(ours, refs):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_a_matmul_gradient_without_records_uses_the_matmul_records(tmp_path):
+    """The operator table's records: grad_b = a.T @ g is a matmul of the same sizes, so
+    a record of matmul (48x40 by 40x72... here a.T @ g: 40x48 by 48x72) applies."""
+    from tensordsl import autotune
+    from tensordsl.autotune.records import RecordDB, record_target
+    a = f64(48, 40, seed=5).astype("float32")
+    b = f64(40, 72, seed=6).astype("float32")
+    g = f64(48, 72, seed=7).astype("float32")
+    forward = autotune.Workload.from_arrays("matmul", [a.T.copy(), g], {})
+    db = RecordDB(tmp_path / "r.sqlite")
+    db.add(forward.key, record_target("llvm"), "matmul", {"mr": 4, "nr": 16, "ku": 1}, "ok",
+           seconds=1e-6)
+    w = autotune.Workload.from_arrays("matmul_backward", [a, b, g], {"wrt": "b"})
+    with autotune.apply_history_best(db):
+        assert w.tuned_config() == {"mr": 4, "nr": 16, "ku": 1}
+        _, gb = td.ops.matmul_backward(a, b, g)
+        tuned = [v[0] for k, v in ops._CACHE.items()
+                 if k[0] == "matmul_backward" and ("wrt", "b") in k[2] and k[-2]
+                 and k[1][0][1] == (48, 40)]
+    np.testing.assert_allclose(gb, a.T @ g, rtol=1e-4, atol=1e-4)
+    assert "1, 16)]" in str(tuned[-1].func)
