@@ -374,3 +374,8 @@ def _schedule_panel(s, out, anchor, cfg):
     T.parallel(co)
     panels = s[s.pack(read.tensor, dim, lanes, [anchor.output(0)])]
     panels.parallel(panels.op.axis[0])
+    source = read.tensor.op
+    if isinstance(source, ComputeOp) and not source.reduce_axis and \
+            source.num_outputs == 1 and source is not out.op:
+        # its only reader now is the packing copy: one pass instead of two
+        s[read.tensor].compute_inline()
