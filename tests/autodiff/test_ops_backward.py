@@ -196,9 +196,6 @@ def test_operator_table_picks_templates_by_structure():
     assert template("relu_backward", [(4, 64), (4, 64)], "x") == "auto"
 
 
-torch = None
-
-
 def _torch():
     return pytest.importorskip("torch")
 
