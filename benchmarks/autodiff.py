@@ -15,6 +15,11 @@ import os
 from .harness import measure, table, update_readme, write_results
 
 THREADS = 2
+# glibc: blocks up to 32 MiB come from the heap and freed memory stays there, for every
+# system alike: both sides allocate their results on every call, and neither pays the
+# first-touch page faults of a fresh mapping each time (~7 ms for softmax's 16 MiB here,
+# more than the kernels themselves, DESIGN.md)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 CASES = [
     ("matmul", "1024^3", {"M": 1024, "N": 1024, "K": 1024}),
     ("matmul", "512^3", {"M": 512, "N": 512, "K": 512}),
@@ -43,8 +48,10 @@ def _best(case, systems, params, rounds) -> dict:
 
 def run(quick: bool = False, only: str | None = None) -> list[dict]:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)   # inherited by every worker process
+    os.environ.update(MALLOC_ENV)
     rounds = 1 if quick else ROUNDS
-    print(f"threads: {THREADS} (OMP_NUM_THREADS and torch.set_num_threads, every process)")
+    print(f"threads: {THREADS} (OMP_NUM_THREADS and torch.set_num_threads, every process); "
+          f"{' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}")
     rows = []
     for case, label, params in CASES:
         if only and only != case:
@@ -91,7 +98,8 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
             "time (goal: <= 3); vs_torch_bwd = PyTorch's `autograd.grad` time / ours (above "
             "1: we are faster; goals: conv2d >= 1.0, matmul >= 0.9); max_rel_err = our "
             "gradients against PyTorch's. Each system in its own process, best median of "
-            f"{rounds} alternating rounds, both sides allocating their results.\n\n"
+            f"{rounds} alternating rounds, both sides allocating their results (from the "
+            "heap: glibc's mmap threshold 32 MiB, for every process).\n\n"
             + table([r for r in rows if r["case"] != "hvp"], ops_cols) + "\n\n"
             "hvp/grad = one `td.hvp` evaluation / one `td.grad` evaluation (goal: <= 4); "
             "vs_torch_hvp = `torch.func.jvp(torch.func.grad(loss))` time / ours.\n\n"

@@ -1,21 +1,19 @@
 """The operator table: which template schedules a derived kernel, decided by what the
 kernel *is* (its structure after ``rewrite.prepare``), not by where it came from.
 
-==============  ==========================================================  ===========
-template        the derived kernel                                          e.g.
-==============  ==========================================================  ===========
-``matmul``      ``C[m, n] = sum_k A[.] * B[.]``, ``B`` read along ``n``      matmul's and
-                (``schedules/cpu/matmul.py``, its records and knobs)        dense's
-``conv2d_flat`` a sum over a channel and a window of ``D[.., q + tap]``     conv data
-                times a weight broadcast over ``q``: a padded-width         gradient
-                convolution (the register-blocked micro-kernel of
-                ``schedules/cpu/conv2d.py``)
-``panel``       ``T[.., f] = sum_p G[f, p] * X[.., p + ..]``: ``f`` last,    conv weight
-                ``G`` packed in panels along ``f``, ``X`` broadcast          gradient
-``rowwise``     reductions along the last axis only, elementwise stages     softmax,
-                between (``schedules/cpu/rowwise.py``)                      layer_norm
-``auto``        anything else: the auto-scheduler (``schedules/cpu/auto``)  the rest
-==============  ==========================================================  ===========
+* ``matmul``: ``C[m, n] = sum_k A[.] * B[.]`` with ``B`` read along ``n`` (the gradients
+  of matmul and dense): the matmul template of ``schedules/cpu/matmul.py``, its knobs and
+  its records (``equivalent_keys``: a product without records of its own takes those of
+  the matmul of its sizes).
+* ``conv2d_flat``: a sum over a channel and a window of ``D[.., q + tap]`` times a weight
+  broadcast over ``q`` (the data gradient of a stride-1 convolution, after the rewrites):
+  the padded-width convolution micro-kernel of ``schedules/cpu/conv2d.py``.
+* ``panel``: ``T[.., f] = sum_p G[f, p] * X[.., p + ..]`` computed with ``f`` last (the
+  weight gradient): ``G`` packed in panels along ``f``, ``X`` broadcast.
+* ``rowwise``: reductions along the last axis only, with elementwise stages between
+  (softmax, log_softmax, layer_norm): ``schedules/cpu/rowwise.py``, also with a tuple
+  reduction (the argmax of a max's adjoint) in vector lanes.
+* ``auto``: anything else, the auto-scheduler (``schedules/cpu/auto.py``).
 
 ``template_of(out)`` names the template, ``knobs(template, out)`` gives its (space,
 defaults), ``schedule_derived(template, out, config)`` a schedule. Every template is
@@ -33,8 +31,6 @@ from ..te.tensor import ComputeOp
 from .graph import topological
 from .rewrite import _linear, _reads, prepare  # noqa: F401 (prepare: re-exported)
 
-TEMPLATES = ("matmul", "conv2d_flat", "panel", "rowwise", "auto")
-
 
 def _computes(out) -> list:
     return [op for op in topological([out]) if isinstance(op, ComputeOp)]
@@ -45,8 +41,8 @@ def _reducing(out) -> list:
 
 
 def _is_matmul(op) -> bool:
-    from schedules.cpu.matmul import _column_axis
-    return _column_axis(SimpleNamespace(op=op)) is not None
+    from schedules.cpu.matmul import is_product
+    return is_product(SimpleNamespace(op=op))
 
 
 def _stencil(op):

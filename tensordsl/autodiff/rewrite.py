@@ -9,7 +9,9 @@ which operator the graph came from.
   ``sum where(0 <= e < n) T[.., e, ..] * w``, reads a zero-padded copy of ``T`` instead:
   ``sum Tp[.., e + lo, ..] * w`` with ``Tp`` materialized once (its extent covers every
   ``e`` the domain reaches). The hot loop then has no conditions (the data gradient of a
-  convolution: a convolution of the padded output gradient).
+  convolution: a convolution of the padded output gradient). A skipped term and a term
+  times zero are the same for finite values (an infinite ``w`` would give NaN, as it
+  does in PyTorch's convolution backward).
 * **Flat positions.** A reduction whose last two axes ``(r, s)`` occur only as
   ``r * S + s`` (``S`` the extent of ``s``) is computed over one axis ``q = r * S + s``;
   its readers read ``[.., r * S + s]``. That is the padded-width form of the forward
