@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import TensorDSLError
 from ..ir import dtype as dt
 from ..te import api
-from ..te.tensor import Tensor
+from ..te.tensor import STOP_GRADIENT_TAG, Tensor
 from . import forward, reductions, reverse
 
 
@@ -39,6 +39,15 @@ def _like(t: Tensor, given, what: str, name: str) -> Tensor:
         raise ValueError(f"{what}: expected a {t.dtype} tensor of shape {list(t.shape)} "
                          f"(like {t.name!r}), got {given.dtype} of shape {list(given.shape)}")
     return given
+
+
+def stop_gradient(x):
+    """``x`` itself, as a constant for ``td.grad``/``td.jvp``/``td.hvp`` (JAX's
+    ``lax.stop_gradient``, PyTorch's ``detach``): no derivative flows through it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"stop_gradient: expected a tensor, got {type(x).__name__}")
+    return api.compute(x.shape, lambda *i: x[i], name=f"{x.name}.stop_gradient",
+                       tag=STOP_GRADIENT_TAG)
 
 
 def grad(y, xs, head=None):
