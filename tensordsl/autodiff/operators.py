@@ -60,12 +60,26 @@ def _stencil(op):
             continue
         if any(q in free_vars(i) for i in w.indices):
             continue
-        if any(q in free_vars(i) for i in d.indices[:-1]):
+        *lead, position = _flat_indices(d)
+        if any(q in free_vars(i) for i in lead):
             continue
-        k = _linear(d.indices[-1], {q})
+        k = _linear(position, {q})
         if k is not None and k.get(q) == 1:
             return d, w
     return None
+
+
+def _flat_indices(read) -> tuple:
+    """A read's indices, a trailing ``(e // S, e % S)`` over rows of ``S`` (the tensor's
+    last extent) taken as the one position ``e`` it is after storage flattening."""
+    indices = read.indices
+    if len(indices) >= 2:
+        q, r = indices[-2], indices[-1]
+        S = const_int(read.tensor.shape[-1])
+        if isinstance(q, n.FloorDiv) and isinstance(r, n.FloorMod) and S is not None and \
+                const_int(q.b) == S == const_int(r.b):
+            return (*indices[:-2], q.a)
+    return tuple(indices)
 
 
 def _panel(op):

@@ -340,6 +340,10 @@ def _bounds_as_padding(op):
             used.update((id(lo_c), id(hi_c)))
             hit = True
         if hit:
+            rows = _padded_rows(f.tensor, before, after, indices)
+            if rows is not None:
+                replaced[id(f)] = rows
+                continue
             from kernels.dense import pad
             padded = pad(f.tensor, before, after, name=f"{f.tensor.name}.padded")
             replaced[id(f)] = n.TensorRead(padded, tuple(indices))
@@ -355,6 +359,61 @@ def _bounds_as_padding(op):
     reduce = n.Reduce(body.combiner, (source,), body.axis, _conjunction(rest),
                       body.value_index)
     return ComputeOp(op.name, op.axis, (reduce,), op.tag)
+
+
+def _row_width(op):
+    """``S`` if ``op`` is elementwise and its last axis occurs only as ``p // S`` and
+    ``p % S`` (a flat position of rows of ``S``, ``S`` dividing its extent), else None."""
+    if not isinstance(op, ComputeOp) or op.num_outputs != 1 or op.reduce_axis or not op.axis:
+        return None
+    p = op.axis[-1]
+    P = const_int(p.dom.extent)
+    if P is None or const_int(p.dom.min) != 0:
+        return None
+    body = op.body[0]
+    divisors, inside = set(), 0
+    for x in post_order(body):
+        if isinstance(x, (n.FloorDiv, n.FloorMod)) and x.a is p.var:
+            divisors.add(const_int(x.b))
+            inside += 1
+    uses = sum(1 for x in post_order(body) if x is p.var)
+    if len(divisors) != 1 or None in divisors or inside != uses:
+        return None
+    (S,) = divisors
+    return S if S > 1 and P % S == 0 else None
+
+
+def _padded_rows(t, before, after, indices):
+    """The read of a zero-padded copy of ``t`` padded only along its last dimension, a
+    flat position of rows (``_row_width``), made in rows and columns: whole rows of zeros
+    before and after, ``t``'s body substituted (``p = (r - lead) * S + s``) and simplified,
+    so the copy reads its source row by row, contiguously (the flat form would gather
+    every element through ``p // S``, ``p % S``). None if ``t`` is not such a compute."""
+    S = _row_width(t.op)
+    last = len(t.shape) - 1
+    if S is None or any(before[:last]) or any(after[:last]):
+        return None
+    P = const_int(t.shape[-1])
+    lead = -(-before[last] // S)                       # rows of zeros before (rounded up)
+    total = -(-(lead * S + P + after[last]) // S)      # rows in all
+    zero = const(0, "int64")
+    axes = tuple(n.IterVar(n.Var(iv.var.name), iv.dom) for iv in t.op.axis[:-1]) + (
+        n.IterVar(n.Var("row"), n.Range(zero, const(total, "int64"))),
+        n.IterVar(n.Var("col"), n.Range(zero, const(S, "int64"))))
+    r, c = axes[-2].var, axes[-1].var
+    flat = (r - const(lead, "int64")) * const(S, "int64") + c
+    mapping = {iv.var: new.var for iv, new in zip(t.op.axis[:-1], axes[:-2])}
+    mapping[t.op.axis[-1].var] = flat
+    ranges = {iv.var: (const_int(iv.dom.min), const_int(iv.dom.min) + const_int(iv.dom.extent) - 1)
+              for iv in axes if const_int(iv.dom.extent) is not None}
+    from ..arith.simplify import simplify_expr
+    inside = n.And(n.GE(r, const(lead, "int64")), n.LT(r, const(lead + P // S, "int64")))
+    body = if_then_else(inside, simplify_expr(substitute(t.op.body[0], mapping), ranges),
+                        const(0, t.dtype))
+    op = ComputeOp(f"{t.name}.padded", axes, (body,), t.op.tag)
+    e = indices[last] + const(lead * S - before[last], indices[last].dtype)
+    size = const(S, e.dtype)
+    return n.TensorRead(op.output(0), (*indices[:last], e // size, e % size))
 
 
 def _operand_order(op):
@@ -384,7 +443,17 @@ class _IndexSites(Visitor):
         self.sites = []
 
     def visit_TensorRead(self, node):
-        self.sites.extend(node.indices)
+        indices = node.indices
+        if len(indices) >= 2:
+            q, r = indices[-2], indices[-1]
+            S = const_int(node.tensor.shape[-1])
+            if isinstance(q, n.FloorDiv) and isinstance(r, n.FloorMod) and S is not None \
+                    and const_int(q.b) == S == const_int(r.b):
+                # a flat position read back as (row, column) of rows of S: after storage
+                # flattening, the position itself
+                self.sites.extend((*indices[:-2], q.a, r.a))
+                return
+        self.sites.extend(indices)
 
     def _compare(self, node):
         self.sites.extend((node.a, node.b))
