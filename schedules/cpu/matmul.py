@@ -16,7 +16,8 @@ column blocks so that each thread packs and reads only its own part of B):
 
 The accumulators start from zero and are added to C after the ki loop, with C's lines
 prefetched before it (the ``local_accumulators`` pass), so C's loads never stall the FMAs.
-Packing A as well (row panels) measured no faster here: A's rows stream well from L2.
+Packing A as well (row panels) measured no faster here: A's rows stream well from L2;
+a transposed A (``A[k, m]``, the gradient of B) is packed once, its rows a page apart.
 
 Knobs: ``mc`` (a multiple of ``mr``), ``mr``, ``nr`` (a multiple of the vector width),
 ``kc``, ``ku`` (unrolling of ki), ``parts`` (column blocks run in parallel; default: one per thread). Ragged edges
