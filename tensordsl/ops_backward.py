@@ -128,16 +128,47 @@ def _run(name: str, signature: inspect.Signature, args, kwargs):
         if len(out) != len(names):
             raise ValueError(f"{name}: out= must give one array (or None) per operand "
                              f"({', '.join(names)}), got {len(out)}")
-    grads = []
-    for k, param in enumerate(names):
-        value = operands.get(param)
-        if not _has_gradient(value):
-            grads.append(None)
-            continue
+    args = positional + [head]
+    if any(ops._on_device(a) for a in args):
+        return tuple(ops.call(name, *args, out=None if out is None else out[k], target=target,
+                              check_indices=check_indices, wrt=param, **options)
+                     if _has_gradient(operands.get(param)) else None
+                     for k, param in enumerate(names))
+    plan = _plan(name, names, operands, args, options, target, check_indices)
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    grads = [None] * len(names)
+    for k, f, shape, dtype in plan:
         dest = None if out is None else out[k]
-        grads.append(ops.call(name, *positional, head, out=dest, target=target,
-                              check_indices=check_indices, wrt=param, **options))
+        if dest is None:
+            from .nd import aligned_numpy
+            dest = aligned_numpy(shape, dtype)
+        elif not isinstance(dest, np.ndarray) or dest.shape != shape or dest.dtype != dtype:
+            got = (getattr(dest, "shape", None), getattr(dest, "dtype", type(dest).__name__))
+            raise ValueError(f"{name}: out[{k}] ({names[k]}) must be a {dtype} array of "
+                             f"shape {shape}, got {got}")
+        f(*arrays, dest)
+        grads[k] = dest
     return tuple(grads)
+
+
+_PLANS: dict = {}
+
+
+def _plan(name, names, operands, args, options, target, check_indices) -> list:
+    """``[(operand index, kernel, shape, dtype)]`` of the gradients of one call signature:
+    the kernels of ``ops._compiled`` (compiled once, tuned records honoured), looked up
+    once per signature, so a call costs its kernels and little more."""
+    from . import ops
+    from .autotune.history import source_token
+    spec = ops._signature(name, args)
+    key = (name, spec, ops._freeze(options), target, source_token(), check_indices)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = [(k, *ops._compiled(name, args, spec, dict(options, wrt=param), target,
+                                   check_indices))
+                for k, param in enumerate(names) if _has_gradient(operands.get(param))]
+        _PLANS[key] = plan
+    return plan
 
 
 def _cotangent(name: str, grad_out, operands, options) -> np.ndarray:

@@ -130,6 +130,8 @@ def test_out_receives_the_gradients_and_none_skips_nothing():
     assert got[0] is gx
     np.testing.assert_array_equal(gx, gx_ref)
     np.testing.assert_array_equal(got[1], gw_ref)
+    with pytest.raises(ValueError, match=r"out\[0\] \(x\) must be a float64 array of shape"):
+        td.ops.conv2d_nchw_backward(x, w, g, padding=1, out=(gx[:1], None))
 
 
 def test_operands_without_a_gradient_are_none():
