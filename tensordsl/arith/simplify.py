@@ -331,6 +331,12 @@ class Simplifier(Mutator):
         folded = _fold(type(node), a, b)
         if folded is not None:
             return folded
+        if isinstance(node, n.Mul):
+            # x * 1.0 is x exactly (NaN, infinities and -0.0 included): derived
+            # adjoints multiply by partial derivatives that fold to one
+            for x, y in ((a, b), (b, a)):
+                if isinstance(y, n.FloatImm) and y.value == 1.0:
+                    return x
         return node if a is node.a and b is node.b else type(node)(a, b)
 
     def visit_FloorDiv(self, node):
@@ -402,6 +408,12 @@ class Simplifier(Mutator):
         folded = _fold(type(node), a, b)
         if folded is not None:
             return folded
+        if isinstance(node, n.Mul):
+            # x * 1.0 is x exactly (NaN, infinities and -0.0 included): derived
+            # adjoints multiply by partial derivatives that fold to one
+            for x, y in ((a, b), (b, a)):
+                if isinstance(y, n.FloatImm) and y.value == 1.0:
+                    return x
         return node if a is node.a and b is node.b else type(node)(a, b)
 
     def visit_LT(self, node):
@@ -433,6 +445,12 @@ class Simplifier(Mutator):
         folded = _fold(type(node), a, b)
         if folded is not None:
             return folded
+        if isinstance(node, n.Mul):
+            # x * 1.0 is x exactly (NaN, infinities and -0.0 included): derived
+            # adjoints multiply by partial derivatives that fold to one
+            for x, y in ((a, b), (b, a)):
+                if isinstance(y, n.FloatImm) and y.value == 1.0:
+                    return x
         return node if a is node.a and b is node.b else type(node)(a, b)
 
     def _compare_division(self, cls, a, b):

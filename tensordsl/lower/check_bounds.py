@@ -188,6 +188,9 @@ def _atoms(cond) -> list:
         return _atoms(cond.a) + _atoms(cond.b)
     if isinstance(cond, n.Call) and cond.name == "likely":
         return _atoms(cond.args[0])
+    if isinstance(cond, n.Call) and cond.name == "if_then_else" and \
+            isinstance(cond.args[2], n.IntImm) and not cond.args[2].value:
+        return _atoms(cond.args[0]) + _atoms(cond.args[1])   # a lazy ``and``
     if not all(_is_int(x) for x in (getattr(cond, "a", None), getattr(cond, "b", None))):
         return []
     if isinstance(cond, n.GE):
@@ -218,19 +221,17 @@ def _negate(cond):
 
 
 def _split_affine(e, domain, simp):
-    """``e`` as (its terms over domain variables ``{key: [var, coeff]}``, the rest as an
-    expression), or None when a term mixes domain variables non-linearly."""
+    """``e`` as (its terms over domain variables ``{key: [atom, coeff]}``, the rest as an
+    expression). An atom is a variable, or a non-linear term of them (``i % 12``) taken
+    as a whole, so that ``where i % 12 < 11`` bounds a read at ``[i % 12]``."""
     terms, const = simp.linear(simp.visit(e))
     var_terms, rest_terms = {}, {}
     for key, (atom, c) in terms.items():
         used = set(free_vars(atom)) & domain.keys()
         if not used:
             rest_terms[key] = [atom, c]
-        elif isinstance(atom, n.Var):
-            if c:
-                var_terms[key] = [atom, c]
-        else:
-            return None
+        elif c:
+            var_terms[key] = [atom, c]
     return var_terms, simp.rebuild(rest_terms, const)
 
 
@@ -293,8 +294,8 @@ def _narrow(domain, conds, simp):
                 continue
             var_terms, rest = split
             atoms.append(split)
-            if len(var_terms) == 1:
-                (atom_var, c), = var_terms.values()
+            (atom_var, c), = var_terms.values() if len(var_terms) == 1 else [(None, 0)]
+            if isinstance(atom_var, n.Var):
                 lo, hi = relax[atom_var]
                 if c == 1:
                     relax[atom_var] = (n.Max(lo, n.Sub(_ZERO, rest)), hi)

@@ -17,7 +17,7 @@ from ..errors import BuildError
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars, substitute
-from ..te.tensor import ComputeOp, ExternOp, ScanOp
+from ..te.tensor import ACCUMULATE_TAG, ComputeOp, ExternOp, ScanOp
 from .bound_inference import Bounds, compute_stages
 from .check_bounds import reads_tensor
 from .inline import expanded_bodies
@@ -61,6 +61,13 @@ class _NestBuilder:
 
     # ------------------------------------------------------------ one stage
     def stage_nest(self, stage) -> n.Stmt:
+        nest = self._stage_nest(stage)
+        if getattr(stage.op, "tag", "") == ACCUMULATE_TAG:
+            # a derived adjoint without a gather form (autodiff/reverse.py): say so
+            nest = n.Pragma(f"{ACCUMULATE_TAG} (no gather form)", nest)
+        return nest
+
+    def _stage_nest(self, stage) -> n.Stmt:
         sb = self.bounds.stages[stage]
         op: ComputeOp = stage.op
         if isinstance(op, ExternOp):

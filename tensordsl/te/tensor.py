@@ -89,6 +89,11 @@ class TensorSlice:
                 f"{self.tensor.ndim} indices)")
 
 
+# The tag of a derived adjoint computed by accumulating over the reading domain, for want
+# of a gather form (autodiff/reverse.py); lowering marks its loop nest with a pragma.
+ACCUMULATE_TAG = "gradient: accumulate"
+
+
 class Operation:
     name: str
     shape: tuple[n.Expr, ...]

@@ -1,0 +1,41 @@
+"""The part of a compute graph a derivative walks: operations in dependency order, and
+which of them depend on the tensors being differentiated against."""
+from __future__ import annotations
+
+from ..errors import TensorDSLError
+from ..te.tensor import ComputeOp, PlaceholderOp
+
+
+def topological(outputs) -> list:
+    """Operations ``outputs`` are computed from, every producer before its consumers."""
+    order, seen = [], set()
+
+    def visit(op):
+        if id(op) in seen:
+            return
+        seen.add(id(op))
+        for t in op.input_tensors:
+            visit(t.op)
+        order.append(op)
+
+    for t in outputs:
+        visit(t.op)
+    return order
+
+
+def depending_on(order, sources) -> set:
+    """ids of the operations in ``order`` that read (through any chain) one of ``sources``."""
+    wanted = {id(t.op) for t in sources}
+    out = set()
+    for op in order:
+        if id(op) in wanted or any(id(t.op) in out for t in op.input_tensors):
+            out.add(id(op))
+    return out
+
+
+def check_differentiable(order, needed: set, what: str):
+    for op in order:
+        if id(op) in needed and not isinstance(op, (ComputeOp, PlaceholderOp)):
+            raise TensorDSLError(f"{what}: cannot differentiate through {op.name!r}, a "
+                                 f"{type(op).__name__} (only computes and placeholders "
+                                 "have derivative rules)")

@@ -1,0 +1,341 @@
+"""Solving index equations: which iterations of a compute read element ``j`` of a tensor.
+
+A compute reading ``x[f(v)]`` over its iteration domain ``v`` (spatial and reduction
+axes) sends its adjoint to ``x[j]`` from every ``v`` with ``f(v) == j``. Reverse mode
+needs that set as a loop *per j* (a gather), so this module solves ``f(v) == j`` for as
+many of ``v`` as possible, in terms of ``j`` and the rest; the rest are summed over
+(the adjoint compute's reduction axes), under conditions (ranges, divisibility).
+
+The equations are integer affine, with ``//`` and ``%`` by positive constants: each
+``e // c`` becomes a new unknown ``q`` and ``e % c`` an unknown ``t`` in ``[0, c)``,
+tied by ``e == c*q + t`` — after which everything is affine. Elimination, one unknown
+at a time, picks in this order:
+
+1. an equation with one unknown: ``a*v == r`` gives ``v = r // a`` (if ``r % a == 0``);
+2. a unit-coefficient unknown ``u`` whose partners' coefficients share a factor
+   ``g > 1`` (``g*y + u == r``): ``u`` is ``r mod g`` plus ``g`` times a new, shorter
+   unknown — the stride decomposition of a strided convolution, and the exact inverse
+   of a flattened index (``y*W + x`` with ``x < W``: no new unknown at all);
+3. otherwise the unknown of the largest extent (``y`` in ``y + ry == j``), so the sum
+   that is left runs over the small ones (the kernel window, not the image).
+
+An equation that is not affine (a data-dependent index ``x[idx[i]]``, a product of
+two axes) is kept as a condition ``f(v) == j``, its unknowns summed over: correct, but
+an accumulation over the domain, reported as ``exact=False``.
+
+No sympy here: the systems are tiny and this runs on every derivation (sympy's
+general solvers are also too slow to keep out of the hot path of ``td.grad``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..arith.simplify import Simplifier, const_int
+from ..errors import TensorDSLError
+from ..ir import nodes as n
+from ..ir.op import const
+from ..ir.visitor import free_vars, substitute
+
+_BIG = 1 << 40   # the extent assumed for a symbolic one (only to rank choices)
+
+
+@dataclass
+class Unknown:
+    var: n.Var
+    lo: n.Expr
+    extent: n.Expr
+    needs_range: bool = True   # solved: add lo <= value < lo + extent as a condition
+
+    @property
+    def size(self) -> int:
+        e = const_int(self.extent)
+        return _BIG if e is None else e
+
+
+@dataclass
+class Solution:
+    """``substitution`` maps every original unknown to an expression of the targets and
+    the ``free`` axes (new reduction IterVars); the read's iterations for one target
+    element are exactly the free axes' values where all ``conditions`` hold."""
+    substitution: dict
+    free: list
+    conditions: list
+    exact: bool = True
+    notes: list = field(default_factory=list)
+
+
+def _int(v: int) -> n.Expr:
+    return const(v, "int64")
+
+
+class _Affine:
+    """``e`` as ``{unknown var: int coefficient}`` plus a remainder free of unknowns;
+    ``//`` and ``%`` by constants introduce new unknowns (shared by equal ``e``)."""
+
+    def __init__(self, solver: "_Solver"):
+        self.solver = solver
+
+    def of(self, e):
+        s = self.solver
+        if not any(v in s.unknowns for v in free_vars(e)):
+            return {}, e
+        if isinstance(e, n.Var):
+            return {e: 1}, _int(0)
+        if isinstance(e, (n.Add, n.Sub)):
+            a, b = self.of(e.a), self.of(e.b)
+            if a is None or b is None:
+                return None
+            sign = 1 if isinstance(e, n.Add) else -1
+            coeffs = dict(a[0])
+            for v, c in b[0].items():
+                coeffs[v] = coeffs.get(v, 0) + sign * c
+            return {v: c for v, c in coeffs.items() if c}, \
+                (a[1] + b[1] if sign == 1 else a[1] - b[1])
+        if isinstance(e, n.Mul):
+            for x, c in ((e.a, e.b), (e.b, e.a)):
+                k = const_int(c) if not any(v in s.unknowns for v in free_vars(c)) else None
+                if k is not None:
+                    inner = self.of(x)
+                    if inner is None:
+                        return None
+                    return {v: a * k for v, a in inner[0].items() if a * k}, inner[1] * k
+            return None
+        if isinstance(e, (n.FloorDiv, n.FloorMod)):
+            c = const_int(e.b)
+            if c is None or c <= 0:
+                return None
+            q, t = s.division(e.a, c)
+            if q is None:
+                return None
+            return ({q: 1} if isinstance(e, n.FloorDiv) else {t: 1}), _int(0)
+        if isinstance(e, n.Cast) and e.dtype == e.value.dtype:
+            return self.of(e.value)
+        return None
+
+
+class _Solver:
+    def __init__(self, unknowns: list[Unknown], ranges: dict):
+        self.unknowns = {u.var: u for u in unknowns}
+        self.original = [u.var for u in unknowns]
+        self.equations: list[tuple[dict, n.Expr]] = []   # sum(c*v) == rhs
+        self.solved: list[tuple[n.Var, n.Expr]] = []     # in order of solving
+        self.conditions: list[n.Expr] = []
+        self.exact = True
+        self.divisions: dict = {}
+        self.simplifier = Simplifier(ranges)
+        self.affine = _Affine(self)
+
+    # ------------------------------------------------------------ building
+    def division(self, e, c: int):
+        """Unknowns (q, t) with ``e == c*q + t``, ``0 <= t < c``, for ``e // c``, ``e % c``."""
+        key = (self.simplifier.key(e), c)
+        if key in self.divisions:
+            return self.divisions[key]
+        form = self.affine.of(e)
+        if form is None:
+            return None, None
+        coeffs, rest = form
+        lo, hi = self._bounds(coeffs, rest)
+        k = len(self.divisions)
+        t = Unknown(n.Var(f"mod{k}"), _int(0), _int(c))
+        if lo is None:
+            q = Unknown(n.Var(f"div{k}"), _int(0), _int(_BIG), needs_range=False)
+        else:
+            q = Unknown(n.Var(f"div{k}"), _int(lo // c), _int(hi // c - lo // c + 1),
+                        needs_range=False)
+        self.unknowns[q.var] = q
+        self.unknowns[t.var] = t
+        # e - c*q - t == 0
+        eq = dict(coeffs)
+        eq[q.var] = eq.get(q.var, 0) - c
+        eq[t.var] = eq.get(t.var, 0) - 1
+        self.equations.append((eq, self._simplify(_int(0) - rest)))
+        self.divisions[key] = (q.var, t.var)
+        return q.var, t.var
+
+    def _bounds(self, coeffs, rest):
+        """Constant bounds of ``sum(c*v) + rest`` over the unknowns' ranges, or Nones."""
+        r = const_int(rest)
+        if r is None:
+            return None, None
+        lo = hi = r
+        for v, c in coeffs.items():
+            u = self.unknowns[v]
+            ulo, ext = const_int(u.lo), const_int(u.extent)
+            if ulo is None or ext is None or ext >= _BIG:
+                return None, None
+            a, b = c * ulo, c * (ulo + ext - 1)
+            lo, hi = lo + min(a, b), hi + max(a, b)
+        return lo, hi
+
+    def equate(self, index: n.Expr, target: n.Expr):
+        form = self.affine.of(index)
+        if form is None:
+            # not affine in the unknowns: a condition, its unknowns summed over
+            self.conditions.append(n.EQ(index, target))
+            self.exact = False
+            return
+        coeffs, rest = form
+        self.equations.append((coeffs, self._simplify(target - rest)))
+
+    # ------------------------------------------------------------ elimination
+    def run(self):
+        while self.equations:
+            self.equations = [eq for eq in self.equations if self._keep(eq)]
+            if not self.equations:
+                break
+            choice = self._single() or self._modular() or self._largest()
+            choice()
+
+    def _keep(self, eq) -> bool:
+        coeffs, rhs = eq
+        if coeffs:
+            return True
+        self.conditions.append(n.EQ(rhs, _int(0)))   # no unknown left: must hold
+        return False
+
+    def _single(self):
+        for k, (coeffs, rhs) in enumerate(self.equations):
+            if len(coeffs) == 1:
+                (v, a), = coeffs.items()
+                return lambda: self._solve(k, v)
+        return None
+
+    def _modular(self):
+        best = None
+        for k, (coeffs, rhs) in enumerate(self.equations):
+            for u, a in coeffs.items():
+                if abs(a) != 1:
+                    continue
+                g = 0
+                for v, c in coeffs.items():
+                    if v is not u:
+                        g = math.gcd(g, abs(c))
+                if g > 1 and const_int(self.unknowns[u].lo) is not None \
+                        and self.unknowns[u].size < _BIG and (best is None or g > best[0]):
+                    best = (g, k, u)
+        if best is None:
+            return None
+        g, k, u = best
+        return lambda: self._split(k, u, g)
+
+    def _largest(self):
+        best = None
+        for k, (coeffs, rhs) in enumerate(self.equations):
+            for v, a in coeffs.items():
+                rank = (self.unknowns[v].size, abs(a) == 1)
+                if best is None or rank > best[0]:
+                    best = (rank, k, v)
+        _, k, v = best
+        return lambda: self._solve(k, v)
+
+    def _solve(self, k: int, v: n.Var):
+        """Solve equation ``k`` for ``v`` and eliminate ``v`` everywhere."""
+        coeffs, rhs = self.equations.pop(k)
+        a = coeffs[v]
+        rest = rhs
+        for w, c in coeffs.items():
+            if w is not v:
+                rest = rest - _int(c) * w
+        if a < 0:
+            a, rest = -a, _int(0) - rest
+        rest = self._simplify(rest)
+        if a == 1:
+            value = rest
+        else:
+            self.conditions.append(n.EQ(n.FloorMod(rest, _int(a)), _int(0)))
+            value = self._simplify(n.FloorDiv(rest, _int(a)))
+        self._eliminate(v, value)
+
+    def _split(self, k: int, u: n.Var, g: int):
+        """Equation ``k`` is ``u + g*(...) == rhs``: ``u`` is ``lo + (rhs - lo) mod g +
+        g*s`` for a new unknown ``s``, and the equation, divided by ``g``, keeps the rest."""
+        coeffs, rhs = self.equations.pop(k)
+        sign = coeffs[u]
+        if sign < 0:
+            coeffs = {v: -c for v, c in coeffs.items()}
+            rhs = _int(0) - rhs
+        info = self.unknowns[u]
+        lo, size = const_int(info.lo), info.size
+        residue = self._simplify(n.FloorMod(rhs - _int(lo), _int(g)))
+        steps = -(-size // g)
+        value = _int(lo) + residue
+        reduced = {v: c // g for v, c in coeffs.items() if v is not u}
+        # (rhs - value) / g, exactly: value is lo plus the residue of rhs - lo
+        new_rhs = self._simplify(n.FloorDiv(rhs - _int(lo), _int(g)))
+        if steps > 1:
+            s = Unknown(n.Var(f"{u.name}.step"), _int(0), _int(steps), needs_range=False)
+            self.unknowns[s.var] = s
+            value = value + _int(g) * s.var
+            reduced[s.var] = 1
+        self.equations.append((reduced, new_rhs))
+        self._eliminate(u, self._simplify(value))
+
+    def _eliminate(self, v: n.Var, value: n.Expr):
+        info = self.unknowns.pop(v)
+        if info.needs_range:
+            self.conditions.append(n.And(n.LE(info.lo, value),
+                                         n.LT(value, info.lo + info.extent)))
+        self.solved.append((v, value))
+        form = self.affine.of(value)
+        updated = []
+        for coeffs, rhs in self.equations:
+            c = coeffs.get(v)
+            if c is None:
+                updated.append((coeffs, rhs))
+                continue
+            coeffs = {w: x for w, x in coeffs.items() if w is not v}
+            if form is None:   # cannot happen for affine elimination; stay correct anyway
+                self.conditions.append(n.EQ(rhs, value))
+                self.exact = False
+                continue
+            for w, x in form[0].items():
+                coeffs[w] = coeffs.get(w, 0) + c * x
+            coeffs = {w: x for w, x in coeffs.items() if x}
+            updated.append((coeffs, self._simplify(rhs - _int(c) * form[1])))
+        self.equations = updated
+
+    def _simplify(self, e):
+        return self.simplifier.visit(e)
+
+
+def solve(indices, targets, unknowns: list[Unknown], ranges: dict | None = None,
+          fresh_axis=None) -> Solution:
+    """Solve ``indices[k] == targets[k]`` for the ``unknowns``; ``ranges`` are constant
+    (lo, hi) bounds of the targets (for simplification); ``fresh_axis(name, lo,
+    extent)`` makes the reduction axis of an unknown left free."""
+    solver = _Solver(unknowns, dict(ranges or {}))
+    for index, target in zip(indices, targets):
+        solver.equate(index, target)
+    solver.run()
+    free_vars_left = list(solver.unknowns.values())
+    axes, mapping = [], {}
+    for u in free_vars_left:
+        if u.size >= _BIG and const_int(u.extent) is not None:
+            raise TensorDSLError(f"cannot differentiate a read indexed by {u.var.name}: "
+                                 "the range of a division it involves is unbounded")
+        iv = fresh_axis(u.var.name, u.lo, u.extent)
+        axes.append(iv)
+        mapping[u.var] = iv.var
+    # later solutions never mention earlier-solved unknowns (those were eliminated first)
+    values: dict = {}
+    for v, value in reversed(solver.solved):
+        values[v] = substitute(value, {**mapping, **values})
+    everything = {**mapping, **values}
+    ranges = dict(ranges or {})
+    for iv in axes:
+        lo, ext = const_int(iv.dom.min), const_int(iv.dom.extent)
+        if lo is not None and ext is not None:
+            ranges[iv.var] = (lo, lo + ext - 1)
+    simp = Simplifier(ranges)
+    conditions = []
+    for c in solver.conditions:
+        c = simp.visit(substitute(c, everything))
+        if isinstance(c, n.IntImm):
+            if c.value:
+                continue
+            return Solution({}, [], [c], solver.exact)   # never holds: no iteration
+        conditions.append(c)
+    substitution = {v: simp.visit(everything[v]) for v in solver.original}
+    return Solution(substitution, axes, conditions, solver.exact)
