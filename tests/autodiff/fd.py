@@ -70,27 +70,38 @@ def compute_ops(*tensors: Tensor) -> list[ComputeOp]:
 
 
 class Kernel:
-    """``out`` compiled (``td.build([*placeholders, out])``, auto-scheduled) as a function
-    of the placeholders it reads: ``kernel({x: array, ...})`` returns a new array."""
+    """``out`` compiled as a function of the placeholders it reads: ``kernel({x: array,
+    ...})`` returns a new array.
 
-    def __init__(self, out: Tensor):
+    ``schedule="auto"``: ``td.build([*placeholders, out])``, auto-scheduled, as a user
+    builds a derived tensor; ``"default"``: ``td.create_schedule`` (every stage at root),
+    which compiles derived kernels ten times faster (the auto-scheduler's generic form
+    of a convolution's adjoint takes seconds) and checks the same derivation. An output
+    of a multi-output compute is built with its siblings under the default schedule."""
+
+    def __init__(self, out: Tensor, schedule: str = "auto"):
+        assert isinstance(out.op, ComputeOp), f"{out.name} is a {type(out.op).__name__}, not a compute"
+        assert schedule in ("auto", "default"), schedule
         self.out = out
         self.inputs = placeholders(out)
-        self.shape = static_shape(out)
-        self.func = td.build([*self.inputs, out])
+        self.outputs = list(out.op.outputs)
+        if schedule == "auto" and len(self.outputs) == 1:
+            self.func = td.build([*self.inputs, out])
+        else:
+            self.func = td.build(td.create_schedule(out.op), [*self.inputs, *self.outputs])
 
     def __call__(self, values: Mapping[Tensor, np.ndarray]) -> np.ndarray:
         missing = [p.name for p in self.inputs if p not in values]
         assert not missing, f"{self.out.name} reads {missing}, which have no values"
-        result = poisoned(self.shape, self.out.dtype)
-        self.func(*[np.ascontiguousarray(values[p]) for p in self.inputs], result)
-        return result
+        results = [poisoned(static_shape(t), t.dtype) for t in self.outputs]
+        self.func(*[np.ascontiguousarray(values[p]) for p in self.inputs], *results)
+        return results[self.out.value_index]
 
 
 @functools.cache
-def compiled(t: Tensor) -> Kernel:
-    """``Kernel(t)``, once per tensor (a forward is run by several checks)."""
-    return Kernel(t)
+def compiled(t: Tensor, schedule: str = "auto") -> Kernel:
+    """``Kernel(t, schedule)``, once per tensor (a forward is run by several checks)."""
+    return Kernel(t, schedule)
 
 
 def evaluate(t: Tensor, values: Mapping[Tensor, np.ndarray]) -> np.ndarray:
@@ -137,7 +148,7 @@ class Loss:
     """``f(values) = sum(head * y(values))`` through the forward kernel only."""
 
     def __init__(self, y: Tensor, head: np.ndarray):
-        self.forward = compiled(y)
+        self.forward = compiled(y, "default")   # run often: no thread pool for tiny work
         self.head = head
 
     def __call__(self, values) -> float:
@@ -148,16 +159,18 @@ class Loss:
 
 
 def check_adjoints(y: Tensor, xs: Sequence[Tensor], adjoints: Sequence[Tensor],
-                   values: Mapping, head: np.ndarray, rng, **kw) -> list[np.ndarray]:
-    """Each derived adjoint (``adjoints[k]`` of ``xs[k]``) against central differences of
-    ``sum(head * y)``. ``values`` holds every placeholder the forward and the adjoints
-    read (a head placeholder among them). Returns the adjoints' values."""
+                   values: Mapping, head: np.ndarray, rng, *, schedule: str = "auto",
+                   **kw) -> list[np.ndarray]:
+    """Each derived adjoint (``adjoints[k]`` of ``xs[k]``, built with ``schedule``) against
+    central differences of ``sum(head * y)``. ``values`` holds every placeholder the
+    forward and the adjoints read (a head placeholder among them). Returns the adjoints'
+    values."""
     grads = []
     for x, adj in zip(xs, adjoints, strict=True):
         assert static_shape(adj) == static_shape(x), (
             f"adjoint of {x.name}: shape {static_shape(adj)}, expected {static_shape(x)}")
         assert adj.dtype == x.dtype, f"adjoint of {x.name}: dtype {adj.dtype}, not {x.dtype}"
-        grads.append(Kernel(adj)(values))
+        grads.append(Kernel(adj, schedule)(values))
     check_adjoint_values(y, xs, grads, values, head, rng, **kw)
     return grads
 
@@ -219,7 +232,7 @@ def check_grad(y: Tensor, xs: Sequence[Tensor], values: Mapping, rng, *,
 
 
 def check_jvp(y: Tensor, xs: Sequence[Tensor], values: Mapping, rng, *, eps: float = EPS,
-              rtol: float = RTOL) -> tuple[np.ndarray, list[np.ndarray]]:
+              rtol: float = RTOL, schedule: str = "auto") -> tuple[np.ndarray, list[np.ndarray]]:
     """``td.jvp(y, xs)`` with random tangents against the central difference of ``y``
     along them (all of ``xs`` moved at once). Returns the tangent of ``y`` and the
     tangents' values."""
@@ -230,8 +243,8 @@ def check_jvp(y: Tensor, xs: Sequence[Tensor], values: Mapping, rng, *, eps: flo
     ts = [rng.standard_normal(static_shape(x)).astype(x.dtype) for x in xs]
     feeds = dict(values)
     feeds.update(zip(tangents, ts))
-    got = Kernel(ty)(feeds)
-    forward = compiled(y)
+    got = Kernel(ty, schedule)(feeds)
+    forward = compiled(y, "default")
     fd = (forward(moved(values, {x: eps * t for x, t in zip(xs, ts)}))
           - forward(moved(values, {x: -eps * t for x, t in zip(xs, ts)}))) / (2 * eps)
     assert_close(got, fd, f"tangent of {y.name} along random tangents of "
@@ -240,7 +253,7 @@ def check_jvp(y: Tensor, xs: Sequence[Tensor], values: Mapping, rng, *, eps: flo
 
 
 def check_hvp(y: Tensor, x: Tensor, values: Mapping, rng, *, head: str = "ones",
-              eps: float = EPS, rtol: float = RTOL) -> np.ndarray:
+              eps: float = EPS, rtol: float = RTOL, schedule: str = "auto") -> np.ndarray:
     """``td.hvp(y, x)`` (random ``v``; a random head placeholder unless ``head="ones"``)
     against the central difference of the derived gradient along ``v``, and ``<v, Hv>``
     against the second difference of ``sum(head * y)``. Returns ``H v``."""
@@ -257,8 +270,8 @@ def check_hvp(y: Tensor, x: Tensor, values: Mapping, rng, *, head: str = "ones",
         feeds[head_t] = head_value
     assert static_shape(hv) == static_shape(x) and static_shape(v) == static_shape(x)
     v_value = rng.standard_normal(static_shape(x)).astype(x.dtype)
-    got = Kernel(hv)({**feeds, v: v_value})
-    g = Kernel(grad)
+    got = Kernel(hv, schedule)({**feeds, v: v_value})
+    g = Kernel(grad, schedule)
     fd = (g(moved(feeds, {x: eps * v_value})) - g(moved(feeds, {x: -eps * v_value}))) / (2 * eps)
     assert_close(got, fd, f"H v of {y.name} w.r.t. {x.name} against differences of the "
                           "derived gradient", rtol)

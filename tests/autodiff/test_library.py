@@ -229,7 +229,9 @@ def derived(name: str) -> tuple[np.ndarray, list[np.ndarray]]:
     f = forward(name)
     adjoints, head_t = td.vjp(f.y, f.xs)
     head = np.random.default_rng(zlib.crc32(name.encode()) + 1).standard_normal(static_shape(f.y))
-    return head, [Kernel(a)({**f.values, head_t: head}) for a in adjoints]
+    # the default schedule: the auto-scheduler's generic form of some adjoints (a
+    # convolution's) compiles for seconds; test_auto_scheduled_adjoints builds a few so
+    return head, [Kernel(a, "default")({**f.values, head_t: head}) for a in adjoints]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -257,6 +259,23 @@ def test_gradient_against_torch(name):
     expected = torch_gradients(case.torch, f.named, list(case.inputs), head)
     for nm, got, want in zip(case.inputs, grads, expected):
         assert_close(got, want, f"{name}: adjoint of {nm} against torch", rtol=1e-9)
+
+
+# a few cases whose adjoints go through the auto-scheduler (td.build([...]), as a user
+# builds them) too; the convolutions' are built so by test_no_scatter
+AUTO_SCHEDULED = ["dense_bias", "max_pool_3s2p1", "avg_pool_2s1", "take_axis1_2d",
+                  "reduce_max_axes02_keep", "softmax_axis1", "layer_norm_two_axes",
+                  "log_softmax_axis0"]
+
+
+@pytest.mark.parametrize("name", AUTO_SCHEDULED)
+def test_auto_scheduled_adjoints_match(name):
+    f = forward(name)
+    head, grads = derived(name)
+    adjoints, head_t = td.vjp(f.y, f.xs)
+    for x, adj, want in zip(f.xs, adjoints, grads):
+        got = Kernel(adj, "auto")({**f.values, head_t: head})
+        assert_close(got, want, f"{name}: auto-scheduled adjoint of {x.name}", rtol=1e-12)
 
 
 # ---------------------------------------------------------------- forward mode and HVPs

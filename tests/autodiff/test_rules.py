@@ -453,6 +453,23 @@ def test_a_user_comm_reducer_is_refused_by_name():
     y = td.compute((5,), lambda i: prod(x[i, k], axis=k), name="y")
     with pytest.raises(td.TensorDSLError, match="prod"):
         td.grad(y, x)
+    with pytest.raises(td.TensorDSLError, match="prod"):
+        td.jvp(y, x)
+
+
+@pytest.mark.parametrize("which", ["max", "min"])
+def test_hvp_through_a_max_min_reduction(rng, which):
+    """Forward over reverse through the argmax mask the reverse pass creates: the mask is
+    piecewise constant, so H v = 2 v at the chosen element."""
+    x = ph(SHAPE, "x")
+    k = td.reduce_axis((0, 7), "k")
+    y = td.compute((5,), lambda i: getattr(td, which)(x[i, k] * x[i, k], axis=k), name="y")
+    values = random_values(rng, [x])
+    hv = check_hvp(y, x, values, rng)
+    arg = (np.argmax if which == "max" else np.argmin)(values[x] ** 2, axis=1)
+    assert (hv[np.arange(5), arg] != 0).all()
+    hv[np.arange(5), arg] = 0
+    np.testing.assert_array_equal(hv, 0.0)
 
 
 # ---------------------------------------------------------------- graphs
@@ -512,11 +529,16 @@ def test_an_input_y_does_not_read_gets_zeros(rng):
 
 
 def test_y_itself_as_x_gets_the_head(rng):
+    """dy/dy is the head (ones by default), as a compute like every other result."""
     x = ph(SHAPE, "x")
     y = td.compute(SHAPE, lambda i, j: x[i, j] * 2.0, name="y")
+    xv, head = rng.standard_normal(SHAPE), rng.standard_normal(SHAPE)
+    gx, gy = td.grad(y, [x, y])
+    assert gy is not None, "td.grad(y, [x, y]) gave None for y's own adjoint"
+    assert_close(Kernel(gy)({x: xv}), np.ones(SHAPE), "dy/dy, default head")
+    assert_close(Kernel(gx)({x: xv}), 2 * np.ones(SHAPE), "dy/dx beside it")
     (gy,), head_t = td.vjp(y, [y])
-    head = rng.standard_normal(SHAPE)
-    assert_close(Kernel(gy)({x: rng.standard_normal(SHAPE), head_t: head}), head, "dy/dy")
+    assert_close(Kernel(gy)({x: xv, head_t: head}), head, "dy/dy, given head")
 
 
 def test_an_intermediate_tensor_as_x(rng):
@@ -646,3 +668,35 @@ def test_hvp_with_a_head(rng):
     x = ph(SHAPE, "x")
     y = td.compute(SHAPE, lambda i, j: td.tanh(x[i, j]) * x[i, (j + 1) % 7], name="y")
     check_hvp(y, x, random_values(rng, [x]), rng, head="random")
+
+
+def test_two_reads_of_one_tensor_in_a_reduction(rng):
+    x = ph((9,), "x")
+    k = td.reduce_axis((0, 3), "k")
+    y = td.compute((6,), lambda i: td.sum(x[i + k] * x[i + 2 - k + 1], axis=k), name="y")
+    values = random_values(rng, [x])
+    head = rng.standard_normal(6)
+    (g,) = check_grad(y, [x], values, rng, head=head)
+    xv, expected = values[x], np.zeros(9)
+    for i in range(6):
+        for kk in range(3):
+            expected[i + kk] += head[i] * xv[i + 3 - kk]
+            expected[i + 3 - kk] += head[i] * xv[i + kk]
+    assert_close(g, expected, "d of x[i + k] * x[i + 3 - k]")
+
+
+def test_symbolic_extent(rng):
+    """A size left symbolic: the adjoint's gather bounds depend on it."""
+    n = td.var("n")
+    x = td.placeholder((n, 4), dtype="float64", name="x")
+    y = td.compute((n - 1, 4), lambda i, j: x[i + 1, j] * x[i, j], name="y")
+    (g,), head_t = td.vjp(y, [x])
+    f = td.build([x, head_t, g])
+    for rows in (2, 5, 9):
+        xv, head = rng.standard_normal((rows, 4)), rng.standard_normal((rows - 1, 4))
+        out = np.full((rows, 4), np.nan)
+        f(xv, head, out)
+        expected = np.zeros((rows, 4))
+        expected[1:] += head * xv[:-1]
+        expected[:-1] += head * xv[1:]
+        assert_close(out, expected, f"adjoint with n = {rows}")
