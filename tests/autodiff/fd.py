@@ -80,7 +80,8 @@ class Kernel:
     of a multi-output compute is built with its siblings under the default schedule."""
 
     def __init__(self, out: Tensor, schedule: str = "auto"):
-        assert isinstance(out.op, ComputeOp), f"{out.name} is a {type(out.op).__name__}, not a compute"
+        assert isinstance(out.op, ComputeOp), (
+            f"{out.name} is a {type(out.op).__name__}, not a compute")
         assert schedule in ("auto", "default"), schedule
         self.out = out
         self.inputs = placeholders(out)
@@ -188,7 +189,8 @@ def check_adjoint_values(y: Tensor, xs: Sequence[Tensor], grads: Sequence[np.nda
         assert np.isfinite(g).all(), f"adjoint of {x.name} has non-finite elements:\n{g}"
         for k in range(directions):
             d = rng.standard_normal(g.shape)
-            fd = (loss(moved(values, {x: eps * d})) - loss(moved(values, {x: -eps * d}))) / (2 * eps)
+            fd = (loss(moved(values, {x: eps * d}))
+                  - loss(moved(values, {x: -eps * d}))) / (2 * eps)
             got = float(np.sum(g * d))
             tol = _directional_tolerance(g, d, f_scale, rtol)
             assert abs(got - fd) <= tol, (
@@ -280,7 +282,8 @@ def check_hvp(y: Tensor, x: Tensor, values: Mapping, rng, *, head: str = "ones",
     second = (loss(moved(feeds, {x: h * v_value})) - 2 * loss(feeds)
               + loss(moved(feeds, {x: -h * v_value}))) / h**2
     vhv = float(np.sum(v_value * got))
-    tol = 1e-4 * float(np.linalg.norm(got) * np.linalg.norm(v_value)) + 1e-6 * (1 + loss.scale(feeds))
+    tol = (1e-4 * float(np.linalg.norm(got) * np.linalg.norm(v_value))
+           + 1e-6 * (1 + loss.scale(feeds)))
     assert abs(vhv - second) <= tol, (
         f"<v, H v> of {y.name} w.r.t. {x.name}: {vhv!r}, second difference {second!r}")
     return got

@@ -19,8 +19,11 @@ def _adjoint(x, head, wrong: float = 0.0):
     """d/dx[i, j] of sum(head * x[:, :-1] * x[:, 1:]), written by hand: x[i, j] is read
     as the left factor (j < 6) and as the right one (j > 0)."""
     def f(i, j):
-        left = td.if_then_else(j < 6, head[i, td.minimum(j, 5)] * x[i, td.minimum(j + 1, 6)], 0.0)
-        right = td.if_then_else(j > 0, head[i, td.maximum(j - 1, 0)] * x[i, td.maximum(j - 1, 0)], 0.0)
+        # (the clamps keep the unguarded index expressions in bounds for the checker)
+        left = td.if_then_else(j < 6, head[i, td.minimum(j, 5)] * x[i, td.minimum(j + 1, 6)],
+                               0.0)
+        right = td.if_then_else(j > 0, head[i, td.maximum(j - 1, 0)]
+                                * x[i, td.maximum(j - 1, 0)], 0.0)
         return left + right + wrong * x[i, j]
     return td.compute((5, 7), f, name="x.adjoint")
 

@@ -8,7 +8,6 @@ comparisons, so a kernel is compiled once per session."""
 from __future__ import annotations
 
 import functools
-import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,8 +30,8 @@ def _tf():
 class Case:
     """``build(**placeholders) -> y`` and the same operator in torch, ``torch(**tensors)``;
     ``inputs``: name -> shape of each float64 input, in the operator's order;
-    ``indices``: name -> fixed integer array (read, not differentiated); ``positive``: the
-    inputs drawn away from zero (divisors, inputs of a kink)."""
+    ``indices``: name -> fixed integer array (read, not differentiated);
+    ``away_from_zero``: the inputs drawn away from zero (divisors, inputs of a kink)."""
     build: Callable
     inputs: dict
     torch: Callable

@@ -164,7 +164,8 @@ def _stage(draw, p: Program, name):
             full = list(i)
             full.insert(axis, r)
             return getattr(td, reducer)(src[tuple(full)], axis=r)
-        return p.add(td.compute(out_shape, f, name=name), f"{reducer} of {src.name} over axis {axis}")
+        return p.add(td.compute(out_shape, f, name=name),
+                     f"{reducer} of {src.name} over axis {axis}")
     if kind == "broadcast" and nd >= 2:
         low = _pick(draw, p, lambda t: static_shape(t) == shape[1:])
         if low is None:

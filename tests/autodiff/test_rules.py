@@ -104,7 +104,8 @@ BINARY = {
     "mul": (lambda p, q: p * q, lambda p, q: (q, p)),
     "div": (lambda p, q: p / q, lambda p, q: (1 / q, -p / (q * q))),
     "mixed": (lambda p, q: (p * q - 3.0 * p) / (q * q + 1.0),
-              lambda p, q: ((q - 3) / (q * q + 1), p / (q * q + 1) - (p * q - 3 * p) * 2 * q / (q * q + 1) ** 2)),
+              lambda p, q: ((q - 3) / (q * q + 1),
+                            p / (q * q + 1) - (p * q - 3 * p) * 2 * q / (q * q + 1) ** 2)),
 }
 
 
@@ -274,7 +275,16 @@ PATTERNS = {
     "overlapping_stride": ((13,), (5, 4), lambda i, j: (2 * i + j,)),
     "skewed_2d": ((7, 9), (5, 3), lambda i, j: (i + 1, i + 2 * j)),
     "broadcast_row": ((7,), (5, 7), lambda i, j: (j,)),
+    # no affine solution: accumulated over the reading domain, still exact
+    "square_mod": ((7,), (10,), lambda i: ((i * i) % 7,)),
+    "clamped": ((7,), (9,), lambda i: (_clamp(i - 1, 0, 6),)),
 }
+
+
+def _clamp(e, lo, hi):
+    if isinstance(e, np.ndarray):
+        return np.clip(e, lo, hi)
+    return td.maximum(td.minimum(e, hi), lo)
 
 
 @pytest.mark.parametrize("name", sorted(PATTERNS))
@@ -648,14 +658,15 @@ def test_jvp_creates_tangent_placeholders(rng):
     ty2, (back,) = td.jvp(y, [x], tangents=[given])
     assert back.op is given.op
     values = random_values(rng, [x, w, given])
-    assert_close(Kernel(ty2)(values), values[given] * values[w][None, :], "jvp along a given tangent")
+    assert_close(Kernel(ty2)(values), values[given] * values[w][None, :],
+                 "jvp along a given tangent")
 
 
 def test_hvp_creates_v_and_matches_differences(rng):
     x = ph((7,), "x")
     k = td.reduce_axis((0, 7), "k")
-    loss = td.compute((1,), lambda _: td.sum(x[k] * x[k] * x[k] + td.exp(x[k]) * x[(k + 1) % 7], axis=k),
-                      name="loss")
+    loss = td.compute((1,), lambda _: td.sum(
+        x[k] * x[k] * x[k] + td.exp(x[k]) * x[(k + 1) % 7], axis=k), name="loss")
     hv, v = td.hvp(loss, x)
     assert isinstance(v.op, PlaceholderOp) and v.name == "x.tangent"
     assert static_shape(v) == (7,) and static_shape(hv) == (7,)
@@ -700,3 +711,30 @@ def test_symbolic_extent(rng):
         expected[1:] += head * xv[:-1]
         expected[:-1] += head * xv[1:]
         assert_close(out, expected, f"adjoint with n = {rows}")
+
+
+# y[i] = sum over k < K of body(x, i, k): reverse over reverse (the gradient of a derived
+# gradient, td.grad(td.grad(y, x), x, head=v)) is another H v, to agree with td.hvp
+SECOND_ORDER = {
+    "shifted": (7, 5, None, lambda x, i, k: td.tanh(x[i + 2]) * x[i]),
+    "window": (8, 3, 5, lambda x, i, k: x[i + k] * x[i + k + 1]),
+    "stride": (9, 4, None, lambda x, i, k: td.tanh(x[2 * i + 1])),
+    "window_with_division": (9, 3, 5, lambda x, i, k: td.tanh(x[i + k + 2 - 2 * (k // 3)])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECOND_ORDER))
+def test_reverse_over_reverse_agrees_with_hvp(rng, name):
+    n, m, K, body = SECOND_ORDER[name]
+    x, v = ph((n,), "x"), ph((n,), "v")
+    if K is None:
+        y = td.compute((m,), lambda i: body(x, i, None), name="y")
+    else:
+        k = td.reduce_axis((0, K), "k")
+        y = td.compute((m,), lambda i: td.sum(body(x, i, k), axis=k), name="y")
+    values = random_values(rng, [x, v])
+    reverse_reverse = td.grad(td.grad(y, x), x, head=v)
+    hv, _ = td.hvp(y, x, v=v)
+    assert_close(Kernel(reverse_reverse, "default")(values), Kernel(hv, "default")(values),
+                 f"{name}: reverse over reverse against forward over reverse")
+    check_hvp(y, x, values, rng, schedule="default")
