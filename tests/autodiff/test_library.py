@@ -392,3 +392,44 @@ def test_case_table_forward_matches_torch(name):
                                 for nm, a in f.named.items()})
     assert_close(evaluate(f.y, f.values), want.numpy(), f"{name}: forward against torch",
                  rtol=1e-12)
+
+
+def _max_pool_adjoint_reference(x, head, k, stride, pad):
+    """PyTorch's rule: each window's first maximum, in row-major order, gets its head."""
+    N, C, H, W = x.shape
+    g = np.zeros_like(x)
+    for b, c, oy, ox in np.ndindex(*head.shape):
+        best, at = -np.inf, None
+        for dy in range(k):
+            for dx in range(k):
+                yy, xx = oy * stride + dy - pad, ox * stride + dx - pad
+                if 0 <= yy < H and 0 <= xx < W and x[b, c, yy, xx] > best:
+                    best, at = x[b, c, yy, xx], (yy, xx)
+        g[b, c, at[0], at[1]] += head[b, c, oy, ox]
+    return g
+
+
+@pytest.mark.parametrize("schedule", ["auto", "default"])
+def test_max_pool_with_ties_gives_the_first_maximum_all(rng, schedule):
+    x = td.placeholder((2, 3, 9, 11), dtype="float64", name="x")
+    y = K.max_pool2d(x, 3, stride=2, padding=1)
+    xv = rng.integers(0, 3, (2, 3, 9, 11)).astype("float64")   # ties everywhere
+    xv[1, 2] = -1.0                                            # a plane of ties
+    head = rng.standard_normal(static_shape(y))
+    (g,), head_t = td.vjp(y, [x])
+    got = Kernel(g, schedule)({x: xv, head_t: head})
+    assert_close(got, _max_pool_adjoint_reference(xv, head, 3, 2, 1),
+                 "max_pool2d adjoint with ties", rtol=1e-12)
+
+
+def test_max_pool_with_ties_against_torch(rng):
+    torch = _torch()
+    x = td.placeholder((2, 3, 9, 11), dtype="float64", name="x")
+    y = K.max_pool2d(x, 3, stride=2, padding=1)
+    xv = rng.integers(0, 3, (2, 3, 9, 11)).astype("float64")
+    head = rng.standard_normal(static_shape(y))
+    (g,), head_t = td.vjp(y, [x])
+    expected = torch_gradients(lambda x: _tf().max_pool2d(x, 3, stride=2, padding=1),
+                               {"x": xv}, ["x"], head)[0]
+    assert_close(Kernel(g, "default")({x: xv, head_t: head}), expected,
+                 "max_pool2d adjoint with ties against torch", rtol=1e-12)

@@ -738,3 +738,73 @@ def test_reverse_over_reverse_agrees_with_hvp(rng, name):
     assert_close(Kernel(reverse_reverse, "default")(values), Kernel(hv, "default")(values),
                  f"{name}: reverse over reverse against forward over reverse")
     check_hvp(y, x, values, rng, schedule="default")
+
+
+@pytest.mark.parametrize("length", [300, 1000])
+def test_argmax_tie_rule_in_a_long_auto_scheduled_reduction(rng, length):
+    """A reduction long enough for the auto-scheduler to split or vectorize it: the first
+    tied element still gets the whole derivative, whatever order the lanes reduce in."""
+    x = ph((3, length), "x")
+    k = td.reduce_axis((0, length), "k")
+    y = td.compute((3,), lambda i: td.max(x[i, k], axis=k), name="y")
+    xv = rng.uniform(-1, 1, (3, length))
+    xv[0, [17, 130, length - 1]] = 2.0
+    xv[1, [length - 1, length - 2]] = 2.0
+    xv[2, :] = 1.0
+    xv[2, [5, 9]] = 3.0
+    head = rng.standard_normal(3)
+    (g,), head_t = td.vjp(y, [x])
+    expected = np.zeros((3, length))
+    expected[np.arange(3), np.argmax(xv, axis=1)] = head
+    assert_close(Kernel(g)({x: xv, head_t: head}), expected, "d max with ties, auto-scheduled")
+
+
+def test_an_input_read_only_in_a_condition_gets_zeros(rng):
+    x, c = ph(SHAPE, "x"), ph(SHAPE, "c")
+    k = td.reduce_axis((0, 7), "k")
+    y = td.compute((5,), lambda i: td.sum(x[i, k], axis=k, where=c[i, k] > 0), name="y")
+    (gc,) = td.grad(y, [c])
+    np.testing.assert_array_equal(Kernel(gc)(random_values(rng, [x, c])), np.zeros(SHAPE))
+
+
+def test_a_path_through_an_integer_compute_carries_no_derivative(rng):
+    x = ph((6,), "x")
+    m = td.compute((6,), lambda i: (x[i] * 3.0).astype("int32") * 2, name="m")
+    y = td.compute((6,), lambda i: m[i].astype("float64") * x[i], name="y")
+    xv = rng.uniform(-2, 2, 6)
+    xv[np.abs(xv * 3 - np.round(xv * 3)) < 1e-3] += 0.01
+    (g,) = check_grad(y, [x], {x: xv}, rng, head="ones")
+    assert_close(g, np.trunc(xv * 3) * 2, "d (int(3x) * 2 * x)")
+    check_jvp(y, [x], {x: xv}, rng)
+
+
+def test_a_bool_mask_compute_selects(rng):
+    x = ph((6,), "x")
+    mask = td.compute((6,), lambda i: x[i] > 0.1, name="mask")
+    y = td.compute((6,), lambda i: td.select(mask[i], x[i] * x[i], 2.0 * x[i]), name="y")
+    xv = rng.uniform(-2, 2, 6)
+    xv[np.abs(xv - 0.1) < 0.01] = 1.0
+    (g,) = check_grad(y, [x], {x: xv}, rng, head="ones")
+    assert_close(g, np.where(xv > 0.1, 2 * xv, 2.0), "d select(mask)")
+    check_hvp(y, x, {x: xv}, rng)
+
+
+def test_float32_end_to_end(rng):
+    x = ph(SHAPE, "x", "float32")
+    y = td.compute(SHAPE, lambda i, j: td.tanh(x[i, j]) * x[i, j], name="y")
+    g = td.grad(y, x)
+    assert g.dtype == "float32"
+    xv = rng.uniform(-1, 1, SHAPE).astype("float32")
+    t = np.tanh(xv.astype("float64"))
+    np.testing.assert_allclose(Kernel(g)({x: xv}), t + xv * (1 - t * t), rtol=1e-5, atol=1e-6)
+
+
+def test_a_head_or_tangent_unlike_its_tensor_is_refused():
+    x = ph((3,), "x")
+    y = td.compute((3,), lambda i: x[i] * 2.0, name="y")
+    with pytest.raises(ValueError, match="head"):
+        td.grad(y, x, head=ph((3,), "h", "float32"))
+    with pytest.raises(ValueError, match="head"):
+        td.vjp(y, [x], head=ph((4,), "h"))
+    with pytest.raises(ValueError, match="tangent"):
+        td.jvp(y, [x], tangents=[ph((2,), "t")])
