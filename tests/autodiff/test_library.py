@@ -20,6 +20,7 @@ import tensordsl as td
 
 from .fd import (Kernel, assert_close, check_adjoint_values, check_grad, check_hvp, check_jvp,
                  evaluate, static_shape)
+from .references import conv2d_nchw_adjoints, max_pool2d_adjoint
 
 
 def _tf():
@@ -285,7 +286,7 @@ def _placeholders(**shapes):
 
 
 @pytest.mark.parametrize("axis", [-1, 0])
-def test_softmax_jvp_and_hvp(rng, axis):
+def test_softmax_jvp(rng, axis):
     (x,) = _placeholders(x=(5, 7))
     y = K.softmax(x, axis=axis)
     values = {x: rng.uniform(-2, 2, (5, 7))}
@@ -293,15 +294,29 @@ def test_softmax_jvp_and_hvp(rng, axis):
     # closed form: J t = p * (t - sum(p * t))
     p = np.exp(values[x]) / np.exp(values[x]).sum(axis=axis, keepdims=True)
     assert_close(ty, p * (t - (p * t).sum(axis=axis, keepdims=True)), "softmax tangent")
-    check_hvp(y, x, values, rng, head="random")
 
 
-def test_layer_norm_jvp_and_hvp(rng):
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_hvp(rng, axis):
+    (x,) = _placeholders(x=(5, 7))
+    y = K.softmax(x, axis=axis)
+    check_hvp(y, x, {x: rng.uniform(-2, 2, (5, 7))}, rng, head="random")
+
+
+def _layer_norm(rng):
     x, gamma, beta = _placeholders(x=(5, 7), gamma=(7,), beta=(7,))
-    y = K.layer_norm(x, gamma, beta)
     values = {x: rng.uniform(-1, 1, (5, 7)), gamma: rng.uniform(0.5, 1.5, 7),
               beta: rng.uniform(-1, 1, 7)}
-    check_jvp(y, [x, gamma, beta], values, rng)
+    return K.layer_norm(x, gamma, beta), (x, gamma, beta), values
+
+
+def test_layer_norm_jvp(rng):
+    y, xs, values = _layer_norm(rng)
+    check_jvp(y, xs, values, rng)
+
+
+def test_layer_norm_hvp(rng):
+    y, (x, gamma, _), values = _layer_norm(rng)
     check_hvp(y, x, values, rng, head="random")
     # sum(head * y) is linear in gamma: its Hessian there is zero
     hv = check_hvp(y, gamma, values, rng, head="random")
@@ -394,21 +409,6 @@ def test_case_table_forward_matches_torch(name):
                  rtol=1e-12)
 
 
-def _max_pool_adjoint_reference(x, head, k, stride, pad):
-    """PyTorch's rule: each window's first maximum, in row-major order, gets its head."""
-    N, C, H, W = x.shape
-    g = np.zeros_like(x)
-    for b, c, oy, ox in np.ndindex(*head.shape):
-        best, at = -np.inf, None
-        for dy in range(k):
-            for dx in range(k):
-                yy, xx = oy * stride + dy - pad, ox * stride + dx - pad
-                if 0 <= yy < H and 0 <= xx < W and x[b, c, yy, xx] > best:
-                    best, at = x[b, c, yy, xx], (yy, xx)
-        g[b, c, at[0], at[1]] += head[b, c, oy, ox]
-    return g
-
-
 @pytest.mark.parametrize("schedule", ["auto", "default"])
 def test_max_pool_with_ties_gives_the_first_maximum_all(rng, schedule):
     x = td.placeholder((2, 3, 9, 11), dtype="float64", name="x")
@@ -418,7 +418,7 @@ def test_max_pool_with_ties_gives_the_first_maximum_all(rng, schedule):
     head = rng.standard_normal(static_shape(y))
     (g,), head_t = td.vjp(y, [x])
     got = Kernel(g, schedule)({x: xv, head_t: head})
-    assert_close(got, _max_pool_adjoint_reference(xv, head, 3, 2, 1),
+    assert_close(got, max_pool2d_adjoint(xv, head, 3, 2, 1),
                  "max_pool2d adjoint with ties", rtol=1e-12)
 
 
@@ -433,3 +433,23 @@ def test_max_pool_with_ties_against_torch(rng):
                                {"x": xv}, ["x"], head)[0]
     assert_close(Kernel(g, "default")({x: xv, head_t: head}), expected,
                  "max_pool2d adjoint with ties against torch", rtol=1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_with_a_symbolic_batch(rng, stride):
+    """The batch left symbolic (td.var): the weight's adjoint sums over it."""
+    n = td.var("n")
+    x = td.placeholder((n, 3, 7, 9), dtype="float64", name="x")
+    w = td.placeholder((4, 3, 3, 3), dtype="float64", name="w")
+    y = K.conv2d_nchw(x, w, stride=stride, padding=1)
+    (gx, gw), head_t = td.vjp(y, [x, w])
+    build = {g: td.build(td.create_schedule(g.op), [x, w, head_t, g]) for g in (gx, gw)}
+    for rows in (1, 3):
+        xv, wv = rng.standard_normal((rows, 3, 7, 9)), rng.standard_normal((4, 3, 3, 3))
+        head = rng.standard_normal((rows, 4, (7 - 1) // stride + 1, (9 - 1) // stride + 1))
+        want_x, want_w = conv2d_nchw_adjoints(xv, wv, head, stride, 1)
+        got_x, got_w = np.full(xv.shape, np.nan), np.full(wv.shape, np.nan)
+        build[gx](xv, wv, head, got_x)
+        build[gw](xv, wv, head, got_w)
+        assert_close(got_x, want_x, f"d/dx, batch {rows}", rtol=1e-12)
+        assert_close(got_w, want_w, f"d/dw, batch {rows}", rtol=1e-12)

@@ -13,6 +13,7 @@ import tensordsl as td
 from tensordsl.te.tensor import ACCUMULATE_TAG
 
 from .fd import Kernel, assert_close, compute_ops, operations, placeholders
+from .references import conv2d_nchw_adjoints
 
 MARKER = "gradient: accumulate"
 
@@ -29,19 +30,6 @@ def _derived_ops(result, forward):
 
 def _lowered(t) -> str:
     return str(td.lower(td.create_schedule(t.op), [*placeholders(t), t]))
-
-
-def _conv_input_adjoint_reference(head, w, x_shape, stride, pad):
-    """sum(head * conv(x, w)) differentiated by x, as a numpy scatter: every output
-    element adds its window's weights, times its head, into the input."""
-    N, C, H, W = x_shape
-    F, _, KH, KW = w.shape
-    padded = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
-    for oy in range(head.shape[2]):
-        for ox in range(head.shape[3]):
-            window = np.einsum("nf,fcij->ncij", head[:, :, oy, ox], w)
-            padded[:, :, oy * stride:oy * stride + KH, ox * stride:ox * stride + KW] += window
-    return padded[:, :, pad:pad + H, pad:pad + W]
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -67,7 +55,7 @@ def test_conv2d_input_adjoint_is_a_gather(rng, stride):
         tuple(d.value for d in y.shape))
     xv = rng.standard_normal((1, 8, 12, 12))
     got = Kernel(gx)({x: xv, w: wv, head_t: head})
-    assert_close(got, _conv_input_adjoint_reference(head, wv, xv.shape, stride, 1),
+    assert_close(got, conv2d_nchw_adjoints(xv, wv, head, stride, 1)[0],
                  f"conv2d (stride {stride}) input adjoint", rtol=1e-10)
 
 
