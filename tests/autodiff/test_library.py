@@ -156,6 +156,8 @@ CASES = {
     "multiply_number": Case(lambda a: K.multiply(a, 2.5), {"a": (5, 7)}, lambda a: a * 2.5),
     "divide_number_by": Case(lambda a: K.divide(3.0, a), {"a": (5, 7)}, lambda a: 3.0 / a,
                              away_from_zero=("a",)),
+    "pad": Case(lambda x: K.pad(x, (1, 0, 2), (0, 3, 1), value=0.5), {"x": (3, 4, 5)},
+                lambda x: _tf().pad(x, (2, 1, 0, 3, 1, 0), value=0.5)),
     # take: the gradient gathers repeats
     "take_axis0": Case(lambda x, indices: K.take(x, indices, axis=0), {"x": (7, 5)},
                        lambda x, indices: x[indices],
@@ -259,6 +261,12 @@ def test_gradient_against_torch(name):
     expected = torch_gradients(case.torch, f.named, list(case.inputs), head)
     for nm, got, want in zip(case.inputs, grads, expected):
         assert_close(got, want, f"{name}: adjoint of {nm} against torch", rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_jvp_against_finite_differences(name):
+    f = forward(name)
+    check_jvp(f.y, f.xs, f.values, np.random.default_rng(11), schedule="default")
 
 
 # a few cases whose adjoints go through the auto-scheduler (td.build([...]), as a user
