@@ -109,6 +109,16 @@ def evaluate(t: Tensor, values: Mapping[Tensor, np.ndarray]) -> np.ndarray:
     return compiled(t)(values)
 
 
+def ph(shape, name: str, dtype: str = "float64") -> Tensor:
+    """A placeholder, float64 unless told."""
+    return td.placeholder(shape, dtype=dtype, name=name)
+
+
+def away_from_zero(rng, shape, low=0.1, high=1.0) -> np.ndarray:
+    """Values of either sign with ``low <= |v| < high``: divisors, inputs of a kink."""
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, high, shape)
+
+
 def random_values(rng, tensors: Sequence[Tensor], low=-1.0, high=1.0) -> dict:
     """Uniform values for float placeholders (each its own dtype)."""
     return {t: rng.uniform(low, high, static_shape(t)).astype(t.dtype) for t in tensors}
