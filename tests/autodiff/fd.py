@@ -2,8 +2,8 @@
 
 A derived tensor (an adjoint, a tangent, a Hessian-vector product) is an ordinary
 tensor: ``Kernel`` builds it as a function of the placeholders it reads (auto-scheduled,
-as ``td.build([...])`` does for a user) and runs it on a poisoned output, so a store the
-kernel skips shows up as NaN. The references never share code with the derivation:
+as ``td.build([...])`` does for a user, or under the default schedule, which compiles
+faster) and runs it on a poisoned output, so a store the kernel skips shows up as NaN. The references never share code with the derivation:
 
 * a gradient: ``f(x) = sum(head * y(x))`` evaluated by the forward kernel alone; the
   adjoint ``g`` projected on random directions ``d`` against
