@@ -22,11 +22,15 @@ from hypothesis import strategies as st
 
 import tensordsl as td
 
-from .fd import check_grad, check_hvp, check_jvp, static_shape
+from tests.helpers import poisoned
+from tests.property.programs import schedules
+
+from .fd import Kernel, assert_close, check_grad, check_hvp, check_jvp, placeholders, static_shape
 
 LONG = os.environ.get("TENSORDSL_FUZZ") == "long"
 CASES = 600 if LONG else 60
 HVP_CASES = 200 if LONG else 20
+SCHEDULE_CASES = 600 if LONG else 30
 
 EXTENTS = [1, 2, 3, 4, 5, 6, 7, 9, 11]
 
@@ -70,8 +74,10 @@ BINARY = ["add", "sub", "mul", "div", "max", "min", "select", "pow"]
 
 
 class Program:
-    def __init__(self):
+    def __init__(self, rng):
+        self.rng = rng       # draws the index tensors' values
         self.inputs = []     # float64 placeholders, the xs
+        self.indices = {}    # int32 placeholder -> its fixed values (read, not differentiated)
         self.stages = []     # tensors, inputs first
         self.log = []        # what each stage is, for a failure's message
 
@@ -91,7 +97,7 @@ def _pick(draw, p: Program, want=None):
 
 @st.composite
 def programs(draw):
-    p = Program()
+    p = Program(np.random.default_rng(draw(st.integers(0, 2**31))))
     ndim = draw(st.integers(1, 3))
     shape = tuple(draw(st.lists(st.sampled_from(EXTENTS), min_size=ndim, max_size=ndim)))
     for k in range(draw(st.integers(1, 2))):
@@ -109,7 +115,8 @@ def programs(draw):
 
 def _stage(draw, p: Program, name):
     kind = draw(st.sampled_from(["unary", "binary", "binary", "shift", "stride", "window",
-                                 "reduce", "broadcast", "transpose", "guarded_shift"]))
+                                 "reduce", "broadcast", "transpose", "guarded_shift",
+                                 "gather", "masked_sum"]))
     src = _pick(draw, p)
     shape = static_shape(src)
     nd = len(shape)
@@ -188,6 +195,26 @@ def _stage(draw, p: Program, name):
             return src[i] + td.if_then_else(inside, src[along(i, j)] * src[i], 0.0)
         return p.add(td.compute(shape, g, name=name),
                      f"{src.name} + (i + {off} inside ? {src.name}[i + {off}] * {src.name} : 0)")
+    if kind == "gather":
+        # read through data (no gather form: accumulated), with repeats and misses
+        extent = draw(st.integers(1, 9))
+        idx = td.placeholder((extent,), dtype="int32", name=f"I{name}")
+        p.indices[idx] = p.rng.integers(0, n, extent).astype("int32")
+        t = td.compute(replaced(extent), lambda *i: src[along(i, idx[i[axis]])] * 0.5, name=name)
+        return p.add(t, f"{src.name}[axis {axis}: {idx.name}[i]] * 0.5, "
+                        f"{idx.name} = {p.indices[idx].tolist()}")
+    if kind == "masked_sum" and nd >= 2:
+        # a sum whose condition reads data: the adjoint is masked the same way
+        r = td.reduce_axis((0, n), f"m{name}")
+        out_shape = tuple(e for d, e in enumerate(shape) if d != axis)
+
+        def masked(*i):
+            full = list(i)
+            full.insert(axis, r)
+            v = src[tuple(full)]
+            return td.sum(v * v, axis=r, where=td.abs(v) > 0.3)
+        return p.add(td.compute(out_shape, masked, name=name),
+                     f"sum of {src.name}^2 over axis {axis} where |{src.name}| > 0.3")
     u = draw(st.sampled_from(UNARY))   # a kind that does not fit this source
     return p.add(td.compute(shape, lambda *i: _unary(u, src[i]), name=name), f"{u}({src.name})")
 
@@ -199,7 +226,8 @@ def _settings(cases):
 
 def _values(draw, p):
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
-    return rng, {x: rng.uniform(-1.5, 1.5, static_shape(x)) for x in p.inputs}
+    values = {x: rng.uniform(-1.5, 1.5, static_shape(x)) for x in p.inputs}
+    return rng, {**values, **p.indices}
 
 
 def _described(p, fn):
@@ -230,3 +258,33 @@ def test_random_program_hvp(data):
     rng, values = _values(data.draw, p)
     x = p.inputs[data.draw(st.integers(0, len(p.inputs) - 1))]
     _described(p, lambda: check_hvp(y, x, values, rng, head="random"))
+
+
+@_settings(SCHEDULE_CASES)
+@given(st.data())
+def test_random_schedules_of_derived_kernels(data):
+    """A derived adjoint under a random legal schedule (the fuzzer's, tests/property)
+    computes what it computes under the default schedule."""
+    p = data.draw(programs())
+    y = p.stages[-1]
+    rng, values = _values(data.draw, p)
+    x = p.inputs[data.draw(st.integers(0, len(p.inputs) - 1))]
+    (adjoint,), head_t = td.vjp(y, [x])
+    values[head_t] = rng.standard_normal(static_shape(y))
+    s = data.draw(schedules(_Stages(adjoint)))
+    args = [*placeholders(adjoint), adjoint]
+
+    def check():
+        expected = Kernel(adjoint, "default")(values)
+        got = poisoned(expected.shape, expected.dtype)
+        td.build(s, args)(*[values[a] for a in args[:-1]], got)
+        assert_close(got, expected, f"adjoint of {x.name} under the schedule {s.trace}",
+                     rtol=1e-10)
+    _described(p, check)
+
+
+class _Stages:
+    """What tests/property/programs.schedules reads of a program: its last stage."""
+
+    def __init__(self, out):
+        self.stages = [(out, None)]
