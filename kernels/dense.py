@@ -16,6 +16,7 @@ import math
 
 import tensordsl as td
 from tensordsl.ir import nodes as n
+from tensordsl.te.tensor import STOP_GRADIENT_TAG
 
 
 # ---------------------------------------------------------------- helpers
@@ -476,7 +477,7 @@ def _mean_dtype(dtype: str) -> str:
     return "float64" if dtype == "bool" or dtype.startswith(("int", "uint")) else dtype
 
 
-def _reduce(x, axis, keepdims, reducer, what, name, dtype=None):
+def _reduce(x, axis, keepdims, reducer, what, name, dtype=None, tag=""):
     axes = _axes(axis, x.ndim, what)
     raxes = {a: td.reduce_axis((0, x.shape[a]), f"r{a}") for a in axes}
     kept = [d for d in range(x.ndim) if d not in raxes]
@@ -496,7 +497,7 @@ def _reduce(x, axis, keepdims, reducer, what, name, dtype=None):
         shape = (1,)
         g = f
         f = lambda i: g()  # noqa: E731 (a full reduction gives a 1-element tensor)
-    return td.compute(shape, f, name=name)
+    return td.compute(shape, f, name=name, tag=tag)
 
 
 def reduce_sum(x, axis=None, keepdims: bool = False, dtype: str | None = None,
@@ -546,6 +547,13 @@ def reduce_mean(x, axis=None, keepdims: bool = False, dtype: str | None = None,
     return td.compute(total.shape, lambda *i: total[i] * (1.0 / count), name=name)
 
 
+def _stability_shift(x, axis, name):
+    """The row maximum subtracted before ``exp`` for numerical stability. The result
+    does not depend on it mathematically, so autodiff treats it as a constant (as JAX's
+    ``softmax`` stops its gradient): no argmax in the derived kernels."""
+    return _reduce(x, axis, True, td.max, "softmax", f"{name}.max", tag=STOP_GRADIENT_TAG)
+
+
 def _last_axis(x, axis, what):
     (a,) = _axes(axis, x.ndim, what)
     return a
@@ -557,7 +565,7 @@ def softmax(x, axis: int = -1, name: str = "softmax"):
     >>> p = td.ops.softmax(x, axis=-1)
     """
     a = _last_axis(x, axis, "softmax")
-    m = reduce_max(x, axis=a, keepdims=True, name=f"{name}.max")
+    m = _stability_shift(x, a, name)
     e = td.compute(x.shape, lambda *i: td.exp(x[i] - m[_pin(i, a)]), name=f"{name}.exp")
     s = reduce_sum(e, axis=a, keepdims=True, name=f"{name}.sum")
     # one division per row, then multiplies (a vector division costs ~10 multiplies)
@@ -571,7 +579,7 @@ def log_softmax(x, axis: int = -1, name: str = "log_softmax"):
     >>> p = td.ops.log_softmax(x, axis=-1)
     """
     a = _last_axis(x, axis, "log_softmax")
-    m = reduce_max(x, axis=a, keepdims=True, name=f"{name}.max")
+    m = _stability_shift(x, a, name)
     r = td.reduce_axis((0, x.shape[a]), "r")
     lse = td.compute(m.shape, lambda *i: td.sum(td.exp(x[_put(i, a, r)] - m[i]), axis=r),
                      name=f"{name}.sum")

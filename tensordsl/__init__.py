@@ -20,7 +20,8 @@ from .te.tensor import Tensor
 from .te.tvm_names import (Select, floordiv, floormod, indexdiv, indexmod, size_var,
                            truncdiv, truncmod)
 from .build import build
-from .autodiff import grad, gradient, hvp, jvp, vjp
+from .program import Program, build_program
+from .autodiff import grad, gradient, hvp, jvp, stop_gradient, vjp
 from .schedule import tensor_intrin
 from . import autotune, nd, ops
 
@@ -33,7 +34,8 @@ __all__ = [
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
     "compute", "max", "min", "placeholder", "reduce_axis", "scan", "sum", "thread_axis", "var",
     "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin", "call_packed", "extern",
-    "get_global_func", "register_func", "grad", "gradient", "hvp", "jvp", "vjp",
+    "get_global_func", "register_func", "grad", "gradient", "hvp", "jvp", "stop_gradient", "vjp",
+    "Program", "build_program",
     # TVM's names (te/tvm_names.py)
     "Select", "floordiv", "floormod", "indexdiv", "indexmod", "size_var", "truncdiv",
     "truncmod",

@@ -23,6 +23,7 @@ Every result is an ordinary tensor of ``ComputeOp``s: schedule it, tune it, buil
   forward mode over the reverse-mode gradient; ``v`` created as a placeholder
   ``<x.name>.tangent`` when left out.
 * ``gradient(y, xs, head=None)``: TVM's ``te.gradient`` (always a list).
+* ``stop_gradient(x)``: ``x`` as a constant to all of the above.
 
 Rules (``derivative.py``): arithmetic, every intrinsic, ``if_then_else``/``select``
 (the derivative of the chosen arm), casts (integers carry no derivative), ``max``/``min``
@@ -38,6 +39,6 @@ convolution of the output adjoint. A read whose indices cannot be solved (``x[id
 read through data) is differentiated by a correct accumulation over the reading domain,
 marked ``gradient: accumulate`` in ``td.lower``'s output.
 """
-from .api import grad, gradient, hvp, jvp, vjp
+from .api import grad, gradient, hvp, jvp, stop_gradient, vjp
 
-__all__ = ["grad", "gradient", "hvp", "jvp", "vjp"]
+__all__ = ["grad", "gradient", "hvp", "jvp", "stop_gradient", "vjp"]

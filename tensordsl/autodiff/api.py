@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..errors import TensorDSLError
 from ..ir import dtype as dt
 from ..te import api
-from ..te.tensor import Tensor
-from . import forward, reverse
+from ..te.tensor import STOP_GRADIENT_TAG, Tensor
+from . import forward, reductions, reverse
 
 
 def _tensor(value, what: str) -> Tensor:
@@ -39,6 +39,15 @@ def _like(t: Tensor, given, what: str, name: str) -> Tensor:
         raise ValueError(f"{what}: expected a {t.dtype} tensor of shape {list(t.shape)} "
                          f"(like {t.name!r}), got {given.dtype} of shape {list(given.shape)}")
     return given
+
+
+def stop_gradient(x):
+    """``x`` itself, as a constant for ``td.grad``/``td.jvp``/``td.hvp`` (JAX's
+    ``lax.stop_gradient``, PyTorch's ``detach``): no derivative flows through it."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"stop_gradient: expected a tensor, got {type(x).__name__}")
+    return api.compute(x.shape, lambda *i: x[i], name=f"{x.name}.stop_gradient",
+                       tag=STOP_GRADIENT_TAG)
 
 
 def grad(y, xs, head=None):
@@ -86,11 +95,25 @@ def jvp(y, xs, tangents=None):
     return ty, (tangents[0] if single else tangents)
 
 
-def hvp(y, x, v=None, head=None):
+def hvp(y, xs, vs=None, head=None):
     """``(H v, v)``: the Hessian of ``sum(head * y)`` (head default ones) with respect to
-    ``x``, times ``v`` — forward mode over the reverse-mode gradient. ``v`` left out is a
-    new placeholder named ``<x.name>.tangent``."""
-    x = _tensor(x, "x")
-    g = grad(y, x, head)
-    hv, v = jvp(g, x, v)
-    return hv, v
+    ``xs``, times ``vs`` — forward mode over the reverse-mode gradient. ``xs`` a tensor:
+    ``v`` one tensor like it; a list: ``vs`` a list (and ``H v`` one tensor per x, the
+    product with the Hessian of all of them together). ``vs`` left out: new placeholders
+    named ``<x.name>.tangent``."""
+    y = _tensor(y, "y")
+    xs_list, single = _tensors(xs, "xs")
+    if vs is None:
+        vs = [None] * len(xs_list)
+    elif isinstance(vs, Tensor):
+        vs = [vs]
+    vs = list(vs)
+    if len(vs) != len(xs_list):
+        raise ValueError(f"vs: expected one per x ({len(xs_list)}), got {len(vs)}")
+    vs = [_like(x, v, f"vs[{k}]", f"{x.name}.tangent") for k, (x, v) in enumerate(zip(xs_list, vs))]
+    if head is not None:
+        head = _like(y, head, "head", "")
+    forms = reductions.SumForms()
+    grads = reverse.adjoints(y, xs_list, head, forms)
+    hv = forward.tangents(grads, xs_list, vs, forms)
+    return (hv[0], vs[0]) if single else (hv, vs)

@@ -48,7 +48,7 @@ def sub(a, b):
     if b is None:
         return a
     if a is None:
-        return -b
+        return neg(b)
     return a - b
 
 
@@ -64,6 +64,8 @@ def mul(a, b):
 
 
 def neg(a):
+    if isinstance(a, n.FloatImm):
+        return n.FloatImm(a.dtype, -a.value)
     return None if a is None else -a
 
 

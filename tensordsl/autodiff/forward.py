@@ -22,24 +22,28 @@ def tangents(ys, xs, tangents_of_xs, forms: SumForms | None = None) -> list:
     needed = depending_on(order, xs)
     check_differentiable(order, needed, "jvp")
     tangent = dict(zip(xs, tangents_of_xs))
-    for op in order:
-        if id(op) not in needed or not isinstance(op, ComputeOp):
-            continue
-        for k, out in enumerate(op.outputs):
-            if out not in tangent and is_differentiable(out.dtype):
-                tangent[out] = _tangent(op, k, tangent, forms)
-    return [tangent.get(y) or _zeros(y) for y in ys]
+
+    def tangent_of(t):
+        """``t``'s tangent (None: zero), derived on first use: only what is read."""
+        if t not in tangent:
+            tangent[t] = None
+            if id(t.op) in needed and isinstance(t.op, ComputeOp) and \
+                    is_differentiable(t.dtype):
+                tangent[t] = _tangent(t.op, t.value_index, tangent_of, forms)
+        return tangent[t]
+
+    return [tangent_of(y) or _zeros(y) for y in ys]
 
 
 def _zeros(t):
     return api.compute(t.shape, lambda *i: const(0, t.dtype), name=f"{t.name}.tangent")
 
 
-def _tangent(op, k, tangent, forms):
+def _tangent(op, k, tangent_of, forms):
     source, raxes, condition = forms.form(op, k)
 
     def read_tangent(r):
-        t = tangent.get(r.tensor)
+        t = tangent_of(r.tensor)
         return None if t is None else t[r.indices]
 
     derivative = differentiate(source, read_tangent)

@@ -3,7 +3,7 @@ which of them depend on the tensors being differentiated against."""
 from __future__ import annotations
 
 from ..errors import TensorDSLError
-from ..te.tensor import ComputeOp, PlaceholderOp
+from ..te.tensor import STOP_GRADIENT_TAG, ComputeOp, PlaceholderOp
 
 
 def topological(outputs) -> list:
@@ -24,10 +24,13 @@ def topological(outputs) -> list:
 
 
 def depending_on(order, sources) -> set:
-    """ids of the operations in ``order`` that read (through any chain) one of ``sources``."""
+    """ids of the operations in ``order`` that read (through any chain) one of
+    ``sources``; a ``stop_gradient`` compute depends on nothing."""
     wanted = {id(t.op) for t in sources}
     out = set()
     for op in order:
+        if getattr(op, "tag", "") == STOP_GRADIENT_TAG and id(op) not in wanted:
+            continue
         if id(op) in wanted or any(id(t.op) in out for t in op.input_tensors):
             out.add(id(op))
     return out

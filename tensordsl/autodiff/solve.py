@@ -234,70 +234,82 @@ class _Solver:
         """Solve equation ``k`` for ``v`` and eliminate ``v`` everywhere."""
         coeffs, rhs = self.equations.pop(k)
         a = coeffs[v]
-        rest = rhs
-        for w, c in coeffs.items():
-            if w is not v:
-                rest = rest - _int(c) * w
-        if a < 0:
-            a, rest = -a, _int(0) - rest
-        rest = self._simplify(rest)
-        if a == 1:
-            value = rest
-        else:
-            self.conditions.append(n.EQ(n.FloorMod(rest, _int(a)), _int(0)))
-            value = self._simplify(n.FloorDiv(rest, _int(a)))
-        self._eliminate(v, value)
+        sign = 1 if a > 0 else -1
+        # a*v == rhs - others, so v = numerator / |a| with the numerator's terms:
+        terms = {w: -c * sign for w, c in coeffs.items() if w is not v}
+        constant = self._simplify(rhs if sign > 0 else _int(0) - rhs)
+        self._eliminate(v, terms, constant, abs(a))
 
     def _split(self, k: int, u: n.Var, g: int):
         """Equation ``k`` is ``u + g*(...) == rhs``: ``u`` is ``lo + (rhs - lo) mod g +
         g*s`` for a new unknown ``s``, and the equation, divided by ``g``, keeps the rest."""
         coeffs, rhs = self.equations.pop(k)
-        sign = coeffs[u]
-        if sign < 0:
+        if coeffs[u] < 0:
             coeffs = {v: -c for v, c in coeffs.items()}
             rhs = _int(0) - rhs
         info = self.unknowns[u]
         lo, size = const_int(info.lo), info.size
         residue = self._simplify(n.FloorMod(rhs - _int(lo), _int(g)))
         steps = -(-size // g)
-        value = _int(lo) + residue
         reduced = {v: c // g for v, c in coeffs.items() if v is not u}
-        # (rhs - value) / g, exactly: value is lo plus the residue of rhs - lo
+        # (rhs - u) / g, exactly: u is lo plus the residue of rhs - lo, plus g*s
         new_rhs = self._simplify(n.FloorDiv(rhs - _int(lo), _int(g)))
+        terms = {}
         if steps > 1:
             s = Unknown(n.Var(f"{u.name}.step"), _int(0), _int(steps), needs_range=False)
             self.unknowns[s.var] = s
-            value = value + _int(g) * s.var
+            terms[s.var] = g
             reduced[s.var] = 1
         self.equations.append((reduced, new_rhs))
-        self._eliminate(u, self._simplify(value))
+        self._eliminate(u, terms, self._simplify(_int(lo) + residue), 1)
 
-    def _eliminate(self, v: n.Var, value: n.Expr):
+    def _eliminate(self, v: n.Var, terms: dict, constant: n.Expr, divisor: int):
+        """``v = (sum(c*w for w in terms) + constant) / divisor`` (exact): record it and
+        remove ``v`` from the other equations, scaled by ``divisor`` to stay integral
+        (fraction-free elimination)."""
         info = self.unknowns.pop(v)
+        numerator = constant
+        for w, c in terms.items():
+            numerator = numerator + _int(c) * w
+        numerator = self._simplify(numerator)
+        if divisor == 1:
+            value = numerator
+        else:
+            self.conditions.append(n.EQ(n.FloorMod(numerator, _int(divisor)), _int(0)))
+            value = self._simplify(n.FloorDiv(numerator, _int(divisor)))
         if info.needs_range:
             self.conditions.append(n.And(n.LE(info.lo, value),
                                          n.LT(value, info.lo + info.extent)))
         self.solved.append((v, value))
-        form = self.affine.of(value)
         updated = []
         for coeffs, rhs in self.equations:
             c = coeffs.get(v)
             if c is None:
                 updated.append((coeffs, rhs))
                 continue
-            coeffs = {w: x for w, x in coeffs.items() if w is not v}
-            if form is None:   # cannot happen for affine elimination; stay correct anyway
-                self.conditions.append(n.EQ(rhs, value))
-                self.exact = False
-                continue
-            for w, x in form[0].items():
-                coeffs[w] = coeffs.get(w, 0) + c * x
-            coeffs = {w: x for w, x in coeffs.items() if x}
-            updated.append((coeffs, self._simplify(rhs - _int(c) * form[1])))
+            # divisor * (c*v + rest) == divisor * rhs, with divisor*v = numerator
+            scaled = {w: x * divisor for w, x in coeffs.items() if w is not v}
+            for w, x in terms.items():
+                scaled[w] = scaled.get(w, 0) + c * x
+            scaled = {w: x for w, x in scaled.items() if x}
+            new_rhs = self._simplify(_int(divisor) * rhs - _int(c) * constant)
+            updated.append(_reduced(scaled, new_rhs))
         self.equations = updated
 
     def _simplify(self, e):
         return self.simplifier.visit(e)
+
+
+def _reduced(coeffs: dict, rhs):
+    """The equation divided by its coefficients' gcd when the right side is a constant
+    multiple of it (keeps coefficients small after fraction-free elimination)."""
+    g = 0
+    for c in coeffs.values():
+        g = math.gcd(g, abs(c))
+    r = const_int(rhs)
+    if g > 1 and r is not None and r % g == 0:
+        return {w: c // g for w, c in coeffs.items()}, _int(r // g)
+    return coeffs, rhs
 
 
 def solve(indices, targets, unknowns: list[Unknown], ranges: dict | None = None,

@@ -92,6 +92,9 @@ class TensorSlice:
 # The tag of a derived adjoint computed by accumulating over the reading domain, for want
 # of a gather form (autodiff/reverse.py); lowering marks its loop nest with a pragma.
 ACCUMULATE_TAG = "gradient: accumulate"
+# The tag of a compute that autodiff treats as a constant (``td.stop_gradient``; the
+# max that softmax subtracts for stability, whose derivative is zero).
+STOP_GRADIENT_TAG = "stop_gradient"
 
 
 class Operation:
