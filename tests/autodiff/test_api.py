@@ -236,7 +236,27 @@ def test_reverse_over_reverse_agrees_with_hvp(rng, name):
         y = td.compute((m,), lambda i: td.sum(body(x, i, k), axis=k), name="y")
     values = random_values(rng, [x, v])
     reverse_reverse = td.grad(td.grad(y, x), x, head=v)
-    hv, _ = td.hvp(y, x, v=v)
+    hv, _ = td.hvp(y, x, v)
     assert_close(Kernel(reverse_reverse, "default")(values), Kernel(hv, "default")(values),
                  f"{name}: reverse over reverse against forward over reverse")
     check_hvp(y, x, values, rng, schedule="default")
+
+
+def test_hvp_of_a_list_uses_the_joint_hessian(rng):
+    """``td.hvp(y, [x, w])``: each part of H v, with H the Hessian in (x, w) together,
+    against differences of the derived gradients moving x and w at once."""
+    x, w = ph((5, 7), "x"), ph((7,), "w")
+    k = td.reduce_axis((0, 7), "k")
+    y = td.compute((5,), lambda i: td.sum(td.tanh(x[i, k] * w[k]) * x[i, k], axis=k), name="y")
+    (hx, hw), (vx, vw) = td.hvp(y, [x, w])
+    assert [v.name for v in (vx, vw)] == ["x.tangent", "w.tangent"]
+    values = random_values(rng, [x, w])
+    tangent = {x: rng.standard_normal((5, 7)), w: rng.standard_normal(7)}
+    feeds = {**values, vx: tangent[x], vw: tangent[w]}
+    eps = 1e-6
+    for t, g in zip((hx, hw), td.grad(y, [x, w])):
+        kernel = Kernel(g, "default")
+        moved = [{**values, **{a: values[a] + s * eps * tangent[a] for a in (x, w)}}
+                 for s in (1, -1)]
+        expected = (kernel(moved[0]) - kernel(moved[1])) / (2 * eps)
+        assert_close(Kernel(t, "default")(feeds), expected, f"joint H v, part {t.name}")
