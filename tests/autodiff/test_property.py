@@ -31,6 +31,7 @@ LONG = os.environ.get("TENSORDSL_FUZZ") == "long"
 CASES = 600 if LONG else 60
 HVP_CASES = 200 if LONG else 20
 SCHEDULE_CASES = 600 if LONG else 30
+PROGRAM_CASES = 300 if LONG else 15
 
 EXTENTS = [1, 2, 3, 4, 5, 6, 7, 9, 11]
 
@@ -289,3 +290,26 @@ class _Stages:
 
     def __init__(self, out):
         self.stages = [(out, None)]
+
+
+@_settings(PROGRAM_CASES)
+@given(st.data())
+def test_derived_tensors_as_one_program(data):
+    """Every adjoint and the tangent of a random program as one ``td.build_program`` (cut
+    into kernels, each auto-scheduled) computes what the default schedule does."""
+    p = data.draw(programs())
+    y = p.stages[-1]
+    rng, values = _values(data.draw, p)
+    adjoints, head_t = td.vjp(y, p.inputs)
+    ty, tangents = td.jvp(y, p.inputs)
+    values[head_t] = rng.standard_normal(static_shape(y))
+    values.update({t: rng.standard_normal(static_shape(t)) for t in tangents})
+    outputs = [*adjoints, ty]
+    inputs = placeholders(*outputs)
+
+    def check():
+        program = td.build_program(inputs, outputs)
+        for out, got in zip(outputs, program(*[values[t] for t in inputs])):
+            assert_close(got, Kernel(out, "default")(values), f"{out.name} as a program",
+                         rtol=1e-10)
+    _described(p, check)
