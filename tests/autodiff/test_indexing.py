@@ -61,6 +61,36 @@ def test_index_pattern_adjoint_is_a_correct_gather(rng, name):
     assert_close(g, expected, f"adjoint of a {name} read")
 
 
+# name: (x extent, y extent, K, index of x read at (i, k), k < K); the reference
+# evaluates the same function on numpy arrays
+WINDOWS = {
+    "k_div_2": (6, 3, 4, lambda i, k: i + k // 2),
+    "k_mod_2": (6, 3, 4, lambda i, k: i + k % 2),
+    "k_mod_2_written_with_div": (6, 3, 4, lambda i, k: i + k - 2 * (k // 2)),
+    "k_mod_3": (7, 4, 5, lambda i, k: i + k % 3),
+    "stride_2_dilation_2": (11, 4, 3, lambda i, k: 2 * i + 2 * k),
+    "k_div_3_mixed": (9, 3, 5, lambda i, k: i + k + 2 - 2 * (k // 3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WINDOWS))
+def test_window_reduction_index_forms(rng, name):
+    """Reads x[f(i, k)] summed over k: the same set of reads written in different forms
+    (``k % 2`` and ``k - 2 * (k // 2)``) must differentiate alike."""
+    n, m, K, at = WINDOWS[name]
+    x = ph((n,), "x")
+    k = td.reduce_axis((0, K), "k")
+    y = td.compute((m,), lambda i: td.sum(td.tanh(x[at(i, k)]), axis=k), name="y")
+    values = random_values(rng, [x])
+    head = rng.standard_normal(m)
+    (g,) = check_grad(y, [x], values, rng, head=head)
+    i, kk = np.meshgrid(np.arange(m), np.arange(K), indexing="ij")
+    where = at(i, kk)
+    expected = np.zeros(n)
+    np.add.at(expected, where, head[i] * (1 - np.tanh(values[x][where]) ** 2))
+    assert_close(g, expected, f"adjoint of a window read at {name}")
+
+
 def test_strided_window_reduction(rng):
     x, w = ph((13,), "x"), ph((4,), "w")
     k = td.reduce_axis((0, 4), "k")
