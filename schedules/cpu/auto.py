@@ -99,8 +99,22 @@ def auto_space(out) -> dict:
     return space
 
 
-def auto_default(out) -> dict:  # the middle value of every knob
-    return {k: v[len(v) // 2] for k, v in auto_space(out).items()}
+BIG_BODY = 48   # IR nodes: a body this large is not unrolled by default
+
+
+def auto_default(out) -> dict:
+    """The middle value of every knob, except that the register tile stays small: it
+    spans the last two spatial axes only (a tile over every axis of a 4-d gradient
+    multiplies into hundreds of unrolled copies), and a large body is not unrolled."""
+    cfg = {k: v[len(v) // 2] for k, v in auto_space(out).items()}
+    op = _anchor(out)
+    if isinstance(op, ComputeOp):
+        for d in range(len(op.axis) - 2):
+            cfg[f"t{d}"] = 1
+        from tensordsl.ir.visitor import post_order
+        if sum(len(post_order(b)) for b in op.body) > BIG_BODY:
+            cfg["unroll"] = 0
+    return cfg
 
 
 def _reads(op) -> list:

@@ -153,6 +153,7 @@ class Simplifier(Mutator):
         """``m*(x // c)*c + m*(x % c) -> m*x``; also for a symbolic ``c`` (a fused loop
         over a symbolic extent: ``(f // n)*n + f % n -> f``)."""
         terms, extra = self._merge_symbolic_divmod(terms)
+        terms = self._remainders(terms)
         mods = [(k, a, c) for k, (a, c) in terms.items()
                 if isinstance(a, n.FloorMod) and c != 0 and isinstance(a.b, n.IntImm)]
         if not mods:
@@ -173,6 +174,26 @@ class Simplifier(Mutator):
                         terms[k] = [a, c * m]
                 extra += inner_const * m
         return terms, extra
+
+    def _remainders(self, terms: dict) -> dict:
+        """``m*x - m*c*(x // c) -> m*(x % c)`` (a remainder written out, as a derived
+        index ``k - 2*(k // 2)`` is): the remainder's range is then known."""
+        divs = [(k, a, c) for k, (a, c) in terms.items()
+                if isinstance(a, n.FloorDiv) and isinstance(a.b, n.IntImm)
+                and a.b.value > 0 and c != 0 and c % a.b.value == 0]
+        for kdiv, div, d in divs:
+            if kdiv not in terms:
+                continue
+            m = -d // div.b.value
+            inner, inner_const = self.linear(div.a)
+            if inner_const or not inner or any(
+                    k not in terms or terms[k][1] != m * c for k, (_, c) in inner.items()):
+                continue
+            terms = {k: [a, c] for k, (a, c) in terms.items()
+                     if k != kdiv and k not in inner}
+            mod = n.FloorMod(div.a, div.b)
+            terms[self.key(mod)] = [mod, m]
+        return terms
 
     def _merge_symbolic_divmod(self, terms: dict) -> dict:
         """``m*((x // y)*y) + m*(x % y) -> m*x`` for a non-constant ``y`` (for ``y == 0``

@@ -5,7 +5,8 @@
     gx = td.grad(y, x)                   # reverse mode; head (dL/dy) defaults to ones
     (gx,), head = td.vjp(y, [x])         # head: a new placeholder "y.grad" of y's shape
     ty, (tx,) = td.jvp(y, [x])           # forward mode; tangents: new placeholders "x.tangent"
-    hv, v = td.hvp(loss, w)              # Hessian-vector product (forward over reverse)
+    hv, v = td.hvp(y, x)                 # Hessian of sum(y) times v (forward over reverse)
+    step = td.build_program([x, v], [y, gx, hv])   # the graph as a sequence of kernels
 
 Every result is an ordinary tensor of ``ComputeOp``s: schedule it, tune it, build it
 (``td.build([x, head, gx])`` auto-schedules) like any other.
@@ -21,7 +22,8 @@ Every result is an ordinary tensor of ``ComputeOp``s: schedule it, tune it, buil
 * ``hvp(y, x, v=None, head=None)`` -> ``(hv, v)``: ``H v`` where ``H`` is the Hessian
   of ``sum(head * y)`` with respect to ``x`` (``y`` usually a one-element loss), by
   forward mode over the reverse-mode gradient; ``v`` created as a placeholder
-  ``<x.name>.tangent`` when left out.
+  ``<x.name>.tangent`` when left out. ``x`` (and ``v``) may be lists: the Hessian of
+  all of them together.
 * ``gradient(y, xs, head=None)``: TVM's ``te.gradient`` (always a list).
 * ``stop_gradient(x)``: ``x`` as a constant to all of the above.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import TensorDSLError
 from ..ir import dtype as dt
+from ..ir import nodes as n
 from ..te import api
 from ..te.tensor import STOP_GRADIENT_TAG, Tensor
 from . import forward, reductions, reverse
@@ -28,6 +29,10 @@ def _tensors(xs, what: str) -> tuple[list, bool]:
             for k, x in enumerate(items)], single
 
 
+def _dims(t: Tensor) -> tuple:
+    return tuple(d.value if isinstance(d, n.IntImm) else str(d) for d in t.shape)
+
+
 def _like(t: Tensor, given, what: str, name: str) -> Tensor:
     """``given`` checked against ``t``'s shape and dtype, or a new placeholder like it."""
     if given is None:
@@ -36,8 +41,8 @@ def _like(t: Tensor, given, what: str, name: str) -> Tensor:
     same = len(given.shape) == len(t.shape) and all(
         a is b or repr(a) == repr(b) for a, b in zip(given.shape, t.shape))
     if not same or given.dtype != t.dtype:
-        raise ValueError(f"{what}: expected a {t.dtype} tensor of shape {list(t.shape)} "
-                         f"(like {t.name!r}), got {given.dtype} of shape {list(given.shape)}")
+        raise ValueError(f"{what}: expected a {t.dtype} tensor of shape {_dims(t)} "
+                         f"(like {t.name!r}), got {given.dtype} of shape {_dims(given)}")
     return given
 
 
@@ -95,25 +100,22 @@ def jvp(y, xs, tangents=None):
     return ty, (tangents[0] if single else tangents)
 
 
-def hvp(y, xs, vs=None, head=None):
+def hvp(y, x, v=None, head=None):
     """``(H v, v)``: the Hessian of ``sum(head * y)`` (head default ones) with respect to
-    ``xs``, times ``vs`` — forward mode over the reverse-mode gradient. ``xs`` a tensor:
-    ``v`` one tensor like it; a list: ``vs`` a list (and ``H v`` one tensor per x, the
-    product with the Hessian of all of them together). ``vs`` left out: new placeholders
-    named ``<x.name>.tangent``."""
+    ``x``, times ``v`` — forward mode over the reverse-mode gradient. ``x`` a tensor:
+    ``v`` one tensor like it; ``x`` a list: ``v`` a list (and ``H v`` one tensor per x,
+    the product with the Hessian of all of them together). ``v`` left out: new
+    placeholders named ``<x.name>.tangent``."""
     y = _tensor(y, "y")
-    xs_list, single = _tensors(xs, "xs")
-    if vs is None:
-        vs = [None] * len(xs_list)
-    elif isinstance(vs, Tensor):
-        vs = [vs]
-    vs = list(vs)
-    if len(vs) != len(xs_list):
-        raise ValueError(f"vs: expected one per x ({len(xs_list)}), got {len(vs)}")
-    vs = [_like(x, v, f"vs[{k}]", f"{x.name}.tangent") for k, (x, v) in enumerate(zip(xs_list, vs))]
+    xs, single = _tensors(x, "x")
+    vs = [None] * len(xs) if v is None else [v] if isinstance(v, Tensor) else list(v)
+    if len(vs) != len(xs):
+        raise ValueError(f"v: expected one tensor per x ({len(xs)}), got {len(vs)}")
+    vs = [_like(t, u, f"v[{k}]" if not single else "v", f"{t.name}.tangent")
+          for k, (t, u) in enumerate(zip(xs, vs))]
     if head is not None:
         head = _like(y, head, "head", "")
     forms = reductions.SumForms()
-    grads = reverse.adjoints(y, xs_list, head, forms)
-    hv = forward.tangents(grads, xs_list, vs, forms)
+    grads = reverse.adjoints(y, xs, head, forms)
+    hv = forward.tangents(grads, xs, vs, forms)
     return (hv[0], vs[0]) if single else (hv, vs)

@@ -16,11 +16,10 @@ from ..te import api
 from ..te.tensor import ComputeOp
 
 
-def reducer_kind(combiner: n.CommReducer) -> str | None:
-    """"sum", "max" or "min" for a single-valued combiner that is one, else None."""
-    if len(combiner.result) != 1:
-        return None
-    (x,), (y,), (r,) = combiner.lhs, combiner.rhs, combiner.result
+def reducer_kind(combiner: n.CommReducer, k: int = 0) -> str | None:
+    """"sum", "max" or "min" when output ``k`` of the combiner is that reduction of its
+    own component alone (a tuple reducer of independent sums, say), else None."""
+    x, y, r = combiner.lhs[k], combiner.rhs[k], combiner.result[k]
     for kind, cls in (("sum", n.Add), ("max", n.Max), ("min", n.Min)):
         if isinstance(r, cls) and {id(r.a), id(r.b)} == {id(x), id(y)}:
             return kind
@@ -38,7 +37,7 @@ class SumForms:
         body = op.body[k]
         if not isinstance(body, n.Reduce):
             return body, (), const(True)
-        kind = reducer_kind(body.combiner)
+        kind = reducer_kind(body.combiner, body.value_index)
         if kind is None:
             raise TensorDSLError(
                 f"cannot differentiate {op.name!r}: its reduction {body.combiner.name!r} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..arith.simplify import Simplifier, const_int
 from ..ir import nodes as n
-from ..ir.op import const, if_then_else
+from ..ir.op import cast, const, if_then_else
 from ..ir.visitor import Visitor, substitute
 from ..te import api
 from ..te.tensor import ACCUMULATE_TAG, ComputeOp, tensors_read
@@ -38,7 +38,16 @@ def adjoints(y, xs, head, forms: SumForms | None = None) -> list:
                 if id(tensor.op) in needed and is_differentiable(tensor.dtype):
                     received.setdefault(tensor, []).extend(
                         _contributions(op, k, adjoint, tensor, forms))
-    return [_total(x, received.get(x, [])) for x in xs]
+    return [_as_compute(x, _total(x, received.get(x, []))) for x in xs]
+
+
+def _as_compute(x, adjoint):
+    """The adjoint as a compute of its own: ``x`` may be ``y`` itself, whose adjoint is
+    the head (a placeholder) or ones (None)."""
+    if adjoint is not None and isinstance(adjoint.op, ComputeOp):
+        return adjoint
+    return api.compute(x.shape, lambda *i: const(1, x.dtype) if adjoint is None
+                       else adjoint[i], name=f"{x.name}.grad")
 
 
 def _total(tensor, parts):
@@ -107,12 +116,19 @@ def _gather(op, raxes, condition, indices, value, tensor, part: int):
         sol = solve(indices, j, unknowns, ranges,
                     fresh_axis=lambda name, lo, ext: api.reduce_axis((lo, lo + ext), name))
         exact.append(sol.exact)
-        zero = const(0, value.dtype)
+        zero = const(0, tensor.dtype)
         if not sol.substitution:     # no iteration ever reads this index tuple
             return zero
-        body = substitute(value, sol.substitution)
+        for iv in sol.free:
+            lo, extent = const_int(iv.dom.min), const_int(iv.dom.extent)
+            if lo is not None and extent is not None:
+                ranges[iv.var] = (lo, lo + extent - 1)
+        # simplified with the ranges: (2*q + t) // 2 with t < 2 is q, which the bounds
+        # check can then see is in range
+        simplify = Simplifier(ranges).visit
+        body = simplify(cast(tensor.dtype, substitute(value, sol.substitution)))
         where = _conjunction(sol.conditions)
-        own = substitute(condition, sol.substitution)
+        own = simplify(substitute(condition, sol.substitution))
         if not (isinstance(own, n.IntImm) and own.value):
             # the compute's own condition may read tensors (an argmax mask): only where
             # the solved indices are in range (And evaluates both sides)

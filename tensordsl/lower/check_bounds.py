@@ -116,6 +116,7 @@ def _read_checks(op, read, domain, nonempty, simp, unbounded):
         if reads_tensor(index):
             continue  # data-dependent: guarded in the generated code
         bounded = dict(relax)
+        index = simp.visit(index)   # k - 2*(k // 2) is k % 2, whose range is known
         iv = eval_interval(_bounded_parts(index, bounded, atoms, domain, simp), bounded, simp)
         if iv is None:
             unbounded.add((id(tensor.op), tensor.value_index, d))
@@ -258,7 +259,21 @@ def _bounded_parts(e, relax, atoms, domain, simp):
                 hi = hi if bound_hi is None else n.Min(hi, bound_hi)
             p = n.Var(f"bounded{len(relax)}")
             relax[p] = (lo, hi)
-            return n.Add(p, rest)
+            whole = n.Add(p, rest)
+            parts = _bounded_subexpressions(e, relax, atoms, domain, simp)
+            if parts is e:
+                return whole
+            # the bound of the whole and the one its parts give: the tighter of each
+            a, b = eval_interval(whole, relax, simp), eval_interval(parts, relax, simp)
+            if a is None or b is None:
+                return whole if b is None else parts
+            q = n.Var(f"bounded{len(relax)}")
+            relax[q] = (n.Max(a[0], b[0]), n.Min(a[1], b[1]))
+            return q
+    return _bounded_subexpressions(e, relax, atoms, domain, simp)
+
+
+def _bounded_subexpressions(e, relax, atoms, domain, simp):
     if isinstance(e, _ARITH):
         a = _bounded_parts(e.a, relax, atoms, domain, simp)
         b = _bounded_parts(e.b, relax, atoms, domain, simp)
@@ -267,19 +282,30 @@ def _bounded_parts(e, relax, atoms, domain, simp):
 
 
 def _bound_by(var_terms, atom, relax, simp):
-    """What ``atom`` (terms, rest: ``terms + rest >= 0``) says of ``P = var_terms``:
-    (lo, None), (None, hi) or None."""
+    """What ``atom`` (terms ``A``, rest: ``A + rest >= 0``) says of ``P = var_terms``:
+    writing ``P = A + R`` gives ``P >= R.lo - rest``, and ``P = -A + R`` gives
+    ``P <= R.hi + rest``, ``R`` bounded by its variables' ranges. Returns (lo, hi),
+    either None, or None for neither (no term in common)."""
     atom_terms, atom_rest = atom
+    if not any(k in var_terms for k in atom_terms):
+        return None
+    bounds = [None, None]
     for sign in (1, -1):
-        if all(k in atom_terms and atom_terms[k][1] == sign * c
-               for k, (_, c) in var_terms.items()):
-            others = {k: v for k, v in atom_terms.items() if k not in var_terms}
-            # sign*P + R + rest >= 0
-            r = eval_interval(n.Add(simp.rebuild(others, 0), atom_rest), relax, simp)
-            if r is None:
-                return None
-            return (n.Sub(_ZERO, r[1]), None) if sign == 1 else (None, r[1])
-    return None
+        rest_terms = {k: [a, c] for k, (a, c) in var_terms.items()}
+        for k, (a, c) in atom_terms.items():
+            if k in rest_terms:
+                rest_terms[k][1] -= sign * c
+            else:
+                rest_terms[k] = [a, -sign * c]
+        r = eval_interval(simp.rebuild({k: v for k, v in rest_terms.items() if v[1]}, 0),
+                          relax, simp)
+        if r is None:
+            continue
+        if sign == 1:
+            bounds[0] = n.Sub(r[0], atom_rest)
+        else:
+            bounds[1] = n.Add(r[1], atom_rest)
+    return None if bounds[0] is None and bounds[1] is None else tuple(bounds)
 
 
 def _narrow(domain, conds, simp):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..arith.simplify import Simplifier
 from ..errors import ScheduleError
 from ..ir import nodes as n
-from ..ir.op import const
+from ..ir.op import const, if_then_else
 from ..ir.visitor import Mutator, free_vars, substitute
 from ..te.tensor import ComputeOp, Tensor
 from .relations import leaf_extents, root_values
@@ -192,7 +192,9 @@ def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):
     first = op.body[0]
     cond = substitute(first.condition, vmap)
     for p in preds:
-        cond = n.And(cond, p)
+        # the split's tail guard first: the reduction's own condition may read a
+        # tensor at indices only valid inside the guard (And evaluates both sides)
+        cond = p if _is_true(cond) else if_then_else(p, cond, const(False))
     source = tuple(substitute(x, vmap) for x in first.source)
     rf_axis = spatial[:factor_axis] + (rf_var,) + spatial[factor_axis:]
     rf_bodies = tuple(n.Reduce(first.combiner, source, tuple(rest), simp.visit(cond), k)
@@ -262,3 +264,7 @@ def pack(s: Schedule, tensor: Tensor, axis: int, factor: int, readers) -> Tensor
         "tensor": tensor.name, "axis": axis, "factor": factor,
         "readers": [r.name for r in reader_stages]}))
     return packed
+
+
+def _is_true(cond) -> bool:
+    return isinstance(cond, n.IntImm) and bool(cond.value)

@@ -96,3 +96,20 @@ def test_a_product_inside_the_graph_gets_the_matmul_micro_kernel():
     td.build(s, [x, w1, w2, out])(xa, w1a, w2a, got)
     expected = np.tanh(xa.astype("float64") @ w1a.T) @ w2a.T
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_default_register_tile_stays_small_for_deep_gradients():
+    """A 4-d derived gradient with a 65-node body (avg_pool2d's, count_include_pad off)
+    used to unroll a 6x6x6x16 register tile: 627 KB of IR and two minutes of LLVM. The
+    default tile spans the last two axes only, and so large a body is not unrolled."""
+    import kernels.dense as D
+    import tensordsl as td
+    from schedules.cpu.auto import auto_default, schedule_auto
+    x = td.placeholder((2, 8, 33, 35), "float64", "x")
+    (g,), head = td.vjp(D.avg_pool2d(x, 3, 2, 1, count_include_pad=False), [x])
+    anchor = next(t.op for t in g.op.input_tensors if t.op.reduce_axis)
+    cfg = auto_default(anchor.output(0))
+    assert cfg["t0"] == cfg["t1"] == 1 and cfg["unroll"] == 0
+    s = td.create_schedule(g.op)
+    schedule_auto(s, g)
+    assert len(str(td.lower(s, [head, g]))) < 60_000

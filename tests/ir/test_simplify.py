@@ -207,3 +207,13 @@ def test_a_product_of_sizes_is_not_negative():
     sizes = {m: (0, None), size: (0, None)}
     check(n.Max((m * size) // 32, n.IntImm("int64", 0)), (m * size) // 32, sizes)
     check(n.Min((m * size) // 32, (m * size + 31) // 32), (m * size) // 32, sizes)
+
+
+def test_a_remainder_written_out_becomes_a_modulo():
+    """``k - 2*(k // 2)`` (a derived index) is ``k % 2``, whose range the bounds check
+    knows; ``3*k - 6*(k // 2)`` is ``3*(k % 2)``."""
+    from tensordsl.ir import nodes as n
+    i, k = n.Var("i"), n.Var("k")
+    assert str(simplify_expr(i + k - 2 * (k // 2))) == str(i + k % 2)
+    assert str(simplify_expr(k * 3 - (k // 2) * 6)) == str((k % 2) * 3)
+    assert str(simplify_expr(k - 2 * ((k + 1) // 2))) != str(k % 2)   # not the same x
