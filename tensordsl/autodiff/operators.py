@@ -151,7 +151,7 @@ def knobs(template: str, out) -> tuple[dict, dict]:
     if template == "panel":
         space = {"nr": [lanes, 2 * lanes, 4 * lanes], "tile": [1, 2, 3, 4, 6],
                  "kc": [64, 128, 256, 512, 1024]}
-        return space, {"nr": 4 * lanes, "tile": 2, "kc": 256}
+        return space, {"nr": 4 * lanes, "tile": 2, "kc": 128}
     from schedules.cpu.auto import auto_default, auto_space
     return auto_space(out), auto_default(out)
 
