@@ -215,7 +215,8 @@ def schedule_auto(s, out, config=None):
         if found is not None:
             tensor, dim = found
             panels = s[s.pack(tensor, dim, int(cfg[f"t{n_axes - 1}"]), [op.output(0)])]
-            panels.parallel(panels.op.axis[0])
+            if _worth_parallel(op):
+                panels.parallel(panels.op.axis[0])
             panels.vectorize(panels.op.axis[-1])
 
 
