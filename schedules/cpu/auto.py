@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from tensordsl.te.tensor import ComputeOp
 
-from .generic import _extent, schedule_generic, schedule_stage
+from .generic import PARALLEL_MIN_ELEMENTS, _extent, schedule_generic, schedule_stage
 from .matmul import is_product, schedule_product
 from .target import vector_lanes
 
@@ -212,14 +212,27 @@ def schedule_auto(s, out, config=None):
     else:
         outers, mids, inners = _tile_spatial(stage, op.axis, cfg)
         _tile_reduction(stage, op, cfg, outers, mids, inners, lanes_ok)
-        stage.parallel(stage.fuse(*outers) if len(outers) > 1 else outers[0])
+        fused = stage.fuse(*outers) if len(outers) > 1 else outers[0]
+        if _worth_parallel(op):
+            stage.parallel(fused)
     if cfg.get("pack") and op.reduce_axis and lanes_ok:
         found = _panel_input(op, op.axis[-1].var)
         if found is not None:
             tensor, dim = found
             panels = s[s.pack(tensor, dim, int(cfg[f"t{n_axes - 1}"]), [op.output(0)])]
-            panels.parallel(panels.op.axis[0])
+            if _worth_parallel(op):
+                panels.parallel(panels.op.axis[0])
             panels.vectorize(panels.op.axis[-1])
+
+
+def _worth_parallel(op) -> bool:
+    """Whether the anchor has work enough to wake the thread team (a 5x7 gradient has
+    not: waking and joining it costs more than the loop, and far more on a busy
+    machine)."""
+    work = 1
+    for iv in (*op.axis, *op.reduce_axis):
+        work *= _extent(iv) or PARALLEL_MIN_ELEMENTS
+    return work >= PARALLEL_MIN_ELEMENTS
 
 
 def _tile_spatial(stage, axes, cfg):
@@ -268,7 +281,8 @@ def _tile_with_epilogue(out_stage, stage, cfg, lanes_ok):
     out_stage.reorder(*outers, *mids, *inners)
     _vectorize_unroll(out_stage, inners, lanes_ok, cfg)
     block = out_stage.fuse(*outers) if len(outers) > 1 else outers[0]
-    out_stage.parallel(block)
+    if _worth_parallel(stage.op):
+        out_stage.parallel(block)
     op = stage.op
     block_elements = 1
     for d in range(len(op.axis)):

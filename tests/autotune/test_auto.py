@@ -113,3 +113,16 @@ def test_default_register_tile_stays_small_for_deep_gradients():
     s = td.create_schedule(g.op)
     schedule_auto(s, g)
     assert len(str(td.lower(s, [head, g]))) < 60_000
+
+
+def test_a_tiny_anchor_runs_serially():
+    """Too little work to wake the thread team: no parallel loop."""
+    import tensordsl as td
+    from schedules.cpu.auto import schedule_auto
+    a = td.placeholder((5, 7), "float32", "a")
+    b = td.placeholder((7, 3), "float32", "b")
+    k = td.reduce_axis((0, 7), "k")
+    c = td.compute((5, 3), lambda i, j: td.sum(a[i, k] * b[k, j], axis=k), name="c")
+    s = td.create_schedule(c.op)
+    schedule_auto(s, c)
+    assert "parallel" not in str(td.lower(s, [a, b, c]))
