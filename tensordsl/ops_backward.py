@@ -55,14 +55,8 @@ def define(forward: str, args: list, attrs: dict):
     if wrt not in names[:len(operand_args)]:
         raise ValueError(f"{forward}{SUFFIX}: wrt must name one of its operands "
                          f"({', '.join(names[:len(operand_args)])}), got {wrt!r}")
-    operands, placeholders = [], []
-    for k, a in enumerate(operand_args):
-        if a[0] == "array":
-            p = td.placeholder(a[1], dtype=a[2], name=f"in{k}")
-            placeholders.append(p)
-            operands.append(p)
-        else:
-            operands.append(a[1])
+    from .autotune.workload import operand_placeholders
+    operands, placeholders = operand_placeholders(operand_args)
     x = operands[names.index(wrt)]
     if not hasattr(x, "op"):
         raise ValueError(f"{forward}{SUFFIX}: operand {wrt!r} is a number, not a tensor")

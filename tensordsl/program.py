@@ -86,20 +86,8 @@ def build_program(inputs, outputs, target: str = "llvm") -> Program:
 
 
 def _operations(outputs, given) -> list:
-    order, seen = [], set()
-
-    def visit(op):
-        if id(op) in seen:
-            return
-        seen.add(id(op))
-        for t in op.input_tensors:
-            if t not in given:
-                visit(t.op)
-        order.append(op)
-
-    for t in outputs:
-        if t not in given:
-            visit(t.op)
+    from .autodiff.graph import topological
+    order = topological(outputs, given)
     for op in order:
         if isinstance(op, PlaceholderOp):
             raise ValueError(f"build_program: the outputs read placeholder {op.name!r}, "

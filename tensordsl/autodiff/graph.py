@@ -6,8 +6,9 @@ from ..errors import TensorDSLError
 from ..te.tensor import STOP_GRADIENT_TAG, ComputeOp, PlaceholderOp
 
 
-def topological(outputs) -> list:
-    """Operations ``outputs`` are computed from, every producer before its consumers."""
+def topological(outputs, given=()) -> list:
+    """Operations ``outputs`` are computed from, every producer before its consumers,
+    not looking past the tensors in ``given``."""
     order, seen = [], set()
 
     def visit(op):
@@ -15,11 +16,13 @@ def topological(outputs) -> list:
             return
         seen.add(id(op))
         for t in op.input_tensors:
-            visit(t.op)
+            if t not in given:
+                visit(t.op)
         order.append(op)
 
     for t in outputs:
-        visit(t.op)
+        if t not in given:
+            visit(t.op)
     return order
 
 

@@ -145,8 +145,11 @@ def _gather(op, raxes, condition, indices, value, tensor, part: int):
 
 
 def _conjunction(conditions):
-    if not conditions:
-        return None
+    """``c0 and c1 and ...``; None for no condition."""
+    return None if not conditions else _and_all(conditions)
+
+
+def _and_all(conditions):
     out = conditions[0]
     for c in conditions[1:]:
         out = n.And(out, c)

@@ -203,12 +203,8 @@ def _conjuncts(c) -> list:
 
 
 def _conjunction(conds):
-    if not conds:
-        return _TRUE
-    out = conds[0]
-    for c in conds[1:]:
-        out = n.And(out, c)
-    return out
+    from .reverse import _and_all
+    return _and_all(conds) if conds else _TRUE
 
 
 def _factors(e) -> list:
@@ -367,19 +363,11 @@ def _row_width(op):
     if not isinstance(op, ComputeOp) or op.num_outputs != 1 or op.reduce_axis or not op.axis:
         return None
     p = op.axis[-1]
-    P = const_int(p.dom.extent)
-    if P is None or const_int(p.dom.min) != 0:
-        return None
     body = op.body[0]
-    divisors, inside = set(), 0
-    for x in post_order(body):
-        if isinstance(x, (n.FloorDiv, n.FloorMod)) and x.a is p.var:
-            divisors.add(const_int(x.b))
-            inside += 1
-    uses = sum(1 for x in post_order(body) if x is p.var)
-    if len(divisors) != 1 or None in divisors or inside != uses:
+    found = _row_divisor(p, body)
+    if found is None:
         return None
-    (S,) = divisors
+    P, S = found
     return S if S > 1 and P % S == 0 else None
 
 
@@ -561,19 +549,10 @@ def _rows_and_columns(op):
     if isinstance(body, n.Reduce) or not op.axis:
         return op, None
     p = op.axis[-1]
-    P = const_int(p.dom.extent)
-    if P is None or const_int(p.dom.min) != 0:
+    found = _row_divisor(p, body)
+    if found is None:
         return op, None
-    divisors = set()
-    inside = 0
-    for x in post_order(body):
-        if isinstance(x, (n.FloorDiv, n.FloorMod)) and x.a is p.var:
-            divisors.add(const_int(x.b))
-            inside += 1
-    uses = sum(1 for x in post_order(body) if x is p.var)
-    if len(divisors) != 1 or None in divisors or inside != uses:
-        return op, None
-    (S,) = divisors
+    P, S = found
     if S <= 1 or P % S:
         return op, None
     zero = const(0, "int64")
@@ -633,3 +612,20 @@ def _vector_axis_last(t: Tensor) -> Tensor:
     from ..te import api
     return api.compute(t.shape, lambda *i: permuted[tuple(i[op.axis.index(iv)]
                                                           for iv in axes)], name=op.name)
+
+
+def _row_divisor(p, body):
+    """(extent P, divisor S) when axis ``p`` (from 0, constant extent) occurs in ``body``
+    only as ``p // S`` and ``p % S`` for one constant ``S``; else None."""
+    P = const_int(p.dom.extent)
+    if P is None or const_int(p.dom.min) != 0:
+        return None
+    divisors, inside = set(), 0
+    for x in post_order(body):
+        if isinstance(x, (n.FloorDiv, n.FloorMod)) and x.a is p.var:
+            divisors.add(const_int(x.b))
+            inside += 1
+    uses = sum(1 for x in post_order(body) if x is p.var)
+    if len(divisors) != 1 or None in divisors or inside != uses:
+        return None
+    return P, next(iter(divisors))

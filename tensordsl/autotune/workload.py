@@ -133,14 +133,7 @@ class Workload:
         import tensordsl as td
         if self.user:
             return self.call.tensors()
-        operands, placeholders = [], []
-        for k, a in enumerate(self.args):
-            if a[0] == "array":
-                p = td.placeholder(a[1], dtype=a[2], name=f"in{k}")
-                placeholders.append(p)
-                operands.append(p)
-            else:
-                operands.append(a[1])
+        operands, placeholders = operand_placeholders(self.args)
         from tensordsl.ops import _operators
         from tensordsl.ops_backward import define, forward_name
         forward = forward_name(self.op)
@@ -273,3 +266,18 @@ class Workload:
             f, cg, kh, kw = shapes[1]
             return 2.0 * float(np.prod(out_shape)) * cg * kh * kw
         return None
+
+
+def operand_placeholders(args) -> tuple[list, list]:
+    """(operands, placeholders) for a workload's arguments: an ``("array", shape,
+    dtype)`` becomes placeholder ``in<k>``, a ``("value", v)`` stays ``v``."""
+    import tensordsl as td
+    operands, placeholders = [], []
+    for k, a in enumerate(args):
+        if a[0] == "array":
+            p = td.placeholder(a[1], dtype=a[2], name=f"in{k}")
+            placeholders.append(p)
+            operands.append(p)
+        else:
+            operands.append(a[1])
+    return operands, placeholders
