@@ -1,0 +1,127 @@
+"""``Tensor`` and its tape: each result of a differentiable operator records the
+operator, its operands and options; ``backward()`` walks the records in reverse and
+calls the operators' generated backward kernels."""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_state = threading.local()
+
+
+def grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Within it, results record nothing (inference, optimizer updates)."""
+    before = grad_enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = before
+
+
+@dataclass(eq=False)
+class _Record:
+    """How a tensor was made: ``td.ops.<op>(*operands, **optional, **options)``;
+    ``operands`` holds Tensors and plain values in the operator's positional order, the
+    first ``required`` of them required (the rest, e.g. ``dense``'s bias, optional)."""
+    op: str
+    operands: list
+    names: list
+    required: int
+    options: dict = field(default_factory=dict)
+
+    def backward(self, cotangent) -> tuple:
+        """``td.ops.<op>_backward``: the required operands, the cotangent, then the
+        optional operands by name and the options."""
+        import tensordsl as td
+        arrays = [x.data if isinstance(x, Tensor) else x for x in self.operands]
+        optional = dict(zip(self.names[self.required:], arrays[self.required:]))
+        return getattr(td.ops, self.op + "_backward")(*arrays[:self.required], cotangent,
+                                                      **optional, **self.options)
+
+
+class Tensor:
+    """A numpy array that may take part in differentiation (PyTorch's shape)."""
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        array = np.asarray(data, dtype=dtype)
+        if requires_grad and array.dtype.kind != "f":
+            raise TypeError(f"Tensor: requires_grad needs a floating-point array, got "
+                            f"{array.dtype}")
+        self.data = np.ascontiguousarray(array)
+        self.requires_grad = bool(requires_grad)
+        self.grad: np.ndarray | None = None
+        self.record: _Record | None = None
+
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        return Tensor(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.data!r}{grad})"
+
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires a
+        gradient; ``grad`` is the cotangent (default: ones, for a one-element tensor)."""
+        import tensordsl as td
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require a gradient (no "
+                               "operand of the computation that made it did)")
+        if grad is None:
+            if self.data.size != 1:
+                raise ValueError(f"backward: a cotangent is needed for a result of shape "
+                                 f"{self.shape} (only a one-element result defaults to 1)")
+            grad = np.ones(self.shape, self.dtype)
+        grad = np.asarray(grad, self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"backward: grad must have shape {self.shape}, got {grad.shape}")
+        cotangent = {id(self): grad}
+        for t in reversed(_topological(self)):
+            g = cotangent.pop(id(t), None)
+            if g is None:
+                continue
+            if t.record is None:
+                t.grad = g.copy() if t.grad is None else td.ops.add(t.grad, g)
+                continue
+            grads = t.record.backward(g)
+            for x, gx in zip(t.record.operands, grads):
+                if isinstance(x, Tensor) and x.requires_grad and gx is not None:
+                    have = cotangent.get(id(x))
+                    cotangent[id(x)] = gx if have is None else td.ops.add(have, gx)
+
+
+def _topological(root: Tensor) -> list:
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        if t.record is not None:
+            for x in t.record.operands:
+                if isinstance(x, Tensor) and x.requires_grad and id(x) not in seen:
+                    stack.append((x, False))
+    return order
