@@ -1,0 +1,70 @@
+"""Modules and SGD: Linear against numpy, PyTorch's SGD rule (momentum, weight decay)
+against numpy, a small regression that trains, and state_dict through .npz."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensordsl.nn as nn
+import tensordsl.nn.functional as F
+
+
+def _mlp(seed=0):
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(nn.Linear(6, 16, dtype="float64", rng=rng), nn.ReLU(),
+                         nn.Linear(16, 1, dtype="float64", rng=rng))
+
+
+def test_linear_forward_backward_and_default_initialization():
+    layer = nn.Linear(50, 7, dtype="float64", rng=np.random.default_rng(0))
+    assert np.abs(layer.weight.data).max() <= 1 / np.sqrt(50)
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    x = nn.Tensor(np.random.default_rng(1).standard_normal((4, 50)))
+    y = layer(x)
+    np.testing.assert_allclose(y.data, x.data @ layer.weight.data.T + layer.bias.data)
+    F.reduce_sum(y).backward()
+    np.testing.assert_allclose(layer.weight.grad, np.ones((4, 7)).T @ x.data)
+    np.testing.assert_allclose(layer.bias.grad, np.full(7, 4.0))
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 0.01)])
+def test_sgd_follows_pytorchs_rule(momentum, weight_decay):
+    rng = np.random.default_rng(2)
+    p = nn.Parameter(rng.standard_normal((3, 5)))
+    opt = nn.SGD([p], lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    expected, buf = p.data.copy(), None
+    for step in range(3):
+        g = rng.standard_normal((3, 5))
+        p.grad = g.copy()
+        opt.step()
+        d = g + weight_decay * expected
+        buf = d if buf is None or not momentum else momentum * buf + d
+        expected = expected - 0.1 * buf
+        np.testing.assert_allclose(p.data, expected, rtol=1e-12)
+
+
+def test_a_small_regression_trains():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 6))
+    y = np.sin(x.sum(1, keepdims=True))
+    model = _mlp()
+    opt = nn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        diff = F.subtract(model(nn.Tensor(x)), nn.Tensor(y))
+        loss = F.reduce_mean(F.multiply(diff, diff))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_state_dict_round_trip_through_npz(tmp_path):
+    model, other = _mlp(4), _mlp(5)
+    x = nn.Tensor(np.random.default_rng(6).standard_normal((3, 6)))
+    model.save(tmp_path / "m.npz")
+    other.load_state_dict(tmp_path / "m.npz")
+    np.testing.assert_array_equal(other(x).data, model(x).data)
+    with pytest.raises(KeyError, match="expected parameters"):
+        other.load_state_dict({"0.weight": np.zeros((16, 6))})
