@@ -30,6 +30,18 @@ MLP_LABEL = "MLP 256x784-256-10 tanh, hvp wrt w1"
 ROUNDS = 5
 
 
+
+def _row(case, shape, err, best, parts, ratios) -> dict:
+    """A table row: each part's best median in ms, and each ratio ``a / b`` of two."""
+    row = {"case": case, "shape": shape, "max_rel_err": err}
+    for s in parts:
+        if s in best:
+            row[f"{s}_ms"] = best[s] * 1e3
+    for name, (a, b) in ratios.items():
+        if a in best and b in best:
+            row[name] = best[a] / best[b]
+    return row
+
 def _best(case, systems, params, rounds) -> dict:
     best: dict = {}
     for _ in range(rounds):
@@ -61,15 +73,11 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
         systems = [("forward", "forward"), ("backward", "backward"),
                    ("torch_backward", "torch_backward"), ("torch_forward", "torch_forward")]
         best = _best(case, systems, params, rounds)
-        row = {"case": case, "shape": label, "max_rel_err": err}
-        for s in ("forward", "backward", "torch_forward", "torch_backward"):
-            if s in best:
-                row[f"{s}_ms"] = best[s] * 1e3
-        if "forward" in best and "backward" in best:
-            row["bwd/fwd"] = best["backward"] / best["forward"]
-        if "torch_backward" in best and "backward" in best:
-            row["vs_torch_bwd"] = best["torch_backward"] / best["backward"]
-        rows.append(row)
+        rows.append(_row(case, label, err, best, ("forward", "backward", "torch_forward",
+                                                  "torch_backward"),
+                         {"bwd/fwd": ("backward", "forward"),
+                          "vs_torch_bwd": ("torch_backward", "backward")}))
+        row = rows[-1]
         print(row)
     if not only or only == "mlp":
         params = dict(_mlp_params())
@@ -78,15 +86,10 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
         systems = [("grad", "grad"), ("hvp", "hvp"), ("torch_grad", "torch_grad"),
                    ("torch_hvp", "torch_hvp")]
         best = _best("mlp", systems, params, rounds)
-        row = {"case": "hvp", "shape": MLP_LABEL, "max_rel_err": err}
-        for s in ("grad", "hvp", "torch_grad", "torch_hvp"):
-            if s in best:
-                row[f"{s}_ms"] = best[s] * 1e3
-        if "grad" in best and "hvp" in best:
-            row["hvp/grad"] = best["hvp"] / best["grad"]
-        if "torch_hvp" in best and "hvp" in best:
-            row["vs_torch_hvp"] = best["torch_hvp"] / best["hvp"]
-        rows.append(row)
+        rows.append(_row("hvp", MLP_LABEL, err, best, ("grad", "hvp", "torch_grad",
+                                                       "torch_hvp"),
+                         {"hvp/grad": ("hvp", "grad"), "vs_torch_hvp": ("torch_hvp", "hvp")}))
+        row = rows[-1]
         print(row)
     path = write_results("autodiff", rows, {"threads": THREADS})
     ops_cols = ["case", "shape", "forward_ms", "backward_ms", "bwd/fwd", "torch_forward_ms",

@@ -34,3 +34,18 @@ def poisoned(shape, dtype="float32", unlike=None) -> np.ndarray:
     if unlike is not None:
         out[np.asarray(unlike) == out] += 1
     return out
+
+
+def poison_allocations(monkeypatch):
+    """Make every result array ``td.ops``, ``td.ops.*_backward`` and ``td.build_program``
+    allocate start poisoned (``poisoned``), so a kernel that skips a store is caught in
+    tests that only see the returned arrays."""
+    import tensordsl.nd as nd
+    aligned = nd.aligned_numpy
+
+    def poisoned_aligned(shape, dtype="float32", alignment: int = 64):
+        out = aligned(shape, dtype, alignment)
+        out[...] = poisoned(out.shape, out.dtype)
+        return out
+
+    monkeypatch.setattr(nd, "aligned_numpy", poisoned_aligned)

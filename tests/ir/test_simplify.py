@@ -217,3 +217,13 @@ def test_a_remainder_written_out_becomes_a_modulo():
     assert str(simplify_expr(i + k - 2 * (k // 2))) == str(i + k % 2)
     assert str(simplify_expr(k * 3 - (k // 2) * 6)) == str((k % 2) * 3)
     assert str(simplify_expr(k - 2 * ((k + 1) // 2))) != str(k % 2)   # not the same x
+
+
+def test_a_float_times_one_is_itself():
+    """``x * 1.0`` folds (exactly x, NaN and -0.0 included): the partial derivative of a
+    padding's read folds to one in derived adjoints."""
+    from tensordsl.ir import nodes as n
+    x = n.Var("x", "float32")
+    one = n.FloatImm("float32", 1.0)
+    assert simplify_expr(n.Mul(x, one)) is x and simplify_expr(n.Mul(one, x)) is x
+    assert isinstance(simplify_expr(n.Mul(x, n.FloatImm("float32", 2.0))), n.Mul)
