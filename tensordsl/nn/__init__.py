@@ -17,7 +17,8 @@ backward are both generated kernels — ``td.ops.<op>`` and ``td.ops.<op>_backwa
 from . import functional, optim
 from .modules import Linear, Module, Parameter, ReLU, Sequential
 from .optim import SGD
+from .step import TrainStep
 from .tensor import Tensor, no_grad
 
-__all__ = ["Linear", "Module", "Parameter", "ReLU", "SGD", "Sequential", "Tensor",
+__all__ = ["Linear", "Module", "Parameter", "ReLU", "SGD", "Sequential", "Tensor", "TrainStep",
            "functional", "no_grad", "optim"]
