@@ -56,7 +56,8 @@ class Tensor:
         if requires_grad and array.dtype.kind != "f":
             raise TypeError(f"Tensor: requires_grad needs a floating-point array, got "
                             f"{array.dtype}")
-        self.data = np.ascontiguousarray(array)
+        # contiguous for the kernels; a 0-d array stays 0-d (ascontiguousarray's is 1-d)
+        self.data = array if array.flags.c_contiguous else np.ascontiguousarray(array)
         self.requires_grad = bool(requires_grad)
         self.grad: np.ndarray | None = None
         self.record: _Record | None = None
