@@ -53,13 +53,16 @@ class BatchNorm2d(Module):
             raise ValueError(f"BatchNorm2d: expected NCHW input (4 dimensions), got shape "
                              f"{x.shape}")
         batch_stats = self.training or not self.track_running_stats
-        momentum = self.momentum
+        momentum, counted = self.momentum, None
         if self.training and self.track_running_stats:
             # a counter: bookkeeping, not data
-            self.num_batches_tracked.data = np.asarray(self.num_batches_tracked.data + 1)
+            counted = np.asarray(self.num_batches_tracked.data + 1)
             if momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked.data)
+                momentum = 1.0 / float(counted)
         tracked = self.track_running_stats
-        return F.batch_norm(x, self.running_mean if tracked else None,
-                            self.running_var if tracked else None, self.weight, self.bias,
-                            batch_stats, momentum if momentum is not None else 0.0, self.eps)
+        y = F.batch_norm(x, self.running_mean if tracked else None,
+                         self.running_var if tracked else None, self.weight, self.bias,
+                         batch_stats, momentum if momentum is not None else 0.0, self.eps)
+        if counted is not None:
+            self.num_batches_tracked.data = counted
+        return y

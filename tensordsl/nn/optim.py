@@ -15,8 +15,12 @@ kernel is compiled once per (rule, dtype, flat size) and serves every step.
 
 The kernel writes new arrays (its arguments are declared not to alias, so it may not
 update in place); the parameters and the state then view those: the buffers swap each
-step. A parameter whose ``.data`` was replaced since (``load_state_dict``, a user) is
-copied into its slot first.
+step. A parameter whose ``.data`` was replaced since (``load_state_dict``, a user,
+``nn.TrainStep``) is copied into its slot first.
+
+``nn.TrainStep`` compiles the same rule into its program instead, through
+``hyperparameters``, ``state_names``, ``state``, ``set_state`` and ``traced_update``
+(``step.py``); the two can be mixed.
 """
 from __future__ import annotations
 
@@ -59,6 +63,22 @@ def _adam_update(p, g, m, v, h):
 
 
 _RULES = {"sgd": (_sgd_update, 5), "adam": (_adam_update, 9)}
+
+
+def _traced(rule: str, p, g, states: list, h, nesterov: bool = False) -> list:
+    """The rule as one multi-output compute over ``p``'s shape (for ``nn.TrainStep``):
+    ``[p', *state']``."""
+    import tensordsl as td
+    update = _RULES[rule][0]
+
+    def body(*i):
+        values = [s[i] for s in states]
+        if rule == "sgd":
+            return update(p[i], g[i], values[0] if values else None, h, nesterov)
+        return update(p[i], g[i], *values, h)
+
+    outs = td.compute(p.shape, body, name=f"{rule}_update")
+    return list(outs) if isinstance(outs, (list, tuple)) else [outs]
 
 
 @functools.cache
@@ -179,16 +199,62 @@ class Optimizer:
         self._flats: dict = {}    # (group, dtype, parameter ids) -> _Flat
         self._flat_of: dict = {}  # parameter id -> its key in _flats
 
+    @property
+    def params(self) -> list:
+        """Every parameter, in group order."""
+        return [p for group in self.param_groups for p in group["params"]]
+
     def zero_grad(self, set_to_none: bool = True):
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
+        for p in self.params:
+            p.grad = None
 
     def _hyper(self, group: dict, step: int, dtype) -> np.ndarray:
         raise NotImplementedError
 
     def _kernel(self, group: dict, dtype, size: int):
         raise NotImplementedError
+
+    def _rule(self, group: dict) -> tuple:
+        """(rule name, options) of ``_traced``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------ the traced step (nn.TrainStep)
+    def hyperparameters(self, dtype) -> np.ndarray:
+        """This step's hyperparameter array, for one group whose parameters have taken
+        the same number of steps (a traced step updates them all at once)."""
+        if len(self.param_groups) != 1:
+            raise ValueError(f"{type(self).__name__}: a traced step (nn.TrainStep) takes "
+                             f"one param group, got {len(self.param_groups)}")
+        steps = {self.state[p]["step"] for p in self.params}
+        if len(steps) != 1:
+            raise ValueError(f"{type(self).__name__}: a traced step needs parameters that "
+                             f"have taken the same number of steps, got {sorted(steps)}")
+        self._traced_step = steps.pop() + 1
+        return self._hyper(self.param_groups[0], self._traced_step, dtype)
+
+    def state_names(self) -> tuple:
+        return self._state_names
+
+    def state_value(self, p, name: str) -> np.ndarray:
+        """``state[p][name]`` as an array of ``p``'s shape (zeros before the first step;
+        ``state`` itself is PyTorch's dict)."""
+        value = self.state[p].get(name)
+        return np.zeros(p.shape, p.dtype) if value is None else \
+            np.ascontiguousarray(value).reshape(p.shape)
+
+    def set_state(self, p, name: str, value: np.ndarray):
+        """A traced step's new state of ``p``; the step it was computed for counts as
+        taken (the flat class holding ``p``, if any, is rebuilt at the next eager step)."""
+        self.state[p][name] = value
+        self.state[p]["step"] = self._traced_step
+        self._flats.pop(self._flat_of.pop(id(p), None), None)
+
+    def traced_update(self, p, g, states: dict, h) -> tuple:
+        """(p', {state name: new value}) as expressions."""
+        rule, options = self._rule(self.param_groups[0])
+        new_p, *new = _traced(rule, p, g, [states[n] for n in self._state_names], h,
+                              **options)
+        return new_p, dict(zip(self._state_names, new))
 
     @no_grad()
     def step(self):
@@ -285,6 +351,9 @@ class SGD(Optimizer):
         return _kernel("sgd", dtype, size, len(self._state_names),
                        bool(group["nesterov"]))
 
+    def _rule(self, group):
+        return "sgd", {"nesterov": bool(group["nesterov"])}
+
     def _hyper(self, group, step, dtype):
         first = step == 1
         return np.array([group["lr"], 0.0 if first else group["momentum"],
@@ -313,6 +382,9 @@ class Adam(Optimizer):
 
     def _kernel(self, group, dtype, size):
         return _kernel("adam", dtype, size, 2)
+
+    def _rule(self, group):
+        return "adam", {}
 
     def _hyper(self, group, step, dtype):
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]

@@ -2,7 +2,8 @@
 name or signature differs (``linear`` is ``dense``, ``conv2d`` adds a bias, losses take
 ``input`` and ``target``, ...). Each is re-exported by ``nn.functional`` and ends in
 ``apply``: a generated kernel per call; numpy only draws dropout's mask and checks
-arguments."""
+arguments. They read shapes and dtypes, never data, so ``nn.TrainStep`` can trace them
+(values are checked only where there are values)."""
 from __future__ import annotations
 
 import math
@@ -11,10 +12,26 @@ import numpy as np
 
 from .functional import apply
 from .tensor import Tensor, no_grad
+from .trace import active
 
 
-def _array(t):
+def _shape(t) -> tuple:
+    return tuple(t.shape) if isinstance(t, Tensor) else np.shape(t)
+
+
+def _dtype(t) -> np.dtype:
+    return t.dtype if isinstance(t, Tensor) else np.asarray(t).dtype
+
+
+def _values(t):
+    """The array of ``t``, None for a traced tensor (its values come when it runs)."""
     return t.data if isinstance(t, Tensor) else np.asarray(t)
+
+
+def _untraced(what: str, why: str):
+    if active() is not None:
+        raise NotImplementedError(f"{what} under nn.TrainStep: {why}; train eagerly "
+                                  "(loss.backward(); optimizer.step())")
 
 
 def linear(input, weight, bias=None) -> Tensor:
@@ -35,15 +52,14 @@ def cross_entropy(input, target, reduction: str = "mean") -> Tensor:
     """log_softmax and the negative log-likelihood of class indices ``target`` (N,) for
     ``input`` (N, C), one kernel (``td.ops.cross_entropy``); ``reduction`` "mean",
     "sum" or "none"."""
-    labels = _array(target)
-    if labels.dtype.kind not in "iu":
+    if _dtype(target).kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got "
-                        f"{labels.dtype}")
-    classes = _array(input).shape[-1]
-    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+                        f"{_dtype(target)}")
+    classes, labels = _shape(input)[-1], _values(target)
+    if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= classes):
         bad = labels[(labels < 0) | (labels >= classes)][0]
         raise ValueError(f"cross_entropy: target holds class {bad}, outside [0, {classes})")
-    return apply("cross_entropy", input, labels, reduction=reduction)
+    return apply("cross_entropy", input, target, reduction=reduction)
 
 
 def mse_loss(input, target, reduction: str = "mean") -> Tensor:
@@ -59,8 +75,9 @@ def dropout(input, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
         raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
     if not training or p == 0:
         return input
+    _untraced("dropout", "its mask would be drawn once, when traced, and reused")
     rng = rng if rng is not None else np.random.default_rng()
-    keep = rng.random(_array(input).shape) >= p
+    keep = rng.random(_shape(input)) >= p
     return apply("dropout", input, keep, p=float(p))
 
 
@@ -71,8 +88,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None,
     running statistics, when given, updated in place as PyTorch does (``momentum``,
     unbiased variance; ``td.ops.batch_norm_update_stats``); otherwise normalized with
     the running statistics."""
-    channels = _array(input).shape[1]
-    dtype = _array(input).dtype
+    channels, dtype = _shape(input)[1], _dtype(input)
     weight = weight if weight is not None else np.ones(channels, dtype)
     bias = bias if bias is not None else np.zeros(channels, dtype)
     if not training:
@@ -81,12 +97,14 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None,
                              "not training")
         return apply("batch_norm", input, weight, bias, running_mean, running_var, eps=eps)
     if running_mean is not None and running_var is not None:
+        _untraced("batch_norm's running statistics", "a traced step does not update "
+                  "buffers yet")
         with no_grad():
-            new = apply("batch_norm_update_stats", _array(input), running_mean, running_var,
-                        momentum=momentum)
+            new = apply("batch_norm_update_stats", _values(input), running_mean,
+                        running_var, momentum=momentum)
         # in place, as PyTorch updates its buffers
-        np.copyto(_array(running_mean), new.data[0])
-        np.copyto(_array(running_var), new.data[1])
+        np.copyto(_values(running_mean), new.data[0])
+        np.copyto(_values(running_var), new.data[1])
     return apply("batch_norm", input, weight, bias, eps=eps)
 
 
@@ -95,19 +113,19 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     whose ``gamma``/``beta`` are ``weight``/``bias``)."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) \
         else tuple(normalized_shape)
-    x = _array(input)
-    if x.shape[x.ndim - len(shape):] != shape:
+    full, dtype = _shape(input), _dtype(input)
+    if full[len(full) - len(shape):] != shape:
         raise ValueError(f"layer_norm: normalized_shape {shape} must end input's shape "
-                         f"{x.shape}")
-    weight = weight if weight is not None else np.ones(shape, x.dtype)
-    bias = bias if bias is not None else np.zeros(shape, x.dtype)
-    axis = tuple(range(x.ndim - len(shape), x.ndim))
+                         f"{full}")
+    weight = weight if weight is not None else np.ones(shape, dtype)
+    bias = bias if bias is not None else np.zeros(shape, dtype)
+    axis = tuple(range(len(full) - len(shape), len(full)))
     return apply("layer_norm", input, weight, bias, axis=axis, eps=eps)
 
 
 def embedding(input, weight) -> Tensor:
     """Rows of ``weight`` picked by the integer indices ``input`` (``td.ops.take``)."""
-    return apply("take", weight, _array(input), axis=0)
+    return apply("take", weight, input, axis=0)
 
 
 def reshape(input, shape) -> Tensor:
@@ -118,7 +136,7 @@ def reshape(input, shape) -> Tensor:
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Dimensions ``start_dim`` to ``end_dim`` merged into one (``torch.flatten``)."""
-    shape = _array(input).shape
+    shape = _shape(input)
     ndim = max(len(shape), 1)
     start, end = start_dim % ndim, end_dim % ndim
     if start > end:
