@@ -161,6 +161,7 @@ def call(name: str, *args, out=None, target: str = "llvm", check_indices: bool =
     args = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in args]
     f, shape, dtype = _compiled(name, args, _signature(name, args), attrs, target,
                                 check_indices)
+    _REPEATS.last = f
     if out is None:
         from .nd import aligned_numpy
         out = aligned_numpy(shape, dtype)
@@ -269,6 +270,85 @@ def _run(name: str, signature: inspect.Signature, args, kwargs):
                 **values)
 
 
+# ------------------------------------------------------------ repeated calls
+# A model calls the same operators on arrays of the same shapes every step: the first
+# call binds, checks, converts and compiles; a later one with the same shapes, dtypes
+# and options only checks each array's layout and calls the kernel's entry point.
+
+
+class _Repeats(threading.local):
+    def __init__(self):
+        self.calls: dict = {}   # key -> (cfunc, trailing, shape, dtype)
+        self.last = None        # the kernel the last general call ran
+
+
+_REPEATS = _Repeats()
+
+
+def _repeat_key(name: str, args, kwargs):
+    """What a call is, when only C-contiguous arrays and plain values are given (None:
+    take the general path)."""
+    spec = []
+    for a in args:
+        if type(a) is np.ndarray:
+            spec.append((a.shape, a.dtype.str))
+        elif a is None or type(a) in (bool, int, float, str):
+            spec.append((type(a), a))
+        else:
+            return None
+    options = ()
+    if kwargs:
+        if "out" in kwargs or any(type(v) is np.ndarray for v in kwargs.values()):
+            return None
+        # typed: 2 and 2.0 are equal keys, but a float stride is refused
+        options = tuple(sorted((k, type(v), v) for k, v in kwargs.items()))
+        try:
+            hash(options)
+        except TypeError:
+            return None
+    from .autotune.history import source_token
+    return name, tuple(spec), options, source_token()
+
+
+def _passes_through(name: str, args) -> bool:
+    """Whether the general path hands the arrays to the kernel as they are (contiguous,
+    already of the result type of an elementwise operator)."""
+    arrays = [a for a in args if type(a) is np.ndarray]
+    if not arrays or any(not a.flags.c_contiguous for a in arrays):
+        return False
+    if name in _BINARY:
+        extra = [1.0] if name == "divide" else []
+        want = np.result_type(*[a for a in args if a is not None], *extra)
+        return all(a.dtype == want for a in arrays)
+    return True
+
+
+def _remember(key, args, result):
+    """File the kernel the general path just ran for ``key`` (``call`` left it)."""
+    module, _REPEATS.last = _REPEATS.last, None
+    bound = module.bound_call() if hasattr(module, "bound_call") else None
+    if bound is not None and isinstance(result, np.ndarray):
+        _REPEATS.calls[key] = (*bound, result.shape, result.dtype)
+
+
+def _run_again(hit, args):
+    """The kernel of a repeated call on these arrays; None if one is not contiguous or
+    aligned (the general path says why)."""
+    from .nd import aligned_numpy
+    cfunc, trailing, shape, dtype = hit
+    pointers = []
+    for a in args:
+        if type(a) is np.ndarray:
+            pointer = a.ctypes.data
+            if not a.flags.c_contiguous or pointer % a.dtype.alignment:
+                return None
+            pointers.append(pointer)
+    out = aligned_numpy(shape, dtype)
+    if cfunc(*pointers, out.ctypes.data, *trailing):
+        raise MemoryError("td.ops: a temporary buffer could not be allocated")
+    return out
+
+
 @functools.cache
 def _entry(name: str):
     kernel = _operators()[name]
@@ -276,7 +356,17 @@ def _entry(name: str):
     signature = inspect.Signature(params + _KEYWORDS)
 
     def operator(*args, **kwargs):
-        return _run(name, signature, args, kwargs)
+        key = _repeat_key(name, args, kwargs)
+        hit = _REPEATS.calls.get(key) if key is not None else None
+        if hit is not None:
+            result = _run_again(hit, args)
+            if result is not None:
+                return result
+        _REPEATS.last = None
+        result = _run(name, signature, args, kwargs)
+        if key is not None and _passes_through(name, args):
+            _remember(key, args, result)
+        return result
 
     functools.update_wrapper(operator, kernel)
     operator.__signature__ = signature
