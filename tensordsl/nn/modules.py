@@ -57,6 +57,27 @@ class Module:
     def children(self):
         return list(self._modules.values())
 
+    def named_modules(self, prefix: str = ""):
+        """This module (named ``prefix``) and every module inside it, depth first."""
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def extra_repr(self) -> str:
+        """What ``repr`` shows inside the parentheses (PyTorch's hook)."""
+        return ""
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not self._modules:
+            return head + ")"
+        children = [f"({name}): " + repr(m).replace("\n", "\n  ")
+                    for name, m in self._modules.items()]
+        return head + "\n  " + "\n  ".join(children) + "\n)"
+
     def forward(self, *args):
         raise NotImplementedError(f"{type(self).__name__} defines no forward")
 
@@ -149,6 +170,7 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype="float32", rng=None):
         super().__init__()
+        self.in_features, self.out_features = in_features, out_features
         rng = rng if rng is not None else np.random.default_rng()
         bound = 1 / math.sqrt(in_features)
         self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features))
@@ -158,6 +180,10 @@ class Linear(Module):
 
     def forward(self, x):
         return F.dense(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
 
 
 class ReLU(Module):
