@@ -6,7 +6,7 @@ recomputed per reduction step), or has several readers. Every other stage is com
 inside the kernel of the stage that reads it:
 
 * an elementwise stage is inlined into its reader;
-* a reduction whose only reader is elementwise becomes that kernel's *anchor*, the
+* a reduction whose only reader is elementwise (one output) becomes that kernel's *anchor*, the
   reader its epilogue (``relu(x @ W.T + b)``: one kernel; a weight's gradient and the
   optimizer's update of the weight: one kernel). A kernel has at most one anchor; a
   second reduction in the same reader is materialized.
@@ -113,7 +113,7 @@ def roots(order, outputs, given) -> list:
         if id(op) in output_ops or op.num_outputs > 1 or in_reduction or len(ops) > 1:
             materialized.add(id(op))
         elif op.reduce_axis:
-            if ops and not ops[0].reduce_axis:
+            if ops and not ops[0].reduce_axis and ops[0].num_outputs == 1:
                 anchors.add(id(op))
             else:
                 materialized.add(id(op))

@@ -238,13 +238,23 @@ def _kernel(root, stored, target) -> _Kernel:
 
 
 def _build_one(args, out, target: str, name: str):
-    """A kernel with one output: a matrix product with an elementwise epilogue gets the
-    matmul template's micro-kernel (with the records of a matmul of its sizes); anything
-    else ``td.build(tensors)``: the auto-scheduler, with the records filed for it."""
+    """A kernel with one output, scheduled by what it computes: a matrix product with an
+    elementwise epilogue by the matmul template's micro-kernel (with the records of a
+    matmul of its sizes); a convolution, its gradients or a row-wise reduction by their
+    template in the operator table (``autodiff/operators.py``); anything else by
+    ``td.build(tensors)``: the auto-scheduler, with the records filed for it."""
     import tensordsl as td
-    product = _product_anchor(out) if target == "llvm" else None
-    if product is None:
+    if target != "llvm":
         return td.build([*args, out], target=target, name=name)
+    product = _product_anchor(out)
+    if product is None:
+        from .autodiff.operators import prepare, schedule_derived, template_of
+        prepared = prepare(out)
+        template = template_of(prepared)
+        if template in ("auto", "matmul"):
+            return td.build([*args, out], target=target, name=name)
+        s = schedule_derived(template, prepared)
+        return td.build(s, [*args, prepared], target=target, name=name)
     from schedules.cpu.generic import schedule_stage
     from schedules.cpu.matmul import schedule_product
     from .autodiff.operators import equivalent_keys

@@ -15,12 +15,8 @@ kernel is compiled once per (rule, dtype, flat size) and serves every step.
 
 The kernel writes new arrays (its arguments are declared not to alias, so it may not
 update in place); the parameters and the state then view those: the buffers swap each
-step. A parameter whose ``.data`` was replaced since (``load_state_dict``, a user,
-``nn.TrainStep``) is copied into its slot first.
-
-``nn.TrainStep`` compiles the same rule into its program instead, through
-``hyperparameters``, ``state_names``, ``state``, ``set_state`` and ``traced_update``
-(``step.py``); the two can be mixed.
+step. A parameter whose ``.data`` was replaced since (``load_state_dict``, a user) is
+copied into its slot first.
 """
 from __future__ import annotations
 
@@ -63,22 +59,6 @@ def _adam_update(p, g, m, v, h):
 
 
 _RULES = {"sgd": (_sgd_update, 5), "adam": (_adam_update, 9)}
-
-
-def _traced(rule: str, p, g, states: list, h, nesterov: bool = False) -> list:
-    """The rule as one multi-output compute over ``p``'s shape (for ``nn.TrainStep``):
-    ``[p', *state']``."""
-    import tensordsl as td
-    update = _RULES[rule][0]
-
-    def body(*i):
-        values = [s[i] for s in states]
-        if rule == "sgd":
-            return update(p[i], g[i], values[0] if values else None, h, nesterov)
-        return update(p[i], g[i], *values, h)
-
-    outs = td.compute(p.shape, body, name=f"{rule}_update")
-    return list(outs) if isinstance(outs, (list, tuple)) else [outs]
 
 
 @functools.cache
@@ -199,66 +179,20 @@ class Optimizer:
         self._flats: dict = {}    # (group, dtype, parameter ids) -> _Flat
         self._flat_of: dict = {}  # parameter id -> its key in _flats
 
-    @property
-    def params(self) -> list:
-        """Every parameter, in group order."""
-        return [p for group in self.param_groups for p in group["params"]]
-
     def zero_grad(self, set_to_none: bool = True):
         """Gradients to None (PyTorch's default), or to zeros in place."""
-        for p in self.params:
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                p.grad[...] = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                else:
+                    p.grad[...] = 0
 
     def _hyper(self, group: dict, step: int, dtype) -> np.ndarray:
         raise NotImplementedError
 
     def _kernel(self, group: dict, dtype, size: int):
         raise NotImplementedError
-
-    def _rule(self, group: dict) -> tuple:
-        """(rule name, options) of ``_traced``."""
-        raise NotImplementedError
-
-    # ------------------------------------------------ the traced step (nn.TrainStep)
-    def hyperparameters(self, dtype) -> np.ndarray:
-        """This step's hyperparameter array, for one group whose parameters have taken
-        the same number of steps (a traced step updates them all at once)."""
-        if len(self.param_groups) != 1:
-            raise ValueError(f"{type(self).__name__}: a traced step (nn.TrainStep) takes "
-                             f"one param group, got {len(self.param_groups)}")
-        steps = {self.state[p]["step"] for p in self.params}
-        if len(steps) != 1:
-            raise ValueError(f"{type(self).__name__}: a traced step needs parameters that "
-                             f"have taken the same number of steps, got {sorted(steps)}")
-        self._traced_step = steps.pop() + 1
-        return self._hyper(self.param_groups[0], self._traced_step, dtype)
-
-    def state_names(self) -> tuple:
-        return self._state_names
-
-    def state_value(self, p, name: str) -> np.ndarray:
-        """``state[p][name]`` as an array of ``p``'s shape (zeros before the first step;
-        ``state`` itself is PyTorch's dict)."""
-        value = self.state[p].get(name)
-        return np.zeros(p.shape, p.dtype) if value is None else \
-            np.ascontiguousarray(value).reshape(p.shape)
-
-    def set_state(self, p, name: str, value: np.ndarray):
-        """A traced step's new state of ``p``; the step it was computed for counts as
-        taken (the flat class holding ``p``, if any, is rebuilt at the next eager step)."""
-        self.state[p][name] = value
-        self.state[p]["step"] = self._traced_step
-        self._flats.pop(self._flat_of.pop(id(p), None), None)
-
-    def traced_update(self, p, g, states: dict, h) -> tuple:
-        """(p', {state name: new value}) as expressions."""
-        rule, options = self._rule(self.param_groups[0])
-        new_p, *new = _traced(rule, p, g, [states[n] for n in self._state_names], h,
-                              **options)
-        return new_p, dict(zip(self._state_names, new))
 
     @no_grad()
     def step(self):
@@ -289,6 +223,33 @@ class Optimizer:
             for p in params:
                 self._flat_of[id(p)] = key
         return flat
+
+    # ------------------------------------------- the traced step (nn.TrainStep)
+    def _update(self, group: dict, p, g, state: list, h):
+        """One element's update: ``p'`` or ``(p', *state')`` from expressions of the
+        parameter, its gradient, its state and the hyperparameters ``h``."""
+        raise NotImplementedError
+
+    def traced_update(self, group: dict, p, g, state: list, h) -> list:
+        """``[p', *state']`` of the parameter placeholder ``p`` for the gradient ``g`` (a
+        tensor expression), as one compute of ``p``'s shape: the rule ``step``'s kernel
+        applies, for ``nn.TrainStep``, which feeds ``h = _hyper(group, step, dtype)``."""
+        import tensordsl as td
+
+        def body(*i):
+            return self._update(group, p[i], g[i], [s[i] for s in state], h)
+
+        outs = td.compute(p.shape, body, name=f"{p.name}.{type(self).__name__.lower()}")
+        return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+    def traced_step_done(self, params, new_state: dict):
+        """After a traced step: ``new_state`` (parameter -> {name: array}) is the state,
+        each step count advances, and the flat classes are rebuilt on the next
+        ``step()`` (their buffers no longer hold the state)."""
+        for p in params:
+            self.state[p].update(new_state.get(p, {}))
+            self.state[p]["step"] += 1
+        self._flats, self._flat_of = {}, {}
 
     def state_dict(self) -> dict:
         """PyTorch's layout: ``{"state": {index: {"step": ..., name: array}},
@@ -355,8 +316,8 @@ class SGD(Optimizer):
         return _kernel("sgd", dtype, size, len(self._state_names),
                        bool(group["nesterov"]))
 
-    def _rule(self, group):
-        return "sgd", {"nesterov": bool(group["nesterov"])}
+    def _update(self, group, p, g, state, h):
+        return _sgd_update(p, g, state[0] if state else None, h, bool(group["nesterov"]))
 
     def _hyper(self, group, step, dtype):
         first = step == 1
@@ -387,8 +348,8 @@ class Adam(Optimizer):
     def _kernel(self, group, dtype, size):
         return _kernel("adam", dtype, size, 2)
 
-    def _rule(self, group):
-        return "adam", {}
+    def _update(self, group, p, g, state, h):
+        return _adam_update(p, g, *state, h)
 
     def _hyper(self, group, step, dtype):
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]

@@ -2,11 +2,12 @@
 single compiled program (``trace.py`` explains the tracing), compiled once per input
 shape and reused every batch.
 
-The optimizer takes part through four methods (``optim.py``): ``hyperparameters(dtype)``
-(this step's numbers, an array fed to the program), ``state_names()`` /
-``state_value(p, name)`` / ``set_state(p, name, value)`` (its per-parameter buffers), and
-``traced_update(p, g, states, h)`` (the update as expressions). So the program computes
-exactly what ``loss.backward(); optimizer.step()`` computes, and the two can be mixed.
+The optimizer takes part through its param groups and state (``optim.py``):
+``_hyper(group, step, dtype)`` gives each group's hyperparameters for the step (fed to
+the program as a small array), ``traced_update`` the update rule as expressions — the
+same rule its own kernel applies — and ``traced_step_done`` takes the new state. So
+the program computes exactly what ``loss.backward(); optimizer.step()`` computes, and
+the two can be mixed.
 """
 from __future__ import annotations
 
@@ -21,15 +22,20 @@ from .trace import tracing
 @dataclass
 class _Compiled:
     program: object
-    params: list           # the Parameters updated, in the program's order
-    states: list           # (parameter, state name), in the program's order
-    constants: list        # arrays captured while tracing, fed as they were
-    hyper_dtype: np.dtype
+    groups: list          # (group, its parameters) in the program's order
+    states: list          # (parameter, state name), in the program's order
+    holders: list         # tensors and arrays read by the forward, fed each run
+    fresh: list           # draw() per run (dropout's masks)
+    written: list         # holders whose arrays the program's last outputs replace
+    per_run: list         # callables run once per run
+    checks: list          # (input index, check) on x or y before each run
+    dtype: np.dtype
 
 
 class TrainStep:
     """``step(x, y)`` = ``loss = loss_fn(model(x), y); loss.backward(); optimizer.step()``
-    compiled into one program; returns the loss as a float."""
+    compiled into one program; returns the loss as a float. ``x`` and ``y`` are numpy
+    arrays (``y`` may be class indices); a new shape compiles a new program."""
 
     def __init__(self, model, loss_fn, optimizer, target: str = "llvm"):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
@@ -38,37 +44,50 @@ class TrainStep:
 
     def __call__(self, x, y) -> float:
         x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        key = (x.shape, x.dtype.str, y.shape, y.dtype.str, self.model.training)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            compiled = self._compiled[key] = self._compile(x, y)
+        c = self._get(x, y)
+        for index, check in c.checks:
+            check((x, y)[index])
         opt = self.optimizer
-        hyper = opt.hyperparameters(compiled.hyper_dtype)
-        arrays = [x, y, *(p.data for p in compiled.params),
-                  *(opt.state_value(p, name) for p, name in compiled.states),
-                  hyper, *compiled.constants]
-        loss, *rest = compiled.program(*arrays)
-        for p, value in zip(compiled.params, rest):
+        hypers = [opt._hyper(group, opt.state[params[0]]["step"] + 1, c.dtype)
+                  for group, params in c.groups]
+        arrays = [x, y, *(p.data for _, params in c.groups for p in params),
+                  *(_state(opt, p, name) for p, name in c.states), *hypers,
+                  *(h.data if isinstance(h, Tensor) else h for h in c.holders),
+                  *(draw() for draw in c.fresh)]
+        loss, *rest = c.program(*arrays)
+        params = [p for _, group_params in c.groups for p in group_params]
+        for p, value in zip(params, rest):
             p.data = value
-        for (p, name), value in zip(compiled.states, rest[len(compiled.params):]):
-            opt.set_state(p, name, value)
+        rest = rest[len(params):]
+        new_state: dict = {}
+        for (p, name), value in zip(c.states, rest):
+            new_state.setdefault(p, {})[name] = value
+        opt.traced_step_done(params, new_state)
+        for holder, value in zip(c.written, rest[len(c.states):]):
+            np.copyto(holder.data, value)
+        for run in c.per_run:
+            run()
         return float(loss.reshape(-1)[0])
 
     def program(self, x, y):
         """The compiled ``Program`` for batches shaped like ``x`` and ``y`` (its kernels
-        show how the step was cut and fused)."""
-        x, y = np.asarray(x), np.asarray(y)
+        show how the step was cut and fused; ``program.profile`` times them)."""
+        return self._get(np.ascontiguousarray(x), np.ascontiguousarray(y)).program
+
+    def _get(self, x, y) -> _Compiled:
         key = (x.shape, x.dtype.str, y.shape, y.dtype.str, self.model.training)
-        if key not in self._compiled:
-            self._compiled[key] = self._compile(np.ascontiguousarray(x),
-                                                np.ascontiguousarray(y))
-        return self._compiled[key].program
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = self._compile(x, y)
+        return compiled
 
     def _compile(self, x: np.ndarray, y: np.ndarray) -> _Compiled:
         import tensordsl as td
         opt = self.optimizer
-        params = [p for p in opt.params if p.requires_grad]
         names = {id(p): name for name, p in self.model.named_parameters()}
+        groups = [(g, [p for p in g["params"] if p.requires_grad]) for g in opt.param_groups]
+        groups = [(g, ps) for g, ps in groups if ps]
+        params = [p for _, ps in groups for p in ps]
         if not params:
             raise ValueError("TrainStep: the optimizer has no parameters that require a "
                              "gradient")
@@ -84,28 +103,43 @@ class TrainStep:
         if int(np.prod(loss.shape)) != 1:
             raise ValueError(f"TrainStep: the loss must have one element, got shape "
                              f"{loss.shape}")
-        grads = td.grad(loss.expr, p_in)
+        grads = dict(zip(map(id, params), td.grad(loss.expr, p_in)))
+        placeholder = dict(zip(map(id, params), p_in))
         dtype = np.dtype(params[0].dtype)
-        h = td.placeholder((len(opt.hyperparameters(dtype)),), dtype.name, name="hyper")
-        state_in, new_params, new_states, states = [], [], [], []
-        for p, ph, g in zip(params, p_in, grads):
-            mine = {name: td.placeholder(p.shape, p.dtype.name, name=f"{ph.name}_{name}")
-                    for name in opt.state_names()}
-            new_p, new = opt.traced_update(ph, g, mine, h)
-            new_params.append(new_p)
-            for name, placeholder in mine.items():
-                state_in.append(placeholder)
-                new_states.append(new[name])
-                states.append((p, name))
-        param_ids = {id(p) for p in params}
-        constants = [(holder, ph) for holder, ph in trace.inputs.values()
-                     if id(holder) not in param_ids]
-        inputs = [xs.expr, ys.expr, *p_in, *state_in, h, *(ph for _, ph in constants)]
-        program = td.build_program(inputs, [loss.expr, *new_params, *new_states],
-                                   target=self.target)
-        return _Compiled(program, params, states,
-                         [np.ascontiguousarray(h.data if isinstance(h, Tensor) else h)
-                          for h, _ in constants], dtype)
+        state_names = tuple(opt._state_names)
+        hypers, state_in, new_params, new_states, states = [], [], [], [], []
+        for k, (group, group_params) in enumerate(groups):
+            n_hyper = len(opt._hyper(group, 1, dtype))
+            h = td.placeholder((n_hyper,), dtype.name, name=f"hyper{k}")
+            hypers.append(h)
+            for p in group_params:
+                ph = placeholder[id(p)]
+                mine = [td.placeholder(p.shape, p.dtype.name, name=f"{ph.name}_{name}")
+                        for name in state_names]
+                new_p, *new = opt.traced_update(group, ph, grads[id(p)], mine, h)
+                new_params.append(new_p)
+                state_in += mine
+                new_states += new
+                states += [(p, name) for name in state_names]
+        param_ids = set(map(id, params))
+        holders = [(holder, ph) for holder, ph in trace.inputs.values()
+                   if id(holder) not in param_ids]
+        inputs = [xs.expr, ys.expr, *p_in, *state_in, *hypers,
+                  *(ph for _, ph in holders), *(ph for ph, _ in trace.fresh)]
+        outputs = [loss.expr, *new_params, *new_states, *(e for _, e in trace.written)]
+        program = td.build_program(inputs, outputs, target=self.target)
+        checks = [((xs.expr, ys.expr).index(t), check) for t, check in trace.checks
+                  if t is xs.expr or t is ys.expr]
+        return _Compiled(program, groups, states, [h for h, _ in holders],
+                         [draw for _, draw in trace.fresh], [h for h, _ in trace.written],
+                         list(trace.per_run), checks, dtype)
+
+
+def _state(opt, p, name: str) -> np.ndarray:
+    value = opt.state[p].get(name)
+    if value is None:
+        return np.zeros(p.shape, p.dtype)
+    return np.ascontiguousarray(value, p.dtype).reshape(p.shape)
 
 
 def _identifier(name: str) -> str:

@@ -31,12 +31,6 @@ def _values(t):
     return t.data if isinstance(t, Tensor) else np.asarray(t)
 
 
-def _untraced(what: str, why: str):
-    if active() is not None:
-        raise NotImplementedError(f"{what} under nn.TrainStep: {why}; train eagerly "
-                                  "(loss.backward(); optimizer.step())")
-
-
 def linear(input, weight, bias=None) -> Tensor:
     """``input @ weight.T + bias`` (``td.ops.dense``)."""
     return apply("dense", input, weight, bias)
@@ -59,10 +53,17 @@ def cross_entropy(input, target, reduction: str = "mean") -> Tensor:
         raise TypeError(f"cross_entropy: target must hold integer class indices, got "
                         f"{_dtype(target)}")
     classes, labels = _shape(input)[-1], _values(target)
-    if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= classes):
+    if labels is None:   # traced: the labels arrive with each run, checked then
+        active().check(target, lambda values: _check_labels(values, classes))
+    else:
+        _check_labels(labels, classes)
+    return apply("cross_entropy", input, target, reduction=reduction)
+
+
+def _check_labels(labels: np.ndarray, classes: int):
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
         bad = labels[(labels < 0) | (labels >= classes)][0]
         raise ValueError(f"cross_entropy: target holds class {bad}, outside [0, {classes})")
-    return apply("cross_entropy", input, target, reduction=reduction)
 
 
 def mse_loss(input, target, reduction: str = "mean") -> Tensor:
@@ -78,9 +79,13 @@ def dropout(input, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
         raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
     if not training or p == 0:
         return input
-    _untraced("dropout", "its mask would be drawn once, when traced, and reused")
     rng = rng if rng is not None else np.random.default_rng()
-    keep = rng.random(_shape(input)) >= p
+    shape = _shape(input)
+    trace = active()
+    if trace is not None:   # traced once, run every step: a new mask each run
+        keep = trace.fresh_input(shape, "bool", lambda: rng.random(shape) >= p)
+    else:
+        keep = rng.random(shape) >= p
     return apply("dropout", input, keep, p=float(p))
 
 
@@ -100,15 +105,24 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None,
                              "not training")
         return apply("batch_norm", input, weight, bias, running_mean, running_var, eps=eps)
     if running_mean is not None and running_var is not None:
-        _untraced("batch_norm's running statistics", "a traced step does not update "
-                  "buffers yet")
+        trace = active()
         with no_grad():
-            new = apply("batch_norm_update_stats", _values(input), running_mean,
-                        running_var, momentum=momentum)
-        # in place, as PyTorch updates its buffers
-        np.copyto(_values(running_mean), new.data[0])
-        np.copyto(_values(running_var), new.data[1])
+            new = apply("batch_norm_update_stats", input if trace else _values(input),
+                        running_mean, running_var, momentum=momentum)
+        if trace is not None:   # written after every run of the traced step
+            trace.write(running_mean, _row(new, 0))
+            trace.write(running_var, _row(new, 1))
+        else:   # in place, as PyTorch updates its buffers
+            np.copyto(_values(running_mean), new.data[0])
+            np.copyto(_values(running_var), new.data[1])
     return apply("batch_norm", input, weight, bias, eps=eps)
+
+
+def _row(stacked: Tensor, k: int):
+    """Row ``k`` of a traced 2-d tensor, as an expression."""
+    import tensordsl as td
+    t = stacked.expr
+    return td.compute(t.shape[1:], lambda c: t[k, c], name=f"{t.name}.row{k}")
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:

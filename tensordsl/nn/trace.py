@@ -16,8 +16,10 @@ as Relay and XLA fuse), and nothing runs in Python between kernels but the calls
         loss = step(x, y)        # a float; parameters and optimizer state are updated
 
 A forward may only combine its inputs through ``nn.functional`` (and Tensor methods
-built on it); reading ``.data`` raises while tracing. Arrays a forward makes from
-numbers (constants) are captured by value when traced.
+built on it); reading ``.data`` raises while tracing. A tensor it reads that is not
+computed from the input — a parameter, a buffer, a constant — is read afresh every
+run; a random mask is drawn every run (``Trace.fresh_input``), and writes to buffers
+(BatchNorm's running statistics) happen after every run (``Trace.write``).
 """
 from __future__ import annotations
 
@@ -42,6 +44,29 @@ class Trace:
 
     def __init__(self):
         self.inputs: dict = {}   # id(holder) -> (holder, placeholder)
+        self.fresh: list = []    # (placeholder, draw): a new array every run (a mask)
+        self.written: list = []  # (holder, expr): stored into holder.data after each run
+        self.per_run: list = []  # callables run once per run (a batch counter)
+        self.checks: list = []   # (placeholder, check(array)) on an input before each run
+
+    def fresh_input(self, shape, dtype: str, draw) -> Tensor:
+        """A symbolic input that ``draw()`` gives a new value every run (dropout's mask:
+        traced once, it must not be captured as a constant)."""
+        import tensordsl as td
+        ph = td.placeholder(tuple(shape), dtype, name=f"fresh{len(self.fresh)}")
+        self.fresh.append((ph, draw))
+        return Tensor.traced(ph)
+
+    def check(self, tensor: Tensor, check) -> None:
+        """Before each run, ``check(array)`` on the array fed for the traced input
+        ``tensor`` (class labels in range): values only known then."""
+        self.checks.append((tensor.expr, check))
+
+    def write(self, holder: Tensor, value) -> None:
+        """After each run, ``holder``'s array takes ``value`` (a traced tensor or
+        expression), in place: the side effects of a forward (running statistics)."""
+        expr = value.expr if isinstance(value, Tensor) else value
+        self.written.append((holder, expr))
 
     def placeholder(self, holder, name: str | None = None):
         hit = self.inputs.get(id(holder))
