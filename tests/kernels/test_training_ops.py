@@ -1,6 +1,7 @@
 """The operators for training (kernels/dense.py: tanh, sigmoid, reshape, bias_add;
-kernels/training.py: the losses, batch norm, dropout) through td.ops, against numpy in float32, on odd shapes; their
-bad arguments; and a kernel named like a C math function (``tanh``) that works."""
+kernels/training.py: the losses, batch norm, dropout) through td.ops, against numpy in
+float32, on odd shapes; their bad arguments; a kernel named like a C math function
+(``tanh``) that works; their gradients are gathers."""
 import math
 
 import numpy as np
