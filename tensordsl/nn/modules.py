@@ -85,10 +85,19 @@ class Module:
         return self.forward(*args)
 
     def named_parameters(self, prefix: str = ""):
+        """Each parameter once, under the first name it is reached by (a module used
+        twice shares its weights: an optimizer must update them once), as PyTorch's."""
+        seen = set()
+        for name, p in self._all_parameters(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _all_parameters(self, prefix: str):
         for name, p in self._parameters.items():
             yield prefix + name, p
         for name, m in self._modules.items():
-            yield from m.named_parameters(f"{prefix}{name}.")
+            yield from m._all_parameters(f"{prefix}{name}.")
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]

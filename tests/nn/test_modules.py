@@ -105,3 +105,15 @@ def test_repr_and_named_modules_read_like_pytorchs():
         ")")
     assert [name for name, _ in model.named_modules()] == ["", "0", "1", "2", "2.0", "2.1"]
     assert len(model) == 3 and isinstance(model[2][1], nn.Linear)
+
+
+def test_shared_weights_are_one_parameter_updated_once():
+    layer = nn.Linear(3, 3, dtype="float64", rng=np.random.default_rng(0))
+    model = nn.Sequential(layer, nn.ReLU(), layer)
+    assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    opt = nn.SGD(model.parameters(), lr=0.1)
+    before = layer.weight.data.copy()
+    layer.weight.grad, layer.bias.grad = np.ones((3, 3)), np.ones(3)
+    opt.step()
+    np.testing.assert_allclose(layer.weight.data, before - 0.1)
