@@ -15,9 +15,10 @@ backward are both generated kernels — ``td.ops.<op>`` and ``td.ops.<op>_backwa
     w.grad                                 # d loss / d w, a numpy array
 """
 from . import functional, optim
+from .function import Function
 from .modules import Linear, Module, Parameter, ReLU, Sequential
 from .optim import SGD
 from .tensor import Tensor, no_grad
 
-__all__ = ["Linear", "Module", "Parameter", "ReLU", "SGD", "Sequential", "Tensor",
+__all__ = ["Function", "Linear", "Module", "Parameter", "ReLU", "SGD", "Sequential", "Tensor",
            "functional", "no_grad", "optim"]
