@@ -1,0 +1,221 @@
+"""Training the bundled models on scikit-learn's digits (``tensordsl train mlp|cnn``).
+
+    history = train("mlp", epochs=10, on_epoch=print)
+    history.test_accuracy[-1]                         # about 0.98
+
+The data: ``sklearn.datasets.load_digits`` (1797 8x8 images shipped with scikit-learn,
+nothing downloaded), features scaled to [0, 1] (/16), split once into 1437 training and
+360 test images by a fixed permutation, so every run and every ``--seed`` tests on the
+same images (``--seed`` draws the initial weights and the batch order).
+
+The models (``build_model``): ``mlp`` is the issue's benchmark network 64 -> 256 -> 256 ->
+10 with ReLUs; ``cnn`` two 3x3 convolutions (16 and 32 channels, each with ReLU and 2x2
+max pooling) and a linear layer 128 -> 10.
+
+One optimizer step is one function, ``loss = step(x_batch, y_batch)`` (``eager_step``:
+forward, loss, backward through the tape, the optimizer's update — every one a
+generated kernel). A compiled training step can replace it without touching the loop.
+Batches are all ``batch_size`` long (the rest of a shuffled epoch is left out, PyTorch's
+``drop_last``), so each kernel is compiled for one shape.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import functional as F
+from .modules import Linear, Module, ReLU, Sequential
+from .optim import SGD
+from .tensor import Tensor, no_grad
+
+MODELS = ("mlp", "cnn")
+TEST_SIZE = 360         # a fifth of the 1797 images
+SPLIT_SEED = 0          # the train/test split is fixed; --seed does not move it
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What ``tensordsl train MODEL`` uses unless told otherwise (measured on 2 cores:
+    ``mlp`` >= 97% test accuracy in well under a minute, ``cnn`` >= 98%). The learning
+    rate follows a cosine from ``lr`` down to 0 over the epochs (PyTorch's
+    ``CosineAnnealingLR`` stepped per epoch): with a constant rate the last epoch's
+    accuracy wanders by a percent from seed to seed."""
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+
+
+DEFAULTS = {"mlp": Defaults(epochs=20, batch_size=64, lr=0.1),
+            "cnn": Defaults(epochs=15, batch_size=64, lr=0.05)}
+
+
+@dataclass
+class Digits:
+    """The digits split: images as float32 in [0, 1] (N, 64), labels int64 (N,)."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_digits() -> Digits:
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise ImportError("tensordsl train needs scikit-learn for its data set "
+                          "(pip install 'tensordsl[train]')") from None
+    data = sklearn_digits()
+    x = (data.data / 16.0).astype("float32")
+    y = data.target.astype("int64")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    test, train = order[:TEST_SIZE], order[TEST_SIZE:]
+    return Digits(x[train], y[train], x[test], y[test])
+
+
+def build_model(name: str, rng: np.random.Generator) -> Module:
+    """A fresh ``mlp`` or ``cnn`` with weights drawn from ``rng``."""
+    if name == "mlp":
+        return Sequential(Linear(64, 256, rng=rng), ReLU(), Linear(256, 256, rng=rng), ReLU(),
+                          Linear(256, 10, rng=rng))
+    if name == "cnn":
+        from .modules import Conv2d, Flatten, MaxPool2d
+        return Sequential(Conv2d(1, 16, 3, padding=1, rng=rng), ReLU(), MaxPool2d(2),
+                          Conv2d(16, 32, 3, padding=1, rng=rng), ReLU(), MaxPool2d(2),
+                          Flatten(), Linear(32 * 2 * 2, 10, rng=rng))
+    raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {name!r}")
+
+
+def model_input(name: str, images: np.ndarray) -> np.ndarray:
+    """The images as the model reads them: (N, 64) rows, or (N, 1, 8, 8) for the cnn."""
+    return images.reshape(len(images), 1, 8, 8) if name == "cnn" else images
+
+
+def cross_entropy(logits: Tensor, labels) -> Tensor:
+    """The mean negative log-likelihood of integer ``labels`` under ``logits``."""
+    # TODO(nn-modules): F.cross_entropy once it lands
+    onehot = np.eye(logits.shape[1], dtype=logits.dtype)[labels.data]
+    picked = F.reduce_sum(F.multiply(F.log_softmax(logits), onehot), axis=1)
+    return F.multiply(F.reduce_mean(picked), -1.0)
+
+
+def eager_step(model: Module, loss_fn, optimizer):
+    """``loss = step(x, y)``: one optimizer step on a batch, run op by op on the tape."""
+    def step(x, y) -> Tensor:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+def evaluate(model: Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on one batch of all of ``x``."""
+    with no_grad():
+        logits = model(Tensor(x))
+        loss = cross_entropy(logits, Tensor(y)).item()
+    return loss, float((logits.data.argmax(axis=1) == y).mean())
+
+
+@dataclass
+class History:
+    """Per epoch: mean training loss, test loss and accuracy, seconds; and the model."""
+    model: Module
+    train_loss: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator):
+    """Index arrays of a shuffled epoch, each ``batch_size`` long (the rest is left out)."""
+    order = rng.permutation(n)
+    for start in range(0, n - batch_size + 1, batch_size):
+        yield order[start:start + batch_size]
+
+
+def train(model_name: str, epochs: int | None = None, batch_size: int | None = None,
+          lr: float | None = None, seed: int = 0, train_size: int | None = None,
+          data: Digits | None = None, on_epoch=None, on_step=None) -> History:
+    """Train ``model_name`` on the digits; ``on_epoch(k, history)`` after each epoch,
+    ``on_step()`` after each batch. ``train_size`` keeps only the first images (a
+    smoke run). Unset arguments take ``DEFAULTS[model_name]``."""
+    if model_name not in MODELS:
+        raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {model_name!r}")
+    d = DEFAULTS[model_name]
+    epochs = d.epochs if epochs is None else epochs
+    batch_size = d.batch_size if batch_size is None else batch_size
+    lr = d.lr if lr is None else lr
+    data = data or load_digits()
+    x_train, y_train = data.x_train, data.y_train
+    if train_size is not None:
+        x_train, y_train = x_train[:train_size], y_train[:train_size]
+    _check_budget(epochs, batch_size, lr, len(x_train))
+    rng = np.random.default_rng(seed)
+    model = build_model(model_name, rng)
+    optimizer = SGD(model.parameters(), lr=lr, momentum=d.momentum)
+    step = eager_step(model, cross_entropy, optimizer)
+    x_train = model_input(model_name, x_train)
+    x_test = model_input(model_name, data.x_test)
+    history = History(model)
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        optimizer.lr = cosine_rate(lr, epoch, epochs)
+        model.train()
+        losses = []
+        for idx in batches(len(x_train), batch_size, rng):
+            losses.append(step(Tensor(x_train[idx]), Tensor(y_train[idx])).item())
+            if on_step is not None:
+                on_step()
+        model.eval()
+        test_loss, test_accuracy = evaluate(model, x_test, data.y_test)
+        history.train_loss.append(float(np.mean(losses)))
+        history.test_loss.append(test_loss)
+        history.test_accuracy.append(test_accuracy)
+        history.seconds.append(time.perf_counter() - start)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    return history
+
+
+def cosine_rate(lr: float, epoch: int, epochs: int) -> float:
+    """The learning rate of ``epoch`` (from 0): ``lr`` at the first, falling to 0."""
+    return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def _check_budget(epochs: int, batch_size: int, lr: float, n: int):
+    if epochs < 1:
+        raise ValueError(f"--epochs: expected a positive number, got {epochs}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"--batch-size: expected 1 to {n} (the training images), "
+                         f"got {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"--lr: expected a positive learning rate, got {lr}")
+
+
+def plot(history: History, path: str, title: str):
+    """Loss and accuracy per epoch, as a PNG (matplotlib, Agg)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--plot needs matplotlib (pip install 'tensordsl[train]')") from None
+    epochs = np.arange(1, len(history.train_loss) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.plot(epochs, history.train_loss, marker="o", label="train")
+    left.plot(epochs, history.test_loss, marker="o", label="test")
+    left.set_xlabel("epoch")
+    left.set_ylabel("cross-entropy")
+    left.legend()
+    right.plot(epochs, history.test_accuracy, marker="o", color="C1")
+    right.set_xlabel("epoch")
+    right.set_ylabel("test accuracy")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
