@@ -47,6 +47,11 @@ _OPERANDS = {
     "relu": ("x",), "gelu": ("x",), "reduce_sum": ("x",), "reduce_mean": ("x",),
     "reduce_max": ("x",), "softmax": ("x",), "log_softmax": ("x",),
     "layer_norm": ("x", "gamma", "beta"), "take": ("x", "indices"),
+    "tanh": ("x",), "sigmoid": ("x",), "reshape": ("x",), "bias_add": ("x", "bias"),
+    "cross_entropy": ("logits", "labels"), "mse_loss": ("x", "y"),
+    "batch_norm": ("x", "gamma", "beta", "moving_mean", "moving_var"),
+    "batch_norm_update_stats": ("x", "moving_mean", "moving_var"),
+    "dropout": ("x", "mask"),
 }
 # elementwise on two operands: a number stays a number (numpy's weak scalars) and the
 # operands are converted to numpy's result type

@@ -33,7 +33,8 @@ class LLVMBackend:
 
     def load(self, binary: bytes, func: n.PrimFunc, target: Target):
         n_ptr = sum(isinstance(p, n.Buffer) for p in func.params)
-        return runtime.load(binary, func.name, n_ptr, len(func.params) - n_ptr)
+        return runtime.load(binary, codegen.symbol_name(func.name), n_ptr,
+                            len(func.params) - n_ptr)
 
     def source_text(self, source: str, kind: str, target: Target) -> str:
         if kind in ("ll", "llvm", None):

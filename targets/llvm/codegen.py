@@ -39,6 +39,19 @@ _INTRINSIC = {"exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "fabs"
               "pow": "pow", "floor": "floor", "ceil": "ceil", "round": "round"}
 
 
+# functions of the C runtime the generated code calls (LLVM lowers math intrinsics it
+# cannot inline, a vector tanh say, to libm calls by these names)
+_C_RUNTIME = {"free", "aligned_alloc", "memset", "memcpy", "memmove", "omp_get_thread_num",
+              "omp_get_num_threads", "GOMP_parallel"} | {
+    f + suffix for f in {*_INTRINSIC.values(), *_LIBM.values()} for suffix in ("", "f")}
+
+
+def symbol_name(name: str) -> str:
+    """The kernel's symbol in the object: its name, unless that is a C runtime function
+    the code may call (a kernel named ``tanh`` would call itself for ``llvm.tanh``)."""
+    return f"{name}.kernel" if name in _C_RUNTIME else name
+
+
 def _suffix(t: ir.Type) -> str:
     """LLVM's name of a scalar type in intrinsic names (f32, i8, ...)."""
     if isinstance(t, ir.IntType):
@@ -80,7 +93,8 @@ class CodeGenLLVM:
                  [p for p in self.func.params if not isinstance(p, n.Buffer)]
         arg_types = [ir.PointerType(memory_type(p.dtype)) if isinstance(p, n.Buffer) else I64
                      for p in params]
-        fn = ir.Function(self.module, ir.FunctionType(I32, arg_types), self.func.name)
+        fn = ir.Function(self.module, ir.FunctionType(I32, arg_types),
+                         symbol_name(self.func.name))
         for p, arg in zip(params, fn.args):
             arg.name = p.name
             if isinstance(p, n.Buffer):

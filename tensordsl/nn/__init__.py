@@ -15,10 +15,15 @@ backward are both generated kernels — ``td.ops.<op>`` and ``td.ops.<op>_backwa
     w.grad                                 # d loss / d w, a numpy array
 """
 from . import functional, optim
+from .data import DataLoader
 from .function import Function
+from .layers import GELU, Conv2d, Dropout, Embedding, Flatten, MaxPool2d, Sigmoid, Tanh
 from .modules import Linear, Module, Parameter, ReLU, Sequential
-from .optim import SGD
+from .normalization import BatchNorm2d, LayerNorm
+from .optim import SGD, Adam, AdamW
 from .tensor import Tensor, no_grad
 
-__all__ = ["Function", "Linear", "Module", "Parameter", "ReLU", "SGD", "Sequential", "Tensor",
+__all__ = ["Adam", "AdamW", "BatchNorm2d", "Conv2d", "DataLoader", "Dropout", "Embedding",
+           "Flatten", "Function", "GELU", "LayerNorm", "Linear", "MaxPool2d", "Module",
+           "Parameter", "ReLU", "SGD", "Sequential", "Sigmoid", "Tanh", "Tensor",
            "functional", "no_grad", "optim"]

@@ -1,6 +1,14 @@
 """Every ``td.ops`` operator as a differentiable function of ``nn.Tensor``s, with the
 operator's own signature: ``F.conv2d_nchw(x, w, stride=1, padding=1)``. The forward
-is ``td.ops.<op>``; ``Tensor.backward`` calls ``td.ops.<op>_backward``."""
+is ``td.ops.<op>``; ``Tensor.backward`` calls ``td.ops.<op>_backward``.
+
+Beside them, PyTorch's ``torch.nn.functional`` names and signatures where they differ
+(``torch_names.py``): ``F.linear``, ``F.conv2d`` (with a bias), ``F.cross_entropy``,
+``F.mse_loss``, ``F.dropout``, ``F.batch_norm``, ``F.layer_norm``, ``F.embedding``,
+``F.flatten``, ``F.reshape``. Each of them, like every operator here, ends in
+``apply(op, ...)``: one ``td.ops`` operator per call, so a tracer that follows ``apply``
+sees the whole computation.
+"""
 from __future__ import annotations
 
 import functools
@@ -13,7 +21,7 @@ def apply(op: str, *args, **kwargs) -> Tensor:
     """``td.ops.<op>`` on the arrays of ``args``; the result records the call when an
     operand requires a gradient (and gradients are enabled)."""
     import tensordsl as td
-    from tensordsl.ops import _OPERANDS
+    from tensordsl.ops import _BINARY, _OPERANDS
     fn = getattr(td.ops, op)
     params = [p for p in inspect.signature(fn).parameters.values()
               if p.kind == p.POSITIONAL_OR_KEYWORD]
@@ -26,8 +34,10 @@ def apply(op: str, *args, **kwargs) -> Tensor:
     for p in params:
         value = bound.arguments.get(p.name, p.default)
         if p.name in tensors:
-            operands.append(value if isinstance(value, Tensor) or value is None
-                            else Tensor(value))
+            # a number stays one (numpy's weak scalar: float32 + 1.0 stays float32)
+            keep = value is None or isinstance(value, Tensor) or (
+                op in _BINARY and isinstance(value, (bool, int, float)))
+            operands.append(value if keep else Tensor(value))
             names.append(p.name)
         elif p.name in bound.arguments:
             options[p.name] = value
@@ -52,6 +62,10 @@ def _function(op: str):
     return f
 
 
+from .torch_names import (batch_norm, conv2d, cross_entropy, dropout, embedding,  # noqa: E402
+                          flatten, layer_norm, linear, mse_loss, reshape)
+
+
 def __getattr__(name: str):
     from tensordsl.ops import _OPERANDS
     if name in _OPERANDS:
@@ -61,4 +75,8 @@ def __getattr__(name: str):
 
 def __dir__():
     from tensordsl.ops import _OPERANDS
-    return sorted(_OPERANDS)
+    return sorted(set(_OPERANDS) | set(_TORCH_NAMES) | {"apply"})
+
+
+_TORCH_NAMES = ("batch_norm", "conv2d", "cross_entropy", "dropout", "embedding", "flatten",
+                "layer_norm", "linear", "mse_loss", "reshape")

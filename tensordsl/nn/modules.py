@@ -1,6 +1,8 @@
-"""Modules in PyTorch's shape: ``Module`` (parameters, train/eval, ``state_dict`` as
-``.npz``), ``Parameter``, ``Sequential``, ``Linear``, ``ReLU``. Their forwards are
-``nn.functional`` calls, so their backwards are generated kernels too."""
+"""Modules in PyTorch's shape: ``Module`` (parameters, buffers, train/eval,
+``state_dict`` as ``.npz``), ``Parameter``, ``Sequential``, ``Linear``, ``ReLU``. Their
+forwards are ``nn.functional`` calls, so their backwards are generated kernels too. The
+other layers: ``layers.py`` (convolution, pooling, activations, flatten, dropout,
+embedding) and ``normalization.py``."""
 from __future__ import annotations
 
 import math
@@ -21,6 +23,7 @@ class Parameter(Tensor):
 class Module:
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
 
@@ -29,7 +32,30 @@ class Module:
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = _buffer(value, name)
+            value = self._buffers[name]
         object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, tensor) -> None:
+        """State that is saved with the module but not trained (BatchNorm's running
+        statistics): in ``state_dict`` after the parameters, as PyTorch's."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"register_buffer: name must be an identifier, got {name!r}")
+        self._buffers[name] = None
+        setattr(self, name, tensor)
+
+    def named_buffers(self, prefix: str = ""):
+        for name, b in self._buffers.items():
+            yield prefix + name, b
+        for name, m in self._modules.items():
+            yield from m.named_buffers(f"{prefix}{name}.")
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
+    def children(self):
+        return list(self._modules.values())
 
     def forward(self, *args):
         raise NotImplementedError(f"{type(self).__name__} defines no forward")
@@ -59,28 +85,43 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def _named_state(self, prefix: str = ""):
+        """Parameters then buffers, module by module: PyTorch's ``state_dict`` order."""
+        for name, p in self._parameters.items():
+            yield prefix + name, p
+        for name, b in self._buffers.items():
+            yield prefix + name, b
+        for name, m in self._modules.items():
+            yield from m._named_state(f"{prefix}{name}.")
+
     def state_dict(self) -> dict:
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        return {name: t.data.copy() for name, t in self._named_state()}
 
     def load_state_dict(self, state) -> None:
         """From a dict of arrays or a path to an ``.npz`` file (never pickle)."""
         if isinstance(state, (str, bytes)) or hasattr(state, "__fspath__"):
             with np.load(state, allow_pickle=False) as f:
                 state = {k: f[k] for k in f.files}
-        mine = dict(self.named_parameters())
+        mine = dict(self._named_state())
         if set(state) != set(mine):
-            raise KeyError(f"load_state_dict: expected parameters {sorted(mine)}, got "
-                           f"{sorted(state)}")
-        for name, p in mine.items():
+            raise KeyError(f"load_state_dict: expected parameters and buffers "
+                           f"{sorted(mine)}, got {sorted(state)}")
+        for name, t in mine.items():
             value = np.asarray(state[name])
-            if value.shape != p.shape:
-                raise ValueError(f"load_state_dict: {name!r} has shape {p.shape}, the "
+            if value.shape != t.shape:
+                raise ValueError(f"load_state_dict: {name!r} has shape {t.shape}, the "
                                  f"file's has {value.shape}")
-            p.data = np.ascontiguousarray(value, dtype=p.dtype)
+            t.data = np.ascontiguousarray(value, dtype=t.dtype)
 
     def save(self, path) -> None:
         """``state_dict()`` to an ``.npz`` file."""
         np.savez(path, **self.state_dict())
+
+
+def _buffer(value, name: str) -> Tensor:
+    if isinstance(value, Parameter):
+        raise TypeError(f"buffer {name!r}: a Parameter is trained; register it as one")
+    return value if isinstance(value, Tensor) else Tensor(value)
 
 
 class Sequential(Module):
@@ -93,6 +134,12 @@ class Sequential(Module):
         for m in self._modules.values():
             x = m(x)
         return x
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._modules)
 
 
 class Linear(Module):

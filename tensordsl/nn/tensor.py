@@ -86,6 +86,54 @@ class Tensor:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.data!r}{grad})"
 
+    # PyTorch's operators and methods, each an ``nn.functional`` call (so a kernel)
+    def __add__(self, other):
+        return _F().add(self, other)
+
+    def __radd__(self, other):
+        return _F().add(other, self)
+
+    def __sub__(self, other):
+        return _F().subtract(self, other)
+
+    def __rsub__(self, other):
+        return _F().subtract(other, self)
+
+    def __mul__(self, other):
+        return _F().multiply(self, other)
+
+    def __rmul__(self, other):
+        return _F().multiply(other, self)
+
+    def __truediv__(self, other):
+        return _F().divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _F().divide(other, self)
+
+    def __neg__(self):
+        return _F().multiply(self, -1.0)
+
+    def __matmul__(self, other):
+        return _F().matmul(self, other)
+
+    def reshape(self, *shape) -> "Tensor":
+        """``x.reshape(2, -1)`` or ``x.reshape((2, -1))``."""
+        return _F().reshape(self, shape[0] if len(shape) == 1 and not
+                            isinstance(shape[0], int) else shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
+        return _F().flatten(self, start_dim, end_dim)
+
+    def sum(self, axis=None, keepdims: bool = False) -> "Tensor":
+        return _F().reduce_sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False) -> "Tensor":
+        return _F().reduce_mean(self, axis=axis, keepdims=keepdims)
+
+    def relu(self) -> "Tensor":
+        return _F().relu(self)
+
     def backward(self, grad=None):
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires a
         gradient; ``grad`` is the cotangent (default: ones, for a one-element tensor)."""
@@ -114,6 +162,12 @@ class Tensor:
                 if isinstance(x, Tensor) and x.requires_grad and gx is not None:
                     have = cotangent.get(id(x))
                     cotangent[id(x)] = gx if have is None else td.ops.add(have, gx)
+
+
+def _F():
+    """``nn.functional`` (imported late: it imports this module)."""
+    from . import functional
+    return functional
 
 
 def _topological(root: Tensor) -> list:

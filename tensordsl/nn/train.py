@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import functional as F
+from .data import DataLoader
+from .layers import Conv2d, Flatten, MaxPool2d
 from .modules import Linear, Module, ReLU, Sequential
 from .optim import SGD
 from .tensor import Tensor, no_grad
@@ -82,7 +84,6 @@ def build_model(name: str, rng: np.random.Generator) -> Module:
         return Sequential(Linear(64, 256, rng=rng), ReLU(), Linear(256, 256, rng=rng), ReLU(),
                           Linear(256, 10, rng=rng))
     if name == "cnn":
-        from .modules import Conv2d, Flatten, MaxPool2d
         return Sequential(Conv2d(1, 16, 3, padding=1, rng=rng), ReLU(), MaxPool2d(2),
                           Conv2d(16, 32, 3, padding=1, rng=rng), ReLU(), MaxPool2d(2),
                           Flatten(), Linear(32 * 2 * 2, 10, rng=rng))
@@ -92,14 +93,6 @@ def build_model(name: str, rng: np.random.Generator) -> Module:
 def model_input(name: str, images: np.ndarray) -> np.ndarray:
     """The images as the model reads them: (N, 64) rows, or (N, 1, 8, 8) for the cnn."""
     return images.reshape(len(images), 1, 8, 8) if name == "cnn" else images
-
-
-def cross_entropy(logits: Tensor, labels) -> Tensor:
-    """The mean negative log-likelihood of integer ``labels`` under ``logits``."""
-    # TODO(nn-modules): F.cross_entropy once it lands
-    onehot = np.eye(logits.shape[1], dtype=logits.dtype)[labels.data]
-    picked = F.reduce_sum(F.multiply(F.log_softmax(logits), onehot), axis=1)
-    return F.multiply(F.reduce_mean(picked), -1.0)
 
 
 def eager_step(model: Module, loss_fn, optimizer):
@@ -117,7 +110,7 @@ def evaluate(model: Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]
     """(mean loss, accuracy) of ``model`` on one batch of all of ``x``."""
     with no_grad():
         logits = model(Tensor(x))
-        loss = cross_entropy(logits, Tensor(y)).item()
+        loss = F.cross_entropy(logits, y).item()
     return loss, float((logits.data.argmax(axis=1) == y).mean())
 
 
@@ -129,13 +122,6 @@ class History:
     test_loss: list = field(default_factory=list)
     test_accuracy: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
-
-
-def batches(n: int, batch_size: int, rng: np.random.Generator):
-    """Index arrays of a shuffled epoch, each ``batch_size`` long (the rest is left out)."""
-    order = rng.permutation(n)
-    for start in range(0, n - batch_size + 1, batch_size):
-        yield order[start:start + batch_size]
 
 
 def train(model_name: str, epochs: int | None = None, batch_size: int | None = None,
@@ -158,17 +144,20 @@ def train(model_name: str, epochs: int | None = None, batch_size: int | None = N
     rng = np.random.default_rng(seed)
     model = build_model(model_name, rng)
     optimizer = SGD(model.parameters(), lr=lr, momentum=d.momentum)
-    step = eager_step(model, cross_entropy, optimizer)
+    step = eager_step(model, F.cross_entropy, optimizer)
     x_train = model_input(model_name, x_train)
     x_test = model_input(model_name, data.x_test)
+    loader = DataLoader((x_train, y_train), batch_size, shuffle=True, rng=rng,
+                        drop_last=True)
     history = History(model)
     for epoch in range(epochs):
         start = time.perf_counter()
-        optimizer.lr = cosine_rate(lr, epoch, epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_rate(lr, epoch, epochs)
         model.train()
         losses = []
-        for idx in batches(len(x_train), batch_size, rng):
-            losses.append(step(Tensor(x_train[idx]), Tensor(y_train[idx])).item())
+        for x, y in loader:
+            losses.append(step(Tensor(x), Tensor(y)).item())
             if on_step is not None:
                 on_step()
         model.eval()

@@ -58,16 +58,16 @@ def record_kernels():
 
 def step_workloads(model_name: str, batch_size: int | None = None) -> list:
     """The workloads of one training step of ``model_name`` on a batch of the digits."""
-    from .tensor import Tensor
-    from .train import DEFAULTS, build_model, cross_entropy, eager_step, load_digits, \
-        model_input
+    from . import functional as F
     from .optim import SGD
+    from .tensor import Tensor
+    from .train import DEFAULTS, build_model, eager_step, load_digits, model_input
     batch_size = batch_size or DEFAULTS[model_name].batch_size
     data = load_digits()
     if not 1 <= batch_size <= len(data.x_train):
         raise ValueError(f"--batch-size: expected 1 to {len(data.x_train)}, got {batch_size}")
     model = build_model(model_name, np.random.default_rng(0))
-    step = eager_step(model, cross_entropy, SGD(model.parameters(), lr=0.01, momentum=0.9))
+    step = eager_step(model, F.cross_entropy, SGD(model.parameters(), lr=0.01, momentum=0.9))
     x = model_input(model_name, data.x_train[:batch_size])
     with record_kernels() as found:
         step(Tensor(x), Tensor(data.y_train[:batch_size]))
