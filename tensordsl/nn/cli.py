@@ -74,7 +74,7 @@ def run_train(args) -> int:
     n_train = len(data.x_train) if args.train_size is None else \
         min(args.train_size, len(data.x_train))
     print(f"train {args.model} on digits: {n_train} training / {len(data.x_test)} test "
-          f"images, batch {batch_size}, {epochs} epochs, SGD lr {lr:g} (cosine) momentum "
+          f"images, batch {batch_size}, {epochs} epoch{'s' if epochs > 1 else ''}, SGD lr {lr:g} (cosine) momentum "
           f"{d.momentum:g}, target {args.target}", flush=True)
     steps = epochs * (n_train // batch_size) if batch_size <= n_train else 0
     bar = _Bar(steps, f"train {args.model}")

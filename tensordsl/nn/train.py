@@ -52,7 +52,7 @@ class Defaults:
 
 
 DEFAULTS = {"mlp": Defaults(epochs=20, batch_size=64, lr=0.1),
-            "cnn": Defaults(epochs=15, batch_size=64, lr=0.05)}
+            "cnn": Defaults(epochs=30, batch_size=64, lr=0.1)}
 
 
 @dataclass
