@@ -8,7 +8,6 @@ import pytest
 
 from tensordsl import cli
 
-pytest.importorskip("sklearn")      # the data set (the test extra installs it)
 
 
 def _digits():
