@@ -127,6 +127,29 @@ def gradcheck_torch(p):
     return {"seconds": 0.0, "error": autodiff_ops.check(p["op"], p["params"])}
 
 
+def nn_tensordsl(p):
+    from . import nn_ops
+    _threads(p)
+    fn = nn_ops.tensordsl_fn(p["model"], p["part"], p["params"])
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 30), warmup=5, min_time=0.5)}
+
+
+def nn_torch(p):
+    import torch
+    from . import nn_ops
+    torch.set_num_threads(_threads(p))
+    fn = nn_ops.torch_fn(p["model"], p["part"], p["params"])
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 30), warmup=5, min_time=0.5),
+            "threads": torch.get_num_threads()}
+
+
+def nncheck_torch(p):
+    import torch
+    from . import nn_ops
+    torch.set_num_threads(_threads(p))
+    return {"seconds": 0.0, "error": nn_ops.check(p["model"], p["params"])}
+
+
 def peak_llvm(p):
     from .peak import fma_peak_gflops
     return {"seconds": 0.0, "gflops": fma_peak_gflops()}

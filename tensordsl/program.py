@@ -21,13 +21,17 @@ kernel found in another program reuses them).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
 from .arith.simplify import const_int
 from .ir import nodes as n
-from .ir.visitor import Mutator, Visitor
+from .ir.visitor import Mutator
+from . import partition
+from .runtime import packed
 from .te.tensor import ComputeOp, PlaceholderOp, Tensor
 
 
@@ -40,27 +44,124 @@ class _Kernel:
 
 
 class Program:
-    """Kernels run in dependency order; ``program(*inputs)`` returns the outputs."""
+    """Kernels run in dependency order; ``program(*inputs)`` returns the outputs.
+
+    A call checks the input arrays once against the placeholders, then runs each kernel
+    straight through its compiled entry point: the kernels' shapes were fixed when they
+    were built, and the arrays between kernels are the program's own, allocated on the
+    first call (per thread) and reused. The outputs are new arrays each call."""
 
     def __init__(self, inputs, outputs, kernels):
         self.inputs, self.outputs, self.kernels = inputs, outputs, kernels
+        self._slot = {t: k for k, t in enumerate(inputs)}
+        for kernel in kernels:
+            for t in kernel.writes:
+                self._slot.setdefault(t, len(self._slot))
+        self._shape = {t: shape for kernel in kernels
+                       for t, shape in zip(kernel.writes, kernel.shapes)}
+        self._output_slots = {self._slot[t] for t in outputs if t not in inputs}
+        self._input_specs = [(t.name, tuple(const_int(d) for d in t.shape), np.dtype(t.dtype))
+                             for t in inputs]
+        self._local = threading.local()
 
     def __call__(self, *arrays):
         if len(arrays) != len(self.inputs):
             raise TypeError(f"program: expected {len(self.inputs)} arrays "
                             f"({', '.join(t.name for t in self.inputs)}), got {len(arrays)}")
         from .nd import aligned_numpy
-        values = dict(zip(self.inputs, arrays))
+        plan = self._plan()
+        values, pointers = list(plan.values), list(plan.pointers)
+        for k, (spec, a) in enumerate(zip(self._input_specs, arrays)):
+            values[k] = a
+            pointers[k] = _checked_pointer(spec, a)
+        for slot in self._output_slots:
+            t = plan.tensors[slot]
+            values[slot] = a = aligned_numpy(self._shape[t], t.dtype)
+            pointers[slot] = a.ctypes.data
+        for cfunc, slots, trailing, kernel in plan.steps:
+            if cfunc is None:
+                kernel.function(*[values[i] for i in slots])
+            elif cfunc(*[pointers[i] for i in slots], *trailing):
+                raise MemoryError(f"{kernel.writes[0].op.name}: a temporary buffer could "
+                                  "not be allocated")
+        packed.raise_pending()
+        return [values[self._slot[t]] for t in self.outputs]
+
+    def _plan(self):
+        """This thread's buffers between kernels and each kernel's entry point."""
+        plan = getattr(self._local, "plan", None)
+        if plan is not None:
+            return plan
+        from .nd import aligned_numpy
+        tensors = [None] * len(self._slot)
+        for t, k in self._slot.items():
+            tensors[k] = t
+        values, pointers = [None] * len(tensors), [0] * len(tensors)
+        for k, t in enumerate(tensors):
+            if k >= len(self.inputs) and k not in self._output_slots:
+                values[k] = aligned_numpy(self._shape[t], t.dtype)
+                pointers[k] = values[k].ctypes.data
+        steps = []
         for kernel in self.kernels:
-            outs = [aligned_numpy(shape, t.dtype) for t, shape in zip(kernel.writes,
-                                                                       kernel.shapes)]
-            kernel.function(*[values[t] for t in kernel.reads], *outs)
-            values.update(zip(kernel.writes, outs))
-        return [values[t] for t in self.outputs]
+            slots = [self._slot[t] for t in (*kernel.reads, *kernel.writes)]
+            bound = kernel.function.bound_call() if hasattr(kernel.function, "bound_call") \
+                else None
+            cfunc, trailing = bound if bound is not None else (None, ())
+            steps.append((cfunc, slots, trailing, kernel))
+        plan = self._local.plan = SimpleNamespace(tensors=tensors, values=values,
+                                                  pointers=pointers, steps=steps)
+        return plan
+
+    def profile(self, *arrays, repeat: int = 20) -> list:
+        """``[(kernel name, median seconds)]`` of each kernel on these inputs, in run
+        order (TVM's debug executor): where a program spends its time."""
+        import time
+        self(*arrays)    # checks the inputs, fills the buffers between kernels
+        plan = self._plan()
+        values, pointers = list(plan.values), list(plan.pointers)
+        for k, a in enumerate(arrays):
+            values[k], pointers[k] = a, a.ctypes.data
+        from .nd import aligned_numpy
+        for slot in self._output_slots:
+            t = plan.tensors[slot]
+            values[slot] = aligned_numpy(self._shape[t], t.dtype)
+            pointers[slot] = values[slot].ctypes.data
+        times = []
+        for cfunc, slots, trailing, kernel in plan.steps:
+            samples = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                if cfunc is None:
+                    kernel.function(*[values[i] for i in slots])
+                else:
+                    cfunc(*[pointers[i] for i in slots], *trailing)
+                samples.append(time.perf_counter() - start)
+            times.append((kernel.writes[0].op.name, float(np.median(samples))))
+        return times
 
     def __repr__(self):
         return (f"Program({len(self.kernels)} kernels: "
                 f"{', '.join(k.writes[0].op.name for k in self.kernels)})")
+
+
+def _checked_pointer(spec, a) -> int:
+    """The data pointer of the array given for an input (``spec``: its name, shape and
+    dtype), after checking it is one."""
+    name, shape, dtype = spec
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"program: input {name!r} must be a numpy.ndarray, got "
+                        f"{type(a).__name__}")
+    if a.shape != shape or a.dtype != dtype:
+        raise ValueError(f"program: input {name!r} must be a {dtype} array of shape "
+                         f"{shape}, got {a.dtype} of shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"program: input {name!r} must be C-contiguous "
+                         "(numpy.ascontiguousarray)")
+    pointer = a.ctypes.data
+    if pointer % a.dtype.alignment:
+        raise ValueError(f"program: input {name!r}: data pointer is not aligned to "
+                         f"{a.dtype.alignment} bytes")
+    return pointer
 
 
 def build_program(inputs, outputs, target: str = "llvm") -> Program:
@@ -74,62 +175,14 @@ def build_program(inputs, outputs, target: str = "llvm") -> Program:
             if not isinstance(t, Tensor):
                 raise TypeError(f"build_program: {what}[{k}] must be a tensor, got {t!r}")
     given = {t for t in inputs}
-    order = _operations(outputs, given)
-    readers = _readers(order)
-    materialized = [op for op in order if _materialize(op, readers, outputs)]
+    order = partition.operations(outputs, given)
+    materialized = partition.roots(order, outputs, given)
     kernels = []
     stored = set(given)
     for op in materialized:
         kernels.append(_kernel(op, stored, target))
         stored.update(op.outputs)
     return Program(inputs, outputs, kernels)
-
-
-def _operations(outputs, given) -> list:
-    from .autodiff.graph import topological
-    order = topological(outputs, given)
-    for op in order:
-        if isinstance(op, PlaceholderOp):
-            raise ValueError(f"build_program: the outputs read placeholder {op.name!r}, "
-                             "which is not among the inputs")
-        if not isinstance(op, ComputeOp):
-            raise TypeError(f"build_program: {op.name!r} is a {type(op).__name__}; a "
-                            "program is made of computes")
-    return order
-
-
-class _ReadsInReduction(Visitor):
-    def __init__(self):
-        self.inside, self.depth = set(), 0
-
-    def visit_Reduce(self, node):
-        self.depth += 1
-        self.generic_visit(node)
-        self.depth -= 1
-
-    def visit_TensorRead(self, node):
-        if self.depth:
-            self.inside.add(node.tensor.op)
-        self.generic_visit(node)
-
-
-def _readers(order) -> dict:
-    """op id -> (number of reading ops, read inside a reduction)."""
-    out: dict = {}
-    for op in order:
-        inside = _ReadsInReduction()
-        for b in op.body:
-            inside.visit(b)
-        for op_read in {id(t.op): t.op for t in op.input_tensors}.values():
-            count, reduced = out.get(id(op_read), (0, False))
-            out[id(op_read)] = (count + 1, reduced or op_read in inside.inside)
-    return out
-
-
-def _materialize(op, readers, outputs) -> bool:
-    count, in_reduction = readers.get(id(op), (0, False))
-    return (any(t.op is op for t in outputs) or bool(op.reduce_axis)
-            or op.num_outputs > 1 or in_reduction or count > 1)
 
 
 class _Retarget(Mutator):
@@ -150,6 +203,7 @@ def _kernel(root, stored, target) -> _Kernel:
     clones: dict = {}
 
     def replace(t: Tensor) -> Tensor:
+        t = partition.source(t, stored)
         if t in stored:
             if t not in placeholders:
                 placeholders[t] = placeholder(t.shape, t.dtype, name=t.name)
@@ -174,13 +228,62 @@ def _kernel(root, stored, target) -> _Kernel:
                              f"{list(t.shape)}; programs need constant shapes")
         shapes.append(tuple(shape))
     if root.num_outputs == 1:
-        function = td.build([*args, new.output(0)], target=target, name=_identifier(root))
+        function = _build_one(args, new.output(0), target, _identifier(root))
     else:
         from schedules.cpu.generic import schedule_generic
         s = td.create_schedule(new)
         schedule_generic(s, new.output(0))
         function = td.build(s, [*args, *new.outputs], target=target, name=_identifier(root))
     return _Kernel(function, reads, list(root.outputs), shapes)
+
+
+def _build_one(args, out, target: str, name: str):
+    """A kernel with one output, scheduled by what it computes: a matrix product with an
+    elementwise epilogue by the matmul template's micro-kernel (with the records of a
+    matmul of its sizes); a convolution, its gradients or a row-wise reduction by their
+    template in the operator table (``autodiff/operators.py``); anything else by
+    ``td.build(tensors)``: the auto-scheduler, with the records filed for it."""
+    import tensordsl as td
+    if target != "llvm":
+        return td.build([*args, out], target=target, name=name)
+    product = _product_anchor(out)
+    if product is None:
+        from .autodiff.operators import prepare, schedule_derived, template_of
+        prepared = prepare(out)
+        template = template_of(prepared)
+        if template in ("auto", "matmul"):
+            return td.build([*args, out], target=target, name=name)
+        s = schedule_derived(template, prepared)
+        return td.build(s, [*args, prepared], target=target, name=name)
+    from schedules.cpu.generic import schedule_stage
+    from schedules.cpu.matmul import schedule_product
+    from .autodiff.operators import equivalent_keys
+    from .autotune.history import best_config
+    config = next((c for c in (best_config(key, target, "matmul")
+                               for key in equivalent_keys("matmul", product.output(0)))
+                   if c is not None), None)
+    s = td.create_schedule(out.op)
+    epilogue = [st for st in s.stages if isinstance(st.op, ComputeOp) and st.op is not product]
+    schedule_product(s, s[product.output(0)], config)   # (adds its packing stages)
+    for stage in epilogue:
+        if stage.op is out.op:
+            schedule_stage(stage)
+        else:
+            stage.compute_inline()
+    return td.build(s, [*args, out], target=target, name=name)
+
+
+def _product_anchor(out):
+    """The kernel's one reduction if it is a matrix product (``is_product``) and every
+    other stage is elementwise; else None."""
+    from schedules.cpu.matmul import is_product
+    from .autodiff.graph import topological
+    computes = [op for op in topological([out]) if isinstance(op, ComputeOp)]
+    reducing = [op for op in computes if op.reduce_axis]
+    if len(reducing) != 1 or any(op.num_outputs != 1 for op in computes):
+        return None
+    anchor = reducing[0]
+    return anchor if is_product(SimpleNamespace(op=anchor)) else None
 
 
 def _identifier(op) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from tensordsl.te.tensor import ComputeOp
 
-from .generic import schedule_generic, schedule_stage
+from .generic import _extent, schedule_generic, schedule_stage
 from .target import num_threads, vector_lanes
 
 
@@ -72,13 +72,22 @@ def schedule_product(s, C, config=None):
     column_axis = _column_axis(C)
     m, nn = C.op.axis
     (k,) = C.op.reduce_axis
+    row_parts = None
+    if _few_columns(C, cfg, config or {}):
+        # fewer column panels than threads (a classifier's 10 outputs): one narrow
+        # panel, the threads split the rows instead
+        lanes = vector_lanes(32)
+        cfg["nr"] = min(cfg["nr"], -(-_extent(nn) // lanes) * lanes)
+        row_parts, m = C.split(m, nparts=cfg["parts"])
+        cfg["parts"] = 1
     mco, m_rest = C.split(m, factor=cfg["mc"])
     mo, mi = C.split(m_rest, factor=cfg["mr"])
     no, ni = C.split(nn, factor=cfg["nr"])
     block, no_inner = C.split(no, nparts=max(1, cfg["parts"]))
     ko, ki = C.split(k, factor=cfg["kc"])
     ki, ku = C.split(ki, factor=max(1, cfg["ku"]))
-    C.reorder(block, ko, mco, no_inner, mo, ki, ku, mi, ni)
+    C.reorder(*([row_parts] if row_parts is not None else []), block, ko, mco, no_inner, mo, ki, ku,
+              mi, ni)
     second = C.op.body[0].source[0].b.tensor
     panels = s[s.pack(second, column_axis, cfg["nr"], [C.op.output(0)])]
     panels.compute_at(C, ko)
@@ -92,7 +101,18 @@ def schedule_product(s, C, config=None):
     C.unroll(ku)
     C.unroll(mi)
     C.vectorize(ni)
-    C.parallel(block)
+    C.parallel(row_parts if row_parts is not None else block)
+
+
+def _few_columns(C, cfg, given) -> bool:
+    """Whether the columns make fewer panels than there are threads while the rows are
+    many (and the configuration leaves ``nr`` and ``parts`` to the defaults)."""
+    if "nr" in given or "parts" in given or cfg["parts"] <= 1:
+        return False
+    n_extent, m_extent = _extent(C.op.axis[1]), _extent(C.op.axis[0])
+    if n_extent is None or m_extent is None:
+        return False
+    return -(-n_extent // cfg["nr"]) < cfg["parts"] and m_extent >= cfg["parts"] * cfg["mr"]
 
 
 def _row_axis(C):

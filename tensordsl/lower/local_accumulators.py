@@ -92,11 +92,26 @@ def _span(index):
     return index, 1
 
 
-def _disjoint_or_same(simp, a, b) -> str | None:
-    """'same', 'disjoint', or None when it cannot be proved either way."""
+def _prefix_lanes(predicate, lanes: int) -> int:
+    """How many leading lanes ``predicate`` may enable: ``ramp(0, 1, L) < c`` (a ragged
+    vector at a row's end) enables the first ``c``; anything else, possibly all."""
+    if isinstance(predicate, n.LT) and isinstance(predicate.a, n.Ramp) and \
+            isinstance(predicate.b, n.Broadcast) and isinstance(predicate.b.value, n.IntImm):
+        ramp = predicate.a
+        if isinstance(ramp.base, n.IntImm) and ramp.base.value == 0 and \
+                isinstance(ramp.stride, n.IntImm) and ramp.stride.value == 1:
+            return max(0, min(lanes, predicate.b.value.value))
+    return lanes
+
+
+def _disjoint_or_same(simp, a, b, pa=None, pb=None) -> str | None:
+    """'same', 'disjoint', or None when it cannot be proved either way (``pa``, ``pb``:
+    the stores' predicates; disabled lanes touch nothing)."""
     sa, sb = _span(a), _span(b)
     if sa is None or sb is None:
         return None
+    sa = (sa[0], _prefix_lanes(pa, sa[1]) if pa is not None else sa[1])
+    sb = (sb[0], _prefix_lanes(pb, sb[1]) if pb is not None else sb[1])
     diff = simp.visit(n.Sub(sa[0], sb[0]))
     if not isinstance(diff, n.IntImm):
         return None
@@ -149,7 +164,8 @@ class LocalAccumulators(Mutator):
             for k, other in enumerate(owners):
                 if other.store.buffer is not u.store.buffer:
                     continue
-                rel = _disjoint_or_same(self.simp, u.store.index, other.store.index)
+                rel = _disjoint_or_same(self.simp, u.store.index, other.store.index,
+                                        u.store.predicate, other.store.predicate)
                 if rel is None or (rel == "same" and (
                         other.kind is not u.kind
                         or not _same(self.simp, other.store.predicate, u.store.predicate)

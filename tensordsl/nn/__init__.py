@@ -21,9 +21,10 @@ from .layers import GELU, Conv2d, Dropout, Embedding, Flatten, MaxPool2d, Sigmoi
 from .modules import Linear, Module, Parameter, ReLU, Sequential
 from .normalization import BatchNorm2d, LayerNorm
 from .optim import SGD, Adam, AdamW
+from .step import TrainStep
 from .tensor import Tensor, no_grad
 
 __all__ = ["Adam", "AdamW", "BatchNorm2d", "Conv2d", "DataLoader", "Dropout", "Embedding",
            "Flatten", "Function", "GELU", "LayerNorm", "Linear", "MaxPool2d", "Module",
-           "Parameter", "ReLU", "SGD", "Sequential", "Sigmoid", "Tanh", "Tensor",
+           "Parameter", "ReLU", "SGD", "Sequential", "Sigmoid", "Tanh", "Tensor", "TrainStep",
            "functional", "no_grad", "optim"]

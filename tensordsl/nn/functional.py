@@ -15,6 +15,7 @@ import functools
 import inspect
 
 from .tensor import Tensor, _Record, grad_enabled
+from .trace import active, apply_traced
 
 
 def apply(op: str, *args, **kwargs) -> Tensor:
@@ -45,6 +46,9 @@ def apply(op: str, *args, **kwargs) -> Tensor:
     # the operator's positional operands, up to the last one given
     while len(operands) > required and operands[-1] is None:
         operands.pop()
+    trace = active()
+    if trace is not None:
+        return apply_traced(trace, op, operands, options)
     arrays = [x.data if isinstance(x, Tensor) else x for x in operands]
     out = Tensor(fn(*arrays, **options))
     if grad_enabled() and any(isinstance(x, Tensor) and x.requires_grad for x in operands):

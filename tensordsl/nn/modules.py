@@ -42,8 +42,8 @@ class Module:
         statistics): in ``state_dict`` after the parameters, as PyTorch's."""
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"register_buffer: name must be an identifier, got {name!r}")
-        self._buffers[name] = None
-        setattr(self, name, tensor)
+        self._buffers[name] = _buffer(tensor, name)
+        object.__setattr__(self, name, self._buffers[name])
 
     def named_buffers(self, prefix: str = ""):
         for name, b in self._buffers.items():

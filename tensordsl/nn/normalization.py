@@ -7,6 +7,7 @@ import numpy as np
 
 from . import functional as F
 from .modules import Module, Parameter
+from .trace import active
 
 
 class LayerNorm(Module):
@@ -48,6 +49,9 @@ class BatchNorm2d(Module):
             self.register_buffer("running_var", np.ones(num_features, dtype))
             self.register_buffer("num_batches_tracked", np.array(0, np.int64))
 
+    def _count_batch(self):
+        self.num_batches_tracked.data = np.asarray(self.num_batches_tracked.data + 1)
+
     def forward(self, x):
         if x.ndim != 4:
             raise ValueError(f"BatchNorm2d: expected NCHW input (4 dimensions), got shape "
@@ -55,8 +59,16 @@ class BatchNorm2d(Module):
         batch_stats = self.training or not self.track_running_stats
         momentum = self.momentum
         if self.training and self.track_running_stats:
-            # a counter: bookkeeping, not data
-            self.num_batches_tracked.data = np.asarray(self.num_batches_tracked.data + 1)
+            # a counter: bookkeeping, not data (once per run of a traced step)
+            trace = active()
+            if trace is None:
+                self._count_batch()
+            elif momentum is None:
+                raise ValueError("BatchNorm2d(momentum=None) cannot be traced by "
+                                 "nn.TrainStep: its cumulative average changes every step; "
+                                 "give a momentum or train eagerly")
+            else:
+                trace.per_run.append(self._count_batch)
             if momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked.data)
         tracked = self.track_running_stats

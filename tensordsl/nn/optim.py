@@ -220,6 +220,33 @@ class Optimizer:
                 self._flat_of[id(p)] = key
         return flat
 
+    # ------------------------------------------- the traced step (nn.TrainStep)
+    def _update(self, group: dict, p, g, state: list, h):
+        """One element's update: ``p'`` or ``(p', *state')`` from expressions of the
+        parameter, its gradient, its state and the hyperparameters ``h``."""
+        raise NotImplementedError
+
+    def traced_update(self, group: dict, p, g, state: list, h) -> list:
+        """``[p', *state']`` of the parameter placeholder ``p`` for the gradient ``g`` (a
+        tensor expression), as one compute of ``p``'s shape: the rule ``step``'s kernel
+        applies, for ``nn.TrainStep``, which feeds ``h = _hyper(group, step, dtype)``."""
+        import tensordsl as td
+
+        def body(*i):
+            return self._update(group, p[i], g[i], [s[i] for s in state], h)
+
+        outs = td.compute(p.shape, body, name=f"{p.name}.{type(self).__name__.lower()}")
+        return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+    def traced_step_done(self, params, new_state: dict):
+        """After a traced step: ``new_state`` (parameter -> {name: array}) is the state,
+        each step count advances, and the flat classes are rebuilt on the next
+        ``step()`` (their buffers no longer hold the state)."""
+        for p in params:
+            self.state[p].update(new_state.get(p, {}))
+            self.state[p]["step"] += 1
+        self._flats, self._flat_of = {}, {}
+
     def state_dict(self) -> dict:
         """PyTorch's layout: ``{"state": {index: {"step": ..., name: array}},
         "param_groups": [{hyperparameters..., "params": [indices]}]}``, parameters
@@ -285,6 +312,9 @@ class SGD(Optimizer):
         return _kernel("sgd", dtype, size, len(self._state_names),
                        bool(group["nesterov"]))
 
+    def _update(self, group, p, g, state, h):
+        return _sgd_update(p, g, state[0] if state else None, h, bool(group["nesterov"]))
+
     def _hyper(self, group, step, dtype):
         first = step == 1
         return np.array([group["lr"], 0.0 if first else group["momentum"],
@@ -313,6 +343,9 @@ class Adam(Optimizer):
 
     def _kernel(self, group, dtype, size):
         return _kernel("adam", dtype, size, 2)
+
+    def _update(self, group, p, g, state, h):
+        return _adam_update(p, g, *state, h)
 
     def _hyper(self, group, step, dtype):
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]

@@ -64,16 +64,38 @@ class Tensor:
         if requires_grad and array.dtype.kind != "f":
             raise TypeError(f"Tensor: requires_grad needs a floating-point array, got "
                             f"{array.dtype}")
-        self.data = np.ascontiguousarray(array)
+        # contiguous for the kernels; a 0-d array stays 0-d (ascontiguousarray's is 1-d)
+        self.data = array if array.flags.c_contiguous else np.ascontiguousarray(array)
         self.requires_grad = bool(requires_grad)
         self.grad: np.ndarray | None = None
         self.record: _Record | None = None
+        self.expr = None     # while tracing (nn.TrainStep): the te tensor it stands for
 
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
+    @classmethod
+    def traced(cls, expr, requires_grad: bool = False) -> "Tensor":
+        """A symbolic tensor: the value ``expr`` (a te tensor) will have when the traced
+        program runs (``trace.py``); it has no data."""
+        t = cls.__new__(cls)
+        t.data, t.expr, t.grad, t.record = None, expr, None, None
+        t.requires_grad = requires_grad
+        return t
+
+    @property
+    def shape(self) -> tuple:
+        if self.data is None:
+            return tuple(int(d.value) for d in self.expr.shape)
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.expr.dtype) if self.data is None else self.data.dtype
+
+    ndim = property(lambda self: len(self.shape))
 
     def numpy(self) -> np.ndarray:
+        if self.data is None:
+            raise RuntimeError("numpy: a traced tensor has no value until its program runs "
+                               "(a module's forward under nn.TrainStep may not read data)")
         return self.data
 
     def item(self):
@@ -83,6 +105,8 @@ class Tensor:
         return Tensor(self.data)
 
     def __repr__(self):
+        if self.data is None:
+            return f"Tensor(traced {self.expr.name}, shape={self.shape}, dtype={self.dtype})"
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.data!r}{grad})"
 

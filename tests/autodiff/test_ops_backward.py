@@ -90,6 +90,22 @@ CASES = [
     ("log_softmax", {"x": f64(5, 11)}, {}),
     ("layer_norm", {"x": f64(5, 11), "gamma": f64(11, seed=1), "beta": f64(11, seed=2)}, {}),
     ("take", {"x": f64(6, 5), "indices": np.array([[4, 0, 4], [1, 5, 4]])}, {"axis": 0}),
+    ("tanh", {"x": f64(5, 7)}, {}),
+    ("sigmoid", {"x": f64(5, 7)}, {}),
+    ("reshape", {"x": f64(2, 3, 4)}, {"shape": (4, -1)}),
+    ("bias_add", {"x": f64(2, 3, 4, 5), "bias": f64(3, seed=1)}, {}),
+    ("cross_entropy", {"logits": f64(6, 5), "labels": np.array([0, 4, 2, 2, 1, 3])}, {}),
+    ("cross_entropy", {"logits": f64(6, 5), "labels": np.array([1, 1, 0, 4, 3, 2])},
+     {"reduction": "none"}),
+    ("mse_loss", {"x": f64(4, 5), "y": f64(4, 5, seed=1)}, {"reduction": "sum"}),
+    ("batch_norm", {"x": f64(3, 2, 4, 4), "gamma": f64(2, seed=1), "beta": f64(2, seed=2)},
+     {}),
+    ("batch_norm", {"x": f64(3, 2, 4, 4), "gamma": f64(2, seed=1), "beta": f64(2, seed=2),
+                    "moving_mean": f64(2, seed=3), "moving_var": f64(2, seed=4) ** 2 + 1},
+     {"eps": 1e-3}),
+    ("batch_norm_update_stats", {"x": f64(3, 2, 4), "moving_mean": f64(2, seed=1),
+                                 "moving_var": f64(2, seed=2) ** 2}, {"momentum": 0.2}),
+    ("dropout", {"x": f64(4, 5), "mask": _rng(1).random((4, 5)) > 0.5}, {"p": 0.5}),
 ]
 
 

@@ -77,3 +77,81 @@ def test_program_refuses_missing_inputs_and_wrong_argument_counts():
     program = td.build_program([x, y], [z])
     with pytest.raises(TypeError, match="expected 2 arrays"):
         program(np.zeros(4, np.float32))
+
+
+def _names(program):
+    return [k.writes[0].op.name for k in program.kernels]
+
+
+def test_a_product_and_its_elementwise_epilogue_are_one_kernel():
+    # relu(x @ W.T + b): the matmul is the kernel's anchor, bias and relu its epilogue
+    x = td.placeholder((37, 20), "float32", "x")
+    w = td.placeholder((11, 20), "float32", "w")
+    b = td.placeholder((11,), "float32", "b")
+    y = D.relu(D.dense(x, w, b))
+    program = td.build_program([x, w, b], [y])
+    assert _names(program) == ["relu"]
+    rng = np.random.default_rng(2)
+    xa, wa, ba = (rng.standard_normal(s).astype("float32") for s in ((37, 20), (11, 20), (11,)))
+    (out,) = program(xa, wa, ba)
+    np.testing.assert_allclose(out, np.maximum(xa @ wa.T + ba, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_a_reader_of_two_reductions_anchors_one_and_reads_the_other():
+    x = td.placeholder((8, 6), "float64", "x")
+    rows = D.reduce_sum(x, axis=1, keepdims=True)
+    peak = D.reduce_max(x, axis=1, keepdims=True)
+    y = td.compute((8, 1), lambda i, j: rows[i, j] * peak[i, j], name="y")
+    program = td.build_program([x], [y])
+    assert len(program.kernels) == 2
+    xa = np.random.default_rng(3).standard_normal((8, 6))
+    (out,) = program(xa)
+    np.testing.assert_allclose(out, xa.sum(1, keepdims=True) * xa.max(1, keepdims=True))
+
+
+def test_copies_are_read_through_not_materialized():
+    # a copy read by two stages (the gradient through a bias add feeds both products)
+    # is not a kernel of its own
+    x = td.placeholder((16, 8), "float64", "x")
+    w = td.placeholder((8, 8), "float64", "w")
+    copy = td.compute((16, 8), lambda i, j: x[i, j], name="copy")
+    left = D.matmul(copy, w, name="left")
+    right = D.matmul(copy, w, transpose_a=False, transpose_b=True, name="right")
+    program = td.build_program([x, w], [left, right])
+    assert "copy" not in _names(program)
+    rng = np.random.default_rng(4)
+    xa, wa = rng.standard_normal((16, 8)), rng.standard_normal((8, 8))
+    got = program(xa, wa)
+    np.testing.assert_allclose(got[0], xa @ wa)
+    np.testing.assert_allclose(got[1], xa @ wa.T)
+
+
+def test_program_checks_each_input_array():
+    x = td.placeholder((4, 3), "float32", "x")
+    z = td.compute((4, 3), lambda i, j: x[i, j] * 2, name="z")
+    program = td.build_program([x], [z])
+    with pytest.raises(ValueError, match="input 'x' must be a float32 array of shape "
+                                         r"\(4, 3\), got float64"):
+        program(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="'x'.*shape"):
+        program(np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        program(np.zeros((3, 4), np.float32).T)
+    with pytest.raises(TypeError, match="'x' must be a numpy.ndarray"):
+        program([[0.0] * 3] * 4)
+
+
+def test_program_outputs_are_new_arrays_each_call_and_profile_names_kernels():
+    x = td.placeholder((64,), "float32", "x")
+    s = D.reduce_sum(x, axis=0, keepdims=True)
+    z = td.compute((64,), lambda i: x[i] / s[0], name="z")
+    program = td.build_program([x], [z])
+    a = np.arange(1, 65, dtype=np.float32)
+    first, = program(a)
+    second, = program(2 * a)
+    assert first is not second
+    np.testing.assert_allclose(first, a / a.sum(), rtol=1e-6)
+    np.testing.assert_allclose(second, a / a.sum(), rtol=1e-6)
+    profile = program.profile(a, repeat=2)
+    assert [name for name, _ in profile] == _names(program)
+    assert all(t >= 0 for _, t in profile)

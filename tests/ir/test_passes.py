@@ -456,3 +456,23 @@ def test_vectorized_padding_matches_numpy(rows, cols, pads, factor, shift):
     out = poisoned((rows + top + bottom, width))
     td.build(s, [X, P])(a, out)
     np.testing.assert_array_equal(out, np.pad(a, ((top, bottom), (left, right))))
+
+
+def test_local_accumulators_keep_ragged_rows_in_registers():
+    # regression: with 12 columns, a 16-lane row of C overlaps the next row's start, but
+    # only the first 12 lanes are enabled; the updates were taken as overlapping and the
+    # micro-kernel read and wrote C in memory per step (12x slower)
+    from schedules.cpu.matmul import schedule_product
+    import kernels.dense as kd
+    x = td.placeholder((64, 32), "float32", "x")
+    w = td.placeholder((12, 32), "float32", "w")
+    C = kd.matmul(x, w, transpose_b=True)
+    s = td.create_schedule(C.op)
+    schedule_product(s, s[C], {"nr": 16, "parts": 1})
+    text = body_text(td.lower(s, [x, w, C]))
+    assert "matmul.acc0 = allocate(float32[16], local)" in text
+    a = np.random.default_rng(0).standard_normal((64, 32)).astype("float32")
+    b = np.random.default_rng(1).standard_normal((12, 32)).astype("float32")
+    c = poisoned((64, 12))
+    td.build(s, [x, w, C])(a, b, c)
+    np.testing.assert_allclose(c, a @ b.T, rtol=1e-4, atol=1e-4)

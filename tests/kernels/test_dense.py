@@ -258,3 +258,24 @@ def test_ops_outputs_start_on_a_64_byte_boundary(rng):
     from tensordsl.nd import aligned_numpy
     z = aligned_numpy((5, 7), "float64")
     assert z.ctypes.data % 64 == 0 and z.shape == (5, 7) and z.flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("ta", [False, True])
+def test_matmul_with_fewer_column_panels_than_threads_splits_rows(rng, monkeypatch, ta):
+    # a classifier's 10 outputs: one narrow panel, the rows split over the threads
+    import schedules.cpu.matmul as template
+    monkeypatch.setattr(template, "num_threads", lambda: 2)
+    M, N, K = 50, 10, 40
+    A = td.placeholder((K, M) if ta else (M, K), "float32", "A")
+    B = td.placeholder((N, K), "float32", "B")
+    import kernels.dense as kd
+    C = kd.matmul(A, B, transpose_a=ta, transpose_b=True)
+    s = td.create_schedule(C.op)
+    template.schedule_product(s, s[C])
+    text = str(td.lower(s, [A, B, C]))
+    assert "parallel for i.outer" in text or "parallel for i" in text, text[:2000]
+    a = rand(rng, *((K, M) if ta else (M, K)))
+    b = rand(rng, N, K)
+    c = poisoned((M, N))
+    td.build(s, [A, B, C])(a, b, c)
+    np.testing.assert_allclose(c, (a.T if ta else a) @ b.T, rtol=1e-4, atol=1e-4)

@@ -68,3 +68,24 @@ def test_state_dict_round_trip_through_npz(tmp_path):
     np.testing.assert_array_equal(other(x).data, model(x).data)
     with pytest.raises(KeyError, match="expected parameters"):
         other.load_state_dict({"0.weight": np.zeros((16, 6))})
+
+
+def test_a_cnn_with_batch_norm_saves_and_loads_to_identical_predictions(tmp_path):
+    def cnn(seed):
+        rng = np.random.default_rng(seed)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.BatchNorm2d(4),
+                             nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(4 * 3 * 3, 5, rng=rng))
+
+    model, other = cnn(7), cnn(8)
+    x = np.random.default_rng(9).standard_normal((4, 1, 6, 6)).astype("float32")
+    model(nn.Tensor(x))                     # training: moves the running statistics
+    model.eval()
+    other.eval()
+    model.save(tmp_path / "cnn.npz")
+    other.load_state_dict(tmp_path / "cnn.npz")
+    assert "1.running_var" in other.state_dict()
+    np.testing.assert_array_equal(other(nn.Tensor(x)).data, model(nn.Tensor(x)).data)
+    assert not np.array_equal(cnn(8).eval()(nn.Tensor(x)).data, model(nn.Tensor(x)).data)
+    with pytest.raises(TypeError, match="a Parameter is trained"):
+        model.register_buffer("w", nn.Parameter(np.zeros(2)))

@@ -1,0 +1,163 @@
+"""nn.TrainStep: the traced training step computes what the eager tape and the
+optimizer compute, step after step; its program fuses what it should; bad use is
+refused with a clear error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensordsl.nn as nn
+import tensordsl.nn.functional as F
+
+
+def _model(seed, dtype="float32"):
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(nn.Linear(12, 16, dtype=dtype, rng=rng), nn.ReLU(),
+                         nn.Linear(16, 16, dtype=dtype, rng=rng), nn.ReLU(),
+                         nn.Linear(16, 5, dtype=dtype, rng=rng))
+
+
+def _loss(out, target):
+    # target holds -1 at each row's class: the mean of the picked log-probabilities
+    return F.reduce_mean(F.multiply(F.log_softmax(out), target))
+
+
+def _batches(dtype, steps=5, batch=24):
+    rng = np.random.default_rng(9)
+    for _ in range(steps):
+        x = rng.standard_normal((batch, 12)).astype(dtype)
+        target = -np.eye(5, dtype=dtype)[rng.integers(0, 5, batch)]
+        yield x, target
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-2)])
+def test_train_step_matches_the_eager_tape_and_sgd(momentum, weight_decay):
+    traced, eager = _model(0, "float64"), _model(0, "float64")
+    opt_t = nn.SGD(traced.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    opt_e = nn.SGD(eager.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    step = nn.TrainStep(traced, _loss, opt_t)
+    for x, target in _batches("float64"):
+        got = step(x, target)
+        loss = _loss(eager(nn.Tensor(x)), nn.Tensor(target))
+        opt_e.zero_grad()
+        loss.backward()
+        opt_e.step()
+        assert got == pytest.approx(loss.item(), rel=1e-12)
+    for (name, p), (_, q) in zip(traced.named_parameters(), eager.named_parameters()):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_train_step_compiles_once_per_shape_and_fuses_the_layers():
+    model = _model(1)
+    step = nn.TrainStep(model, _loss, nn.SGD(model.parameters(), lr=0.05, momentum=0.9))
+    batches = list(_batches("float32", steps=3))
+    losses = [step(x, t) for x, t in batches]
+    assert len(step._compiled) == 1
+    assert all(np.isfinite(losses))
+    names = [k.writes[0].op.name for k in step.program(*batches[0]).kernels]
+    # each layer's product, bias and relu in one kernel: no bias-add or relu kernels of
+    # their own in the forward (dense's bias add is the stage named "dense")
+    assert "dense.matmul" not in names and names.count("relu") == 2
+    # a smaller last batch: a second program
+    x, t = batches[0]
+    step(x[:7], t[:7])
+    assert len(step._compiled) == 2
+
+
+def test_train_step_lowers_the_loss_on_a_fixed_batch():
+    model = _model(2)
+    step = nn.TrainStep(model, _loss, nn.SGD(model.parameters(), lr=1.0, momentum=0.9))
+    x, target = next(_batches("float32"))
+    losses = [step(x, target) for _ in range(40)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_train_step_refuses_a_forward_that_reads_data_and_a_non_scalar_loss():
+    class ReadsData(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(12, 5, rng=np.random.default_rng(0))
+
+        def forward(self, x):
+            return nn.Tensor(x.numpy() * 2)
+
+    model = ReadsData()
+    step = nn.TrainStep(model, _loss, nn.SGD(model.parameters(), lr=0.1))
+    x, target = next(_batches("float32"))
+    with pytest.raises(RuntimeError, match="traced tensor has no value"):
+        step(x, target)
+    model = _model(3)
+    step = nn.TrainStep(model, lambda out, t: F.multiply(out, t),
+                        nn.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="loss must have one element"):
+        step(x, target)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("optimizer", ["sgd-momentum", "adam"])
+def test_the_first_20_traced_losses_match_pytorchs(model, optimizer):
+    pytest.importorskip("torch")
+    import torch
+    from tests.nn.test_torch import OPTIMIZERS, _cnn, _mlp, _same_weights
+    torch.manual_seed(0)
+    theirs, ours = {"mlp": _mlp, "cnn": _cnn}[model]()
+    _same_weights(theirs, ours)
+    make_theirs, make_ours = OPTIMIZERS[optimizer]
+    their_opt, our_opt = make_theirs(theirs.parameters()), make_ours(ours.parameters())
+    step = nn.TrainStep(ours, F.cross_entropy, our_opt)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((64, 1, 8, 8)).astype("float32")
+    if model == "mlp":
+        X = X.reshape(64, 64)
+    y = rng.integers(0, 10, 64)
+    theirs_losses, our_losses = [], []
+    loader = nn.DataLoader((X, y), batch_size=16, shuffle=True, seed=6)
+    for epoch in range(5):
+        for xb, yb in loader:
+            their_opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(theirs(torch.tensor(xb)),
+                                                     torch.tensor(yb))
+            loss.backward()
+            their_opt.step()
+            theirs_losses.append(loss.item())
+            our_losses.append(step(xb, yb))
+    assert len(our_losses) == 20
+    np.testing.assert_allclose(our_losses, theirs_losses, rtol=1e-4)
+
+
+def test_traced_dropout_and_batchnorm_follow_the_eager_step():
+    # the same rng for the masks: the traced step draws a new mask every run, as the
+    # eager forward does; BatchNorm's running statistics and counter advance every run
+    def make():
+        rng = np.random.default_rng(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, dtype="float64", rng=rng),
+                              nn.BatchNorm2d(4, dtype="float64"), nn.ReLU(),
+                              nn.Flatten(), nn.Dropout(0.3, rng=np.random.default_rng(7)),
+                              nn.Linear(4 * 6 * 6, 3, dtype="float64", rng=rng))
+        return model, nn.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    (traced, opt_t), (eager, opt_e) = make(), make()
+    step = nn.TrainStep(traced, F.cross_entropy, opt_t)
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        x = rng.standard_normal((5, 1, 6, 6))
+        y = rng.integers(0, 3, 5)
+        got = step(x, y)
+        opt_e.zero_grad()
+        loss = F.cross_entropy(eager(nn.Tensor(x)), y)
+        loss.backward()
+        opt_e.step()
+        assert got == pytest.approx(loss.item(), rel=1e-10)
+    t_state, e_state = traced.state_dict(), eager.state_dict()
+    assert t_state["1.num_batches_tracked"] == 4
+    for name in e_state:
+        np.testing.assert_allclose(t_state[name], e_state[name], rtol=1e-9, err_msg=name)
+
+
+def test_traced_labels_are_checked_every_run():
+    model = _model(4)
+    step = nn.TrainStep(model, F.cross_entropy, nn.SGD(model.parameters(), lr=0.1))
+    x = np.zeros((3, 12), np.float32)
+    step(x, np.array([0, 4, 2]))
+    with pytest.raises(ValueError, match="target holds class 5, outside \\[0, 5\\)"):
+        step(x, np.array([0, 5, 2]))
