@@ -2,7 +2,7 @@
 work: ``train.py`` and ``tune_model.py``).
 
     tensordsl train mlp|cnn [--epochs N] [--batch-size B] [--lr LR] [--seed S]
-                            [--target llvm|cuda] [--plot curves.png] [--save model.npz]
+                            [--step eager|compiled] [--target llvm|cuda] [--plot curves.png] [--save model.npz]
     tensordsl tune-model mlp|cnn [--trials N] [--batch-size B] [--timeout S] [--db PATH]
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 
 def add_parsers(sub):
-    from .train import DEFAULTS, MODELS
+    from .train import DEFAULTS, MODELS, STEPS
     train = sub.add_parser(
         "train", help="train a small network on scikit-learn's digits, every kernel generated",
         description="Train MODEL on scikit-learn's bundled digits (8x8 images, no download): "
@@ -29,6 +29,9 @@ def add_parsers(sub):
                                                 "0.9; a cosine down to 0 over the epochs)")
     train.add_argument("--seed", type=int, default=0,
                        help="initial weights and batch order (the split never moves)")
+    train.add_argument("--step", default="eager", choices=STEPS,
+                       help="eager: kernel by kernel on the tape (default); compiled: "
+                            "nn.TrainStep, the whole step traced into one program")
     train.add_argument("--target", default="llvm", choices=("llvm", "cuda"),
                        help="where the kernels run (default llvm, this CPU)")
     train.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy per epoch")
@@ -75,7 +78,7 @@ def run_train(args) -> int:
         min(args.train_size, len(data.x_train))
     print(f"train {args.model} on digits: {n_train} training / {len(data.x_test)} test "
           f"images, batch {batch_size}, {epochs} epoch{'s' if epochs > 1 else ''}, SGD lr {lr:g} (cosine) momentum "
-          f"{d.momentum:g}, target {args.target}", flush=True)
+          f"{d.momentum:g}, {args.step} step, target {args.target}", flush=True)
     steps = epochs * (n_train // batch_size) if batch_size <= n_train else 0
     bar = _Bar(steps, f"train {args.model}")
 
@@ -86,8 +89,8 @@ def run_train(args) -> int:
 
     try:
         history = t.train(args.model, epochs, batch_size, lr, seed=args.seed,
-                          train_size=args.train_size, data=data, on_epoch=on_epoch,
-                          on_step=bar.advance)
+                          train_size=args.train_size, data=data, step=args.step,
+                          on_epoch=on_epoch, on_step=bar.advance)
     finally:
         bar.close()
     accuracy = history.test_accuracy[-1]

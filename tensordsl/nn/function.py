@@ -17,7 +17,8 @@ with ``td.build([*inputs, out])``; the gradient of each operand that needs one i
 once per (shapes, dtypes) and scheduled by the auto-scheduler with the best tuning
 record filed for what it computes (``autotune/structural.py``) — the records ``tensordsl
 tune file.py:fn --shape ...`` (the forward) and ``... --grad NAME --head`` (a gradient)
-write, whatever the tensors are called.
+write, whatever the tensors are called. Under ``nn.TrainStep`` the compute is traced
+into the step's program like any ``nn.functional`` call.
 
 ``sizes=`` takes a function of the file's other convention instead, the CLI's
 (``userfile.py``): called with sizes, it returns ``[*inputs, out]``; ``sizes(*shapes)``
@@ -40,6 +41,7 @@ import numpy as np
 
 from .modules import Module
 from .tensor import Tensor, _Record, grad_enabled
+from .trace import active
 
 
 class Function(Module):
@@ -75,6 +77,9 @@ class Function(Module):
 
     def forward(self, *operands) -> Tensor:
         operands = [x if isinstance(x, Tensor) else Tensor(x) for x in operands]
+        trace = active()
+        if trace is not None:
+            return self._traced(trace, operands)
         kernels = self._compiled(operands)
         arrays = [x.data for x in operands]
         out = Tensor(kernels.forward(arrays))
@@ -84,6 +89,21 @@ class Function(Module):
             out.record = _Record(self.name, operands, list(kernels.names), len(operands),
                                  vjp=lambda g: kernels.backward(arrays, g, wanted))
         return out
+
+    def _traced(self, trace, operands) -> Tensor:
+        """Under ``nn.TrainStep``: the compute on the operands' expressions, so the step's
+        program holds it (and ``td.grad`` of the whole step differentiates it)."""
+        from ..te.tensor import Tensor as TeTensor
+        if self.sizes is not None:
+            raise NotImplementedError(
+                f"{self.name}: a function of sizes (sizes=) makes its own placeholders and "
+                "cannot be traced into nn.TrainStep; pass the compute on tensors instead "
+                "(from_compute(fn) with fn(x, ...) -> tensor)")
+        out = self.compute(*[trace.symbol(x) for x in operands])
+        if not isinstance(out, TeTensor):
+            raise TypeError(f"{self.label}: the compute must return one te tensor (a "
+                            f"td.compute of its arguments), got {type(out).__name__}")
+        return Tensor.traced(out, requires_grad=any(x.requires_grad for x in operands))
 
     # ------------------------------------------------------------ the computes
     def define(self, shapes, dtypes) -> tuple[list, object]:

@@ -12,9 +12,11 @@ The models (``build_model``): ``mlp`` is the issue's benchmark network 64 -> 256
 10 with ReLUs; ``cnn`` two 3x3 convolutions (16 and 32 channels, each with ReLU and 2x2
 max pooling) and a linear layer 128 -> 10.
 
-One optimizer step is one function, ``loss = step(x_batch, y_batch)`` (``eager_step``:
-forward, loss, backward through the tape, the optimizer's update — every one a
-generated kernel). A compiled training step can replace it without touching the loop.
+One optimizer step is one function, ``loss = step(x_batch, y_batch)`` (numpy batches in,
+the loss as a float out): ``eager_step`` runs the forward, the loss, the backward through
+the tape and the optimizer's update kernel by kernel; ``nn.TrainStep`` (``--step
+compiled``) traces the same step into one program. Every op of either is a generated
+kernel, and the two compute the same losses.
 Batches are all ``batch_size`` long (the rest of a shuffled epoch is left out, PyTorch's
 ``drop_last``), so each kernel is compiled for one shape.
 """
@@ -95,15 +97,29 @@ def model_input(name: str, images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), 1, 8, 8) if name == "cnn" else images
 
 
+STEPS = ("eager", "compiled")
+
+
 def eager_step(model: Module, loss_fn, optimizer):
-    """``loss = step(x, y)``: one optimizer step on a batch, run op by op on the tape."""
-    def step(x, y) -> Tensor:
-        loss = loss_fn(model(x), y)
+    """``loss = step(x, y)``: one optimizer step on a batch, run op by op on the tape
+    (the contract of ``nn.TrainStep``, which compiles the same step)."""
+    def step(x, y) -> float:
+        loss = loss_fn(model(Tensor(x)), Tensor(y))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        return loss
+        return loss.item()
     return step
+
+
+def make_step(kind: str, model: Module, loss_fn, optimizer):
+    """``eager_step`` or ``nn.TrainStep`` (``kind``: "eager" or "compiled")."""
+    if kind == "eager":
+        return eager_step(model, loss_fn, optimizer)
+    if kind == "compiled":
+        from .step import TrainStep
+        return TrainStep(model, loss_fn, optimizer)
+    raise ValueError(f"--step: expected one of {', '.join(STEPS)}, got {kind!r}")
 
 
 def evaluate(model: Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -126,10 +142,12 @@ class History:
 
 def train(model_name: str, epochs: int | None = None, batch_size: int | None = None,
           lr: float | None = None, seed: int = 0, train_size: int | None = None,
-          data: Digits | None = None, on_epoch=None, on_step=None) -> History:
+          data: Digits | None = None, step: str = "eager", on_epoch=None,
+          on_step=None) -> History:
     """Train ``model_name`` on the digits; ``on_epoch(k, history)`` after each epoch,
     ``on_step()`` after each batch. ``train_size`` keeps only the first images (a
-    smoke run). Unset arguments take ``DEFAULTS[model_name]``."""
+    smoke run); ``step``: "eager" or "compiled" (``make_step``). Unset arguments take
+    ``DEFAULTS[model_name]``."""
     if model_name not in MODELS:
         raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {model_name!r}")
     d = DEFAULTS[model_name]
@@ -144,7 +162,7 @@ def train(model_name: str, epochs: int | None = None, batch_size: int | None = N
     rng = np.random.default_rng(seed)
     model = build_model(model_name, rng)
     optimizer = SGD(model.parameters(), lr=lr, momentum=d.momentum)
-    step = eager_step(model, F.cross_entropy, optimizer)
+    run_step = make_step(step, model, F.cross_entropy, optimizer)
     x_train = model_input(model_name, x_train)
     x_test = model_input(model_name, data.x_test)
     loader = DataLoader((x_train, y_train), batch_size, shuffle=True, rng=rng,
@@ -157,7 +175,7 @@ def train(model_name: str, epochs: int | None = None, batch_size: int | None = N
         model.train()
         losses = []
         for x, y in loader:
-            losses.append(step(Tensor(x), Tensor(y)).item())
+            losses.append(run_step(x, y))
             if on_step is not None:
                 on_step()
         model.eval()

@@ -57,10 +57,10 @@ def record_kernels():
 
 
 def step_workloads(model_name: str, batch_size: int | None = None) -> list:
-    """The workloads of one training step of ``model_name`` on a batch of the digits."""
+    """The workloads of one (eager) training step of ``model_name`` on a batch of the
+    digits."""
     from . import functional as F
     from .optim import SGD
-    from .tensor import Tensor
     from .train import DEFAULTS, build_model, eager_step, load_digits, model_input
     batch_size = batch_size or DEFAULTS[model_name].batch_size
     data = load_digits()
@@ -70,7 +70,7 @@ def step_workloads(model_name: str, batch_size: int | None = None) -> list:
     step = eager_step(model, F.cross_entropy, SGD(model.parameters(), lr=0.01, momentum=0.9))
     x = model_input(model_name, data.x_train[:batch_size])
     with record_kernels() as found:
-        step(Tensor(x), Tensor(data.y_train[:batch_size]))
+        step(x, data.y_train[:batch_size])
     return found
 
 

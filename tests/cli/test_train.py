@@ -112,3 +112,14 @@ def test_tune_model_writes_records_that_training_then_uses(tmp_path, capsys):
     with apply_history_best(db):
         for w in tuned:   # what td.ops builds these kernels with: the best record
             assert w.tuned_config() == records.best(w.key, record_target("llvm"))["config"]
+
+
+def test_the_compiled_step_trains_as_the_eager_one_does():
+    from tensordsl.nn.train import train
+    data = _digits()
+    eager, compiled = (train("mlp", epochs=2, batch_size=32, train_size=128, seed=2,
+                             data=data, step=kind) for kind in ("eager", "compiled"))
+    np.testing.assert_allclose(compiled.train_loss, eager.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(compiled.test_loss, eager.test_loss, rtol=1e-4)
+    with pytest.raises(ValueError, match="--step: expected one of eager, compiled"):
+        train("mlp", epochs=1, data=data, step="jit")

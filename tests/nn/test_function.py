@@ -157,3 +157,29 @@ def test_bad_computes_are_refused_clearly(tmp_path):
         wrong(nn.Tensor(np.ones((4, 3))), nn.Tensor(np.ones(3)))
     with pytest.raises(ValueError, match="has no function 'nope'"):
         nn.Function.from_compute(f"{path}:nope")
+
+
+def test_traced_into_a_train_step_it_computes_what_the_eager_step_does():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 6)).astype("float32")
+    y = rng.integers(0, 4, 16)
+    losses, weights = [], []
+    for compiled in (False, True):
+        model = nn.Sequential(nn.Linear(6, 8, rng=np.random.default_rng(0)),
+                              nn.Function.from_compute(softplus),
+                              nn.Linear(8, 4, rng=np.random.default_rng(1)))
+        opt = nn.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if compiled:
+            step = nn.TrainStep(model, F.cross_entropy, opt)
+        else:
+            def step(xb, yb):
+                loss = F.cross_entropy(model(nn.Tensor(xb)), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                return loss.item()
+        losses.append([step(x, y) for _ in range(3)])
+        weights.append(model._modules["0"].weight.data.copy())
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    np.testing.assert_allclose(weights[1], weights[0], rtol=1e-5, atol=1e-6)
+    assert losses[0][2] < losses[0][0]
