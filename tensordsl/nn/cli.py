@@ -76,10 +76,12 @@ def run_train(args) -> int:
     data = t.load_digits()
     n_train = len(data.x_train) if args.train_size is None else \
         min(args.train_size, len(data.x_train))
+    t.check_arguments(epochs, batch_size, lr, n_train)
     print(f"train {args.model} on digits: {n_train} training / {len(data.x_test)} test "
-          f"images, batch {batch_size}, {epochs} epoch{'s' if epochs > 1 else ''}, SGD lr {lr:g} (cosine) momentum "
-          f"{d.momentum:g}, {args.step} step, target {args.target}", flush=True)
-    steps = epochs * (n_train // batch_size) if batch_size <= n_train else 0
+          f"images, batch {batch_size}, {epochs} epoch{'s' if epochs > 1 else ''}, SGD lr "
+          f"{lr:g} (cosine) momentum {d.momentum:g}, {args.step} step, target "
+          f"{args.target}", flush=True)
+    steps = epochs * (n_train // batch_size)
     bar = _Bar(steps, f"train {args.model}")
 
     def on_epoch(k, h):

@@ -1,7 +1,8 @@
 """Training the bundled models on scikit-learn's digits (``tensordsl train mlp|cnn``).
 
-    history = train("mlp", epochs=10, on_epoch=print)
+    history = train("mlp", step="compiled")
     history.test_accuracy[-1]                         # about 0.98
+    history.model.save("mlp.npz")
 
 The data: ``sklearn.datasets.load_digits`` (1797 8x8 images shipped with scikit-learn,
 nothing downloaded), features scaled to [0, 1] (/16), split once into 1437 training and
@@ -70,8 +71,8 @@ def load_digits() -> Digits:
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
-        raise ImportError("tensordsl train needs scikit-learn for its data set "
-                          "(pip install 'tensordsl[train]')") from None
+        raise ValueError("tensordsl train needs scikit-learn for its data set "
+                         "(pip install 'tensordsl[train]')") from None
     data = sklearn_digits()
     x = (data.data / 16.0).astype("float32")
     y = data.target.astype("int64")
@@ -158,7 +159,7 @@ def train(model_name: str, epochs: int | None = None, batch_size: int | None = N
     x_train, y_train = data.x_train, data.y_train
     if train_size is not None:
         x_train, y_train = x_train[:train_size], y_train[:train_size]
-    _check_budget(epochs, batch_size, lr, len(x_train))
+    check_arguments(epochs, batch_size, lr, len(x_train))
     rng = np.random.default_rng(seed)
     model = build_model(model_name, rng)
     optimizer = SGD(model.parameters(), lr=lr, momentum=d.momentum)
@@ -194,7 +195,9 @@ def cosine_rate(lr: float, epoch: int, epochs: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
 
-def _check_budget(epochs: int, batch_size: int, lr: float, n: int):
+def check_arguments(epochs: int, batch_size: int, lr: float, n: int):
+    """Refuse what cannot train: no epochs, a batch larger than the ``n`` images, a
+    learning rate that is not positive."""
     if epochs < 1:
         raise ValueError(f"--epochs: expected a positive number, got {epochs}")
     if not 1 <= batch_size <= n:
