@@ -1,4 +1,5 @@
-"""``td.ops.<name>(*arrays, **attrs)``: every operator of ``kernels/dense.py`` on numpy arrays.
+"""``td.ops.<name>(*arrays, **attrs)``: every operator of ``kernels/dense.py`` and
+``kernels/training.py`` on numpy arrays.
 
 Each ``td.ops.<name>`` is a function with the kernel's signature (less ``name``) and
 docstring, plus the keywords ``out=``, ``target=`` and ``check_indices=``. Its tensor
@@ -61,7 +62,9 @@ _BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
 @functools.cache
 def _operators() -> dict:
     import kernels.dense as dense
-    return {name: getattr(dense, name) for name in _OPERANDS}
+    import kernels.training as training
+    return {name: getattr(training, name, None) or getattr(dense, name)
+            for name in _OPERANDS}
 
 
 def _freeze(v):

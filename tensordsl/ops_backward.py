@@ -7,7 +7,9 @@
 
 ``grad_out`` (the cotangent of the operator's result, its shape) follows the required
 operands; optional operands (``dense``'s ``bias``) and the options come after it, by
-keyword or position, as in the forward call. The result has one gradient per tensor
+keyword or position, as in the forward call. ``wrt=("weight",)`` asks for some gradients
+only (the others are None and cost nothing): the tape of ``tensordsl.nn`` asks for those
+of the operands that require one. The result has one gradient per tensor
 operand, in the forward's order: an array of that operand's shape and dtype, or None for
 an operand without one (integer indices, an integer tensor, a number, a bias left out).
 
@@ -94,7 +96,14 @@ def _run(name: str, signature: inspect.Signature, args, kwargs):
     target = given.pop("target", "llvm")
     check_indices = given.pop("check_indices", True)
     grad_out = given.pop("grad_out")
+    wanted = given.pop("wrt", None)
     names = operand_names(forward)
+    if wanted is not None:
+        wanted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise ValueError(f"{name}: wrt must name operands of {forward} "
+                             f"({', '.join(names)}), got {unknown[0]!r}")
     kernel_params = _kernel_params(forward)
     operands, options = {}, {}
     for p in kernel_params:
@@ -110,6 +119,8 @@ def _run(name: str, signature: inspect.Signature, args, kwargs):
         operands["a"], operands["b"] = ops._promote(forward, operands["a"], operands["b"])
     operands = {k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v
                 for k, v in operands.items()}
+    differentiated = tuple(n for n in names if _has_gradient(operands.get(n))
+                           and (wanted is None or n in wanted))
     # the forward's positional operands (up to the last one given), then the cotangent
     last = max(k for k, n in enumerate(names) if n in operands)
     positional = [operands.get(n) for n in names[:last + 1]]
@@ -126,9 +137,9 @@ def _run(name: str, signature: inspect.Signature, args, kwargs):
     if any(ops._on_device(a) for a in args):
         return tuple(ops.call(name, *args, out=None if out is None else out[k], target=target,
                               check_indices=check_indices, wrt=param, **options)
-                     if _has_gradient(operands.get(param)) else None
+                     if param in differentiated else None
                      for k, param in enumerate(names))
-    plan = _plan(name, names, operands, args, options, target, check_indices)
+    plan = _plan(name, names, differentiated, args, options, target, check_indices)
     arrays = [a for a in args if isinstance(a, np.ndarray)]
     grads = [None] * len(names)
     for k, f, shape, dtype in plan:
@@ -148,19 +159,20 @@ def _run(name: str, signature: inspect.Signature, args, kwargs):
 _PLANS: dict = {}
 
 
-def _plan(name, names, operands, args, options, target, check_indices) -> list:
+def _plan(name, names, differentiated, args, options, target, check_indices) -> list:
     """``[(operand index, kernel, shape, dtype)]`` of the gradients of one call signature:
     the kernels of ``ops._compiled`` (compiled once, tuned records honoured), looked up
     once per signature, so a call costs its kernels and little more."""
     from . import ops
     from .autotune.history import source_token
     spec = ops._signature(name, args)
-    key = (name, spec, ops._freeze(options), target, source_token(), check_indices)
+    key = (name, spec, ops._freeze(options), target, source_token(), check_indices,
+           differentiated)
     plan = _PLANS.get(key)
     if plan is None:
         plan = [(k, *ops._compiled(name, args, spec, dict(options, wrt=param), target,
                                    check_indices))
-                for k, param in enumerate(names) if _has_gradient(operands.get(param))]
+                for k, param in enumerate(names) if param in differentiated]
         _PLANS[key] = plan
     return plan
 
@@ -190,6 +202,9 @@ _DOC = """
 
     out : tuple, optional
         One array (or None: a new one) per operand, where its gradient is written.
+    wrt : str or tuple of str, optional
+        The operands whose gradients are wanted (default: every one that has one); the
+        others are None and no kernel runs for them.
     target, check_indices
         As for the forward operator.
 
@@ -208,7 +223,8 @@ def entry(name: str):
     required = [p for p in params if p.name in names and p.default is inspect.Parameter.empty]
     rest = [p for p in params if p not in required]
     grad_out = inspect.Parameter("grad_out", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    signature = inspect.Signature(required + [grad_out] + rest + ops._KEYWORDS)
+    wrt = inspect.Parameter("wrt", inspect.Parameter.KEYWORD_ONLY, default=None)
+    signature = inspect.Signature(required + [grad_out] + rest + ops._KEYWORDS + [wrt])
 
     def backward(*args, **kwargs):
         return _run(name, signature, args, kwargs)

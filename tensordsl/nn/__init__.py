@@ -1,18 +1,22 @@
-"""tensordsl.nn: tensors that remember how they were computed, for training.
+"""tensordsl.nn: PyTorch-shaped training whose every op is a generated kernel.
 
-The first part of the training layer (issue 14): ``Tensor`` (a numpy array with
-``requires_grad``, ``grad`` and the tape entry that made it), ``no_grad()``, and
-``nn.functional``: every ``td.ops`` operator as a differentiable function. Forward and
-backward are both generated kernels — ``td.ops.<op>`` and ``td.ops.<op>_backward``
-(derived by ``td.vjp``), each compiled once per shape and cached.
+``Tensor`` (a numpy array with ``requires_grad``, ``grad`` and the tape entry that made
+it) and ``no_grad()``; ``nn.functional``: every ``td.ops`` operator as a differentiable
+function, plus ``torch.nn.functional``'s names (``F.linear``, ``F.conv2d``,
+``F.cross_entropy``, ...). Forward and backward are both generated kernels —
+``td.ops.<op>`` and ``td.ops.<op>_backward`` (derived by ``td.vjp``), each compiled once
+per shape and cached. Modules (``modules.py``, ``layers.py``, ``normalization.py``),
+optimizers whose updates are one kernel per class of parameters (``optim.py``), a batch
+iterator (``data.py``) and a whole training step traced into one program (``step.py``).
 
     import tensordsl.nn as nn
     import tensordsl.nn.functional as F
-    x = nn.Tensor(np.random.rand(8, 4))
-    w = nn.Tensor(np.random.rand(3, 4), requires_grad=True)
-    loss = F.reduce_sum(F.relu(F.dense(x, w)))
-    loss.backward()
-    w.grad                                 # d loss / d w, a numpy array
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = nn.Adam(model.parameters(), lr=1e-3)
+    for xb, yb in nn.DataLoader((X, y), batch_size=32, shuffle=True, seed=0):
+        opt.zero_grad()
+        F.cross_entropy(model(nn.Tensor(xb)), yb).backward()
+        opt.step()
 """
 from . import functional, optim
 from .data import DataLoader

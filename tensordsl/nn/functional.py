@@ -5,9 +5,11 @@ is ``td.ops.<op>``; ``Tensor.backward`` calls ``td.ops.<op>_backward``.
 Beside them, PyTorch's ``torch.nn.functional`` names and signatures where they differ
 (``torch_names.py``): ``F.linear``, ``F.conv2d`` (with a bias), ``F.cross_entropy``,
 ``F.mse_loss``, ``F.dropout``, ``F.batch_norm``, ``F.layer_norm``, ``F.embedding``,
-``F.flatten``, ``F.reshape``. Each of them, like every operator here, ends in
-``apply(op, ...)``: one ``td.ops`` operator per call, so a tracer that follows ``apply``
-sees the whole computation.
+``F.flatten``, ``F.reshape`` (where a name is also an operator's — ``layer_norm``,
+``batch_norm``, ``dropout``, ... — PyTorch's signature wins; the operator's own is
+``apply("layer_norm", x, gamma, beta, axis=-1)``). Each of them, like every operator
+here, ends in ``apply(op, ...)``: one ``td.ops`` operator per call, so a tracer that
+follows ``apply`` (``trace.py``) sees the whole computation.
 """
 from __future__ import annotations
 
@@ -79,8 +81,6 @@ def __getattr__(name: str):
 
 def __dir__():
     from tensordsl.ops import _OPERANDS
-    return sorted(set(_OPERANDS) | set(_TORCH_NAMES) | {"apply"})
 
-
-_TORCH_NAMES = ("batch_norm", "conv2d", "cross_entropy", "dropout", "embedding", "flatten",
-                "layer_norm", "linear", "mse_loss", "reshape")
+    from . import torch_names
+    return sorted(set(_OPERANDS) | set(torch_names.__all__) | {"apply"})

@@ -48,6 +48,10 @@ class Conv2d(Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
@@ -57,6 +61,10 @@ class MaxPool2d(Module):
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
+    def extra_repr(self) -> str:
+        stride = self.kernel_size if self.stride is None else self.stride
+        return f"kernel_size={self.kernel_size}, stride={stride}, padding={self.padding}"
+
 
 class GELU(Module):
     def __init__(self, approximate: str = "none"):
@@ -65,6 +73,9 @@ class GELU(Module):
 
     def forward(self, x):
         return F.gelu(x, approximate=self.approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
 
 
 class Tanh(Module):
@@ -87,6 +98,9 @@ class Flatten(Module):
     def forward(self, x):
         return F.flatten(x, self.start_dim, self.end_dim)
 
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
 
 class Dropout(Module):
     """Zeroes elements with probability ``p`` in training mode (the rest scaled by
@@ -102,6 +116,9 @@ class Dropout(Module):
     def forward(self, x):
         return F.dropout(x, self.p, self.training, self.rng)
 
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
 
 class Embedding(Module):
     """A table of ``num_embeddings`` vectors of ``embedding_dim``, drawn from N(0, 1) as
@@ -116,3 +133,6 @@ class Embedding(Module):
 
     def forward(self, indices):
         return F.embedding(indices, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"

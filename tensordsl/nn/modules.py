@@ -57,6 +57,27 @@ class Module:
     def children(self):
         return list(self._modules.values())
 
+    def named_modules(self, prefix: str = ""):
+        """This module (named ``prefix``) and every module inside it, depth first."""
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def extra_repr(self) -> str:
+        """What ``repr`` shows inside the parentheses (PyTorch's hook)."""
+        return ""
+
+    def __repr__(self):
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not self._modules:
+            return head + ")"
+        children = [f"({name}): " + repr(m).replace("\n", "\n  ")
+                    for name, m in self._modules.items()]
+        return head + "\n  " + "\n  ".join(children) + "\n)"
+
     def forward(self, *args):
         raise NotImplementedError(f"{type(self).__name__} defines no forward")
 
@@ -64,10 +85,19 @@ class Module:
         return self.forward(*args)
 
     def named_parameters(self, prefix: str = ""):
+        """Each parameter once, under the first name it is reached by (a module used
+        twice shares its weights: an optimizer must update them once), as PyTorch's."""
+        seen = set()
+        for name, p in self._all_parameters(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _all_parameters(self, prefix: str):
         for name, p in self._parameters.items():
             yield prefix + name, p
         for name, m in self._modules.items():
-            yield from m.named_parameters(f"{prefix}{name}.")
+            yield from m._all_parameters(f"{prefix}{name}.")
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
@@ -149,6 +179,7 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype="float32", rng=None):
         super().__init__()
+        self.in_features, self.out_features = in_features, out_features
         rng = rng if rng is not None else np.random.default_rng()
         bound = 1 / math.sqrt(in_features)
         self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features))
@@ -158,6 +189,10 @@ class Linear(Module):
 
     def forward(self, x):
         return F.dense(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
 
 
 class ReLU(Module):

@@ -26,6 +26,10 @@ class LayerNorm(Module):
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.weight is not None}")
+
 
 class BatchNorm2d(Module):
     """Normalizes each channel of NCHW input. Training: with the batch's statistics
@@ -75,3 +79,8 @@ class BatchNorm2d(Module):
         return F.batch_norm(x, self.running_mean if tracked else None,
                             self.running_var if tracked else None, self.weight, self.bias,
                             batch_stats, momentum if momentum is not None else 0.0, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.weight is not None}, "
+                f"track_running_stats={self.track_running_stats}")

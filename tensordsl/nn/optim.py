@@ -180,9 +180,13 @@ class Optimizer:
         self._flat_of: dict = {}  # parameter id -> its key in _flats
 
     def zero_grad(self, set_to_none: bool = True):
+        """Gradients to None (PyTorch's default), or to zeros in place."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.grad = None
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                else:
+                    p.grad[...] = 0
 
     def _hyper(self, group: dict, step: int, dtype) -> np.ndarray:
         raise NotImplementedError

@@ -52,8 +52,11 @@ class _Record:
             return tuple(self.vjp(cotangent))
         arrays = [x.data if isinstance(x, Tensor) else x for x in self.operands]
         optional = dict(zip(self.names[self.required:], arrays[self.required:]))
+        # only the gradients the tape needs: none for data, labels or running statistics
+        wanted = tuple(n for n, x in zip(self.names, self.operands)
+                       if isinstance(x, Tensor) and x.requires_grad)
         return getattr(td.ops, self.op + "_backward")(*arrays[:self.required], cotangent,
-                                                      **optional, **self.options)
+                                                      **optional, **self.options, wrt=wanted)
 
 
 class Tensor:

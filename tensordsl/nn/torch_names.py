@@ -14,6 +14,9 @@ from .functional import apply
 from .tensor import Tensor, no_grad
 from .trace import active
 
+__all__ = ["batch_norm", "conv2d", "cross_entropy", "dropout", "embedding", "flatten",
+           "layer_norm", "linear", "mse_loss", "reshape"]
+
 
 def _shape(t) -> tuple:
     return tuple(t.shape) if isinstance(t, Tensor) else np.shape(t)

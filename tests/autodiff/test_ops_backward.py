@@ -277,3 +277,17 @@ def test_a_matmul_gradient_without_records_uses_the_matmul_records(tmp_path):
                  and k[1][0][1] == (48, 40)]
     np.testing.assert_allclose(gb, a.T @ g, rtol=1e-4, atol=1e-4)
     assert "1, 16)]" in str(tuned[-1].func)
+
+
+def test_wrt_asks_for_some_gradients_only():
+    x, w = f64(1, 3, 6, 6), f64(4, 3, 3, 3, seed=1)
+    g = f64(1, 4, 6, 6, seed=2)
+    gx, gw = td.ops.conv2d_nchw_backward(x, w, g, padding=1)
+    only = td.ops.conv2d_nchw_backward(x, w, g, padding=1, wrt="weight")
+    assert only[0] is None
+    np.testing.assert_array_equal(only[1], gw)
+    both = td.ops.conv2d_nchw_backward(x, w, g, padding=1, wrt=("x", "weight"))
+    np.testing.assert_array_equal(both[0], gx)
+    with pytest.raises(ValueError, match="wrt must name operands of conv2d_nchw "
+                                         "\\(x, weight\\), got 'bias'"):
+        td.ops.conv2d_nchw_backward(x, w, g, padding=1, wrt="bias")

@@ -1,6 +1,7 @@
-"""The training operators of kernels/dense.py (activations, reshape, bias_add, losses,
-batch norm, dropout) through td.ops, against numpy in float32, on odd shapes; their
-bad arguments; and a kernel named like a C math function (``tanh``) that works."""
+"""The operators for training (kernels/dense.py: tanh, sigmoid, reshape, bias_add;
+kernels/training.py: the losses, batch norm, dropout) through td.ops, against numpy in
+float32, on odd shapes; their bad arguments; a kernel named like a C math function
+(``tanh``) that works; their gradients are gathers."""
 import math
 
 import numpy as np
@@ -106,16 +107,23 @@ def test_dropout(rng):
 
 
 def test_training_gradients_are_gathers():
-    """The derived gradients of reshape and cross_entropy sum over no more terms per
-    element than the forward reads (no accumulation over the whole domain)."""
+    """The derived gradients of the training operators sum over no more terms per
+    element than the forward reads (no accumulation over the whole domain): one for a
+    reshape, a row for cross_entropy, a channel's N*H*W for batch_norm and a bias."""
     import kernels.dense as K
+    import kernels.training as T
     from tensordsl.te.tensor import ACCUMULATE_TAG
     from tests.autodiff.fd import compute_ops
     x = td.placeholder((4, 3, 2, 5), "float32", "x")
     logits = td.placeholder((8, 10), "float32", "logits")
     labels = td.placeholder((8,), "int64", "labels")
-    for y, wrt, most in ((K.reshape(x, (4, -1)), x, 1), (K.reshape(x, (6, 20)), x, 1),
-                         (K.cross_entropy(logits, labels), logits, 10)):
+    gamma = td.placeholder((3,), "float32", "gamma")
+    beta = td.placeholder((3,), "float32", "beta")
+    cases = [(K.reshape(x, (4, -1)), x, 1), (K.reshape(x, (6, 20)), x, 1),
+             (T.cross_entropy(logits, labels), logits, 10),
+             (T.batch_norm(x, gamma, beta), x, 40), (T.batch_norm(x, gamma, beta), gamma, 40),
+             (K.bias_add(x, gamma), gamma, 40), (K.bias_add(x, gamma), x, 1)]
+    for y, wrt, most in cases:
         (g,), _ = td.vjp(y, [wrt])
         for op in compute_ops(g):
             terms = math.prod(r.dom.extent.value for r in getattr(op, "reduce_axis", ()))

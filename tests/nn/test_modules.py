@@ -89,3 +89,31 @@ def test_a_cnn_with_batch_norm_saves_and_loads_to_identical_predictions(tmp_path
     assert not np.array_equal(cnn(8).eval()(nn.Tensor(x)).data, model(nn.Tensor(x)).data)
     with pytest.raises(TypeError, match="a Parameter is trained"):
         model.register_buffer("w", nn.Parameter(np.zeros(2)))
+
+
+def test_repr_and_named_modules_read_like_pytorchs():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                          nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+    assert repr(model) == (
+        "Sequential(\n"
+        "  (0): Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1), padding=1, bias=True)\n"
+        "  (1): ReLU()\n"
+        "  (2): Sequential(\n"
+        "    (0): Flatten(start_dim=1, end_dim=-1)\n"
+        "    (1): Linear(in_features=4, out_features=2, bias=True)\n"
+        "  )\n"
+        ")")
+    assert [name for name, _ in model.named_modules()] == ["", "0", "1", "2", "2.0", "2.1"]
+    assert len(model) == 3 and isinstance(model[2][1], nn.Linear)
+
+
+def test_shared_weights_are_one_parameter_updated_once():
+    layer = nn.Linear(3, 3, dtype="float64", rng=np.random.default_rng(0))
+    model = nn.Sequential(layer, nn.ReLU(), layer)
+    assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    opt = nn.SGD(model.parameters(), lr=0.1)
+    before = layer.weight.data.copy()
+    layer.weight.grad, layer.bias.grad = np.ones((3, 3)), np.ones(3)
+    opt.step()
+    np.testing.assert_allclose(layer.weight.data, before - 0.1)

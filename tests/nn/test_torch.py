@@ -1,6 +1,6 @@
 """Against PyTorch (where installed), float32 on both sides, the same initial weights:
 module outputs and gradients, BatchNorm2d's buffers, and the first 20 losses of an MLP
-and a small CNN trained with SGD (momentum) and with Adam."""
+and a small CNN trained with SGD (momentum), Adam and AdamW."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,6 +36,9 @@ def _compare(theirs, ours, x, head, rtol=1e-5):
 MODULES = {
     "conv2d": (lambda: torch.nn.Conv2d(3, 4, 3, stride=2, padding=1),
                lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 9, 9)),
+    "conv2d-groups-dilation": (
+        lambda: torch.nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2),
+        lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2), (1, 4, 7, 8)),
     "maxpool-flatten-linear": (
         lambda: torch.nn.Sequential(torch.nn.MaxPool2d(2), torch.nn.Flatten(),
                                     torch.nn.Linear(3 * 4 * 4, 5)),
@@ -134,6 +137,8 @@ OPTIMIZERS = {
     "sgd-momentum": (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
                      lambda ps: nn.SGD(ps, lr=0.05, momentum=0.9)),
     "adam": (lambda ps: torch.optim.Adam(ps, lr=1e-2), lambda ps: nn.Adam(ps, lr=1e-2)),
+    "adamw": (lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+              lambda ps: nn.AdamW(ps, lr=1e-2, weight_decay=0.1)),
 }
 
 
