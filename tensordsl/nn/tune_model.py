@@ -36,24 +36,20 @@ def record_kernels():
             keys.add(workload.key)
             found.append(workload)
 
-    compiled, plan = ops._compiled, ops_backward._plan
+    compiled, plans = ops._compiled, ops_backward._PLANS
 
     def compiled_noting(name, args, spec, attrs, target, check_indices=True):
         note(Workload.from_arrays(name, args, attrs))
         return compiled(name, args, spec, attrs, target, check_indices)
 
-    def plan_noting(name, names, operands, args, options, target, check_indices):
-        # the backward's plan is cached per signature: note its gradients on every call
-        for param in names:
-            if ops_backward._has_gradient(operands.get(param)):
-                note(Workload.from_arrays(name, args, dict(options, wrt=param)))
-        return plan(name, names, operands, args, options, target, check_indices)
-
-    ops._compiled, ops_backward._plan = compiled_noting, plan_noting
+    # every kernel, forward or gradient, is looked up through ops._compiled; a backward
+    # function remembers its kernels per signature (_PLANS), so within the block it
+    # starts from no plans and looks each one up again (a cache hit: nothing recompiles)
+    ops._compiled, ops_backward._PLANS = compiled_noting, {}
     try:
         yield found
     finally:
-        ops._compiled, ops_backward._plan = compiled, plan
+        ops._compiled, ops_backward._PLANS = compiled, plans
 
 
 def step_workloads(model_name: str, batch_size: int | None = None) -> list:

@@ -77,8 +77,10 @@ def test_the_kernels_of_a_step_are_found_by_running_it():
     assert {("dense", None), ("dense_backward", "x"), ("dense_backward", "weight"),
             ("dense_backward", "bias"), ("relu", None), ("relu_backward", "x"),
             ("cross_entropy", None), ("cross_entropy_backward", "logits")} <= found
-    # an integer operand (the labels) has no gradient kernel
+    # an integer operand (the labels) has no gradient kernel, nor has the input
     assert ("cross_entropy_backward", "labels") not in found
+    assert not [w for w in step_workloads("mlp", batch_size=16)
+                if w.attrs.get("wrt") == "x" and w.args[0][1] == (16, 64)]
 
 
 def test_share_splits_one_budget_by_work_largest_first():
