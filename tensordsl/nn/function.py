@@ -93,33 +93,31 @@ class Function(Module):
     def _traced(self, trace, operands) -> Tensor:
         """Under ``nn.TrainStep``: the compute on the operands' expressions, so the step's
         program holds it (and ``td.grad`` of the whole step differentiates it)."""
-        from ..te.tensor import Tensor as TeTensor
         if self.sizes is not None:
             raise NotImplementedError(
                 f"{self.name}: a function of sizes (sizes=) makes its own placeholders and "
                 "cannot be traced into nn.TrainStep; pass the compute on tensors instead "
                 "(from_compute(fn) with fn(x, ...) -> tensor)")
-        out = self.compute(*[trace.symbol(x) for x in operands])
-        if not isinstance(out, TeTensor):
-            raise TypeError(f"{self.label}: the compute must return one te tensor (a "
-                            f"td.compute of its arguments), got {type(out).__name__}")
+        out = self._checked(self.compute(*[trace.symbol(x) for x in operands]))
         return Tensor.traced(out, requires_grad=any(x.requires_grad for x in operands))
 
     # ------------------------------------------------------------ the computes
+    def _checked(self, out):
+        from ..te.tensor import Tensor as TeTensor
+        if not isinstance(out, TeTensor):
+            raise TypeError(f"{self.label}: the compute must return one te tensor (a "
+                            f"td.compute of its arguments), got {type(out).__name__}")
+        return out
+
     def define(self, shapes, dtypes) -> tuple[list, object]:
         """(input placeholders, output tensor) of the compute on these shapes."""
-        from ..te.tensor import Tensor as TeTensor
         if self.sizes is not None:
             return self._define_from_sizes(shapes, dtypes)
         names = _parameter_names(self.compute, len(shapes))
         from ..te.api import placeholder
         inputs = [placeholder(shape, dtype=dtype, name=name)
                   for shape, dtype, name in zip(shapes, dtypes, names)]
-        out = self.compute(*inputs)
-        if not isinstance(out, TeTensor):
-            raise TypeError(f"{self.label}: the compute must return one te tensor (a "
-                            f"td.compute of its arguments), got {type(out).__name__}")
-        return inputs, out
+        return inputs, self._checked(self.compute(*inputs))
 
     def _define_from_sizes(self, shapes, dtypes):
         from ..arith.simplify import const_int
