@@ -72,8 +72,8 @@ class Function(Module):
         """
         return cls(compute, sizes=sizes, target=target, name=name)
 
-    def __repr__(self):
-        return f"Function({self.name})"
+    def extra_repr(self) -> str:
+        return self.name
 
     def forward(self, *operands) -> Tensor:
         operands = [x if isinstance(x, Tensor) else Tensor(x) for x in operands]
