@@ -2,12 +2,12 @@
 work: ``train.py`` and ``tune_model.py``).
 
     tensordsl train mlp|cnn [--epochs N] [--batch-size B] [--lr LR] [--seed S]
-                            [--step eager|compiled] [--target llvm|cuda] [--plot curves.png] [--save model.npz]
+                            [--step eager|compiled] [--target llvm|cuda]
+                            [--plot curves.png] [--save model.npz]
     tensordsl tune-model mlp|cnn [--trials N] [--batch-size B] [--timeout S] [--db PATH]
 """
 from __future__ import annotations
 
-import sys
 import time
 
 
