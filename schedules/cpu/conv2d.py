@@ -36,6 +36,14 @@ def _column_block(width: int, lanes: int) -> int:
     return block
 
 
+def fit_positions(nr: int, positions: int, lanes: int) -> int:
+    """``nr`` cut to the positions rounded up to whole vectors: a wider tile would only
+    add masked lanes (a 4x4 image's 20 flat positions fill 32 lanes, not 64)."""
+    if positions <= 0:
+        return nr
+    return max(lanes, min(int(nr), -(-positions // lanes) * lanes))
+
+
 def flat_default_config() -> dict:
     lanes = vector_lanes(32)
     return {"mr": 6, "nr": 4 * lanes} if lanes == 16 else {"mr": 6, "nr": 2 * lanes}
@@ -57,7 +65,7 @@ def schedule_conv2d_flat(s, out, flat, config=None):
     lanes = vector_lanes(32)
     b, f, p = flat.op.axis
     rc, ry, rx = flat.op.reduce_axis
-    po, pi = flat.split(p, factor=cfg["nr"])
+    po, pi = flat.split(p, factor=fit_positions(cfg["nr"], _extent(p), lanes))
     fo, fi = flat.split(f, factor=cfg["mr"])
     flat.reorder(b, po, fo, rc, ry, rx, fi, pi)
     for iv in (ry, rx, fi):

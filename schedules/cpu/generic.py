@@ -16,6 +16,7 @@ from tensordsl.te.tensor import ComputeOp
 from .target import vector_lanes, wants_stream
 
 PARALLEL_MIN_ELEMENTS = 1 << 14  # below this, waking the thread team costs more than it saves
+FUSED_MIN_ITERATIONS = 64  # outer iterations that balance the threads' shares
 
 
 def _extent(iv) -> int | None:
@@ -70,7 +71,15 @@ def schedule_stage(stage):
         stage.vectorize(vec)
     if not outer_axes:
         return None
-    fused = stage.fuse(*outer_axes) if len(outer_axes) > 1 else outer_axes[0]
+    # fuse only as many outer axes as give the threads enough iterations: the inner
+    # ones stay loops of their own, so their indices need no division by an extent
+    enough = 1
+    for count, iv in enumerate(outer_axes, 1):
+        enough *= _extent(iv) or (1 << 20)
+        if enough >= FUSED_MIN_ITERATIONS:
+            break
+    head = outer_axes[:count]
+    fused = stage.fuse(*head) if len(head) > 1 else head[0]
     if total >= PARALLEL_MIN_ELEMENTS or op.reduce_axis:
         stage.parallel(fused)
     return fused

@@ -343,7 +343,10 @@ def _schedule_stencil(s, out, anchor, cfg):
     c = max(channels, key=lambda iv: const_int(iv.dom.extent) or 0) if channels else None
     reds = sorted(anchor.reduce_axis, key=lambda iv: -(const_int(iv.dom.extent) or 0))
     channel_r, window = reds[0], [iv for iv in anchor.reduce_axis if iv is not reds[0]]
-    qo, qi = A.split(q, factor=int(cfg["nr"]))
+    from schedules.cpu.conv2d import fit_positions
+    from schedules.cpu.target import vector_lanes
+    nr = fit_positions(int(cfg["nr"]), const_int(q.dom.extent) or 0, vector_lanes(32))
+    qo, qi = A.split(q, factor=nr)
     rest = [iv for iv in lead if iv is not c]
     if c is not None:
         co, ci = A.split(c, factor=int(cfg["mr"]))

@@ -45,16 +45,8 @@ class TrainStep:
     def __call__(self, x, y) -> float:
         x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
         c = self._get(x, y)
-        for index, check in c.checks:
-            check((x, y)[index])
+        loss, *rest = c.program(*self._arrays(c, x, y))
         opt = self.optimizer
-        hypers = [opt._hyper(group, opt.state[params[0]]["step"] + 1, c.dtype)
-                  for group, params in c.groups]
-        arrays = [x, y, *(p.data for _, params in c.groups for p in params),
-                  *(_state(opt, p, name) for p, name in c.states), *hypers,
-                  *(h.data if isinstance(h, Tensor) else h for h in c.holders),
-                  *(draw() for draw in c.fresh)]
-        loss, *rest = c.program(*arrays)
         params = [p for _, group_params in c.groups for p in group_params]
         for p, value in zip(params, rest):
             p.data = value
@@ -68,6 +60,26 @@ class TrainStep:
         for run in c.per_run:
             run()
         return float(loss.reshape(-1)[0])
+
+    def _arrays(self, c: _Compiled, x, y) -> list:
+        """The program's inputs for this step (labels checked, masks drawn)."""
+        for index, check in c.checks:
+            check((x, y)[index])
+        opt = self.optimizer
+        hypers = [opt._hyper(group, opt.state[params[0]]["step"] + 1, c.dtype)
+                  for group, params in c.groups]
+        return [x, y, *(p.data for _, params in c.groups for p in params),
+                *(_state(opt, p, name) for p, name in c.states), *hypers,
+                *(h.data if isinstance(h, Tensor) else h for h in c.holders),
+                *(draw() for draw in c.fresh)]
+
+    def profile(self, x, y, repeat: int = 20) -> list:
+        """``[(kernel name, median seconds)]`` of the step's kernels on this batch
+        (``Program.profile``); the model and the optimizer are left as they were (a
+        dropout mask is drawn)."""
+        x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+        c = self._get(x, y)
+        return c.program.profile(*self._arrays(c, x, y), repeat=repeat)
 
     def program(self, x, y):
         """The compiled ``Program`` for batches shaped like ``x`` and ``y`` (its kernels
