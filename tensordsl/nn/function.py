@@ -48,19 +48,18 @@ class Function(Module):
     """A compute on te tensors as a differentiable function of ``nn.Tensor``s (a module
     without parameters, so it can sit in a ``Sequential`` when it takes one operand)."""
 
-    def __init__(self, compute, sizes=None, target: str = "llvm", name: str | None = None):
+    def __init__(self, compute, sizes=None, name: str | None = None):
         super().__init__()
         if sizes is not None and not callable(sizes):
             raise TypeError(f"Function: sizes must be a function of the operands' shapes "
                             f"returning the compute's size arguments, got {sizes!r}")
         self.compute, self.label = _resolve(compute)
-        self.sizes, self.target = sizes, target
+        self.sizes = sizes
         self.name = name or self.label
         self._kernels: dict = {}    # (shapes, dtypes) -> _Kernels
 
     @classmethod
-    def from_compute(cls, compute, sizes=None, target: str = "llvm",
-                     name: str | None = None) -> "Function":
+    def from_compute(cls, compute, sizes=None, name: str | None = None) -> "Function":
         """``compute``: a callable from te tensors to a te tensor, or
         ``"path/to/file.py:function"`` naming one. With ``sizes`` (a function of the
         operands' shapes returning the compute's positional arguments), ``compute``
@@ -70,7 +69,7 @@ class Function(Module):
         ...     lambda x: td.compute(x.shape, lambda i, j: x[i, j] * td.sigmoid(x[i, j])))
         >>> y = swish(nn.Tensor(np.ones((2, 3), "float32"), requires_grad=True))
         """
-        return cls(compute, sizes=sizes, target=target, name=name)
+        return cls(compute, sizes=sizes, name=name)
 
     def extra_repr(self) -> str:
         return self.name
@@ -152,7 +151,7 @@ class Function(Module):
         kernels = self._kernels.get((shapes, dtypes))
         if kernels is None:
             inputs, out = self.define(shapes, dtypes)
-            kernels = self._kernels[(shapes, dtypes)] = _Kernels(inputs, out, self.target)
+            kernels = self._kernels[(shapes, dtypes)] = _Kernels(inputs, out)
         return kernels
 
 
@@ -160,14 +159,14 @@ class _Kernels:
     """The compiled forward of one (shapes, dtypes) and, built on first use, the
     gradient of each operand."""
 
-    def __init__(self, inputs, out, target: str):
+    def __init__(self, inputs, out):
         import tensordsl as td
         from ..arith.simplify import const_int
-        self.inputs, self.out, self.target = inputs, out, target
+        self.inputs, self.out = inputs, out
         self.names = [t.op.name for t in inputs]
         self.shape = tuple(const_int(d) for d in out.shape)
         self.dtype = np.dtype(out.dtype)
-        self.forward_kernel = td.build(list(inputs) + [out], target=target)
+        self.forward_kernel = td.build(list(inputs) + [out])      # this CPU (llvm)
         self.gradients: dict = {}   # operand index -> (kernel, shape, dtype)
 
     def forward(self, arrays) -> np.ndarray:
@@ -199,7 +198,7 @@ class _Kernels:
             import tensordsl as td
             from ..arith.simplify import const_int
             (g,), head = td.vjp(self.out, [self.inputs[k]])
-            kernel = td.build(list(self.inputs) + [head, g], target=self.target)
+            kernel = td.build(list(self.inputs) + [head, g])
             hit = self.gradients[k] = (kernel, tuple(const_int(d) for d in g.shape),
                                        np.dtype(g.dtype))
         return hit
