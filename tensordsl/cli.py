@@ -12,6 +12,10 @@
                                           search OP's schedule space (autotune/)
     tensordsl records list|best|export|import|delete
     tensordsl bench OP --shape ...        ours beside numpy / PyTorch
+    tensordsl train mlp|cnn [--epochs N] [--batch-size B] [--lr LR] [--plot F.png]
+                            [--save F.npz]  train on scikit-learn's digits (nn/)
+    tensordsl tune-model mlp|cnn [--trials N]
+                                          tune every kernel of a training step
 """
 from __future__ import annotations
 
@@ -115,6 +119,8 @@ def main(argv=None) -> int:
     from .lower.pipeline import PASS_NAMES
     show.add_argument("--after", choices=PASS_NAMES, help="show the IR after this pass")
     tune_cli.add_parsers(sub)
+    from .nn import cli as nn_cli
+    nn_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.version:
         from . import __version__
@@ -128,9 +134,10 @@ def main(argv=None) -> int:
         except ValueError as err:
             print(f"tensordsl show: error: {err}", file=sys.stderr)
             return 2
-    if args.command in ("tune", "records", "bench"):
+    if args.command in ("tune", "records", "bench", "train", "tune-model"):
         run = {"tune": tune_cli.run_tune, "records": tune_cli.run_records,
-               "bench": tune_cli.run_bench}[args.command]
+               "bench": tune_cli.run_bench, "train": nn_cli.run_train,
+               "tune-model": nn_cli.run_tune_model}[args.command]
         try:
             return run(args)
         except ValueError as err:

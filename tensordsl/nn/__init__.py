@@ -20,6 +20,7 @@ iterator (``data.py``) and a whole training step traced into one program (``step
 """
 from . import functional, optim
 from .data import DataLoader
+from .function import Function
 from .layers import GELU, Conv2d, Dropout, Embedding, Flatten, MaxPool2d, Sigmoid, Tanh
 from .modules import Linear, Module, Parameter, ReLU, Sequential
 from .normalization import BatchNorm2d, LayerNorm
@@ -28,6 +29,6 @@ from .step import TrainStep
 from .tensor import Tensor, no_grad
 
 __all__ = ["Adam", "AdamW", "BatchNorm2d", "Conv2d", "DataLoader", "Dropout", "Embedding",
-           "Flatten", "GELU", "LayerNorm", "Linear", "MaxPool2d", "Module", "Parameter",
-           "ReLU", "SGD", "Sequential", "Sigmoid", "Tanh", "Tensor", "TrainStep",
+           "Flatten", "Function", "GELU", "LayerNorm", "Linear", "MaxPool2d", "Module",
+           "Parameter", "ReLU", "SGD", "Sequential", "Sigmoid", "Tanh", "Tensor", "TrainStep",
            "functional", "no_grad", "optim"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -31,17 +32,24 @@ def no_grad():
 class _Record:
     """How a tensor was made: ``td.ops.<op>(*operands, **optional, **options)``;
     ``operands`` holds Tensors and plain values in the operator's positional order, the
-    first ``required`` of them required (the rest, e.g. ``dense``'s bias, optional)."""
+    first ``required`` of them required (the rest, e.g. ``dense``'s bias, optional).
+
+    An operation that is not a ``td.ops`` operator (``nn.Function``: a user's compute)
+    brings its own ``vjp``: the cotangent -> one gradient (or None) per operand; ``op``
+    then only names it."""
     op: str
     operands: list
     names: list
     required: int
     options: dict = field(default_factory=dict)
+    vjp: Callable | None = None
 
     def backward(self, cotangent) -> tuple:
-        """``td.ops.<op>_backward``: the required operands, the cotangent, then the
-        optional operands by name and the options."""
+        """``td.ops.<op>_backward`` (or ``vjp``): the required operands, the cotangent,
+        then the optional operands by name and the options."""
         import tensordsl as td
+        if self.vjp is not None:
+            return tuple(self.vjp(cotangent))
         arrays = [x.data if isinstance(x, Tensor) else x for x in self.operands]
         optional = dict(zip(self.names[self.required:], arrays[self.required:]))
         # only the gradients the tape needs: none for data, labels or running statistics

@@ -1,0 +1,191 @@
+"""``tensordsl train`` and ``tensordsl tune-model``: argument parsing and output (the
+work: ``train.py`` and ``tune_model.py``).
+
+    tensordsl train mlp|cnn [--epochs N] [--batch-size B] [--lr LR] [--seed S]
+                            [--step eager|compiled] [--target llvm|cuda]
+                            [--plot curves.png] [--save model.npz]
+    tensordsl tune-model mlp|cnn [--trials N] [--batch-size B] [--timeout S] [--db PATH]
+"""
+from __future__ import annotations
+
+import time
+
+
+def add_parsers(sub):
+    from .train import DEFAULTS, MODELS, STEPS
+    train = sub.add_parser(
+        "train", help="train a small network on scikit-learn's digits, every kernel generated",
+        description="Train MODEL on scikit-learn's bundled digits (8x8 images, no download): "
+                    "1437 training and 360 test images, a fixed split. Per epoch: the "
+                    "training loss, the test loss and accuracy; at the end the test "
+                    "accuracy and the wall time. Defaults: "
+                    + "; ".join(f"{m} {d.epochs} epochs, batch {d.batch_size}, lr {d.lr}"
+                                for m, d in DEFAULTS.items()))
+    train.add_argument("model", choices=MODELS, help="mlp: 64-256-256-10 with ReLUs; cnn: "
+                                                     "two conv/ReLU/max-pool blocks, linear")
+    train.add_argument("--epochs", type=int, help="passes over the training images")
+    train.add_argument("--batch-size", type=int, help="images per step")
+    train.add_argument("--lr", type=float, help="initial learning rate of SGD (momentum "
+                                                "0.9; a cosine down to 0 over the epochs)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="initial weights and batch order (the split never moves)")
+    train.add_argument("--step", default="eager", choices=STEPS,
+                       help="eager: kernel by kernel on the tape (default); compiled: "
+                            "nn.TrainStep, the whole step traced into one program")
+    train.add_argument("--target", default="llvm", choices=("llvm", "cuda"),
+                       help="where the kernels run (default llvm, this CPU)")
+    train.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy per epoch")
+    train.add_argument("--save", metavar="FILE.npz",
+                       help="save the trained weights (Module.save; load_state_dict reads "
+                            "them back)")
+    train.add_argument("--train-size", type=int, metavar="N",
+                       help="train on the first N training images only (a quick run)")
+
+    tune = sub.add_parser(
+        "tune-model", help="tune every kernel of a training step within one trial budget",
+        description="Run one training step of MODEL, note every distinct kernel it runs "
+                    "(td.ops operators and their gradients, <op>_backward wrt=NAME), and "
+                    "tune them within one budget: each kernel a minimum, the rest in "
+                    "proportion to its work, largest first. Records go where tensordsl "
+                    "tune writes them, so tensordsl train uses them.")
+    tune.add_argument("model", choices=MODELS)
+    tune.add_argument("--trials", type=int, default=300,
+                      help="trials in total, over all kernels (default 300)")
+    tune.add_argument("--batch-size", type=int,
+                      help="the batch of the step (default: tensordsl train's)")
+    tune.add_argument("--timeout", type=float, default=30.0,
+                      help="seconds one candidate may take to build and run (default 30)")
+    tune.add_argument("--db", help="record database (default: records.sqlite in the cache "
+                                   "directory, which td.ops reads)")
+    tune.add_argument("--seed", type=int, default=0, help="random seed of the search")
+
+
+def run_train(args) -> int:
+    start = time.perf_counter()
+    from . import train as t
+    _check_target(args.target)
+    for name in ("epochs", "batch_size", "train_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected a positive number, "
+                             f"got {value}")
+    d = t.DEFAULTS[args.model]
+    epochs = args.epochs or d.epochs
+    batch_size = args.batch_size or d.batch_size
+    lr = d.lr if args.lr is None else args.lr
+    data = t.load_digits()
+    n_train = len(data.x_train) if args.train_size is None else \
+        min(args.train_size, len(data.x_train))
+    t.check_arguments(epochs, batch_size, lr, n_train)
+    print(f"train {args.model} on digits: {n_train} training / {len(data.x_test)} test "
+          f"images, batch {batch_size}, {epochs} epoch{'s' if epochs > 1 else ''}, SGD lr "
+          f"{lr:g} (cosine) momentum {d.momentum:g}, {args.step} step, target "
+          f"{args.target}", flush=True)
+    steps = epochs * (n_train // batch_size)
+    bar = _Bar(steps, f"train {args.model}")
+
+    def on_epoch(k, h):
+        bar.say(f"epoch {k + 1:>3}/{epochs}  train loss {h.train_loss[-1]:.4f}  test loss "
+                f"{h.test_loss[-1]:.4f}  test accuracy {h.test_accuracy[-1]:.4f}  "
+                f"{h.seconds[-1]:.1f} s")
+
+    try:
+        history = t.train(args.model, epochs, batch_size, lr, seed=args.seed,
+                          train_size=args.train_size, data=data, step=args.step,
+                          on_epoch=on_epoch, on_step=bar.advance)
+    finally:
+        bar.close()
+    accuracy = history.test_accuracy[-1]
+    right = int(round(accuracy * len(data.y_test)))
+    print(f"test accuracy: {accuracy:.4f} ({right}/{len(data.y_test)})")
+    if args.save:
+        history.model.save(args.save)
+        print(f"saved the weights to {args.save}")
+    if args.plot:
+        t.plot(history, args.plot, f"tensordsl train {args.model}")
+        print(f"curves: {args.plot}")
+    print(f"wall time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _check_target(target: str):
+    if target == "cuda":
+        from tensordsl.nd import is_cuda_available
+        if not is_cuda_available():
+            raise ValueError("--target cuda: no CUDA device found (train on the CPU with "
+                             "--target llvm)")
+        raise ValueError("--target cuda: nn.Tensor holds host (numpy) arrays only so far; "
+                         "train on the CPU with --target llvm")
+
+
+def run_tune_model(args) -> int:
+    from tensordsl.autotune.records import RecordDB
+    from .tune_model import share, step_workloads, tune_model
+    if args.trials < 1:
+        raise ValueError(f"--trials: expected a positive number, got {args.trials}")
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout: expected a positive number of seconds, "
+                         f"got {args.timeout}")
+    workloads = step_workloads(args.model, args.batch_size)
+    shares = share(workloads, args.trials)
+    print(f"{len(workloads)} distinct kernels in a training step of {args.model}; "
+          f"{args.trials} trials:")
+    for s in shares:
+        print(f"  {s.trials:>4}  {_label(s.workload)}")
+    db = RecordDB(args.db)
+    bar = _Bar(sum(s.trials for s in shares), f"tune-model {args.model}")
+
+    def progress(k, s, report):
+        bar.advance(label=_label(s.workload))
+
+    try:
+        best = tune_model(shares, db, timeout=args.timeout, seed=args.seed, progress=progress)
+    finally:
+        bar.close()
+    for s, b in zip(shares, best):
+        if s.trials == 0:
+            print(f"  not tuned (budget spent)  {_label(s.workload)}")
+        elif b is None:
+            print(f"  no configuration ran      {_label(s.workload)}")
+        else:
+            print(f"  best {b['seconds'] * 1e3:9.4f} ms  {_label(s.workload)}")
+    print(f"records: {db.path}")
+    return 0
+
+
+def _label(workload) -> str:
+    """``dense_backward(64x256, 256x256, 256, 64x256) wrt=weight``."""
+    wrt = workload.attrs.get("wrt")
+    return f"{workload!r}" + (f" wrt={wrt}" if wrt else "")
+
+
+class _Bar:
+    """A progress bar (rich when installed, else nothing) with lines printed above it."""
+
+    def __init__(self, total: int, description: str):
+        self.rich = None
+        try:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+        except ImportError:
+            return
+        self.description = description
+        self.rich = Progress(TextColumn("{task.description}"), BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(),
+                             TextColumn("{task.fields[label]}"))
+        self.task = self.rich.add_task(description, total=total, label="")
+        self.rich.start()
+
+    def advance(self, label: str = ""):
+        if self.rich is not None:
+            self.rich.update(self.task, advance=1, label=label)
+
+    def say(self, line: str):
+        if self.rich is not None:
+            self.rich.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, flush=True)
+
+    def close(self):
+        if self.rich is not None:
+            self.rich.stop()

@@ -1,0 +1,127 @@
+"""``tensordsl train`` and ``tensordsl tune-model`` end to end, on small budgets."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from tensordsl import cli
+
+
+
+def _digits():
+    from tensordsl.nn.train import load_digits
+    return load_digits()
+
+
+def test_train_mlp_prints_epochs_saves_weights_that_predict_the_same_and_plots(tmp_path,
+                                                                              capsys):
+    saved, png = tmp_path / "mlp.npz", tmp_path / "curves.png"
+    assert cli.main(["train", "mlp", "--epochs", "2", "--train-size", "512",
+                     "--batch-size", "32", "--seed", "3", "--save", str(saved),
+                     "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "train mlp on digits: 512 training / 360 test images, batch 32, 2 epochs" in out
+    epochs = re.findall(r"epoch +(\d)/2  train loss (\S+)  test loss (\S+)  test accuracy "
+                        r"(\S+)", out)
+    assert [e[0] for e in epochs] == ["1", "2"]
+    assert all(np.isfinite(float(v)) for e in epochs for v in e[1:])
+    (accuracy, right), = re.findall(r"test accuracy: (\S+) \((\d+)/360\)", out)
+    assert float(accuracy) > 0.5            # chance is 0.1
+    assert re.search(r"wall time: \d+\.\d s", out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the saved weights, loaded into a fresh model, give the printed test accuracy
+    import tensordsl.nn as nn
+    from tensordsl.nn.train import build_model, evaluate
+    model = build_model("mlp", np.random.default_rng(99))
+    model.load_state_dict(saved)
+    data = _digits()
+    _, reloaded = evaluate(model, data.x_test, data.y_test)
+    assert round(reloaded * 360) == int(right)
+    assert isinstance(model, nn.Module)
+
+
+def test_a_saved_cnn_predicts_exactly_what_the_trained_one_does(tmp_path, capsys):
+    import tensordsl.nn as nn
+    from tensordsl.nn.train import build_model, model_input, train
+    data = _digits()
+    history = train("cnn", epochs=3, batch_size=32, train_size=512, seed=1, data=data)
+    assert history.test_accuracy[-1] > 0.6  # chance is 0.1
+    assert len(history.train_loss) == len(history.test_loss) == 3
+    path = tmp_path / "cnn.npz"
+    history.model.save(path)
+    fresh = build_model("cnn", np.random.default_rng(7))
+    fresh.load_state_dict(path)
+    x = nn.Tensor(model_input("cnn", data.x_test[:50]))
+    with nn.no_grad():
+        np.testing.assert_array_equal(fresh(x).data, history.model(x).data)
+
+
+def test_bad_arguments_and_cuda_without_a_device_are_refused(capsys):
+    assert cli.main(["train", "mlp", "--epochs", "0"]) == 2
+    assert "--epochs: expected a positive number, got 0" in capsys.readouterr().err
+    assert cli.main(["train", "mlp", "--batch-size", "5000"]) == 2
+    assert "--batch-size: expected 1 to 1437" in capsys.readouterr().err
+    assert cli.main(["train", "mlp", "--target", "cuda"]) == 2
+    err = capsys.readouterr().err
+    from tensordsl.nd import is_cuda_available
+    expected = "host (numpy) arrays only" if is_cuda_available() else "no CUDA device found"
+    assert f"tensordsl train: error: --target cuda: " in err and expected in err
+
+
+def test_the_kernels_of_a_step_are_found_by_running_it():
+    from tensordsl.nn.tune_model import step_workloads
+    found = {(w.op, w.attrs.get("wrt")) for w in step_workloads("mlp", batch_size=16)}
+    assert {("dense", None), ("dense_backward", "x"), ("dense_backward", "weight"),
+            ("dense_backward", "bias"), ("relu", None), ("relu_backward", "x"),
+            ("cross_entropy", None), ("cross_entropy_backward", "logits")} <= found
+    # an integer operand (the labels) has no gradient kernel, nor has the input
+    assert ("cross_entropy_backward", "labels") not in found
+    assert not [w for w in step_workloads("mlp", batch_size=16)
+                if w.attrs.get("wrt") == "x" and w.args[0][1] == (16, 64)]
+
+
+def test_share_splits_one_budget_by_work_largest_first():
+    from tensordsl.nn.tune_model import MIN_TRIALS, share, step_workloads
+    workloads = step_workloads("mlp", batch_size=16)
+    shares = share(workloads, 200)
+    assert sum(s.trials for s in shares) == 200
+    assert [s.work for s in shares] == sorted((s.work for s in shares), reverse=True)
+    assert all(s.trials >= MIN_TRIALS for s in shares)
+    assert shares[0].trials > 5 * shares[-1].trials
+    small = share(workloads, 5)
+    assert [s.trials for s in small][:4] == [2, 2, 1, 0] and sum(s.trials for s in small) == 5
+    with pytest.raises(ValueError, match="--trials: expected a positive number"):
+        share(workloads, 0)
+
+
+def test_tune_model_writes_records_that_training_then_uses(tmp_path, capsys):
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["tune-model", "mlp", "--trials", "3", "--batch-size", "16",
+                     "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "distinct kernels in a training step of mlp; 3 trials" in out
+    assert "not tuned (budget spent)" in out and f"records: {db}" in out
+    from tensordsl.autotune import apply_history_best
+    from tensordsl.autotune.records import RecordDB, record_target
+    from tensordsl.nn.tune_model import share, step_workloads
+    records = RecordDB(db)
+    tuned = [s.workload for s in share(step_workloads("mlp", batch_size=16), 3) if s.trials]
+    assert {key for key, _, _, _ in records.workloads()} == {w.key for w in tuned}
+    assert sum(n for _, _, n, _ in records.workloads()) == 3
+    with apply_history_best(db):
+        for w in tuned:   # what td.ops builds these kernels with: the best record
+            assert w.tuned_config() == records.best(w.key, record_target("llvm"))["config"]
+
+
+def test_the_compiled_step_trains_as_the_eager_one_does():
+    from tensordsl.nn.train import train
+    data = _digits()
+    eager, compiled = (train("mlp", epochs=2, batch_size=32, train_size=128, seed=2,
+                             data=data, step=kind) for kind in ("eager", "compiled"))
+    np.testing.assert_allclose(compiled.train_loss, eager.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(compiled.test_loss, eager.test_loss, rtol=1e-4)
+    with pytest.raises(ValueError, match="--step: expected one of eager, compiled"):
+        train("mlp", epochs=1, data=data, step="jit")
