@@ -41,6 +41,7 @@ class _Kernel:
     reads: list       # original tensors, in the kernel's argument order
     writes: list      # original tensors it computes
     shapes: list
+    workload: object = None   # the operator whose records it uses (a product: matmul)
 
 
 class Program:
@@ -227,40 +228,43 @@ def _kernel(root, stored, target) -> _Kernel:
             raise ValueError(f"build_program: {t.name!r} has a symbolic shape "
                              f"{list(t.shape)}; programs need constant shapes")
         shapes.append(tuple(shape))
+    workload = None
     if root.num_outputs == 1:
-        function = _build_one(args, new.output(0), target, _identifier(root))
+        function, workload = _build_one(args, new.output(0), target, _identifier(root))
     else:
         from schedules.cpu.generic import schedule_generic
         s = td.create_schedule(new)
         schedule_generic(s, new.output(0))
         function = td.build(s, [*args, *new.outputs], target=target, name=_identifier(root))
-    return _Kernel(function, reads, list(root.outputs), shapes)
+    return _Kernel(function, reads, list(root.outputs), shapes, workload)
 
 
 def _build_one(args, out, target: str, name: str):
-    """A kernel with one output, scheduled by what it computes: a matrix product with an
-    elementwise epilogue by the matmul template's micro-kernel (with the records of a
-    matmul of its sizes); a convolution, its gradients or a row-wise reduction by their
-    template in the operator table (``autodiff/operators.py``); anything else by
+    """A kernel with one output, scheduled by what it computes, and the workload whose
+    records it uses (or None): a matrix product with an elementwise epilogue by the
+    matmul template's micro-kernel, with the records of the ``matmul`` of its sizes and
+    layouts (``tensordsl tune matmul ...``, ``tensordsl tune-model``); a convolution, its
+    gradients or a row-wise reduction by their template in the operator table
+    (``autodiff/operators.py``), with its defaults; anything else by
     ``td.build(tensors)``: the auto-scheduler, with the records filed for it."""
     import tensordsl as td
     if target != "llvm":
-        return td.build([*args, out], target=target, name=name)
+        return td.build([*args, out], target=target, name=name), None
     product = _product_anchor(out)
     if product is None:
         from .autodiff.operators import prepare, schedule_derived, template_of
         prepared = prepare(out)
         template = template_of(prepared)
         if template in ("auto", "matmul"):
-            return td.build([*args, out], target=target, name=name)
+            return td.build([*args, out], target=target, name=name), None
         s = schedule_derived(template, prepared)
-        return td.build(s, [*args, prepared], target=target, name=name)
+        return td.build(s, [*args, prepared], target=target, name=name), None
     from schedules.cpu.generic import schedule_stage
     from schedules.cpu.matmul import schedule_product
-    from .autodiff.operators import equivalent_keys
+    from .autodiff.operators import equivalent_workloads
     from .autotune.history import best_config
-    config = next((c for c in (best_config(key, target, "matmul")
-                               for key in equivalent_keys("matmul", product.output(0)))
+    workloads = equivalent_workloads("matmul", product.output(0))
+    config = next((c for c in (best_config(w.key, target, "matmul") for w in workloads)
                    if c is not None), None)
     s = td.create_schedule(out.op)
     epilogue = [st for st in s.stages if isinstance(st.op, ComputeOp) and st.op is not product]
@@ -270,7 +274,7 @@ def _build_one(args, out, target: str, name: str):
             schedule_stage(stage)
         else:
             stage.compute_inline()
-    return td.build(s, [*args, out], target=target, name=name)
+    return td.build(s, [*args, out], target=target, name=name), workloads[0]
 
 
 def _product_anchor(out):

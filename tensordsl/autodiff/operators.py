@@ -175,10 +175,10 @@ def schedule_derived(template: str, out, config: dict | None = None):
     return s
 
 
-def equivalent_keys(template: str, out) -> list:
-    """Record keys of the known operator a derived kernel is, best match first: for a
-    product, ``matmul`` of the same sizes with the same operand layouts, then without
-    the transpositions (the records of the forward operator)."""
+def equivalent_workloads(template: str, out) -> list:
+    """The known operators a derived kernel is, best match first: for a product,
+    ``matmul`` of the same sizes with the same operand layouts, then without the
+    transpositions (the records of the forward operator)."""
     if template != "matmul":
         return []
     from schedules.cpu.matmul import _column_axis, _row_axis
@@ -189,15 +189,20 @@ def equivalent_keys(template: str, out) -> list:
     source = out.op.body[0].source[0]
     ta, tb = _row_axis(C) == 1, _column_axis(C) == 0
     dtypes = (source.a.dtype, source.b.dtype)
-    keys = []
+    found = []
     for flags in ((ta, tb), (False, False)):
         a = (K, M) if flags[0] else (M, K)
         b = (N, K) if flags[1] else (K, N)
         w = Workload("matmul", [("array", a, dtypes[0]), ("array", b, dtypes[1])],
                      {"transpose_a": flags[0], "transpose_b": flags[1]})
-        if w.key not in keys:
-            keys.append(w.key)
-    return keys
+        if w.key not in [f.key for f in found]:
+            found.append(w)
+    return found
+
+
+def equivalent_keys(template: str, out) -> list:
+    """Record keys of ``equivalent_workloads``."""
+    return [w.key for w in equivalent_workloads(template, out)]
 
 
 # ---------------------------------------------------------------- the new templates

@@ -2,9 +2,10 @@
 work: ``train.py`` and ``tune_model.py``).
 
     tensordsl train mlp|cnn [--epochs N] [--batch-size B] [--lr LR] [--seed S]
-                            [--step eager|compiled] [--target llvm|cuda]
+                            [--step compiled|eager] [--target llvm|cuda]
                             [--plot curves.png] [--save model.npz]
     tensordsl tune-model mlp|cnn [--trials N] [--batch-size B] [--timeout S] [--db PATH]
+                                 [--step compiled|eager]
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def add_parsers(sub):
                                                 "0.9; a cosine down to 0 over the epochs)")
     train.add_argument("--seed", type=int, default=0,
                        help="initial weights and batch order (the split never moves)")
-    train.add_argument("--step", default="eager", choices=STEPS,
-                       help="eager: kernel by kernel on the tape (default); compiled: "
-                            "nn.TrainStep, the whole step traced into one program")
+    train.add_argument("--step", default="compiled", choices=STEPS,
+                       help="compiled: nn.TrainStep, the whole step traced into one "
+                            "program (default); eager: kernel by kernel on the tape")
     train.add_argument("--target", default="llvm", choices=("llvm", "cuda"),
                        help="where the kernels run (default llvm, this CPU)")
     train.add_argument("--plot", metavar="FILE.png", help="draw loss and accuracy per epoch")
@@ -44,10 +45,12 @@ def add_parsers(sub):
     tune = sub.add_parser(
         "tune-model", help="tune every kernel of a training step within one trial budget",
         description="Run one training step of MODEL, note every distinct kernel it runs "
-                    "(td.ops operators and their gradients, <op>_backward wrt=NAME), and "
-                    "tune them within one budget: each kernel a minimum, the rest in "
-                    "proportion to its work, largest first. Records go where tensordsl "
-                    "tune writes them, so tensordsl train uses them.")
+                    "that reads records (the compiled step's matrix products, as the "
+                    "matmul of their sizes; the eager step's td.ops operators and their "
+                    "gradients, <op>_backward wrt=NAME), and tune them within one budget: "
+                    "each kernel a minimum, the rest in proportion to its work, largest "
+                    "first. Records go where tensordsl tune writes them, so tensordsl "
+                    "train uses them.")
     tune.add_argument("model", choices=MODELS)
     tune.add_argument("--trials", type=int, default=300,
                       help="trials in total, over all kernels (default 300)")
@@ -58,6 +61,10 @@ def add_parsers(sub):
     tune.add_argument("--db", help="record database (default: records.sqlite in the cache "
                                    "directory, which td.ops reads)")
     tune.add_argument("--seed", type=int, default=0, help="random seed of the search")
+    tune.add_argument("--step", default="compiled", choices=STEPS,
+                      help="the kernels of which step: compiled (nn.TrainStep's program, "
+                           "tensordsl train's default) or eager (td.ops and their "
+                           "gradients)")
 
 
 def run_train(args) -> int:
@@ -126,7 +133,7 @@ def run_tune_model(args) -> int:
     if args.timeout <= 0:
         raise ValueError(f"--timeout: expected a positive number of seconds, "
                          f"got {args.timeout}")
-    workloads = step_workloads(args.model, args.batch_size)
+    workloads = step_workloads(args.model, args.batch_size, args.step)
     shares = share(workloads, args.trials)
     print(f"{len(workloads)} distinct kernels in a training step of {args.model}; "
           f"{args.trials} trials:")

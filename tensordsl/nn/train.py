@@ -143,7 +143,7 @@ class History:
 
 def train(model_name: str, epochs: int | None = None, batch_size: int | None = None,
           lr: float | None = None, seed: int = 0, train_size: int | None = None,
-          data: Digits | None = None, step: str = "eager", on_epoch=None,
+          data: Digits | None = None, step: str = "compiled", on_epoch=None,
           on_step=None) -> History:
     """Train ``model_name`` on the digits; ``on_epoch(k, history)`` after each epoch,
     ``on_step()`` after each batch. ``train_size`` keeps only the first images (a

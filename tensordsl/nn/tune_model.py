@@ -1,10 +1,14 @@
 """``tensordsl tune-model mlp|cnn``: tune every distinct kernel of a training step.
 
-The kernels are found, not listed: ``step_workloads`` runs one training step of the model
-while ``record_kernels`` notes each ``td.ops`` operator and each gradient
+The kernels are found, not listed: ``step_workloads`` compiles one training step of the
+model. Of the compiled step (``nn.TrainStep``, ``tensordsl train``'s default) it takes
+the matrix products, each as the ``matmul`` workload of its sizes and operand layouts
+whose records the program's kernel uses (its convolution and elementwise kernels use
+their templates' defaults). Of the eager step it runs one step while
+``record_kernels`` notes each ``td.ops`` operator and each gradient
 (``td.ops.<op>_backward``, one workload per operand, ``wrt=NAME``) as the workload the
-records are filed under — the same ``Workload`` that ``td.ops`` looks up, so training
-afterwards (any later process) builds each kernel from its best record.
+records are filed under — the same ``Workload`` that ``td.ops`` looks up. Either way
+training afterwards (any later process) builds each kernel from its best record.
 
 One trial budget serves them all: ``share`` gives each kernel ``MIN_TRIALS`` and the
 rest in proportion to its estimated work (multiply-adds for products and convolutions,
@@ -36,7 +40,7 @@ def record_kernels():
             keys.add(workload.key)
             found.append(workload)
 
-    compiled, plans = ops._compiled, ops_backward._PLANS
+    compiled, plans, repeats = ops._compiled, ops_backward._PLANS, ops._REPEATS.calls
 
     def compiled_noting(name, args, spec, attrs, target, check_indices=True):
         note(Workload.from_arrays(name, args, attrs))
@@ -45,28 +49,41 @@ def record_kernels():
     # every kernel, forward or gradient, is looked up through ops._compiled; a backward
     # function remembers its kernels per signature (_PLANS), so within the block it
     # starts from no plans and looks each one up again (a cache hit: nothing recompiles)
-    ops._compiled, ops_backward._PLANS = compiled_noting, {}
+    # (and td.ops's repeated calls, which skip the lookup, start from none)
+    ops._compiled, ops_backward._PLANS, ops._REPEATS.calls = compiled_noting, {}, {}
     try:
         yield found
     finally:
-        ops._compiled, ops_backward._PLANS = compiled, plans
+        ops._compiled, ops_backward._PLANS, ops._REPEATS.calls = compiled, plans, repeats
 
 
-def step_workloads(model_name: str, batch_size: int | None = None) -> list:
-    """The workloads of one (eager) training step of ``model_name`` on a batch of the
-    digits."""
+def step_workloads(model_name: str, batch_size: int | None = None,
+                   step: str = "compiled") -> list:
+    """The workloads of one training step of ``model_name`` on a batch of the digits:
+    for the compiled step (``nn.TrainStep``), the ``matmul`` each of its matrix products
+    takes records from (its other kernels use their templates' defaults); for the eager
+    step, every ``td.ops`` operator and gradient it runs."""
     from . import functional as F
     from .optim import SGD
-    from .train import DEFAULTS, build_model, eager_step, load_digits, model_input
+    from .train import DEFAULTS, build_model, load_digits, make_step, model_input
     batch_size = batch_size or DEFAULTS[model_name].batch_size
     data = load_digits()
     if not 1 <= batch_size <= len(data.x_train):
         raise ValueError(f"--batch-size: expected 1 to {len(data.x_train)}, got {batch_size}")
     model = build_model(model_name, np.random.default_rng(0))
-    step = eager_step(model, F.cross_entropy, SGD(model.parameters(), lr=0.01, momentum=0.9))
+    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+    run = make_step(step, model, F.cross_entropy, optimizer)
     x = model_input(model_name, data.x_train[:batch_size])
+    y = data.y_train[:batch_size]
+    if step == "compiled":
+        found, keys = [], set()
+        for kernel in run.program(x, y).kernels:
+            if kernel.workload is not None and kernel.workload.key not in keys:
+                keys.add(kernel.workload.key)
+                found.append(kernel.workload)
+        return found
     with record_kernels() as found:
-        step(x, data.y_train[:batch_size])
+        run(x, y)
     return found
 
 

@@ -73,19 +73,34 @@ def test_bad_arguments_and_cuda_without_a_device_are_refused(capsys):
 
 def test_the_kernels_of_a_step_are_found_by_running_it():
     from tensordsl.nn.tune_model import step_workloads
-    found = {(w.op, w.attrs.get("wrt")) for w in step_workloads("mlp", batch_size=16)}
+    found = {(w.op, w.attrs.get("wrt"))
+             for w in step_workloads("mlp", batch_size=16, step="eager")}
     assert {("dense", None), ("dense_backward", "x"), ("dense_backward", "weight"),
             ("dense_backward", "bias"), ("relu", None), ("relu_backward", "x"),
             ("cross_entropy", None), ("cross_entropy_backward", "logits")} <= found
     # an integer operand (the labels) has no gradient kernel, nor has the input
     assert ("cross_entropy_backward", "labels") not in found
-    assert not [w for w in step_workloads("mlp", batch_size=16)
+    assert not [w for w in step_workloads("mlp", batch_size=16, step="eager")
                 if w.attrs.get("wrt") == "x" and w.args[0][1] == (16, 64)]
+
+
+def test_the_compiled_steps_products_are_tuned_as_matmuls():
+    # the MLP's compiled step: each layer's product (16 x in x out, W read transposed),
+    # the data gradients of layers 2 and 3 and the weight gradients (the batch as k)
+    from tensordsl.nn.tune_model import step_workloads
+    found = step_workloads("mlp", batch_size=16)
+    assert all(w.op == "matmul" for w in found)
+    shapes = {(w.args[0][1], w.args[1][1], w.attrs["transpose_a"], w.attrs["transpose_b"])
+              for w in found}
+    assert ((16, 64), (256, 64), False, True) in shapes        # layer 1, forward
+    assert ((16, 10), (10, 256), False, False) in shapes       # layer 3, input gradient
+    assert ((16, 256), (16, 64), True, False) in shapes        # layer 1, weight gradient
+    assert not any(s[0] == (16, 256) and s[1] == (256, 64) and not s[2] for s in shapes)
 
 
 def test_share_splits_one_budget_by_work_largest_first():
     from tensordsl.nn.tune_model import MIN_TRIALS, share, step_workloads
-    workloads = step_workloads("mlp", batch_size=16)
+    workloads = step_workloads("mlp", batch_size=16, step="eager")
     shares = share(workloads, 200)
     assert sum(s.trials for s in shares) == 200
     assert [s.work for s in shares] == sorted((s.work for s in shares), reverse=True)
@@ -97,23 +112,29 @@ def test_share_splits_one_budget_by_work_largest_first():
         share(workloads, 0)
 
 
-def test_tune_model_writes_records_that_training_then_uses(tmp_path, capsys):
+@pytest.mark.parametrize("step", ["eager", "compiled"])
+def test_tune_model_writes_records_that_training_then_uses(tmp_path, capsys, step):
     db = tmp_path / "r.sqlite"
     assert cli.main(["tune-model", "mlp", "--trials", "3", "--batch-size", "16",
-                     "--db", str(db)]) == 0
+                     "--db", str(db), "--step", step]) == 0
     out = capsys.readouterr().out
     assert "distinct kernels in a training step of mlp; 3 trials" in out
     assert "not tuned (budget spent)" in out and f"records: {db}" in out
     from tensordsl.autotune import apply_history_best
+    from tensordsl.autotune.history import best_config
     from tensordsl.autotune.records import RecordDB, record_target
     from tensordsl.nn.tune_model import share, step_workloads
     records = RecordDB(db)
-    tuned = [s.workload for s in share(step_workloads("mlp", batch_size=16), 3) if s.trials]
+    tuned = [s.workload for s in share(step_workloads("mlp", batch_size=16, step=step), 3)
+             if s.trials]
     assert {key for key, _, _, _ in records.workloads()} == {w.key for w in tuned}
     assert sum(n for _, _, n, _ in records.workloads()) == 3
     with apply_history_best(db):
-        for w in tuned:   # what td.ops builds these kernels with: the best record
-            assert w.tuned_config() == records.best(w.key, record_target("llvm"))["config"]
+        for w in tuned:   # what td.ops and the program build these kernels with
+            best = records.best(w.key, record_target("llvm"))["config"]
+            assert w.tuned_config() == best
+            assert best_config(w.key, "llvm", "matmul" if step == "compiled"
+                               else w.template) == best
 
 
 def test_the_compiled_step_trains_as_the_eager_one_does():
