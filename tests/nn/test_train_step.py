@@ -161,3 +161,41 @@ def test_traced_labels_are_checked_every_run():
     step(x, np.array([0, 4, 2]))
     with pytest.raises(ValueError, match="target holds class 5, outside \\[0, 5\\)"):
         step(x, np.array([0, 5, 2]))
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+def test_tensordsl_trains_models_first_20_losses_match_pytorchs(model_name):
+    # the issue's measure: `tensordsl train`'s own models on the digits, batch 64, SGD
+    # with momentum, the same initial weights and batches as PyTorch, compiled steps
+    pytest.importorskip("sklearn")
+    torch = pytest.importorskip("torch")
+    from tensordsl.nn.train import build_model, load_digits, model_input
+    ours = build_model(model_name, np.random.default_rng(0))
+    layers = []
+    for m in ours._modules.values():
+        kind = type(m).__name__
+        if kind == "Linear":
+            layers.append(torch.nn.Linear(m.weight.shape[1], m.weight.shape[0]))
+        elif kind == "Conv2d":
+            layers.append(torch.nn.Conv2d(m.weight.shape[1], m.weight.shape[0], 3, padding=1))
+        else:
+            layers.append({"ReLU": torch.nn.ReLU(), "MaxPool2d": torch.nn.MaxPool2d(2),
+                           "Flatten": torch.nn.Flatten()}[kind])
+    theirs = torch.nn.Sequential(*layers)
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    their_opt = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    step = nn.TrainStep(ours, F.cross_entropy, nn.SGD(ours.parameters(), lr=0.1, momentum=0.9))
+    data = load_digits()
+    x = model_input(model_name, data.x_train)
+    order = np.random.default_rng(1).permutation(len(x))
+    mine, reference = [], []
+    for k in range(20):
+        batch = order[64 * k:64 * (k + 1)]
+        mine.append(step(x[batch], data.y_train[batch]))
+        their_opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(theirs(torch.tensor(x[batch])),
+                                                 torch.tensor(data.y_train[batch]))
+        loss.backward()
+        their_opt.step()
+        reference.append(loss.item())
+    np.testing.assert_allclose(mine, reference, rtol=1e-4)
