@@ -8,6 +8,7 @@ import pytest
 
 import tensordsl.nn as nn
 import tensordsl.nn.functional as F
+from tensordsl.nn.train import eager_step
 
 torch = pytest.importorskip("torch")
 
@@ -142,14 +143,18 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.parametrize("step", ["eager", "traced"])
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-def test_the_first_20_losses_match_pytorchs(model, optimizer):
+def test_the_first_20_losses_match_pytorchs(model, optimizer, step):
+    # eager: the tape and the optimizer's kernel; traced: the same as one nn.TrainStep
     torch.manual_seed(0)
     theirs, ours = {"mlp": _mlp, "cnn": _cnn}[model]()
     _same_weights(theirs, ours)
     make_theirs, make_ours = OPTIMIZERS[optimizer]
     their_opt, our_opt = make_theirs(theirs.parameters()), make_ours(ours.parameters())
+    run = eager_step(ours, F.cross_entropy, our_opt) if step == "eager" else \
+        nn.TrainStep(ours, F.cross_entropy, our_opt)
     rng = np.random.default_rng(5)
     X = rng.standard_normal((64, 1, 8, 8)).astype("float32")
     if model == "mlp":
@@ -165,11 +170,7 @@ def test_the_first_20_losses_match_pytorchs(model, optimizer):
             loss.backward()
             their_opt.step()
             theirs_losses.append(loss.item())
-            our_opt.zero_grad()
-            loss = F.cross_entropy(ours(nn.Tensor(xb)), yb)
-            loss.backward()
-            our_opt.step()
-            our_losses.append(loss.item())
+            our_losses.append(run(xb, yb))
     assert len(our_losses) == 20
     np.testing.assert_allclose(our_losses, theirs_losses, rtol=1e-4)
     # and it learns (memorizes the 64 random samples): the last epoch's mean loss
