@@ -150,6 +150,45 @@ def nncheck_torch(p):
     return {"seconds": 0.0, "error": nn_ops.check(p["model"], p["params"])}
 
 
+def _sparse(system: str, p: dict) -> dict:
+    from . import sparse_ops
+    _threads(p)
+    applied = None
+    if system == "tensordsl":
+        fn, applied = sparse_ops.tensordsl_fn(p["op"], p["params"], p.get("options"))
+    else:
+        if system == "torch":
+            import torch
+            torch.set_num_threads(int(p.get("threads", 2)))
+        fn = getattr(sparse_ops, f"{system}_fn")(p["op"], p["params"])
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 15), min_time=0.2),
+            "applied": applied}
+
+
+def sparse_tensordsl(p):
+    return _sparse("tensordsl", p)
+
+
+def sparse_scipy(p):
+    return _sparse("scipy", p)
+
+
+def sparse_numpy(p):
+    return _sparse("numpy", p)
+
+
+def sparse_torch(p):
+    return _sparse("torch", p)
+
+
+def sparsecheck_any(p):
+    """One side's result against scipy's in float64 (``p["side"]``: tensordsl, scipy, ...)."""
+    from . import sparse_ops
+    _threads(p)
+    r = sparse_ops.check(p["op"], p["params"], p["side"], p.get("options"))
+    return {"seconds": 0.0, **r}
+
+
 def peak_llvm(p):
     from .peak import fma_peak_gflops
     return {"seconds": 0.0, "gflops": fma_peak_gflops()}
