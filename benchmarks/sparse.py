@@ -61,8 +61,8 @@ COLUMNS = ["op", "matrix", "f", "schedule", "ours_ms", "scipy_ms", "vs_scipy", "
 def _schedule_label(options: dict, applied: dict | None) -> str:
     if not options:
         return "default"
-    label = ", ".join(str(v) for v in options.values())
-    return label if applied == options else f"{label} (ignored)"
+    applied = applied or {}
+    return ", ".join(str(v) if k in applied else f"{v} (ignored)" for k, v in options.items())
 
 
 def _check(op: str, params: dict, system: str, options: dict | None = None) -> dict:
