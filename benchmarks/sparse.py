@@ -13,7 +13,8 @@ side off by more than ``OURS_TOL`` is reported and not timed.
 
 A case may list several option dicts for our side (``SKEWED``: the row-split and the
 nonzero-balanced schedule); each becomes a row beside the same competitor timings, its
-``schedule`` column naming the option, "(ignored)" where ``td.ops`` did not take it.
+``schedule`` column naming the option, "(ignored)" where ``td.ops`` did not take it, and
+``vs_rows`` comparing it with the row split.
 """
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ CASES = [
     ("spmv", "digits_knn 1797^2", {"matrix": "digits_knn"}, DEFAULT, ["scipy", "torch"],
      ""),
 ]
-COLUMNS = ["op", "matrix", "f", "schedule", "ours_ms", "scipy_ms", "vs_scipy", "numpy_ms",
-           "vs_numpy", "torch_ms", "vs_torch", "max_rel_err", "goal"]
+COLUMNS = ["op", "matrix", "f", "schedule", "ours_ms", "vs_rows", "scipy_ms", "vs_scipy",
+           "numpy_ms", "vs_numpy", "torch_ms", "vs_torch", "max_rel_err", "goal"]
 
 
 def _schedule_label(options: dict, applied: dict | None) -> str:
@@ -82,18 +83,10 @@ def _ours_checked(op: str, params: dict, variants: list[dict]) -> list[dict]:
     return checked
 
 
-def _case(op, label, params, variants, others, goal, rounds) -> list[dict]:
-    for system in others:
-        err = _check(op, params, system)["error"]
-        if err > COMPETITOR_TOL:
-            raise AssertionError(f"{op} {label}: {system}'s result is off scipy's by {err:.3g}"
-                                 " (a bug in benchmarks/sparse_ops.py)")
-    ours = _ours_checked(op, params, variants)
-    timed = [v for v in ours if "failed" not in v and v["error"] <= OURS_TOL]
+def _best_times(op, label, params, jobs, rounds) -> dict:
+    """``jobs``: (key, system, options); each key's best median over the rounds."""
     best: dict = {}
     for _ in range(rounds):
-        jobs = [(f"tensordsl{k}", "tensordsl", v["options"]) for k, v in enumerate(ours)
-                if v in timed] + [(s, s, None) for s in others]
         for key, system, options in jobs:
             try:
                 r = measure("sparse", system, op=op, params=params, options=options,
@@ -102,17 +95,31 @@ def _case(op, label, params, variants, others, goal, rounds) -> list[dict]:
                 print(f"{op} {label} {key}: failed ({str(err).splitlines()[-1][:160]})")
                 continue
             best[key] = min(best.get(key, r["seconds"]), r["seconds"])
+    return best
+
+
+def _case(op, label, params, variants, others, goal, rounds) -> list[dict]:
+    for system in others:
+        err = _check(op, params, system)["error"]
+        if err > COMPETITOR_TOL:
+            raise AssertionError(f"{op} {label}: {system}'s result is off scipy's by {err:.3g}"
+                                 " (a bug in benchmarks/sparse_ops.py)")
+    ours = _ours_checked(op, params, variants)
+    jobs = [(f"tensordsl{k}", "tensordsl", v["options"]) for k, v in enumerate(ours)
+            if "failed" not in v and v["error"] <= OURS_TOL] + [(s, s, None) for s in others]
+    best = _best_times(op, label, params, jobs, rounds)
+    row_split = next((best.get(f"tensordsl{k}") for k, v in enumerate(ours)
+                      if v["options"] == {"schedule": "rows"}), None)
     rows = []
     for k, v in enumerate(ours):
         row = {"op": op, "matrix": label, "f": params.get("f", ""),
-               "schedule": _schedule_label(v["options"], v.get("applied")), "goal": goal}
-        if "failed" in v:
-            row["max_rel_err"] = f"failed: {v['failed']}"
-        else:
-            row["max_rel_err"] = v["error"]
+               "schedule": _schedule_label(v["options"], v.get("applied")), "goal": goal,
+               "max_rel_err": f"failed: {v['failed']}" if "failed" in v else v["error"]}
         mine = best.get(f"tensordsl{k}")
         if mine:
             row["ours_ms"] = mine * 1e3
+            if row_split:
+                row["vs_rows"] = row_split / mine
         for system in others:
             if system in best:
                 row[f"{system}_ms"] = best[system] * 1e3
@@ -145,7 +152,8 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
             "benchmarks/sparse_ops.py, torch's `sampled_addmm` scaled by S's values. "
             "max_rel_err: our result against scipy's in float64 (largest difference / "
             "largest magnitude). schedule: the option passed to `td.ops` (\"(ignored)\": it "
-            f"did not take it). Each system in its own process, best median of {rounds} "
+            "did not take it); vs_rows = the row-split schedule's time / this row's. Each "
+            f"system in its own process, best median of {rounds} "
             "alternating rounds, every side allocating its result.\n\n" + table(rows, COLUMNS))
     if not only:
         update_readme("cpu-sparse", text)
