@@ -34,7 +34,7 @@ UNIFORM = {"matrix": "uniform", "f": 64}
 CASES = [
     ("spmm", "uniform 4096^2 1%", UNIFORM, DEFAULT, ["scipy", "torch"],
      "vs_scipy >= 3, vs_torch >= 1.5"),
-    ("spmv", "uniform 4096^2 1%", UNIFORM, DEFAULT, ["scipy", "torch"],
+    ("spmv", "uniform 4096^2 1%", {"matrix": "uniform"}, DEFAULT, ["scipy", "torch"],
      "vs_scipy >= 1.5, vs_torch >= 1.2"),
     ("sddmm", "uniform 4096^2 1%", UNIFORM, DEFAULT, ["numpy", "torch"],
      ">= 2 x the best"),
