@@ -188,12 +188,12 @@ def sparse_array(data, format=None, shape=None, dtype=None, check: bool = True) 
     """
     if isinstance(data, SparseArray):
         array = data
+    elif is_scipy(data):            # before dict: scipy's dok_array is one
+        array = SparseArray(*from_scipy(data), check=check)
     elif isinstance(data, dict):
         if format is None or shape is None:
             raise TypeError("sparse_array: arrays by name need format= and shape=")
         array = SparseArray(shape, as_format(format), data, check=check)
-    elif is_scipy(data):
-        array = SparseArray(*from_scipy(data), check=check)
     elif is_torch_sparse(data):
         array = SparseArray(*from_torch(data), check=check)
     else:

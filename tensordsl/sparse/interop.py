@@ -154,17 +154,18 @@ def to_torch(a):
     if a.format in (CSR, DCSR):
         indptr, indices, data = _csr_arrays(a)
         return torch.sparse_csr_tensor(tensor(indptr), tensor(indices), tensor(data),
-                                       size=a.shape)
+                                       size=a.shape, check_invariants=False)
     if a.format == CSC:
         return torch.sparse_csc_tensor(tensor(a.pos[1]), tensor(a.crd[1]), tensor(a.vals),
-                                       size=a.shape)
+                                       size=a.shape, check_invariants=False)
     if is_bsr(a.format):
         return torch.sparse_bsr_tensor(tensor(a.pos[1]), tensor(a.crd[1]), tensor(a.vals),
-                                       size=a.shape)
+                                       size=a.shape, check_invariants=False)
     coords, values = unpack(a.components(), a.shape, a.format)
     # unpack lists the entries in storage order: torch's coalesced order when that is
     # row-major, strictly ascending and unblocked
     coalesced = all(lv.ordered and lv.unique for lv in a.format.levels) and \
         a.format.order == tuple(range(a.ndim)) and not a.format.block
     return torch.sparse_coo_tensor(tensor(coords), tensor(np.ascontiguousarray(values)),
-                                   size=a.shape, is_coalesced=coalesced or None)
+                                   size=a.shape, is_coalesced=coalesced or None,
+                                   check_invariants=False)

@@ -31,6 +31,12 @@ def _first(mask: np.ndarray):
     return int(hits[0]) if len(hits) else None
 
 
+def _prefix_ids(parent_ids: np.ndarray, crd: np.ndarray, extent: int) -> np.ndarray:
+    """An id per position of a level, equal where the coordinates at and above the level
+    are equal, from the parent's ids and this level's coordinates (in range)."""
+    return np.unique(parent_ids * extent + crd, return_inverse=True)[1].astype(np.int64)
+
+
 def _requirement(level) -> str:
     if level.ordered and level.unique:
         return "ordered and unique (strictly ascending coordinates)"
@@ -86,7 +92,7 @@ class _Checker:
         q = _first((crd < 0) | (crd >= extent))
         if q is not None:
             d = self.array.format.order[k]
-            unit = " (in blocks)" if self.array.format.block else ""
+            unit = ", counted in blocks" if self.array.format.block else ""
             self.fail(f"crd{k}[{q}] = {crd[q]} is out of range [0, {extent}) of level {k} "
                       f"(dimension {d}{unit})")
 
@@ -147,15 +153,17 @@ def validate(array) -> None:
     except ValueError as e:
         check.fail(str(e))
     levels = outer_levels(format)
-    # positions p, p+1 of the current level whose coordinates above and at it differ;
-    # only an ordered singleton level (COO's columns) needs them
+    # only an ordered singleton level (COO's columns) needs to know which positions have
+    # equal coordinates above it: an id per position, equal where the coordinates are
     track = any(lv.kind == "singleton" and lv.ordered for lv in levels)
-    differs = np.zeros(0, bool)
+    ids = np.zeros(1, np.int64)
     positions = 1
     for k, (level, extent) in enumerate(zip(levels, level_extents(array.shape, format))):
         if level.kind == "dense":
+            if track:
+                ids = _prefix_ids(np.repeat(ids, extent),
+                                  np.tile(np.arange(extent), positions), extent)
             positions *= extent
-            differs = np.ones(max(positions - 1, 0), bool)
             continue
         crd = check.index_array(f"crd{k}")
         if level.kind == "compressed":
@@ -163,23 +171,20 @@ def validate(array) -> None:
             check.crd_range(k, crd, extent)
             check.runs(k, level, pos, crd, positions)
             if track:
-                # two positions under different parents differ if anything between
-                # those parents does
-                seen = np.concatenate([[0], np.cumsum(differs)])
-                parent = np.repeat(np.arange(positions), np.diff(pos))
-                differs = (seen[parent[1:]] != seen[parent[:-1]]) | (crd[1:] != crd[:-1])
+                ids = _prefix_ids(ids[np.repeat(np.arange(positions), np.diff(pos))], crd,
+                                  extent)
         else:   # singleton
             if len(crd) != positions:
                 check.fail(f"crd{k} has {len(crd)} entries, expected {positions} (one per "
                            f"position of level {k - 1})")
             check.crd_range(k, crd, extent)
-            if level.ordered and len(crd) > 1:
-                q = _first(~differs & (crd[1:] < crd[:-1]))
+            if level.ordered:
+                q = _first((ids[1:] == ids[:-1]) & (crd[1:] < crd[:-1]))
                 if q is not None:
                     check.fail(f"crd{k}[{q + 1}] = {crd[q + 1]} is less than crd{k}[{q}] = "
-                               f"{crd[q]} under equal coordinates of the levels above: level "
-                               f"{k} is ordered")
+                               f"{crd[q]} under the same coordinates of the levels above: "
+                               f"level {k} is ordered")
             if track:
-                differs = differs | (crd[1:] != crd[:-1])
+                ids = _prefix_ids(ids, crd, extent)
         positions = len(crd)
     check.vals(positions)
