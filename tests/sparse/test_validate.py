@@ -169,3 +169,52 @@ def test_scipy_inputs_are_checked_too():
     with pytest.raises(ValueError, match=r"crd0\[1\] = 5 is out of range \[0, 2\)"):
         td.nd.sparse_array(c)
     assert td.nd.sparse_array(m, check=False).nnz == 2
+
+
+SMALL = np.array([[0, 3, 0, 1, 0, 0],
+                  [0, 0, 0, 0, 0, 0],
+                  [2, 0, 5, 0, 4, 0],
+                  [1, 1, 1, 1, 1, 1]], F32)
+FORMATS_TO_CHANGE = [
+    "csr", "csc", "coo", "dcsr", BSR22, UNORDERED, NON_UNIQUE,
+    td.Format(["compressed", td.Level("compressed", ordered=False)]),
+    td.Format([td.Level("compressed", ordered=False, unique=False), "singleton"],
+              order=(1, 0)),
+    td.Format(["compressed", "dense"]),
+]
+
+
+def single_changes(arrays, values):
+    """Every array of ``arrays`` with one entry set to each of ``values``, dropped, or
+    with each of ``values`` added before it (vals left alone: any number is valid)."""
+    for name, a in arrays.items():
+        if name == "vals":
+            continue
+        a = [int(x) for x in a]
+        for at in range(len(a) + 1):
+            for v in values:
+                yield name, a[:at] + [v] + a[at:]
+                if at < len(a) and v != a[at]:
+                    yield name, a[:at] + [v] + a[at + 1:]
+            if at < len(a):
+                yield name, a[:at] + a[at + 1:]
+
+
+@pytest.mark.parametrize("fmt", FORMATS_TO_CHANGE, ids=str)
+def test_every_single_change_of_a_small_structure_is_judged_as_the_reference_does(fmt):
+    from .reference import read
+    fmt = td.sparse.as_format(fmt)
+    valid = td.nd.sparse_array(SMALL, format=fmt).components()
+    refused = accepted = 0
+    for name, changed in single_changes(valid, range(-1, 7)):
+        arrays = {**valid, name: np.array(changed, np.int64)}
+        expected = read(SMALL.shape, fmt, arrays)
+        if expected is None:
+            with pytest.raises(ValueError, match=r"sparse array \("):
+                td.nd.sparse_array(arrays, format=fmt, shape=SMALL.shape)
+            refused += 1
+        else:
+            got = td.nd.sparse_array(arrays, format=fmt, shape=SMALL.shape).to_dense()
+            np.testing.assert_array_equal(got, expected, err_msg=f"{name} = {changed}")
+            accepted += 1
+    assert refused > 50 and accepted > 0       # both sides are exercised
