@@ -38,7 +38,7 @@ def _operand(name: str, A, check: bool):
             raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix or "
                             f"a td.nd sparse array, got {type(A).__name__}") from None
     elif A.format.name != "csr":
-        A = sparse_array(A.to_scipy(), format="csr", check=False)
+        A = A.asformat("csr")
     return A
 
 
@@ -55,9 +55,10 @@ def call(name: str, A, *dense, schedule: str = "rows", check: bool = True):
         raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got "
                          f"{schedule!r}")
     scipy_in = not type(A).__module__.startswith("tensordsl")
+    matrix_in = scipy_in and _is_spmatrix(A)
     S = _operand(name, A, check)
     arrays = [_dense(name, k + 1, d, S.dtype) for k, d in enumerate(dense)]
-    f, names, shape = _kernel(name, S.shape, S.dtype.name,
+    f, names, shape = _kernel(name, S.shape, S.dtype,
                               tuple(a.shape for a in arrays), schedule)
     components = [S.component(n) for n in names]
     out = np.empty(shape if shape is not None else (S.nnz,), S.dtype)
@@ -65,7 +66,13 @@ def call(name: str, A, *dense, schedule: str = "rows", check: bool = True):
     if name not in PATTERN_RESULTS:
         return out
     result = S.with_values(out)
-    return result.to_scipy() if scipy_in else result
+    return result.to_scipy(matrix=matrix_in) if scipy_in else result
+
+
+def _is_spmatrix(A) -> bool:
+    """A ``scipy.sparse`` matrix (not an array): the result keeps the kind."""
+    import scipy.sparse
+    return isinstance(A, scipy.sparse.spmatrix)
 
 
 def _kernel(name: str, shape, dtype: str, dense_shapes, schedule):
