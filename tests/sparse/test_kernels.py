@@ -141,3 +141,24 @@ def test_a_sparse_operand_of_another_format_or_shape_is_refused_by_name():
         K.spmv(td.sparse_placeholder((8, 6), "csr", name="A"), x)
     with pytest.raises(TypeError, match="must be a td.sparse_placeholder"):
         K.spmv(x, x)
+
+
+def test_spmm_fetching_gathered_rows_ahead_keeps_its_accumulators_and_results():
+    # the prefetch of B[crd[q + d], :] is clamped to the row's last entry (no read of
+    # crd outside the row) and leaves the row's sums in registers
+    A = td.sparse_placeholder((30, 20), "csr", name="A")
+    B = td.placeholder((20, 24), "float32", "B")
+    C = K.spmm(A, B)
+    s = td.create_schedule(C.op)
+    TEMPLATES["spmm"](s, C, A, {"prefetch": 3})
+    text = str(td.lower(s, [*A.placeholders(), B, C], check_indices=False))
+    assert "prefetch(B[" in text and "min(A.q1 + 3, " in text
+    assert "spmm.acc0" in text
+    f = td.build(s, [*A.placeholders(), B, C], check_indices=False)
+    rng = np.random.default_rng(4)
+    M = sp.random(30, 20, density=0.3, format="csr", dtype="float32", random_state=rng)
+    b = rng.random((20, 24)).astype("float32")
+    out = poisoned((30, 24))
+    comps = _components(M)
+    f(comps["pos1"], comps["crd1"], comps["vals"], b, out)
+    np.testing.assert_allclose(out, M @ b, rtol=1e-5, atol=1e-6)
