@@ -117,7 +117,10 @@ class SparseArray:
         """A dense numpy array (duplicates summed)."""
         coords, values = unpack(self._arrays, self.shape, self.format)
         out = np.zeros(self.shape, self.vals.dtype)
-        np.add.at(out, tuple(coords), values)
+        if all(level.unique for level in self.format.levels):
+            out[tuple(coords)] = values
+        else:
+            np.add.at(out, tuple(coords), values)
         return out
 
     def to_scipy(self, matrix: bool = False):

@@ -65,7 +65,9 @@ def from_scipy(matrix) -> tuple:
         matrix, kind = matrix.tocsr(), "csr"
     shape = tuple(int(d) for d in matrix.shape)
     if kind == "coo":
-        coords = np.stack([np.asarray(c) for c in matrix.coords])
+        # scipy >= 1.13 calls them coords (n-D); before, a coo_matrix had row and col
+        coords = np.stack([np.asarray(c) for c in getattr(matrix, "coords", None)
+                           or (matrix.row, matrix.col)])
         return shape, coo_format(len(shape)), _coo_arrays(coords, matrix.data)
     if not matrix.has_canonical_format:
         matrix = matrix.copy()
