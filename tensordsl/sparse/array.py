@@ -24,7 +24,7 @@ from .assemble import check_shape, component_names, pack, unpack
 from .format import Format, as_format
 from .interop import (CSR, DCSR, coo_format, from_scipy, from_torch, is_bsr, is_scipy,
                       is_torch_sparse, to_scipy, to_torch)
-from .validate import validate
+from .validate import VALUE_DTYPES, validate
 
 
 class SparseArray:
@@ -33,9 +33,9 @@ class SparseArray:
     ``td.nd.sparse_array``; ``check=False`` skips the O(nnz) structure checks (the shape
     is always checked against the format)."""
 
-    def __init__(self, shape, format: Format, arrays: dict, check: bool = True):
+    def __init__(self, shape, format, arrays: dict, check: bool = True):
         self.shape = tuple(int(d) for d in shape)
-        self.format = format
+        self.format = format = as_format(format)
         check_shape(self.shape, format)
         names = component_names(format)
         missing = [n for n in names if n not in arrays]
@@ -109,7 +109,20 @@ class SparseArray:
 
     def astype(self, dtype) -> "SparseArray":
         """The same structure with the values cast to ``dtype``."""
-        vals = self.vals.astype(dtype)
+        dtype = np.dtype(dtype)
+        if dtype.name not in VALUE_DTYPES:
+            raise TypeError(f"dtype: expected one of {', '.join(VALUE_DTYPES)}, got {dtype}")
+        return self.with_vals(self.vals.astype(dtype))
+
+    def with_vals(self, vals) -> "SparseArray":
+        """The same structure holding other values (an SDDMM's result has its input's
+        pattern): only their shape and dtype are checked, the structure being this
+        one's."""
+        vals = np.asarray(vals)
+        if vals.shape != self.vals.shape or vals.dtype.name not in VALUE_DTYPES:
+            raise ValueError(f"vals: expected shape {self.vals.shape} and one of "
+                             f"{', '.join(VALUE_DTYPES)}, got shape {vals.shape} and "
+                             f"{vals.dtype}")
         return SparseArray(self.shape, self.format, {**self._arrays, "vals": vals},
                            check=False)
 

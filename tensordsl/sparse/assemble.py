@@ -63,6 +63,9 @@ def check_shape(shape, format: Format) -> None:
     if len(shape) != format.ndim:
         raise ValueError(f"shape {shape} has {len(shape)} dimensions, format {format} "
                          f"has {format.ndim}")
+    if format.block and (len(format.block) != format.ndim or min(format.block) < 1):
+        raise ValueError(f"format {format}: the block {format.block} needs a positive "
+                         f"extent for each of the {format.ndim} dimensions")
     for d, (extent, b) in enumerate(zip(shape, block_shape(format))):
         if extent < 0:
             raise ValueError(f"shape {shape}: dimension {d} is negative")

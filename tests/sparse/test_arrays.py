@@ -201,6 +201,10 @@ def test_bad_arguments():
         td.nd.sparse_array(np.ones(3), format="csr")
     with pytest.raises(ValueError, match="vals: expected one of bool, .*got <U1"):
         td.nd.sparse_array(np.array([["a", ""]]), format="csr")
+    with pytest.raises(ValueError, match=r"the block \(2,\) needs a positive extent for "
+                                         r"each of the 2 dimensions"):
+        td.nd.sparse_array(np.ones((2, 2)), format=td.Format(["dense", "compressed", "dense"],
+                                                             block=(2,)))
     with pytest.raises(ValueError, match="singleton level 1 stores exactly one coordinate "
                                          "per position of level 0, position 0 has 2"):
         td.nd.sparse_array(np.ones((2, 2)), format=td.Format(["compressed", "singleton"]))
@@ -227,6 +231,13 @@ def test_dtype_repr_astype_and_device_arrays():
     assert a.dtype == "float64" and a.vals.dtype == np.float64
     assert repr(a) == f"SparseArray((6, 8), csr, float64, nnz={a.nnz})"
     assert a.astype("int32").dtype == "int32"
+    with pytest.raises(TypeError, match="dtype: expected one of bool, .*got complex64"):
+        td.nd.sparse_array(a, dtype="complex64")
+    doubled = a.with_vals(2 * a.vals)
+    assert doubled.pos[1] is a.pos[1]
+    np.testing.assert_array_equal(doubled.to_dense(), 2 * a.to_dense())
+    with pytest.raises(ValueError, match=r"vals: expected shape \(\d+,\) .* got shape \(2,\)"):
+        a.with_vals([1.0, 2.0])
     assert a.asformat("csr") is a and isinstance(a, SparseArray)
     on_cpu = a.arrays(device="cpu")
     assert all(isinstance(x, td.nd.NDArray) for x in on_cpu)
