@@ -196,7 +196,11 @@ class _NestBuilder:
             return n.For(iv.var, n.IntImm("int64", 0), extent, "thread_binding", body,
                          thread.kind)
         kind = stage.loop_kind.get(iv, "serial")
-        return n.For(iv.var, n.IntImm("int64", 0), extent, kind, body)
+        weights = stage.balanced.get(iv)
+        balance = None
+        if weights is not None and kind == "parallel":
+            balance = n.TensorRead(weights, (iv.var,))
+        return n.For(iv.var, n.IntImm("int64", 0), extent, kind, body, None, balance)
 
     def attach_here(self, stage, iv, body: n.Stmt) -> n.Stmt:
         inner = self.attached.get((id(stage), id(iv)))

@@ -73,8 +73,31 @@ class SparseArray:
         return int(self.vals.size)
 
     def component(self, name: str) -> np.ndarray:
-        """One array by its name: ``"pos1"``, ``"crd1"``, ``"vals"``, ..."""
+        """One array by its name: ``"pos1"``, ``"crd1"``, ``"vals"``, ...; also
+        ``"rows{k}"``, the parent coordinate of each position of compressed level ``k``
+        under a dense level (CSR's row of each stored entry), derived from ``pos`` once
+        and kept (``SparseTensor.row_ids``: kernels whose results have this pattern)."""
+        if name.startswith("rows") and name not in self._arrays:
+            level = int(name[4:])
+            pos = self.pos[level]
+            derived = self.__dict__.setdefault("_derived", {})
+            if name not in derived:
+                derived[name] = np.repeat(np.arange(pos.size - 1, dtype=np.int32),
+                                          np.diff(pos))
+            return derived[name]
         return self._arrays[name]
+
+    def with_values(self, vals) -> "SparseArray":
+        """A matrix with this one's structure (shared, and its derived rows) and the
+        values ``vals``: the result of a kernel over the stored positions."""
+        vals = np.asarray(vals)
+        if vals.shape != self.vals.shape:
+            raise ValueError(f"with_values: expected {self.vals.shape} values, got "
+                             f"{vals.shape}")
+        out = SparseArray(self.shape, self.format, {**self._arrays, "vals": vals},
+                          check=False)
+        out.__dict__["_derived"] = self.__dict__.setdefault("_derived", {})
+        return out
 
     def components(self) -> dict:
         """The arrays by name, in a kernel's argument order."""
