@@ -94,6 +94,9 @@ class SparseArray:
         if vals.shape != self.vals.shape:
             raise ValueError(f"with_values: expected {self.vals.shape} values, got "
                              f"{vals.shape}")
+        if vals.dtype.name not in VALUE_DTYPES:
+            raise ValueError(f"with_values: expected values of one of "
+                             f"{', '.join(VALUE_DTYPES)}, got {vals.dtype}")
         out = SparseArray(self.shape, self.format, {**self._arrays, "vals": vals},
                           check=False)
         out.__dict__["_derived"] = self.__dict__.setdefault("_derived", {})
@@ -135,19 +138,7 @@ class SparseArray:
         dtype = np.dtype(dtype)
         if dtype.name not in VALUE_DTYPES:
             raise TypeError(f"dtype: expected one of {', '.join(VALUE_DTYPES)}, got {dtype}")
-        return self.with_vals(self.vals.astype(dtype))
-
-    def with_vals(self, vals) -> "SparseArray":
-        """The same structure holding other values (an SDDMM's result has its input's
-        pattern): only their shape and dtype are checked, the structure being this
-        one's."""
-        vals = np.asarray(vals)
-        if vals.shape != self.vals.shape or vals.dtype.name not in VALUE_DTYPES:
-            raise ValueError(f"vals: expected shape {self.vals.shape} and one of "
-                             f"{', '.join(VALUE_DTYPES)}, got shape {vals.shape} and "
-                             f"{vals.dtype}")
-        return SparseArray(self.shape, self.format, {**self._arrays, "vals": vals},
-                           check=False)
+        return self.with_values(self.vals.astype(dtype))
 
     def to_dense(self) -> np.ndarray:
         """A dense numpy array (duplicates summed)."""

@@ -233,11 +233,11 @@ def test_dtype_repr_astype_and_device_arrays():
     assert a.astype("int32").dtype == "int32"
     with pytest.raises(TypeError, match="dtype: expected one of bool, .*got complex64"):
         td.nd.sparse_array(a, dtype="complex64")
-    doubled = a.with_vals(2 * a.vals)
+    doubled = a.with_values(2 * a.vals)
     assert doubled.pos[1] is a.pos[1]
     np.testing.assert_array_equal(doubled.to_dense(), 2 * a.to_dense())
-    with pytest.raises(ValueError, match=r"vals: expected shape \(\d+,\) .* got shape \(2,\)"):
-        a.with_vals([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"with_values: expected \(\d+,\) values, got \(2,\)"):
+        a.with_values([1.0, 2.0])
     assert a.asformat("csr") is a and isinstance(a, SparseArray)
     on_cpu = a.arrays(device="cpu")
     assert all(isinstance(x, td.nd.NDArray) for x in on_cpu)
