@@ -22,9 +22,9 @@ import numpy as np
 
 from .assemble import check_shape, component_names, pack, unpack
 from .format import Format, as_format
-from .interop import (CSR, DCSR, coo_format, from_scipy, from_torch, is_bsr, is_scipy,
+from .interop import (convert_with_scipy, from_scipy, from_torch, is_bsr, is_scipy,
                       is_torch_sparse, to_scipy, to_torch)
-from .validate import validate
+from .validate import VALUE_DTYPES, validate
 
 
 class SparseArray:
@@ -33,20 +33,18 @@ class SparseArray:
     ``td.nd.sparse_array``; ``check=False`` skips the O(nnz) structure checks (the shape
     is always checked against the format)."""
 
-    def __init__(self, shape, format: Format, arrays: dict, check: bool = True):
+    def __init__(self, shape, format, arrays: dict, check: bool = True):
         self.shape = tuple(int(d) for d in shape)
-        self.format = format
+        self.format = format = as_format(format)
         check_shape(self.shape, format)
         names = component_names(format)
         missing = [n for n in names if n not in arrays]
         unknown = [n for n in arrays if n not in names]
         if missing or unknown:
+            problems = [f"missing {', '.join(missing)}"] if missing else []
+            problems += [f"unknown {', '.join(map(repr, unknown))}"] if unknown else []
             raise ValueError(f"sparse array ({format}): expected the arrays "
-                             f"{', '.join(names)}; "
-                             + "; ".join(text for text in (
-                                 missing and f"missing {', '.join(missing)}",
-                                 unknown and f"unknown {', '.join(map(repr, unknown))}")
-                                 if text))
+                             f"{', '.join(names)}; {'; '.join(problems)}")
         self._arrays = {n: np.asarray(arrays[n]) for n in names}
         if check:
             validate(self)
@@ -94,6 +92,9 @@ class SparseArray:
         if vals.shape != self.vals.shape:
             raise ValueError(f"with_values: expected {self.vals.shape} values, got "
                              f"{vals.shape}")
+        if vals.dtype.name not in VALUE_DTYPES:
+            raise ValueError(f"with_values: expected values of one of "
+                             f"{', '.join(VALUE_DTYPES)}, got {vals.dtype}")
         out = SparseArray(self.shape, self.format, {**self._arrays, "vals": vals},
                           check=False)
         out.__dict__["_derived"] = self.__dict__.setdefault("_derived", {})
@@ -124,7 +125,7 @@ class SparseArray:
         if target == self.format:
             return self
         check_shape(self.shape, target)
-        arrays = _through_scipy(self, target)
+        arrays = convert_with_scipy(self, target)
         if arrays is None:
             coords, values = unpack(self._arrays, self.shape, self.format)
             arrays = pack(coords, values, self.shape, target)
@@ -132,15 +133,19 @@ class SparseArray:
 
     def astype(self, dtype) -> "SparseArray":
         """The same structure with the values cast to ``dtype``."""
-        vals = self.vals.astype(dtype)
-        return SparseArray(self.shape, self.format, {**self._arrays, "vals": vals},
-                           check=False)
+        dtype = np.dtype(dtype)
+        if dtype.name not in VALUE_DTYPES:
+            raise TypeError(f"dtype: expected one of {', '.join(VALUE_DTYPES)}, got {dtype}")
+        return self.with_values(self.vals.astype(dtype))
 
     def to_dense(self) -> np.ndarray:
         """A dense numpy array (duplicates summed)."""
         coords, values = unpack(self._arrays, self.shape, self.format)
         out = np.zeros(self.shape, self.vals.dtype)
-        np.add.at(out, tuple(coords), values)
+        if all(level.unique for level in self.format.levels):
+            out[tuple(coords)] = values
+        else:
+            np.add.at(out, tuple(coords), values)
         return out
 
     def to_scipy(self, matrix: bool = False):
@@ -161,39 +166,6 @@ def _resolve(format, current: Format) -> Format:
     if format == "bsr" and is_bsr(current):
         return current
     return as_format(format)
-
-
-SCIPY_KINDS = {"csr": CSR, "csc": Format.named("csc"), "coo": coo_format(2), "dcsr": DCSR}
-
-
-def _scipy_kind(format: Format):
-    """scipy's name for the 2-D format it converts to and from, or None."""
-    if is_bsr(format):
-        return "bsr"
-    return next((kind for kind, f in SCIPY_KINDS.items() if f == format), None)
-
-
-def _through_scipy(a: SparseArray, target: Format):
-    """The arrays of ``a`` in ``target`` by scipy's conversions, or None where scipy
-    lacks the pair or is not installed."""
-    kind = _scipy_kind(target)
-    if a.ndim != 2 or kind is None or _scipy_kind(a.format) is None:
-        return None
-    try:
-        import scipy.sparse  # noqa: F401
-    except ImportError:
-        return None
-    m = to_scipy(a)
-    m = {"csr": m.tocsr, "dcsr": m.tocsr, "csc": m.tocsc, "coo": m.tocoo}[kind]() \
-        if kind != "bsr" else m.tobsr(blocksize=target.block)
-    arrays = from_scipy(m)[2]
-    if kind == "dcsr":
-        indptr = arrays["pos1"]
-        rows = np.flatnonzero(np.diff(indptr))
-        arrays = {"pos0": np.array([0, len(rows)]), "crd0": rows,
-                  "pos1": np.append(indptr[rows], indptr[-1]), "crd1": arrays["crd1"],
-                  "vals": arrays["vals"]}
-    return arrays
 
 
 def sparse_array(data, format=None, shape=None, dtype=None, check: bool = True) -> SparseArray:

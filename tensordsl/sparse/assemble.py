@@ -63,6 +63,9 @@ def check_shape(shape, format: Format) -> None:
     if len(shape) != format.ndim:
         raise ValueError(f"shape {shape} has {len(shape)} dimensions, format {format} "
                          f"has {format.ndim}")
+    if format.block and (len(format.block) != format.ndim or min(format.block) < 1):
+        raise ValueError(f"format {format}: the block {format.block} needs a positive "
+                         f"extent for each of the {format.ndim} dimensions")
     for d, (extent, b) in enumerate(zip(shape, block_shape(format))):
         if extent < 0:
             raise ValueError(f"shape {shape}: dimension {d} is negative")
@@ -122,7 +125,12 @@ def pack(coords: np.ndarray, values: np.ndarray, shape, format: Format) -> dict:
                                  f"{counts[wrong[0]]}")
     vals = np.zeros((positions, *format.block), values.dtype)
     inside = tuple(coords[d] % block[d] for d in range(ndim)) if format.block else ()
-    np.add.at(vals, (parent, *inside), values)
+    # entries sorted: a duplicate sits next to its twin
+    duplicates = n > 1 and bool((coords[:, 1:] == coords[:, :-1]).all(axis=0).any())
+    if duplicates:
+        np.add.at(vals, (parent, *inside), values)
+    else:
+        vals[(parent, *inside)] = values
     arrays["vals"] = vals
     return {name: arrays[name] for name in component_names(format)}
 

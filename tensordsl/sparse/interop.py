@@ -6,7 +6,8 @@ the way out imports it when asked.
 ``from_scipy`` / ``from_torch`` give ``(shape, format, arrays)`` with ``arrays`` keyed
 by ``component_names``; the arrays are shared with the input where it is canonical
 (sorted, no duplicates where the format says unique), else canonical copies. The way
-out shares memory too: ``to_scipy(a).data is a.vals``.
+out shares memory too: ``to_scipy(a).data is a.vals``. ``convert_with_scipy`` converts
+between 2-D csr, csc, coo, bsr and dcsr with scipy's compiled conversions.
 """
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ def from_scipy(matrix) -> tuple:
         matrix, kind = matrix.tocsr(), "csr"
     shape = tuple(int(d) for d in matrix.shape)
     if kind == "coo":
-        coords = np.stack([np.asarray(c) for c in matrix.coords])
+        # scipy >= 1.13 calls them coords (n-D); before, a coo_matrix had row and col
+        coords = np.stack([np.asarray(c) for c in getattr(matrix, "coords", None)
+                           or (matrix.row, matrix.col)])
         return shape, coo_format(len(shape)), _coo_arrays(coords, matrix.data)
     if not matrix.has_canonical_format:
         matrix = matrix.copy()
@@ -169,3 +172,38 @@ def to_torch(a):
     return torch.sparse_coo_tensor(tensor(coords), tensor(np.ascontiguousarray(values)),
                                    size=a.shape, is_coalesced=coalesced or None,
                                    check_invariants=False)
+
+
+# ---- conversions -----------------------------------------------------------------------
+
+SCIPY_KINDS = {"csr": CSR, "csc": CSC, "coo": COO, "dcsr": DCSR}
+
+
+def _scipy_kind(format: Format):
+    """scipy's name for the 2-D format it converts to and from, or None."""
+    if is_bsr(format):
+        return "bsr"
+    return next((kind for kind, f in SCIPY_KINDS.items() if f == format), None)
+
+
+def convert_with_scipy(a, target: Format):
+    """The arrays of ``a`` in ``target`` by scipy's conversions, or None where scipy
+    lacks the pair or is not installed."""
+    kind = _scipy_kind(target)
+    if a.ndim != 2 or kind is None or _scipy_kind(a.format) is None:
+        return None
+    try:
+        import scipy.sparse  # noqa: F401
+    except ImportError:
+        return None
+    m = to_scipy(a)
+    m = {"csr": m.tocsr, "dcsr": m.tocsr, "csc": m.tocsc, "coo": m.tocoo}[kind]() \
+        if kind != "bsr" else m.tobsr(blocksize=target.block)
+    arrays = from_scipy(m)[2]
+    if kind == "dcsr":
+        indptr = arrays["pos1"]
+        rows = np.flatnonzero(np.diff(indptr))
+        arrays = {"pos0": np.array([0, len(rows)]), "crd0": rows,
+                  "pos1": np.append(indptr[rows], indptr[-1]), "crd1": arrays["crd1"],
+                  "vals": arrays["vals"]}
+    return arrays

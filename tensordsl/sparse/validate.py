@@ -34,7 +34,11 @@ def _first(mask: np.ndarray):
 def _prefix_ids(parent_ids: np.ndarray, crd: np.ndarray, extent: int) -> np.ndarray:
     """An id per position of a level, equal where the coordinates at and above the level
     are equal, from the parent's ids and this level's coordinates (in range)."""
-    return np.unique(parent_ids * extent + crd, return_inverse=True)[1].astype(np.int64)
+    key = parent_ids * extent + crd
+    steps = np.diff(key)
+    if (steps >= 0).all():      # levels sorted so far (every named format): no sort needed
+        return np.concatenate([[0], np.cumsum(steps != 0)])
+    return np.unique(key, return_inverse=True)[1].astype(np.int64)
 
 
 def _requirement(level) -> str:

@@ -201,6 +201,10 @@ def test_bad_arguments():
         td.nd.sparse_array(np.ones(3), format="csr")
     with pytest.raises(ValueError, match="vals: expected one of bool, .*got <U1"):
         td.nd.sparse_array(np.array([["a", ""]]), format="csr")
+    with pytest.raises(ValueError, match=r"the block \(2,\) needs a positive extent for "
+                                         r"each of the 2 dimensions"):
+        td.nd.sparse_array(np.ones((2, 2)), format=td.Format(["dense", "compressed", "dense"],
+                                                             block=(2,)))
     with pytest.raises(ValueError, match="singleton level 1 stores exactly one coordinate "
                                          "per position of level 0, position 0 has 2"):
         td.nd.sparse_array(np.ones((2, 2)), format=td.Format(["compressed", "singleton"]))
@@ -227,60 +231,15 @@ def test_dtype_repr_astype_and_device_arrays():
     assert a.dtype == "float64" and a.vals.dtype == np.float64
     assert repr(a) == f"SparseArray((6, 8), csr, float64, nnz={a.nnz})"
     assert a.astype("int32").dtype == "int32"
+    with pytest.raises(TypeError, match="dtype: expected one of bool, .*got complex64"):
+        td.nd.sparse_array(a, dtype="complex64")
+    doubled = a.with_values(2 * a.vals)
+    assert doubled.pos[1] is a.pos[1]
+    np.testing.assert_array_equal(doubled.to_dense(), 2 * a.to_dense())
+    with pytest.raises(ValueError, match=r"with_values: expected \(\d+,\) values, got \(2,\)"):
+        a.with_values([1.0, 2.0])
     assert a.asformat("csr") is a and isinstance(a, SparseArray)
     on_cpu = a.arrays(device="cpu")
     assert all(isinstance(x, td.nd.NDArray) for x in on_cpu)
     for x, y in zip(on_cpu, a.arrays(), strict=True):
         np.testing.assert_array_equal(x.numpy(), y)
-
-
-class TestTorch:
-    torch = pytest.importorskip("torch")
-
-    @pytest.mark.parametrize("name", NAMED)
-    def test_round_trips(self, name):
-        dense = matrix()
-        a = td.nd.sparse_array(dense, format=target(name))
-        t = a.to_torch()
-        layout = {"csr": "sparse_csr", "dcsr": "sparse_csr", "csc": "sparse_csc",
-                  "bsr": "sparse_bsr", "coo": "sparse_coo"}[name]
-        assert t.layout == getattr(self.torch, layout)
-        np.testing.assert_array_equal(t.to_dense().numpy(), dense)
-        back = td.nd.sparse_array(t, format=target(name))
-        for x, y in zip(back.arrays(), a.arrays(), strict=True):
-            np.testing.assert_array_equal(x, y)
-
-    def test_torch_inputs(self):
-        torch = self.torch
-        dense = torch.from_numpy(matrix())
-        for t in (dense.to_sparse_csr(), dense.to_sparse_csc(), dense.to_sparse(),
-                  dense.to_sparse_bsr((2, 2))):
-            for name in NAMED:
-                a = td.nd.sparse_array(t, format=target(name))
-                np.testing.assert_array_equal(a.to_dense(), dense.numpy())
-                ref = scipy_reference(sp.csr_array(t.to_sparse_csr().to_dense().numpy())
-                                      if t.layout != torch.sparse_bsr else
-                                      sp.bsr_array(t.to_dense().numpy(), blocksize=(2, 2)),
-                                      name)
-                for got, want in zip(a.arrays(), ref, strict=True):
-                    np.testing.assert_array_equal(got, want)
-
-    def test_uncoalesced_coo_keeps_its_duplicates(self):
-        torch = self.torch
-        t = torch.sparse_coo_tensor(torch.tensor([[1, 0, 1], [2, 1, 2]]),
-                                    torch.tensor([1.0, 2.0, 4.0]), (2, 3),
-                                    check_invariants=True)
-        a = td.nd.sparse_array(t)
-        assert a.nnz == 3 and a.format == td.sparse.as_format("coo")
-        np.testing.assert_array_equal(a.to_dense(), t.to_dense().numpy())
-        assert td.nd.sparse_array(t, format="csr").nnz == 2
-        assert not a.to_torch().is_coalesced()
-        assert td.nd.sparse_array(t, format="dcsr").to_torch().layout == torch.sparse_csr
-
-    def test_generic_formats_go_out_as_coalesced_coo(self):
-        dense = matrix()
-        a = td.nd.sparse_array(dense, format=td.Format(["compressed", "dense"]))
-        t = a.to_torch()
-        assert t.layout == self.torch.sparse_coo and t.is_coalesced()
-        np.testing.assert_array_equal(t.to_dense().numpy(), dense)
-        np.testing.assert_array_equal(t.coalesce().indices().numpy(), t.indices().numpy())
