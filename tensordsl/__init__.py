@@ -23,7 +23,8 @@ from .build import build
 from .program import Program, build_program
 from .autodiff import grad, gradient, hvp, jvp, stop_gradient, vjp
 from .schedule import tensor_intrin
-from . import autotune, nd, ops
+from .sparse import Format, Level, sparse_placeholder
+from . import autotune, nd, ops, sparse
 
 __version__ = "0.1.0"
 
@@ -35,7 +36,7 @@ __all__ = [
     "compute", "max", "min", "placeholder", "reduce_axis", "scan", "sum", "thread_axis", "var",
     "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin", "call_packed", "extern",
     "get_global_func", "register_func", "grad", "gradient", "hvp", "jvp", "stop_gradient", "vjp",
-    "Program", "build_program",
+    "Program", "build_program", "Format", "Level", "sparse", "sparse_placeholder",
     # TVM's names (te/tvm_names.py)
     "Select", "floordiv", "floormod", "indexdiv", "indexmod", "size_var", "truncdiv",
     "truncmod",

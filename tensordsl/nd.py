@@ -6,6 +6,7 @@
     y.numpy()                                                     # copies back
     t = torch.from_dlpack(y)            # no copy: PyTorch sees the same memory
     z = td.nd.from_dlpack(t)            # nor back
+    A = td.nd.sparse_array(scipy_csr)   # a sparse tensor's arrays (tensordsl/sparse/array.py)
 
 An ``NDArray`` is dense and C-contiguous; it keeps alive whatever owns its memory (a
 numpy array, a device allocation, or another framework's tensor).
@@ -180,3 +181,4 @@ def is_cuda_available() -> bool:
 
 
 from . import _dlpack  # noqa: E402  (needs NDArray)
+from .sparse.array import SparseArray, sparse_array  # noqa: E402,F401  (td.nd's sparse arrays)

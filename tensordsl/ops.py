@@ -382,12 +382,17 @@ def _entry(name: str):
 
 def __getattr__(name: str):
     from .ops_backward import entry, forward_name
+    from .sparse import ops as sparse_ops
     if not name.startswith("__") and forward_name(name) is not None:
         return entry(name)   # the gradients: ops_backward.py
+    if name in sparse_ops.OPERATORS:
+        return sparse_ops.entry(name)   # sparse operands: sparse/ops.py
     if name.startswith("__") or name not in _operators():
         raise AttributeError(f"tensordsl.ops has no operator {name!r}")
     return _entry(name)
 
 
 def __dir__():
-    return sorted(list(_operators()) + [f"{name}_backward" for name in _operators()])
+    from .sparse.ops import OPERATORS
+    return sorted(list(_operators()) + [f"{name}_backward" for name in _operators()]
+                  + list(OPERATORS))

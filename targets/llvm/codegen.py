@@ -732,6 +732,8 @@ class CodeGenLLVM:
         cap = Captures()
         cap.defined.add(s.var)
         cap.visit(s.body)
+        if s.balance is not None:
+            cap.visit(s.balance)
         cap_vars = [v for v in cap.vars if v in self.vars]
         cap_bufs = list(cap.buffers)
         lo = self.expr(s.min)
@@ -782,11 +784,18 @@ class CodeGenLLVM:
         p_lo, p_ext = loaded[0], loaded[1]
         tid = ob.sext(ob.call(self.declare("omp_get_thread_num", I32, []), []), I64)
         nth = ob.sext(ob.call(self.declare("omp_get_num_threads", I32, []), []), I64)
-        chunk = ob.sdiv(ob.add(p_ext, ob.sub(nth, ir.Constant(I64, 1))), nth)
-        first = ob.mul(tid, chunk)
-        last = ob.add(first, chunk)
-        last = ob.select(ob.icmp_signed("<", last, p_ext), last, p_ext)
-        ob.call(body_fn, [ob.add(p_lo, first), ob.add(p_lo, last), tid] + loaded[2:])
+        if s.balance is None:
+            chunk = ob.sdiv(ob.add(p_ext, ob.sub(nth, ir.Constant(I64, 1))), nth)
+            first = ob.mul(tid, chunk)
+            last = ob.add(first, chunk)
+            last = ob.select(ob.icmp_signed("<", last, p_ext), last, p_ext)
+            first, last = ob.add(p_lo, first), ob.add(p_lo, last)
+        else:
+            self.vars = dict(zip(cap_vars, loaded[2:2 + len(cap_vars)]))
+            self.buffers = dict(zip(cap_bufs, loaded[2 + len(cap_vars):]))
+            first, last = self.balanced_share(s, p_lo, ob.add(p_lo, p_ext), tid, nth)
+            ob = self.builder
+        ob.call(body_fn, [first, last, tid] + loaded[2:])
         self.finish_function()
         (self.fn, self.entry, self._body_block, self.builder, self.entry_builder,
          self.vars, self.buffers, self.heap_buffers, self.streamed) = saved
@@ -799,6 +808,54 @@ class CodeGenLLVM:
         gomp = self.declare("GOMP_parallel", VOID, [I8P, I8P, I32, I32])
         bd.call(gomp, [bd.bitcast(outlined, I8P), bd.bitcast(closure, I8P),
                        threads, ir.Constant(I32, 0)])
+
+
+    def balanced_share(self, s: n.For, lo, hi, tid, nth):
+        """This thread's ``[first, last)`` of ``[lo, hi)`` when each thread gets an
+        equal part of the weight ``s.balance`` (nondecreasing in ``s.var``): the first
+        iteration whose weight reaches ``W(lo) + (W(hi) - W(lo)) * t / nth``, by binary
+        search, for ``t = tid`` and ``tid + 1``."""
+        def weight(k):
+            self.vars[s.var] = k
+            w = self.expr(s.balance)
+            return self.builder.sext(w, I64) if w.type.width < 64 else w
+
+        bd = self.builder
+        w_lo, w_hi = weight(lo), weight(hi)
+        span = bd.sub(w_hi, w_lo)
+        bounds = []
+        for t in (tid, bd.add(tid, ir.Constant(I64, 1))):
+            target = bd.add(w_lo, bd.sdiv(bd.mul(span, t), nth))
+            bounds.append(self.lower_bound(lo, hi, target, weight))
+            bd = self.builder
+        last = bd.select(bd.icmp_signed("<", tid, bd.sub(nth, ir.Constant(I64, 1))),
+                         bounds[1], hi)
+        return bounds[0], last
+
+    def lower_bound(self, lo, hi, target, weight):
+        """The smallest ``k`` in ``[lo, hi]`` with ``weight(k) >= target`` (``hi`` if
+        none): a binary search."""
+        bd = self.builder
+        pre = bd.block
+        head = self.fn.append_basic_block("balance.search")
+        body = self.fn.append_basic_block("balance.step")
+        done = self.fn.append_basic_block("balance.found")
+        bd.branch(head)
+        bd.position_at_end(head)
+        a = bd.phi(I64, name="lo")
+        b = bd.phi(I64, name="hi")
+        a.add_incoming(lo, pre)
+        b.add_incoming(hi, pre)
+        bd.cbranch(bd.icmp_signed("<", a, b), body, done)
+        bd.position_at_end(body)
+        mid = bd.add(a, bd.ashr(bd.sub(b, a), ir.Constant(I64, 1)))
+        below = bd.icmp_signed("<", weight(mid), target)
+        bd = self.builder
+        a.add_incoming(bd.select(below, bd.add(mid, ir.Constant(I64, 1)), a), bd.block)
+        b.add_incoming(bd.select(below, b, mid), bd.block)
+        bd.branch(head)
+        bd.position_at_end(done)
+        return a
 
 
 def generate(func: n.PrimFunc, triple: str, data_layout: str) -> ir.Module:

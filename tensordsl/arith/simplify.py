@@ -598,7 +598,8 @@ class Simplifier(Mutator):
             return body
         if lo is node.min and ext is node.extent and body is node.body:
             return node
-        return n.For(node.var, lo, ext, node.kind, body, node.thread_tag)
+        return n.For(node.var, lo, ext, node.kind, body, node.thread_tag,
+                     node.balance)
 
     def visit_LetStmt(self, node):
         value = self.visit(node.value)

@@ -169,6 +169,8 @@ class Printer:
         lo = self.expr(s.min)
         hi = self.end(s.min, s.extent)
         var, fresh = self.scoped(s.var, s.var.name)
+        if s.balance is not None:   # the threads' shares: equal parts of this weight
+            tag += f"  # balanced by {self.expr(s.balance)}"
         self.emit(depth, f"{kind}for {var} in range({lo}, {hi}):{tag}")
         self.stmt(s.body, depth + 1)
         self.release(var, fresh)

@@ -65,7 +65,8 @@ class _Inject(Mutator):
         if node.kind != "vthread":
             if body is node.body:
                 return node
-            return n.For(node.var, node.min, node.extent, node.kind, body, node.thread_tag)
+            return n.For(node.var, node.min, node.extent, node.kind, body, node.thread_tag,
+                     node.balance)
         if not isinstance(node.extent, n.IntImm):
             raise BuildError(f"the loop {node.var.name!r} bound to {node.thread_tag} has the "
                              f"symbolic extent {node.extent}; a virtual thread count must be "

@@ -68,6 +68,14 @@ def _as_update(s, simp: Simplifier):
     return None
 
 
+def _is_hint(s) -> bool:
+    """A prefetch hint, or a loop of them: it reads nothing the updates write."""
+    while isinstance(s, n.For):
+        s = s.body
+    return isinstance(s, n.Evaluate) and isinstance(s.value, n.Call) and \
+        s.value.name == "prefetch"
+
+
 def _same(simp, a, b) -> bool:
     if a is None or b is None:
         return a is b
@@ -138,7 +146,10 @@ class LocalAccumulators(Mutator):
         node = self.generic_visit(node)
         if node.kind != "serial" or not _long_enough(node.extent):
             return node
-        stmts = node.body.stmts if isinstance(node.body, n.Seq) else (node.body,)
+        stmts = _flat_seq(node.body) if isinstance(node.body, n.Seq) else [node.body]
+        # prefetch hints (a gathered row fetched ahead) stay where they are
+        hints = [s for s in stmts if _is_hint(s)]
+        stmts = [s for s in stmts if not _is_hint(s)]
         updates = [_as_update(s, self.simp) for s in stmts]
         if not updates or any(u is None for u in updates):
             return node
@@ -155,7 +166,7 @@ class LocalAccumulators(Mutator):
         slots = self._slots(updates)
         if slots is None:
             return node
-        return self._rewrite(node, updates, slots)
+        return self._rewrite(node, updates, slots, list(hints))
 
     def _slots(self, updates):
         """Accumulator slot of each update (updates of one element share a slot)."""
@@ -230,7 +241,7 @@ class LocalAccumulators(Mutator):
         return (id(store.buffer), self.simp.key(store.index), pred,
                 tuple(self.simp.key(c) for c in conds))
 
-    def _rewrite(self, loop, updates, slots, first_block=None):
+    def _rewrite(self, loop, updates, slots, hints=(), first_block=None):
         self.count += 1
         first = {}
         for u, k in zip(updates, slots):
@@ -260,8 +271,9 @@ class LocalAccumulators(Mutator):
             inits.append(n.Store(accs[k], ident if lanes == 1 else n.Broadcast(ident, lanes),
                                  acc_index(k)))
         # the guards stay: a term may read out of bounds where its guard is false
-        body = [u.guarded(n.Store(accs[k], u.kind(acc_load(k), u.term), acc_index(k)))
-                for u, k in zip(updates, slots)]
+        body = list(hints) + [u.guarded(n.Store(accs[k], u.kind(acc_load(k), u.term),
+                                          acc_index(k)))
+                        for u, k in zip(updates, slots)]
         folds = []
         for k, u in first.items():
             s = u.store
@@ -279,7 +291,7 @@ class LocalAccumulators(Mutator):
         for k in sorted(accs, reverse=True):
             out = n.Allocate(accs[k], accs[k].shape[0], out)
         if first_block is None:
-            self.rewrites[id(out)] = (out, loop, updates, slots)
+            self.rewrites[id(out)] = (out, loop, updates, slots, hints)
         return out
 
 

@@ -196,7 +196,11 @@ class _NestBuilder:
             return n.For(iv.var, n.IntImm("int64", 0), extent, "thread_binding", body,
                          thread.kind)
         kind = stage.loop_kind.get(iv, "serial")
-        return n.For(iv.var, n.IntImm("int64", 0), extent, kind, body)
+        weights = stage.balanced.get(iv)
+        balance = None
+        if weights is not None and kind == "parallel":
+            balance = n.TensorRead(weights, (iv.var,))
+        return n.For(iv.var, n.IntImm("int64", 0), extent, kind, body, None, balance)
 
     def attach_here(self, stage, iv, body: n.Stmt) -> n.Stmt:
         inner = self.attached.get((id(stage), id(iv)))
@@ -357,16 +361,30 @@ def _prefetches(stage, iv, inner_leaves, sb, bodies) -> list:
         relax = {leaf.var: (n.IntImm("int64", 0), n.Sub(sb.extents[leaf], n.IntImm("int64", 1)))
                  for leaf in inner_leaves}
         shift = {iv.var: n.Add(iv.var, n.IntImm("int64", offset))}
-        box = None
+        box, gathered = None, False
         for idx in reads:
             dims = [eval_interval(substitute(i, shift), relax) for i in idx]
-            if any(d is None or reads_tensor(d[0]) for d in dims):
+            if any(d is None for d in dims) or (box is not None and gathered):
                 box = None
                 break
+            if any(reads_tensor(d[0]) or reads_tensor(d[1]) for d in dims):
+                if len(reads) > 1:   # one gathered read at most: its row, not a union
+                    box = None
+                    break
+                gathered = True
             box = dims if box is None else [(n.Min(a[0], b[0]), n.Max(a[1], b[1]))
                                              for a, b in zip(box, dims)]
         if box is None:
             continue
+        if gathered:
+            # a row picked by data (SpMM's B[crd[q], :]): its index is read ``offset``
+            # iterations ahead, clamped to the loop's last iteration so that the read
+            # stays inside the loop's range (no branch: the hint is only redundant there)
+            last = n.Sub(sb.extents[iv], n.IntImm("int64", 1))
+            ahead = {iv.var: n.Min(n.Add(iv.var, n.IntImm("int64", offset)), last)}
+            box = None
+            for idx in reads:
+                box = [eval_interval(substitute(i, ahead), relax) for i in idx]
         out.append(_prefetch_box(tensor, box))
     return out
 

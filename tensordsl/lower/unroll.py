@@ -18,7 +18,7 @@ class UnrollLoops(Mutator):
         kind = "serial" if node.kind == "unrolled" else node.kind
         if body is node.body and kind == node.kind:
             return node
-        return n.For(node.var, node.min, node.extent, kind, body, node.thread_tag)
+        return n.For(node.var, node.min, node.extent, kind, body, node.thread_tag, node.balance)
 
 
 def unroll_loops(body: n.Stmt) -> n.Stmt:

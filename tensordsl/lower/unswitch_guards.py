@@ -150,7 +150,8 @@ class UnswitchGuards(Mutator):
             end = self.s.visit(n.Min(n.Add(node.min, node.extent), bound))
             extent = self.s.visit(n.Sub(end, node.min))
             body = _RemoveGuardsByKey(key, self.s).visit(node.body)
-            return n.For(node.var, node.min, extent, node.kind, body, node.thread_tag)
+            return n.For(node.var, node.min, extent, node.kind, body, node.thread_tag,
+                     node.balance)
         return None
 
     def partition(self, node: n.For, coeff: int, rest, inner_loops, key, cond):
@@ -221,7 +222,8 @@ class UnswitchGuards(Mutator):
         # turned into bounds (a ragged k inside the last column panel)
         slow = self.visit(node.body)
         body = n.IfThenElse(cond, fast, slow)
-        return n.For(node.var, node.min, node.extent, node.kind, body, node.thread_tag)
+        return n.For(node.var, node.min, node.extent, node.kind, body, node.thread_tag,
+                     node.balance)
 
 
 def unswitch_guards(body: n.Stmt) -> n.Stmt:

@@ -228,7 +228,8 @@ class _Vectorizer(Mutator):
         body = self.visit(node.body)
         if lo is node.min and ext is node.extent and body is node.body:
             return node
-        return n.For(node.var, lo, ext, node.kind, body, node.thread_tag)
+        return n.For(node.var, lo, ext, node.kind, body, node.thread_tag,
+                     node.balance)
 
     def visit_LetStmt(self, node):
         value = self.visit(node.value)
@@ -245,7 +246,8 @@ class VectorizeLoops(Mutator):
         body = self.visit(node.body)
         if node.kind != "vectorized":
             return node if body is node.body else n.For(
-                node.var, node.min, node.extent, node.kind, body, node.thread_tag)
+                node.var, node.min, node.extent, node.kind, body, node.thread_tag,
+                node.balance)
         if not isinstance(node.extent, n.IntImm) or node.extent.value < 2:
             return n.For(node.var, node.min, node.extent, "serial", body)
         if node.extent.value > MAX_LANES:

@@ -48,6 +48,7 @@ class Stage:
         self.loop_kind: dict[n.IterVar, str] = {}
         self.bound_thread: dict[n.IterVar, n.IterVar] = {}
         self.pragmas: dict[n.IterVar, list[str]] = {}
+        self.balanced: dict = {}   # parallel axis -> its weights (``parallel(balance=)``)
         self.prefetches: dict[n.IterVar, list[tuple]] = {}  # axis -> [(tensor, offset)]
         self.tensorized: dict[n.IterVar, object] = {}        # axis -> TensorIntrin
 
@@ -203,10 +204,28 @@ class Stage:
         self._annotate(iv, "unrolled")
         self._record("unroll", axis=iv.name)
 
-    def parallel(self, iv: n.IterVar):
-        """Run a loop's iterations on the CPU's threads (Halide/TVM ``parallel``)."""
+    def parallel(self, iv: n.IterVar, balance=None):
+        """Run a loop's iterations on the CPU's threads (Halide/TVM ``parallel``), an
+        equal count each; with ``balance`` — a 1-d tensor of nondecreasing weights, one
+        more than the axis' iterations, such as a CSR operand's ``pos`` — an equal part
+        of the weight each (TACO's nonzero-balanced split: skewed rows spread evenly).
+        ``balance`` needs an axis of the stage's own, not split."""
         self._annotate(iv, "parallel")
-        self._record("parallel", axis=iv.name)
+        if balance is not None:
+            from ..te.tensor import Tensor
+            if not isinstance(balance, Tensor) or balance.ndim != 1:
+                self._fail(f"parallel: balance must be a 1-d tensor of weights, got "
+                           f"{balance!r}")
+            if iv not in self.op.axis:
+                self._fail(f"parallel: balance needs one of the stage's own axes, not "
+                           f"{iv.name!r} (split or fused)")
+            length, extent = balance.shape[0], iv.dom.extent
+            if isinstance(length, n.IntImm) and isinstance(extent, n.IntImm) and \
+                    length.value != extent.value + 1:
+                self._fail(f"parallel: balance must hold {extent.value + 1} weights (one "
+                           f"more than the {extent.value} iterations), got {length.value}")
+            self.balanced[iv] = balance
+        self._record("parallel", axis=iv.name)   # (a replayed trace splits evenly)
 
     def bind(self, iv: n.IterVar, thread: n.IterVar):
         """Map a loop to a GPU index (TVM ``bind``):

@@ -57,6 +57,7 @@ class SparseTensor:
                 self.crd[k] = api.placeholder((positions,), "int32", f"{name}.crd{k}")
         self.positions = positions
         self.vals = api.placeholder((positions, *format.block), dtype, f"{name}.vals")
+        self.rows: dict = {}     # level -> the parent coordinate of each position
 
     @property
     def ndim(self) -> int:
@@ -65,11 +66,25 @@ class SparseTensor:
     def placeholders(self) -> list:
         """The arrays in the order a kernel takes them (``td.nd.SparseArray.arrays()``
         gives them in the same order): each level's ``pos`` then ``crd``, then
-        ``vals``."""
+        ``vals``, then the ``row_ids`` a compute asked for (derived by the runtime)."""
         out = []
         for k in range(len(self.format.levels)):
             out += [t for t in (self.pos.get(k), self.crd.get(k)) if t is not None]
-        return out + [self.vals]
+        return out + [self.vals] + [self.rows[k] for k in sorted(self.rows)]
+
+    def row_ids(self, level: int = 1):
+        """``rows{level}``: the coordinate of the parent of each position of compressed
+        ``level`` (CSR's row of each nonzero; TACO's coordinate recovery). It is not
+        stored by the format: the runtime derives it from ``pos`` once per array. A
+        compute over the stored positions (an output with this operand's pattern)
+        reads it."""
+        if self.format.levels[level].kind != "compressed" or level == 0:
+            raise ValueError(f"{self.name}: row ids are derived for a compressed level "
+                             f"below another, not level {level}")
+        if level not in self.rows:
+            self.rows[level] = api.placeholder((self.nnz[level],), "int32",
+                                               f"{self.name}.rows{level}")
+        return self.rows[level]
 
     def nonzeros(self, parent, level: int = 1):
         """The reduction axis over the stored coordinates of compressed ``level`` under

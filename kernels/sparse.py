@@ -1,0 +1,119 @@
+"""Sparse operators as tensor expressions (compute definitions only; no schedules).
+
+The sparse operand is a ``td.sparse_placeholder`` in CSR (``format="csr"``: rows dense,
+columns compressed); its stored entries are visited through ``nonzeros`` (a reduction
+axis bounded by ``pos``, TACO's iteration of a compressed level). A result with the
+operand's pattern (``sddmm``, ``sparse_mul``, ``sparse_softmax``) is the ``vals`` of a
+new matrix sharing the operand's ``pos`` and ``crd``: a compute over the stored
+positions, which reads each position's row from ``row_ids``.
+
+    A = td.sparse_placeholder((m, n), "csr", name="A")
+    y = spmv(A, x)                  # y[i] = sum over the stored (i, j) of A[i, j] x[j]
+"""
+from __future__ import annotations
+
+import tensordsl as td
+from tensordsl.ir import nodes as n
+
+
+def _dim(e):
+    return e.value if isinstance(e, n.IntImm) else e
+
+
+def _shape(t) -> tuple:
+    return tuple(_dim(d) for d in t.shape)
+
+
+def _csr(A, what: str):
+    from tensordsl.sparse import SparseTensor
+    if not isinstance(A, SparseTensor):
+        raise TypeError(f"{what}: the sparse operand must be a td.sparse_placeholder, got "
+                        f"{type(A).__name__}")
+    kinds = [lv.kind for lv in A.format.levels]
+    if kinds != ["dense", "compressed"] or A.format.order != (0, 1) or A.format.block:
+        raise ValueError(f"{what}: expected a CSR operand (dense rows, compressed "
+                         f"columns), got {A.format}")
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise ValueError(msg)
+
+
+def spmv(A, x, name: str = "spmv"):
+    """``y = A @ x``: ``A`` sparse (m, n) CSR, ``x`` dense (n,) → (m,)."""
+    _csr(A, "spmv")
+    m, ncols = A.shape
+    _check(_shape(x) == (ncols,), f"spmv: x must have shape ({ncols},), got {_shape(x)}")
+
+    def row(i):
+        q, j = A.nonzeros(i)
+        return td.sum(A.vals[q] * x[j], axis=q)
+    return td.compute((m,), row, name=name)
+
+
+def spmm(A, B, name: str = "spmm"):
+    """``C = A @ B``: ``A`` sparse (m, n) CSR, ``B`` dense (n, f) → dense (m, f)."""
+    _csr(A, "spmm")
+    m, ncols = A.shape
+    _check(len(B.shape) == 2 and _dim(B.shape[0]) == ncols,
+           f"spmm: B must have shape ({ncols}, f), got {_shape(B)}")
+
+    def element(i, c):
+        q, j = A.nonzeros(i)
+        return td.sum(A.vals[q] * B[j, c], axis=q)
+    return td.compute((m, B.shape[1]), element, name=name)
+
+
+def sddmm(S, X, Y, name: str = "sddmm"):
+    """Sampled dense-dense product: ``S ⊙ (X @ Y.T)`` at ``S``'s stored entries, ``S``
+    sparse (m, n) CSR, ``X`` (m, f), ``Y`` (n, f) → the values of a matrix with ``S``'s
+    pattern (its ``nnz`` values). The gradient of ``spmm`` with respect to the sparse
+    values is one (with ``S``'s values 1)."""
+    _csr(S, "sddmm")
+    m, ncols = S.shape
+    _check(len(X.shape) == 2 and _dim(X.shape[0]) == m,
+           f"sddmm: X must have shape ({m}, f), got {_shape(X)}")
+    _check(len(Y.shape) == 2 and _dim(Y.shape[0]) == ncols and
+           _dim(Y.shape[1]) == _dim(X.shape[1]),
+           f"sddmm: Y must have shape ({ncols}, {_dim(X.shape[1])}), got {_shape(Y)}")
+    rows, cols = S.row_ids(1), S.crd[1]
+    k = td.reduce_axis((0, X.shape[1]), "k")
+    return td.compute(S.vals.shape, lambda p: td.sum(
+        S.vals[p] * X[rows[p].astype("int64"), k] * Y[cols[p].astype("int64"), k], axis=k),
+        name=name)
+
+
+def sparse_mul(A, D, name: str = "sparse_mul"):
+    """``A ⊙ D`` at ``A``'s stored entries (``D`` dense, ``A``'s shape): the values of a
+    matrix with ``A``'s pattern."""
+    _csr(A, "sparse_mul")
+    _check(_shape(D) == tuple(_dim(d) for d in A.shape),
+           f"sparse_mul: D must have A's shape {A.shape}, got {_shape(D)}")
+    rows, cols = A.row_ids(1), A.crd[1]
+    return td.compute(A.vals.shape, lambda p: A.vals[p] * D[rows[p].astype("int64"),
+                                                            cols[p].astype("int64")],
+                      name=name)
+
+
+def sparse_softmax(A, name: str = "sparse_softmax"):
+    """Softmax of each row over its stored entries only (graph attention): the values
+    of a matrix with ``A``'s pattern; a row without entries has none."""
+    _csr(A, "sparse_softmax")
+    m = A.shape[0]
+
+    def row_max(i):
+        q, _ = A.nonzeros(i)
+        return td.max(A.vals[q], axis=q)
+
+    peak = td.compute((m,), row_max, name=f"{name}.max")
+
+    def row_sum(i):
+        q, _ = A.nonzeros(i)
+        return td.sum(td.exp(A.vals[q] - peak[i]), axis=q)
+
+    total = td.compute((m,), row_sum, name=f"{name}.sum")
+    rows = A.row_ids(1)
+    return td.compute(A.vals.shape, lambda p: td.exp(
+        A.vals[p] - peak[rows[p].astype("int64")]) / total[rows[p].astype("int64")],
+        name=name)

@@ -1,0 +1,216 @@
+"""``td.nd.sparse_array``: a sparse tensor's arrays on the host, in a format of
+``format.py``, checked (``validate.py``) and ready to pass to a kernel built over a
+``td.sparse_placeholder`` of the same format: ``f(*A.arrays(), x, y)``.
+
+    A = td.nd.sparse_array(scipy.sparse.random_array((64, 32), density=0.1))   # csr
+    A = td.nd.sparse_array(m, format="csc")          # converted from m's own format
+    A = td.nd.sparse_array(dense, format="bsr")      # a numpy array: format= is needed
+    A = td.nd.sparse_array({"pos1": p, "crd1": c, "vals": v}, format="csr", shape=(4, 5))
+    A.arrays()                # [pos1, crd1, vals]: the placeholders' order, int32 pos/crd
+    A.to_scipy(), A.to_torch(), A.to_dense()
+
+Inputs: scipy.sparse matrices and arrays (csr, csc, coo, bsr; the other kinds through
+csr), torch sparse tensors (COO, CSR, CSC, BSR), dense arrays, arrays by name. Entries
+are sorted (every format here stores its levels ordered); duplicate coordinates are
+summed for a format whose levels are unique and kept by COO. Converting between 2-D
+csr, csc, coo, bsr and dcsr goes through scipy's compiled conversions where scipy is
+installed, any other pair through coordinates (``assemble.py``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .assemble import check_shape, component_names, pack, unpack
+from .format import Format, as_format
+from .interop import (convert_with_scipy, from_scipy, from_torch, is_bsr, is_scipy,
+                      is_torch_sparse, to_scipy, to_torch)
+from .validate import VALUE_DTYPES, validate
+
+
+class SparseArray:
+    """A sparse tensor as the arrays its format stores: ``pos[k]`` and ``crd[k]`` (int32)
+    for level ``k`` where the level stores them, and ``vals``. Build one with
+    ``td.nd.sparse_array``; ``check=False`` skips the O(nnz) structure checks (the shape
+    is always checked against the format)."""
+
+    def __init__(self, shape, format, arrays: dict, check: bool = True):
+        self.shape = tuple(int(d) for d in shape)
+        self.format = format = as_format(format)
+        check_shape(self.shape, format)
+        names = component_names(format)
+        missing = [n for n in names if n not in arrays]
+        unknown = [n for n in arrays if n not in names]
+        if missing or unknown:
+            problems = [f"missing {', '.join(missing)}"] if missing else []
+            problems += [f"unknown {', '.join(map(repr, unknown))}"] if unknown else []
+            raise ValueError(f"sparse array ({format}): expected the arrays "
+                             f"{', '.join(names)}; {'; '.join(problems)}")
+        self._arrays = {n: np.asarray(arrays[n]) for n in names}
+        if check:
+            validate(self)
+        # int32 once checked: validate refuses what int32 cannot hold
+        self._arrays = {n: np.ascontiguousarray(a, None if n == "vals" else np.int32)
+                        for n, a in self._arrays.items()}
+        self.pos = {int(n[3:]): a for n, a in self._arrays.items() if n.startswith("pos")}
+        self.crd = {int(n[3:]): a for n, a in self._arrays.items() if n.startswith("crd")}
+        self.vals = self._arrays["vals"]
+
+    # ---- what it is ----
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> str:
+        return self.vals.dtype.name
+
+    @property
+    def nnz(self) -> int:
+        """The number of stored values (explicit zeros and COO's duplicates included;
+        every value of each block for BSR), as scipy counts them."""
+        return int(self.vals.size)
+
+    def component(self, name: str) -> np.ndarray:
+        """One array by its name: ``"pos1"``, ``"crd1"``, ``"vals"``, ...; also
+        ``"rows{k}"``, the parent coordinate of each position of compressed level ``k``
+        under a dense level (CSR's row of each stored entry), derived from ``pos`` once
+        and kept (``SparseTensor.row_ids``: kernels whose results have this pattern)."""
+        if name.startswith("rows") and name not in self._arrays:
+            level = int(name[4:])
+            pos = self.pos[level]
+            derived = self.__dict__.setdefault("_derived", {})
+            if name not in derived:
+                derived[name] = np.repeat(np.arange(pos.size - 1, dtype=np.int32),
+                                          np.diff(pos))
+            return derived[name]
+        return self._arrays[name]
+
+    def with_values(self, vals) -> "SparseArray":
+        """A matrix with this one's structure (shared, and its derived rows) and the
+        values ``vals``: the result of a kernel over the stored positions."""
+        vals = np.asarray(vals)
+        if vals.shape != self.vals.shape:
+            raise ValueError(f"with_values: expected {self.vals.shape} values, got "
+                             f"{vals.shape}")
+        if vals.dtype.name not in VALUE_DTYPES:
+            raise ValueError(f"with_values: expected values of one of "
+                             f"{', '.join(VALUE_DTYPES)}, got {vals.dtype}")
+        out = SparseArray(self.shape, self.format, {**self._arrays, "vals": vals},
+                          check=False)
+        out.__dict__["_derived"] = self.__dict__.setdefault("_derived", {})
+        return out
+
+    def components(self) -> dict:
+        """The arrays by name, in a kernel's argument order."""
+        return dict(self._arrays)
+
+    def arrays(self, device: str | None = None) -> list:
+        """The arrays in the order of ``SparseTensor.placeholders()`` (each level's pos,
+        then crd, then vals): contiguous numpy arrays, or with ``device=`` copies there
+        (``td.nd.NDArray``)."""
+        if device is None:
+            return list(self._arrays.values())
+        from ..nd import array
+        return [array(a, device=device) for a in self._arrays.values()]
+
+    def __repr__(self):
+        block = f", block={self.format.block}" if self.format.block else ""
+        return (f"SparseArray({self.shape}, {self.format}{block}, {self.dtype}, "
+                f"nnz={self.nnz})")
+
+    # ---- conversions ----
+    def asformat(self, format) -> "SparseArray":
+        """This array in another format (itself if it is in that one already)."""
+        target = _resolve(format, self.format)
+        if target == self.format:
+            return self
+        check_shape(self.shape, target)
+        arrays = convert_with_scipy(self, target)
+        if arrays is None:
+            coords, values = unpack(self._arrays, self.shape, self.format)
+            arrays = pack(coords, values, self.shape, target)
+        return SparseArray(self.shape, target, arrays, check=False)
+
+    def astype(self, dtype) -> "SparseArray":
+        """The same structure with the values cast to ``dtype``."""
+        dtype = np.dtype(dtype)
+        if dtype.name not in VALUE_DTYPES:
+            raise TypeError(f"dtype: expected one of {', '.join(VALUE_DTYPES)}, got {dtype}")
+        return self.with_values(self.vals.astype(dtype))
+
+    def to_dense(self) -> np.ndarray:
+        """A dense numpy array (duplicates summed)."""
+        coords, values = unpack(self._arrays, self.shape, self.format)
+        out = np.zeros(self.shape, self.vals.dtype)
+        if all(level.unique for level in self.format.levels):
+            out[tuple(coords)] = values
+        else:
+            np.add.at(out, tuple(coords), values)
+        return out
+
+    def to_scipy(self, matrix: bool = False):
+        """A scipy.sparse array (``matrix=True``: a matrix) sharing these arrays: csr,
+        csc, bsr, coo; dcsr becomes csr, any other format coo."""
+        return to_scipy(self, matrix)
+
+    def to_torch(self):
+        """A torch sparse tensor on the CPU sharing these arrays where torch can: CSR
+        (from csr or dcsr), CSC, BSR, else COO."""
+        return to_torch(self)
+
+
+def _resolve(format, current: Format) -> Format:
+    """The format asked for; ``"bsr"`` by name keeps a BSR input's block."""
+    if format is None:
+        return current
+    if format == "bsr" and is_bsr(current):
+        return current
+    return as_format(format)
+
+
+def sparse_array(data, format=None, shape=None, dtype=None, check: bool = True) -> SparseArray:
+    """A ``SparseArray`` from a scipy.sparse matrix or array, a torch sparse tensor, a
+    dense array (``format=`` needed) or a dict of its arrays by name (``format=`` and
+    ``shape=`` needed).
+
+    ``format``: csr, csc, coo, dcsr, bsr or a ``td.Format``; by default the input's own.
+    ``dtype``: the values' type (by default the input's). ``check=False`` skips the
+    O(nnz) structure checks, for trusted data.
+
+    >>> A = td.nd.sparse_array(np.eye(3, dtype="float32"), format="csr")
+    >>> [a.tolist() for a in A.arrays()]
+    [[0, 1, 2, 3], [0, 1, 2], [1.0, 1.0, 1.0]]
+    """
+    if isinstance(data, SparseArray):
+        array = data
+    elif is_scipy(data):            # before dict: scipy's dok_array is one
+        array = SparseArray(*from_scipy(data), check=check)
+    elif isinstance(data, dict):
+        if format is None or shape is None:
+            raise TypeError("sparse_array: arrays by name need format= and shape=")
+        array = SparseArray(shape, as_format(format), data, check=check)
+    elif is_torch_sparse(data):
+        array = SparseArray(*from_torch(data), check=check)
+    else:
+        array = _from_dense(data, format)
+    if shape is not None and tuple(shape) != array.shape:
+        raise ValueError(f"sparse_array: shape {tuple(shape)} was given, the data has "
+                         f"shape {array.shape}")
+    array = array.asformat(format)
+    if dtype is not None and np.dtype(dtype) != array.vals.dtype:
+        array = array.astype(dtype)
+    return array
+
+
+def _from_dense(data, format) -> SparseArray:
+    if format is None:
+        raise TypeError(f"sparse_array: a dense {type(data).__name__} needs format= (csr, "
+                        f"csc, coo, dcsr, bsr or a td.Format)")
+    dense = np.asarray(data)
+    format = as_format(format)
+    check_shape(dense.shape, format)
+    where = np.nonzero(dense)
+    arrays = pack(np.array(where, np.int64).reshape(dense.ndim, -1), dense[where],
+                  dense.shape, format)
+    # packing builds a valid structure; the values' dtype is still the caller's
+    return SparseArray(dense.shape, format, arrays, check=True)

@@ -1,0 +1,114 @@
+"""``td.ops.spmv``, ``spmm``, ``sddmm``, ``sparse_mul``, ``sparse_softmax``: the sparse
+operators of ``kernels/sparse.py`` on ``scipy.sparse`` matrices (or ``td.nd`` sparse
+arrays) and numpy arrays.
+
+    y = td.ops.spmv(A, x)                 # A: scipy.sparse (CSR, or converted), x: numpy
+    C = td.ops.spmm(A, B)                 # numpy (m, f)
+    S2 = td.ops.sddmm(S, X, Y)            # scipy CSR with S's pattern: S ⊙ (X @ Y.T)
+
+The sparse operand's structure is checked before any generated code runs (O(nnz);
+``check=False`` trusts it). A kernel is compiled once per (operator, shape, dtypes,
+dense shapes, schedule) — not per sparsity pattern: the number of stored entries is a
+symbolic size. ``schedule="rows"`` (default) splits the rows over the threads evenly,
+``schedule="nonzeros"`` so that each thread gets an equal share of the stored entries
+(skewed rows). The results with the operand's pattern split the stored positions.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+
+OPERATORS = ("spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax")
+PATTERN_RESULTS = ("sddmm", "sparse_mul", "sparse_softmax")   # values on A's pattern
+SCHEDULES = ("rows", "nonzeros")
+
+_LOCK = threading.Lock()
+_KERNELS: dict = {}
+
+
+def _operand(name: str, A, check: bool):
+    """The CSR components {suffix: array} of the sparse operand, its shape and dtype."""
+    from .array import SparseArray, sparse_array
+    if not isinstance(A, SparseArray):
+        try:
+            A = sparse_array(A, format="csr", check=check)
+        except TypeError:
+            raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix or "
+                            f"a td.nd sparse array, got {type(A).__name__}") from None
+    elif A.format.name != "csr":
+        A = A.asformat("csr")
+    return A
+
+
+def _dense(name: str, k: int, value, dtype) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype != dtype:
+        raise TypeError(f"{name}: dense operand {k} must be {dtype} like the sparse "
+                        f"operand, got {array.dtype}")
+    return np.ascontiguousarray(array)
+
+
+def call(name: str, A, *dense, schedule: str = "rows", check: bool = True):
+    if schedule not in SCHEDULES:
+        raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got "
+                         f"{schedule!r}")
+    scipy_in = not type(A).__module__.startswith("tensordsl")
+    matrix_in = scipy_in and _is_spmatrix(A)
+    S = _operand(name, A, check)
+    arrays = [_dense(name, k + 1, d, S.dtype) for k, d in enumerate(dense)]
+    f, names, shape = _kernel(name, S.shape, S.dtype,
+                              tuple(a.shape for a in arrays), schedule)
+    components = [S.component(n) for n in names]
+    out = np.empty(shape if shape is not None else (S.nnz,), S.dtype)
+    f(*components, *arrays, out)
+    if name not in PATTERN_RESULTS:
+        return out
+    result = S.with_values(out)
+    return result.to_scipy(matrix=matrix_in) if scipy_in else result
+
+
+def _is_spmatrix(A) -> bool:
+    """A ``scipy.sparse`` matrix (not an array): the result keeps the kind."""
+    import scipy.sparse
+    return isinstance(A, scipy.sparse.spmatrix)
+
+
+def _kernel(name: str, shape, dtype: str, dense_shapes, schedule):
+    key = (name, shape, dtype, dense_shapes, schedule)
+    with _LOCK:
+        hit = _KERNELS.get(key)
+        if hit is None:
+            hit = _KERNELS[key] = _compile(*key)
+    return hit
+
+
+def _compile(name, shape, dtype, dense_shapes, schedule):
+    import kernels.sparse as definitions
+    import tensordsl as td
+    from schedules.cpu.sparse import TEMPLATES
+    from .tensor import sparse_placeholder
+    A = sparse_placeholder(shape, "csr", dtype, name="A")
+    dense = [td.placeholder(s, dtype, f"d{k}") for k, s in enumerate(dense_shapes)]
+    out = getattr(definitions, name)(A, *dense)
+    s = td.create_schedule(out.op)
+    TEMPLATES[name](s, out, A, {"schedule": schedule})
+    # the structure was checked (or trusted, check=False): no per-read index checks
+    f = td.build(s, [*A.placeholders(), *dense, out], name=name, check_indices=False)
+    names = [t.name.split(".", 1)[1] for t in A.placeholders()]
+    result = None if name in PATTERN_RESULTS else tuple(int(d.value) for d in out.shape)
+    return f, names, result
+
+
+@functools.cache
+def entry(name: str):
+    import kernels.sparse as definitions
+
+    def operator(A, *dense, schedule: str = "rows", check: bool = True):
+        return call(name, A, *dense, schedule=schedule, check=check)
+
+    operator.__name__ = operator.__qualname__ = name
+    operator.__module__ = "tensordsl.ops"
+    operator.__doc__ = (getattr(definitions, name).__doc__ or "") + "\n\n" + __doc__
+    return operator

@@ -1,0 +1,164 @@
+"""The sparse compute definitions (kernels/sparse.py) with their CPU templates, both
+schedules, against scipy.sparse: random shapes and densities, empty rows, an empty
+matrix, one dense row. The components are built from scipy here, so these tests do not
+depend on the runtime arrays."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.sparse as K
+import tensordsl as td
+from schedules.cpu.sparse import SCHEDULES, TEMPLATES
+from tests.helpers import poisoned
+
+
+def _components(M) -> dict:
+    M = sp.csr_matrix(M)
+    M.sort_indices()
+    return {"pos1": M.indptr.astype("int32"), "crd1": M.indices.astype("int32"),
+            "vals": M.data, "rows1": np.repeat(np.arange(M.shape[0], dtype="int32"),
+                                               np.diff(M.indptr))}
+
+
+@functools.cache
+def _kernel(name, shape, dense_shapes, schedule):
+    A = td.sparse_placeholder(shape, "csr", "float32", name="A")
+    dense = [td.placeholder(s, "float32", f"d{k}") for k, s in enumerate(dense_shapes)]
+    out = getattr(K, name)(A, *dense)
+    s = td.create_schedule(out.op)
+    TEMPLATES[name](s, out, A, {"schedule": schedule})
+    f = td.build(s, [*A.placeholders(), *dense, out], check_indices=False)
+    return f, [t.name.split(".", 1)[1] for t in A.placeholders()], out
+
+
+def run(name, M, *dense, schedule="rows"):
+    M = sp.csr_matrix(M, dtype="float32")
+    M.sort_indices()
+    f, names, out = _kernel(name, M.shape, tuple(d.shape for d in dense), schedule)
+    comps = _components(M)
+    shape = (M.nnz,) if name in ("sddmm", "sparse_mul", "sparse_softmax") else \
+        tuple(int(d.value) for d in out.shape)
+    result = poisoned(shape)
+    f(*[comps[n] for n in names], *dense, result)
+    return M, result
+
+
+def _matrix(rng, m, n, density, kind):
+    M = sp.random(m, n, density=density, format="lil", dtype="float32", random_state=rng)
+    if kind == "dense_row" and m:
+        M[rng.integers(m), :] = rng.random(n).astype("float32") + 0.5
+    if kind == "empty":
+        M = sp.lil_matrix((m, n), dtype="float32")
+    return sp.csr_matrix(M)
+
+
+matrices = st.tuples(st.integers(0, 40), st.integers(1, 40), st.sampled_from([0.0, 0.05, 0.3, 1.0]),
+                     st.sampled_from(["random", "dense_row", "empty"]), st.integers(0, 2**31))
+
+
+@settings(max_examples=25, deadline=None)
+@given(matrices, st.sampled_from(SCHEDULES), st.integers(1, 20))
+def test_spmv_and_spmm_match_scipy(spec, schedule, f):
+    m, n, density, kind, seed = spec
+    rng = np.random.default_rng(seed)
+    M = _matrix(rng, m, n, density, kind)
+    x = rng.random(n).astype("float32")
+    B = rng.random((n, f)).astype("float32")
+    M, y = run("spmv", M, x, schedule=schedule)
+    np.testing.assert_allclose(y, M @ x, rtol=1e-5, atol=1e-5)
+    M, C = run("spmm", M, B, schedule=schedule)
+    np.testing.assert_allclose(C, M @ B, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(matrices, st.integers(1, 40))
+def test_pattern_results_match_scipy(spec, f):
+    m, n, density, kind, seed = spec
+    rng = np.random.default_rng(seed)
+    M = _matrix(rng, m, n, density, kind)
+    X = rng.random((m, f)).astype("float32")
+    Y = rng.random((n, f)).astype("float32")
+    D = rng.random((m, n)).astype("float32")
+    M, got = run("sddmm", M, X, Y)
+    rows = np.repeat(np.arange(m), np.diff(M.indptr))
+    np.testing.assert_allclose(got, M.data * (X[rows] * Y[M.indices]).sum(1), rtol=1e-5,
+                               atol=1e-5)
+    M, got = run("sparse_mul", M, D)
+    np.testing.assert_allclose(got, M.data * D[rows, M.indices], rtol=1e-6)
+    M, got = run("sparse_softmax", M)
+    expected = np.empty_like(M.data)
+    for i in range(m):
+        lo, hi = M.indptr[i], M.indptr[i + 1]
+        if hi > lo:
+            e = np.exp(M.data[lo:hi] - M.data[lo:hi].max())
+            expected[lo:hi] = e / e.sum()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_the_nonzero_split_is_printed_and_balances_a_skewed_matrix():
+    A = td.sparse_placeholder((64, 64), "csr", name="A")
+    x = td.placeholder((64,), "float32", "x")
+    y = K.spmv(A, x)
+    s = td.create_schedule(y.op)
+    s[y].parallel(y.op.axis[0], balance=A.pos[1])
+    assert "balanced by A.pos1[i]" in str(td.lower(s, [*A.placeholders(), x, y]))
+    # one row holds most of the entries: every row still computed once
+    rng = np.random.default_rng(3)
+    M = sp.random(64, 64, density=0.02, format="lil", dtype="float32", random_state=rng)
+    M[5, :] = 1.0
+    M, got = run("spmv", sp.csr_matrix(M), np.arange(64, dtype="float32"),
+                 schedule="nonzeros")
+    np.testing.assert_allclose(got, M @ np.arange(64, dtype="float32"), rtol=1e-6)
+
+
+def test_balance_needs_a_1d_tensor_on_an_unsplit_axis():
+    A = td.sparse_placeholder((8, 8), "csr", name="A")
+    x = td.placeholder((8,), "float32", "x")
+    y = K.spmv(A, x)
+    s = td.create_schedule(y.op)
+    io, _ = s[y].split(y.op.axis[0], factor=2)
+    with pytest.raises(td.ScheduleError, match="balance needs one of the stage's own axes"):
+        s[y].parallel(io, balance=A.pos[1])
+    s = td.create_schedule(y.op)
+    with pytest.raises(td.ScheduleError, match="balance must be a 1-d tensor"):
+        s[y].parallel(y.op.axis[0], balance=x.op)
+    with pytest.raises(td.ScheduleError, match=r"balance must hold 9 weights \(one more "
+                                               r"than the 8 iterations\), got 8"):
+        s[y].parallel(y.op.axis[0], balance=x)
+
+
+def test_a_sparse_operand_of_another_format_or_shape_is_refused_by_name():
+    x = td.placeholder((8,), "float32", "x")
+    with pytest.raises(ValueError, match="spmv: expected a CSR operand"):
+        K.spmv(td.sparse_placeholder((8, 8), "coo", name="A"), x)
+    with pytest.raises(ValueError, match=r"spmv: x must have shape \(6,\)"):
+        K.spmv(td.sparse_placeholder((8, 6), "csr", name="A"), x)
+    with pytest.raises(TypeError, match="must be a td.sparse_placeholder"):
+        K.spmv(x, x)
+
+
+def test_spmm_fetching_gathered_rows_ahead_keeps_its_accumulators_and_results():
+    # the prefetch of B[crd[q + d], :] is clamped to the row's last entry (no read of
+    # crd outside the row) and leaves the row's sums in registers
+    A = td.sparse_placeholder((30, 20), "csr", name="A")
+    B = td.placeholder((20, 24), "float32", "B")
+    C = K.spmm(A, B)
+    s = td.create_schedule(C.op)
+    TEMPLATES["spmm"](s, C, A, {"prefetch": 3})
+    text = str(td.lower(s, [*A.placeholders(), B, C], check_indices=False))
+    assert "prefetch(B[" in text and "min(A.q1 + 3, " in text
+    assert "spmm.acc0" in text
+    f = td.build(s, [*A.placeholders(), B, C], check_indices=False)
+    rng = np.random.default_rng(4)
+    M = sp.random(30, 20, density=0.3, format="csr", dtype="float32", random_state=rng)
+    b = rng.random((20, 24)).astype("float32")
+    out = poisoned((30, 24))
+    comps = _components(M)
+    f(comps["pos1"], comps["crd1"], comps["vals"], b, out)
+    np.testing.assert_allclose(out, M @ b, rtol=1e-5, atol=1e-6)
