@@ -106,3 +106,11 @@ def test_competitor_without_the_operator_refuses():
         sparse_ops.numpy_fn("spmm", SMALL)
     with pytest.raises(KeyError, match="'spgemm'"):
         sparse_ops.inputs("spgemm", SMALL)
+
+
+@pytest.mark.parametrize("op", ["spmm", "spmv", "sddmm"])
+@pytest.mark.parametrize("schedule", ["rows", "nonzeros"])
+def test_our_side_in_the_benchmark_path(op, schedule):
+    result = sparse_ops.check(op, SMALL, "tensordsl", {"schedule": schedule})
+    assert result["applied"] == {"schedule": schedule}
+    assert result["error"] < 1e-5
