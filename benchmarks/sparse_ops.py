@@ -17,7 +17,8 @@ dense float32, seeded):
 
 Ours is ``td.ops.<op>(...)`` with the case's options (``{"schedule": "rows"}`` or
 ``{"schedule": "nonzeros"}`` ...) passed as keyword arguments; an option the function's
-signature does not take is dropped, and the worker reports which were applied. torch's
+signature does not take is dropped, and the worker reports which were applied; the rest
+are ``td.ops``' defaults (``check=True``: the structure check runs on every call). torch's
 CSR tensors share scipy's int32 index arrays (MKL's sparse kernels run 20-40% faster
 on them here than on int64). Every side allocates its result on each call.
 """
