@@ -146,6 +146,8 @@ def as_scipy_or_numpy(result):
     """A side's result as a numpy array or a scipy CSR matrix, for comparison."""
     if sp.issparse(result):
         return sp.csr_matrix(result)
+    if hasattr(result, "to_scipy"):   # a td.nd sparse array (our sparse operands' results)
+        return sp.csr_matrix(result.to_scipy())
     if hasattr(result, "layout"):   # a torch tensor
         import torch
         if result.layout == torch.sparse_csr:
