@@ -10,7 +10,7 @@ from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.op import const, if_then_else
 from ..ir.visitor import Mutator, free_vars, substitute
-from ..te.tensor import ComputeOp, Tensor
+from ..te.tensor import ComputeOp, PlaceholderOp, Tensor
 from .relations import leaf_extents, root_values
 from .schedule import Schedule, Stage
 from .trace import Step
@@ -211,6 +211,11 @@ def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):
                   for j in range(len(op.body)))
     new_op = ComputeOp(op.name, op.axis, final, op.tag)
     rf_stage = Stage(rf_op, s)
+    # a bound of the factored axis read from data (a sparse row's pos[i]) is a read of
+    # the new stage's body: its tensors join the schedule first
+    for t in rf_op.input_tensors:
+        if t.op not in s.stage_map and isinstance(t.op, PlaceholderOp):
+            s.insert_stage(Stage(t.op, s), before=s.stages[0])
     s.insert_stage(rf_stage, before=stage)
     stage.op = new_op
     s.stage_map[new_op] = stage

@@ -162,3 +162,26 @@ def test_spmm_fetching_gathered_rows_ahead_keeps_its_accumulators_and_results():
     comps = _components(M)
     f(comps["pos1"], comps["crd1"], comps["vals"], b, out)
     np.testing.assert_allclose(out, M @ b, rtol=1e-5, atol=1e-6)
+
+
+def test_rfactor_of_a_sparse_rows_axis_vectorizes_it_with_a_masked_tail():
+    # regression: the factored stage reads pos in its body (the bound of the axis it
+    # keeps); pos was not a stage of the schedule, and lowering failed to find it
+    A = td.sparse_placeholder((40, 50), "csr", name="A")
+    x = td.placeholder((50,), "float32", "x")
+    y = K.spmv(A, x)
+    s = td.create_schedule(y.op)
+    (q,) = y.op.reduce_axis
+    _, qi = s[y].split(q, factor=8)
+    partial = s[s.rfactor(y, qi, factor_axis=1)]
+    row, lane = partial.op.axis
+    partial.reorder(row, *partial.op.reduce_axis, lane)
+    partial.vectorize(lane)
+    f = td.build(s, [*A.placeholders(), x, y], check_indices=False)
+    rng = np.random.default_rng(5)
+    M = _matrix(rng, 40, 50, 0.3, "dense_row")
+    comps = _components(M)
+    xv = rng.random(50).astype("float32")
+    out = poisoned((40,))
+    f(comps["pos1"], comps["crd1"], comps["vals"], xv, out)
+    np.testing.assert_allclose(out, M @ xv, rtol=1e-5, atol=1e-6)
