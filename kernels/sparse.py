@@ -41,7 +41,10 @@ def _check(cond: bool, msg: str):
 
 
 def spmv(A, x, name: str = "spmv"):
-    """``y = A @ x``: ``A`` sparse (m, n) CSR, ``x`` dense (n,) → (m,)."""
+    """``y = A @ x``: ``A`` sparse (m, n) CSR, ``x`` dense (n,) → (m,).
+
+    >>> y = td.ops.spmv(a, x)          # a: scipy.sparse or td.nd.sparse_array
+    """
     _csr(A, "spmv")
     m, ncols = A.shape
     _check(_shape(x) == (ncols,), f"spmv: x must have shape ({ncols},), got {_shape(x)}")
@@ -53,7 +56,10 @@ def spmv(A, x, name: str = "spmv"):
 
 
 def spmm(A, B, name: str = "spmm"):
-    """``C = A @ B``: ``A`` sparse (m, n) CSR, ``B`` dense (n, f) → dense (m, f)."""
+    """``C = A @ B``: ``A`` sparse (m, n) CSR, ``B`` dense (n, f) → dense (m, f).
+
+    >>> c = td.ops.spmm(a, b, schedule="nonzeros")
+    """
     _csr(A, "spmm")
     m, ncols = A.shape
     _check(len(B.shape) == 2 and _dim(B.shape[0]) == ncols,
@@ -69,7 +75,10 @@ def sddmm(S, X, Y, name: str = "sddmm"):
     """Sampled dense-dense product: ``S ⊙ (X @ Y.T)`` at ``S``'s stored entries, ``S``
     sparse (m, n) CSR, ``X`` (m, f), ``Y`` (n, f) → the values of a matrix with ``S``'s
     pattern (its ``nnz`` values). The gradient of ``spmm`` with respect to the sparse
-    values is one (with ``S``'s values 1)."""
+    values is one (with ``S``'s values 1).
+
+    >>> g = td.ops.sddmm(a, x, y)       # a's pattern, a's kind (scipy in, scipy out)
+    """
     _csr(S, "sddmm")
     m, ncols = S.shape
     _check(len(X.shape) == 2 and _dim(X.shape[0]) == m,
@@ -86,7 +95,10 @@ def sddmm(S, X, Y, name: str = "sddmm"):
 
 def sparse_mul(A, D, name: str = "sparse_mul"):
     """``A ⊙ D`` at ``A``'s stored entries (``D`` dense, ``A``'s shape): the values of a
-    matrix with ``A``'s pattern."""
+    matrix with ``A``'s pattern.
+
+    >>> p = td.ops.sparse_mul(a, b)
+    """
     _csr(A, "sparse_mul")
     _check(_shape(D) == tuple(_dim(d) for d in A.shape),
            f"sparse_mul: D must have A's shape {A.shape}, got {_shape(D)}")
@@ -98,7 +110,10 @@ def sparse_mul(A, D, name: str = "sparse_mul"):
 
 def sparse_softmax(A, name: str = "sparse_softmax"):
     """Softmax of each row over its stored entries only (graph attention): the values
-    of a matrix with ``A``'s pattern; a row without entries has none."""
+    of a matrix with ``A``'s pattern; a row without entries has none.
+
+    >>> attention = td.ops.sparse_softmax(scores)
+    """
     _csr(A, "sparse_softmax")
     m = A.shape[0]
 

@@ -50,7 +50,7 @@ def _dense(name: str, k: int, value, dtype) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def call(name: str, A, *dense, schedule: str = "rows", check: bool = True):
+def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = True):
     if schedule not in SCHEDULES:
         raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got "
                          f"{schedule!r}")
@@ -61,7 +61,14 @@ def call(name: str, A, *dense, schedule: str = "rows", check: bool = True):
     f, names, shape = _kernel(name, S.shape, S.dtype,
                               tuple(a.shape for a in arrays), schedule)
     components = [S.component(n) for n in names]
-    out = np.empty(shape if shape is not None else (S.nnz,), S.dtype)
+    want = shape if shape is not None else (S.nnz,)
+    if out is None:
+        out = np.empty(want, S.dtype)
+    elif not isinstance(out, np.ndarray) or out.shape != want or out.dtype != S.dtype \
+            or not out.flags.c_contiguous:
+        got = (getattr(out, "shape", None), getattr(out, "dtype", type(out).__name__))
+        raise ValueError(f"{name}: out= must be a contiguous {S.dtype} array of shape "
+                         f"{want}, got {got}")
     f(*components, *arrays, out)
     if name not in PATTERN_RESULTS:
         return out
@@ -101,14 +108,53 @@ def _compile(name, shape, dtype, dense_shapes, schedule):
     return f, names, result
 
 
+# the operands of each operator, named as td.ops names them (a sparse ``a`` first)
+OPERANDS = {"spmv": ("a", "x"), "spmm": ("a", "b"), "sddmm": ("a", "x", "y"),
+            "sparse_mul": ("a", "b"), "sparse_softmax": ("a",)}
+
+_CALL_DOC = """
+    Through ``td.ops``: ``a`` is a ``scipy.sparse`` matrix or array (converted to CSR) or
+    a ``td.nd.sparse_array``; the dense operands are numpy arrays of ``a``'s dtype. The
+    result is a new numpy array, or for a result with ``a``'s pattern a matrix of ``a``'s
+    kind (scipy in, scipy out). Keywords of every sparse operator:
+
+    out : numpy.ndarray, optional
+        Where to write the result: the dense result, or the ``nnz`` values of a result
+        with ``a``'s pattern; returned (as such a matrix's values).
+    schedule : str
+        ``"rows"`` (default: the rows split evenly over the threads) or ``"nonzeros"``
+        (an equal share of the stored entries each: skewed rows).
+    check : bool
+        False: ``a``'s structure is trusted, not checked (O(nnz) per call for a scipy
+        matrix; a ``td.nd.sparse_array`` was checked when it was made).
+"""
+
+
 @functools.cache
 def entry(name: str):
+    import inspect
     import kernels.sparse as definitions
+    positional = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                  for p in OPERANDS[name]]
+    keywords = [inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=None),
+                inspect.Parameter("schedule", inspect.Parameter.KEYWORD_ONLY,
+                                  default="rows"),
+                inspect.Parameter("check", inspect.Parameter.KEYWORD_ONLY, default=True)]
+    signature = inspect.Signature(positional + keywords)
 
-    def operator(A, *dense, schedule: str = "rows", check: bool = True):
-        return call(name, A, *dense, schedule=schedule, check=check)
+    def operator(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{name}(): {e}") from None
+        bound.apply_defaults()
+        values = bound.arguments
+        return call(name, *(values[p] for p in OPERANDS[name]), out=values["out"],
+                    schedule=values["schedule"], check=values["check"])
 
     operator.__name__ = operator.__qualname__ = name
     operator.__module__ = "tensordsl.ops"
-    operator.__doc__ = (getattr(definitions, name).__doc__ or "") + "\n\n" + __doc__
+    operator.__signature__ = signature
+    operator.__doc__ = (inspect.cleandoc(getattr(definitions, name).__doc__ or "") + "\n\n"
+                        + inspect.cleandoc(_CALL_DOC))
     return operator

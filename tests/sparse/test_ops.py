@@ -82,3 +82,19 @@ def test_a_malformed_structure_is_a_value_error_not_a_crash(damage):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("ValueError"), out.stdout + out.stderr[-2000:]
+
+
+def test_out_takes_the_dense_result_or_the_patterns_values():
+    M = _matrix(seed=4)
+    x = np.ones(45, np.float32)
+    y = np.full(60, np.nan, np.float32)
+    assert td.ops.spmv(M, x, out=y) is y
+    np.testing.assert_allclose(y, M @ x, rtol=1e-5)
+    vals = np.full(M.nnz, np.nan, np.float32)
+    got = td.ops.sparse_softmax(td.nd.sparse_array(M), out=vals)
+    assert got.vals is vals or np.shares_memory(got.vals, vals)
+    with pytest.raises(ValueError, match=r"spmv: out= must be a contiguous float32 array of "
+                                         r"shape \(60,\)"):
+        td.ops.spmv(M, x, out=np.empty(59, np.float32))
+    with pytest.raises(TypeError, match="spmm\\(\\): missing a required argument: 'b'"):
+        td.ops.spmm(M)
