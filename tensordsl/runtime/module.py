@@ -91,18 +91,23 @@ class Module:
         if self.checked_reads:
             self.raise_index_error(error[0], error[1], arrays)
 
-    def bound_call(self):
+    def bound_call(self, sizes: dict | None = None):
         """``(cfunc, trailing)``: ``cfunc(*pointers, *trailing)`` runs the kernel on this
         thread with arrays the caller has already checked (``td.build_program``'s kernels,
-        whose shapes were fixed when they were built), returning the status; None when a
-        call needs more than that (sizes bound from the arrays, checked reads)."""
+        whose shapes were fixed when they were built; a sparse kernel whose symbolic sizes
+        — the numbers of stored entries — the caller gives by name in ``sizes``),
+        returning the status; None when a call needs more than that (other sizes bound
+        from the arrays, checked reads)."""
         cfunc = getattr(self.kernel, "cfunc", None)
+        sizes = sizes or {}
         if cfunc is None or self.checked_reads or self.access_checks or \
-                any(v is not self.team_size_var for v in self.scalars):
+                any(v is not self.team_size_var and v.name not in sizes
+                    for v in self.scalars):
             return None
         workspace = self.workspace_pointers()
-        team = [self._workspace.team_size] if self.team_size_var is not None else []
-        return cfunc, (*workspace, *team)
+        values = [self._workspace.team_size if v is self.team_size_var else int(sizes[v.name])
+                  for v in self.scalars]
+        return cfunc, (*workspace, *values)
 
     def raise_index_error(self, code: int, index: int, arrays):
         """After a call: the first read a checked kernel found out of bounds, if any

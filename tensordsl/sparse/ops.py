@@ -69,7 +69,13 @@ def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = T
         got = (getattr(out, "shape", None), getattr(out, "dtype", type(out).__name__))
         raise ValueError(f"{name}: out= must be a contiguous {S.dtype} array of shape "
                          f"{want}, got {got}")
-    f(*components, *arrays, out)
+    # the arrays are checked: contiguous, of the kernel's dtypes and shapes (the dense
+    # shapes are part of its key, the structure was validated): straight to its entry
+    bound = f.bound_call({f"A.nnz{k}": S.crd[k].size for k in S.crd})
+    if bound is None:
+        f(*components, *arrays, out)
+    elif bound[0](*[a.ctypes.data for a in (*components, *arrays, out)], *bound[1]):
+        raise MemoryError(f"{name}: a temporary buffer could not be allocated")
     if name not in PATTERN_RESULTS:
         return out
     result = S.with_values(out)
