@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from .autodiff import MALLOC_ENV
-from .harness import measure, table, update_readme, write_results
+from .harness import compare, measure, table, update_readme, write_results
 
 THREADS = 2
 ROUNDS = 3
@@ -45,12 +45,9 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
             continue
         params = _params(case)
         err = measure("nncheck", "torch", model=case, params=params, threads=THREADS)["error"]
-        best: dict = {}
-        for _ in range(rounds):
-            for system in ("tensordsl", "torch"):
-                r = measure("nn", system, model=case, part=part, params=params,
-                            threads=THREADS)
-                best[system] = min(best.get(system, r["seconds"]), r["seconds"])
+        runs = compare("nn", ["tensordsl", "torch"], rounds, model=case, part=part,
+                       params=params, threads=THREADS)
+        best = {system: r["seconds"] for system, r in runs.items()}
         row = {"case": label, "tensordsl_ms": best["tensordsl"] * 1e3,
                "torch_ms": best["torch"] * 1e3,
                "speedup": best["torch"] / best["tensordsl"], "max_rel_err": err}

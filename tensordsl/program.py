@@ -259,21 +259,14 @@ def _build_one(args, out, target: str, name: str):
             return td.build([*args, out], target=target, name=name), None
         s = schedule_derived(template, prepared)
         return td.build(s, [*args, prepared], target=target, name=name), None
-    from schedules.cpu.generic import schedule_stage
-    from schedules.cpu.matmul import schedule_product
+    from schedules.cpu.matmul import schedule_matmul
     from .autodiff.operators import equivalent_workloads
     from .autotune.history import best_config
     workloads = equivalent_workloads("matmul", product.output(0))
     config = next((c for c in (best_config(w.key, target, "matmul") for w in workloads)
                    if c is not None), None)
     s = td.create_schedule(out.op)
-    epilogue = [st for st in s.stages if isinstance(st.op, ComputeOp) and st.op is not product]
-    schedule_product(s, s[product.output(0)], config)   # (adds its packing stages)
-    for stage in epilogue:
-        if stage.op is out.op:
-            schedule_stage(stage)
-        else:
-            stage.compute_inline()
+    schedule_matmul(s, out, config)
     return td.build(s, [*args, out], target=target, name=name), workloads[0]
 
 

@@ -54,10 +54,13 @@ def schedule_matmul(s, out, config=None):
         # batched products and unusual bodies: the generic template
         schedule_generic(s, out, config)
         return
-    schedule_product(s, C, config)
-    for stage in s.stages:
-        if stage is not C and isinstance(stage.op, ComputeOp) and stage.is_output:
+    epilogue = [st for st in s.stages if isinstance(st.op, ComputeOp) and st is not C]
+    schedule_product(s, C, config)   # (adds its packing stages)
+    for stage in epilogue:
+        if stage.is_output:
             schedule_stage(stage)
+        elif not stage.op.reduce_axis:
+            stage.compute_inline()   # elementwise stages between C and the output
 
 
 def is_product(stage) -> bool:

@@ -279,3 +279,26 @@ def test_matmul_with_fewer_column_panels_than_threads_splits_rows(rng, monkeypat
     c = poisoned((M, N))
     td.build(s, [A, B, C])(a, b, c)
     np.testing.assert_allclose(c, (a.T if ta else a) @ b.T, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_on_a_small_image_tiles_its_positions_by_what_it_has(rng):
+    # a 4x4 image has 20 flat positions (rows padded to 5): a 64-lane tile would be 70%
+    # masked lanes; the tile is cut to 32 (two vectors)
+    from schedules.cpu.conv2d import fit_positions, schedule_conv2d_nchw
+    from schedules.cpu.target import vector_lanes
+    import kernels.dense as kd
+    x = td.placeholder((2, 16, 4, 4), "float32", "x")
+    w = td.placeholder((32, 16, 3, 3), "float32", "w")
+    y = kd.conv2d_nchw(x, w, padding=1)
+    s = td.create_schedule(y.op)
+    schedule_conv2d_nchw(s, y, {"nr": 64})
+    lanes = vector_lanes(32)
+    assert fit_positions(64, 20, lanes) == -(-20 // lanes) * lanes
+    text = str(td.lower(s, [x, w, y]))
+    assert "float32x64" not in text
+    xa, wa = rand(rng, 2, 16, 4, 4), rand(rng, 32, 16, 3, 3)
+    out = poisoned((2, 32, 4, 4))
+    td.build(s, [x, w, y])(xa, wa, out)
+    torch = pytest.importorskip("torch")
+    ref = torch.nn.functional.conv2d(torch.tensor(xa), torch.tensor(wa), padding=1).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
