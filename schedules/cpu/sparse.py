@@ -12,9 +12,16 @@
 * Position space (the results with the operand's pattern: SDDMM, ``sparse_mul``,
   ``sparse_softmax``): the stored positions in parallel, in blocks; SDDMM's dot
   product over ``f`` in vector lanes.
+
+The gradients of these operators (``td.grad``, ``tensordsl/autodiff/segments.py``) have
+the same forms and take the same templates: an adjoint over the stored positions is
+``schedule_positions``' (SDDMM's), an adjoint gathered over a row's or a column's
+entries is ``schedule_spmm``'s (``A.T @ dC`` loops over ``[tpos[j], tpos[j + 1])``;
+``schedule="nonzeros"`` balances by whichever prefix sum bounds the loop).
 """
 from __future__ import annotations
 
+from tensordsl.ir import nodes as n
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import _extent
@@ -42,12 +49,25 @@ def _rows_parallel(stage, axis, block: int):
     return inner
 
 
-def _split_rows(stage, axis, A, cfg):
-    """The row loop, parallel: by row blocks, or by equal shares of the nonzeros."""
+def _split_rows(stage, axis, starts, cfg):
+    """The row loop, parallel: by row blocks, or by equal shares of the nonzeros (the
+    prefix sum ``starts`` of the rows' entries)."""
     if cfg["schedule"] == "nonzeros":
-        stage.parallel(axis, balance=A.pos[1])
+        stage.parallel(axis, balance=starts)
         return axis
     return _rows_parallel(stage, axis, int(cfg["rows"]))
+
+
+def _run_starts(op, A):
+    """The prefix sum whose reads bound ``op``'s loop over entries: ``A.pos[1]`` for a
+    row's, the transpose's ``tpos`` for a column's (a gradient's ``A.T @ y``)."""
+    lo = op.reduce_axis[0].dom.min if op.reduce_axis else None
+    while isinstance(lo, n.Cast):
+        lo = lo.value
+    if isinstance(lo, n.TensorRead) and len(lo.tensor.shape) == 1 and \
+            lo.indices[0] is op.axis[0].var:
+        return lo.tensor
+    return A.pos[1]
 
 
 def schedule_spmv(s, out, A, config=None):
@@ -55,6 +75,7 @@ def schedule_spmv(s, out, A, config=None):
     chain): one chain waits on its adder's latency every entry."""
     cfg = dict(default_config(), **(config or {}))
     Y = s[out]
+    starts = _run_starts(out.op, A)
     partials = int(cfg.get("partials", PARTIALS))
     P = None
     if partials > 1:
@@ -65,7 +86,7 @@ def schedule_spmv(s, out, A, config=None):
         row, lane = P.op.axis
         P.reorder(row, *P.op.reduce_axis, lane)
         P.unroll(lane)
-    rows = _split_rows(Y, out.op.axis[0], A, cfg)
+    rows = _split_rows(Y, out.op.axis[0], starts, cfg)
     if P is not None:
         P.compute_at(Y, rows)
 
@@ -73,17 +94,17 @@ def schedule_spmv(s, out, A, config=None):
 def schedule_spmm(s, out, A, config=None):
     cfg = dict(default_config(), **(config or {}))
     C = s[out]
-    B = next(t for t in out.op.input_tensors if t.ndim == 2)
     i, c = out.op.axis
     (q,) = out.op.reduce_axis
     lanes = vector_lanes(32)
     width = _extent(c) or lanes
     co, ci = C.split(c, factor=min(lanes, width) if width >= 4 else width)
-    rows = _split_rows(C, i, A, cfg)
+    rows = _split_rows(C, i, _run_starts(out.op, A), cfg)
     C.reorder(rows, q, co, ci)
     # B's rows are picked by the column indices: fetch the row a few entries ahead
     ahead = int(cfg.get("prefetch", PREFETCH))
     if ahead > 0:
+        B = next(t for t in out.op.input_tensors if t.ndim == 2)
         C.prefetch(B, q, ahead)
     if width >= 4:
         C.vectorize(ci)

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import kernels.dense as dense_ops
 import kernels.sparse as K
 import tensordsl as td
+from schedules.cpu.sparse import schedule_positions, schedule_spmm, schedule_spmv
 from tensordsl.ir import nodes as n
 from tensordsl.ir.visitor import Visitor
 from tensordsl.nd import sparse_array
@@ -79,10 +80,14 @@ class _Kernel:
     output."""
 
     def __init__(self, out, A, inputs, schedule=None):
-        s = td.create_schedule(out.op)
-        if schedule is not None:
-            schedule(s, out, A)
-        self.func = td.build(s, [*A.placeholders(), *inputs, out])
+        args = [*A.placeholders(), *inputs, out]
+        if schedule == "auto":
+            self.func = td.build(args)          # the auto-scheduler, as a user builds
+        else:
+            s = td.create_schedule(out.op)
+            if schedule is not None:
+                schedule(s, out, A)
+            self.func = td.build(s, args)
         self.A, self.names, self.out = A, list(A.components()), out
 
     def __call__(self, S, values):
@@ -173,6 +178,51 @@ def test_adjoints_of_an_empty_matrix_and_of_no_rows():
     for op in ("spmm", "sddmm", "sparse_mul"):
         _check(op, (6, 5, 3), sp.csr_matrix((6, 5)), rng)
     _check("spmm", (0, 4, 2), sp.csr_matrix((0, 4)), rng)
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def _template(adjoint):
+    """The CPU template of the operator an adjoint is: over the stored positions,
+    SDDMM's; a matrix gathered over runs of entries, SpMM's; a vector, SpMV's."""
+    if not isinstance(adjoint.shape[0], n.IntImm):
+        return schedule_positions
+    return schedule_spmm if len(adjoint.shape) == 2 else schedule_spmv
+
+
+@pytest.mark.parametrize("op", ["spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax"])
+def test_adjoints_under_the_sparse_templates_and_the_auto_scheduler(op):
+    """Each adjoint built with the template of the operator it is (both its row splits;
+    a loop over a column's entries balanced by ``tpos``) and by ``td.build([...])``'s
+    auto-scheduler, against scipy: vector lanes, parallel rows, a dense row."""
+    m, nc, f = 40, 30, 16
+    A = td.sparse_placeholder((m, nc), "csr", "float64", name="A")
+    dense = [td.placeholder(s, "float64", name) for name, s in _operands(m, nc, f)[op]]
+    y = getattr(K, op)(A, *dense)
+    H = td.placeholder(y.shape, "float64", "H")
+    grads = dict(zip(["vals", *(t.name for t in dense)],
+                     td.grad(y, [A.vals, *dense], head=H)))
+    rng = np.random.default_rng(4)
+    M = _matrix(rng, m, nc, 0.15, "dense_row")
+    S = sparse_array(M)
+    values = [rng.standard_normal(s) for _, s in _operands(m, nc, f)[op]]
+    Hv = rng.standard_normal(M.nnz if op in K_PATTERN else (m, f)[:1 + (op == "spmm")])
+    expected = _closed_forms(op, M, values, Hv)
+    for w, g in grads.items():
+        template = _template(g)
+        for name, schedule in (("rows", lambda s, o, A_: template(s, o, A_)),
+                               ("nonzeros", lambda s, o, A_: template(
+                                   s, o, A_, {"schedule": "nonzeros"})),
+                               ("auto", "auto")):
+            if name == "nonzeros" and template is schedule_positions:
+                continue
+            got = _Kernel(g, A, [*dense, H], schedule)(S, [*values, Hv])
+            np.testing.assert_allclose(got, expected[w], rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{op}: adjoint of {w}, {name} schedule")
+
+
+K_PATTERN = ("sddmm", "sparse_mul", "sparse_softmax")
 
 
 # ---------------------------------------------------------------- composition
