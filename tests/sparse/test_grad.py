@@ -27,6 +27,7 @@ import kernels.sparse as K
 import tensordsl as td
 from schedules.cpu.sparse import schedule_positions, schedule_spmm, schedule_spmv
 from tensordsl.ir import nodes as n
+from tensordsl.ir.op import cast
 from tensordsl.ir.visitor import Visitor
 from tensordsl.nd import sparse_array
 from tests.helpers import poisoned
@@ -395,3 +396,39 @@ def test_arrays_follow_the_placeholders():
         S.component("perm0")
     with pytest.raises(ValueError, match="compressed level below another"):
         A.transpose_ids(0)
+
+
+# ---------------------------------------------------------------- the solver
+
+
+def test_solver_inverts_a_row_loop_and_a_column_coordinate():
+    """``q = p`` on a row's entries gives the row ``rows[p]``, no range test; ``crd[q]
+    == j`` a loop over column ``j``'s entries (``tpos``), ``q = perm[t]``, ``i = rows[q]``."""
+    from tensordsl.autodiff.solve import Unknown, solve
+    from tensordsl.ir.visitor import free_vars
+    from tensordsl.te import api
+    A = td.sparse_placeholder((8, 6), "csr", name="A")
+    i = api.reduce_axis((0, 8), "i")
+    q, j = A.nonzeros(i.var)
+    unknowns = [Unknown(v.var, v.dom.min, v.dom.extent) for v in (i, q)]
+    p, col = n.Var("p"), n.Var("col")
+
+    def fresh(name, lo, extent):
+        return api.reduce_axis((lo, lo + extent), name)
+
+    sol = solve([q.var], [p], unknowns, fresh_axis=fresh, extents={p: A.nnz[1]})
+    assert sol.free == [] and sol.conditions == [] and sol.exact
+    assert str(sol.substitution[i.var]) == str(cast("int64", A.rows[1][p]))
+
+    sol = solve([j], [col], unknowns, fresh_axis=fresh)
+    (t,) = sol.free
+    assert sol.conditions == [] and sol.exact
+    assert [x.op.name for x in _reads_in(t.dom.min)] == ["A.tpos1"]
+    assert [x.op.name for x in _reads_in(sol.substitution[q.var])] == ["A.perm1"]
+    assert {x.op.name for x in _reads_in(sol.substitution[i.var])} == {"A.rows1", "A.perm1"}
+    assert t.var in free_vars(sol.substitution[i.var])
+
+
+def _reads_in(e) -> list:
+    from tensordsl.ir.visitor import post_order
+    return [x.tensor for x in post_order(e) if isinstance(x, n.TensorRead)]
