@@ -108,12 +108,6 @@ def run_of(pos, parent) -> tuple[n.Expr, n.Expr]:
     return start, index(pos[parent + 1]) - start
 
 
-def coordinate_run(sparse, level: int, coordinate) -> tuple[n.Expr, n.Expr]:
-    """(start, length) in ``perm`` of the positions of ``level`` at ``coordinate``."""
-    tpos, _ = sparse.transpose_ids(level)
-    return run_of(tpos, coordinate)
-
-
 def permuted(sparse, level: int, t) -> n.Expr:
     """``perm[t]``: the position of the ``t``-th entry of ``level`` in coordinate order."""
     _, perm = sparse.transpose_ids(level)

@@ -340,6 +340,20 @@ class _Solver:
     def _is_all_positions(self, info: Unknown, sparse, level: int) -> bool:
         return segments.all_positions(info.lo, info.extent, sparse, level, self._same)
 
+    def _run(self, starts, target):
+        """(start, length) of the run of ``target`` in the prefix sums ``starts``
+        (``pos`` or ``tpos``). A target that may be past the last run (a tensor read at
+        the level's coordinates may be longer) is clamped: its run is empty, and
+        nothing reads past ``starts``."""
+        count = starts.shape[0] - _int(1)
+        extent = self.extents.get(target)
+        bound = None if extent is None else self.simplifier.visit(n.LE(extent, count))
+        if isinstance(bound, n.IntImm) and bound.value:
+            return segments.run_of(starts, target)
+        first = segments.index(starts[self._simplify(n.Min(target, count))])
+        last = segments.index(starts[self._simplify(n.Min(target + _int(1), count))])
+        return first, last - first
+
     def _assign(self, v: n.Var, value, check_range: bool):
         """``v = value`` (after the affine equations: none is left to update)."""
         info = self.unknowns.pop(v)
@@ -363,12 +377,12 @@ class _Solver:
                 # solved by another read: a test of its value
                 self.conditions.append(n.EQ(index, target))
             elif read.role == "rows" and self._is_all_positions(info, sparse, k):
-                info.lo, info.extent = segments.run_of(sparse.pos[k], target)
+                info.lo, info.extent = self._run(sparse.pos[k], target)
                 info.segment = segments.segment_of(info.lo)
             elif read.role == "rows" and open_parent:
                 self._eliminate(seg.parent, {}, target, 1)
             elif read.role == "crd" and (open_parent or self._is_all_positions(info, sparse, k)):
-                lo, extent = segments.coordinate_run(sparse, k, target)
+                lo, extent = self._run(sparse.transpose_ids(k)[0], target)
                 t = Unknown(n.Var(f"{q.name}.t"), lo, extent, needs_range=False)
                 self.unknowns[t.var] = t
                 position = segments.permuted(sparse, k, t.var)

@@ -335,6 +335,31 @@ def test_regression_adjoint_of_the_dense_operand_lowers():
                                M.T @ np.ones((10, 3)), rtol=1e-12)
 
 
+def test_operands_longer_than_the_matrix_get_zeros_past_it():
+    """A dense operand read at a column (``x[crd[q]]``) or a row (``v[rows[p]]``) may be
+    longer than the matrix has columns or rows: the adjoint is zero past them, and the
+    runs it loops over are clamped there (nothing reads past ``tpos`` or ``pos``)."""
+    m, nc = 6, 5
+    A = td.sparse_placeholder((m, nc), "csr", "float64", name="A")
+    x = td.placeholder((nc + 4,), "float64", "x")
+    v = td.placeholder((m + 3,), "float64", "v")
+
+    def row(i):
+        q, j = A.nonzeros(i)
+        return td.sum(A.vals[q] * x[j], axis=q)
+
+    y = td.compute((m,), row, name="y")
+    rows = A.row_ids(1)
+    z = td.compute(A.vals.shape, lambda p: A.vals[p] * v[rows[p].astype("int64")], name="z")
+    dx, dv = td.grad(y, x), td.grad(z, v)
+    M = _matrix(np.random.default_rng(6), m, nc, 0.5, "dense_row")
+    S = sparse_array(M)
+    got = _Kernel(dx, A, [x])(S, [np.zeros(nc + 4)])
+    np.testing.assert_allclose(got, np.r_[M.T @ np.ones(m), np.zeros(4)], rtol=1e-12)
+    got = _Kernel(dv, A, [v])(S, [np.zeros(m + 3)])
+    np.testing.assert_allclose(got, np.r_[M @ np.ones(nc), np.zeros(3)], rtol=1e-12)
+
+
 def test_adjoint_of_a_row_max_is_one_entry_per_row():
     """``td.max`` over a row's entries: the adjoint goes to the first maximal entry of
     each row (the argmax compute's loop keeps the row's bounds)."""
