@@ -457,3 +457,33 @@ def test_solver_inverts_a_row_loop_and_a_column_coordinate():
 def _reads_in(e) -> list:
     from tensordsl.ir.visitor import post_order
     return [x.tensor for x in post_order(e) if isinstance(x, n.TensorRead)]
+
+
+# ---------------------------------------------------------------- forward mode
+
+
+def test_tangent_of_spmm_and_hessian_vector_product_of_sparse_softmax():
+    """``td.jvp`` keeps the forward loops (their ranges read the row): against scipy.
+    ``td.hvp`` of ``sum(H * sparse_softmax(A))`` (forward over reverse) against central
+    differences of the derived gradient."""
+    m, nc = 7, 6
+    A = td.sparse_placeholder((m, nc), "csr", "float64", name="A")
+    B = td.placeholder((nc, 3), "float64", "B")
+    ty, (tv, tB) = td.jvp(K.spmm(A, B), [A.vals, B])
+    y = K.sparse_softmax(A)
+    H = td.placeholder(y.shape, "float64", "H")
+    hv, v = td.hvp(y, A.vals, head=H)
+    grad = td.grad(y, A.vals, head=H)
+    tangent, hessian, gradient = (_Kernel(ty, A, [B, tv, tB]), _Kernel(hv, A, [H, v]),
+                                  _Kernel(grad, A, [H]))
+    rng = np.random.default_rng(7)
+    M = _matrix(rng, m, nc, 0.4, "dense_row")
+    S = sparse_array(M)
+    Bv, tBv, tvv = (rng.standard_normal((nc, 3)), rng.standard_normal((nc, 3)),
+                    rng.standard_normal(M.nnz))
+    T = sp.csr_matrix((tvv, M.indices, M.indptr), shape=M.shape)
+    np.testing.assert_allclose(tangent(S, [Bv, tvv, tBv]), T @ Bv + M @ tBv, rtol=1e-12)
+    Hv, vv = rng.standard_normal(M.nnz), rng.standard_normal(M.nnz)
+    fd = (gradient(S.with_values(M.data + EPS * vv), [Hv])
+          - gradient(S.with_values(M.data - EPS * vv), [Hv])) / (2 * EPS)
+    np.testing.assert_allclose(hessian(S, [Hv, vv]), fd, rtol=1e-6, atol=1e-8)
