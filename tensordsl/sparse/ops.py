@@ -3,6 +3,7 @@ operators of ``kernels/sparse.py`` on ``scipy.sparse`` matrices (or ``td.nd`` sp
 arrays) and numpy arrays.
 
     y = td.ops.spmv(A, x)                 # A: scipy.sparse (CSR, or converted), x: numpy
+    C = td.ops.sparse_add(A, B)           # scipy CSR: the union of the patterns
     C = td.ops.spmm(A, B)                 # numpy (m, f)
     S2 = td.ops.sddmm(S, X, Y)            # scipy CSR with S's pattern: S ⊙ (X @ Y.T)
 
@@ -20,7 +21,8 @@ import threading
 
 import numpy as np
 
-OPERATORS = ("spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax")
+OPERATORS = ("spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax", "sparse_add")
+ASSEMBLED = ("sparse_add",)          # a result with a pattern of its own
 PATTERN_RESULTS = ("sddmm", "sparse_mul", "sparse_softmax")   # values on A's pattern
 SCHEDULES = ("rows", "nonzeros")
 
@@ -31,6 +33,11 @@ _KERNELS: dict = {}
 def _operand(name: str, A, check: bool):
     """The CSR components {suffix: array} of the sparse operand, its shape and dtype."""
     from .array import SparseArray, sparse_array
+    from .interop import is_scipy, is_torch_sparse
+    if not (isinstance(A, SparseArray) or is_scipy(A) or is_torch_sparse(A)):
+        # (a dense array would be converted silently: almost surely a mistaken argument)
+        raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix, a torch "
+                        f"sparse tensor or a td.nd sparse array, got {type(A).__name__}")
     if not isinstance(A, SparseArray):
         try:
             A = sparse_array(A, format="csr", check=check)
@@ -82,6 +89,29 @@ def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = T
     return result.to_scipy(matrix=matrix_in) if scipy_in else result
 
 
+def add(name: str, A, B, check: bool = True):
+    """The assembled results (``sparse_add``): count, allocate, fill."""
+    scipy_in = not type(A).__module__.startswith("tensordsl")
+    matrix_in = scipy_in and _is_spmatrix(A)
+    S, T = _operand(name, A, check), _operand(name, B, check)
+    if S.shape != T.shape or S.dtype != T.dtype:
+        raise ValueError(f"{name}: b must be {S.dtype}{list(S.shape)} like a, got "
+                         f"{T.dtype}{list(T.shape)}")
+    key = (name, S.shape, S.dtype)
+    with _LOCK:
+        kernel = _KERNELS.get(key)
+        if kernel is None:
+            import kernels.sparse as definitions
+            from .tensor import sparse_placeholder
+            a = sparse_placeholder(S.shape, "csr", S.dtype, name="A")
+            b = sparse_placeholder(S.shape, "csr", S.dtype, name="B")
+            # the structures were checked (or trusted): no per-access checks
+            kernel = _KERNELS[key] = getattr(definitions, name)(a, b).build(
+                check_indices=False)
+    result = kernel(S, T)
+    return result.to_scipy(matrix=matrix_in) if scipy_in else result
+
+
 def _is_spmatrix(A) -> bool:
     """A ``scipy.sparse`` matrix (not an array): the result keeps the kind."""
     import scipy.sparse
@@ -116,7 +146,7 @@ def _compile(name, shape, dtype, dense_shapes, schedule):
 
 # the operands of each operator, named as td.ops names them (a sparse ``a`` first)
 OPERANDS = {"spmv": ("a", "x"), "spmm": ("a", "b"), "sddmm": ("a", "x", "y"),
-            "sparse_mul": ("a", "b"), "sparse_softmax": ("a",)}
+            "sparse_mul": ("a", "b"), "sparse_softmax": ("a",), "sparse_add": ("a", "b")}
 
 _CALL_DOC = """
     Through ``td.ops``: ``a`` is a ``scipy.sparse`` matrix or array (converted to CSR) or
@@ -135,6 +165,15 @@ _CALL_DOC = """
         matrix; a ``td.nd.sparse_array`` was checked when it was made).
 """
 
+_ASSEMBLED_DOC = """
+    Through ``td.ops``: ``a`` and ``b`` are ``scipy.sparse`` matrices or arrays
+    (converted to CSR) or ``td.nd.sparse_array``s of one shape and dtype; the result is
+    of ``a``'s kind (scipy in, scipy out), with sorted columns.
+
+    check : bool
+        False: the operands' structures are trusted, not checked.
+"""
+
 
 @functools.cache
 def entry(name: str):
@@ -146,6 +185,8 @@ def entry(name: str):
                 inspect.Parameter("schedule", inspect.Parameter.KEYWORD_ONLY,
                                   default="rows"),
                 inspect.Parameter("check", inspect.Parameter.KEYWORD_ONLY, default=True)]
+    if name in ASSEMBLED:
+        keywords = keywords[2:]      # the result's size is known only once counted
     signature = inspect.Signature(positional + keywords)
 
     def operator(*args, **kwargs):
@@ -155,6 +196,8 @@ def entry(name: str):
             raise TypeError(f"{name}(): {e}") from None
         bound.apply_defaults()
         values = bound.arguments
+        if name in ASSEMBLED:
+            return add(name, *(values[p] for p in OPERANDS[name]), check=values["check"])
         return call(name, *(values[p] for p in OPERANDS[name]), out=values["out"],
                     schedule=values["schedule"], check=values["check"])
 
@@ -162,5 +205,6 @@ def entry(name: str):
     operator.__module__ = "tensordsl.ops"
     operator.__signature__ = signature
     operator.__doc__ = (inspect.cleandoc(getattr(definitions, name).__doc__ or "") + "\n\n"
-                        + inspect.cleandoc(_CALL_DOC))
+                        + inspect.cleandoc(_ASSEMBLED_DOC if name in ASSEMBLED
+                                           else _CALL_DOC))
     return operator
