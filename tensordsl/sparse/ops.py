@@ -21,6 +21,9 @@ import threading
 
 import numpy as np
 
+from .array import SparseArray, sparse_array
+from .interop import is_scipy, is_torch_sparse
+
 OPERATORS = ("spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax", "sparse_add")
 ASSEMBLED = ("sparse_add",)          # a result with a pattern of its own
 PATTERN_RESULTS = ("sddmm", "sparse_mul", "sparse_softmax")   # values on A's pattern
@@ -31,22 +34,17 @@ _KERNELS: dict = {}
 
 
 def _operand(name: str, A, check: bool):
-    """The CSR components {suffix: array} of the sparse operand, its shape and dtype."""
-    from .array import SparseArray, sparse_array
-    from .interop import is_scipy, is_torch_sparse
+    """The sparse operand as a CSR ``td.nd`` sparse array (converted, and checked unless
+    ``check=False``, when it is a scipy matrix or a torch sparse tensor)."""
+    if type(A) is SparseArray:
+        return A if A.format.name == "csr" else A.asformat("csr")
     if not (isinstance(A, SparseArray) or is_scipy(A) or is_torch_sparse(A)):
         # (a dense array would be converted silently: almost surely a mistaken argument)
         raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix, a torch "
                         f"sparse tensor or a td.nd sparse array, got {type(A).__name__}")
-    if not isinstance(A, SparseArray):
-        try:
-            A = sparse_array(A, format="csr", check=check)
-        except TypeError:
-            raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix or "
-                            f"a td.nd sparse array, got {type(A).__name__}") from None
-    elif A.format.name != "csr":
-        A = A.asformat("csr")
-    return A
+    if isinstance(A, SparseArray):
+        return A if A.format.name == "csr" else A.asformat("csr")
+    return sparse_array(A, format="csr", check=check)
 
 
 def _dense(name: str, k: int, value, dtype) -> np.ndarray:
@@ -62,31 +60,53 @@ def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = T
         raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got "
                          f"{schedule!r}")
     scipy_in = not type(A).__module__.startswith("tensordsl")
-    matrix_in = scipy_in and _is_spmatrix(A)
     S = _operand(name, A, check)
-    arrays = [_dense(name, k + 1, d, S.dtype) for k, d in enumerate(dense)]
-    f, names, shape = _kernel(name, S.shape, S.dtype,
-                              tuple(a.shape for a in arrays), schedule)
-    components = [S.component(n) for n in names]
-    want = shape if shape is not None else (S.nnz,)
+    vals_dtype = S.vals.dtype
+    arrays = [d if type(d) is np.ndarray and d.dtype == vals_dtype and d.flags.c_contiguous
+              else _dense(name, k + 1, d, S.dtype) for k, d in enumerate(dense)]
+    key = (name, S.shape, S.dtype, tuple(a.shape for a in arrays), schedule)
+    entry, components, want = _prepared(S, key)
     if out is None:
-        out = np.empty(want, S.dtype)
-    elif not isinstance(out, np.ndarray) or out.shape != want or out.dtype != S.dtype \
+        out = np.empty(want, vals_dtype)
+    elif not isinstance(out, np.ndarray) or out.shape != want or out.dtype != vals_dtype \
             or not out.flags.c_contiguous:
         got = (getattr(out, "shape", None), getattr(out, "dtype", type(out).__name__))
         raise ValueError(f"{name}: out= must be a contiguous {S.dtype} array of shape "
                          f"{want}, got {got}")
-    # the arrays are checked: contiguous, of the kernel's dtypes and shapes (the dense
-    # shapes are part of its key, the structure was validated): straight to its entry
-    bound = f.bound_call({f"A.nnz{k}": S.crd[k].size for k in S.crd})
-    if bound is None:
-        f(*components, *arrays, out)
-    elif bound[0](*[a.ctypes.data for a in (*components, *arrays, out)], *bound[1]):
+    if callable(entry):
+        entry(*components, *arrays, out)
+    elif entry[0](*components, *[a.ctypes.data for a in arrays], out.ctypes.data,
+                  *entry[1]):
         raise MemoryError(f"{name}: a temporary buffer could not be allocated")
     if name not in PATTERN_RESULTS:
         return out
     result = S.with_values(out)
-    return result.to_scipy(matrix=matrix_in) if scipy_in else result
+    return result.to_scipy(matrix=_is_spmatrix(A)) if scipy_in else result
+
+
+def _prepared(S, key):
+    """``(entry, components, result shape)`` of the kernel of ``key`` on the sparse array
+    ``S``, kept on ``S`` (its arrays never change) for this thread: ``entry`` is the
+    kernel's bound entry point ``(cfunc, trailing)`` with ``components`` the pointers of
+    ``S``'s arrays — the arrays are checked (contiguous, of the kernel's dtypes and
+    shapes: the dense shapes are in its key, the structure was validated), so a call
+    goes straight to it — or the function itself with the arrays where it has none."""
+    cache = S.__dict__.setdefault("_prepared", {})
+    here = (key, threading.get_ident())
+    hit = cache.get(here)
+    if hit is None:
+        f, names, shape = _kernel(*key)
+        arrays = [S.component(n) for n in names]
+        want = shape if shape is not None else (S.nnz,)
+        bound = f.bound_call({f"A.nnz{k}": S.crd[k].size for k in S.crd})
+        if bound is None:
+            hit = (f, arrays, want)
+        else:
+            hit = (bound, [a.ctypes.data for a in arrays], want)
+        if len(cache) > 64:      # many threads or kernels on one array: start over
+            cache.clear()
+        cache[here] = hit
+    return hit
 
 
 def add(name: str, A, B, check: bool = True):
@@ -189,7 +209,11 @@ def entry(name: str):
         keywords = keywords[2:]      # the result's size is known only once counted
     signature = inspect.Signature(positional + keywords)
 
+    n_operands = len(OPERANDS[name])
+
     def operator(*args, **kwargs):
+        if not kwargs and len(args) == n_operands and name not in ASSEMBLED:
+            return call(name, *args)         # (binding the signature costs a call's time)
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as e:
