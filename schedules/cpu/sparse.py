@@ -114,6 +114,8 @@ def schedule_positions(s, out, A, config=None):
     position = _rows_parallel(O, out.op.axis[0], block)
     if partials is not None:
         partials.compute_at(O, position)
+        # the lanes folded as a tree of vector halves, not one add after another
+        O.vectorize(O.leaf_iter_vars[-1])
 
 
 TEMPLATES = {"spmv": schedule_spmv, "spmm": schedule_spmm, "sddmm": schedule_positions,
