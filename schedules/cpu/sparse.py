@@ -64,7 +64,11 @@ def schedule_spmv(s, out, A, config=None):
         P = s[s.rfactor(out, qi, factor_axis=1)]
         row, lane = P.op.axis
         P.reorder(row, *P.op.reduce_axis, lane)
-        P.unroll(lane)
+        if cfg.get("gather"):
+            P.vectorize(lane)      # the chains in vector lanes: x gathered
+            Y.vectorize(Y.op.reduce_axis[0])
+        else:
+            P.unroll(lane)
     rows = _split_rows(Y, out.op.axis[0], A, cfg)
     if P is not None:
         P.compute_at(Y, rows)
