@@ -85,7 +85,11 @@ def schedule_spmv(s, out, A, config=None):
         P = s[s.rfactor(out, qi, factor_axis=1)]
         row, lane = P.op.axis
         P.reorder(row, *P.op.reduce_axis, lane)
-        P.unroll(lane)
+        if cfg.get("gather"):
+            P.vectorize(lane)      # the chains in vector lanes: x gathered
+            Y.vectorize(Y.op.reduce_axis[0])
+        else:
+            P.unroll(lane)
     rows = _split_rows(Y, out.op.axis[0], starts, cfg)
     if P is not None:
         P.compute_at(Y, rows)
@@ -135,6 +139,8 @@ def schedule_positions(s, out, A, config=None):
     position = _rows_parallel(O, out.op.axis[0], block)
     if partials is not None:
         partials.compute_at(O, position)
+        # the lanes folded as a tree of vector halves, not one add after another
+        O.vectorize(O.leaf_iter_vars[-1])
 
 
 TEMPLATES = {"spmv": schedule_spmv, "spmm": schedule_spmm, "sddmm": schedule_positions,

@@ -176,6 +176,11 @@ class _KernelWriter:
             self.stmt(s.else_case, depth + 1)
         self.emit(depth, "}")
 
+    def stmt_While(self, s, depth):
+        self.emit(depth, f"while ({self.cond(s.condition)}) {{")
+        self.stmt(s.body, depth + 1)
+        self.emit(depth, "}")
+
     def stmt_Allocate(self, s, depth):
         b = s.buffer
         if b.scope == "local":
@@ -437,6 +442,9 @@ class _KernelWriter:
         if e.name == "vector_any":
             m = e.args[0]
             return "(" + " || ".join(self._expr(m, k) for k in range(dt.lanes(m.dtype))) + ")"
+        if e.name == "vector_sum":
+            v = e.args[0]
+            return "(" + " + ".join(self._expr(v, k) for k in range(dt.lanes(v.dtype))) + ")"
         fn = _MATH.get(e.name)
         if fn is None:
             raise BuildError(f"the CUDA code generator has no intrinsic {e.name!r}")
