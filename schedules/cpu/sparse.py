@@ -21,7 +21,7 @@ entries is ``schedule_spmm``'s (``A.T @ dC`` loops over ``[tpos[j], tpos[j + 1])
 """
 from __future__ import annotations
 
-from tensordsl.ir import nodes as n
+from tensordsl.sparse.tensor import run_array, strip_casts
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import _extent
@@ -62,11 +62,9 @@ def _run_starts(op, A):
     """The prefix sum whose reads bound ``op``'s loop over entries: ``A.pos[1]`` for a
     row's, the transpose's ``tpos`` for a column's (a gradient's ``A.T @ y``)."""
     lo = op.reduce_axis[0].dom.min if op.reduce_axis else None
-    while isinstance(lo, n.Cast):
-        lo = lo.value
-    if isinstance(lo, n.TensorRead) and len(lo.tensor.shape) == 1 and \
-            lo.indices[0] is op.axis[0].var:
-        return lo.tensor
+    starts = run_array(lo) if lo is not None else None
+    if starts is not None and strip_casts(lo).indices[0] is op.axis[0].var:
+        return starts.output(0)
     return A.pos[1]
 
 

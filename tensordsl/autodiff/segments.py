@@ -29,14 +29,7 @@ from dataclasses import dataclass
 
 from ..ir import nodes as n
 from ..ir.op import cast
-from ..sparse.tensor import ComponentOp, component_of
-
-
-def strip_casts(e):
-    """``e`` without integer widenings around it (indices are read as int64)."""
-    while isinstance(e, n.Cast):
-        e = e.value
-    return e
+from ..sparse.tensor import ComponentOp, component_of, run_array, strip_casts
 
 
 def index(e) -> n.Expr:
@@ -61,13 +54,10 @@ class Segment:
 
 def segment_of(lo) -> Segment | None:
     """The segment whose start is ``lo`` (``pos[e]``, maybe cast), or None."""
-    read = strip_casts(lo)
-    if not isinstance(read, n.TensorRead):
-        return None
-    op = component_of(read.tensor)
+    op = run_array(lo)
     if op is None or op.role != "pos" or op.level == 0:
         return None
-    return Segment(op, read.indices[0])
+    return Segment(op, strip_casts(lo).indices[0])
 
 
 @dataclass

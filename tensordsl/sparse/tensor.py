@@ -33,6 +33,7 @@ Arrays the format does not store, derived from it by the runtime once per array
 """
 from __future__ import annotations
 
+from ..ir import nodes as n
 from ..te import api
 from ..te.tensor import PlaceholderOp
 from .format import Format, as_format
@@ -57,6 +58,21 @@ def component_of(tensor) -> ComponentOp | None:
     """The sparse array ``tensor`` is, or None for any other tensor."""
     op = getattr(tensor, "op", None)
     return op if isinstance(op, ComponentOp) else None
+
+
+def strip_casts(e):
+    """``e`` without the casts around it (an int32 array's element read as an index)."""
+    while isinstance(e, n.Cast):
+        e = e.value
+    return e
+
+
+def run_array(lo) -> ComponentOp | None:
+    """The prefix sums (``pos``, or the transpose's ``tpos``) whose element ``lo`` is: a
+    loop from ``lo`` runs over a row's (a column's) entries. None for anything else."""
+    read = strip_casts(lo)
+    op = component_of(read.tensor) if isinstance(read, n.TensorRead) else None
+    return op if op is not None and op.role in ("pos", "tpos") else None
 
 
 class SparseTensor:

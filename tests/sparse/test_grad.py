@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import kernels.dense as dense_ops
 import kernels.sparse as K
 import tensordsl as td
-from schedules.cpu.sparse import schedule_positions, schedule_spmm, schedule_spmv
+from tensordsl.autodiff.operators import prepare, schedule_derived, template_of
 from tensordsl.ir import nodes as n
 from tensordsl.ir.op import cast
 from tensordsl.ir.visitor import Visitor
@@ -81,14 +81,13 @@ class _Kernel:
     output."""
 
     def __init__(self, out, A, inputs, schedule=None):
+        """``schedule``: None (the default schedule), ``"auto"`` (``td.build([...])``'s
+        auto-scheduler, as a user builds) or a ``td.Schedule`` of ``out``."""
         args = [*A.placeholders(), *inputs, out]
         if schedule == "auto":
-            self.func = td.build(args)          # the auto-scheduler, as a user builds
+            self.func = td.build(args)
         else:
-            s = td.create_schedule(out.op)
-            if schedule is not None:
-                schedule(s, out, A)
-            self.func = td.build(s, args)
+            self.func = td.build(schedule or td.create_schedule(out.op), args)
         self.A, self.names, self.out = A, list(A.components()), out
 
     def __call__(self, S, values):
@@ -184,18 +183,19 @@ def test_adjoints_of_an_empty_matrix_and_of_no_rows():
 # ---------------------------------------------------------------- schedules
 
 
-def _template(adjoint):
-    """The CPU template of the operator an adjoint is: over the stored positions,
-    SDDMM's; a matrix gathered over runs of entries, SpMM's; a vector, SpMV's."""
-    if not isinstance(adjoint.shape[0], n.IntImm):
-        return schedule_positions
-    return schedule_spmm if len(adjoint.shape) == 2 else schedule_spmv
+# the template the operator table gives each adjoint: over the stored positions,
+# SDDMM's; gathered over a row's or a column's entries, SpMM's (a matrix), SpMV's (a vector)
+TEMPLATES = {("spmv", "vals"): "sddmm", ("spmv", "x"): "spmv", ("spmm", "vals"): "sddmm",
+             ("spmm", "B"): "spmm", ("sddmm", "vals"): "sddmm", ("sddmm", "X"): "spmm",
+             ("sddmm", "Y"): "spmm", ("sparse_mul", "vals"): "sddmm",
+             ("sparse_mul", "D"): "spmm", ("sparse_softmax", "vals"): "sddmm"}
 
 
 @pytest.mark.parametrize("op", ["spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax"])
 def test_adjoints_under_the_sparse_templates_and_the_auto_scheduler(op):
-    """Each adjoint built with the template of the operator it is (both its row splits;
-    a loop over a column's entries balanced by ``tpos``) and by ``td.build([...])``'s
+    """Each adjoint built with the template the operator table names for it
+    (``prepare``d, as ``td.build_program`` builds a derived kernel; both row splits, a
+    loop over a column's entries balanced by ``tpos``) and by ``td.build([...])``'s
     auto-scheduler, against scipy: vector lanes, parallel rows, a dense row."""
     m, nc, f = 40, 30, 16
     A = td.sparse_placeholder((m, nc), "csr", "float64", name="A")
@@ -211,16 +211,16 @@ def test_adjoints_under_the_sparse_templates_and_the_auto_scheduler(op):
     Hv = rng.standard_normal(M.nnz if op in K_PATTERN else (m, f)[:1 + (op == "spmm")])
     expected = _closed_forms(op, M, values, Hv)
     for w, g in grads.items():
-        template = _template(g)
-        for name, schedule in (("rows", lambda s, o, A_: template(s, o, A_)),
-                               ("nonzeros", lambda s, o, A_: template(
-                                   s, o, A_, {"schedule": "nonzeros"})),
-                               ("auto", "auto")):
-            if name == "nonzeros" and template is schedule_positions:
-                continue
-            got = _Kernel(g, A, [*dense, H], schedule)(S, [*values, Hv])
-            np.testing.assert_allclose(got, expected[w], rtol=1e-10, atol=1e-12,
-                                       err_msg=f"{op}: adjoint of {w}, {name} schedule")
+        prepared = prepare(g)
+        template = template_of(prepared)
+        assert template == TEMPLATES[op, w], (op, w, template)
+        configs = [{}] if template == "sddmm" else [{}, {"schedule": "nonzeros"}]
+        kernels = [(f"{template} {c}", _Kernel(prepared, A, [*dense, H], schedule_derived(
+            template, prepared, c))) for c in configs]
+        kernels.append(("auto", _Kernel(g, A, [*dense, H], "auto")))
+        for name, kernel in kernels:
+            np.testing.assert_allclose(kernel(S, [*values, Hv]), expected[w], rtol=1e-10,
+                                       atol=1e-12, err_msg=f"{op}: adjoint of {w}, {name}")
 
 
 K_PATTERN = ("sddmm", "sparse_mul", "sparse_softmax")
