@@ -40,16 +40,16 @@ def index(e) -> n.Expr:
 @dataclass
 class Segment:
     """An unknown's range ``[pos[parent], pos[parent + 1])`` of compressed ``level``."""
-    level: ComponentOp       # the pos array
+    pos: ComponentOp
     parent: n.Expr
 
     @property
     def sparse(self):
-        return self.level.sparse
+        return self.pos.sparse
 
     @property
     def k(self) -> int:
-        return self.level.level
+        return self.pos.level
 
 
 def segment_of(lo) -> Segment | None:

@@ -61,10 +61,14 @@ def component_of(tensor) -> ComponentOp | None:
 
 
 def strip_casts(e):
-    """``e`` without the casts around it (an int32 array's element read as an index)."""
-    while isinstance(e, n.Cast):
+    """``e`` without the casts between 32- and 64-bit integers around it (an int32
+    array's element read as an index)."""
+    while isinstance(e, n.Cast) and e.dtype in _INDEX_TYPES and e.value.dtype in _INDEX_TYPES:
         e = e.value
     return e
+
+
+_INDEX_TYPES = ("int32", "int64")
 
 
 def run_array(lo) -> ComponentOp | None:
