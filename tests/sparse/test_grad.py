@@ -360,6 +360,35 @@ def test_operands_longer_than_the_matrix_get_zeros_past_it():
     np.testing.assert_allclose(got, np.r_[M @ np.ones(nc), np.zeros(3)], rtol=1e-12)
 
 
+def test_the_rules_hold_for_a_level_under_a_compressed_one():
+    """DCSR (compressed rows, then compressed columns): a product over the stored rows
+    ``y[r] = sum over the entries q of stored row r of vals[q] * x[crd1[q]]``. The
+    parent of a position is a position of the level above (``rows1``), and the
+    transpose of level 1 gathers the adjoint of ``x``."""
+    A = td.sparse_placeholder((8, 6), "dcsr", "float64", name="A")
+    x = td.placeholder((6,), "float64", "x")
+
+    def row(r):
+        q, j = A.nonzeros(r, level=1)
+        return td.sum(A.vals[q] * x[j], axis=q)
+
+    y = td.compute((A.nnz[0],), row, name="y")
+    H = td.placeholder((A.nnz[0],), "float64", "H")
+    dx, dvals = td.grad(y, [x, A.vals], head=H)
+    rng = np.random.default_rng(8)
+    M = _matrix(rng, 8, 6, 0.3, "random")
+    S = sparse_array(M, format="dcsr")
+    stored = np.flatnonzero(np.diff(M.indptr))
+    Hv, xv = rng.standard_normal(stored.size), rng.standard_normal(6)
+    Hfull = np.zeros(8)
+    Hfull[stored] = Hv
+    rows, cols = M.nonzero()
+    kernel = _Kernel(dx, A, [x, H])
+    np.testing.assert_allclose(kernel(S, [xv, Hv]), M.T @ Hfull, rtol=1e-12)
+    kernel = _Kernel(dvals, A, [x, H])
+    np.testing.assert_allclose(kernel(S, [xv, Hv]), Hfull[rows] * xv[cols], rtol=1e-12)
+
+
 def test_adjoint_of_a_row_max_is_one_entry_per_row():
     """``td.max`` over a row's entries: the adjoint goes to the first maximal entry of
     each row (the argmax compute's loop keeps the row's bounds)."""
