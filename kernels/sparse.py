@@ -40,11 +40,10 @@ def _csr(A, what: str):
 
 def _csr_or_bsr(A, what: str) -> tuple:
     """``(r, c)``: the block of a BSR operand, () for CSR."""
-    if A.format.block:
-        from tensordsl.sparse import SparseTensor
+    from tensordsl.sparse import SparseTensor
+    if isinstance(A, SparseTensor) and A.format.block:
         kinds = [lv.kind for lv in A.format.levels]
-        if not isinstance(A, SparseTensor) or kinds[:2] != ["dense", "compressed"] or \
-                A.format.order != (0, 1):
+        if kinds[:2] != ["dense", "compressed"] or A.format.order != (0, 1):
             raise ValueError(f"{what}: expected a CSR or BSR operand, got {A.format}")
         return A.format.block
     _csr(A, what)
