@@ -116,17 +116,17 @@ def schedule_spmv(s, out, A, config=None):
 
 def schedule_spmm(s, out, A, config=None):
     cfg = _config(config)
+    # each element's sum in a register (a local stage), stored once
+    local = s.cache_write(out, "local")
     C = s[out]
     i, c = out.op.axis
-    (q,) = out.op.reduce_axis
-    width = _static(c.dom.extent)
-    columns = min(cfg["columns"], width) if width else cfg["columns"]
+    columns = min(cfg["columns"], _lanes_cover(_static(c.dom.extent)))
     column_block, column = C.split(c, factor=columns)
-    rows = max(1, cfg["threads"] // columns)
-    _bind_rows(C, i, A, cfg, rows)
+    _bind_rows(C, i, A, cfg, cfg["threads"] // columns)
     C.bind(column, thread_axis("threadIdx.x"))
     # each thread: its columns one after another, the row's entries for each
     C.reorder(column, column_block)
+    s[local].compute_at(C, column_block)
     return s
 
 
