@@ -11,6 +11,8 @@ import functools
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kernels.sparse as K
 import tensordsl as td
@@ -83,7 +85,7 @@ def expected(name, Mx, *dense):
     return out
 
 
-def matrix(kind: str, rng, m=M, n=N):
+def matrix(kind: str, rng, m=M, n=N, density=0.03):
     """A random (m, n) CSR matrix of ``kind``: ``random`` (many empty rows, the first and
     last tenth all empty),
     ``empty`` (no entries), ``dense_row`` (one full row among sparse ones),
@@ -97,7 +99,7 @@ def matrix(kind: str, rng, m=M, n=N):
         cols = np.concatenate([rng.choice(n, k, replace=False) for k in lengths])
         vals = rng.standard_normal(rows.size).astype("float32")
         return sp.csr_matrix((vals, (rows, cols)), shape=(m, n))
-    Mx = sp.random(m, n, density=0.03, format="lil", dtype="float32", random_state=rng)
+    Mx = sp.random(m, n, density=density, format="lil", dtype="float32", random_state=rng)
     Mx[: m // 10, :] = 0       # leading and trailing rows empty: the first and last
     Mx[m - m // 10:, :] = 0    # blocks' shares hold only rows without entries
     if kind == "dense_row":
@@ -127,6 +129,20 @@ def test_every_template_matches_scipy(name, schedule):
         Mx, got = emulate(name, Mx, *dense, schedule=schedule, seed=seed + k)
         np.testing.assert_allclose(got, expected(name, Mx, *dense), rtol=1e-5, atol=1e-5,
                                    err_msg=f"{kind} matrix, emulated with seed {seed + k}")
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(OPERATORS), st.sampled_from(SCHEDULES), st.sampled_from(KINDS),
+       st.sampled_from([0.01, 0.1, 0.5]), st.integers(0, 2**32 - 1))
+def test_random_patterns_in_random_thread_orders(name, schedule, kind, density, seed):
+    """Patterns, values and the emulator's order of blocks and threads all drawn from
+    ``seed`` (the kernels are built once: the number of entries is symbolic)."""
+    rng = np.random.default_rng(seed)
+    Mx = matrix(kind, rng, density=density)
+    dense = [rng.standard_normal(s).astype("float32") for s in dense_shapes(name, M, N)]
+    Mx, got = emulate(name, Mx, *dense, schedule=schedule, seed=seed)
+    np.testing.assert_allclose(got, expected(name, Mx, *dense), rtol=1e-5, atol=1e-5,
+                               err_msg=f"emulated with seed {seed}")
 
 
 @pytest.mark.parametrize("name", ["spmv", "spmm", "sparse_softmax"])
