@@ -9,6 +9,9 @@ positions, which reads each position's row from ``row_ids``.
 
     A = td.sparse_placeholder((m, n), "csr", name="A")
     y = spmv(A, x)                  # y[i] = sum over the stored (i, j) of A[i, j] x[j]
+
+A result whose pattern is assembled from its operands' (``sparse_add``) is a
+``td.sparse.Assembly``: a count kernel and a fill kernel over the merged rows.
 """
 from __future__ import annotations
 
@@ -106,6 +109,18 @@ def sparse_mul(A, D, name: str = "sparse_mul"):
     return td.compute(A.vals.shape, lambda p: A.vals[p] * D[rows[p].astype("int64"),
                                                             cols[p].astype("int64")],
                       name=name)
+
+
+def sparse_add(A, B, name: str = "sparse_add"):
+    """``A + B`` over the union of the patterns (both CSR with sorted, unique columns,
+    one shape and dtype): a sparse result assembled in two kernels, count then fill
+    (``td.sparse.assemble``, TACO's co-iteration). Entries that sum to zero are kept.
+
+    >>> c = td.ops.sparse_add(a, b)      # scipy in, scipy out
+    """
+    _csr(A, "sparse_add")
+    _csr(B, "sparse_add")
+    return td.sparse.assemble(A + B, name=name)
 
 
 def sparse_softmax(A, name: str = "sparse_softmax"):

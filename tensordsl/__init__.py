@@ -17,6 +17,7 @@ from .te.api import (call_packed, comm_reducer, compute, extern, max, min, place
                      reduce_axis, scan, sum, thread_axis, var)
 from .runtime.packed import get_global_func, register_func
 from .te.tensor import Tensor
+from .te import ir_builder
 from .te.tvm_names import (Select, floordiv, floormod, indexdiv, indexmod, size_var,
                            truncdiv, truncmod)
 from .build import build
@@ -35,6 +36,7 @@ __all__ = [
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
     "compute", "max", "min", "placeholder", "reduce_axis", "scan", "sum", "thread_axis", "var",
     "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin", "call_packed", "extern",
+    "ir_builder",
     "get_global_func", "register_func", "grad", "gradient", "hvp", "jvp", "stop_gradient", "vjp",
     "Program", "build_program", "Format", "Level", "sparse", "sparse_placeholder",
     # TVM's names (te/tvm_names.py)

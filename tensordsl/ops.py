@@ -384,12 +384,15 @@ def __getattr__(name: str):
     from .ops_backward import entry, forward_name
     from .sparse import ops as sparse_ops
     if not name.startswith("__") and forward_name(name) is not None:
-        return entry(name)   # the gradients: ops_backward.py
-    if name in sparse_ops.OPERATORS:
-        return sparse_ops.entry(name)   # sparse operands: sparse/ops.py
-    if name.startswith("__") or name not in _operators():
+        operator = entry(name)   # the gradients: ops_backward.py
+    elif name in sparse_ops.OPERATORS:
+        operator = sparse_ops.entry(name)   # sparse operands: sparse/ops.py
+    elif name.startswith("__") or name not in _operators():
         raise AttributeError(f"tensordsl.ops has no operator {name!r}")
-    return _entry(name)
+    else:
+        operator = _entry(name)
+    globals()[name] = operator    # found once: later lookups skip this function
+    return operator
 
 
 def __dir__():

@@ -240,6 +240,11 @@ class _KernelWriter:
             self.stmt(s.else_case, depth + 1)
         self.emit(depth, "}")
 
+    def stmt_While(self, s, depth):
+        self.emit(depth, f"while ({self.cond(s.condition)}) {{")
+        self.stmt(s.body, depth + 1)
+        self.emit(depth, "}")
+
     def stmt_Allocate(self, s, depth):
         b = s.buffer
         if b.scope == "local":

@@ -650,6 +650,19 @@ class CodeGenLLVM:
             bd.branch(done)
         bd.position_at_end(done)
 
+    def stmt_While(self, s):
+        bd = self.builder
+        header = self.fn.append_basic_block("while")
+        body_bb = self.fn.append_basic_block("while.body")
+        done = self.fn.append_basic_block("while.end")
+        bd.branch(header)
+        bd.position_at_end(header)
+        bd.cbranch(self.expr(s.condition), body_bb, done)
+        bd.position_at_end(body_bb)
+        self.stmt(s.body)
+        bd.branch(header)
+        bd.position_at_end(done)
+
     def stmt_Allocate(self, s):
         elem = memory_type(s.buffer.dtype)
         size = s.extent

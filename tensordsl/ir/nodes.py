@@ -469,6 +469,15 @@ class IfThenElse(Stmt):
 
 
 @_node
+class While(Stmt):
+    """``while condition: body`` — a loop whose trip count is data-dependent (the
+    co-iteration of sparse operands, ``td.ir_builder``'s ``while_loop``): ``body``
+    changes the memory ``condition`` reads."""
+    condition: Expr
+    body: Stmt
+
+
+@_node
 class Evaluate(Stmt):
     value: Expr
 

@@ -205,6 +205,10 @@ class Printer:
             self.emit(depth, "else:")
             self.stmt(s.else_case, depth + 1)
 
+    def stmt_While(self, s, depth):
+        self.emit(depth, f"while {self.expr(s.condition)}:")
+        self.stmt(s.body, depth + 1)
+
     def stmt_LetStmt(self, s, depth):
         value = self.expr(s.value)
         var, fresh = self.scoped(s.var, s.var.name)

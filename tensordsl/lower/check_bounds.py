@@ -33,7 +33,7 @@ from ..errors import BuildError
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars
-from ..te.tensor import ComputeOp, ScanOp, tensors_read
+from ..te.tensor import ComputeOp, ExternOp, ScanOp, tensors_read
 
 _ZERO = n.IntImm("int64", 0)
 _ONE = n.IntImm("int64", 1)
@@ -70,6 +70,10 @@ def access_checks(ops) -> tuple[list[AccessCheck], frozenset]:
     first_rows = {op: scan.init_len for scan in ops if isinstance(scan, ScanOp)
                   for op in scan.body_ops()}
     for op in ops:
+        if isinstance(op, ExternOp) and op.body is not None:
+            # a hand-written loop nest (td.ir_builder): every access is checked as it
+            # runs (the simplifier drops the checks its loop ranges prove)
+            unbounded |= _hand_written_accesses(op.body)
         if not isinstance(op, ComputeOp):
             continue
         domain = _domain(op, simp, first_rows.get(op))
@@ -89,6 +93,28 @@ def access_checks(ops) -> tuple[list[AccessCheck], frozenset]:
         for read in _guarded_reads(op.body):
             checks.extend(_read_checks(op, read, domain, nonempty, simp, unbounded))
     return checks, frozenset(unbounded)
+
+
+class _Accesses(Visitor):
+    def __init__(self):
+        self.keys = set()
+
+    def visit_TensorRead(self, node):
+        self.keys.update((id(node.tensor.op), node.tensor.value_index, d)
+                         for d in range(len(node.indices)))
+        self.generic_visit(node)
+
+    def visit_ProducerStore(self, node):
+        self.keys.update((id(node.tensor.op), node.tensor.value_index, d, "write")
+                         for d in range(len(node.indices)))
+        self.generic_visit(node)
+
+
+def _hand_written_accesses(body) -> set:
+    """The keys of every read and (``"write"``) write of a statement."""
+    accesses = _Accesses()
+    accesses.visit(body)
+    return accesses.keys
 
 
 def _domain(op, simp, first_row=None):

@@ -71,7 +71,7 @@ class _NestBuilder:
         sb = self.bounds.stages[stage]
         op: ComputeOp = stage.op
         if isinstance(op, ExternOp):
-            return n.Evaluate(op.call)
+            return op.body if op.body is not None else n.Evaluate(op.call)
         if isinstance(op, ScanOp):
             # the scan's loop; its updates (attached at it) store its rows (scan.py)
             iv = op.scan_axis

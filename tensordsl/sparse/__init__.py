@@ -7,6 +7,7 @@ from .format import Format, Level, as_format
 from .tensor import SparseTensor, sparse_placeholder
 from .array import SparseArray, sparse_array
 from .validate import validate
+from .coiterate import Assembly, assemble
 
-__all__ = ["Format", "Level", "SparseArray", "SparseTensor", "as_format", "sparse_array",
+__all__ = ["Assembly", "assemble", "Format", "Level", "SparseArray", "SparseTensor", "as_format", "sparse_array",
            "sparse_placeholder", "validate"]

@@ -62,7 +62,8 @@ class SparseArray:
 
     @property
     def dtype(self) -> str:
-        return self.vals.dtype.name
+        return self.__dict__.get("_dtype") or self.__dict__.setdefault(
+            "_dtype", self.vals.dtype.name)
 
     @property
     def nnz(self) -> int:

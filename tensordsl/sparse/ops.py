@@ -3,6 +3,7 @@ operators of ``kernels/sparse.py`` on ``scipy.sparse`` matrices (or ``td.nd`` sp
 arrays) and numpy arrays.
 
     y = td.ops.spmv(A, x)                 # A: scipy.sparse (CSR, or converted), x: numpy
+    C = td.ops.sparse_add(A, B)           # scipy CSR: the union of the patterns
     C = td.ops.spmm(A, B)                 # numpy (m, f)
     S2 = td.ops.sddmm(S, X, Y)            # scipy CSR with S's pattern: S ⊙ (X @ Y.T)
 
@@ -20,7 +21,11 @@ import threading
 
 import numpy as np
 
-OPERATORS = ("spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax")
+from .array import SparseArray, sparse_array
+from .interop import is_scipy, is_torch_sparse
+
+OPERATORS = ("spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax", "sparse_add")
+ASSEMBLED = ("sparse_add",)          # a result with a pattern of its own
 PATTERN_RESULTS = ("sddmm", "sparse_mul", "sparse_softmax")   # values on A's pattern
 SCHEDULES = ("rows", "nonzeros")
 
@@ -29,17 +34,17 @@ _KERNELS: dict = {}
 
 
 def _operand(name: str, A, check: bool):
-    """The CSR components {suffix: array} of the sparse operand, its shape and dtype."""
-    from .array import SparseArray, sparse_array
-    if not isinstance(A, SparseArray):
-        try:
-            A = sparse_array(A, format="csr", check=check)
-        except TypeError:
-            raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix or "
-                            f"a td.nd sparse array, got {type(A).__name__}") from None
-    elif A.format.name != "csr":
-        A = A.asformat("csr")
-    return A
+    """The sparse operand as a CSR ``td.nd`` sparse array (converted, and checked unless
+    ``check=False``, when it is a scipy matrix or a torch sparse tensor)."""
+    if type(A) is SparseArray:
+        return A if A.format.name == "csr" else A.asformat("csr")
+    if not (isinstance(A, SparseArray) or is_scipy(A) or is_torch_sparse(A)):
+        # (a dense array would be converted silently: almost surely a mistaken argument)
+        raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix, a torch "
+                        f"sparse tensor or a td.nd sparse array, got {type(A).__name__}")
+    if isinstance(A, SparseArray):
+        return A if A.format.name == "csr" else A.asformat("csr")
+    return sparse_array(A, format="csr", check=check)
 
 
 def _dense(name: str, k: int, value, dtype) -> np.ndarray:
@@ -55,30 +60,75 @@ def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = T
         raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got "
                          f"{schedule!r}")
     scipy_in = not type(A).__module__.startswith("tensordsl")
-    matrix_in = scipy_in and _is_spmatrix(A)
     S = _operand(name, A, check)
-    arrays = [_dense(name, k + 1, d, S.dtype) for k, d in enumerate(dense)]
-    f, names, shape = _kernel(name, S.shape, S.dtype,
-                              tuple(a.shape for a in arrays), schedule)
-    components = [S.component(n) for n in names]
-    want = shape if shape is not None else (S.nnz,)
+    vals_dtype = S.vals.dtype
+    arrays = [d if type(d) is np.ndarray and d.dtype == vals_dtype and d.flags.c_contiguous
+              else _dense(name, k + 1, d, S.dtype) for k, d in enumerate(dense)]
+    key = (name, S.shape, S.dtype, tuple(a.shape for a in arrays), schedule)
+    entry, components, want = _prepared(S, key)
     if out is None:
-        out = np.empty(want, S.dtype)
-    elif not isinstance(out, np.ndarray) or out.shape != want or out.dtype != S.dtype \
+        out = np.empty(want, vals_dtype)
+    elif not isinstance(out, np.ndarray) or out.shape != want or out.dtype != vals_dtype \
             or not out.flags.c_contiguous:
         got = (getattr(out, "shape", None), getattr(out, "dtype", type(out).__name__))
         raise ValueError(f"{name}: out= must be a contiguous {S.dtype} array of shape "
                          f"{want}, got {got}")
-    # the arrays are checked: contiguous, of the kernel's dtypes and shapes (the dense
-    # shapes are part of its key, the structure was validated): straight to its entry
-    bound = f.bound_call({f"A.nnz{k}": S.crd[k].size for k in S.crd})
-    if bound is None:
-        f(*components, *arrays, out)
-    elif bound[0](*[a.ctypes.data for a in (*components, *arrays, out)], *bound[1]):
+    if callable(entry):
+        entry(*components, *arrays, out)
+    elif entry[0](*components, *[a.ctypes.data for a in arrays], out.ctypes.data,
+                  *entry[1]):
         raise MemoryError(f"{name}: a temporary buffer could not be allocated")
     if name not in PATTERN_RESULTS:
         return out
     result = S.with_values(out)
+    return result.to_scipy(matrix=_is_spmatrix(A)) if scipy_in else result
+
+
+def _prepared(S, key):
+    """``(entry, components, result shape)`` of the kernel of ``key`` on the sparse array
+    ``S``, kept on ``S`` (its arrays never change) for this thread: ``entry`` is the
+    kernel's bound entry point ``(cfunc, trailing)`` with ``components`` the pointers of
+    ``S``'s arrays — the arrays are checked (contiguous, of the kernel's dtypes and
+    shapes: the dense shapes are in its key, the structure was validated), so a call
+    goes straight to it — or the function itself with the arrays where it has none."""
+    cache = S.__dict__.setdefault("_prepared", {})
+    here = (key, threading.get_ident())
+    hit = cache.get(here)
+    if hit is None:
+        f, names, shape = _kernel(*key)
+        arrays = [S.component(n) for n in names]
+        want = shape if shape is not None else (S.nnz,)
+        bound = f.bound_call({f"A.nnz{k}": S.crd[k].size for k in S.crd})
+        if bound is None:
+            hit = (f, arrays, want)
+        else:
+            hit = (bound, [a.ctypes.data for a in arrays], want)
+        if len(cache) > 64:      # many threads or kernels on one array: start over
+            cache.clear()
+        cache[here] = hit
+    return hit
+
+
+def add(name: str, A, B, check: bool = True):
+    """The assembled results (``sparse_add``): count, allocate, fill."""
+    scipy_in = not type(A).__module__.startswith("tensordsl")
+    matrix_in = scipy_in and _is_spmatrix(A)
+    S, T = _operand(name, A, check), _operand(name, B, check)
+    if S.shape != T.shape or S.dtype != T.dtype:
+        raise ValueError(f"{name}: b must be {S.dtype}{list(S.shape)} like a, got "
+                         f"{T.dtype}{list(T.shape)}")
+    key = (name, S.shape, S.dtype)
+    with _LOCK:
+        kernel = _KERNELS.get(key)
+        if kernel is None:
+            import kernels.sparse as definitions
+            from .tensor import sparse_placeholder
+            a = sparse_placeholder(S.shape, "csr", S.dtype, name="A")
+            b = sparse_placeholder(S.shape, "csr", S.dtype, name="B")
+            # the structures were checked (or trusted): no per-access checks
+            kernel = _KERNELS[key] = getattr(definitions, name)(a, b).build(
+                check_indices=False)
+    result = kernel(S, T)
     return result.to_scipy(matrix=matrix_in) if scipy_in else result
 
 
@@ -116,7 +166,7 @@ def _compile(name, shape, dtype, dense_shapes, schedule):
 
 # the operands of each operator, named as td.ops names them (a sparse ``a`` first)
 OPERANDS = {"spmv": ("a", "x"), "spmm": ("a", "b"), "sddmm": ("a", "x", "y"),
-            "sparse_mul": ("a", "b"), "sparse_softmax": ("a",)}
+            "sparse_mul": ("a", "b"), "sparse_softmax": ("a",), "sparse_add": ("a", "b")}
 
 _CALL_DOC = """
     Through ``td.ops``: ``a`` is a ``scipy.sparse`` matrix or array (converted to CSR) or
@@ -135,6 +185,15 @@ _CALL_DOC = """
         matrix; a ``td.nd.sparse_array`` was checked when it was made).
 """
 
+_ASSEMBLED_DOC = """
+    Through ``td.ops``: ``a`` and ``b`` are ``scipy.sparse`` matrices or arrays
+    (converted to CSR) or ``td.nd.sparse_array``s of one shape and dtype; the result is
+    of ``a``'s kind (scipy in, scipy out), with sorted columns.
+
+    check : bool
+        False: the operands' structures are trusted, not checked.
+"""
+
 
 @functools.cache
 def entry(name: str):
@@ -146,15 +205,23 @@ def entry(name: str):
                 inspect.Parameter("schedule", inspect.Parameter.KEYWORD_ONLY,
                                   default="rows"),
                 inspect.Parameter("check", inspect.Parameter.KEYWORD_ONLY, default=True)]
+    if name in ASSEMBLED:
+        keywords = keywords[2:]      # the result's size is known only once counted
     signature = inspect.Signature(positional + keywords)
 
+    n_operands = len(OPERANDS[name])
+
     def operator(*args, **kwargs):
+        if not kwargs and len(args) == n_operands and name not in ASSEMBLED:
+            return call(name, *args)         # (binding the signature costs a call's time)
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as e:
             raise TypeError(f"{name}(): {e}") from None
         bound.apply_defaults()
         values = bound.arguments
+        if name in ASSEMBLED:
+            return add(name, *(values[p] for p in OPERANDS[name]), check=values["check"])
         return call(name, *(values[p] for p in OPERANDS[name]), out=values["out"],
                     schedule=values["schedule"], check=values["check"])
 
@@ -162,5 +229,6 @@ def entry(name: str):
     operator.__module__ = "tensordsl.ops"
     operator.__signature__ = signature
     operator.__doc__ = (inspect.cleandoc(getattr(definitions, name).__doc__ or "") + "\n\n"
-                        + inspect.cleandoc(_CALL_DOC))
+                        + inspect.cleandoc(_ASSEMBLED_DOC if name in ASSEMBLED
+                                           else _CALL_DOC))
     return operator

@@ -98,6 +98,32 @@ class SparseTensor:
                             f"{self.name}.q{level}")
         return q, self.crd[level][q].astype("int64")
 
+    # ``A + B``, ``A * B``, ``2 * A``: an expression for td.sparse.assemble (coiterate.py)
+    def _expr(self):
+        from .coiterate import as_expr
+        return as_expr(self)
+
+    def __add__(self, other):
+        return self._expr() + other
+
+    def __radd__(self, other):
+        return other + self._expr()
+
+    def __sub__(self, other):
+        return self._expr() - other
+
+    def __rsub__(self, other):
+        return other - self._expr()
+
+    def __mul__(self, other):
+        return self._expr() * other
+
+    def __rmul__(self, other):
+        return self._expr() * other
+
+    def __neg__(self):
+        return -self._expr()
+
     def __repr__(self):
         dims = ", ".join(str(d) for d in self.shape)
         return f"SparseTensor({self.name}, ({dims}), {self.format}, {self.dtype})"

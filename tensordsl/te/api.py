@@ -144,9 +144,10 @@ def scan(init, update, state_placeholder, inputs=None, name: str = "scan",
 
 
 def extern(shape, inputs, fcompute, name: str = "extern", dtype=None, tag: str = ""):
-    """Tensors computed outside the generated code (TVM ``te.extern``): ``fcompute(ins,
-    outs)`` gets the input and output tensors and returns the call that fills the
-    outputs, ``td.call_packed(name, ...)`` of a function registered with
+    """Tensors computed by code the caller writes (TVM ``te.extern``): ``fcompute(ins,
+    outs)`` gets the input and output tensors and returns either the statement that
+    fills the outputs, built with ``td.ir_builder`` (compiled with the rest), or the
+    call that does, ``td.call_packed(name, ...)`` of a function registered with
     ``td.register_func``. ``shape`` may be a list of shapes (then a list back).
 
     >>> @td.register_func("my_add_one")
@@ -169,10 +170,13 @@ def extern(shape, inputs, fcompute, name: str = "extern", dtype=None, tag: str =
     dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
     op = ExternOp(name, shapes, [dt.normalize(d) for d in dtypes], inputs, tag)
     call = fcompute(list(inputs), list(op.outputs))
-    if not (isinstance(call, n.Call) and call.name == "call_packed"):
-        raise TypeError(f"extern {name!r}: fcompute must return td.call_packed(...), got "
-                        f"{call!r}")
-    op.call = call
+    if isinstance(call, n.Stmt):
+        op.body = call
+    elif isinstance(call, n.Call) and call.name == "call_packed":
+        op.call = call
+    else:
+        raise TypeError(f"extern {name!r}: fcompute must return td.call_packed(...) or "
+                        f"the statement of a td.ir_builder, got {call!r}")
     return list(op.outputs) if several else op.output(0)
 
 

@@ -218,9 +218,10 @@ class ScanOp(Operation):
 
 
 class ExternOp(Operation):
-    """Outputs computed by a call out of the generated code (TVM's ``te.extern``):
-    ``call`` is an expression, ``td.call_packed(name, *tensors)``, evaluated once where
-    the stage runs (always at root), with ``inputs`` computed before it."""
+    """Outputs computed by code the caller writes (TVM's ``te.extern``): ``body``, a
+    statement built with ``td.ir_builder``, or ``call``, ``td.call_packed(name,
+    *tensors)`` — run once where the stage runs (always at root), with ``inputs``
+    computed before it."""
 
     def __init__(self, name: str, shapes, dtypes, inputs, tag: str = ""):
         self.name, self.tag = name, tag
@@ -228,6 +229,7 @@ class ExternOp(Operation):
         self.axis, self.reduce_axis = (), ()
         self.shape = self.shapes[0]
         self.call: n.Expr | None = None     # set once the outputs exist
+        self.body: n.Stmt | None = None     # or the statement of a td.ir_builder
 
     @property
     def num_outputs(self) -> int:
