@@ -134,8 +134,12 @@ def schedule_positions(s, out, A, config=None):
     """An output over the stored positions, and the row reductions it reads."""
     cfg = _config(config)
     for stage in list(s.stages):
-        if isinstance(stage.op, ComputeOp) and stage.op is not out.op:
+        if not isinstance(stage.op, ComputeOp) or stage.op is out.op:
+            continue
+        if stage.op.reduce_axis:      # sparse_softmax's row maxima and sums
             _row_reduction(stage, A, cfg)
+        else:
+            stage.compute_inline()
     O = s[out]
     (p,) = out.op.axis
     if out.op.reduce_axis:             # SDDMM: a dot product per position

@@ -21,6 +21,7 @@ from schedules.cuda.sparse import SCHEDULES, lanes_for
 from targets.cuda import driver
 from tensordsl.errors import BuildError, ScheduleError
 from tensordsl.nd import aligned_numpy
+from tests.helpers import poisoned
 
 OPERATORS = ("spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax")
 PATTERN = ("sddmm", "sparse_mul", "sparse_softmax")
@@ -61,7 +62,7 @@ def emulate(name, Mx, *dense, schedule="rows", knobs=SMALL, seed=0):
     f, names, out = _kernel(name, Mx.shape, tuple(d.shape for d in dense), schedule,
                             tuple(sorted(knobs.items())))
     shape = (Mx.nnz,) if name in PATTERN else tuple(int(d.value) for d in out.shape)
-    result = _aligned(np.full(shape, np.nan, "float32"))
+    result = _aligned(poisoned(shape))
     comps = _components(Mx)
     f.emulate(*[_aligned(comps[k]) for k in names], *map(_aligned, dense), result, seed=seed)
     return Mx, result
