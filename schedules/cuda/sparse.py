@@ -7,14 +7,17 @@ Row split (``schedule="rows"``, the default) — CSR-vector SpMV, row-per-warp S
         threadIdx.x  SpMV: ``lanes`` threads (a warp or a sub-warp: ``lanes_for`` sizes
                      it from the average row length) stride through the row's entries,
                      then combine their sums with warp shuffles (``AllReduce``);
-                     SpMM: the dense columns, so a row of ``B`` is read coalesced, each
-                     thread walking the row's entries for its columns
+                     SpMM: ``columns`` dense columns (a block of them at a time),
+                     so a row of ``B`` is read coalesced, each thread summing the
+                     row's entries for its column in a register
 
 Nonzero split (``schedule="nonzeros"``, TACO's position split): the same threads, but
-the blocks share the chunks of ``R`` rows by equal parts of the stored entries —
-``bind(chunk, blockIdx.x, balance=A.pos[1])``: block ``b`` binary-searches ``pos`` for
-the first chunk whose first entry reaches ``b / blocks`` of them, and runs the chunks up
-to the next block's as a loop (``targets/cuda/codegen.py: balanced_blocks``). Why this
+the ``ceil(m / R)`` blocks share the chunks of ``R`` rows by equal parts of the stored
+entries — ``bind(chunk, blockIdx.x, balance=A.pos[1])``: block ``b`` binary-searches
+``pos`` for the first chunk whose first entry is at least ``b / blocks`` of the way
+through the entries, and runs the chunks up to the next block's as a loop
+(``targets/cuda/codegen.py: balanced_blocks``); a block after a heavy chunk may get
+none, a run of light chunks goes to one block. Why this
 and not an equal share of *positions* per block with the partial sums of a row split
 between blocks added by atomics: a row then belongs to one block, which writes it once,
 so the result is the same under any order of the blocks and threads (bit for bit: each
