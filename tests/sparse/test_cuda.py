@@ -194,6 +194,16 @@ def test_sources_compile_for_sm_80_with_nvrtc():
                                                                     "sparse_softmax"))
 
 
+def test_the_balanced_block_loop_is_printed():
+    A = td.sparse_placeholder((40, 8), "csr", name="A")
+    x = td.placeholder((8,), "float32", "x")
+    y = K.spmv(A, x)
+    s = schedule_sparse("spmv", y, A, {"schedule": "nonzeros", **SMALL})
+    text = str(td.lower(s, [*A.placeholders(), x, y]))
+    # chunks of 4 rows (32 threads / 8 lanes), each weighing its first row's position
+    assert "# blockIdx.x  # balanced by A.pos1[min(i.outer*4, 40)]" in text, text
+
+
 def test_lanes_follow_the_average_row_length():
     assert [lanes_for(a) for a in (0, 1.5, 3, 4, 9.2, 31, 200)] == [2, 2, 4, 4, 16, 32, 32]
     rng = np.random.default_rng(2)
