@@ -2,22 +2,24 @@
 
 Row split (``schedule="rows"``, the default) — CSR-vector SpMV, row-per-warp SpMM::
 
-    blockIdx.x   a block of ``R`` rows (the last block shifted inwards, see below)
-      threadIdx.y  one row each
-        threadIdx.x  SpMV: ``lanes`` threads (a warp or a sub-warp: ``lanes_for`` sizes
-                     it from the average row length) stride through the row's entries,
-                     then combine their sums with warp shuffles (``AllReduce``);
-                     SpMM: ``columns`` dense columns (a block of them at a time),
-                     so a row of ``B`` is read coalesced, each thread summing the
-                     row's entries for its column in a register
+    blockIdx.x   a block of rows (the last block shifted inwards, see below)
+      serial       its ``chunks`` chunks of ``R`` rows, one after another
+        threadIdx.y  a chunk's rows, one each
+          threadIdx.x  SpMV: ``lanes`` threads (a warp or a sub-warp: ``lanes_for``
+                       sizes it from the average row length) stride through the row's
+                       entries, then combine their sums with warp shuffles
+                       (``AllReduce``); SpMM: ``columns`` dense columns (a block of them
+                       at a time), so a row of ``B`` is read coalesced, each thread
+                       summing the row's entries for its column in a register
 
 Nonzero split (``schedule="nonzeros"``, TACO's position split): the same threads, but
-the ``ceil(m / R)`` blocks share the chunks of ``R`` rows by equal parts of the stored
-entries — ``bind(chunk, blockIdx.x, balance=A.pos[1])``: block ``b`` binary-searches
-``pos`` for the first chunk whose first entry is at least ``b / blocks`` of the way
-through the entries, and runs the chunks up to the next block's as a loop
-(``targets/cuda/codegen.py: balanced_blocks``); a block after a heavy chunk may get
-none, a run of light chunks goes to one block. Why this
+the groups of rows a block takes under the row split (as many blocks as groups) are
+shared by equal parts of the stored entries — ``bind(group, blockIdx.x,
+balance=A.pos[1])``: block ``b`` binary-searches ``pos`` for the first group whose
+first entry is at least ``b / blocks`` of the way through the entries, and runs the
+groups up to the next block's as a loop (``targets/cuda/codegen.py:
+balanced_blocks``); a block after a heavy group may get none, a run of light groups
+goes to one block. Why this
 and not an equal share of *positions* per block with the partial sums of a row split
 between blocks added by atomics: a row then belongs to one block, which writes it once,
 so the result is the same under any order of the blocks and threads (bit for bit: each
@@ -33,16 +35,20 @@ threads (``threadIdx.x``) combined by shuffles; ``sparse_mul`` one position a th
 ``sparse_softmax``'s row maxima and sums are row reductions scheduled as SpMV's (either
 split), each a kernel of its own.
 
-Rows per block: a split of the rows by ``R`` whose last block would run past the end
+Rows per block: a split of the rows into blocks whose last would run past the end
 would read ``pos[i + 1]`` of a row that does not exist to bound its loop over the
 entries (the guard ``i < m`` sits inside that loop): the split shifts the last block
 inwards instead (``tail="shift_inwards"``: its rows overlap the previous block's and are
-computed twice, the same values written twice), which needs ``m >= R``, so ``R`` is at
-most ``m``; with a symbolic ``m`` each block takes one row.
+computed twice, the same values written twice), which needs ``m`` at least a block's
+rows, so ``R`` is at most ``m`` and a block's chunks at most ``m / R``; with a symbolic
+``m`` each block takes one row.
 
 Knobs: ``threads`` per block (a multiple of 32), ``lanes`` (SpMV, SDDMM, the softmax
 reductions: a power of two up to 32; ``R = threads / lanes``), ``columns`` (SpMM: the
-threads over the dense columns; ``R = threads / columns``).
+threads over the dense columns; ``R = threads / columns``), ``chunks`` (the row
+operators: a block takes ``chunks`` chunks of ``R`` rows one after another, the
+nonzero split's shares are then ``chunks`` times longer and its blocks, each searching
+``pos`` twice, fewer).
 """
 from __future__ import annotations
 
@@ -51,7 +57,7 @@ from tensordsl.te.api import thread_axis
 from tensordsl.te.tensor import ComputeOp
 
 SCHEDULES = ("rows", "nonzeros")
-DEFAULT = {"schedule": "rows", "threads": 128, "lanes": 32, "columns": 32}
+DEFAULT = {"schedule": "rows", "threads": 128, "lanes": 32, "columns": 32, "chunks": 1}
 
 
 def lanes_for(average_row_length: float) -> int:
@@ -73,6 +79,9 @@ def _config(config) -> dict:
         if not isinstance(value, int) or value < 1 or value > 32 or value & (value - 1):
             raise ValueError(f"sparse CUDA template: {knob} must be a power of two up to "
                              f"32, got {value!r}")
+    if not isinstance(cfg["chunks"], int) or cfg["chunks"] < 1:
+        raise ValueError(f"sparse CUDA template: chunks must be a positive int, got "
+                         f"{cfg['chunks']!r}")
     threads = cfg["threads"]
     if not isinstance(threads, int) or threads % 32 or not 32 <= threads <= 1024:
         raise ValueError(f"sparse CUDA template: threads must be a multiple of 32 up to "
@@ -85,17 +94,24 @@ def _static(e) -> int | None:
 
 
 def _bind_rows(stage, axis, A, cfg, rows: int):
-    """``axis`` (the rows) over blocks of ``rows`` rows on ``threadIdx.y``, the blocks
-    sharing them evenly or, for ``schedule="nonzeros"``, by the entries in ``A.pos``."""
+    """``axis`` (the rows) over blocks of ``chunks`` chunks of ``rows`` rows, a chunk's
+    rows on ``threadIdx.y``, the blocks sharing the rows evenly or, for
+    ``schedule="nonzeros"``, by the entries in ``A.pos``."""
     balance = A.pos[1] if cfg["schedule"] == "nonzeros" else None
     extent = _static(axis.dom.extent)
-    rows = min(rows, extent) if extent is not None else 1
-    if rows <= 1:      # (also no rows at all: an empty grid)
+    if extent is None:
+        rows = span = 1
+    else:
+        rows = min(rows, extent)
+        span = min(rows * cfg["chunks"], extent // max(rows, 1) * rows)
+    if span <= 1:      # (also no rows at all: an empty grid)
         stage.bind(axis, thread_axis("blockIdx.x"), balance=balance)
         return
-    block, row = stage.split(axis, factor=rows, tail="shift_inwards")
+    block, inner = stage.split(axis, factor=span, tail="shift_inwards")
     stage.bind(block, thread_axis("blockIdx.x"), balance=balance)
-    stage.bind(row, thread_axis("threadIdx.y"))
+    if rows > 1:
+        row = stage.split(inner, factor=rows)[1] if span > rows else inner
+        stage.bind(row, thread_axis("threadIdx.y"))
 
 
 def _bind_lanes(stage, axis, lanes: int):

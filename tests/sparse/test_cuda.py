@@ -194,6 +194,20 @@ def test_sources_compile_for_sm_80_with_nvrtc():
                                                                     "sparse_softmax"))
 
 
+@pytest.mark.parametrize("name", ["spmv", "spmm", "sparse_softmax"])
+def test_blocks_of_several_chunks(name):
+    """``chunks=3``: each block (each share) runs three chunks of rows in turn."""
+    rng = np.random.default_rng(8)
+    for schedule in SCHEDULES:
+        for kind in ("random", "power_law"):
+            Mx = matrix(kind, rng)
+            dense = [rng.standard_normal(s).astype("float32") for s in dense_shapes(name, M, N)]
+            Mx, got = emulate(name, Mx, *dense, schedule=schedule, knobs={**SMALL, "chunks": 3},
+                              seed=13)
+            np.testing.assert_allclose(got, expected(name, Mx, *dense), rtol=1e-5,
+                                       atol=1e-5, err_msg=f"{kind}, {schedule}")
+
+
 def test_the_balanced_block_loop_is_printed():
     A = td.sparse_placeholder((40, 8), "csr", name="A")
     x = td.placeholder((8,), "float32", "x")
