@@ -31,10 +31,10 @@ SMALL = {"threads": 32, "lanes": 8, "columns": 8}
 
 
 @functools.cache
-def _kernel(name, shape, dense, schedule, knobs=(), arch="sm_80"):
+def _kernel(name, shape, dense, schedule, knobs=(), arch="sm_80", dtype="float32"):
     """The module (``arch`` None: the device's), its sparse components' names, output."""
-    A = td.sparse_placeholder(shape, "csr", "float32", name="A")
-    dense = [td.placeholder(s, "float32", f"d{k}") for k, s in enumerate(dense)]
+    A = td.sparse_placeholder(shape, "csr", dtype, name="A")
+    dense = [td.placeholder(s, dtype, f"d{k}") for k, s in enumerate(dense)]
     out = getattr(K, name)(A, *dense)
     s = schedule_sparse(name, out, A, {"schedule": schedule, **dict(knobs)})
     target = "cuda" if arch is None else f"cuda -arch={arch}"
@@ -51,18 +51,18 @@ def _aligned(a: np.ndarray) -> np.ndarray:
 
 def _components(Mx) -> dict:
     return {"pos1": Mx.indptr.astype("int32"), "crd1": Mx.indices.astype("int32"),
-            "vals": Mx.data.astype("float32"),
+            "vals": Mx.data,
             "rows1": np.repeat(np.arange(Mx.shape[0], dtype="int32"), np.diff(Mx.indptr))}
 
 
-def emulate(name, Mx, *dense, schedule="rows", knobs=SMALL, seed=0):
+def emulate(name, Mx, *dense, schedule="rows", knobs=SMALL, seed=0, dtype="float32"):
     """The operator's result on the emulated GPU, from a NaN-filled output."""
-    Mx = sp.csr_matrix(Mx, dtype="float32")
+    Mx = sp.csr_matrix(Mx, dtype=dtype)
     Mx.sort_indices()
     f, names, out = _kernel(name, Mx.shape, tuple(d.shape for d in dense), schedule,
-                            tuple(sorted(knobs.items())))
+                            tuple(sorted(knobs.items())), dtype=dtype)
     shape = (Mx.nnz,) if name in PATTERN else tuple(int(d.value) for d in out.shape)
-    result = _aligned(poisoned(shape))
+    result = _aligned(poisoned(shape, dtype))
     comps = _components(Mx)
     f.emulate(*[_aligned(comps[k]) for k in names], *map(_aligned, dense), result, seed=seed)
     return Mx, result
@@ -206,6 +206,16 @@ def test_blocks_of_several_chunks(name):
                               seed=13)
             np.testing.assert_allclose(got, expected(name, Mx, *dense), rtol=1e-5,
                                        atol=1e-5, err_msg=f"{kind}, {schedule}")
+
+
+@pytest.mark.parametrize("name", ["spmv", "sddmm"])
+def test_float64(name):
+    rng = np.random.default_rng(21)
+    Mx = matrix("power_law", rng).astype("float64")
+    dense = [rng.standard_normal(s) for s in dense_shapes(name, M, N)]
+    for schedule in SCHEDULES:
+        Mx, got = emulate(name, Mx, *dense, schedule=schedule, seed=3, dtype="float64")
+        np.testing.assert_allclose(got, expected(name, Mx, *dense), rtol=1e-12, atol=1e-12)
 
 
 def test_the_balanced_block_loop_is_printed():
