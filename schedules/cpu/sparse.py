@@ -9,6 +9,8 @@
   in vector registers across the row's entries (the dense columns, ``f``, vectorized
   and unrolled), so each entry costs one broadcast and ``f / lanes`` fused
   multiply-adds on a row of ``B``.
+* BSR (SpMV, SpMM): the rows of blocks split as above; a block row's ``r`` rows of the
+  result stay in registers across its blocks.
 * Position space (the results with the operand's pattern: SDDMM, ``sparse_mul``,
   ``sparse_softmax``): the stored positions in parallel, in blocks; SDDMM's dot
   product over ``f`` in vector lanes.
@@ -52,9 +54,20 @@ def _split_rows(stage, axis, A, cfg):
 
 def schedule_spmv(s, out, A, config=None):
     """Each row's entries summed in ``partials`` independent chains (knob; 1: one
-    chain): one chain waits on its adder's latency every entry."""
+    chain): one chain waits on its adder's latency every entry. BSR: a block row's
+    ``r`` sums side by side, each block's ``r x c`` products unrolled."""
     cfg = dict(default_config(), **(config or {}))
     Y = s[out]
+    if A.format.block:
+        ib, ii = out.op.axis
+        q, jj = out.op.reduce_axis
+        rows = _split_rows(Y, ib, A, cfg)
+        Y.reorder(rows, q, ii, jj)
+        r, c = A.format.block
+        if r * c <= 64:
+            Y.unroll(ii)
+            Y.unroll(jj)
+        return
     partials = int(cfg.get("partials", PARTIALS))
     P = None
     if partials > 1:
@@ -64,7 +77,11 @@ def schedule_spmv(s, out, A, config=None):
         P = s[s.rfactor(out, qi, factor_axis=1)]
         row, lane = P.op.axis
         P.reorder(row, *P.op.reduce_axis, lane)
-        P.unroll(lane)
+        if cfg.get("gather"):
+            P.vectorize(lane)      # the chains in vector lanes: x gathered
+            Y.vectorize(Y.op.reduce_axis[0])
+        else:
+            P.unroll(lane)
     rows = _split_rows(Y, out.op.axis[0], A, cfg)
     if P is not None:
         P.compute_at(Y, rows)
@@ -74,13 +91,16 @@ def schedule_spmm(s, out, A, config=None):
     cfg = dict(default_config(), **(config or {}))
     C = s[out]
     B = next(t for t in out.op.input_tensors if t.ndim == 2)
-    i, c = out.op.axis
-    (q,) = out.op.reduce_axis
+    *i, c = out.op.axis
+    q, *jj = out.op.reduce_axis
     lanes = vector_lanes(32)
     width = _extent(c) or lanes
     co, ci = C.split(c, factor=min(lanes, width) if width >= 4 else width)
-    rows = _split_rows(C, i, A, cfg)
-    C.reorder(rows, q, co, ci)
+    rows = _split_rows(C, i[0], A, cfg)
+    # BSR: a block row's r rows of the result across the block's c rows of B
+    C.reorder(rows, q, *jj, *i[1:], co, ci)
+    if A.format.block and A.format.block[0] <= 8:
+        C.unroll(i[1])
     # B's rows are picked by the column indices: fetch the row a few entries ahead
     ahead = int(cfg.get("prefetch", PREFETCH))
     if ahead > 0:
@@ -114,6 +134,8 @@ def schedule_positions(s, out, A, config=None):
     position = _rows_parallel(O, out.op.axis[0], block)
     if partials is not None:
         partials.compute_at(O, position)
+        # the lanes folded as a tree of vector halves, not one add after another
+        O.vectorize(O.leaf_iter_vars[-1])
 
 
 TEMPLATES = {"spmv": schedule_spmv, "spmm": schedule_spmm, "sddmm": schedule_positions,

@@ -506,6 +506,9 @@ class _KernelWriter:
         if e.name == "vector_any":
             m = e.args[0]
             return "(" + " || ".join(self._expr(m, k) for k in range(dt.lanes(m.dtype))) + ")"
+        if e.name == "vector_sum":
+            v = e.args[0]
+            return "(" + " + ".join(self._expr(v, k) for k in range(dt.lanes(v.dtype))) + ")"
         fn = _MATH.get(e.name)
         if fn is None:
             raise BuildError(f"the CUDA code generator has no intrinsic {e.name!r}")

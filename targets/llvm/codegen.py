@@ -348,6 +348,8 @@ class CodeGenLLVM:
             lanes = mask.type.count
             bits = self.builder.bitcast(mask, ir.IntType(lanes))
             return self.builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(lanes), 0))
+        if e.name == "vector_sum":
+            return self.vector_sum(self.expr(e.args[0]), dt.is_float(e.dtype))
         if e.name == "prefetch":
             return self.prefetch(e.args[0])
         if e.name == "thread_index":
@@ -649,6 +651,19 @@ class CodeGenLLVM:
             self.stmt(s.else_case)
             bd.branch(done)
         bd.position_at_end(done)
+
+    def vector_sum(self, v, is_float: bool):
+        """The sum of ``v``'s lanes (a power of two) as a tree of halves: log2(lanes)
+        shuffles and adds, not a chain of lanes - 1 dependent adds."""
+        bd = self.builder
+        add = bd.fadd if is_float else bd.add
+        while v.type.count > 1:
+            half = v.type.count // 2
+            low, high = (bd.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(
+                ir.VectorType(I32, half), list(range(first, first + half))))
+                for first in (0, half))
+            v = add(low, high)
+        return bd.extract_element(v, ir.Constant(I32, 0))
 
     def stmt_While(self, s):
         bd = self.builder

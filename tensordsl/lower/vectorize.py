@@ -9,7 +9,8 @@ predicated, and the masked part runs only when some lane is active, so scalar lo
 it stay as safe as in the loop. A lane-dependent lazy ``if_then_else`` becomes a select
 of its branches, each with its loads masked to its own lanes. A body that cannot be
 vectorized (a lane-dependent ``else``, an allocation, a store whose address does not depend
-on the loop) is left as a serial loop, which LLVM may still vectorize. A loop longer than
+on the loop, except a sum ``x[i] = x[i] + f(v)`` over a reduction axis, whose lanes are
+added as a tree: ``vector_sum``) is left as a serial loop, which LLVM may still vectorize. A loop longer than
 ``MAX_LANES`` becomes a serial loop over vectors of ``MAX_LANES`` (the last one masked):
 LLVM's compile time grows much faster than linearly with the vector width.
 """
@@ -49,7 +50,7 @@ def _all(conds: list):
 
 
 def _reads_buffer(e, buffer) -> bool:
-    return any(isinstance(x, n.Load) and x.buffer is buffer for x in post_order(e))
+    return any(isinstance(x, n.Load) and x.buffer == buffer for x in post_order(e))
 
 
 def _widen(e, lanes: int):
@@ -193,6 +194,10 @@ class _Vectorizer(Mutator):
 
     def visit_Store(self, node):
         value, index = self.visit(node.value), self.visit(node.index)
+        if not _is_vector(index) and _is_vector(value) and self.mask is None:
+            folded = self._horizontal_sum(node, index)
+            if folded is not None:
+                return folded
         if not _is_vector(index):
             if _is_vector(value) or _reads_buffer(value, node.buffer):
                 # lanes would store different values, or each lane updates the last one's
@@ -204,6 +209,22 @@ class _Vectorizer(Mutator):
                 return n.IfThenElse(n.Call("bool", "vector_any", (self.mask,)), store)
             return store
         return n.Store(node.buffer, _widen(value, self.lanes), index, self.mask)
+
+    def _horizontal_sum(self, node, index):
+        """``x[i] = x[i] + f(v)`` over a vectorized reduction axis ``v`` (``x[i]`` not
+        depending on it): ``x[i] = x[i] + vector_sum(f(ramp))``, the lanes summed as a
+        tree — in another order than the loop's, as vectorizing a reduction asks."""
+        value = node.value
+        if not (isinstance(value, n.Add) and isinstance(value.a, n.Load)
+                and value.a.buffer == node.buffer and repr(value.a.index) == repr(node.index)
+                and self.lanes & (self.lanes - 1) == 0):
+            return None
+        terms = self.visit(value.b)
+        if not _is_vector(terms) or _reads_buffer(terms, node.buffer):
+            return None
+        total = n.Call(dt.element(terms.dtype), "vector_sum", (terms,))
+        return n.Store(node.buffer, n.Add(n.Load(value.a.dtype, node.buffer, index), total),
+                       index)
 
     def visit_IfThenElse(self, node):
         cond = self.visit(node.condition)

@@ -187,7 +187,9 @@ class Stage:
 
     def _annotate(self, iv, kind: str):
         self._check_leaf(iv, kind)
-        if kind in ("vectorized", "parallel") and iv.kind == "reduce":
+        if kind == "vectorized" and iv.kind == "reduce" and self._sums():
+            pass   # a sum: the lanes are added as a tree at the end (lower/vectorize.py)
+        elif kind in ("vectorized", "parallel") and iv.kind == "reduce":
             verb = "vectorize" if kind == "vectorized" else "parallelize"
             self._fail(f"cannot {verb} reduction axis {iv.name!r}: its iterations "
                        "accumulate into the same element (use rfactor first)")
@@ -195,9 +197,16 @@ class Stage:
             self._fail(f"axis {iv.name!r} is bound to a GPU thread index already")
         self.loop_kind[iv] = kind
 
+    def _sums(self) -> bool:
+        body = getattr(self.op, "body", None)
+        return bool(body) and isinstance(body[0], n.Reduce) and \
+            body[0].combiner.name == "sum" and len(body) == 1
+
     def vectorize(self, iv: n.IterVar):
         """Run a loop's iterations as SIMD lanes (Halide/TVM ``vectorize``). The loop's
-        extent must be a constant; a body that cannot be vectorized stays a loop."""
+        extent must be a constant; a body that cannot be vectorized stays a loop. A
+        reduction axis may be vectorized where the reduction is a sum: its lanes are
+        then added as a tree (in another order than one after another)."""
         self._annotate(iv, "vectorized")
         self._record("vectorize", axis=iv.name)
 

@@ -33,18 +33,24 @@ _LOCK = threading.Lock()
 _KERNELS: dict = {}
 
 
+BLOCKED = ("spmv", "spmm")           # operators with BSR kernels of their own
+
+
 def _operand(name: str, A, check: bool):
     """The sparse operand as a CSR ``td.nd`` sparse array (converted, and checked unless
-    ``check=False``, when it is a scipy matrix or a torch sparse tensor)."""
+    ``check=False``, when it is a scipy matrix or a torch sparse tensor) — or BSR as it
+    is, for the operators with BSR kernels."""
+    kept = ("csr", "bsr") if name in BLOCKED else ("csr",)
     if type(A) is SparseArray:
-        return A if A.format.name == "csr" else A.asformat("csr")
+        return A if A.format.name in kept else A.asformat("csr")
     if not (isinstance(A, SparseArray) or is_scipy(A) or is_torch_sparse(A)):
         # (a dense array would be converted silently: almost surely a mistaken argument)
         raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix, a torch "
                         f"sparse tensor or a td.nd sparse array, got {type(A).__name__}")
     if isinstance(A, SparseArray):
-        return A if A.format.name == "csr" else A.asformat("csr")
-    return sparse_array(A, format="csr", check=check)
+        return A if A.format.name in kept else A.asformat("csr")
+    blocked = "bsr" in kept and getattr(A, "format", None) == "bsr"
+    return sparse_array(A, format="bsr" if blocked else "csr", check=check)
 
 
 def _dense(name: str, k: int, value, dtype) -> np.ndarray:
@@ -64,7 +70,8 @@ def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = T
     vals_dtype = S.vals.dtype
     arrays = [d if type(d) is np.ndarray and d.dtype == vals_dtype and d.flags.c_contiguous
               else _dense(name, k + 1, d, S.dtype) for k, d in enumerate(dense)]
-    key = (name, S.shape, S.dtype, tuple(a.shape for a in arrays), schedule)
+    key = (name, S.shape, S.dtype, tuple(a.shape for a in arrays), schedule,
+           S.format.block)
     entry, components, want = _prepared(S, key)
     if out is None:
         out = np.empty(want, vals_dtype)
@@ -84,6 +91,10 @@ def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = T
     return result.to_scipy(matrix=_is_spmatrix(A)) if scipy_in else result
 
 
+def _reshaped_output(f, shape, *arrays):
+    f(*arrays[:-1], arrays[-1].reshape(shape))
+
+
 def _prepared(S, key):
     """``(entry, components, result shape)`` of the kernel of ``key`` on the sparse array
     ``S``, kept on ``S`` (its arrays never change) for this thread: ``entry`` is the
@@ -98,7 +109,11 @@ def _prepared(S, key):
         f, names, shape = _kernel(*key)
         arrays = [S.component(n) for n in names]
         want = shape if shape is not None else (S.nnz,)
-        bound = f.bound_call({f"A.nnz{k}": S.crd[k].size for k in S.crd})
+        if S.format.block:       # the kernel's rows by block: the same memory
+            want = (S.shape[0], *shape[2:])
+            f = functools.partial(_reshaped_output, f, shape)
+        bound = getattr(f, "bound_call", lambda sizes: None)(
+            {f"A.nnz{k}": S.crd[k].size for k in S.crd})
         if bound is None:
             hit = (f, arrays, want)
         else:
@@ -138,8 +153,8 @@ def _is_spmatrix(A) -> bool:
     return isinstance(A, scipy.sparse.spmatrix)
 
 
-def _kernel(name: str, shape, dtype: str, dense_shapes, schedule):
-    key = (name, shape, dtype, dense_shapes, schedule)
+def _kernel(name: str, shape, dtype: str, dense_shapes, schedule, block=()):
+    key = (name, shape, dtype, dense_shapes, schedule, block)
     with _LOCK:
         hit = _KERNELS.get(key)
         if hit is None:
@@ -147,12 +162,14 @@ def _kernel(name: str, shape, dtype: str, dense_shapes, schedule):
     return hit
 
 
-def _compile(name, shape, dtype, dense_shapes, schedule):
+def _compile(name, shape, dtype, dense_shapes, schedule, block=()):
     import kernels.sparse as definitions
     import tensordsl as td
     from schedules.cpu.sparse import TEMPLATES
+    from .format import Format
     from .tensor import sparse_placeholder
-    A = sparse_placeholder(shape, "csr", dtype, name="A")
+    A = sparse_placeholder(shape, Format.named("bsr", block) if block else "csr", dtype,
+                           name="A")
     dense = [td.placeholder(s, dtype, f"d{k}") for k, s in enumerate(dense_shapes)]
     out = getattr(definitions, name)(A, *dense)
     s = td.create_schedule(out.op)
