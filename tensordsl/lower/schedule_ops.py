@@ -192,14 +192,11 @@ class _NestBuilder:
             # a virtual thread: the iterations interleave in one real thread (TVM);
             # inject_virtual_threads does that after flatten_storage
             return n.For(iv.var, n.IntImm("int64", 0), extent, "vthread", body, thread.kind)
+        balance = _balance(stage, iv)
         if thread is not None:
             return n.For(iv.var, n.IntImm("int64", 0), extent, "thread_binding", body,
-                         thread.kind)
+                         thread.kind, balance)
         kind = stage.loop_kind.get(iv, "serial")
-        weights = stage.balanced.get(iv)
-        balance = None
-        if weights is not None and kind == "parallel":
-            balance = n.TensorRead(weights, (iv.var,))
         return n.For(iv.var, n.IntImm("int64", 0), extent, kind, body, None, balance)
 
     def attach_here(self, stage, iv, body: n.Stmt) -> n.Stmt:
@@ -210,6 +207,20 @@ class _NestBuilder:
         for st in reversed(inner):
             body = self.realize(st, body)
         return body
+
+
+def _balance(stage, iv):
+    """The weight of iteration ``iv`` of a balanced loop (``parallel`` or ``bind`` with
+    ``balance=``): ``weights[iv]``, or for chunks of ``stride`` iterations the weight of
+    the chunk's first, ``weights[min(iv * stride, last)]`` (in bounds for ``iv`` up to
+    the loop's end, where the binary search of the shares reads it)."""
+    entry = stage.balanced.get(iv)
+    if entry is None:
+        return None
+    weights, stride, last = entry
+    if stride == 1:
+        return n.TensorRead(weights, (iv.var,))
+    return n.TensorRead(weights, (n.Min(n.Mul(iv.var, n.IntImm("int64", stride)), last),))
 
 
 def _check_thread_extent(stage, iv, extent, thread):
