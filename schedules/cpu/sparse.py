@@ -12,7 +12,8 @@
 * BSR (SpMV, SpMM): the rows of blocks split as above; a block row's ``r`` rows of the
   result stay in registers across its blocks.
 * Position space (the results with the operand's pattern: SDDMM, ``sparse_mul``,
-  ``sparse_softmax``): the stored positions in parallel, in blocks; SDDMM's dot
+  ``sparse_softmax``): the stored positions by rows (``segment``: each position's row
+  is the rows loop's, TACO's coordinate recovery), the rows split as above; SDDMM's dot
   product over ``f`` in vector lanes.
 """
 from __future__ import annotations
@@ -112,14 +113,15 @@ def schedule_spmm(s, out, A, config=None):
 
 
 def schedule_positions(s, out, A, config=None):
-    """An output over the stored positions (and the row reductions it reads); a dot
-    product per position (SDDMM) in vector lanes, folded once at the end."""
+    """An output over the stored positions (and the row reductions it reads): the
+    positions by rows (``segment``: a position's row is the loop's, its dense row read
+    once per row, not per entry), the rows split like SpMV's; a dot product per position
+    (SDDMM) in vector lanes, folded once at the end as a tree."""
     cfg = dict(default_config(), **(config or {}))
-    block = int(cfg.get("positions", 256))
     for stage in s.stages:
         if not isinstance(stage.op, ComputeOp) or stage.op is out.op:
             continue
-        _rows_parallel(stage, stage.op.axis[0], int(cfg["rows"]))
+        _split_rows(stage, stage.op.axis[0], A, cfg)
     O = s[out]
     lanes = vector_lanes(32)
     partials = None
@@ -131,7 +133,8 @@ def schedule_positions(s, out, A, config=None):
         (ko,) = partials.op.reduce_axis
         partials.reorder(p, ko, lane)
         partials.vectorize(lane)
-    position = _rows_parallel(O, out.op.axis[0], block)
+    rows, position = O.segment(out.op.axis[0], A.pos[1])
+    _split_rows(O, rows, A, cfg)
     if partials is not None:
         partials.compute_at(O, position)
         # the lanes folded as a tree of vector halves, not one add after another

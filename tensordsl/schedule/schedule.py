@@ -15,7 +15,7 @@ from ..ir import nodes as n
 from ..ir.op import const
 from ..te.api import integral
 from ..te.tensor import ComputeOp, ExternOp, Operation, PlaceholderOp, ScanOp, Tensor
-from .relations import Fuse, Split
+from .relations import Fuse, Segment, Split
 from .trace import Step
 
 LOOP_KINDS = ("serial", "parallel", "vectorized", "unrolled")
@@ -134,6 +134,31 @@ class Stage:
         pos = self.leaf_iter_vars.index(parent)
         self.leaf_iter_vars[pos:pos + 1] = [outer, inner]
         self._record("split", axis=parent.name, factor=factor, nparts=nparts, tail=tail)
+        return outer, inner
+
+    def segment(self, parent: n.IterVar, pos) -> tuple[n.IterVar, n.IterVar]:
+        """Iterate the stored positions ``parent`` of a compressed level by the runs of
+        its ``pos`` (TACO's coordinate recovery): ``for p in range(nnz)`` →
+        ``for r in range(len(pos) - 1): for p.pos in range(pos[r + 1] - pos[r])``, with
+        ``p = pos[r] + p.pos``; a read of the level's ``row_ids`` at ``p`` becomes ``r``.
+        For a compute over a CSR operand's positions (SDDMM): its rows, each row's
+        entries. ``parent`` is a data-parallel axis of the stage's own, not split,
+        ranging over all of the level's positions (``pos[0] = 0``, ``pos[-1]`` its
+        extent, as a checked structure has); the runs loop must enclose the positions
+        loop."""
+        self._check_leaf(parent, "segment")
+        if parent not in self.op.axis or parent.kind == "reduce":
+            self._fail(f"segment of {parent.name!r}: expected a data-parallel axis of "
+                       "the stage's own, not split")
+        if getattr(pos, "ndim", None) != 1 or not str(pos.dtype).startswith("int"):
+            self._fail(f"segment of {parent.name!r}: pos must be a 1-d integer tensor "
+                       f"(a compressed level's, e.g. A.pos[1]), got {pos!r}")
+        outer = self._new_axis(f"{parent.name}.run", "data_par", pos.shape[0] - 1)
+        inner = self._new_axis(f"{parent.name}.pos", "data_par", parent.dom.extent)
+        self.relations.append(Segment(parent, outer, inner, pos))
+        at = self.leaf_iter_vars.index(parent)
+        self.leaf_iter_vars[at:at + 1] = [outer, inner]
+        self._record("segment", axis=parent.name, pos=pos.name)
         return outer, inner
 
     def fuse(self, *axes: n.IterVar) -> n.IterVar:
@@ -271,6 +296,10 @@ class Stage:
             self._fail(f"{primitive}: balance must be a 1-d tensor of weights, got "
                        f"{balance!r}")
         root, stride = iv, 1
+        runs = next((r for r in self.relations if isinstance(r, Segment) and r.outer is iv),
+                    None)
+        if runs is not None:      # the runs of a segment: one weight per run, and one more
+            return balance, 1, runs.pos.shape[0] - 1
         if split and iv not in self.op.axis:
             rel = next((r for r in self.relations if isinstance(r, Split) and r.outer is iv
                         and r.factor is not None), None)

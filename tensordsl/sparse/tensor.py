@@ -84,6 +84,8 @@ class SparseTensor:
         if level not in self.rows:
             self.rows[level] = api.placeholder((self.nnz[level],), "int32",
                                                f"{self.name}.rows{level}")
+            # a schedule's segment(p, pos) turns rows[p] into its runs loop
+            self.rows[level].op.row_ids_of = self.pos[level]
         return self.rows[level]
 
     def nonzeros(self, parent, level: int = 1):
