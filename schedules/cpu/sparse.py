@@ -22,7 +22,7 @@
   ``sparse_softmax``): the stored positions in parallel, in blocks; SDDMM's dot
   product over ``f`` in vector lanes.
 
-``SPACES`` holds each operator's knobs and the values a tuner tries (``tensordsl tune
+``space(op)`` gives each operator's knobs and the values a tuner tries (``tensordsl tune
 spmm --random 4096,4096,0.01 --shape 64``); ``DEFAULTS`` the configuration without
 records. Every combination is legal; a knob that does not apply to a configuration
 (``rows`` under ``schedule="nonzeros"``, ``cols`` at least the width) is a no-op.
@@ -144,6 +144,7 @@ def schedule_spmm(s, out, A, config=None):
 def schedule_positions(s, out, A, config=None):
     """An output over the stored positions (and the row reductions it reads); a dot
     product per position (SDDMM) in vector lanes, folded once at the end."""
+    # (softmax's defaults: the knobs of every position-space result, and its rows)
     cfg = dict(DEFAULTS["sparse_softmax"], **(config or {}))
     block = int(cfg["positions"])
     for stage in s.stages:

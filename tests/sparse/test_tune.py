@@ -178,6 +178,7 @@ def _softmax_rows(A):
     (["spmm", "--random", "40,30,0.1", "--matrix", "a.mtx", "--shape", "8"],
      ["--matrix and --random"]),
     (["spmv", "--random", "40,30,0.1", "--dtype", "int32"], ["--dtype", "int32"]),
+    (["spmv", "--matrix", "a.mtx", "--power-law"], ["--power-law", "--random"]),
 ])
 def test_bad_arguments_are_named(argv, words, tmp_path, capsys):
     assert cli.main(["tune", *argv, "--db", str(tmp_path / "r.sqlite")]) == 2
@@ -194,3 +195,13 @@ def test_a_file_that_is_not_matrix_market_is_named(tmp_path, capsys):
                      str(tmp_path / "r.sqlite")]) == 2
     err = capsys.readouterr().err
     assert "--matrix" in err and "Matrix Market" in err and str(path) in err
+
+
+def test_power_law_rows_are_skewed_and_reproducible():
+    matrix = sparse_workload.Matrix.random(2000, 1000, 0.01, seed=4, power_law=True)
+    S = matrix.load("float32")
+    lengths = np.diff(S.pos[1])
+    assert abs(S.nnz - 20000) < 2000                   # about density * rows * cols
+    assert lengths.max() > 10 * lengths.mean()         # a few long rows
+    again = sparse_workload.power_law_matrix(2000, 1000, 0.01, 4)
+    assert (again.indptr == S.pos[1]).all() and (again.indices == S.crd[1]).all()
