@@ -39,19 +39,40 @@ def _csr(A, what: str):
                          f"columns), got {A.format}")
 
 
+def _csr_or_bsr(A, what: str) -> tuple:
+    """``(r, c)``: the block of a BSR operand, () for CSR."""
+    from tensordsl.sparse import SparseTensor
+    if isinstance(A, SparseTensor) and A.format.block:
+        kinds = [lv.kind for lv in A.format.levels]
+        if kinds[:2] != ["dense", "compressed"] or A.format.order != (0, 1):
+            raise ValueError(f"{what}: expected a CSR or BSR operand, got {A.format}")
+        return A.format.block
+    _csr(A, what)
+    return ()
+
+
 def _check(cond: bool, msg: str):
     if not cond:
         raise ValueError(msg)
 
 
 def spmv(A, x, name: str = "spmv"):
-    """``y = A @ x``: ``A`` sparse (m, n) CSR, ``x`` dense (n,) → (m,).
+    """``y = A @ x``: ``A`` sparse (m, n) CSR or BSR, ``x`` dense (n,) → (m,); for BSR
+    blocks of (r, c), (m / r, r): the rows by block (``reshape(m)`` is ``y``).
 
     >>> y = td.ops.spmv(a, x)          # a: scipy.sparse or td.nd.sparse_array
     """
-    _csr(A, "spmv")
+    block = _csr_or_bsr(A, "spmv")
     m, ncols = A.shape
     _check(_shape(x) == (ncols,), f"spmv: x must have shape ({ncols},), got {_shape(x)}")
+    if block:
+        r, c = block
+
+        def block_row(ib, ii):
+            q, jb = A.nonzeros(ib)
+            jj = td.reduce_axis((0, c), "jj")
+            return td.sum(A.vals[q, ii, jj] * x[jb * c + jj], axis=[q, jj])
+        return td.compute((m // r, r), block_row, name=name)
 
     def row(i):
         q, j = A.nonzeros(i)
@@ -60,14 +81,24 @@ def spmv(A, x, name: str = "spmv"):
 
 
 def spmm(A, B, name: str = "spmm"):
-    """``C = A @ B``: ``A`` sparse (m, n) CSR, ``B`` dense (n, f) → dense (m, f).
+    """``C = A @ B``: ``A`` sparse (m, n) CSR or BSR (blocks of (r, c): each stored
+    block a dense r x c product with c rows of ``B``), ``B`` dense (n, f) → dense (m, f);
+    for BSR (m / r, r, f), the rows by block (``reshape(m, f)`` is ``C``).
 
     >>> c = td.ops.spmm(a, b, schedule="nonzeros")
     """
-    _csr(A, "spmm")
+    block = _csr_or_bsr(A, "spmm")
     m, ncols = A.shape
     _check(len(B.shape) == 2 and _dim(B.shape[0]) == ncols,
            f"spmm: B must have shape ({ncols}, f), got {_shape(B)}")
+    if block:
+        r, c = block
+
+        def block_element(ib, ii, col):
+            q, jb = A.nonzeros(ib)
+            jj = td.reduce_axis((0, c), "jj")
+            return td.sum(A.vals[q, ii, jj] * B[jb * c + jj, col], axis=[q, jj])
+        return td.compute((m // r, r, B.shape[1]), block_element, name=name)
 
     def element(i, c):
         q, j = A.nonzeros(i)

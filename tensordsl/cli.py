@@ -10,6 +10,8 @@
                                           the operator's GPU template: CUDA C or PTX
     tensordsl tune OP --shape ... [--trials N] [--timeout S] [--db PATH] [--resume]
                                           search OP's schedule space (autotune/)
+    tensordsl tune spmm --matrix A.mtx | --random ROWS,COLS,DENSITY[,SEED] --shape F
+                                          a sparse operator on that matrix
     tensordsl records list|best|export|import|delete
     tensordsl bench OP --shape ...        ours beside numpy / PyTorch
     tensordsl train mlp|cnn [--epochs N] [--batch-size B] [--lr LR] [--plot F.png]

@@ -1,7 +1,9 @@
 """The knobs of each CPU template and the values a tuner may try.
 
 ``space_for(template_name)`` gives ``{knob: [values]}``; every combination is legal (a
-template treats a knob that does not apply to a shape as a no-op), some are slow.
+template treats a knob that does not apply to a shape as a no-op), some are slow. The
+sparse operators' templates are named after their operators (``spmm``; their spaces
+live beside them in ``sparse.py``).
 """
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from .target import num_threads, vector_lanes
 
 def defaults_for(template: str) -> dict:
     """The template's default configuration, spelled out (the first trial of a tuning)."""
+    from . import sparse
+    if template in sparse.TEMPLATES:
+        return sparse.default_config(template)
     if template == "matmul":
         from .matmul import default_config
         return default_config()
@@ -22,6 +27,9 @@ def defaults_for(template: str) -> dict:
 
 
 def space_for(template: str) -> dict:
+    from . import sparse
+    if template in sparse.TEMPLATES:
+        return sparse.space(template)
     lanes = vector_lanes(32)
     vectors = [lanes, 2 * lanes, 4 * lanes]
     threads = num_threads()

@@ -8,16 +8,33 @@
   entries (``parallel(balance=A.pos)``), for skewed rows (a power-law graph). SpMM keeps a row of the result
   in vector registers across the row's entries (the dense columns, ``f``, vectorized
   and unrolled), so each entry costs one broadcast and ``f / lanes`` fused
-  multiply-adds on a row of ``B``.
+  multiply-adds on a row of ``B``. With ``cols`` (knob; 0: all of them) the dense
+  columns are taken ``cols`` at a time, each block over the row's entries again, so a
+  wide ``B`` (f = 256) keeps its block of the result row in registers instead of
+  spilling it:
+
+      for i in rows (parallel):             for i in rows (parallel):
+        for q in entries of i                 for cb in f / cols
+          for co in f / lanes (unrolled)        for q in entries of i
+            for ci in lanes (vector)              for co in cols / lanes (unrolled)
+              C[i, c] += A[q] * B[j(q), c]          for ci in lanes (vector) ...
+* BSR (SpMV, SpMM): the rows of blocks split as above; a block row's ``r`` rows of the
+  result stay in registers across its blocks.
 * Position space (the results with the operand's pattern: SDDMM, ``sparse_mul``,
-  ``sparse_softmax``): the stored positions in parallel, in blocks; SDDMM's dot
+  ``sparse_softmax``): the stored positions by rows (``segment``: each position's row
+  is the rows loop's, TACO's coordinate recovery), the rows split as above; SDDMM's dot
   product over ``f`` in vector lanes.
 
+``space(op)`` gives each operator's knobs and the values a tuner tries (``tensordsl tune
+spmm --random 4096,4096,0.01 --shape 64``); ``DEFAULTS`` the configuration without
+records. Every combination is legal; a knob that does not apply to a configuration
+(``rows`` under ``schedule="nonzeros"``, ``cols`` at least the width) is a no-op.
+
 The gradients of these operators (``td.grad``, ``tensordsl/autodiff/segments.py``) have
-the same forms and take the same templates: an adjoint over the stored positions is
-``schedule_positions``' (SDDMM's), an adjoint gathered over a row's or a column's
-entries is ``schedule_spmm``'s (``A.T @ dC`` loops over ``[tpos[j], tpos[j + 1])``;
-``schedule="nonzeros"`` balances by whichever prefix sum bounds the loop).
+the same forms and take the same templates (``tensordsl/autodiff/operators.py`` names
+them): an adjoint over the stored positions is SDDMM's, an adjoint gathered over a row's
+or a column's entries SpMM's or SpMV's (``A.T @ dC`` loops over ``[tpos[j], tpos[j +
+1])``; ``schedule="nonzeros"`` balances by whichever prefix sum bounds the loop).
 """
 from __future__ import annotations
 
@@ -37,10 +54,38 @@ PREFETCH = 0
 
 
 SCHEDULES = ("rows", "nonzeros")
+ROW_BLOCKS = [4, 8, 16, 32, 64, 128]
+
+DEFAULTS = {
+    "spmv": {"schedule": "rows", "rows": ROW_BLOCK, "partials": PARTIALS},
+    "spmm": {"schedule": "rows", "rows": ROW_BLOCK, "prefetch": PREFETCH, "cols": 0},
+    # (the positions by rows: the rows split as SpMV's)
+    "sddmm": {"schedule": "rows", "rows": ROW_BLOCK},
+    "sparse_mul": {"schedule": "rows", "rows": ROW_BLOCK},
+    "sparse_softmax": {"schedule": "rows", "rows": ROW_BLOCK},
+}
 
 
-def default_config() -> dict:
-    return {"schedule": "rows", "rows": ROW_BLOCK}
+def _spaces() -> dict:
+    lanes = vector_lanes(32)
+    rows = {"schedule": list(SCHEDULES), "rows": ROW_BLOCKS}
+    return {
+        "spmv": {"schedule": list(SCHEDULES), "rows": ROW_BLOCKS, "partials": [1, 2, 4, 8]},
+        "spmm": {"schedule": list(SCHEDULES), "rows": ROW_BLOCKS, "prefetch": [0, 2, 4, 8],
+                 "cols": [0, 2 * lanes, 4 * lanes, 8 * lanes]},
+        "sddmm": dict(rows),
+        "sparse_mul": dict(rows),
+        "sparse_softmax": dict(rows),
+    }
+
+
+def space(op: str) -> dict:
+    """{knob: [values]} of operator ``op``'s template."""
+    return _spaces()[op]
+
+
+def default_config(op: str) -> dict:
+    return dict(DEFAULTS[op])
 
 
 def _rows_parallel(stage, axis, block: int):
@@ -49,11 +94,11 @@ def _rows_parallel(stage, axis, block: int):
     return inner
 
 
-def _split_rows(stage, axis, starts, cfg):
-    """The row loop, parallel: by row blocks, or by equal shares of the nonzeros (the
-    prefix sum ``starts`` of the rows' entries)."""
+def _split_rows(stage, axis, A, cfg, starts=None):
+    """The row loop, parallel: by row blocks, or by equal shares of the nonzeros (by the
+    prefix sum ``starts`` of the loop's runs of entries; ``A.pos[1]``, a row's)."""
     if cfg["schedule"] == "nonzeros":
-        stage.parallel(axis, balance=starts)
+        stage.parallel(axis, balance=A.pos[1] if starts is None else starts)
         return axis
     return _rows_parallel(stage, axis, int(cfg["rows"]))
 
@@ -70,11 +115,22 @@ def _run_starts(op, A):
 
 def schedule_spmv(s, out, A, config=None):
     """Each row's entries summed in ``partials`` independent chains (knob; 1: one
-    chain): one chain waits on its adder's latency every entry."""
-    cfg = dict(default_config(), **(config or {}))
+    chain): one chain waits on its adder's latency every entry. BSR: a block row's
+    ``r`` sums side by side, each block's ``r x c`` products unrolled."""
+    cfg = dict(DEFAULTS["spmv"], **(config or {}))
     Y = s[out]
+    if A.format.block:
+        ib, ii = out.op.axis
+        q, jj = out.op.reduce_axis
+        rows = _split_rows(Y, ib, A, cfg)
+        Y.reorder(rows, q, ii, jj)
+        r, c = A.format.block
+        if r * c <= 64:
+            Y.unroll(ii)
+            Y.unroll(jj)
+        return
     starts = _run_starts(out.op, A)
-    partials = int(cfg.get("partials", PARTIALS))
+    partials = int(cfg["partials"])
     P = None
     if partials > 1:
         # (the reduction is factored before the rows are split, as rfactor asks)
@@ -88,41 +144,52 @@ def schedule_spmv(s, out, A, config=None):
             Y.vectorize(Y.op.reduce_axis[0])
         else:
             P.unroll(lane)
-    rows = _split_rows(Y, out.op.axis[0], starts, cfg)
+    rows = _split_rows(Y, out.op.axis[0], A, cfg, starts)
     if P is not None:
         P.compute_at(Y, rows)
 
 
 def schedule_spmm(s, out, A, config=None):
-    cfg = dict(default_config(), **(config or {}))
+    """The result row (or a block of ``cols`` of its columns) accumulated over the row's
+    entries; ``prefetch``: B's row that many entries ahead."""
+    cfg = dict(DEFAULTS["spmm"], **(config or {}))
     C = s[out]
-    i, c = out.op.axis
-    (q,) = out.op.reduce_axis
+    *i, c = out.op.axis
+    q, *jj = out.op.reduce_axis
     lanes = vector_lanes(32)
     width = _extent(c) or lanes
+    block = int(cfg["cols"])
+    outer = []
+    if 0 < block < width:
+        cb, c = C.split(c, factor=block)
+        outer, width = [cb], block
     co, ci = C.split(c, factor=min(lanes, width) if width >= 4 else width)
-    rows = _split_rows(C, i, _run_starts(out.op, A), cfg)
-    C.reorder(rows, q, co, ci)
+    rows = _split_rows(C, i[0], A, cfg, _run_starts(out.op, A))
+    # BSR: a block row's r rows of the result across the block's c rows of B
+    C.reorder(rows, *outer, q, *jj, *i[1:], co, ci)
+    if A.format.block and A.format.block[0] <= 8:
+        C.unroll(i[1])
     # B's rows are picked by the column indices: fetch the row a few entries ahead
-    ahead = int(cfg.get("prefetch", PREFETCH))
+    ahead = int(cfg["prefetch"])
     if ahead > 0:
         B = next(t for t in out.op.input_tensors if t.ndim == 2)
         C.prefetch(B, q, ahead)
     if width >= 4:
         C.vectorize(ci)
-    if (_extent(c) or 0) <= 8 * lanes:
+    if width <= 8 * lanes:
         C.unroll(co)
 
 
 def schedule_positions(s, out, A, config=None):
-    """An output over the stored positions (and the row reductions it reads); a dot
-    product per position (SDDMM) in vector lanes, folded once at the end."""
-    cfg = dict(default_config(), **(config or {}))
-    block = int(cfg.get("positions", 256))
+    """An output over the stored positions (and the row reductions it reads): the
+    positions by rows (``segment``: a position's row is the loop's, its dense row read
+    once per row, not per entry), the rows split like SpMV's; a dot product per position
+    (SDDMM) in vector lanes, folded once at the end as a tree."""
+    cfg = dict(DEFAULTS["sparse_mul"], **(config or {}))     # (the same for each of them)
     for stage in s.stages:
         if not isinstance(stage.op, ComputeOp) or stage.op is out.op:
             continue
-        _rows_parallel(stage, stage.op.axis[0], int(cfg["rows"]))
+        _split_rows(stage, stage.op.axis[0], A, cfg)
     O = s[out]
     lanes = vector_lanes(32)
     partials = None
@@ -134,7 +201,8 @@ def schedule_positions(s, out, A, config=None):
         (ko,) = partials.op.reduce_axis
         partials.reorder(p, ko, lane)
         partials.vectorize(lane)
-    position = _rows_parallel(O, out.op.axis[0], block)
+    rows, position = O.segment(out.op.axis[0], A.pos[1])
+    _split_rows(O, rows, A, cfg)
     if partials is not None:
         partials.compute_at(O, position)
         # the lanes folded as a tree of vector halves, not one add after another

@@ -7,7 +7,7 @@ Operators without a template of their own get the generic one (``generic.py``).
 from __future__ import annotations
 
 from .. import schedule_with
-from . import conv2d, generic, matmul, rowwise
+from . import conv2d, generic, matmul, rowwise, sparse
 
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
@@ -19,3 +19,19 @@ TEMPLATES = {
 
 def schedule_for(name: str, out, attrs: dict | None = None, config: dict | None = None):
     return schedule_with(TEMPLATES, name, out, config)
+
+
+SPARSE_TEMPLATES = sparse.TEMPLATES
+
+
+def schedule_sparse(name: str, out, A, config: dict | None = None):
+    """A fresh schedule of sparse operator ``name``'s output ``out`` (``kernels/sparse.py``)
+    over the CSR operand ``A``, by its GPU template (``config``: ``sparse.DEFAULT``'s
+    knobs, ``schedule="rows"`` or ``"nonzeros"``)."""
+    from tensordsl.schedule.schedule import create_schedule
+    if name not in SPARSE_TEMPLATES:
+        raise ValueError(f"schedule_sparse: no sparse operator {name!r}; expected one of "
+                         f"{', '.join(SPARSE_TEMPLATES)}")
+    s = create_schedule(out.op)
+    SPARSE_TEMPLATES[name](s, out, A, config)
+    return s

@@ -139,6 +139,9 @@ class _KernelWriter:
 
     def stmt_For(self, s, depth):
         v = self.var(s.var)
+        if s.kind == "thread_binding" and s.balance is not None:
+            self.balanced_blocks(s, depth)
+            return
         if s.kind == "thread_binding":
             self.nonneg.add(s.var)
             self.emit(depth, "{")
@@ -157,6 +160,67 @@ class _KernelWriter:
             self.emit(depth, "#pragma unroll")
         self.emit(depth, f"for (long long {v} = {lo}; {v} < {hi}; ++{v}) {{")
         self.stmt(s.body, depth + 1)
+        self.emit(depth, "}")
+
+    def balanced_blocks(self, s: n.For, depth: int):
+        """A loop bound to ``blockIdx`` with a ``balance`` weight W: the launch has as
+        many blocks as iterations, and block ``b`` runs the iterations ``[lower_bound(
+        W0 + span * b / blocks), lower_bound(W0 + span * (b + 1) / blocks))`` as a loop
+        (the last block up to the end), where ``lower_bound(t)`` is the first iteration
+        whose weight reaches ``t`` (a binary search), ``W0`` the weight of the first
+        iteration and ``span`` that of the end less ``W0``: shares that tile the range
+        whatever the weights, each an equal part of the weight (TACO's nonzero split,
+        as ``parallel_for`` on the CPU). Every thread of the block computes the same
+        share, so barriers in the body are reached by all."""
+        tag = s.thread_tag
+        if not tag.startswith("blockIdx"):
+            raise BuildError(f"loop {s.var.name!r}: only a loop bound to blockIdx can be "
+                             f"shared by weight, not one bound to {tag}")
+        if shared_allocations(s.body):
+            raise BuildError(f"loop {s.var.name!r} is shared among the blocks by weight: "
+                             "its body runs once per iteration of the block's share, and a "
+                             "shared stage inside it would need a barrier between them")
+        if self.is_nonneg(s.min):
+            self.nonneg.add(s.var)
+        v = self.var(s.var)
+        temp = {k: self.name(object(), f"td_{v}_{k}") for k in
+                ("lo", "hi", "w0", "span", "first", "last", "target", "upper", "mid", "w")}
+        d = depth + 1
+
+        def weight(into: str, at: str, indent: int):
+            """``into = W(at)``: the weight expression with the loop variable at ``at``."""
+            self.emit(indent, "{")
+            self.emit(indent + 1, f"const long long {v} = {at};")
+            self.emit(indent + 1, f"{into} = (long long)({self.expr(s.balance)});")
+            self.emit(indent, "}")
+
+        block, blocks = f"(long long){tag}", f"(long long){tag.replace('blockIdx', 'gridDim')}"
+        self.emit(depth, "{")
+        self.emit(d, f"const long long {temp['lo']} = {self.expr(s.min)};")
+        self.emit(d, f"const long long {temp['hi']} = {temp['lo']} + {self.expr(s.extent)};")
+        self.emit(d, f"long long {temp['w0']}, {temp['span']};")
+        weight(temp["w0"], temp["lo"], d)
+        weight(temp["span"], temp["hi"], d)
+        self.emit(d, f"{temp['span']} -= {temp['w0']};")
+        for bound, share in ((temp["first"], block), (temp["last"], f"({block} + 1)")):
+            self.emit(d, f"long long {bound} = {temp['lo']};")
+            self.emit(d, "{")
+            self.emit(d + 1, f"const long long {temp['target']} = {temp['w0']} + "
+                             f"{temp['span']} * {share} / {blocks};")
+            self.emit(d + 1, f"long long {temp['upper']} = {temp['hi']};")
+            self.emit(d + 1, f"while ({bound} < {temp['upper']}) {{")
+            self.emit(d + 2, f"const long long {temp['mid']} = {bound} + "
+                             f"({temp['upper']} - {bound}) / 2;")
+            self.emit(d + 2, f"long long {temp['w']};")
+            weight(temp["w"], temp["mid"], d + 2)
+            self.emit(d + 2, f"if ({temp['w']} < {temp['target']}) {bound} = {temp['mid']} + 1; "
+                             f"else {temp['upper']} = {temp['mid']};")
+            self.emit(d + 1, "}")
+            self.emit(d, "}")
+        self.emit(d, f"if ({block} == {blocks} - 1) {temp['last']} = {temp['hi']};")
+        self.emit(d, f"for (long long {v} = {temp['first']}; {v} < {temp['last']}; ++{v}) {{")
+        self.stmt(s.body, d + 1)
+        self.emit(d, "}")
         self.emit(depth, "}")
 
     def stmt_LetStmt(self, s, depth):

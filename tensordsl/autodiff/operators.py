@@ -180,13 +180,8 @@ def knobs(template: str, out) -> tuple[dict, dict]:
     from schedules.cpu.target import vector_lanes
     lanes = vector_lanes(32)
     if template in SPARSE_TEMPLATES:
-        from schedules.cpu.sparse import SCHEDULES, default_config
-        space = {"rows": [4, 16, 64]}
-        if template == "sddmm":
-            space["positions"] = [64, 256, 1024]
-        else:
-            space["schedule"] = list(SCHEDULES)
-        return space, {k: v for k, v in default_config().items() if k in space}
+        from schedules.cpu.sparse import default_config, space
+        return space(template), default_config(template)
     if template in ("matmul", "rowwise"):
         from schedules.cpu.space import defaults_for, space_for
         return space_for(template), defaults_for(template)

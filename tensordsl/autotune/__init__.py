@@ -6,11 +6,14 @@ SQLite database of every trial that ``td.build``/``td.ops`` consult.
                                                       ("array", (1024, 1024), "float32")]))
     with autotune.apply_history_best("my.sqlite"):
         c = td.ops.matmul(a, b)      # the best record of that database
+    autotune.tune(autotune.SparseWorkload("spmm", autotune.Matrix.file("a.mtx"), [(n, 64)]))
 """
 from .history import apply_history_best, best_config
 from .measure import Runner
 from .records import RecordDB
+from .sparse_workload import Matrix, SparseWorkload
 from .tuner import tune
 from .workload import Workload
 
-__all__ = ["RecordDB", "Runner", "Workload", "apply_history_best", "best_config", "tune"]
+__all__ = ["Matrix", "RecordDB", "Runner", "SparseWorkload", "Workload", "apply_history_best",
+           "best_config", "tune"]

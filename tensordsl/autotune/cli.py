@@ -83,6 +83,83 @@ def workload_from_args(op: str, shapes: list[str], dtype: str, attrs: list[str],
     return w
 
 
+def parse_random(text: str) -> tuple[int, int, float, int]:
+    """``--random ROWS,COLS,DENSITY[,SEED]``."""
+    expected = (f"--random: expected ROWS,COLS,DENSITY[,SEED] like 4096,4096,0.01 "
+                f"(sizes and seed integers, 0 < DENSITY <= 1), got {text!r}")
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (3, 4):
+        raise ValueError(expected)
+    try:
+        rows, cols = int(parts[0]), int(parts[1])
+        density = float(parts[2])
+        seed = int(parts[3]) if len(parts) == 4 else 0
+    except ValueError:
+        raise ValueError(expected) from None
+    if rows <= 0 or cols <= 0 or not 0 < density <= 1 or seed < 0:
+        raise ValueError(expected)
+    return rows, cols, density, seed
+
+
+def sparse_dense_shapes(op: str, matrix_shape, shapes: list[str]) -> list[tuple]:
+    """The dense operands' shapes of sparse operator ``op`` on a matrix of
+    ``matrix_shape``: ``--shape F`` (the dense width of spmm and sddmm), or ``--shape``
+    once per dense operand, in order, checked against the matrix."""
+    from .sparse_workload import DENSE_OPERANDS
+    m, n = matrix_shape
+    names = DENSE_OPERANDS[op]
+    dims = [parse_shape(s) for s in shapes]
+    wide = op in ("spmm", "sddmm")
+    if wide and not dims:
+        raise ValueError(f"--shape: {op} needs the width of its dense operands (--shape 64) "
+                         f"or their shapes (one --shape per operand: {', '.join(names)})")
+    width = dims[0][-1] if wide else None
+    expected = {"spmv": [(n,)], "spmm": [(n, width)], "sddmm": [(m, width), (n, width)],
+                "sparse_mul": [(m, n)], "sparse_softmax": []}[op]
+    if not dims or (wide and len(dims) == 1 and len(dims[0]) == 1):
+        return expected
+    if len(dims) != len(expected):
+        raise ValueError(f"--shape: {op} takes {len(expected)} dense operand(s) "
+                         f"({', '.join(names) or 'none'}), got {len(dims)} --shape")
+    for name, want, got in zip(names, expected, dims):
+        if got != want:
+            raise ValueError(f"--shape: {op}'s {name} must be {'x'.join(map(str, want))} "
+                             f"on a {m}x{n} matrix, got {'x'.join(map(str, got))}")
+    return expected
+
+
+def sparse_workload_from_args(args):
+    """``tune spmm --matrix a.mtx | --random ROWS,COLS,DENSITY[,SEED] [--power-law]
+    --shape F``: the operator on that matrix (``sparse_workload.py``)."""
+    from .sparse_workload import TUNABLE, Matrix, SparseWorkload
+    if args.op not in TUNABLE:
+        given = "--matrix" if args.matrix else "--random" if args.random else "--power-law"
+        raise ValueError(f"{given}: only for the sparse operators ({', '.join(TUNABLE)}); "
+                         f"{args.op} takes --shape")
+    if args.matrix and args.random:
+        raise ValueError("--matrix and --random: give one matrix, not both")
+    if not (args.matrix or args.random):
+        raise ValueError(f"--matrix or --random: {args.op} is tuned on a sparse matrix: a "
+                         "Matrix Market file (--matrix a.mtx) or a random one (--random "
+                         "ROWS,COLS,DENSITY[,SEED])")
+    if args.power_law and not args.random:
+        raise ValueError("--power-law: shapes a --random matrix's row lengths; a --matrix "
+                         "file has its own")
+    if args.auto or args.grad or args.args or args.attr:
+        extra = "--auto" if args.auto else "--grad" if args.grad else \
+            "--args" if args.args else "--attr"
+        raise ValueError(f"{extra}: not for the sparse operators ({args.op} takes --matrix "
+                         "or --random, --shape and --dtype)")
+    if args.dtype not in ("float32", "float64"):
+        raise ValueError(f"--dtype: the sparse operators are tuned in float32 or float64, "
+                         f"got {args.dtype!r}")
+    matrix = Matrix.file(args.matrix) if args.matrix else \
+        Matrix.random(*parse_random(args.random), power_law=args.power_law)
+    S = matrix.load(args.dtype)
+    dense = sparse_dense_shapes(args.op, S.shape, args.shape)
+    return SparseWorkload(args.op, matrix, dense, args.dtype, S.shape, S.nnz)
+
+
 def add_workload_arguments(parser, what: str = "an operator"):
     """--shape, --args, --dtype, --attr: the same for tune, bench and show."""
     parser.add_argument("--shape", action="append", default=[], metavar="DIMS",
@@ -131,6 +208,15 @@ def add_parsers(sub):
                            "from the compute) instead of the operator's template")
     tune.add_argument("--plot", metavar="FILE.png",
                       help="draw best-so-far GFLOP/s (or time) against trials")
+    tune.add_argument("--matrix", metavar="FILE.mtx",
+                      help="a sparse operator's matrix: a Matrix Market file (--shape: the "
+                           "dense operand's width, e.g. 64, for spmm and sddmm)")
+    tune.add_argument("--random", metavar="ROWS,COLS,DENSITY[,SEED]",
+                      help="a sparse operator's matrix: scipy.sparse.random's, seeded "
+                           "(default seed 0), e.g. 4096,4096,0.01")
+    tune.add_argument("--power-law", action="store_true",
+                      help="with --random: row lengths from a power law (a few long rows: "
+                           "a graph's degrees) instead of uniform positions")
 
     bench = sub.add_parser(
         "bench", help="time an operator beside the library a user would call",
@@ -176,9 +262,13 @@ def run_tune(args) -> int:
         raise ValueError(f"--trials: expected a positive number, got {args.trials}")
     if args.timeout <= 0:
         raise ValueError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
-    workload = workload_from_args(args.op, args.shape, args.dtype, args.attr,
-                                  "auto" if args.auto else "template", args.args,
-                                  args.grad, args.head)
+    from .sparse_workload import TUNABLE
+    if args.matrix or args.random or args.power_law or args.op in TUNABLE:
+        workload = sparse_workload_from_args(args)
+    else:
+        workload = workload_from_args(args.op, args.shape, args.dtype, args.attr,
+                                      "auto" if args.auto else "template", args.args,
+                                      args.grad, args.head)
     db = RecordDB(args.db)
     history: list = []
     bar = _Progress(args.trials, str(workload))
@@ -305,8 +395,9 @@ def _label(key: str, names: dict) -> str:
     import json
     try:
         d = json.loads(key)
-        shapes = ", ".join("x".join(map(str, a[1])) if a[0] == "array" else repr(a[1])
-                           for a in d["args"])
+        shapes = ", ".join("x".join(map(str, a[1])) if a[0] == "array" else
+                           f"csr {'x'.join(map(str, a[1]))} nnz={a[3]} {a[2]}"
+                           if a[0] == "sparse" else repr(a[1]) for a in d["args"])
         return f"{d['op']}({shapes})"
     except (ValueError, KeyError, TypeError, IndexError):
         return key

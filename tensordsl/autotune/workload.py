@@ -106,8 +106,12 @@ class Workload:
     @classmethod
     def from_key(cls, key: str, scheduler: str = "template",
                  source: str | None = None) -> "Workload":
-        """The workload of a record key (a user compute also needs its ``source``)."""
+        """The workload of a record key (a user compute also needs its ``source``; a
+        sparse operator's, its matrix: ``sparse_workload.py``)."""
         d = json.loads(key)
+        if any(a[0] == "sparse" for a in d["args"]):
+            from .sparse_workload import SparseWorkload
+            return SparseWorkload.from_key(key, source)
         return cls(d["op"], d["args"], d["attrs"], scheduler, source)
 
     @classmethod
@@ -233,6 +237,14 @@ class Workload:
             from schedules.cpu import schedule_for
             s = schedule_for(self.op, out, self.attrs, config)
         return s, placeholders + [out]
+
+    def build(self, config: dict | None = None):
+        """(kernel, result shape, result dtype) of ``config``, as a worker measures it."""
+        import tensordsl as td
+        s, tensors = self.schedule(config)
+        out = tensors[-1]
+        # (H - 2 of a known H: a constant)
+        return td.build(s, tensors), tuple(const_int(d) for d in out.shape), out.dtype
 
     # ------------------------------------------------------------ running
     def arrays(self, seed: int = 0) -> list:

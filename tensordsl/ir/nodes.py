@@ -410,9 +410,11 @@ class For(Stmt):
     """``for var in [min, min + extent)``. ``kind``: serial, parallel, vectorized,
     unrolled, or thread_binding (then ``thread_tag`` names the GPU index, e.g.
     ``threadIdx.x``); ``vthread`` (virtual threads) only until inject_virtual_threads.
-    ``balance`` (a parallel loop): a nondecreasing weight of ``var``'s value (a prefix
-    sum such as CSR's ``pos[var]``); the threads then share the iterations so that each
-    gets an equal part of the weight, not of the count (TACO's nonzero split)."""
+    ``balance`` (a parallel loop, or one bound to ``blockIdx``): a nondecreasing weight
+    of ``var``'s value (a prefix sum such as CSR's ``pos[var]``); the threads (blocks:
+    as many as iterations, each running its share as a loop) then share the iterations
+    so that each gets an equal part of the weight, not of the count (TACO's nonzero
+    split)."""
     var: Var
     min: Expr
     extent: Expr

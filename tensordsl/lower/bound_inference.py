@@ -20,8 +20,8 @@ from ..arith.simplify import Simplifier
 from ..errors import ScheduleError
 from ..ir import nodes as n
 from ..ir.visitor import Visitor, free_vars, substitute
-from ..schedule.relations import leaf_extents, root_values
-from ..te.tensor import ComputeOp, ExternOp, ScanOp
+from ..schedule.relations import Segment, leaf_extents, root_values
+from ..te.tensor import ComputeOp, ExternOp, PlaceholderOp, ScanOp, tensors_read
 from .check_bounds import reads_tensor
 from .inline import expanded_bodies
 
@@ -32,6 +32,7 @@ class StageBounds:
     extents: dict = field(default_factory=dict)     # every IterVar -> extent
     root_expr: dict = field(default_factory=dict)   # root IterVar -> index expression
     predicates: list = field(default_factory=list)  # conditions on leaf loop vars
+    segment_runs: dict = field(default_factory=dict)  # Segment -> its runs axis' value
 
 
 @dataclass
@@ -92,6 +93,7 @@ def infer_bounds(schedule) -> Bounds:
         sb.extents = leaf_extents(stage.relations, {iv: r.extent for iv, r in ranges.items()}, s)
         values, sb.predicates = root_values(
             stage.relations, {iv: iv.var for iv in stage.leaf_iter_vars}, sb.extents, s)
+        _segment_extents(stage, sb, values, s)
         sb.root_expr = {iv: s.visit(n.Add(r.min, values[iv])) for iv, r in ranges.items()}
         _bind_spatial_in_reduce_ranges(op, sb, s)
         bounds.stages[stage] = sb
@@ -192,6 +194,24 @@ def _sweep_shared_threads(parent, ax, bounds, relax):
         stage, limit = stage.attach_stage, stage.attach_ivar
 
 
+def _segment_extents(stage, sb, values, s):
+    """A segment's positions loop runs over the run of its runs axis; when that axis was
+    split or fused further, the run is the axis' value in terms of the loops (kept in
+    ``sb.segment_runs`` for the row ids' recovery, ``schedule_ops.py``)."""
+    sb.segment_runs = {}
+    for r in stage.relations:
+        if isinstance(r, Segment):
+            sb.segment_runs[r] = values[r.outer]
+            if r.outer not in stage.leaf_iter_vars:
+                sb.extents[r.inner] = s.visit(substitute(sb.extents[r.inner],
+                                                         {r.outer.var: values[r.outer]}))
+
+
+def _reads_computed(e) -> bool:
+    """Whether ``e`` reads a tensor other than an input (a placeholder)."""
+    return any(not isinstance(t.op, PlaceholderOp) for t in tensors_read([e]))
+
+
 def _demanded_region(schedule, stage, bounds, s):
     op = stage.op
     parent, ax = stage.attach_stage, stage.attach_ivar
@@ -218,9 +238,10 @@ def _demanded_region(schedule, stage, bounds, s):
                 if full[d]:
                     continue
                 iv = eval_interval(s.visit(substitute(e, to_loops)), relax, s)
-                if iv is None or reads_tensor(iv[0]) or reads_tensor(iv[1]):
-                    # unbounded, or read from data (which may not exist yet where the
-                    # region is allocated): the whole extent
+                if iv is None or _reads_computed(iv[0]) or _reads_computed(iv[1]):
+                    # unbounded, or read from computed data (which may not exist yet
+                    # where the region is allocated): the whole extent. An input's
+                    # data is there from the start: a segment's run starts at pos[r]
                     full[d] = True
                     continue
                 lo[d] = iv[0] if lo[d] is None else s.visit(n.Min(lo[d], iv[0]))

@@ -13,10 +13,11 @@ extern stage is its ``call_packed`` call (``runtime/packed.py``), at root.
 from __future__ import annotations
 
 from ..arith.interval import eval_interval
-from ..errors import BuildError
+from ..arith.simplify import Simplifier
+from ..errors import BuildError, ScheduleError
 from ..ir import dtype as dt
 from ..ir import nodes as n
-from ..ir.visitor import Visitor, free_vars, substitute
+from ..ir.visitor import Mutator, Visitor, free_vars, substitute
 from ..te.tensor import ACCUMULATE_TAG, ComputeOp, ExternOp, ScanOp
 from .bound_inference import Bounds, compute_stages
 from .check_bounds import reads_tensor
@@ -78,7 +79,11 @@ class _NestBuilder:
             return self.loop(stage, iv, sb.extents[iv], self.attach_here(stage, iv, n.Seq(())))
         to_loops = {iv.var: e for iv, e in sb.root_expr.items()}
         indices = tuple(sb.root_expr[iv] for iv in op.axis)
-        bodies = [substitute(b, to_loops) for b in expanded_bodies(self.s, stage)]
+        _check_segments(stage)
+        single = {leaf.var: n.IntImm("int64", 0) for leaf in stage.leaf_iter_vars
+                  if isinstance(sb.extents.get(leaf), n.IntImm) and sb.extents[leaf].value == 1}
+        bodies = [_recovered_rows(self.bounds, substitute(b, to_loops), single)
+                  for b in expanded_bodies(self.s, stage)]
         outputs = op.outputs
 
         guards = list(sb.predicates)
@@ -87,7 +92,10 @@ class _NestBuilder:
             threads = {thread.var: iv.var for iv, thread in stage.bound_thread.items()}
             store_guards.append(substitute(stage.store_predicate, {**to_loops, **threads}))
         if stage.attach_type == "scope":
+            positions = _segment_positions(self.bounds)
             for iv, idx in zip(op.axis, indices):
+                if repr(Simplifier().visit(substitute(idx, single))) in positions:
+                    continue   # a segment's position lies in its level (a checked structure)
                 guards.append(n.And(n.GE(idx, n.IntImm("int64", 0)), n.LT(idx, iv.dom.extent)))
 
         leaves = stage.leaf_iter_vars
@@ -192,14 +200,11 @@ class _NestBuilder:
             # a virtual thread: the iterations interleave in one real thread (TVM);
             # inject_virtual_threads does that after flatten_storage
             return n.For(iv.var, n.IntImm("int64", 0), extent, "vthread", body, thread.kind)
+        balance = _balance(stage, iv)
         if thread is not None:
             return n.For(iv.var, n.IntImm("int64", 0), extent, "thread_binding", body,
-                         thread.kind)
+                         thread.kind, balance)
         kind = stage.loop_kind.get(iv, "serial")
-        weights = stage.balanced.get(iv)
-        balance = None
-        if weights is not None and kind == "parallel":
-            balance = n.TensorRead(weights, (iv.var,))
         return n.For(iv.var, n.IntImm("int64", 0), extent, kind, body, None, balance)
 
     def attach_here(self, stage, iv, body: n.Stmt) -> n.Stmt:
@@ -210,6 +215,20 @@ class _NestBuilder:
         for st in reversed(inner):
             body = self.realize(st, body)
         return body
+
+
+def _balance(stage, iv):
+    """The weight of iteration ``iv`` of a balanced loop (``parallel`` or ``bind`` with
+    ``balance=``): ``weights[iv]``, or for chunks of ``stride`` iterations the weight of
+    the chunk's first, ``weights[min(iv * stride, last)]`` (in bounds for ``iv`` up to
+    the loop's end, where the binary search of the shares reads it)."""
+    entry = stage.balanced.get(iv)
+    if entry is None:
+        return None
+    weights, stride, last = entry
+    if stride == 1:
+        return n.TensorRead(weights, (iv.var,))
+    return n.TensorRead(weights, (n.Min(n.Mul(iv.var, n.IntImm("int64", stride)), last),))
 
 
 def _check_thread_extent(stage, iv, extent, thread):
@@ -414,6 +433,54 @@ class _TensorReads(Visitor):
                 self.tensor.value_index:
             self.out.append(node.indices)
         self.generic_visit(node)
+
+
+def _check_segments(stage):
+    """The runs loop of a ``segment`` encloses its positions loop (whose extent it
+    gives)."""
+    from ..schedule.relations import Segment
+    leaves = stage.leaf_iter_vars
+    for r in stage.relations:
+        if isinstance(r, Segment) and r.outer in leaves and r.inner in leaves and \
+                leaves.index(r.outer) > leaves.index(r.inner):
+            raise ScheduleError(f"stage {stage.name!r}: the runs loop {r.outer.name!r} of "
+                                f"a segment must enclose its positions loop "
+                                f"{r.inner.name!r}")
+
+
+def _segment_positions(bounds) -> dict:
+    """``repr(pos[run] + q)`` -> the runs axis' value, for every segment's loops."""
+    from ..schedule.relations import segment_position
+    return {repr(segment_position(r, run)): (r, run) for sb in bounds.stages.values()
+            for r, run in sb.segment_runs.items()}
+
+
+def _recovered_rows(bounds, body, single: dict):
+    """Under ``segment(p, pos)`` (of this stage, or of the stage it is computed in):
+    a read of the row ids of ``pos``'s level (a placeholder whose op has
+    ``row_ids_of``: ``SparseTensor.row_ids``) at ``pos[r] + q`` — position ``q`` of run
+    ``r`` — is ``r``, the runs loop itself. ``single``: the stage's loops of one
+    iteration (a stage computed at the positions loop), at 0."""
+    runs = {(id(r.pos), key): run for key, (r, run) in _segment_positions(bounds).items()}
+    if not runs:
+        return body
+    return _RowsOfRuns(runs, single).visit(body)
+
+
+class _RowsOfRuns(Mutator):
+    def __init__(self, runs, single):
+        self.runs, self.single = runs, single
+        self.simplifier = Simplifier()
+
+    def visit_TensorRead(self, node):
+        pos = getattr(node.tensor.op, "row_ids_of", None)
+        if pos is not None and len(node.indices) == 1:
+            index = repr(self.simplifier.visit(substitute(node.indices[0], self.single)))
+            run = self.runs.get((id(pos), index))
+            if run is not None:
+                return n.Cast(node.tensor.dtype, run) if run.dtype != node.tensor.dtype \
+                    else run
+        return self.generic_visit(node)
 
 
 def _check_shifted_splits(stage, leaves, reduce_pos):

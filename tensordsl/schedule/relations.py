@@ -29,6 +29,28 @@ class Fuse:
     fused: n.IterVar
 
 
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """The positions ``parent`` (0 .. pos[-1]) by the runs of ``pos`` (a compressed
+    level's): ``outer`` over the runs, ``inner`` over the run of ``outer``, with
+    ``parent = pos[outer] + inner`` (TACO's coordinate recovery, as a loop nest)."""
+    parent: n.IterVar
+    outer: n.IterVar
+    inner: n.IterVar
+    pos: object
+
+
+def _pos_at(r: Segment, index: n.Expr) -> n.Expr:
+    return n.Cast("int64", n.TensorRead(r.pos, (index,)))
+
+
+def segment_position(r: Segment, run: n.Expr) -> n.Expr:
+    """The position ``pos[run] + inner`` of a segment's loops (``run``: the runs axis'
+    value), simplified as ``root_values`` writes it."""
+    from ..arith.simplify import Simplifier
+    return Simplifier().visit(n.Add(_pos_at(r, run), r.inner.var))
+
+
 def _ceildiv(a: n.Expr, b: n.Expr) -> n.Expr:
     return n.FloorDiv(n.Add(a, n.Sub(b, n.IntImm("int64", 1))), b)
 
@@ -37,7 +59,11 @@ def leaf_extents(relations, root_extents: dict, s: Simplifier) -> dict:
     """Extent of every axis (root, intermediate and leaf) given the root extents."""
     ext = dict(root_extents)
     for r in relations:
-        if isinstance(r, Split):
+        if isinstance(r, Segment):
+            ext[r.outer] = s.visit(n.Sub(r.pos.shape[0], n.IntImm("int64", 1)))
+            ext[r.inner] = n.Sub(_pos_at(r, n.Add(r.outer.var, n.IntImm("int64", 1))),
+                                 _pos_at(r, r.outer.var))
+        elif isinstance(r, Split):
             e = ext[r.parent]
             if r.factor is not None:
                 f = n.IntImm("int64", r.factor)
@@ -67,7 +93,11 @@ def root_values(relations, values: dict, ext: dict, s: Simplifier):
     values = dict(values)
     predicates = []
     for r in reversed(relations):
-        if isinstance(r, Split) and r.tail == "shift_inwards" and _covers_block(r, ext):
+        if isinstance(r, Segment):
+            # the runs tile 0 .. pos[-1], the parent's range (a checked structure): no
+            # predicate
+            values[r.parent] = s.visit(n.Add(_pos_at(r, values[r.outer]), values[r.inner]))
+        elif isinstance(r, Split) and r.tail == "shift_inwards" and _covers_block(r, ext):
             # block starts are clamped to extent - factor: no overrun, no predicate
             start = n.Min(n.Mul(values[r.outer], ext[r.inner]), n.Sub(ext[r.parent], ext[r.inner]))
             values[r.parent] = s.visit(n.Add(start, values[r.inner]))

@@ -15,7 +15,7 @@ from ..ir import nodes as n
 from ..ir.op import const
 from ..te.api import integral
 from ..te.tensor import ComputeOp, ExternOp, Operation, PlaceholderOp, ScanOp, Tensor
-from .relations import Fuse, Split
+from .relations import Fuse, Segment, Split
 from .trace import Step
 
 LOOP_KINDS = ("serial", "parallel", "vectorized", "unrolled")
@@ -48,7 +48,9 @@ class Stage:
         self.loop_kind: dict[n.IterVar, str] = {}
         self.bound_thread: dict[n.IterVar, n.IterVar] = {}
         self.pragmas: dict[n.IterVar, list[str]] = {}
-        self.balanced: dict = {}   # parallel axis -> its weights (``parallel(balance=)``)
+        # balanced axis -> (weights, stride, last): iteration k weighs
+        # weights[min(k * stride, last)] (``parallel(balance=)``, ``bind(balance=)``)
+        self.balanced: dict = {}
         self.prefetches: dict[n.IterVar, list[tuple]] = {}  # axis -> [(tensor, offset)]
         self.tensorized: dict[n.IterVar, object] = {}        # axis -> TensorIntrin
 
@@ -132,6 +134,31 @@ class Stage:
         pos = self.leaf_iter_vars.index(parent)
         self.leaf_iter_vars[pos:pos + 1] = [outer, inner]
         self._record("split", axis=parent.name, factor=factor, nparts=nparts, tail=tail)
+        return outer, inner
+
+    def segment(self, parent: n.IterVar, pos) -> tuple[n.IterVar, n.IterVar]:
+        """Iterate the stored positions ``parent`` of a compressed level by the runs of
+        its ``pos`` (TACO's coordinate recovery): ``for p in range(nnz)`` →
+        ``for r in range(len(pos) - 1): for p.pos in range(pos[r + 1] - pos[r])``, with
+        ``p = pos[r] + p.pos``; a read of the level's ``row_ids`` at ``p`` becomes ``r``.
+        For a compute over a CSR operand's positions (SDDMM): its rows, each row's
+        entries. ``parent`` is a data-parallel axis of the stage's own, not split,
+        ranging over all of the level's positions (``pos[0] = 0``, ``pos[-1]`` its
+        extent, as a checked structure has); the runs loop must enclose the positions
+        loop."""
+        self._check_leaf(parent, "segment")
+        if parent not in self.op.axis or parent.kind == "reduce":
+            self._fail(f"segment of {parent.name!r}: expected a data-parallel axis of "
+                       "the stage's own, not split")
+        if getattr(pos, "ndim", None) != 1 or not str(pos.dtype).startswith("int"):
+            self._fail(f"segment of {parent.name!r}: pos must be a 1-d integer tensor "
+                       f"(a compressed level's, e.g. A.pos[1]), got {pos!r}")
+        outer = self._new_axis(f"{parent.name}.run", "data_par", pos.shape[0] - 1)
+        inner = self._new_axis(f"{parent.name}.pos", "data_par", parent.dom.extent)
+        self.relations.append(Segment(parent, outer, inner, pos))
+        at = self.leaf_iter_vars.index(parent)
+        self.leaf_iter_vars[at:at + 1] = [outer, inner]
+        self._record("segment", axis=parent.name, pos=pos.name)
         return outer, inner
 
     def fuse(self, *axes: n.IterVar) -> n.IterVar:
@@ -221,29 +248,24 @@ class Stage:
         ``balance`` needs an axis of the stage's own, not split."""
         self._annotate(iv, "parallel")
         if balance is not None:
-            from ..te.tensor import Tensor
-            if not isinstance(balance, Tensor) or balance.ndim != 1:
-                self._fail(f"parallel: balance must be a 1-d tensor of weights, got "
-                           f"{balance!r}")
-            if iv not in self.op.axis:
-                self._fail(f"parallel: balance needs one of the stage's own axes, not "
-                           f"{iv.name!r} (split or fused)")
-            length, extent = balance.shape[0], iv.dom.extent
-            if isinstance(length, n.IntImm) and isinstance(extent, n.IntImm) and \
-                    length.value != extent.value + 1:
-                self._fail(f"parallel: balance must hold {extent.value + 1} weights (one "
-                           f"more than the {extent.value} iterations), got {length.value}")
-            self.balanced[iv] = balance
+            self.balanced[iv] = self._balance_weights(iv, balance, "parallel", split=False)
         self._record("parallel", axis=iv.name)   # (a replayed trace splits evenly)
 
-    def bind(self, iv: n.IterVar, thread: n.IterVar):
+    def bind(self, iv: n.IterVar, thread: n.IterVar, balance=None):
         """Map a loop to a GPU index (TVM ``bind``):
         ``s[C].bind(bx, td.thread_axis("blockIdx.x"))``.
 
         A reduction axis may be bound to ``threadIdx.x`` (the block's threads combine
         their partial results), never to ``blockIdx``: blocks cannot combine results,
         each would initialize the output and accumulate into it unsynchronized. Split
-        the reduction and ``rfactor`` the outer part to a data-parallel axis instead."""
+        the reduction and ``rfactor`` the outer part to a data-parallel axis instead.
+
+        ``balance`` (``blockIdx`` only): a 1-d tensor of nondecreasing weights, one more
+        than the iterations of the axis, such as a CSR operand's ``pos``: the blocks then
+        share the loop's iterations by equal parts of the weight (TACO's nonzero split on
+        a GPU), as many blocks as iterations, each running its share as a loop. ``iv``
+        is an axis of the stage's own, or the outer part of ``split(axis, factor=f)``:
+        then the chunks of ``f`` iterations are shared, ``len / f`` blocks."""
         self._check_leaf(iv, "bind")
         if not isinstance(thread, n.IterVar) or "." not in thread.kind and thread.kind != "vthread":
             self._fail(f"bind of {iv.name!r}: expected td.thread_axis(...), got {thread!r}")
@@ -254,8 +276,45 @@ class Stage:
                        "combine partial results (each would overwrite the output); bind it "
                        "to threadIdx.x, or s.rfactor the reduction and bind the factored "
                        "axis")
+        if balance is not None:
+            if not thread.kind.startswith("blockIdx"):
+                self._fail(f"bind of {iv.name!r} with balance: only the blocks (blockIdx) "
+                           f"share a loop by weight, not {thread.kind}")
+            self.balanced[iv] = self._balance_weights(iv, balance, "bind", split=True)
         self.bound_thread[iv] = thread
+        # (a replayed trace splits evenly, as for parallel)
         self._record("bind", axis=iv.name, thread=thread.kind)
+
+    def _balance_weights(self, iv: n.IterVar, balance, primitive: str, split: bool):
+        """``(weights, stride, last)`` of a balanced loop: ``balance`` checked to be a 1-d
+        tensor with one weight more than the iterations of ``iv``'s root axis; ``iv``
+        that axis (stride 1) or, where ``split``, the outer part of ``split(axis,
+        factor=f)`` (stride f: a chunk of f iterations weighs the weight of its first;
+        a chunk shifted inwards, ``tail="shift_inwards"``, about that)."""
+        from ..te.tensor import Tensor
+        if not isinstance(balance, Tensor) or balance.ndim != 1:
+            self._fail(f"{primitive}: balance must be a 1-d tensor of weights, got "
+                       f"{balance!r}")
+        root, stride = iv, 1
+        runs = next((r for r in self.relations if isinstance(r, Segment) and r.outer is iv),
+                    None)
+        if runs is not None:      # the runs of a segment: one weight per run, and one more
+            return balance, 1, runs.pos.shape[0] - 1
+        if split and iv not in self.op.axis:
+            rel = next((r for r in self.relations if isinstance(r, Split) and r.outer is iv
+                        and r.factor is not None), None)
+            if rel is not None:
+                root, stride = rel.parent, rel.factor
+        if root not in self.op.axis:
+            allowed = " or the outer part of a split of one by factor=" if split else ""
+            self._fail(f"{primitive}: balance needs one of the stage's own axes{allowed}, "
+                       f"not {iv.name!r} (split or fused)")
+        length, extent = balance.shape[0], root.dom.extent
+        if isinstance(length, n.IntImm) and isinstance(extent, n.IntImm) and \
+                length.value != extent.value + 1:
+            self._fail(f"{primitive}: balance must hold {extent.value + 1} weights (one "
+                       f"more than the {extent.value} iterations), got {length.value}")
+        return balance, stride, extent
 
     def pragma(self, iv: n.IterVar, key: str):
         """Attach a hint to the body of loop ``iv`` (TVM ``pragma``); backends act on the

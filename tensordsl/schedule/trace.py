@@ -62,6 +62,16 @@ def _tensor_named(s, name: str):
     raise ScheduleError(f"replay: no tensor named {name!r}")
 
 
+def _pos_named(s, name: str):
+    """A segment's ``pos``: a tensor of the schedule, or the level of row ids it reads."""
+    for st in s.stages:
+        for t in st.op.outputs:
+            pos = getattr(t.op, "row_ids_of", None)
+            if t.name == name or (pos is not None and pos.name == name):
+                return t if t.name == name else pos
+    raise ScheduleError(f"replay: no tensor named {name!r}")
+
+
 def _apply(s, step: Step):
     a = step.args
     if step.kind == "cache_read":
@@ -81,6 +91,8 @@ def _apply(s, step: Step):
     elif step.kind == "split":
         st.split(_axis(st, a["axis"]), factor=a["factor"], nparts=a["nparts"],
                  tail=a.get("tail", "guard"))
+    elif step.kind == "segment":
+        st.segment(_axis(st, a["axis"]), _pos_named(s, a["pos"]))
     elif step.kind in ("fuse", "reorder"):
         getattr(st, step.kind)(*[_axis(st, x) for x in a["axes"]])
     elif step.kind in ("vectorize", "unroll", "parallel"):

@@ -9,10 +9,16 @@ arrays) and numpy arrays.
 
 The sparse operand's structure is checked before any generated code runs (O(nnz);
 ``check=False`` trusts it). A kernel is compiled once per (operator, shape, dtypes,
-dense shapes, schedule) — not per sparsity pattern: the number of stored entries is a
-symbolic size. ``schedule="rows"`` (default) splits the rows over the threads evenly,
+dense shapes, configuration) — not per sparsity pattern: the number of stored entries
+is a symbolic size. ``schedule="rows"`` splits the rows over the threads evenly,
 ``schedule="nonzeros"`` so that each thread gets an equal share of the stored entries
 (skewed rows). The results with the operand's pattern split the stored positions.
+
+Without ``schedule=``, the configuration is the best tuning record (``tensordsl tune
+spmm --matrix a.mtx --shape 64``) of the operator on (shape, nnz, dtype, dense shapes)
+— looked up once per such key, when a sparse array first meets the kernel
+(``_prepared``), never per call — else the template's defaults (the row split). An
+explicit ``schedule=`` wins: the template's defaults with that split, records unread.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import threading
 
 import numpy as np
 
+from ..autotune.history import source_token
 from .array import SparseArray, sparse_array
 from .interop import is_scipy, is_torch_sparse
 
@@ -31,20 +38,27 @@ SCHEDULES = ("rows", "nonzeros")
 
 _LOCK = threading.Lock()
 _KERNELS: dict = {}
+_TUNED: dict = {}     # (operator, shape, dtype, dense shapes, nnz, records) -> config
+
+
+BLOCKED = ("spmv", "spmm")           # operators with BSR kernels of their own
 
 
 def _operand(name: str, A, check: bool):
     """The sparse operand as a CSR ``td.nd`` sparse array (converted, and checked unless
-    ``check=False``, when it is a scipy matrix or a torch sparse tensor)."""
+    ``check=False``, when it is a scipy matrix or a torch sparse tensor) — or BSR as it
+    is, for the operators with BSR kernels."""
+    kept = ("csr", "bsr") if name in BLOCKED else ("csr",)
     if type(A) is SparseArray:
-        return A if A.format.name == "csr" else A.asformat("csr")
+        return A if A.format.name in kept else A.asformat("csr")
     if not (isinstance(A, SparseArray) or is_scipy(A) or is_torch_sparse(A)):
         # (a dense array would be converted silently: almost surely a mistaken argument)
         raise TypeError(f"{name}: the sparse operand must be a scipy.sparse matrix, a torch "
                         f"sparse tensor or a td.nd sparse array, got {type(A).__name__}")
     if isinstance(A, SparseArray):
-        return A if A.format.name == "csr" else A.asformat("csr")
-    return sparse_array(A, format="csr", check=check)
+        return A if A.format.name in kept else A.asformat("csr")
+    blocked = "bsr" in kept and getattr(A, "format", None) == "bsr"
+    return sparse_array(A, format="bsr" if blocked else "csr", check=check)
 
 
 def _dense(name: str, k: int, value, dtype) -> np.ndarray:
@@ -55,8 +69,8 @@ def _dense(name: str, k: int, value, dtype) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = True):
-    if schedule not in SCHEDULES:
+def call(name: str, A, *dense, out=None, schedule: str | None = None, check: bool = True):
+    if schedule is not None and schedule not in SCHEDULES:
         raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got "
                          f"{schedule!r}")
     scipy_in = not type(A).__module__.startswith("tensordsl")
@@ -64,7 +78,9 @@ def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = T
     vals_dtype = S.vals.dtype
     arrays = [d if type(d) is np.ndarray and d.dtype == vals_dtype and d.flags.c_contiguous
               else _dense(name, k + 1, d, S.dtype) for k, d in enumerate(dense)]
-    key = (name, S.shape, S.dtype, tuple(a.shape for a in arrays), schedule)
+    # (the records in force are part of the key: apply_history_best(db) changes them)
+    key = (name, S.shape, S.dtype, tuple(a.shape for a in arrays), schedule, source_token(),
+           S.format.block)
     entry, components, want = _prepared(S, key)
     if out is None:
         out = np.empty(want, vals_dtype)
@@ -84,6 +100,10 @@ def call(name: str, A, *dense, out=None, schedule: str = "rows", check: bool = T
     return result.to_scipy(matrix=_is_spmatrix(A)) if scipy_in else result
 
 
+def _reshaped_output(f, shape, *arrays):
+    f(*arrays[:-1], arrays[-1].reshape(shape))
+
+
 def _prepared(S, key):
     """``(entry, components, result shape)`` of the kernel of ``key`` on the sparse array
     ``S``, kept on ``S`` (its arrays never change) for this thread: ``entry`` is the
@@ -95,10 +115,15 @@ def _prepared(S, key):
     here = (key, threading.get_ident())
     hit = cache.get(here)
     if hit is None:
-        f, names, shape = _kernel(*key)
+        block = key[6]
+        f, names, shape = _kernel(*key[:4], configuration(*key[:5], S.nnz, block), block)
         arrays = [S.component(n) for n in names]
         want = shape if shape is not None else (S.nnz,)
-        bound = f.bound_call({f"A.nnz{k}": S.crd[k].size for k in S.crd})
+        if S.format.block:       # the kernel's rows by block: the same memory
+            want = (S.shape[0], *shape[2:])
+            f = functools.partial(_reshaped_output, f, shape)
+        bound = getattr(f, "bound_call", lambda sizes: None)(
+            {f"A.nnz{k}": S.crd[k].size for k in S.crd})
         if bound is None:
             hit = (f, arrays, want)
         else:
@@ -138,28 +163,65 @@ def _is_spmatrix(A) -> bool:
     return isinstance(A, scipy.sparse.spmatrix)
 
 
-def _kernel(name: str, shape, dtype: str, dense_shapes, schedule):
-    key = (name, shape, dtype, dense_shapes, schedule)
+def configuration(name: str, shape, dtype: str, dense_shapes, schedule, nnz: int,
+                  block=()) -> dict:
+    """The template configuration of a call: ``{"schedule": schedule}`` when one is
+    given, else the best record for the operator on this shape, nnz, dtype and dense
+    shapes (looked up once per such key and records source), else ``{}`` (the
+    template's defaults). A BSR operand (``block``) has no records."""
+    if schedule is not None:
+        return {"schedule": schedule}
+    if block:
+        return {}
+    key = (name, shape, dtype, dense_shapes, nnz, source_token())
+    config = _TUNED.get(key)
+    if config is None:
+        from ..autotune.sparse_workload import tuned_config
+        config = _TUNED[key] = tuned_config(name, shape, nnz, dtype, dense_shapes) or {}
+    return config
+
+
+def _kernel(name: str, shape, dtype: str, dense_shapes, config: dict, block=()):
+    key = (name, shape, dtype, dense_shapes, tuple(sorted(config.items())), block)
     with _LOCK:
         hit = _KERNELS.get(key)
         if hit is None:
-            hit = _KERNELS[key] = _compile(*key)
+            hit = _KERNELS[key] = _compile(name, shape, dtype, dense_shapes, config, block)
     return hit
 
 
-def _compile(name, shape, dtype, dense_shapes, schedule):
+def scheduled(name: str, shape, dtype: str, dense_shapes, config: dict | None, block=()):
+    """``(schedule, tensors)`` of operator ``name``'s template with ``config`` (None:
+    the defaults), the tensors in call order (``A``'s arrays, the dense operands, the
+    result): the kernel ``td.ops`` builds and ``tensordsl tune`` measures. ``block``:
+    a BSR operand's."""
     import kernels.sparse as definitions
     import tensordsl as td
     from schedules.cpu.sparse import TEMPLATES
+    from .format import Format
     from .tensor import sparse_placeholder
-    A = sparse_placeholder(shape, "csr", dtype, name="A")
+    A = sparse_placeholder(shape, Format.named("bsr", block) if block else "csr", dtype,
+                           name="A")
     dense = [td.placeholder(s, dtype, f"d{k}") for k, s in enumerate(dense_shapes)]
     out = getattr(definitions, name)(A, *dense)
     s = td.create_schedule(out.op)
-    TEMPLATES[name](s, out, A, {"schedule": schedule})
-    # the structure was checked (or trusted, check=False): no per-read index checks
-    f = td.build(s, [*A.placeholders(), *dense, out], name=name, check_indices=False)
-    names = [t.name.split(".", 1)[1] for t in A.placeholders()]
+    TEMPLATES[name](s, out, A, config)
+    return s, [*A.placeholders(), *dense, out]
+
+
+def build(name: str, shape, dtype: str, dense_shapes, config: dict | None, block=()):
+    """The compiled kernel of ``scheduled``: the structure was checked (or trusted,
+    ``check=False``), so no per-read index checks."""
+    import tensordsl as td
+    s, tensors = scheduled(name, shape, dtype, dense_shapes, config, block)
+    return td.build(s, tensors, name=name, check_indices=False), tensors
+
+
+def _compile(name, shape, dtype, dense_shapes, config, block=()):
+    f, tensors = build(name, shape, dtype, dense_shapes, config, block)
+    n_components = len(tensors) - len(dense_shapes) - 1
+    names = [t.name.split(".", 1)[1] for t in tensors[:n_components]]
+    out = tensors[-1]
     result = None if name in PATTERN_RESULTS else tuple(int(d.value) for d in out.shape)
     return f, names, result
 
@@ -177,9 +239,11 @@ _CALL_DOC = """
     out : numpy.ndarray, optional
         Where to write the result: the dense result, or the ``nnz`` values of a result
         with ``a``'s pattern; returned (as such a matrix's values).
-    schedule : str
-        ``"rows"`` (default: the rows split evenly over the threads) or ``"nonzeros"``
-        (an equal share of the stored entries each: skewed rows).
+    schedule : str, optional
+        ``"rows"`` (the rows split evenly over the threads) or ``"nonzeros"`` (an equal
+        share of the stored entries each: skewed rows), with the template's other
+        defaults. Without it: the best record of ``tensordsl tune`` for ``a``'s shape,
+        number of stored entries and dtype and the dense shapes, else ``"rows"``.
     check : bool
         False: ``a``'s structure is trusted, not checked (O(nnz) per call for a scipy
         matrix; a ``td.nd.sparse_array`` was checked when it was made).
@@ -203,7 +267,7 @@ def entry(name: str):
                   for p in OPERANDS[name]]
     keywords = [inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=None),
                 inspect.Parameter("schedule", inspect.Parameter.KEYWORD_ONLY,
-                                  default="rows"),
+                                  default=None),
                 inspect.Parameter("check", inspect.Parameter.KEYWORD_ONLY, default=True)]
     if name in ASSEMBLED:
         keywords = keywords[2:]      # the result's size is known only once counted

@@ -166,7 +166,10 @@ class SparseTensor:
         compute over the stored positions (an output with this operand's pattern)
         reads it."""
         self._check_derivable(level, "row ids")
-        return self._derived("rows", level, (self.nnz[level],))
+        rows = self._derived("rows", level, (self.nnz[level],))
+        # a schedule's segment(p, pos) turns rows[p] into its runs loop
+        rows.op.row_ids_of = self.pos[level]
+        return rows
 
     def transpose_ids(self, level: int = 1):
         """``(tpos{level}, perm{level})``: compressed ``level`` transposed (a CSR

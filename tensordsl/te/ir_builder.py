@@ -94,7 +94,7 @@ class BufferVar:
 
     def __setitem__(self, key, value):
         indices = self._indices(key)
-        value = _value(value, self.dtype, f"{self.name}[...] = ")
+        value = _value(value, self.dtype, f"a store into {self.name}")
         if isinstance(self._target, Tensor):
             self._builder.emit(n.ProducerStore(self._target, value, indices))
         else:

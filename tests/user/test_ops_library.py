@@ -26,7 +26,10 @@ def test_help_shows_signature_and_docstring():
 def test_every_operator_documented(name):
     op = getattr(td.ops, name)
     doc = inspect.getdoc(op)
-    assert doc and ">>> " in doc and "out :" in doc, name
+    assert doc and ">>> " in doc, name
+    # out= documented where taken (an assembled sparse result's size is known only
+    # once it is counted: sparse_add takes none)
+    assert ("out :" in doc) == ("out" in inspect.signature(op).parameters), name
     assert "name" not in inspect.signature(op).parameters
 
 
