@@ -214,7 +214,7 @@ def test_adjoints_under_the_sparse_templates_and_the_auto_scheduler(op):
         prepared = prepare(g)
         template = template_of(prepared)
         assert template == TEMPLATES[op, w], (op, w, template)
-        configs = [{}] if template == "sddmm" else [{}, {"schedule": "nonzeros"}]
+        configs = [{}, {"schedule": "nonzeros"}]
         kernels = [(f"{template} {c}", _Kernel(prepared, A, [*dense, H], schedule_derived(
             template, prepared, c))) for c in configs]
         kernels.append(("auto", _Kernel(g, A, [*dense, H], "auto")))
