@@ -143,6 +143,78 @@ def sparse_mul(A, D, name: str = "sparse_mul"):
                       name=name)
 
 
+def sparse_dense(X, W, name: str = "sparse_dense"):
+    """``X @ W.T`` with ``W`` sparse (out, in) CSR and ``X`` dense (batch, in) → (batch,
+    out): a linear layer whose weight has a fixed pattern (TVM's ``sparse_dense``).
+
+    >>> y = sparse_dense(x, W)          # W = td.sparse_placeholder((out, k), "csr")
+    """
+    _csr(W, "sparse_dense")
+    out_features, in_features = W.shape
+    _check(len(X.shape) == 2 and _dim(X.shape[1]) == in_features,
+           f"sparse_dense: X must have shape (batch, {in_features}), got {_shape(X)}")
+
+    def element(b, o):
+        q, j = W.nonzeros(o)
+        return td.sum(W.vals[q] * X[b, j], axis=q)
+    return td.compute((X.shape[0], out_features), element, name=name)
+
+
+def graph_attention(A, H, a_src, a_dst, negative_slope: float = 0.2,
+                    name: str = "graph_attention"):
+    """One graph-attention head (GAT, Velickovic et al. 2018) over the edges of ``A``
+    (n, n) CSR (row i: the neighbours j that i attends to, itself included if it should
+    be), node features ``H`` (n, f), attention vectors ``a_src``, ``a_dst`` (f,):
+
+        e[i, j] = leaky_relu(a_src . H[i] + a_dst . H[j])     at A's entries only
+        alpha   = softmax of each row of e over its entries
+        out[i]  = sum over A's entries (i, j) of alpha[i, j] H[j]
+
+    ``A``'s values are not read (only its pattern). Every step is a compute over the
+    pattern, so ``td.grad`` of it keeps to the edges.
+
+    >>> out = graph_attention(A, H, a_src, a_dst)        # (n, f)
+    """
+    _csr(A, "graph_attention")
+    n_nodes, f = _dim(A.shape[0]), _dim(H.shape[1])
+    _check(_shape(H)[0] == n_nodes and _dim(A.shape[1]) == n_nodes,
+           f"graph_attention: A must be square and H (n, f) with n = {n_nodes}, got A "
+           f"{tuple(map(_dim, A.shape))}, H {_shape(H)}")
+    _check(_shape(a_src) == (f,) and _shape(a_dst) == (f,),
+           f"graph_attention: a_src and a_dst must have shape ({f},), got "
+           f"{_shape(a_src)}, {_shape(a_dst)}")
+    k = td.reduce_axis((0, f), "k")
+    src = td.compute((n_nodes,), lambda i: td.sum(H[i, k] * a_src[k], axis=k),
+                     name=f"{name}.src")
+    k2 = td.reduce_axis((0, f), "k")
+    dst = td.compute((n_nodes,), lambda i: td.sum(H[i, k2] * a_dst[k2], axis=k2),
+                     name=f"{name}.dst")
+    rows, cols = A.row_ids(1), A.crd[1]
+
+    def score(p):
+        e = src[rows[p].astype("int64")] + dst[cols[p].astype("int64")]
+        return td.select(e > 0, e, e * negative_slope)
+    scores = td.compute(A.vals.shape, score, name=f"{name}.score")
+
+    def row_max(i):
+        q, _ = A.nonzeros(i)
+        return td.max(scores[q], axis=q)
+    peak = td.compute((n_nodes,), row_max, name=f"{name}.max")
+
+    def row_sum(i):
+        q, _ = A.nonzeros(i)
+        return td.sum(td.exp(scores[q] - peak[i]), axis=q)
+    total = td.compute((n_nodes,), row_sum, name=f"{name}.sum")
+    alpha = td.compute(A.vals.shape, lambda p: td.exp(
+        scores[p] - peak[rows[p].astype("int64")]) / total[rows[p].astype("int64")],
+        name=f"{name}.alpha")
+
+    def aggregate(i, c):
+        q, j = A.nonzeros(i)
+        return td.sum(alpha[q] * H[j, c], axis=q)
+    return td.compute((n_nodes, f), aggregate, name=name)
+
+
 def sparse_add(A, B, name: str = "sparse_add"):
     """``A + B`` over the union of the patterns (both CSR with sorted, unique columns,
     one shape and dtype): a sparse result assembled in two kernels, count then fill

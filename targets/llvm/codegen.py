@@ -52,6 +52,20 @@ def symbol_name(name: str) -> str:
     return f"{name}.kernel" if name in _C_RUNTIME else name
 
 
+class _VectorGEP(ir.instructions.Instruction):
+    """``getelementptr T, ptr %base, <N x iK> %indices``: a vector of addresses (llvmlite's
+    ``gep`` takes scalar indices only)."""
+
+    def __init__(self, parent, pointer, indices, typ, name=""):
+        super().__init__(parent, typ, "getelementptr", [pointer, indices], name=name)
+        self.pointer, self.indices = pointer, indices
+
+    def descr(self, buf):
+        buf.append(f"getelementptr {self.pointer.type.pointee}, {self.pointer.type} "
+                   f"{self.pointer.get_reference()}, {self.indices.type} "
+                   f"{self.indices.get_reference()}{self._stringify_metadata(leading_comma=True)}\n")
+
+
 def _suffix(t: ir.Type) -> str:
     """LLVM's name of a scalar type in intrinsic names (f32, i8, ...)."""
     if isinstance(t, ir.IntType):
@@ -509,6 +523,9 @@ class CodeGenLLVM:
                 fn = self.declare(f"llvm.masked.load.v{lanes}{_suffix(mt)}.p0", vt,
                                   [ir.PointerType(vt), I32, ir.VectorType(I1, lanes), vt])
                 raw = bd.call(fn, [vp, ir.Constant(I32, align), mask, ir.Constant(vt, None)])
+        elif isinstance(mt, (ir.FloatType, ir.DoubleType)) or \
+                (isinstance(mt, ir.IntType) and mt.width in (32, 64)):
+            raw = self.gather(ptr, mt, e.index, lanes, align, mask)
         else:
             idx = self.expr(e.index)
             raw = ir.Constant(ir.VectorType(mt, lanes), None)
@@ -518,6 +535,26 @@ class CodeGenLLVM:
                     raw, bd.load(bd.gep(ptr, [bd.extract_element(idx, lane)]), align=align),
                     lane), raw)
         return self.from_memory(raw, e.dtype)
+
+    def gather(self, ptr, mt, index, lanes: int, align: int, mask):
+        """``ptr[index]`` at a vector of indices: one ``llvm.masked.gather`` (the lanes
+        off ``mask`` read nothing and are zero) — a gather instruction, where loading
+        lane by lane would spend an insert per lane."""
+        bd = self.builder
+        if isinstance(index, n.Cast) and dt.element(index.value.dtype) == "int32":
+            # an int32 index widened: GEP sign-extends it itself, and the gather keeps
+            # 32-bit offsets (one vgatherdps for 16 lanes, not two vgatherqps)
+            index = index.value
+        idx = self.expr(index)
+        ptr_t = ir.VectorType(ir.PointerType(mt), lanes)
+        ptrs = _VectorGEP(bd.block, ptr, idx, ptr_t)
+        bd._insert(ptrs)
+        vt = ir.VectorType(mt, lanes)
+        if mask is None:
+            mask = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
+        fn = self.declare(f"llvm.masked.gather.v{lanes}{_suffix(mt)}.v{lanes}p0", vt,
+                          [ptr_t, I32, ir.VectorType(I1, lanes), vt])
+        return bd.call(fn, [ptrs, ir.Constant(I32, align), mask, ir.Constant(vt, None)])
 
     def _lane_guarded(self, mask, lane, make, default):
         """``make()`` where ``mask[lane]`` holds (a branch), else ``default``."""

@@ -25,10 +25,12 @@ from .layers import GELU, Conv2d, Dropout, Embedding, Flatten, MaxPool2d, Sigmoi
 from .modules import Linear, Module, Parameter, ReLU, Sequential
 from .normalization import BatchNorm2d, LayerNorm
 from .optim import SGD, Adam, AdamW
+from .sparse import GraphAttention, SparseFunction, SparseLinear
 from .step import TrainStep
 from .tensor import Tensor, no_grad
 
 __all__ = ["Adam", "AdamW", "BatchNorm2d", "Conv2d", "DataLoader", "Dropout", "Embedding",
-           "Flatten", "Function", "GELU", "LayerNorm", "Linear", "MaxPool2d", "Module",
+           "Flatten", "Function", "GELU", "GraphAttention", "LayerNorm", "Linear",
+           "MaxPool2d", "Module", "SparseFunction", "SparseLinear",
            "Parameter", "ReLU", "SGD", "Sequential", "Sigmoid", "Tanh", "Tensor", "TrainStep",
            "functional", "no_grad", "optim"]

@@ -246,3 +246,24 @@ def test_parallel_body_captures_variables_used_only_in_a_vector_mask(rows):
     y = np.full_like(x, np.nan)
     f(x, y)
     np.testing.assert_array_equal(y, 2 * x)
+
+
+@pytest.mark.parametrize("n, dtype", [(64, "float32"), (50, "float32"), (37, "float64"),
+                                      (40, "int32")])
+def test_vector_reads_at_data_indices_are_gathers(n, dtype):
+    """``A[idx[i]]`` over a vectorized ``i``: one masked gather (int32 indices kept 32-bit)
+    instead of a load and an insert per lane; lanes past a ragged end read nothing."""
+    A = td.placeholder((1000,), dtype, "A")
+    idx = td.placeholder((n,), "int32", "idx")
+    B = td.compute((n,), lambda i: A[idx[i].astype("int64")] * 2, name="B")
+    s = td.create_schedule(B.op)
+    _, inner = s[B].split(B.op.axis[0], factor=16)
+    s[B].vectorize(inner)
+    f = td.build(s, [A, idx, B], check_indices=False)
+    assert "llvm.masked.gather" in f.get_source("ll")
+    rng = np.random.default_rng(0)
+    a = rng.integers(-100, 100, 1000).astype(dtype)
+    ix = rng.integers(0, 1000, n).astype("int32")
+    out = poisoned((n,), dtype)
+    f(a, ix, out)
+    np.testing.assert_array_equal(out, a[ix] * 2)
