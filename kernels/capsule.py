@@ -4,7 +4,7 @@ Two routing algorithms and the pieces around them, with the conventions of
 ``dense.py`` (shape errors name the argument, what was expected and what was given):
 
 * ``squash`` — the capsule nonlinearity (Sabour, Frosst and Hinton, 2017, eq. 1);
-* ``capsule_predictions`` — ``u_hat[b, i, j, :] = W[i, j] @ u[b, i, :]`` (eq. 2);
+* ``capsule_predictions`` — ``u_hat[b, i, j, :] = weight[i, j] @ u[b, i, :]`` (eq. 2);
 * ``dynamic_routing`` — routing by agreement (Procedure 1), unrolled over its iterations;
 * ``capsule_routing`` — predictions and routing in one call (``td.ops.capsule_routing``);
 * ``margin_loss`` — the per-sample margin loss (eq. 4);
@@ -18,7 +18,7 @@ PyTorch's autograd does for the usual implementations of both papers.
 
 Shapes (b: batch, i: input capsules, j: output capsules, d / h: capsule dimensions):
 
-    u (b, i, in_dim), W (i, j, out_dim, in_dim)  --predictions-->  u_hat (b, i, j, out_dim)
+    u (b, i, in_dim), weight (i, j, out_dim, in_dim) --predictions-->  u_hat (b, i, j, out_dim)
     u_hat (b, i, j, d)                           --routing-->      v (b, j, d)
 """
 from __future__ import annotations
@@ -83,20 +83,21 @@ def squash(s, axis: int = -1, eps: float = 1e-7, name: str = "squash"):
     return td.compute(s.shape, lambda *i: s[i] * scale[_pin(i, a)], name=name)
 
 
-def capsule_predictions(u, W, name: str = "capsule_predictions"):
+def capsule_predictions(u, weight, name: str = "capsule_predictions"):
     """Each input capsule's prediction of each output capsule (Sabour et al., eq. 2):
 
-        u_hat[b, i, j, d] = sum_k W[i, j, d, k] * u[b, i, k]
+        u_hat[b, i, j, d] = sum_k weight[i, j, d, k] * u[b, i, k]
 
-    ``u`` (batch, in_caps, in_dim), ``W`` (in_caps, out_caps, out_dim, in_dim) →
+    ``u`` (batch, in_caps, in_dim), ``weight`` (in_caps, out_caps, out_dim, in_dim) →
     ``u_hat`` (batch, in_caps, out_caps, out_dim).
 
-    >>> u_hat = capsule_predictions(u, W)    # (2, 32, 8), (32, 10, 16, 8) -> (2, 32, 10, 16)
+    >>> u_hat = capsule_predictions(u, weight)    # (2, 32, 8), (32, 10, 16, 8) -> (2, 32, 10, 16)
     """
     _check(u.ndim == 3, f"capsule_predictions: u must have shape (batch, in_caps, in_dim), "
                         f"got {_shape(u)}")
+    W = weight
     _expect_shape(W, (_dim(u.shape[1]), None, None, _dim(u.shape[2])), "capsule_predictions",
-                  "W", "(in_caps, out_caps, out_dim, in_dim)")
+                  "weight", "(in_caps, out_caps, out_dim, in_dim)")
     k = td.reduce_axis((0, u.shape[2]), "k")
     return td.compute((u.shape[0], u.shape[1], W.shape[1], W.shape[2]),
                       lambda b, i, j, d: td.sum(W[i, j, d, k] * u[b, i, k], axis=k),
@@ -128,42 +129,50 @@ def dynamic_routing(u_hat, iterations: int = 3, eps: float = 1e-7,
                             f"out_caps, out_dim), got {_shape(u_hat)}")
     iterations = _iterations(iterations, "dynamic_routing")
     B, I, J, D = u_hat.shape
-    uniform = 1.0 / _dim(J)
-    logits = None
+    logits = None    # zero until the first agreement
     for t in range(iterations):
         step = f"{name}.{t}"
-        i = td.reduce_axis((0, I), "i")
-        if logits is None:
-            s = td.compute((B, J, D), lambda b, j, d: td.sum(u_hat[b, i, j, d] * uniform,
-                                                             axis=i), name=f"{step}.s")
-        else:
-            c = softmax(logits, axis=2, name=f"{step}.c")
-            s = td.compute((B, J, D), lambda b, j, d: td.sum(c[b, i, j] * u_hat[b, i, j, d],
-                                                             axis=i), name=f"{step}.s")
+        s = _routed_sum(u_hat, logits, step)
         last = t == iterations - 1
         v = squash(s, axis=2, eps=eps, name=name if last else f"{step}.v")
         if last:
-            return v
-        dd = td.reduce_axis((0, D), "d")
-        agreement = td.compute((B, I, J), lambda b, i, j: td.sum(u_hat[b, i, j, dd] * v[b, j, dd],
-                                                                 axis=dd),
-                               name=f"{step}.agreement")
+            break
+        d = td.reduce_axis((0, D), "d")
+        agreement = td.compute((B, I, J), lambda b, i, j: td.sum(
+            u_hat[b, i, j, d] * v[b, j, d], axis=d), name=f"{step}.agreement")
         if logits is None:
             logits = agreement
         else:
             previous = logits
-            logits = td.compute((B, I, J), lambda b, i, j: previous[b, i, j] + agreement[b, i, j],
-                                name=f"{step}.logits")
+            logits = td.compute((B, I, J), lambda b, i, j: previous[b, i, j]
+                                + agreement[b, i, j], name=f"{step}.logits")
+    return v
 
 
-def capsule_routing(u, W, iterations: int = 3, name: str = "capsule_routing"):
-    """A capsule layer in one call: ``dynamic_routing(capsule_predictions(u, W),
-    iterations)``. ``u`` (batch, in_caps, in_dim), ``W`` (in_caps, out_caps, out_dim,
-    in_dim) → ``v`` (batch, out_caps, out_dim).
+def _routed_sum(u_hat, logits, step: str):
+    """``s[b, j, :] = sum_i c[b, i, j] * u_hat[b, i, j, :]`` with ``c`` the softmax of
+    ``logits`` over the output capsules; ``logits`` None (all zero): ``c = 1 / out_caps``,
+    a constant, so the first iteration is a plain mean with no softmax stages."""
+    B, I, J, D = u_hat.shape
+    i = td.reduce_axis((0, I), "i")
+    if logits is None:
+        uniform = 1.0 / _dim(J)
+        return td.compute((B, J, D), lambda b, j, d: td.sum(u_hat[b, i, j, d] * uniform,
+                                                            axis=i), name=f"{step}.s")
+    c = softmax(logits, axis=2, name=f"{step}.c")
+    return td.compute((B, J, D), lambda b, j, d: td.sum(c[b, i, j] * u_hat[b, i, j, d], axis=i),
+                      name=f"{step}.s")
+
+
+def capsule_routing(u, weight, iterations: int = 3, name: str = "capsule_routing"):
+    """A capsule layer in one call: ``dynamic_routing(capsule_predictions(u, weight),
+    iterations)``. ``u`` (batch, in_caps, in_dim), ``weight`` (in_caps, out_caps, out_dim,
+    in_dim; the paper's W_ij, named as PyTorch names weights) → ``v`` (batch, out_caps,
+    out_dim).
 
     >>> v = td.ops.capsule_routing(u, W, iterations=3)    # (2, 32, 8), (32, 10, 16, 8)
     """
-    u_hat = capsule_predictions(u, W, name=f"{name}.u_hat")
+    u_hat = capsule_predictions(u, weight, name=f"{name}.u_hat")
     return dynamic_routing(u_hat, iterations, name=name)
 
 

@@ -53,7 +53,7 @@ _OPERANDS = {
     "batch_norm": ("x", "gamma", "beta", "moving_mean", "moving_var"),
     "batch_norm_update_stats": ("x", "moving_mean", "moving_var"),
     "dropout": ("x", "mask"),
-    "capsule_routing": ("u", "W"),
+    "capsule_routing": ("u", "weight"),
 }
 # elementwise on two operands: a number stays a number (numpy's weak scalars) and the
 # operands are converted to numpy's result type

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import tensordsl as td
 from kernels import capsule as caps
+from tensordsl.te.tensor import ACCUMULATE_TAG
 from tests.autodiff import fd
-from tests.helpers import poisoned
+from tests.helpers import poison_allocations, poisoned
 
 
 # ---------------------------------------------------------------- numpy references
@@ -149,7 +150,8 @@ def test_routing_paper_small_variant(rng, iterations):
     np.testing.assert_allclose(got, np_routing(expected_hat, iterations), rtol=1e-4, atol=1e-6)
 
 
-def test_td_ops_capsule_routing(rng):
+def test_td_ops_capsule_routing(rng, monkeypatch):
+    poison_allocations(monkeypatch)
     u, W = routing_inputs(rng, 3, 12, 8, 10, 16, "float32", scale=0.3)
     v = td.ops.capsule_routing(u, W, iterations=3)
     expected = np_routing(np_predictions(u.astype("float64"), W.astype("float64")), 3)
@@ -232,6 +234,19 @@ def test_em_routing(rng, iterations, lam):
         np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-12)
 
 
+@settings(max_examples=4, deadline=None)
+@given(B=st.integers(1, 2), I=st.integers(2, 6), J=st.integers(1, 4), H=st.integers(1, 5),
+       iterations=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_em_routing_random_shapes(B, I, J, H, iterations, seed):
+    rng = np.random.default_rng(seed)
+    V, a, _, beta_u, beta_a = em_inputs(rng, B, I, J, H)
+    p = placeholders(V=V.shape, a=a.shape, beta_u=beta_u.shape, beta_a=beta_a.shape)
+    outs = caps.em_routing(p["V"], p["a"], p["beta_u"], p["beta_a"], iterations, 0.1)
+    got = run(outs, dict(zip(p.values(), (V, a, beta_u, beta_a))))
+    for g, want in zip(got, np_em_routing(V, a, beta_u, beta_a, iterations, [0.1] * iterations)):
+        np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-12)
+
+
 # ---------------------------------------------------------------- against PyTorch
 
 
@@ -309,6 +324,8 @@ def test_margin_loss_gradient(rng):
     p = placeholders(v=v.shape, T=T.shape)
     loss = caps.margin_loss(p["v"], p["T"])
     fd.check_grad(loss, [p["v"], p["T"]], {p["v"]: v, p["T"]: T}, rng, schedule="default")
+    # td.grad with its default head: the gradient of the batch's summed loss
+    fd.check_grad(loss, [p["v"]], {p["v"]: v, p["T"]: T}, rng, head="ones", schedule="default")
 
 
 def test_primary_capsules_gradient(rng):
@@ -337,6 +354,21 @@ def test_em_step_gradients(rng):
                   schedule="default")
 
 
+def test_routing_gradients_are_gathers():
+    # every adjoint stage sums over one operand's own axes (at most out_caps * out_dim
+    # terms), never over the whole output domain, and none is an accumulation
+    p = placeholders(u=(2, 32, 8), W=(32, 10, 16, 8))
+    v = caps.capsule_routing(p["u"], p["W"], iterations=3)
+    (gu, gW), _ = td.vjp(v, [p["u"], p["W"]])
+    forward = {id(op) for op in fd.operations(v)}
+    derived = [op for op in fd.compute_ops(gu, gW) if id(op) not in forward]
+    assert derived
+    for op in derived:
+        assert op.tag != ACCUMULATE_TAG, f"{op.name} is an accumulation"
+        extent = math.prod(r.dom.extent.value for r in op.reduce_axis)
+        assert extent <= 10 * 16, f"{op.name} sums {extent} terms per element"
+
+
 def test_em_routing_gradient(rng):
     V, a, _, beta_u, beta_a = em_inputs(rng, B=2, I=5, J=3, H=4)
     p = placeholders(V=V.shape, a=a.shape, beta_u=beta_u.shape, beta_a=beta_a.shape)
@@ -353,7 +385,7 @@ def test_em_routing_gradient(rng):
 
 def test_bad_shapes_are_refused():
     p = placeholders(u=(2, 32, 8), W=(32, 10, 16, 7), W2=(31, 10, 16, 8), u2=(2, 32))
-    with pytest.raises(ValueError, match=r"W must have shape \(in_caps, out_caps, out_dim, "
+    with pytest.raises(ValueError, match=r"weight must have shape \(in_caps, out_caps, out_dim, "
                                          r"in_dim\) = \(32, \?, \?, 8\), got \(32, 10, 16, 7\)"):
         caps.capsule_predictions(p["u"], p["W"])
     with pytest.raises(ValueError, match=r"= \(32, \?, \?, 8\), got \(31, 10, 16, 8\)"):
@@ -399,5 +431,5 @@ def test_bad_primary_and_em_arguments_are_refused():
                                          r"iteration \(3\), got \(1.0, 2.0\)"):
         caps.em_routing(V, a, beta, beta, iterations=3, inverse_temperature=(1.0, 2.0))
     u = np.zeros((2, 4, 8), "float32")
-    with pytest.raises(ValueError, match=r"W must have shape"):
+    with pytest.raises(ValueError, match=r"weight must have shape"):
         td.ops.capsule_routing(u, np.zeros((4, 3, 5, 7), "float32"))
