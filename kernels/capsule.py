@@ -317,6 +317,11 @@ def em_m_step(votes, a_in, R, beta_u, beta_a, inverse_temperature: float = 1.0,
     return mu, sigma2, a_out
 
 
+# far below any activation that matters, and a normal number of the dtype (not flushed
+# to zero): log a_out is finite where a_out underflowed
+_FLOOR = {"float64": 1e-300, "float32": 1e-30, "bfloat16": 1e-30, "float16": 1e-4}
+
+
 def em_e_step(votes, mu, sigma2, a_out, name: str = "em_e_step"):
     """The E-step of EM routing (Hinton et al. 2018, Procedure 1): each input capsule's
     votes are assigned to the output capsules in proportion to how active each is and
@@ -328,8 +333,11 @@ def em_e_step(votes, mu, sigma2, a_out, name: str = "em_e_step"):
                        = a_out p / sum_j a_out p
 
     computed in the log domain (the densities of 16-dimensional Gaussians under- and
-    overflow). ``votes`` (batch, in_caps, out_caps, dim), ``mu`` and ``sigma2`` (batch,
-    out_caps, dim), ``a_out`` (batch, out_caps), positive → ``R`` (batch, in_caps,
+    overflow). An activation that underflowed to 0 (the M-step's logistic of a large
+    cost, in float32) is read as the tiny ``_FLOOR`` of its dtype, so ``log a_out`` stays
+    finite and a sample whose output capsules all underflowed is assigned by ``p`` alone
+    instead of NaN. ``votes`` (batch, in_caps, out_caps, dim), ``mu`` and ``sigma2``
+    (batch, out_caps, dim), ``a_out`` (batch, out_caps) → ``R`` (batch, in_caps,
     out_caps).
 
     >>> R = em_e_step(votes, mu, sigma2, a_out)
@@ -340,21 +348,24 @@ def em_e_step(votes, mu, sigma2, a_out, name: str = "em_e_step"):
     _expect_shape(sigma2, (B, J, H), what, "sigma2", "(batch, out_caps, dim)")
     _expect_shape(a_out, (B, J), what, "a_out", "(batch, out_caps)")
     half_log_2pi = 0.5 * math.log(2 * math.pi)
-    h = td.reduce_axis((0, H), "h")
-
+    floor = _FLOOR.get(a_out.dtype, _FLOOR["float32"])
     # one reciprocal and one log per output capsule and dimension, not per vote
     inv2 = td.compute((B, J, H), lambda b, j, h: 0.5 / sigma2[b, j, h], name=f"{name}.inv2")
-    h0 = td.reduce_axis((0, H), "h")
+    h = td.reduce_axis((0, H), "h")
     log_norm = td.compute((B, J), lambda b, j: td.sum(
-        0.5 * td.log(sigma2[b, j, h0]) + half_log_2pi, axis=h0), name=f"{name}.log_norm")
+        0.5 * td.log(sigma2[b, j, h]) + half_log_2pi, axis=h), name=f"{name}.log_norm")
+    # log a_out - log of the Gaussian's normalizer: what does not depend on the vote
+    log_weight = td.compute((B, J), lambda b, j: td.log(a_out[b, j] + floor) - log_norm[b, j],
+                            name=f"{name}.log_weight")
+    hv = td.reduce_axis((0, H), "h")
 
-    def log_density(b, i, j):
-        dev = votes[b, i, j, h] - mu[b, j, h]
-        return td.sum(dev * dev * inv2[b, j, h], axis=h)
+    def scaled_distance(b, i, j):
+        dev = votes[b, i, j, hv] - mu[b, j, hv]
+        return td.sum(dev * dev * inv2[b, j, hv], axis=hv)
 
-    distance = td.compute((B, I, J), log_density, name=f"{name}.distance")
-    logits = td.compute((B, I, J), lambda b, i, j: td.log(a_out[b, j]) - log_norm[b, j]
-                        - distance[b, i, j], name=f"{name}.logits")
+    distance = td.compute((B, I, J), scaled_distance, name=f"{name}.distance")
+    logits = td.compute((B, I, J), lambda b, i, j: log_weight[b, j] - distance[b, i, j],
+                        name=f"{name}.logits")
     return softmax(logits, axis=2, name=name)
 
 

@@ -223,6 +223,22 @@ def test_em_steps(rng):
     np.testing.assert_allclose(got.sum(2), 1.0, rtol=1e-12)
 
 
+def test_em_e_step_with_underflowed_activations(rng):
+    # every output capsule's activation is 0 (a logistic of a large cost, in float32):
+    # the assignments follow the densities alone, finite
+    V, a, R, beta_u, beta_a = em_inputs(rng, B=2, I=8, J=3, H=16)
+    mu, sigma2, _ = np_m_step(V, a, R, beta_u, beta_a, 1.0)
+    a_out = np.zeros((2, 3), "float32")
+    a_out[1, 0] = 1e-3     # one alive: it takes everything
+    p = placeholders("float32", V=V.shape, mu=mu.shape, sigma2=sigma2.shape, a_out=(2, 3))
+    e = caps.em_e_step(p["V"], p["mu"], p["sigma2"], p["a_out"])
+    got, = run([e], {p["V"]: V.astype("float32"), p["mu"]: mu.astype("float32"),
+                     p["sigma2"]: sigma2.astype("float32"), p["a_out"]: a_out})
+    np.testing.assert_allclose(got[0], np_e_step(V, mu, sigma2, np.ones((2, 3)))[0],
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got[1], np.eye(3)[[0] * 8], atol=1e-6)
+
+
 @pytest.mark.parametrize("iterations, lam", [(1, 0.1), (3, (0.01, 0.02, 0.05))])
 def test_em_routing(rng, iterations, lam):
     V, a, _, beta_u, beta_a = em_inputs(rng, B=2, I=16, J=4, H=16)
