@@ -18,8 +18,8 @@ PyTorch's autograd does for the usual implementations of both papers.
 
 Shapes (b: batch, i: input capsules, j: output capsules, d / h: capsule dimensions):
 
-    u (b, i, in_dim), weight (i, j, out_dim, in_dim) --predictions-->  u_hat (b, i, j, out_dim)
-    u_hat (b, i, j, d)                           --routing-->      v (b, j, d)
+    u (b, i, in_dim), weight (i, j, out_dim, in_dim)  --predictions-->  u_hat (b, i, j, d)
+    u_hat (b, i, j, d)                                --routing-->      v (b, j, d)
 """
 from __future__ import annotations
 
@@ -276,8 +276,9 @@ def em_m_step(votes, a_in, R, beta_u, beta_a, inverse_temperature: float = 1.0,
     ``votes`` V (batch, in_caps, out_caps, dim), ``a_in`` (batch, in_caps), ``R`` (batch,
     in_caps, out_caps), ``beta_u`` and ``beta_a`` (out_caps,) (learned),
     ``inverse_temperature`` λ. ``eps`` floors the variance, so ``log sigma`` stays finite
-    when the votes agree exactly. Returns ``(mu, sigma2, a_out)``: (batch, out_caps, dim),
-    (batch, out_caps, dim), (batch, out_caps).
+    when the votes agree exactly. ``sum_i R'`` must be positive (some active input
+    capsule), as the paper's procedure divides by it. Returns ``(mu, sigma2, a_out)``:
+    (batch, out_caps, dim), (batch, out_caps, dim), (batch, out_caps).
 
     >>> mu, sigma2, a_out = em_m_step(votes, a_in, R, beta_u, beta_a, 1.0)
     """
