@@ -52,7 +52,7 @@ def train(model, x, labels, train_idx, epochs: int, lr: float, graph_model: bool
         loss = F.cross_entropy(logits, targets)
         loss.backward()
         opt.step()
-    return float(loss.data)
+    return float(loss.data.reshape(-1)[0])      # (a one-element array)
 
 
 def accuracy(model, x, labels, idx) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tensordsl as td
 from tensordsl.ir import nodes as n
+from tensordsl.te.tensor import STOP_GRADIENT_TAG
 
 
 def _dim(e):
@@ -239,7 +240,8 @@ def sparse_softmax(A, name: str = "sparse_softmax"):
         q, _ = A.nonzeros(i)
         return td.max(A.vals[q], axis=q)
 
-    peak = td.compute((m,), row_max, name=f"{name}.max")
+    # subtracted for stability only: the result does not depend on it, nor its gradient
+    peak = td.compute((m,), row_max, name=f"{name}.max", tag=STOP_GRADIENT_TAG)
 
     def row_sum(i):
         q, _ = A.nonzeros(i)

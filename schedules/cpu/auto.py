@@ -37,12 +37,17 @@ reduction axis d), ``unroll`` (1: the register tile; 2: also short reduction til
 ``pack``, ``attach`` (only with a fused output; a block of more than
 ``MAX_BLOCK_ELEMENTS`` is computed per register tile whatever it says). Extents are
 read as constants when they simplify to one (``H - 2`` of a known ``H``).
+
+A spatial axis that a reduction's range reads (a sparse row ``i`` of ``for q in
+[pos[i], pos[i + 1])``, and the gradients through one) has no register tile: its loop
+stays outside the reduction, whose bounds it gives.
 """
 from __future__ import annotations
 
 from tensordsl.te.tensor import ComputeOp
 
-from .generic import PARALLEL_MIN_ELEMENTS, _extent, schedule_generic, schedule_stage
+from .generic import (PARALLEL_MIN_ELEMENTS, _extent, bounding_axes, schedule_generic,
+                      schedule_stage)
 from .matmul import is_product, schedule_product
 from .target import vector_lanes
 
@@ -79,9 +84,12 @@ def auto_space(out) -> dict:
         return {}
     space = {}
     n = len(op.axis)
+    bounding = bounding_axes(op)
     for d, iv in enumerate(op.axis):  # noqa: B007
         e = _extent(iv)
-        if d == n - 1:
+        if d in bounding:
+            space[f"t{d}"] = [1]
+        elif d == n - 1:
             space[f"t{d}"] = _fits([lanes, 2 * lanes, 4 * lanes], e) if (e or 0) >= lanes \
                 else _fits([1, 2, 4, 8], e)
         else:
@@ -255,7 +263,10 @@ def _tile_reduction(stage, op, cfg, outers, mids, inners, lanes_ok):
         ro, ri = stage.split(iv, factor=max(1, int(cfg.get(f"r{d}", 1))))
         r_outer.append(ro)
         r_inner.append(ri)
-    stage.reorder(*outers, *mids, *r_outer, *r_inner, *inners)
+    bounding = bounding_axes(op)
+    # (a tile of an axis the reduction's range reads runs outside the reduction)
+    stage.reorder(*outers, *mids, *[iv for d, iv in enumerate(inners) if d in bounding],
+                  *r_outer, *r_inner, *[iv for d, iv in enumerate(inners) if d not in bounding])
     _vectorize_unroll(stage, inners, lanes_ok, cfg)
     if cfg.get("unroll") == 2:  # also short reduction tiles (a 3x3 window)
         for d, iv in enumerate(r_inner):

@@ -5,7 +5,9 @@ its spatial loops in parallel; when its innermost spatial axis is long, that axi
 split and vectorized *inside* the reduction loops (each lane accumulates its own output
 element), otherwise the reduction stays a scalar loop. Elementwise outputs are
 vectorized along their innermost axis and parallel over the rest, and written with
-non-temporal stores when at least half the last-level cache (knob ``stream``).
+non-temporal stores when at least half the last-level cache (knob ``stream``). An axis
+a reduction's range reads (a sparse row ``i`` of ``for q in [pos[i], pos[i + 1])``) is
+not moved inside that reduction.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ FUSED_MIN_ITERATIONS = 64  # outer iterations that balance the threads' shares
 def _extent(iv) -> int | None:
     """The loop's extent if it is a constant (``H - 2`` of a known ``H`` included)."""
     return const_int(iv.dom.extent)
+
+
+def bounding_axes(op) -> set:
+    """The positions of the spatial axes a reduction's range reads (a sparse row's
+    ``[pos[i], pos[i + 1])``): their loops must stay outside the reduction."""
+    from tensordsl.ir.visitor import free_vars
+    read = {v for r in op.reduce_axis for e in (r.dom.min, r.dom.extent) for v in free_vars(e)}
+    return {d for d, iv in enumerate(op.axis) if iv.var in read}
 
 
 def vector_factor(extent: int | None, lanes: int) -> int | None:
@@ -63,7 +73,8 @@ def schedule_stage(stage):
     factor = vector_factor(_extent(inner), lanes) if inner is not None else None
     outer_axes = spatial[:-1]
     vec = None
-    if factor is not None and (_extent(inner) or 0) >= 4:
+    if factor is not None and (_extent(inner) or 0) >= 4 and \
+            len(spatial) - 1 not in bounding_axes(op):
         io, vec = stage.split(inner, factor=factor)
         outer_axes = outer_axes + [io]
         if op.reduce_axis:

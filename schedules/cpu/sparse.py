@@ -29,9 +29,16 @@
 spmm --random 4096,4096,0.01 --shape 64``); ``DEFAULTS`` the configuration without
 records. Every combination is legal; a knob that does not apply to a configuration
 (``rows`` under ``schedule="nonzeros"``, ``cols`` at least the width) is a no-op.
+
+The gradients of these operators (``td.grad``, ``tensordsl/autodiff/segments.py``) have
+the same forms and take the same templates (``tensordsl/autodiff/operators.py`` names
+them): an adjoint over the stored positions is SDDMM's, an adjoint gathered over a row's
+or a column's entries SpMM's or SpMV's (``A.T @ dC`` loops over ``[tpos[j], tpos[j +
+1])``; ``schedule="nonzeros"`` balances by whichever prefix sum bounds the loop).
 """
 from __future__ import annotations
 
+from tensordsl.sparse.tensor import run_array, strip_casts
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import _extent
@@ -87,12 +94,23 @@ def _rows_parallel(stage, axis, block: int):
     return inner
 
 
-def _split_rows(stage, axis, A, cfg):
-    """The row loop, parallel: by row blocks, or by equal shares of the nonzeros."""
+def _split_rows(stage, axis, A, cfg, starts=None):
+    """The row loop, parallel: by row blocks, or by equal shares of the nonzeros (by the
+    prefix sum ``starts`` of the loop's runs of entries; ``A.pos[1]``, a row's)."""
     if cfg["schedule"] == "nonzeros":
-        stage.parallel(axis, balance=A.pos[1])
+        stage.parallel(axis, balance=A.pos[1] if starts is None else starts)
         return axis
     return _rows_parallel(stage, axis, int(cfg["rows"]))
+
+
+def _run_starts(op, A):
+    """The prefix sum whose reads bound ``op``'s loop over entries: ``A.pos[1]`` for a
+    row's, the transpose's ``tpos`` for a column's (a gradient's ``A.T @ y``)."""
+    lo = op.reduce_axis[0].dom.min if op.reduce_axis else None
+    starts = run_array(lo) if lo is not None else None
+    if starts is not None and strip_casts(lo).indices[0] is op.axis[0].var:
+        return starts.output(0)
+    return A.pos[1]
 
 
 def schedule_spmv(s, out, A, config=None):
@@ -111,6 +129,7 @@ def schedule_spmv(s, out, A, config=None):
             Y.unroll(ii)
             Y.unroll(jj)
         return
+    starts = _run_starts(out.op, A)
     partials = int(cfg["partials"])
     P = None
     if partials > 1:
@@ -125,7 +144,7 @@ def schedule_spmv(s, out, A, config=None):
             Y.vectorize(Y.op.reduce_axis[0])
         else:
             P.unroll(lane)
-    rows = _split_rows(Y, out.op.axis[0], A, cfg)
+    rows = _split_rows(Y, out.op.axis[0], A, cfg, starts)
     if P is not None:
         P.compute_at(Y, rows)
 
@@ -135,7 +154,6 @@ def schedule_spmm(s, out, A, config=None):
     entries; ``prefetch``: B's row that many entries ahead."""
     cfg = dict(DEFAULTS["spmm"], **(config or {}))
     C = s[out]
-    B = next(t for t in out.op.input_tensors if t.ndim == 2)
     *i, c = out.op.axis
     q, *jj = out.op.reduce_axis
     lanes = vector_lanes(32)
@@ -146,7 +164,7 @@ def schedule_spmm(s, out, A, config=None):
         cb, c = C.split(c, factor=block)
         outer, width = [cb], block
     co, ci = C.split(c, factor=min(lanes, width) if width >= 4 else width)
-    rows = _split_rows(C, i[0], A, cfg)
+    rows = _split_rows(C, i[0], A, cfg, _run_starts(out.op, A))
     # BSR: a block row's r rows of the result across the block's c rows of B
     C.reorder(rows, *outer, q, *jj, *i[1:], co, ci)
     if A.format.block and A.format.block[0] <= 8:
@@ -154,6 +172,7 @@ def schedule_spmm(s, out, A, config=None):
     # B's rows are picked by the column indices: fetch the row a few entries ahead
     ahead = int(cfg["prefetch"])
     if ahead > 0:
+        B = next(t for t in out.op.input_tensors if t.ndim == 2)
         C.prefetch(B, q, ahead)
     if width >= 4:
         C.vectorize(ci)

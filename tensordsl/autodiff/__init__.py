@@ -39,7 +39,13 @@ Reverse mode (``reverse.py``) solves the index equations of each read exactly
 (``solve.py``), so adjoints are gathers: the adjoint of a convolution's input is a
 convolution of the output adjoint. A read whose indices cannot be solved (``x[idx[i]]``
 read through data) is differentiated by a correct accumulation over the reading domain,
-marked ``gradient: accumulate`` in ``td.lower``'s output.
+marked ``gradient: accumulate`` in ``td.lower``'s output — except the reads of a sparse
+operand's structure (``segments.py``): a loop over a row's entries ``[pos[i], pos[i +
+1])`` inverts to the row of a position (``rows[p]``), ``crd[q] == j`` to a loop over the
+entries of column ``j`` of the transpose (``tpos``, ``perm``), so the gradient of an SpMM
+with respect to the values is an SDDMM over the pattern and with respect to the dense
+operand an SpMM with ``A.T``. Those derived arrays are placeholders of the sparse operand:
+build over ``A.placeholders()`` after differentiating, pass ``S.arrays(like=A)``.
 """
 from .api import grad, gradient, hvp, jvp, stop_gradient, vjp
 

@@ -55,7 +55,9 @@ def _tangent(op, k, tangent_of, forms):
         mapping = {iv.var: i for iv, i in zip(op.axis, idx)}
         if not raxes:
             return substitute(derivative, mapping)
-        axes = [api.reduce_axis((iv.dom.min, iv.dom.min + iv.dom.extent), iv.var.name)
+        # (a range may read the compute's axes: a sparse row's [pos[i], pos[i + 1]))
+        axes = [api.reduce_axis((substitute(iv.dom.min, mapping),
+                                 substitute(iv.dom.min + iv.dom.extent, mapping)), iv.var.name)
                 for iv in raxes]
         mapping.update({iv.var: new.var for iv, new in zip(raxes, axes)})
         return api.sum(substitute(derivative, mapping), axis=axes,

@@ -13,6 +13,11 @@ kernel *is* (its structure after ``rewrite.prepare``), not by where it came from
 * ``rowwise``: reductions along the last axis only, with elementwise stages between
   (softmax, log_softmax, layer_norm): ``schedules/cpu/rowwise.py``, also with a tuple
   reduction (the argmax of a max's adjoint) in vector lanes.
+* ``sddmm``, ``spmm``, ``spmv``: a kernel reading a sparse operand's structure (the
+  gradients of the sparse operators, ``segments.py``) — over the operand's stored
+  positions (the adjoint of its values: SDDMM's position-space template), or a matrix
+  or a vector gathered over runs of entries (a row's, or a column's through the
+  transpose: ``A.T @ dC`` is an SpMM): ``schedules/cpu/sparse.py``.
 * ``auto``: anything else, the auto-scheduler (``schedules/cpu/auto.py``).
 
 ``template_of(out)`` names the template, ``knobs(template, out)`` gives its (space,
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ..arith.simplify import const_int
+from ..arith.simplify import Simplifier, const_int
 from ..ir import nodes as n
 from ..ir.visitor import free_vars, post_order
 from ..te.tensor import ComputeOp
@@ -122,8 +127,41 @@ def _anchor(out):
     return reducing[0] if len(reducing) == 1 else None
 
 
+def _sparse_operand(out):
+    """The sparse operand (``td.sparse_placeholder``) whose arrays ``out``'s graph
+    reads, or None (none, or several)."""
+    from ..sparse.tensor import component_of
+    found = {id(c.sparse): c.sparse for op in topological([out])
+             if (c := component_of(op.output(0))) is not None}
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def _sparse_template(out) -> str | None:
+    """``sddmm`` / ``spmm`` / ``spmv`` for a kernel of those forms over a sparse
+    operand (see the module docstring), else None."""
+    from .segments import run_array
+    A = _sparse_operand(out)
+    op = out.op
+    if A is None or not isinstance(op, ComputeOp) or op.num_outputs != 1:
+        return None
+    keys = Simplifier()
+    if len(op.axis) == 1 and any(keys.key(op.axis[0].dom.extent) == keys.key(nnz)
+                                 for nnz in A.nnz.values()):
+        return "sddmm"
+    if len(op.reduce_axis) == 1 and len(op.axis) in (1, 2) and \
+            run_array(op.reduce_axis[0].dom.min) is not None:
+        return "spmv" if len(op.axis) == 1 else "spmm"
+    return None
+
+
+SPARSE_TEMPLATES = ("sddmm", "spmm", "spmv")
+
+
 def template_of(out) -> str:
     """The template for the derived kernel ``out`` (after ``prepare``)."""
+    sparse = _sparse_template(out)
+    if sparse is not None:
+        return sparse
     anchor = _anchor(out)
     if anchor is not None and anchor is out.op and _is_matmul(anchor):
         return "matmul"
@@ -141,6 +179,9 @@ def knobs(template: str, out) -> tuple[dict, dict]:
     """(space, defaults) of ``template`` for ``out``."""
     from schedules.cpu.target import vector_lanes
     lanes = vector_lanes(32)
+    if template in SPARSE_TEMPLATES:
+        from schedules.cpu.sparse import default_config, space
+        return space(template), default_config(template)
     if template in ("matmul", "rowwise"):
         from schedules.cpu.space import defaults_for, space_for
         return space_for(template), defaults_for(template)
@@ -160,7 +201,10 @@ def schedule_derived(template: str, out, config: dict | None = None):
     """A schedule of the derived kernel ``out`` by ``template``."""
     import tensordsl as td
     s = td.create_schedule(out.op)
-    if template == "matmul":
+    if template in SPARSE_TEMPLATES:
+        from schedules.cpu.sparse import TEMPLATES
+        TEMPLATES[template](s, out, _sparse_operand(out), config)
+    elif template == "matmul":
         from schedules.cpu.matmul import schedule_matmul
         schedule_matmul(s, out, config)
     elif template == "rowwise":

@@ -83,9 +83,11 @@ def _argmax(op: ComputeOp, k: int, kind: str):
     reducer = api.comm_reducer(combine, identity, name=f"arg{kind}")
 
     def f(*idx):
-        axes = [api.reduce_axis((iv.dom.min, iv.dom.min + iv.dom.extent), iv.var.name)
-                for iv in body.axis]
         mapping = {iv.var: i for iv, i in zip(op.axis, idx)}
+        # (a range may read the compute's axes: a sparse row's [pos[i], pos[i + 1]))
+        axes = [api.reduce_axis((substitute(iv.dom.min, mapping),
+                                 substitute(iv.dom.min + iv.dom.extent, mapping)), iv.var.name)
+                for iv in body.axis]
         mapping.update({iv.var: new.var for iv, new in zip(body.axis, axes)})
         flat = substitute(_row_major(body.axis), mapping)
         return reducer((flat, substitute(value, mapping)), axis=axes,

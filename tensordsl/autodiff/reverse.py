@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..arith.simplify import Simplifier, const_int
 from ..ir import nodes as n
 from ..ir.op import cast, const, if_then_else
-from ..ir.visitor import Visitor, substitute
+from ..ir.visitor import Mutator, Visitor, substitute
 from ..te import api
 from ..te.tensor import ACCUMULATE_TAG, ComputeOp, tensors_read
 from .derivative import differentiate, is_differentiable, mul
@@ -114,7 +114,8 @@ def _gather(op, raxes, condition, indices, value, tensor, part: int):
             if extent is not None:
                 ranges[v] = (0, extent - 1)
         sol = solve(indices, j, unknowns, ranges,
-                    fresh_axis=lambda name, lo, ext: api.reduce_axis((lo, lo + ext), name))
+                    fresh_axis=lambda name, lo, ext: api.reduce_axis((lo, lo + ext), name),
+                    extents=dict(zip(j, tensor.shape)))
         exact.append(sol.exact)
         zero = const(0, tensor.dtype)
         if not sol.substitution:     # no iteration ever reads this index tuple
@@ -126,7 +127,8 @@ def _gather(op, raxes, condition, indices, value, tensor, part: int):
         # simplified with the ranges: (2*q + t) // 2 with t < 2 is q, which the bounds
         # check can then see is in range
         simplify = Simplifier(ranges).visit
-        body = simplify(cast(tensor.dtype, substitute(value, sol.substitution)))
+        body = simplify(cast(tensor.dtype, substitute(_known_reads(value, indices, j),
+                                                      sol.substitution)))
         where = _conjunction(sol.conditions)
         own = simplify(substitute(condition, sol.substitution))
         if not (isinstance(own, n.IntImm) and own.value):
@@ -142,6 +144,28 @@ def _gather(op, raxes, condition, indices, value, tensor, part: int):
     if not all(exact):
         result.op.tag = ACCUMULATE_TAG
     return result
+
+
+def _known_reads(value, indices, targets):
+    """``value`` with each data-dependent index of the read (``rows[p]``, ``crd[q]``)
+    replaced by its target wherever it recurs: every iteration summed reads ``targets``
+    (so ``total[rows[p]]`` over the entries of row ``i`` reads ``total[i]``)."""
+    keys = Simplifier()
+    known = {keys.key(e): t for e, t in zip(indices, targets)
+             if isinstance(e, n.TensorRead) or isinstance(getattr(e, "value", None),
+                                                          n.TensorRead)}
+    if not known:
+        return value
+
+    class _Replace(Mutator):
+        def visit(self, node):
+            if isinstance(node, n.Expr) and node.dtype == "int64":
+                hit = known.get(keys.key(node))
+                if hit is not None:
+                    return hit
+            return super().visit(node)
+
+    return _Replace().visit(value)
 
 
 def _conjunction(conditions):

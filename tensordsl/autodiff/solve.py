@@ -19,6 +19,13 @@ at a time, picks in this order:
 3. otherwise the unknown of the largest extent (``y`` in ``y + ry == j``), so the sum
    that is left runs over the small ones (the kernel window, not the image).
 
+Sparse loops (``segments.py``): an unknown ranging over ``[pos[e], pos[e + 1])`` of a
+sparse operand's compressed level (a segment axis) determines its parent once solved
+(``q = p`` gives ``e = rows[p]``), and ``crd[q] == j`` / ``rows[q] == a`` for an unknown
+position are inverted through the level's derived arrays (a loop over the positions of
+column ``j``, ``q = perm[t]``; the run ``[pos[a], pos[a + 1])``). These are solved after
+the affine equations, as they need the position unknown itself and not a combination.
+
 An equation that is not affine (a data-dependent index ``x[idx[i]]``, a product of
 two axes) is kept as a condition ``f(v) == j``, its unknowns summed over: correct, but
 an accumulation over the domain, reported as ``exact=False``.
@@ -36,6 +43,8 @@ from ..errors import TensorDSLError
 from ..ir import nodes as n
 from ..ir.op import const
 from ..ir.visitor import free_vars, substitute
+from . import segments
+from .segments import Segment
 
 _BIG = 1 << 40   # the extent assumed for a symbolic one (only to rank choices)
 
@@ -46,6 +55,7 @@ class Unknown:
     lo: n.Expr
     extent: n.Expr
     needs_range: bool = True   # solved: add lo <= value < lo + extent as a condition
+    segment: Segment | None = None   # the range is a run of a sparse level's positions
 
     @property
     def size(self) -> int:
@@ -115,8 +125,12 @@ class _Affine:
 
 
 class _Solver:
-    def __init__(self, unknowns: list[Unknown], ranges: dict):
+    def __init__(self, unknowns: list[Unknown], ranges: dict, extents: dict):
+        for u in unknowns:
+            u.segment = u.segment or segments.segment_of(u.lo)
         self.unknowns = {u.var: u for u in unknowns}
+        self.extents = extents                           # target var -> its extent
+        self.level_equations: list = []   # (LevelRead, index, target): crd/rows reads
         self.original = [u.var for u in unknowns]
         self.equations: list[tuple[dict, n.Expr]] = []   # sum(c*v) == rhs
         self.solved: list[tuple[n.Var, n.Expr]] = []     # in order of solving
@@ -170,6 +184,10 @@ class _Solver:
         return lo, hi
 
     def equate(self, index: n.Expr, target: n.Expr):
+        read = segments.level_read(index, self.unknowns)
+        if read is not None:
+            self.level_equations.append((read, index, target))
+            return
         form = self.affine.of(index)
         if form is None:
             # not affine in the unknowns: a condition, its unknowns summed over
@@ -187,6 +205,7 @@ class _Solver:
                 break
             choice = self._single() or self._modular() or self._largest()
             choice()
+        self._invert_levels()
 
     def _keep(self, eq) -> bool:
         coeffs, rhs = eq
@@ -277,7 +296,8 @@ class _Solver:
         else:
             self.conditions.append(n.EQ(n.FloorMod(numerator, _int(divisor)), _int(0)))
             value = self._simplify(n.FloorDiv(numerator, _int(divisor)))
-        if info.needs_range:
+        parent = self._known_parent(info, value)
+        if info.needs_range and parent is None:
             self.conditions.append(n.And(n.LE(info.lo, value),
                                          n.LT(value, info.lo + info.extent)))
         self.solved.append((v, value))
@@ -295,9 +315,115 @@ class _Solver:
             new_rhs = self._simplify(_int(divisor) * rhs - _int(c) * constant)
             updated.append(_reduced(scaled, new_rhs))
         self.equations = updated
+        if parent is not None:
+            # the position's run is its parent's: the parent is rows[value], in range
+            self.unknowns[info.segment.parent].needs_range = False
+            self._eliminate(info.segment.parent, {}, parent, 1)
+
+    # ------------------------------------------------------------ sparse levels
+    def _known_parent(self, info: Unknown, value):
+        """``rows[value]`` when ``info`` is a segment axis whose parent is still unknown
+        and ``value`` (its solution) is free of unknowns: the parent it determines. A
+        ``value`` not known to be a position gets the condition ``0 <= value < nnz``."""
+        seg = info.segment
+        if seg is None or seg.parent not in self.unknowns or \
+                any(w in self.unknowns for w in free_vars(value)):
+            return None
+        nnz = seg.sparse.nnz[seg.k]
+        if not (isinstance(value, n.Var) and self._same(self.extents.get(value), nnz)):
+            self.conditions.append(n.And(n.LE(_int(0), value), n.LT(value, nnz)))
+        return segments.parent_of(seg.sparse, seg.k, value)
+
+    def _same(self, a, b) -> bool:
+        return a is not None and (a is b or self.simplifier.key(a) == self.simplifier.key(b))
+
+    def _is_all_positions(self, info: Unknown, sparse, level: int) -> bool:
+        return segments.all_positions(info.lo, info.extent, sparse, level, self._same)
+
+    def _run(self, starts, target):
+        """(start, length) of the run of ``target`` in the prefix sums ``starts``
+        (``pos`` or ``tpos``). A target that may be past the last run (a tensor read at
+        the level's coordinates may be longer) is clamped: its run is empty, and
+        nothing reads past ``starts``."""
+        count = starts.shape[0] - _int(1)
+        extent = self.extents.get(target)
+        bound = None if extent is None else self.simplifier.visit(n.LE(extent, count))
+        if isinstance(bound, n.IntImm) and bound.value:
+            return segments.run_of(starts, target)
+        first = segments.index(starts[self._simplify(n.Min(target, count))])
+        last = segments.index(starts[self._simplify(n.Min(target + _int(1), count))])
+        return first, last - first
+
+    def _assign(self, v: n.Var, value, check_range: bool):
+        """``v = value`` (after the affine equations: none is left to update)."""
+        info = self.unknowns.pop(v)
+        if check_range and info.needs_range:
+            self.conditions.append(n.And(n.LE(info.lo, value),
+                                         n.LT(value, info.lo + info.extent)))
+        self.solved.append((v, value))
+
+    def _invert_levels(self):
+        """``rows[q] == a`` and ``crd[q] == j`` (``segments.py``); parents first, so that
+        a position read by both loops over one run and tests its coordinate."""
+        for read, index, target in sorted(self.level_equations,
+                                          key=lambda e: e[0].role != "rows"):
+            q, op = read.position, read.array
+            sparse, k = op.sparse, op.level
+            info = self.unknowns.get(q)
+            seg = info.segment if info is not None else None
+            open_parent = seg is not None and seg.sparse is sparse and seg.k == k and \
+                seg.parent in self.unknowns
+            if info is None:
+                # solved by another read: a test of its value
+                self.conditions.append(n.EQ(index, target))
+            elif read.role == "rows" and self._is_all_positions(info, sparse, k):
+                info.lo, info.extent = self._run(sparse.pos[k], target)
+                info.segment = segments.segment_of(info.lo)
+            elif read.role == "rows" and open_parent:
+                self._eliminate(seg.parent, {}, target, 1)
+            elif read.role == "crd" and (open_parent or self._is_all_positions(info, sparse, k)):
+                lo, extent = self._run(sparse.transpose_ids(k)[0], target)
+                t = Unknown(n.Var(f"{q.name}.t"), lo, extent, needs_range=False)
+                self.unknowns[t.var] = t
+                position = segments.permuted(sparse, k, t.var)
+                self._assign(q, position, check_range=False)
+                if open_parent:
+                    self._assign(seg.parent, segments.parent_of(sparse, k, position),
+                                 check_range=False)
+            else:
+                # a narrower range: the positions of a run tested one by one (a search
+                # within one parent's entries), or of no sparse loop at all
+                self.conditions.append(n.EQ(index, target))
+                if seg is None:
+                    self.exact = False
 
     def _simplify(self, e):
         return self.simplifier.visit(e)
+
+
+def _free_axes(free: list[Unknown], values: dict, fresh_axis) -> tuple[list, dict]:
+    """The reduction axes of the unknowns left free, and their vars by the unknowns'.
+    A range may depend on other unknowns (a sparse loop's ``[pos[i], pos[i + 1])``):
+    the solved ones are substituted, and an axis comes after the free ones its range
+    reads (otherwise in the unknowns' order)."""
+    axes, mapping, pending = [], {}, list(free)
+    while pending:
+        for u in pending:
+            lo, extent = (substitute(substitute(e, values), mapping) for e in (u.lo, u.extent))
+            if not any(w.var in free_vars(lo) or w.var in free_vars(extent) for w in pending):
+                break
+        else:
+            raise TensorDSLError("cannot differentiate: the ranges of the axes "
+                                 f"{', '.join(u.var.name for u in pending)} depend on "
+                                 "each other")
+        pending.remove(u)
+        if u.size >= _BIG and const_int(u.extent) is not None:
+            raise TensorDSLError(f"cannot differentiate a read indexed by {u.var.name}: "
+                                 "the range of a division it involves is unbounded")
+        iv = fresh_axis(u.var.name, lo, extent)
+        axes.append(iv)
+        mapping[u.var] = iv.var
+    return axes, mapping
 
 
 def _reduced(coeffs: dict, rhs):
@@ -313,27 +439,22 @@ def _reduced(coeffs: dict, rhs):
 
 
 def solve(indices, targets, unknowns: list[Unknown], ranges: dict | None = None,
-          fresh_axis=None) -> Solution:
+          fresh_axis=None, extents: dict | None = None) -> Solution:
     """Solve ``indices[k] == targets[k]`` for the ``unknowns``; ``ranges`` are constant
-    (lo, hi) bounds of the targets (for simplification); ``fresh_axis(name, lo,
-    extent)`` makes the reduction axis of an unknown left free."""
-    solver = _Solver(unknowns, dict(ranges or {}))
+    (lo, hi) bounds of the targets (for simplification), ``extents`` their extents
+    (symbolic ones too: a target over a sparse level's positions); ``fresh_axis(name,
+    lo, extent)`` makes the reduction axis of an unknown left free."""
+    unknowns = [Unknown(u.var, u.lo, u.extent, u.needs_range, u.segment) for u in unknowns]
+    solver = _Solver(unknowns, dict(ranges or {}), dict(extents or {}))
     for index, target in zip(indices, targets):
         solver.equate(index, target)
     solver.run()
-    free_vars_left = list(solver.unknowns.values())
-    axes, mapping = [], {}
-    for u in free_vars_left:
-        if u.size >= _BIG and const_int(u.extent) is not None:
-            raise TensorDSLError(f"cannot differentiate a read indexed by {u.var.name}: "
-                                 "the range of a division it involves is unbounded")
-        iv = fresh_axis(u.var.name, u.lo, u.extent)
-        axes.append(iv)
-        mapping[u.var] = iv.var
     # later solutions never mention earlier-solved unknowns (those were eliminated first)
     values: dict = {}
     for v, value in reversed(solver.solved):
-        values[v] = substitute(value, {**mapping, **values})
+        values[v] = substitute(value, values)
+    axes, mapping = _free_axes(list(solver.unknowns.values()), values, fresh_axis)
+    values = {v: substitute(value, mapping) for v, value in values.items()}
     everything = {**mapping, **values}
     ranges = dict(ranges or {})
     for iv in axes:

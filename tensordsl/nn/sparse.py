@@ -139,7 +139,9 @@ class _SparseKernels:
             (g,), head = td.vjp(self.out, [target])
             args = [*self.A.placeholders(), *self.dense]
             kernel = td.build(args + [head, g])
-            hit = self.gradients[k] = (kernel, args, tuple(const_int(d) for d in g.shape))
+            # (the values' adjoint has their symbolic size: this pattern's)
+            shape = self.pattern.vals.shape if k == 0 else tuple(const_int(d) for d in g.shape)
+            hit = self.gradients[k] = (kernel, args, shape)
         return hit
 
 

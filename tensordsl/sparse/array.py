@@ -72,19 +72,42 @@ class SparseArray:
         return int(self.vals.size)
 
     def component(self, name: str) -> np.ndarray:
-        """One array by its name: ``"pos1"``, ``"crd1"``, ``"vals"``, ...; also
-        ``"rows{k}"``, the parent coordinate of each position of compressed level ``k``
-        under a dense level (CSR's row of each stored entry), derived from ``pos`` once
-        and kept (``SparseTensor.row_ids``: kernels whose results have this pattern)."""
-        if name.startswith("rows") and name not in self._arrays:
-            level = int(name[4:])
-            pos = self.pos[level]
-            derived = self.__dict__.setdefault("_derived", {})
-            if name not in derived:
+        """One array by its name: ``"pos1"``, ``"crd1"``, ``"vals"``, ...; also the arrays
+        a kernel may read that the format does not store (``SparseTensor.row_ids``,
+        ``transpose_ids``), derived once and kept:
+
+        * ``"rows{k}"``: the parent of each position of compressed level ``k`` (CSR's
+          row of each stored entry), from ``pos``;
+        * ``"tpos{k}"``, ``"perm{k}"``: level ``k`` transposed (CSR's CSC): the
+          positions in the order of their coordinates, stable, by a counting sort of
+          ``crd`` (O(nnz + n)); ``perm[tpos[j]:tpos[j + 1]]`` are those of coordinate ``j``.
+        """
+        if name in self._arrays:
+            return self._arrays[name]
+        derived = self.__dict__.setdefault("_derived", {})
+        if name not in derived:
+            kind, level = name.rstrip("0123456789"), name[len(name.rstrip("0123456789")):]
+            if kind not in ("rows", "tpos", "perm") or not level or \
+                    int(level) not in self.pos or int(level) == 0:
+                raise KeyError(f"sparse array ({self.format}): no component {name!r}; "
+                               f"expected one of {', '.join(self._arrays)} or rows/tpos/perm "
+                               f"of a compressed level below another "
+                               f"({', '.join(str(k) for k in self.pos if k)})")
+            level = int(level)
+            if kind == "rows":
+                pos = self.pos[level]
                 derived[name] = np.repeat(np.arange(pos.size - 1, dtype=np.int32),
                                           np.diff(pos))
-            return derived[name]
-        return self._arrays[name]
+            else:
+                extent = self._extent(level)
+                derived[f"tpos{level}"], derived[f"perm{level}"] = \
+                    transpose(self.crd[level], extent)
+        return derived[name]
+
+    def _extent(self, level: int) -> int:
+        """The number of coordinates of ``level`` (its dimension over the block)."""
+        d = self.format.order[level]
+        return self.shape[d] // (self.format.block[d] if self.format.block else 1)
 
     def with_values(self, vals) -> "SparseArray":
         """A matrix with this one's structure (shared, and its derived rows) and the
@@ -105,14 +128,17 @@ class SparseArray:
         """The arrays by name, in a kernel's argument order."""
         return dict(self._arrays)
 
-    def arrays(self, device: str | None = None) -> list:
-        """The arrays in the order of ``SparseTensor.placeholders()`` (each level's pos,
-        then crd, then vals): contiguous numpy arrays, or with ``device=`` copies there
-        (``td.nd.NDArray``)."""
+    def arrays(self, device: str | None = None, like=None) -> list:
+        """The arrays in the order of ``SparseTensor.placeholders()``: each level's pos,
+        then crd, then vals — and with ``like=`` (the ``td.sparse_placeholder`` a kernel
+        was built over) the derived arrays it reads too, in its order. Contiguous numpy
+        arrays, or with ``device=`` copies there (``td.nd.NDArray``)."""
+        names = list(self._arrays) if like is None else list(like.components())
+        arrays = [self.component(name) for name in names]
         if device is None:
-            return list(self._arrays.values())
+            return arrays
         from ..nd import array
-        return [array(a, device=device) for a in self._arrays.values()]
+        return [array(a, device=device) for a in arrays]
 
     def __repr__(self):
         block = f", block={self.format.block}" if self.format.block else ""
@@ -158,6 +184,22 @@ class SparseArray:
         """A torch sparse tensor on the CPU sharing these arrays where torch can: CSR
         (from csr or dcsr), CSC, BSR, else COO."""
         return to_torch(self)
+
+
+def transpose(crd: np.ndarray, extent: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(tpos, perm)``: the positions ``0..len(crd)`` ordered by coordinate, stably, and
+    where each coordinate's run starts (``extent + 1`` entries). A least-significant-
+    digit radix sort on 16-bit digits: numpy's stable sort of 16-bit keys is a counting
+    sort, so each pass is O(nnz + 2**16), not O(nnz log nnz)."""
+    crd = np.asarray(crd, np.int64)
+    perm = np.arange(crd.size, dtype=np.int64)
+    for shift in range(0, max(int(extent) - 1, 1).bit_length(), 16):
+        digit = ((crd[perm] >> shift) & 0xFFFF).astype(np.uint16)
+        perm = perm[np.argsort(digit, kind="stable")]
+    counts = np.bincount(crd, minlength=extent)
+    tpos = np.zeros(extent + 1, np.int32)
+    np.cumsum(counts, out=tpos[1:])
+    return tpos, perm.astype(np.int32)
 
 
 def _resolve(format, current: Format) -> Format:
