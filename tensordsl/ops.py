@@ -1,5 +1,5 @@
 """``td.ops.<name>(*arrays, **attrs)``: every operator of ``kernels/dense.py`` and
-``kernels/training.py`` on numpy arrays.
+``kernels/training.py``, and ``kernels/capsule.py``'s ``capsule_routing``, on numpy arrays.
 
 Each ``td.ops.<name>`` is a function with the kernel's signature (less ``name``) and
 docstring, plus the keywords ``out=``, ``target=`` and ``check_indices=``. Its tensor
@@ -53,6 +53,7 @@ _OPERANDS = {
     "batch_norm": ("x", "gamma", "beta", "moving_mean", "moving_var"),
     "batch_norm_update_stats": ("x", "moving_mean", "moving_var"),
     "dropout": ("x", "mask"),
+    "capsule_routing": ("u", "weight"),
 }
 # elementwise on two operands: a number stays a number (numpy's weak scalars) and the
 # operands are converted to numpy's result type
@@ -61,10 +62,11 @@ _BINARY = ("add", "subtract", "multiply", "divide", "maximum", "minimum")
 
 @functools.cache
 def _operators() -> dict:
+    import kernels.capsule as capsule
     import kernels.dense as dense
     import kernels.training as training
-    return {name: getattr(training, name, None) or getattr(dense, name)
-            for name in _OPERANDS}
+    return {name: getattr(training, name, None) or getattr(capsule, name, None)
+            or getattr(dense, name) for name in _OPERANDS}
 
 
 def _freeze(v):

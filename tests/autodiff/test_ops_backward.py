@@ -106,6 +106,8 @@ CASES = [
     ("batch_norm_update_stats", {"x": f64(3, 2, 4), "moving_mean": f64(2, seed=1),
                                  "moving_var": f64(2, seed=2) ** 2}, {"momentum": 0.2}),
     ("dropout", {"x": f64(4, 5), "mask": _rng(1).random((4, 5)) > 0.5}, {"p": 0.5}),
+    ("capsule_routing", {"u": f64(2, 5, 3), "weight": f64(5, 3, 4, 3, seed=1) * 0.5},
+     {"iterations": 3}),
 ]
 
 
