@@ -123,9 +123,11 @@ def sddmm(S, X, Y, name: str = "sddmm"):
            f"sddmm: Y must have shape ({ncols}, {_dim(X.shape[1])}), got {_shape(Y)}")
     rows, cols = S.row_ids(1), S.crd[1]
     k = td.reduce_axis((0, X.shape[1]), "k")
-    return td.compute(S.vals.shape, lambda p: td.sum(
-        S.vals[p] * X[rows[p].astype("int64"), k] * Y[cols[p].astype("int64"), k], axis=k),
-        name=name)
+    # the dot products, then S's values: one multiplication per entry, not one per term
+    dot = td.compute(S.vals.shape, lambda p: td.sum(
+        X[rows[p].astype("int64"), k] * Y[cols[p].astype("int64"), k], axis=k),
+        name=f"{name}.dot")
+    return td.compute(S.vals.shape, lambda p: S.vals[p] * dot[p], name=name)
 
 
 def sparse_mul(A, D, name: str = "sparse_mul"):

@@ -184,29 +184,35 @@ def schedule_positions(s, out, A, config=None):
     """An output over the stored positions (and the row reductions it reads): the
     positions by rows (``segment``: a position's row is the loop's, its dense row read
     once per row, not per entry), the rows split like SpMV's; a dot product per position
-    (SDDMM) in vector lanes, folded once at the end as a tree."""
+    (SDDMM) over all of ``f`` in vector lanes at once, summed as a tree."""
     cfg = dict(DEFAULTS["sparse_mul"], **(config or {}))     # (the same for each of them)
+    O = s[out]
+    rows, position = O.segment(out.op.axis[0], A.pos[1])
+    _split_rows(O, rows, A, cfg)
     for stage in s.stages:
         if not isinstance(stage.op, ComputeOp) or stage.op is out.op:
             continue
-        _split_rows(stage, stage.op.axis[0], A, cfg)
-    O = s[out]
-    lanes = vector_lanes(32)
-    partials = None
-    if len(out.op.reduce_axis) == 1 and (_extent(out.op.reduce_axis[0]) or 0) >= lanes:
-        # (the reduction is factored before the positions are split, as rfactor asks)
-        _, ki = O.split(out.op.reduce_axis[0], factor=lanes)
-        partials = s[s.rfactor(out, ki, factor_axis=1)]
-        p, lane = partials.op.axis
-        (ko,) = partials.op.reduce_axis
-        partials.reorder(p, ko, lane)
-        partials.vectorize(lane)
-    rows, position = O.segment(out.op.axis[0], A.pos[1])
-    _split_rows(O, rows, A, cfg)
-    if partials is not None:
-        partials.compute_at(O, position)
-        # the lanes folded as a tree of vector halves, not one add after another
-        O.vectorize(O.leaf_iter_vars[-1])
+        if repr(stage.op.axis[0].dom.extent) == repr(out.op.axis[0].dom.extent):
+            # another result over the positions (SDDMM's dot products): at each one
+            stage.compute_at(O, position)
+            _dot_in_lanes(stage)
+        else:
+            _split_rows(stage, stage.op.axis[0], A, cfg)
+    _dot_in_lanes(O)
+
+
+def _dot_in_lanes(stage):
+    """A sum over ``f`` (one reduction axis) in vector lanes: all of it at once where it
+    fits (a power of two up to 64: one tree of adds per position), else by vectors."""
+    if len(stage.op.reduce_axis) != 1 or stage.op.body[0].combiner.name != "sum":
+        return
+    (k,) = stage.op.reduce_axis
+    width = _extent(k) or 0
+    if width >= 4 and width & (width - 1) == 0 and width <= 64:
+        stage.vectorize(k)
+    elif width >= 2 * vector_lanes(32):
+        _, ki = stage.split(k, factor=vector_lanes(32))
+        stage.vectorize(ki)
 
 
 TEMPLATES = {"spmv": schedule_spmv, "spmm": schedule_spmm, "sddmm": schedule_positions,

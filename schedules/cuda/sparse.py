@@ -150,19 +150,29 @@ def schedule_spmm(s, out, A, config=None):
 
 
 def schedule_positions(s, out, A, config=None):
-    """An output over the stored positions, and the row reductions it reads."""
+    """An output over the stored positions, the row reductions it reads, and the dot
+    products per position it reads (SDDMM's)."""
     cfg = _config(config)
+    positions = repr(out.op.axis[0].dom.extent)
     for stage in list(s.stages):
         if not isinstance(stage.op, ComputeOp) or stage.op is out.op:
             continue
-        if stage.op.reduce_axis:      # sparse_softmax's row maxima and sums
+        if stage.op.reduce_axis and repr(stage.op.axis[0].dom.extent) == positions:
+            _over_positions(stage, cfg)     # SDDMM's dot products: a kernel of their own
+        elif stage.op.reduce_axis:    # sparse_softmax's row maxima and sums
             _row_reduction(stage, A, cfg)
         else:
             stage.compute_inline()
-    O = s[out]
-    (p,) = out.op.axis
-    if out.op.reduce_axis:             # SDDMM: a dot product per position
-        (k,) = out.op.reduce_axis
+    _over_positions(s[out], cfg)
+    return s
+
+
+def _over_positions(O, cfg):
+    """Positions over the threads of blocks; a dot product per position (one reduction
+    axis) over ``lanes`` threads."""
+    (p,) = O.op.axis
+    if O.op.reduce_axis:
+        (k,) = O.op.reduce_axis
         lanes = min(cfg["lanes"], _lanes_cover(_static(k.dom.extent)))
         per_block = cfg["threads"] // lanes
         _bind_lanes(O, k, lanes)
@@ -170,8 +180,7 @@ def schedule_positions(s, out, A, config=None):
         per_block = cfg["threads"]
     block, position = O.split(p, factor=per_block)
     O.bind(block, thread_axis("blockIdx.x"))
-    O.bind(position, thread_axis("threadIdx.y" if out.op.reduce_axis else "threadIdx.x"))
-    return s
+    O.bind(position, thread_axis("threadIdx.y" if O.op.reduce_axis else "threadIdx.x"))
 
 
 def _lanes_cover(extent: int | None) -> int:
