@@ -97,13 +97,18 @@ class Module:
         whose shapes were fixed when they were built; a sparse kernel whose symbolic sizes
         — the numbers of stored entries — the caller gives by name in ``sizes``),
         returning the status; None when a call needs more than that (other sizes bound
-        from the arrays, checked reads)."""
+        from the arrays, checked reads). The reads whose bounds depend on the sizes are
+        checked here, once (a ``ValueError`` if one is out of bounds)."""
         cfunc = getattr(self.kernel, "cfunc", None)
         sizes = sizes or {}
-        if cfunc is None or self.checked_reads or self.access_checks or \
+        if cfunc is None or self.checked_reads or \
                 any(v is not self.team_size_var and v.name not in sizes
                     for v in self.scalars):
             return None
+        if self.access_checks:
+            # the reads whose bounds depend on the sizes: checked once, for these sizes
+            self._check_accesses({v: int(sizes[v.name]) for v in self.scalars
+                                  if v is not self.team_size_var})
         workspace = self.workspace_pointers()
         values = [self._workspace.team_size if v is self.team_size_var else int(sizes[v.name])
                   for v in self.scalars]
@@ -158,7 +163,19 @@ class Module:
         return pointers, [0 if v is self.team_size_var else bound[v] for v in self.scalars]
 
     def _check_accesses(self, bound: dict):
-        """The reads whose bounds depend on the sizes (``lower/check_bounds.py``)."""
+        """The reads whose bounds depend on the sizes (``lower/check_bounds.py``); sizes
+        that passed once are remembered (evaluating the checks costs more than a small
+        kernel's run)."""
+        key = tuple(sorted((v.name, int(x)) for v, x in bound.items()))
+        passed = self.__dict__.setdefault("_accesses_passed", set())
+        if key in passed:
+            return
+        self._evaluate_accesses(bound)
+        if len(passed) > 256:
+            passed.clear()
+        passed.add(key)
+
+    def _evaluate_accesses(self, bound: dict):
         values = {v: n.IntImm("int64", x) for v, x in bound.items()}
 
         def value(e):

@@ -201,3 +201,22 @@ def test_data_dependent_index_is_checked_on_the_gpu_path_too():
     ix[1] = 10
     with pytest.raises(ValueError, match="'B' reads tensor 'A' at index 10 in dimension 0"):
         f.emulate(a, ix, b)
+
+
+def test_sizes_that_passed_are_remembered_and_others_still_checked():
+    # the checks of the sizes that passed once are not evaluated again (they cost more
+    # than a small kernel); other sizes are, by a call or by a bound entry point
+    n, m = td.var("n"), td.var("m")
+    A = td.placeholder((n,), name="A")
+    B = td.compute((m,), lambda i: A[i + 2], name="B")
+    f = td.build(td.create_schedule(B.op), [A, B])
+    a = np.arange(10, dtype="float32")
+    for _ in range(2):
+        b = np.full(8, np.nan, "float32")
+        f(a, b)
+        np.testing.assert_array_equal(b, a[2:])
+    with pytest.raises(ValueError, match=r"at 10, which is beyond the max \(9\)"):
+        f(a, np.full(9, np.nan, "float32"))
+    assert f.bound_call({"n": 10, "m": 8}) is not None
+    with pytest.raises(ValueError, match=r"at 11, which is beyond the max \(9\)"):
+        f.bound_call({"n": 10, "m": 10})
