@@ -112,15 +112,19 @@ class SparseArray:
     def with_values(self, vals) -> "SparseArray":
         """A matrix with this one's structure (shared, and its derived rows) and the
         values ``vals``: the result of a kernel over the stored positions."""
-        vals = np.asarray(vals)
+        vals = np.ascontiguousarray(vals)
         if vals.shape != self.vals.shape:
             raise ValueError(f"with_values: expected {self.vals.shape} values, got "
                              f"{vals.shape}")
         if vals.dtype.name not in VALUE_DTYPES:
             raise ValueError(f"with_values: expected values of one of "
                              f"{', '.join(VALUE_DTYPES)}, got {vals.dtype}")
-        out = SparseArray(self.shape, self.format, {**self._arrays, "vals": vals},
-                          check=False)
+        # the structure is this one's, already checked and converted: shared as it is
+        # (a kernel's result: no per-call checks of arrays known to be right)
+        out = object.__new__(SparseArray)
+        out.shape, out.format, out.pos, out.crd = self.shape, self.format, self.pos, self.crd
+        out._arrays = {**self._arrays, "vals": vals}
+        out.vals = vals
         out.__dict__["_derived"] = self.__dict__.setdefault("_derived", {})
         return out
 
