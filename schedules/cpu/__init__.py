@@ -7,13 +7,14 @@ template of their own get the generic one for their structure (``generic.py``).
 from __future__ import annotations
 
 from .. import TEMPLATE_NAMES, schedule_with, template_name  # noqa: F401 (re-exported)
-from . import conv2d, generic, matmul, rowwise
+from . import capsule, conv2d, generic, matmul, rowwise
 
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
     "conv2d": conv2d.schedule_conv2d_nchw,
     "rowwise": rowwise.schedule_rowwise,
     "generic": generic.schedule_generic,
+    "capsule_routing": capsule.schedule_capsule_routing,
 }
 
 

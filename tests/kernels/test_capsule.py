@@ -449,3 +449,24 @@ def test_bad_primary_and_em_arguments_are_refused():
     u = np.zeros((2, 4, 8), "float32")
     with pytest.raises(ValueError, match=r"weight must have shape"):
         td.ops.capsule_routing(u, np.zeros((4, 3, 5, 7), "float32"))
+
+
+@pytest.mark.parametrize("B, I, Din, J, D, iterations", [(3, 40, 8, 10, 16, 3),
+                                                         (2, 17, 4, 5, 12, 2),
+                                                         (4, 9, 8, 3, 8, 1)])
+def test_the_fused_cpu_template_matches_numpy(rng, B, I, Din, J, D, iterations):
+    """schedules/cpu/capsule.py: every stage at the sample loop, samples in parallel."""
+    from schedules.cpu.capsule import schedule_capsule_routing
+    u, W = routing_inputs(rng, B, I, Din, J, D, dtype="float32")
+    uu = td.placeholder(u.shape, "float32", "u")
+    WW = td.placeholder(W.shape, "float32", "W")
+    v = caps.capsule_routing(uu, WW, iterations)
+    s = td.create_schedule(v.op)
+    schedule_capsule_routing(s, v)
+    text = str(td.lower(s, [uu, WW, v]))
+    assert text.count("parallel for") == 1        # one pass over the samples, fused
+    f = td.build(s, [uu, WW, v])
+    out = poisoned((B, J, D))
+    f(u, W, out)
+    ref = np_routing(np_predictions(u.astype("float64"), W.astype("float64")), iterations)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6)
