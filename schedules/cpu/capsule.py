@@ -46,6 +46,31 @@ def schedule_per_sample(s, out, config=None):
         _lanes(stage)
 
 
+def schedule_per_sample_reduce(s, out, config=None):
+    """An output that sums over the samples what a per-sample chain computes (the
+    routing's gradient with respect to its weights: the sum over the batch of each
+    sample's gradient of u_hat times u): the chain a sample at a time into the one
+    tensor the output reads (computed at root, the samples in parallel), then the sum."""
+    from .generic import schedule_stage
+    samples = out.op.reduce_axis[0].dom.extent
+    anchor = next(t.op for t in out.op.input_tensors if isinstance(t.op, ComputeOp)
+                  and repr(t.op.axis[0].dom.extent) == repr(samples))
+    A = s[anchor]
+    sample = anchor.axis[0]
+    A.parallel(sample)
+    _lanes(A)
+    for stage in s.stages:
+        if not isinstance(stage.op, ComputeOp) or stage.op in (out.op, anchor):
+            continue
+        if not stage.op.reduce_axis and stage.op.num_outputs == 1 and \
+                _inlined_once(s, stage):
+            stage.compute_inline()
+            continue
+        stage.compute_at(A, sample)
+        _lanes(stage)
+    schedule_stage(s[out])
+
+
 def _inlined_once(s, stage) -> bool:
     """Whether inlining ``stage`` computes each of its elements once: one reader, of its
     own shape (squash's scale inlined into the agreement over every input capsule would

@@ -174,12 +174,26 @@ def template_of(out) -> str:
         return "rowwise"
     if _per_sample(out):
         return "per_sample"
+    if _per_sample_reduce(out):
+        return "per_sample_reduce"
     return "auto"
 
 
 # below this many elements per sample, computing every stage at the sample loop
 # leaves too little work per stage to be worth it
 PER_SAMPLE_MIN_ELEMENTS = 1 << 15
+
+
+def _per_sample_reduce(out) -> bool:
+    """The output sums over the samples (its one reduction) a tensor of a per-sample
+    chain (``_per_sample`` of it): the routing's gradient with respect to its weights."""
+    op = out.op
+    if not isinstance(op, ComputeOp) or len(op.reduce_axis) != 1:
+        return False
+    samples = repr(op.reduce_axis[0].dom.extent)
+    chained = [t for t in op.input_tensors if isinstance(t.op, ComputeOp)
+               and t.op.axis and repr(t.op.axis[0].dom.extent) == samples]
+    return len(chained) == 1 and _per_sample(chained[0])
 
 
 def _per_sample(out) -> bool:
@@ -221,7 +235,7 @@ def knobs(template: str, out) -> tuple[dict, dict]:
         space = {"nr": [lanes, 2 * lanes, 4 * lanes], "tile": [1, 2, 3, 4, 6],
                  "kc": [64, 128, 256, 512, 1024]}
         return space, {"nr": 4 * lanes, "tile": 2, "kc": 128}
-    if template == "per_sample":
+    if template in ("per_sample", "per_sample_reduce"):
         return {}, {}        # no knobs yet
     from schedules.cpu.auto import auto_default, auto_space
     return auto_space(out), auto_default(out)
@@ -246,6 +260,9 @@ def schedule_derived(template: str, out, config: dict | None = None):
     elif template == "per_sample":
         from schedules.cpu.capsule import schedule_per_sample
         schedule_per_sample(s, out, config)
+    elif template == "per_sample_reduce":
+        from schedules.cpu.capsule import schedule_per_sample_reduce
+        schedule_per_sample_reduce(s, out, config)
     else:
         from schedules.cpu.auto import schedule_auto
         schedule_auto(s, out, config)

@@ -324,6 +324,24 @@ def test_the_input_gradient_at_larger_sizes_runs_a_sample_at_a_time(rng):
     np.testing.assert_allclose(bu, tu.grad.numpy(), rtol=1e-9, atol=1e-11)
 
 
+def test_the_weight_gradient_sums_a_per_sample_chain(rng):
+    """The gradient with respect to W sums over the batch what a per-sample chain makes:
+    the chain a sample at a time, then the sum (``per_sample_reduce``)."""
+    torch = pytest.importorskip("torch")
+    from tensordsl.autodiff.operators import prepare, template_of
+    B, I, Din, J, D = 3, 256, 4, 8, 16
+    u, W = routing_inputs(rng, B, I, Din, J, D, scale=0.2)
+    head = rng.standard_normal((B, J, D))
+    p = placeholders(u=u.shape, W=W.shape)
+    (gW,), _ = td.vjp(caps.capsule_routing(p["u"], p["W"], iterations=3), [p["W"]])
+    assert template_of(prepare(gW)) == "per_sample_reduce"
+    tW = torch.tensor(W, requires_grad=True)
+    (torch_routing(torch, torch.tensor(u), tW, 3) * torch.tensor(head)).sum().backward()
+    (bW,) = [g for g in td.ops.capsule_routing_backward(u, W, head, iterations=3,
+                                                        wrt="weight") if g is not None]
+    np.testing.assert_allclose(bW, tW.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+
 # ---------------------------------------------------------------- gradients vs differences
 
 
