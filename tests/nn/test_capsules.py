@@ -139,6 +139,16 @@ def test_bad_arguments_are_named(rng):
         F.margin_loss(nn.Tensor(np.zeros((2, 3), "float32")), np.array([0, 1]))
 
 
+def test_traced_margin_loss_checks_its_labels_every_run(rng):
+    model = nn.CapsuleLayer(4, 2, 3, 2, rng=rng)
+    step = nn.TrainStep(model, F.margin_loss, nn.SGD(model.parameters(), lr=0.1))
+    u = rng.standard_normal((2, 4, 2)).astype("float32")
+    expected = _margin_reference(_routing_reference(u, model.weight.data, 3), [0, 2])
+    assert step(u, np.array([0, 2])) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match=r"margin_loss: labels hold class 3, outside \[0, 3\)"):
+        step(u, np.array([3, 0]))
+
+
 # ---------------------------------------------------------------- training
 
 
