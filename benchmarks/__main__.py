@@ -1,21 +1,24 @@
-"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse] [--quick] [--only OP]``"""
+"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule] [--quick] [--only OP]``"""
 import argparse
 
-from . import autodiff, cpu, dense, gpu, nn, sparse
+from . import autodiff, capsule, cpu, dense, gpu, nn, sparse
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
 parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", "gpu",
-                                                       "autodiff", "nn", "sparse"],
+                                                       "autodiff", "nn", "sparse",
+                                                       "capsule"],
                     help="cpu: the foundation's kernels; dense: the operator library; "
                          "gpu: the CUDA templates beside PyTorch CUDA; autodiff: derived "
                          "gradients and hvp beside their forward and PyTorch; nn: training steps "
                          "and layers beside PyTorch eager; sparse: SpMM, SpMV, SDDMM, "
-                         "sparse_add beside scipy.sparse and torch.sparse")
+                         "sparse_add beside scipy.sparse and torch.sparse; capsule: dynamic "
+                         "routing beside numpy, PyTorch eager and torch.compile")
 parser.add_argument("--quick", action="store_true", help="one round per system")
 parser.add_argument("--only", help="dense, autodiff: only this operator (matmul, conv2d, "
                                     "...; autodiff also mlp); nn: only this case (mlp_step, "
                                     "cnn_step, linear, conv2d); sparse: only this operator "
-                                    "(spmm, spmv, sddmm, sparse_add) or matrix (rmat, ...)")
+                                    "(spmm, spmv, sddmm, sparse_add) or matrix (rmat, ...); "
+                                    "capsule: forward or backward")
 args = parser.parse_args()
 if args.suite == "cpu":
     cpu.run(quick=args.quick)
@@ -25,6 +28,8 @@ elif args.suite == "nn":
     nn.run(quick=args.quick, only=args.only)
 elif args.suite == "sparse":
     sparse.run(quick=args.quick, only=args.only)
+elif args.suite == "capsule":
+    capsule.run(quick=args.quick, only=args.only)
 elif args.suite == "autodiff":
     autodiff.run(quick=args.quick, only=args.only)
 else:

@@ -150,6 +150,41 @@ def nncheck_torch(p):
     return {"seconds": 0.0, "error": nn_ops.check(p["model"], p["params"])}
 
 
+def _capsule(system: str, p: dict) -> dict:
+    from . import capsule_ops
+    threads = _threads(p)
+    if system in ("torch", "torchcompile"):
+        import torch
+        torch.set_num_threads(threads)
+        fn = capsule_ops.torch_fn(p["part"], p["params"], compiled=system == "torchcompile")
+    else:
+        fn = getattr(capsule_ops, f"{system}_fn")(p["part"], p["params"])
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 10), warmup=3, min_time=0.5)}
+
+
+def capsule_tensordsl(p):
+    return _capsule("tensordsl", p)
+
+
+def capsule_numpy(p):
+    return _capsule("numpy", p)
+
+
+def capsule_torch(p):
+    return _capsule("torch", p)
+
+
+def capsule_torchcompile(p):
+    return _capsule("torchcompile", p)
+
+
+def capsulecheck_torch(p):
+    import torch
+    from . import capsule_ops
+    torch.set_num_threads(_threads(p))
+    return {"seconds": 0.0, "error": capsule_ops.check(p["params"])}
+
+
 def _sparse(system: str, p: dict) -> dict:
     from . import sparse_ops
     _threads(p)

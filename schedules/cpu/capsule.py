@@ -24,6 +24,13 @@ def default_config() -> dict:
 
 
 def schedule_capsule_routing(s, out, config=None):
+    schedule_per_sample(s, out, config)
+
+
+def schedule_per_sample(s, out, config=None):
+    """Every stage at the output's first loop (the sample), the samples in parallel:
+    the routing, and derived kernels of the same shape (the routing's gradient with
+    respect to its input, ``autodiff/operators.py``)."""
     O = s[out]
     sample = out.op.axis[0]
     O.parallel(sample)

@@ -172,7 +172,35 @@ def template_of(out) -> str:
         return "panel"
     if _rowwise(out):
         return "rowwise"
+    if _per_sample(out):
+        return "per_sample"
     return "auto"
+
+
+# below this many elements per sample, computing every stage at the sample loop
+# leaves too little work per stage to be worth it
+PER_SAMPLE_MIN_ELEMENTS = 1 << 15
+
+
+def _per_sample(out) -> bool:
+    """Every stage indexed by the output's first axis (the sample), and large stages:
+    a chain of many stages per sample (capsule routing's gradient with respect to its
+    input), computed a sample at a time so each sample's tensors stay in cache."""
+    computes = _computes(out)
+    if len(out.op.axis) < 2 or len(computes) < 8:
+        return False
+    samples = const_int(out.op.axis[0].dom.extent)
+    if samples is None or samples < 2:
+        return False
+    largest = 0
+    for op in computes:
+        if not op.axis or const_int(op.axis[0].dom.extent) != samples:
+            return False
+        size = 1
+        for iv in op.axis[1:]:
+            size *= const_int(iv.dom.extent) or 0
+        largest = max(largest, size)
+    return largest >= PER_SAMPLE_MIN_ELEMENTS
 
 
 def knobs(template: str, out) -> tuple[dict, dict]:
@@ -193,6 +221,8 @@ def knobs(template: str, out) -> tuple[dict, dict]:
         space = {"nr": [lanes, 2 * lanes, 4 * lanes], "tile": [1, 2, 3, 4, 6],
                  "kc": [64, 128, 256, 512, 1024]}
         return space, {"nr": 4 * lanes, "tile": 2, "kc": 128}
+    if template == "per_sample":
+        return {}, {}        # no knobs yet
     from schedules.cpu.auto import auto_default, auto_space
     return auto_space(out), auto_default(out)
 
@@ -213,6 +243,9 @@ def schedule_derived(template: str, out, config: dict | None = None):
         _schedule_stencil(s, out, _anchor(out), dict(knobs(template, out)[1], **(config or {})))
     elif template == "panel":
         _schedule_panel(s, out, _anchor(out), dict(knobs(template, out)[1], **(config or {})))
+    elif template == "per_sample":
+        from schedules.cpu.capsule import schedule_per_sample
+        schedule_per_sample(s, out, config)
     else:
         from schedules.cpu.auto import schedule_auto
         schedule_auto(s, out, config)

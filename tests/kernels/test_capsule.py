@@ -305,6 +305,25 @@ def test_routing_and_its_gradients_match_torch(rng):
     np.testing.assert_allclose(bW, tW.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def test_the_input_gradient_at_larger_sizes_runs_a_sample_at_a_time(rng):
+    """Past PER_SAMPLE_MIN_ELEMENTS per sample the operator table schedules the gradient
+    with respect to u with the per-sample template (every stage at the sample loop):
+    still the gradient autograd gives."""
+    torch = pytest.importorskip("torch")
+    from tensordsl.autodiff.operators import prepare, template_of
+    B, I, Din, J, D = 2, 256, 4, 8, 16
+    u, W = routing_inputs(rng, B, I, Din, J, D, scale=0.2)
+    head = rng.standard_normal((B, J, D))
+    p = placeholders(u=u.shape, W=W.shape)
+    (gu,), _ = td.vjp(caps.capsule_routing(p["u"], p["W"], iterations=3), [p["u"]])
+    assert template_of(prepare(gu)) == "per_sample"
+    tu = torch.tensor(u, requires_grad=True)
+    (torch_routing(torch, tu, torch.tensor(W), 3) * torch.tensor(head)).sum().backward()
+    (bu,) = [g for g in td.ops.capsule_routing_backward(u, W, head, iterations=3, wrt="u")
+             if g is not None]
+    np.testing.assert_allclose(bu, tu.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+
 # ---------------------------------------------------------------- gradients vs differences
 
 
