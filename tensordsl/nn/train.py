@@ -51,9 +51,9 @@ SPLIT_SEED = 0          # the train/test split is fixed; --seed does not move it
 class Defaults:
     """What ``tensordsl train MODEL`` uses unless told otherwise (measured on 2 cores:
     ``mlp`` >= 97% test accuracy in well under a minute, ``cnn`` >= 98%, ``capsnet`` >=
-    98% in 7 s with a warm compile cache). The learning rate follows a cosine from ``lr`` down to 0 over
-    the epochs (PyTorch's ``CosineAnnealingLR`` stepped per epoch): with a constant rate
-    the last epoch's accuracy wanders by a percent from seed to seed. ``optimizer``:
+    98% in 7 s with a warm compile cache). The learning rate follows a cosine from ``lr``
+    down to 0 over the epochs (PyTorch's ``CosineAnnealingLR`` stepped per epoch): with a
+    constant rate the last epoch's accuracy wanders by a percent from seed to seed. ``optimizer``:
     "sgd" (with ``momentum``) or "adam" (PyTorch's defaults otherwise; the capsnet's
     routing trains faster with it, as in the paper)."""
     epochs: int
