@@ -1,5 +1,6 @@
 """``td.ops.<name>(*arrays, **attrs)``: every operator of ``kernels/dense.py`` and
-``kernels/training.py``, and ``kernels/capsule.py``'s ``capsule_routing``, on numpy arrays.
+``kernels/training.py``, and ``kernels/capsule.py``'s ``capsule_routing``, ``primary_capsules``
+and ``margin_loss``, on numpy arrays.
 
 Each ``td.ops.<name>`` is a function with the kernel's signature (less ``name``) and
 docstring, plus the keywords ``out=``, ``target=`` and ``check_indices=``. Its tensor
@@ -54,6 +55,8 @@ _OPERANDS = {
     "batch_norm_update_stats": ("x", "moving_mean", "moving_var"),
     "dropout": ("x", "mask"),
     "capsule_routing": ("u", "weight"),
+    "primary_capsules": ("x", "weight", "bias"),
+    "margin_loss": ("v", "labels_onehot"),
 }
 # elementwise on two operands: a number stays a number (numpy's weak scalars) and the
 # operands are converted to numpy's result type

@@ -7,7 +7,8 @@ function, plus ``torch.nn.functional``'s names (``F.linear``, ``F.conv2d``,
 ``td.ops.<op>`` and ``td.ops.<op>_backward`` (derived by ``td.vjp``), each compiled once
 per shape and cached. Modules (``modules.py``, ``layers.py``, ``normalization.py``),
 optimizers whose updates are one kernel per class of parameters (``optim.py``), a batch
-iterator (``data.py``) and a whole training step traced into one program (``step.py``).
+iterator (``data.py``), capsule layers and the margin loss (``capsules.py``) and a whole
+training step traced into one program (``step.py``).
 
     import tensordsl.nn as nn
     import tensordsl.nn.functional as F
@@ -19,6 +20,7 @@ iterator (``data.py``) and a whole training step traced into one program (``step
         opt.step()
 """
 from . import functional, optim
+from .capsules import CapsuleLayer, PrimaryCapsules
 from .data import DataLoader
 from .function import Function
 from .layers import GELU, Conv2d, Dropout, Embedding, Flatten, MaxPool2d, Sigmoid, Tanh
@@ -29,8 +31,8 @@ from .sparse import GraphAttention, SparseFunction, SparseLinear
 from .step import TrainStep
 from .tensor import Tensor, no_grad
 
-__all__ = ["Adam", "AdamW", "BatchNorm2d", "Conv2d", "DataLoader", "Dropout", "Embedding",
-           "Flatten", "Function", "GELU", "GraphAttention", "LayerNorm", "Linear",
-           "MaxPool2d", "Module", "SparseFunction", "SparseLinear",
+__all__ = ["Adam", "AdamW", "BatchNorm2d", "CapsuleLayer", "Conv2d", "DataLoader", "Dropout",
+           "Embedding", "Flatten", "Function", "GELU", "GraphAttention", "LayerNorm", "Linear",
+           "MaxPool2d", "Module", "PrimaryCapsules", "SparseFunction", "SparseLinear",
            "Parameter", "ReLU", "SGD", "Sequential", "Sigmoid", "Tanh", "Tensor", "TrainStep",
            "functional", "no_grad", "optim"]

@@ -1,11 +1,11 @@
 """``tensordsl train`` and ``tensordsl tune-model``: argument parsing and output (the
 work: ``train.py`` and ``tune_model.py``).
 
-    tensordsl train mlp|cnn [--epochs N] [--batch-size B] [--lr LR] [--seed S]
-                            [--step compiled|eager] [--target llvm|cuda]
-                            [--plot curves.png] [--save model.npz]
-    tensordsl tune-model mlp|cnn [--trials N] [--batch-size B] [--timeout S] [--db PATH]
-                                 [--step compiled|eager]
+    tensordsl train mlp|cnn|capsnet [--epochs N] [--batch-size B] [--lr LR] [--seed S]
+                                    [--step compiled|eager] [--target llvm|cuda]
+                                    [--plot curves.png] [--save model.npz]
+    tensordsl tune-model mlp|cnn|capsnet [--trials N] [--batch-size B] [--timeout S]
+                                         [--db PATH] [--step compiled|eager]
 """
 from __future__ import annotations
 
@@ -20,14 +20,19 @@ def add_parsers(sub):
                     "1437 training and 360 test images, a fixed split. Per epoch: the "
                     "training loss, the test loss and accuracy; at the end the test "
                     "accuracy and the wall time. Defaults: "
-                    + "; ".join(f"{m} {d.epochs} epochs, batch {d.batch_size}, lr {d.lr}"
-                                for m, d in DEFAULTS.items()))
+                    + "; ".join(f"{m} {d.epochs} epochs, batch {d.batch_size}, "
+                                f"{d.describe(d.lr)}" for m, d in DEFAULTS.items()))
     train.add_argument("model", choices=MODELS, help="mlp: 64-256-256-10 with ReLUs; cnn: "
-                                                     "two conv/ReLU/max-pool blocks, linear")
+                                                     "two conv/ReLU/max-pool blocks, linear; "
+                                                     "capsnet: conv/ReLU, primary capsules, "
+                                                     "10 digit capsules by dynamic routing, "
+                                                     "margin loss")
     train.add_argument("--epochs", type=int, help="passes over the training images")
     train.add_argument("--batch-size", type=int, help="images per step")
-    train.add_argument("--lr", type=float, help="initial learning rate of SGD (momentum "
-                                                "0.9; a cosine down to 0 over the epochs)")
+    train.add_argument("--lr", type=float, help="initial learning rate of the optimizer "
+                                                "(SGD with momentum 0.9; Adam for the "
+                                                "capsnet; a cosine down to 0 over the "
+                                                "epochs)")
     train.add_argument("--seed", type=int, default=0,
                        help="initial weights and batch order (the split never moves)")
     train.add_argument("--step", default="compiled", choices=STEPS,
@@ -85,8 +90,8 @@ def run_train(args) -> int:
         min(args.train_size, len(data.x_train))
     t.check_arguments(epochs, batch_size, lr, n_train)
     print(f"train {args.model} on digits: {n_train} training / {len(data.x_test)} test "
-          f"images, batch {batch_size}, {epochs} epoch{'s' if epochs > 1 else ''}, SGD lr "
-          f"{lr:g} (cosine) momentum {d.momentum:g}, {args.step} step, target "
+          f"images, batch {batch_size}, {epochs} epoch{'s' if epochs > 1 else ''}, "
+          f"{d.describe(lr)}, {args.step} step, target "
           f"{args.target}", flush=True)
     steps = epochs * (n_train // batch_size)
     bar = _Bar(steps, f"train {args.model}")

@@ -7,7 +7,9 @@ Beside them, PyTorch's ``torch.nn.functional`` names and signatures where they d
 ``F.mse_loss``, ``F.dropout``, ``F.batch_norm``, ``F.layer_norm``, ``F.embedding``,
 ``F.flatten``, ``F.reshape`` (where a name is also an operator's — ``layer_norm``,
 ``batch_norm``, ``dropout``, ... — PyTorch's signature wins; the operator's own is
-``apply("layer_norm", x, gamma, beta, axis=-1)``). Each of them, like every operator
+``apply("layer_norm", x, gamma, beta, axis=-1)``). ``F.margin_loss(v, labels)`` takes
+class indices and averages over the batch (``capsules.py``); the operator, per sample
+on a one-hot, is ``apply("margin_loss", v, onehot)``. Each of them, like every operator
 here, ends in ``apply(op, ...)``: one ``td.ops`` operator per call, so a tracer that
 follows ``apply`` (``trace.py``) sees the whole computation.
 """
@@ -70,6 +72,7 @@ def _function(op: str):
 
 from .torch_names import (batch_norm, conv2d, cross_entropy, dropout, embedding,  # noqa: E402
                           flatten, layer_norm, linear, mse_loss, reshape)
+from .capsules import margin_loss  # noqa: E402
 
 
 def __getattr__(name: str):

@@ -63,16 +63,16 @@ def step_workloads(model_name: str, batch_size: int | None = None,
     for the compiled step (``nn.TrainStep``), the ``matmul`` each of its matrix products
     takes records from (its other kernels use their templates' defaults); for the eager
     step, every ``td.ops`` operator and gradient it runs."""
-    from . import functional as F
     from .optim import SGD
-    from .train import DEFAULTS, build_model, load_digits, make_step, model_input
+    from .train import (DEFAULTS, build_model, load_digits, loss_function, make_step,
+                        model_input)
     batch_size = batch_size or DEFAULTS[model_name].batch_size
     data = load_digits()
     if not 1 <= batch_size <= len(data.x_train):
         raise ValueError(f"--batch-size: expected 1 to {len(data.x_train)}, got {batch_size}")
     model = build_model(model_name, np.random.default_rng(0))
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
-    run = make_step(step, model, F.cross_entropy, optimizer)
+    run = make_step(step, model, loss_function(model_name), optimizer)
     x = model_input(model_name, data.x_train[:batch_size])
     y = data.y_train[:batch_size]
     if step == "compiled":

@@ -108,6 +108,9 @@ CASES = [
     ("dropout", {"x": f64(4, 5), "mask": _rng(1).random((4, 5)) > 0.5}, {"p": 0.5}),
     ("capsule_routing", {"u": f64(2, 5, 3), "weight": f64(5, 3, 4, 3, seed=1) * 0.5},
      {"iterations": 3}),
+    ("primary_capsules", {"x": f64(2, 3, 5, 5), "weight": f64(4, 3, 3, 3, seed=1),
+                          "bias": f64(4, seed=2)}, {"caps_dim": 2, "stride": 2}),
+    ("margin_loss", {"v": f64(3, 4, 2) * 0.4, "labels_onehot": np.eye(4)[[1, 0, 3]]}, {}),
 ]
 
 
