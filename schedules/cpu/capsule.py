@@ -19,31 +19,84 @@ from .generic import _extent, vector_factor
 from .target import vector_lanes
 
 
-def default_config() -> dict:
-    return {}
-
-
 def schedule_capsule_routing(s, out, config=None):
     schedule_per_sample(s, out, config)
 
 
+# samples a thread takes together: the packed weights (5.9 MB at the paper's sizes,
+# more than a core's L2) are read once per group, not once per sample
+GROUP = 2
+
+
+def default_config() -> dict:
+    return {"group": GROUP}
+
+
 def schedule_per_sample(s, out, config=None):
-    """Every stage at the output's first loop (the sample), the samples in parallel:
-    the routing, and derived kernels of the same shape (the routing's gradient with
-    respect to its input, ``autodiff/operators.py``)."""
+    """Every stage at the output's sample loop, in groups of ``group`` samples (knob),
+    the groups in parallel: the routing, and derived kernels of the same shape (the
+    routing's gradient with respect to its input, ``autodiff/operators.py``)."""
+    cfg = dict(default_config(), **(config or {}))
     O = s[out]
+    group = max(1, int(cfg["group"]))
     sample = out.op.axis[0]
+    if group > 1 and (_extent(sample) or 0) > group:
+        sample, _ = O.split(sample, factor=group)
     O.parallel(sample)
     _lanes(O)
+    packed = _pack_shared_operands(s, out)
+    readers = {op for p in packed for op in _readers_of(s, p)}
     for stage in s.stages:
-        if not isinstance(stage.op, ComputeOp) or stage.op is out.op:
+        if not isinstance(stage.op, ComputeOp) or stage.op is out.op or stage.op in packed:
             continue
         if not stage.op.reduce_axis and stage.op.num_outputs == 1 and \
                 _inlined_once(s, stage):
             stage.compute_inline()
             continue
         stage.compute_at(O, sample)
-        _lanes(stage)
+        # the predictions: a group's samples inside, each weight vector loaded once
+        _lanes(stage, samples_inside=stage.op in readers)
+
+
+def _readers_of(s, op) -> list:
+    return [st.op for st in s.stages if isinstance(st.op, ComputeOp)
+            and any(t.op is op for t in st.op.input_tensors)]
+
+
+def _pack_shared_operands(s, out):
+    """An input every sample reads alike (the routing's weights W[i, j, d, k]) whose
+    elements a stage takes along its vectorized axis ``d`` with a stride (``k``, a
+    reduction, is the innermost dimension): packed once per call with ``d`` innermost
+    (``s.pack``: W[i, j, d, k] -> P[0, i, j, k, d]), so each sample's predictions load
+    whole vectors instead of gathering them. Returns the packing stages' ops (computed
+    at root, before the samples)."""
+    from tensordsl.ir import nodes as n
+    from tensordsl.ir.visitor import post_order
+    from tensordsl.te.tensor import PlaceholderOp
+    sample_extent = repr(out.op.axis[0].dom.extent)
+    packed_ops = set()
+    for stage in list(s.stages):
+        op = stage.op
+        if not isinstance(op, ComputeOp) or not op.reduce_axis or len(op.axis) < 2 or \
+                repr(op.axis[0].dom.extent) != sample_extent:
+            continue
+        inner = op.axis[-1].var
+        width = _extent(op.axis[-1])
+        reduce_vars = {r.var for r in op.reduce_axis}
+        for e in post_order(op.body[0]):
+            if not (isinstance(e, n.TensorRead) and isinstance(e.tensor.op, PlaceholderOp)
+                    and e.tensor.ndim >= 2 and e.indices[-1] in reduce_vars):
+                continue
+            dims = [d for d, i in enumerate(e.indices[:-1]) if i is inner]
+            if len(dims) == 1 and width and width <= 64 and \
+                    op.axis[0].var not in {i for i in e.indices if isinstance(i, n.Var)}:
+                packed = s.pack(e.tensor, dims[0], width, [op])
+                P = s[packed]
+                P.parallel(P.op.axis[1])
+                P.vectorize(P.op.axis[-1])
+                packed_ops.add(packed.op)
+                break
+    return packed_ops
 
 
 def schedule_per_sample_reduce(s, out, config=None):
@@ -81,7 +134,7 @@ def _inlined_once(s, stage) -> bool:
         repr(readers[0].op.output(0).shape) == repr(stage.op.output(0).shape)
 
 
-def _lanes(stage):
+def _lanes(stage, samples_inside: bool = False):
     """The innermost spatial axis in vector lanes, inside the reductions (each lane its
     own output element); a sum over a short last axis (the agreement's over the capsule
     dimension) in vector lanes itself, added as a tree."""
@@ -98,11 +151,17 @@ def _lanes(stage):
             stage.vectorize(r)
             return
     inner = spatial[-1]
-    factor = vector_factor(_extent(inner), vector_lanes(32))
+    extent = _extent(inner) or 0
+    factor = vector_factor(extent, vector_lanes(32))
+    if factor is None and 4 < extent < vector_lanes(32):
+        # (the 10 output capsules of a softmax's exponentials: one masked vector)
+        factor = 1 << (extent - 1).bit_length()
     if factor is None:
         return
     outer_part, lanes = stage.split(inner, factor=factor)
-    if stage.op.reduce_axis:
+    if stage.op.reduce_axis and samples_inside:
+        stage.reorder(*spatial[1:-1], outer_part, *stage.op.reduce_axis, spatial[0], lanes)
+    elif stage.op.reduce_axis:
         # spatial (all but the sample), reductions, then the lanes
         stage.reorder(*spatial[1:-1], outer_part, *stage.op.reduce_axis, lanes)
     stage.vectorize(lanes)

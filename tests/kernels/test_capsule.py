@@ -489,10 +489,11 @@ def test_bad_primary_and_em_arguments_are_refused():
 
 
 @pytest.mark.parametrize("B, I, Din, J, D, iterations", [(3, 40, 8, 10, 16, 3),
-                                                         (2, 17, 4, 5, 12, 2),
+                                                         (5, 17, 4, 5, 12, 2),
                                                          (4, 9, 8, 3, 8, 1)])
 def test_the_fused_cpu_template_matches_numpy(rng, B, I, Din, J, D, iterations):
-    """schedules/cpu/capsule.py: every stage at the sample loop, samples in parallel."""
+    """schedules/cpu/capsule.py: every stage at the sample loop, samples in parallel in
+    groups (a ragged last group included), the weights packed once."""
     from schedules.cpu.capsule import schedule_capsule_routing
     u, W = routing_inputs(rng, B, I, Din, J, D, dtype="float32")
     uu = td.placeholder(u.shape, "float32", "u")
@@ -501,7 +502,8 @@ def test_the_fused_cpu_template_matches_numpy(rng, B, I, Din, J, D, iterations):
     s = td.create_schedule(v.op)
     schedule_capsule_routing(s, v)
     text = str(td.lower(s, [uu, WW, v]))
-    assert text.count("parallel for") == 1        # one pass over the samples, fused
+    # one pass over the samples (fused), after W packed once with d innermost
+    assert text.count("parallel for") == 2 and "W.packed" in text
     f = td.build(s, [uu, WW, v])
     out = poisoned((B, J, D))
     f(u, W, out)
