@@ -5,11 +5,16 @@ Frameworks run routing as a string of kernels, each a pass over all of ``u_hat``
 x in_caps x out_caps x out_dim: 23 MB at the paper's sizes, batch 32), so every
 iteration reads it from memory twice (the weighted sum, the agreement). Here every
 stage is computed at the output's sample loop (``compute_at``), the samples in
-parallel: one sample's ``u_hat`` (737 KB) is made once — the predictions fused into the
-routing — and stays in the core's L2 across all the iterations. Inside a sample each
-stage runs its loops with the innermost capsule dimension in vector lanes; elementwise
-stages (squash's scale, the logits' sum, the softmax's exponentials) are inlined into
-their readers.
+parallel in groups of 2: a group's ``u_hat`` (2 x 737 KB) is made once — the
+predictions fused into the routing — and stays in the core's L2 across all the
+iterations. The weights, which every sample reads alike, are packed once per call with
+the capsule dimension innermost, so the predictions load whole vectors of them (each
+used for the group's samples). Inside a group each stage runs its loops with the
+innermost capsule dimension in vector lanes (the 10 output capsules of a softmax in one
+masked vector); elementwise stages read by one stage of their own shape are inlined.
+The same template schedules the derived kernels whose stages are all per sample (the
+routing's gradients: ``autodiff/operators.py``'s ``per_sample`` and
+``per_sample_reduce``).
 """
 from __future__ import annotations
 
@@ -128,10 +133,9 @@ def _inlined_once(s, stage) -> bool:
     """Whether inlining ``stage`` computes each of its elements once: one reader, of its
     own shape (squash's scale inlined into the agreement over every input capsule would
     take a square root per element of u_hat)."""
-    readers = [st for st in s.stages if isinstance(st.op, ComputeOp)
-               and any(t.op is stage.op for t in st.op.input_tensors)]
+    readers = _readers_of(s, stage.op)
     return len(readers) == 1 and \
-        repr(readers[0].op.output(0).shape) == repr(stage.op.output(0).shape)
+        repr(readers[0].output(0).shape) == repr(stage.op.output(0).shape)
 
 
 def _lanes(stage, samples_inside: bool = False):
