@@ -51,16 +51,23 @@ def schedule_per_sample(s, out, config=None):
     _lanes(O)
     packed = _pack_shared_operands(s, out)
     readers = {op for p in packed for op in _readers_of(s, p)}
+    _attach_per_sample(s, O, sample, skip={out.op, *packed}, samples_inside=readers)
+
+
+def _attach_per_sample(s, anchor, sample, skip, samples_inside=frozenset()):
+    """Every compute stage but ``skip`` inlined (read once, by one of its own shape) or
+    computed at ``anchor``'s ``sample`` loop, with its lanes; the stages in
+    ``samples_inside`` (the predictions) take a group's samples inside their reductions,
+    so each weight vector is loaded once for the group."""
     for stage in s.stages:
-        if not isinstance(stage.op, ComputeOp) or stage.op is out.op or stage.op in packed:
+        if not isinstance(stage.op, ComputeOp) or stage.op in skip:
             continue
         if not stage.op.reduce_axis and stage.op.num_outputs == 1 and \
                 _inlined_once(s, stage):
             stage.compute_inline()
             continue
-        stage.compute_at(O, sample)
-        # the predictions: a group's samples inside, each weight vector loaded once
-        _lanes(stage, samples_inside=stage.op in readers)
+        stage.compute_at(anchor, sample)
+        _lanes(stage, samples_inside=stage.op in samples_inside)
 
 
 def _readers_of(s, op) -> list:
@@ -117,15 +124,7 @@ def schedule_per_sample_reduce(s, out, config=None):
     sample = anchor.axis[0]
     A.parallel(sample)
     _lanes(A)
-    for stage in s.stages:
-        if not isinstance(stage.op, ComputeOp) or stage.op in (out.op, anchor):
-            continue
-        if not stage.op.reduce_axis and stage.op.num_outputs == 1 and \
-                _inlined_once(s, stage):
-            stage.compute_inline()
-            continue
-        stage.compute_at(A, sample)
-        _lanes(stage)
+    _attach_per_sample(s, A, sample, skip={out.op, anchor})
     schedule_stage(s[out])
 
 

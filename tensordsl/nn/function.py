@@ -80,14 +80,7 @@ class Function(Module):
         if trace is not None:
             return self._traced(trace, operands)
         kernels = self._compiled(operands)
-        arrays = [x.data for x in operands]
-        out = Tensor(kernels.forward(arrays))
-        if grad_enabled() and any(x.requires_grad for x in operands):
-            out.requires_grad = True
-            wanted = [x.requires_grad for x in operands]
-            out.record = _Record(self.name, operands, list(kernels.names), len(operands),
-                                 vjp=lambda g: kernels.backward(arrays, g, wanted))
-        return out
+        return taped_call(self.name, operands, list(kernels.names), kernels)
 
     def _traced(self, trace, operands) -> Tensor:
         """Under ``nn.TrainStep``: the compute on the operands' expressions, so the step's
@@ -202,6 +195,20 @@ class _Kernels:
             hit = self.gradients[k] = (kernel, tuple(const_int(d) for d in g.shape),
                                        np.dtype(g.dtype))
         return hit
+
+
+def taped_call(name: str, operands: list, names: list, kernels) -> Tensor:
+    """``kernels.forward`` on the operands' arrays, the result recorded on the tape with
+    ``kernels.backward`` as its vjp when an operand requires a gradient (a user's compute
+    here, a sparse layer's in ``sparse.py``)."""
+    arrays = [x.data for x in operands]
+    out = Tensor(kernels.forward(arrays))
+    if grad_enabled() and any(x.requires_grad for x in operands):
+        out.requires_grad = True
+        wanted = [x.requires_grad for x in operands]
+        out.record = _Record(name, operands, names, len(operands),
+                             vjp=lambda g: kernels.backward(arrays, g, wanted))
+    return out
 
 
 def _resolve(compute):

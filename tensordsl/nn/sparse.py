@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .function import taped_call
 from .modules import Module, Parameter
-from .tensor import Tensor, _Record, grad_enabled
+from .tensor import Tensor
 from .trace import active
 
 
@@ -54,15 +55,8 @@ class SparseFunction:
             raise ValueError(f"{self.name}: values must have the pattern's "
                              f"{self.pattern.vals.shape} shape, got {operands[0].shape}")
         kernels = self._compiled(operands)
-        arrays = [x.data for x in operands]
-        out = Tensor(kernels.forward(arrays))
-        if grad_enabled() and any(x.requires_grad for x in operands):
-            out.requires_grad = True
-            wanted = [x.requires_grad for x in operands]
-            out.record = _Record(self.name, operands, ["values"] + [
-                f"in{k}" for k in range(len(dense))], len(operands),
-                vjp=lambda g: kernels.backward(arrays, g, wanted))
-        return out
+        names = ["values"] + [f"in{k}" for k in range(len(dense))]
+        return taped_call(self.name, operands, names, kernels)
 
     def _compiled(self, operands) -> "_SparseKernels":
         dtype = self.pattern.dtype
