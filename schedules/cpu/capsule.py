@@ -164,7 +164,22 @@ def _lanes(stage, samples_inside: bool = False):
     outer_part, lanes = stage.split(inner, factor=factor)
     if stage.op.reduce_axis and samples_inside:
         stage.reorder(*spatial[1:-1], outer_part, *stage.op.reduce_axis, spatial[0], lanes)
+    elif stage.op.reduce_axis and _small_block(spatial[1:-1], outer_part):
+        # a small block of outputs (a sample's s: 10 capsules x 16) summed over many
+        # inputs: the inputs outermost, the block in vector registers, so u_hat is read
+        # in its own order
+        stage.reorder(*stage.op.reduce_axis, *spatial[1:-1], outer_part, lanes)
+        for iv in (*spatial[1:-1], outer_part):
+            stage.unroll(iv)
     elif stage.op.reduce_axis:
         # spatial (all but the sample), reductions, then the lanes
         stage.reorder(*spatial[1:-1], outer_part, *stage.op.reduce_axis, lanes)
     stage.vectorize(lanes)
+
+
+def _small_block(axes, outer_part) -> bool:
+    """Whether the vectors of outputs these loops make fit in registers (16 or fewer)."""
+    count = _extent(outer_part) or 99
+    for iv in axes:
+        count *= _extent(iv) or 99
+    return count <= 16
