@@ -50,7 +50,7 @@ def _all(conds: list):
 
 
 def _reads_buffer(e, buffer) -> bool:
-    return any(isinstance(x, n.Load) and x.buffer == buffer for x in post_order(e))
+    return any(isinstance(x, n.Load) and x.buffer is buffer for x in post_order(e))
 
 
 def _widen(e, lanes: int):
@@ -216,7 +216,7 @@ class _Vectorizer(Mutator):
         tree — in another order than the loop's, as vectorizing a reduction asks."""
         value = node.value
         if not (isinstance(value, n.Add) and isinstance(value.a, n.Load)
-                and value.a.buffer == node.buffer and repr(value.a.index) == repr(node.index)
+                and value.a.buffer is node.buffer and repr(value.a.index) == repr(node.index)
                 and self.lanes & (self.lanes - 1) == 0):
             return None
         terms = self.visit(value.b)

@@ -344,10 +344,11 @@ class AssembledKernel:
                 raise ValueError(f"{a.name}: operand {t.name!r} must be {a.dtype}"
                                  f"{list(a.shape)}, got {x.dtype}{list(x.shape)}")
             components += [x.component(p.name.split(".", 1)[1]) for p in t.placeholders()]
-        pos = np.empty(a.shape[0] + 1, np.int32)
+        from .. import nd      # (looked up per call: tests poison its allocations)
+        pos = nd.aligned_numpy((a.shape[0] + 1,), np.int32)
         self.count(*components, pos)
         nnz = int(pos[-1])
-        crd, vals = np.empty(nnz, np.int32), np.empty(nnz, a.dtype)
+        crd, vals = nd.aligned_numpy((nnz,), np.int32), nd.aligned_numpy((nnz,), a.dtype)
         self.fill(*components, pos, crd, vals)
         return SparseArray(a.shape, "csr", {"pos1": pos, "crd1": crd, "vals": vals},
                            check=False)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import tensordsl as td
 from tensordsl.sparse.coiterate import lattice
+from tests.helpers import poison_allocations
 
 SHAPE = (13, 11)
 
@@ -68,7 +69,9 @@ def test_assembled_results_match_numpy_in_values_and_pattern(name, a, b, c, seed
     rng = np.random.default_rng(seed)
     mats = {"A": _matrix(rng, *a), "B": _matrix(rng, *b), "C": _matrix(rng, *c)}
     kernel, used = _kernel(name)
-    result = kernel(*[td.nd.sparse_array(mats[k]) for k in used])
+    with pytest.MonkeyPatch.context() as patch:   # pos, crd, vals start poisoned
+        poison_allocations(patch)
+        result = kernel(*[td.nd.sparse_array(mats[k]) for k in used])
     _, value, pattern = EXPRESSIONS[name]
     dense = [mats[k].toarray() for k in "ABC"]
     masks = [mats[k].toarray() != 0 for k in "ABC"]
@@ -106,7 +109,8 @@ def test_the_merge_loops_are_printed():
 
 
 @pytest.mark.parametrize("kind", ["csr_matrix", "csr_array", "coo_matrix"])
-def test_td_ops_sparse_add_takes_and_gives_scipy(kind):
+def test_td_ops_sparse_add_takes_and_gives_scipy(kind, monkeypatch):
+    poison_allocations(monkeypatch)
     rng = np.random.default_rng(4)
     a = getattr(sp, kind)(sp.random(40, 30, 0.1, dtype="float64", random_state=rng))
     b = getattr(sp, kind)(sp.random(40, 30, 0.2, dtype="float64", random_state=rng))
