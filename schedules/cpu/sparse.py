@@ -45,9 +45,12 @@ from .generic import _extent
 from .target import vector_lanes
 
 ROW_BLOCK = 16
-# SpMV's independent partial sums per row: 4 measured 1.5x one chain here (8 no better;
-# 8 vector lanes with gathers slower, rows of ~41 entries)
-PARTIALS = 4
+# SpMV's independent partial sums per row, in the lanes of a vector (``gather``: each
+# entry's x by a vector gather, a row's ragged end by a masked one): 8 lanes measured
+# 1.1x 4 scalar chains on the uniform matrix (rows of ~41 entries) and 1.2-1.5x on the
+# power-law ones and the grid; 16 lanes 0.8x 8 (more of a short row's lanes idle)
+PARTIALS = 8
+GATHER = 1
 # entries ahead whose row of B SpMM fetches (knob ``prefetch``; 0: none). Measured on
 # this machine with B in L3 (4096 x 64): 2-8 ahead were 15-20% slower than none
 PREFETCH = 0
@@ -57,7 +60,7 @@ SCHEDULES = ("rows", "nonzeros")
 ROW_BLOCKS = [4, 8, 16, 32, 64, 128]
 
 DEFAULTS = {
-    "spmv": {"schedule": "rows", "rows": ROW_BLOCK, "partials": PARTIALS},
+    "spmv": {"schedule": "rows", "rows": ROW_BLOCK, "partials": PARTIALS, "gather": GATHER},
     "spmm": {"schedule": "rows", "rows": ROW_BLOCK, "prefetch": PREFETCH, "cols": 0},
     # (the positions by rows: the rows split as SpMV's)
     "sddmm": {"schedule": "rows", "rows": ROW_BLOCK},
@@ -70,7 +73,8 @@ def _spaces() -> dict:
     lanes = vector_lanes(32)
     rows = {"schedule": list(SCHEDULES), "rows": ROW_BLOCKS}
     return {
-        "spmv": {"schedule": list(SCHEDULES), "rows": ROW_BLOCKS, "partials": [1, 2, 4, 8]},
+        "spmv": {"schedule": list(SCHEDULES), "rows": ROW_BLOCKS,
+                 "partials": [1, 2, 4, 8, 16], "gather": [0, 1]},
         "spmm": {"schedule": list(SCHEDULES), "rows": ROW_BLOCKS, "prefetch": [0, 2, 4, 8],
                  "cols": [0, 2 * lanes, 4 * lanes, 8 * lanes]},
         "sddmm": dict(rows),
@@ -115,8 +119,11 @@ def _run_starts(op, A):
 
 def schedule_spmv(s, out, A, config=None):
     """Each row's entries summed in ``partials`` independent chains (knob; 1: one
-    chain): one chain waits on its adder's latency every entry. BSR: a block row's
-    ``r`` sums side by side, each block's ``r x c`` products unrolled."""
+    chain): one chain waits on its adder's latency every entry. With ``gather`` (knob)
+    the chains are a vector's lanes, x read by gathers, the row's ragged end masked
+    (its partial sums stay in registers: ``local_accumulators``), the lanes summed
+    once per row; else unrolled scalar chains. BSR: a block row's ``r`` sums side by
+    side, each block's ``r x c`` products unrolled."""
     cfg = dict(DEFAULTS["spmv"], **(config or {}))
     Y = s[out]
     if A.format.block:
@@ -139,7 +146,7 @@ def schedule_spmv(s, out, A, config=None):
         P = s[s.rfactor(out, qi, factor_axis=1)]
         row, lane = P.op.axis
         P.reorder(row, *P.op.reduce_axis, lane)
-        if cfg.get("gather"):
+        if int(cfg["gather"]) and partials >= 4:
             P.vectorize(lane)      # the chains in vector lanes: x gathered
             Y.vectorize(Y.op.reduce_axis[0])
         else:

@@ -45,6 +45,9 @@ class _Update:
 
     def __init__(self, conds: tuple, store: n.Store, kind, term: n.Expr):
         self.conds, self.store, self.kind, self.term = conds, store, kind, term
+        # guards that vary in the loop (then the target is a temporary's, see
+        # ``_always_writable``): they guard the accumulator's update, not the fold
+        self.loose = False
 
     def guarded(self, stmt: n.Stmt) -> n.Stmt:
         for cond in reversed(self.conds):
@@ -155,9 +158,13 @@ class LocalAccumulators(Mutator):
             return node
         loop_var = node.var
         for u in updates:
-            invariant = (u.store.index, u.store.predicate) + u.conds
-            if any(e is not None and loop_var in free_vars(e) for e in invariant):
+            if loop_var in free_vars(u.store.index):
                 return node
+            guards = (u.store.predicate,) + u.conds
+            if any(e is not None and loop_var in free_vars(e) for e in guards):
+                if not self._always_writable(u.store):
+                    return node
+                u.loose = True
         reads = _Reads()
         for u in updates:
             reads.visit(u.term)
@@ -167,6 +174,19 @@ class LocalAccumulators(Mutator):
         if slots is None:
             return node
         return self._rewrite(node, updates, slots, list(hints))
+
+    def _always_writable(self, store) -> bool:
+        """``store``'s elements are a temporary's, at constant indices within it: its
+        fold may run where the update's guards would not (no bounds to keep, and a
+        temporary is no other thread's)."""
+        span = _span(store.index)
+        if store.buffer not in self.temporaries or span is None:
+            return False
+        base, lanes = span
+        size = self.simp.visit(store.buffer.shape[0]) if len(store.buffer.shape) == 1 \
+            else None
+        return isinstance(base, n.IntImm) and isinstance(size, n.IntImm) and \
+            0 <= base.value and base.value + lanes <= size.value
 
     def _slots(self, updates):
         """Accumulator slot of each update (updates of one element share a slot)."""
@@ -271,12 +291,18 @@ class LocalAccumulators(Mutator):
             inits.append(n.Store(accs[k], ident if lanes == 1 else n.Broadcast(ident, lanes),
                                  acc_index(k)))
         # the guards stay: a term may read out of bounds where its guard is false
-        body = list(hints) + [u.guarded(n.Store(accs[k], u.kind(acc_load(k), u.term),
-                                          acc_index(k)))
-                        for u, k in zip(updates, slots)]
+        body = list(hints) + [u.guarded(n.Store(accs[k], self._updated(u, acc_load(k)),
+                                                acc_index(k)))
+                              for u, k in zip(updates, slots)]
         folds = []
         for k, u in first.items():
             s = u.store
+            if u.loose:
+                # guards that vary in the loop: the lanes they left alone hold the
+                # identity, so the fold covers every lane, unguarded
+                old = n.Load(s.value.dtype, s.buffer, s.index)
+                folds.append(n.Store(s.buffer, u.kind(old, acc_load(k)), s.index))
+                continue
             old = n.Load(s.value.dtype, s.buffer, s.index, s.predicate)
             fold = n.Store(s.buffer, u.kind(old, acc_load(k)), s.index, s.predicate)
             if first_block is _TRUE:
@@ -294,6 +320,16 @@ class LocalAccumulators(Mutator):
             self.rewrites[id(out)] = (out, loop, updates, slots, hints)
         return out
 
+
+    @staticmethod
+    def _updated(u, acc):
+        """The accumulator after update ``u``: a predicated update (a ragged vector at a
+        row's end) keeps the disabled lanes by a select, not a masked store, which
+        would keep the accumulator out of registers."""
+        value = u.kind(acc, u.term)
+        if u.loose and u.store.predicate is not None:
+            value = n.Select(u.store.predicate, value, acc)
+        return value
 
     def _prefetches(self, updates):
         """Touch the lines the folds will read, so the loads at the end hit L1."""

@@ -91,15 +91,23 @@ class Module:
         if self.checked_reads:
             self.raise_index_error(error[0], error[1], arrays)
 
-    def bound_call(self, sizes: dict | None = None):
+    def bound_call(self, sizes: dict | None = None, objects: tuple | None = None):
         """``(cfunc, trailing)``: ``cfunc(*pointers, *trailing)`` runs the kernel on this
         thread with arrays the caller has already checked (``td.build_program``'s kernels,
         whose shapes were fixed when they were built; a sparse kernel whose symbolic sizes
         — the numbers of stored entries — the caller gives by name in ``sizes``),
         returning the status; None when a call needs more than that (other sizes bound
         from the arrays, checked reads). The reads whose bounds depend on the sizes are
-        checked here, once (a ``ValueError`` if one is out of bounds)."""
+        checked here, once (a ``ValueError`` if one is out of bounds).
+
+        ``objects`` (a flag per array argument): the flagged arguments are passed as the
+        numpy arrays themselves, not their addresses (cheaper from Python, see
+        ``targets/llvm/runtime.py: Kernel.object_entry``); None when the backend cannot."""
         cfunc = getattr(self.kernel, "cfunc", None)
+        if objects is not None and cfunc is not None:
+            workspace = (False,) * len(self.workspace_bytes)
+            by_object = getattr(self.kernel, "object_entry", lambda flags: None)
+            cfunc = by_object(tuple(map(bool, objects)) + workspace)
         sizes = sizes or {}
         if cfunc is None or self.checked_reads or \
                 any(v is not self.team_size_var and v.name not in sizes

@@ -93,8 +93,36 @@ def test_out_takes_the_dense_result_or_the_patterns_values():
     vals = np.full(M.nnz, np.nan, np.float32)
     got = td.ops.sparse_softmax(td.nd.sparse_array(M), out=vals)
     assert got.vals is vals or np.shares_memory(got.vals, vals)
-    with pytest.raises(ValueError, match=r"spmv: out= must be a contiguous float32 array of "
+    with pytest.raises(ValueError, match=r"spmv: out= must be a contiguous, aligned float32 array of "
                                          r"shape \(60,\)"):
         td.ops.spmv(M, x, out=np.empty(59, np.float32))
     with pytest.raises(TypeError, match="spmm\\(\\): missing a required argument: 'b'"):
         td.ops.spmm(M)
+
+
+def test_repeated_calls_on_a_sparse_array_check_what_changed():
+    # a repeated call on a td.nd sparse array skips building the kernel's key; what
+    # the key held (dense shapes, dtypes, layout, schedule) is still checked each call
+    M = _matrix(seed=4)
+    S = td.nd.sparse_array(M)
+    rng = np.random.default_rng(5)
+    x = rng.random(45).astype("float32")
+    for _ in range(2):
+        np.testing.assert_allclose(td.ops.spmv(S, x), M @ x, rtol=1e-5)
+    assert S.__dict__.get("_repeat"), "the second call did not take the repeat path"
+    with pytest.raises(ValueError, match=r"spmv: x must have shape \(45,\)"):
+        td.ops.spmv(S, np.ones(44, np.float32))
+    with pytest.raises(TypeError, match="spmv: dense operand 1 must be float32"):
+        td.ops.spmv(S, x.astype("float64"))
+    strided = rng.random(90).astype("float32")[::2]
+    np.testing.assert_allclose(td.ops.spmv(S, strided), M @ strided, rtol=1e-5)
+    unaligned = np.zeros(45 * 4 + 1, np.uint8)[1:].view(np.float32)
+    unaligned[:] = x
+    assert not unaligned.flags.aligned
+    np.testing.assert_allclose(td.ops.spmv(S, unaligned), M @ x, rtol=1e-5)
+    np.testing.assert_allclose(td.ops.spmv(S, x, schedule="nonzeros"), M @ x, rtol=1e-5)
+    X, Y = rng.random((60, 8)).astype("float32"), rng.random((45, 8)).astype("float32")
+    for _ in range(2):
+        got = td.ops.sddmm(S, X, Y)
+        assert type(got).__name__ == "SparseArray"
+        np.testing.assert_allclose(got.to_dense(), M.multiply(X @ Y.T).toarray(), rtol=1e-5)

@@ -267,3 +267,26 @@ def test_vector_reads_at_data_indices_are_gathers(n, dtype):
     out = poisoned((n,), dtype)
     f(a, ix, out)
     np.testing.assert_array_equal(out, a[ix] * 2)
+
+
+def test_arrays_passed_as_objects_reach_the_kernel_as_their_data():
+    # td.ops's repeated calls pass numpy arrays themselves (their data pointer read in
+    # machine code): the same results as their addresses, flagged per argument
+    n = 37
+    A = td.placeholder((n,), "float32", "A")
+    B = td.placeholder((n,), "float32", "B")
+    C = td.compute((n,), lambda i: A[i] * 2.0 + B[i], name="C")
+    f = td.build(td.create_schedule(C.op), [A, B, C])
+    rng = np.random.default_rng(0)
+    a, b = rng.random(n).astype("float32"), rng.random(n).astype("float32")
+    for flags in [(True, True, True), (False, True, True), (True, False, False)]:
+        cfunc, trailing = f.bound_call(objects=flags)
+        c = poisoned((n,))
+        args = [x if flag else x.ctypes.data for x, flag in zip((a, b, c), flags)]
+        assert cfunc(*args, *trailing) == 0
+        np.testing.assert_array_equal(c, a * 2.0 + b)
+    view = rng.random(2 * n).astype("float32")[n:]          # a view: data inside a block
+    c = poisoned((n,))
+    cfunc, trailing = f.bound_call(objects=(True, True, True))
+    cfunc(view, b, c, *trailing)
+    np.testing.assert_array_equal(c, view * 2.0 + b)
