@@ -19,6 +19,7 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 
 from . import mathfuncs
+from .compile import register_bits
 from .captures import Captures
 
 I1, I8, I16, I32, I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
@@ -26,6 +27,13 @@ VOID = ir.VoidType()
 I8P = ir.PointerType(I8)
 STACK_LIMIT = 64 * 1024  # bytes; larger allocations go to the heap
 _FLOAT_FLAGS = ("contract",)
+
+
+def _element_bits(t) -> int:
+    if isinstance(t, ir.IntType):
+        return t.width
+    return {ir.HalfType: 16, ir.FloatType: 32, ir.DoubleType: 64}.get(type(t), 32)
+
 
 _SCALAR = {
     "bool": I1, "int8": I8, "uint8": I8, "int16": I16, "int32": I32, "int64": I64,
@@ -690,10 +698,22 @@ class CodeGenLLVM:
         bd.position_at_end(done)
 
     def vector_sum(self, v, is_float: bool):
-        """The sum of ``v``'s lanes (a power of two) as a tree of halves: log2(lanes)
-        shuffles and adds, not a chain of lanes - 1 dependent adds."""
+        """The sum of ``v``'s lanes (a power of two): a vector wider than a register
+        folded register by register first (a chain of whole-register adds, each fused
+        with the multiply that made its operand where there is one: an SDDMM dot of 64
+        floats is a multiply and 3 FMAs, not 4 multiplies and 3 adds), then one register
+        as a tree of halves: log2(lanes) shuffles and adds, not a chain of lanes - 1
+        dependent adds."""
         bd = self.builder
-        add = bd.fadd if is_float else bd.add
+        add = (lambda a, b: bd.fadd(a, b, flags=_FLOAT_FLAGS)) if is_float else bd.add
+        width = max(1, register_bits() // _element_bits(v.type.element))
+        if v.type.count > width and v.type.count % width == 0:
+            pieces = [bd.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(
+                ir.VectorType(I32, width), list(range(first, first + width))))
+                for first in range(0, v.type.count, width)]
+            v = pieces[0]
+            for piece in pieces[1:]:
+                v = add(v, piece)
         while v.type.count > 1:
             half = v.type.count // 2
             low, high = (bd.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(
