@@ -18,7 +18,8 @@ parser.add_argument("--only", help="dense, autodiff: only this operator (matmul,
                                     "...; autodiff also mlp); nn: only this case (mlp_step, "
                                     "cnn_step, linear, conv2d); sparse: only this operator "
                                     "(spmm, spmv, sddmm, sparse_add) or matrix (rmat, ...); "
-                                    "capsule: forward or backward")
+                                    "capsule: forward, backward or step (the CapsNet "
+                                    "training step)")
 args = parser.parse_args()
 if args.suite == "cpu":
     cpu.run(quick=args.quick)

@@ -185,6 +185,47 @@ def capsulecheck_torch(p):
     return {"seconds": 0.0, "error": capsule_ops.check(p["params"])}
 
 
+def _capsnet(system: str, p: dict) -> dict:
+    """One CapsNet training step (``capsnet_ops``). A ``torch.compile`` that fails is a
+    result, not a crash: its reason comes back under ``fails`` (seconds infinite)."""
+    from . import capsnet_ops
+    threads = _threads(p)
+    if system == "tensordsl":
+        fn = capsnet_ops.tensordsl_fn(p["params"])
+    else:
+        import torch
+        torch.set_num_threads(threads)
+        compiled = system == "torchcompile"
+        fn = capsnet_ops.torch_fn(p["params"], compiled=compiled)
+        try:
+            fn()                    # torch.compile compiles on the first call
+        except Exception as e:      # whatever the compiler raises is the row's result
+            if not compiled:
+                raise
+            first = (str(e).strip().splitlines() or [""])[0].replace("|", "/")
+            return {"seconds": float("inf"), "fails": f"{type(e).__name__}: {first}"[:120]}
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 10), warmup=3, min_time=0.5)}
+
+
+def capsnet_tensordsl(p):
+    return _capsnet("tensordsl", p)
+
+
+def capsnet_torch(p):
+    return _capsnet("torch", p)
+
+
+def capsnet_torchcompile(p):
+    return _capsnet("torchcompile", p)
+
+
+def capsnetcheck_torch(p):
+    import torch
+    from . import capsnet_ops
+    torch.set_num_threads(_threads(p))
+    return {"seconds": 0.0, "error": capsnet_ops.check(p["params"])}
+
+
 def _sparse(system: str, p: dict) -> dict:
     from . import sparse_ops
     _threads(p)
