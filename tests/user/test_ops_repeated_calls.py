@@ -65,3 +65,23 @@ def test_tuned_config_says_which_record_a_call_compiles_with(tmp_path, capsys):
         assert td.ops.tuned_config("matmul", a, b.T.copy(), transpose_b=True) is None
     with pytest.raises(ValueError, match="operator must be a dense operator of td.ops"):
         td.ops.tuned_config("spmv", a, b)
+
+
+def test_defaults_only_reads_no_records(tmp_path, capsys):
+    # records in force (here a database of the CLI's): ignored within defaults_only(),
+    # where the call compiles and runs with the template's defaults
+    from tensordsl import cli
+    from tensordsl.autotune import apply_history_best, defaults_only
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["tune", "matmul", "--shape", "20,36,12", "--trials", "2",
+                     "--db", str(db)]) == 0
+    capsys.readouterr()
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((20, 12)).astype(np.float32), \
+        rng.standard_normal((12, 36)).astype(np.float32)
+    with apply_history_best(db):
+        assert td.ops.tuned_config("matmul", a, b) is not None
+        with defaults_only():
+            assert td.ops.tuned_config("matmul", a, b) is None
+            np.testing.assert_allclose(td.ops.matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)
+        assert td.ops.tuned_config("matmul", a, b) is not None
