@@ -69,3 +69,29 @@ def test_a_dot_over_several_registers_is_one_multiply_then_fused_adds():
     out = poisoned((40,))
     f(a, b, out)
     np.testing.assert_allclose(out, (a * b[::-1]).sum(1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows, block, width, dtype", [
+    (48, 16, 64, "float32"), (37, 16, 64, "float32"),     # a ragged last block: guarded
+    (64, 32, 16, "float32"),                              # more sums than a register's lanes
+    (20, 4, 8, "float64"), (24, 8, 4, "float32"),
+])
+def test_a_block_of_whole_axis_sums_is_one_network(rows, block, width, dtype):
+    A = td.placeholder((rows, width), dtype, "A")
+    B = td.placeholder((rows, width), dtype, "B")
+    k = td.reduce_axis((0, width), "k")
+    C = td.compute((rows,), lambda i: td.sum(A[i, k] * B[rows - 1 - i, k], axis=k), name="C")
+    D = td.compute((rows,), lambda i: C[i] * 2.0, name="D")
+    s = td.create_schedule(D.op)
+    io, ii = s[D].split(D.op.axis[0], factor=block)
+    s[C].compute_at(s[D], io)
+    s[C].vectorize(C.op.reduce_axis[0])
+    s[C].unroll(C.op.axis[0])
+    text = str(td.lower(s, [A, B, D]))
+    assert "vector_sums(" in text, text
+    f = td.build(s, [A, B, D])
+    rng = np.random.default_rng(7)
+    a, b = (rng.standard_normal((rows, width)).astype(dtype) for _ in range(2))
+    out = poisoned((rows,), dtype)
+    f(a, b, out)
+    np.testing.assert_allclose(out, 2 * (a * b[::-1]).sum(1), rtol=1e-5, atol=1e-5)
