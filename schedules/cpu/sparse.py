@@ -55,9 +55,10 @@ GATHER = 1
 # this machine with B in L3 (4096 x 64): 2-8 ahead were 15-20% slower than none
 PREFETCH = 0
 # SDDMM's dot products computed by blocks of this many stored entries, their lanes summed
-# together (``lower/batch_vector_sums.py``): 16 dots of 64 floats in about half the
-# vector instructions of 16 trees
-DOT_BLOCK = 16
+# together (``lower/batch_vector_sums.py``): 16 dots of 64 floats take about half the
+# vector instructions of 16 trees, but on this machine SDDMM waits on reading Y's rows
+# (4096 x 64 at 1%: 0.37-0.38 ms a dot each, 0.40-0.41 by blocks of 16), so a knob
+DOT_BLOCK = 1
 
 
 SCHEDULES = ("rows", "nonzeros")
