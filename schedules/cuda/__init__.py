@@ -7,13 +7,14 @@ Operators without a template of their own get the generic one (``generic.py``).
 from __future__ import annotations
 
 from .. import schedule_with
-from . import conv2d, generic, matmul, rowwise, sparse
+from . import capsule, conv2d, generic, matmul, rowwise, sparse
 
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
     "conv2d": conv2d.schedule_conv2d_nchw,
     "rowwise": rowwise.schedule_rowwise,
     "generic": generic.schedule_generic,
+    "capsule_routing": capsule.schedule_capsule_routing,
 }
 
 

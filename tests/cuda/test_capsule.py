@@ -1,47 +1,174 @@
-"""Capsule routing (kernels/capsule.py) under the generic GPU schedules, run by the CUDA
-emulator: the forward against numpy, its derived gradients against the same adjoints
-compiled for the CPU (which tests/kernels/test_capsule.py checks against PyTorch and
-finite differences). The fused routing templates will have their own tests; these are
-the baseline they replace."""
+"""Capsule routing (kernels/capsule.py) on the GPU, run by the CUDA emulator (threads and
+blocks in a random order): the fused template (schedules/cuda/capsule.py) against the
+numpy references of tests/kernels/test_capsule.py — dynamic routing, EM routing, and
+the routing's gradient with respect to its input against the same adjoint compiled for
+the CPU (which tests/kernels/test_capsule.py checks against PyTorch and finite
+differences); which plan each size gets, asserted on the generated CUDA C; and the
+generic template's kernels for what the fused one leaves to it."""
 import numpy as np
+import pytest
 
 import tensordsl as td
 from kernels import capsule as caps
+from schedules.cuda import capsule as template
 from schedules.cuda import schedule_for
+from schedules.cuda.generic import schedule_generic
 from tests.helpers import poisoned
+from tests.kernels.test_capsule import em_inputs, np_em_routing, np_predictions, np_routing
 
-from .helpers import emulate
-
-
-def np_routing(u, W, iterations):
-    u_hat = np.einsum("ijdk,bik->bijd", W, u)
-    logits = np.zeros(u_hat.shape[:3])
-    for t in range(iterations):
-        c = np.exp(logits - logits.max(2, keepdims=True))
-        c /= c.sum(2, keepdims=True)
-        s = np.einsum("bij,bijd->bjd", c, u_hat)
-        sq = (s * s).sum(-1, keepdims=True)
-        v = sq / (1 + sq) * s / np.sqrt(sq + 1e-7)
-        logits = logits + np.einsum("bijd,bjd->bij", u_hat, v)
-    return v
+from .helpers import build_all, emulate
 
 
-def test_routing_forward_and_gradients_emulated(rng):
-    u = td.placeholder((2, 8, 4), name="u")
-    W = td.placeholder((8, 3, 5, 4), name="W")
-    v = caps.capsule_routing(u, W, iterations=3)
-    un = rng.standard_normal((2, 8, 4)).astype("float32")
-    Wn = (rng.standard_normal((8, 3, 5, 4)) * 0.5).astype("float32")
-    got = emulate(schedule_for("capsule_routing", v, {}), [u, W, v], [un, Wn])
-    np.testing.assert_allclose(got, np_routing(un.astype("float64"), Wn.astype("float64"), 3),
+def _routing(B, I, J, D, K, iterations):
+    u = td.placeholder((B, I, K), name="u")
+    W = td.placeholder((I, J, D, K), name="W")
+    return u, W, caps.capsule_routing(u, W, iterations=iterations)
+
+
+def _inputs(rng, u, W):
+    un = rng.standard_normal([int(d.value) for d in u.shape]).astype("float32")
+    Wn = (rng.standard_normal([int(d.value) for d in W.shape]) * 0.5).astype("float32")
+    return un, Wn
+
+
+def _want(un, Wn, iterations):
+    return np_routing(np_predictions(un.astype("float64"), Wn.astype("float64")), iterations)
+
+
+def _plan(out, config=None):
+    s = td.create_schedule(out.op)
+    return template.plan(s, out, {**template.DEFAULT, **(config or {})})[0]
+
+
+def _shared_arrays(source: str) -> list[str]:
+    return [line for line in source.splitlines() if "__shared__" in line]
+
+
+@pytest.mark.parametrize("B,I,J,D,K,iterations,config", [
+    (2, 8, 3, 5, 4, 1, {"threads": 32}),
+    (2, 8, 3, 5, 4, 3, {"threads": 32}),
+    (3, 13, 5, 7, 3, 3, {"threads": 64}),                 # nothing divides the threads
+    (4, 10, 3, 5, 4, 3, {"threads": 32, "samples": 2}),   # two samples per block
+    (3, 9, 4, 3, 5, 2, {"threads": 96, "samples": 2}),    # 2 does not divide 3: 1 a block
+    (2, 40, 10, 16, 8, 3, {}),                            # the paper's capsules, 40 inputs
+])
+def test_fused_routing_is_one_kernel_matching_numpy(B, I, J, D, K, iterations, config, rng):
+    u, W, v = _routing(B, I, J, D, K, iterations)
+    assert _plan(v, config) == template.ONE_KERNEL
+    s = schedule_for("capsule_routing", v, config=config)
+    source = build_all(s, [u, W, v])["sm_90"].get_source()
+    # the whole routing in one kernel; the predictions in the block's shared memory,
+    # not in a global buffer the host allocates (the kernel's only parameters: u, W, v)
+    assert source.count("__global__") == 1
+    assert any("u_hat" in line for line in _shared_arrays(source))
+    assert "capsule_routing_u_hat)" not in source and "u_hat," not in source
+    un, Wn = _inputs(rng, u, W)
+    np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, iterations),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_predictions_apart_when_they_do_not_fit_shared_memory(rng):
+    """u_hat of 64 input capsules x 10 x 16 (40 KiB) beside the rest of the routing
+    (~20 KiB) is more than a block's 48 KiB: u_hat gets a kernel of its own, the
+    routing stays one block per sample with its logits in shared memory."""
+    u, W, v = _routing(2, 64, 10, 16, 3, 3)
+    assert _plan(v) == template.PREDICTIONS_APART
+    s = schedule_for("capsule_routing", v)
+    source = build_all(s, [u, W, v])["sm_80"].get_source()
+    assert source.count("__global__") == 2
+    shared = _shared_arrays(source)
+    assert not any("u_hat" in line for line in shared)
+    assert any("agreement" in line for line in shared)
+    un, Wn = _inputs(rng, u, W)
+    np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, 3),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_papers_sizes_get_the_generic_kernels():
+    """1152 input capsules x 10: each logits-shaped stage alone is 46 KiB of the 48
+    (module docstring): the generic template's kernels, which compile for both
+    architectures (emulating them at this size would take minutes; the generic
+    kernels are emulated below)."""
+    u, W, v = _routing(32, 1152, 10, 16, 8, 3)
+    assert _plan(v) == template.GENERIC
+    source = build_all(schedule_for("capsule_routing", v), [u, W, v])["sm_80"].get_source()
+    assert source.count("__global__") > 10
+    assert not _shared_arrays(source)
+
+
+def test_generic_routing_forward_and_gradients_emulated(rng):
+    """The generic kernels, one per stage (the plan for sizes the fused one does not
+    take), forward and both gradients."""
+    u, W, v = _routing(2, 8, 3, 5, 4, 3)
+    un, Wn = _inputs(rng, u, W)
+    s = td.create_schedule(v.op)
+    schedule_generic(s, v)
+    got = emulate(s, [u, W, v], [un, Wn])
+    np.testing.assert_allclose(got, _want(un, Wn, 3), rtol=1e-5, atol=1e-6)
 
     (gu, gW), head = td.vjp(v, [u, W])
     hn = rng.standard_normal((2, 3, 5)).astype("float32")
     for g in (gu, gW):
         got = emulate(schedule_for("capsule_routing_backward", g, {}), [u, W, head, g],
                       [un, Wn, hn])
-        cpu = td.build(td.create_schedule(g.op), [u, W, head, g])
-        want = poisoned([int(d.value) for d in g.shape], "float32")
-        cpu(un, Wn, hn, want)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+        np.testing.assert_allclose(got, _cpu_gradient(g, [u, W, head], [un, Wn, hn]),
+                                   rtol=1e-4, atol=1e-5 * np.abs(got).max())
+
+
+def _cpu_gradient(g, args, inputs):
+    cpu = td.build(td.create_schedule(g.op), [*args, g])
+    want = poisoned([int(d.value) for d in g.shape], "float32")
+    cpu(*inputs, want)
+    return want
+
+
+def test_fused_gradient_with_respect_to_the_input_emulated(rng):
+    """The routing's gradient with respect to u is a per-sample chain too (65 stages):
+    one kernel, one block per sample."""
+    u, W, v = _routing(2, 8, 3, 5, 4, 3)
+    (gu,), head = td.vjp(v, [u])
+    assert _plan(gu) == template.ONE_KERNEL
+    s = td.create_schedule(gu.op)
+    template.schedule_capsule_routing(s, gu, {"threads": 64})
+    assert build_all(s, [u, W, head, gu])["sm_80"].get_source().count("__global__") == 1
+    un, Wn = _inputs(rng, u, W)
+    hn = rng.standard_normal((2, 3, 5)).astype("float32")
+    got = emulate(s, [u, W, head, gu], [un, Wn, hn])
+    np.testing.assert_allclose(got, _cpu_gradient(gu, [u, W, head], [un, Wn, hn]),
+                               rtol=1e-4, atol=1e-5 * np.abs(got).max())
+
+
+@pytest.mark.parametrize("output", [0, 1])
+def test_fused_em_routing_matches_numpy(output, rng):
+    """EM routing's pose (output 0) or activations (1), one kernel each."""
+    V, a, _, beta_u, beta_a = em_inputs(rng, B=2, I=12, J=3, H=5)
+    ph = [td.placeholder(x.shape, name=name) for x, name in
+          ((V, "V"), (a, "a"), (beta_u, "beta_u"), (beta_a, "beta_a"))]
+    out = caps.em_routing(*ph, iterations=3, inverse_temperature=0.1)[output]
+    assert _plan(out) == template.ONE_KERNEL
+    s = td.create_schedule(out.op)
+    template.schedule_capsule_routing(s, out, {"threads": 32})
+    assert build_all(s, [*ph, out])["sm_80"].get_source().count("__global__") == 1
+    feeds = [x.astype("float32") for x in (V, a, beta_u, beta_a)]
+    want = np_em_routing(V, a, beta_u, beta_a, 3, [0.1] * 3)[output]
+    np.testing.assert_allclose(emulate(s, [*ph, out], feeds), want, rtol=1e-4, atol=1e-5)
+
+
+def test_an_output_that_is_not_per_sample_gets_the_generic_template():
+    """The gradient with respect to W sums over the samples: no block has a sample."""
+    u, W, v = _routing(2, 8, 3, 5, 4, 2)
+    (gW,), _ = td.vjp(v, [W])
+    assert _plan(gW) == template.GENERIC
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"threads": 48}, "threads must be a multiple of 32 up to 1024, got 48"),
+    ({"threads": 2048}, "threads must be a multiple of 32 up to 1024, got 2048"),
+    ({"samples": 0}, "samples must be a positive int with threads x samples at most 1024, "
+                     "got 0"),
+    ({"threads": 256, "samples": 8}, r"threads x samples at most 1024, got 8 \(256 threads\)"),
+])
+def test_bad_knobs_are_refused_naming_them(config, message):
+    u, W, v = _routing(2, 8, 3, 5, 4, 1)
+    with pytest.raises(ValueError, match=message):
+        schedule_for("capsule_routing", v, config=config)
