@@ -18,7 +18,17 @@ TEMPLATES = {
 }
 
 
+# gradients (``td.ops.<name>_backward`` on device arrays) a forward's GPU template also
+# schedules; the CPU schedules them by the operator table (``autodiff/operators.py``)
+GRADIENT_TEMPLATES = {"capsule_routing_backward": capsule.schedule_capsule_routing}
+
+
 def schedule_for(name: str, out, attrs: dict | None = None, config: dict | None = None):
+    if name in GRADIENT_TEMPLATES:
+        from tensordsl.schedule.schedule import create_schedule
+        s = create_schedule(out.op)
+        GRADIENT_TEMPLATES[name](s, out, config)
+        return s
     return schedule_with(TEMPLATES, name, out, config)
 
 

@@ -48,9 +48,13 @@ stages each take their size in it:
   with a second reduction — none of which the code generator has yet.
 
 The same template fuses any chain whose stages are all indexed by the output's first
-axis (the sample): EM routing's steps (``em_routing``'s pose) and the routing's gradient
-with respect to ``u``; stages that are not per sample (or are read by one that is not)
-become kernels of their own, before the fused one.
+axis (the sample): EM routing's steps (``em_routing``'s pose or activations) and the
+routing's gradient with respect to ``u`` (``schedules/cuda/__init__.py``'s
+``GRADIENT_TEMPLATES``); stages that are not per sample (or are read by one that is
+not) become kernels of their own, before the fused one. The gradient with respect to
+``W`` sums over the batch a per-sample tensor (the gradient of ``u_hat``): that tensor's
+chain is fused the same way, the sum over the batch is a kernel after it (one thread
+per weight, its sum in a register).
 
 Knobs (``DEFAULT``): ``threads`` per sample (a multiple of 32), ``samples`` per block
 (the largest divisor of the batch not above the knob, so every block has whole samples;
@@ -74,16 +78,51 @@ ONE_KERNEL, PREDICTIONS_APART, GENERIC = "one kernel", "predictions apart", "gen
 
 
 def schedule_capsule_routing(s, out, config=None):
-    """Schedule ``out`` (a per-sample chain: ``capsule_routing``'s ``v``) by the plan
-    ``plan`` chooses; returns ``s``."""
+    """Schedule ``out`` by the plan ``plan`` chooses for it — or, for a sum over the
+    batch of a per-sample tensor (the routing's gradient with respect to ``W``), for
+    that tensor, the sum a kernel after it; returns ``s``."""
     cfg = _config(config)
+    if _fuse_per_sample(s, out, cfg):
+        return s
+    anchor = _summed_over_batch(out)
+    if anchor is not None and _fuse_per_sample(s, anchor, cfg):
+        local = _register_sum(s, out)
+        thread = bind_flat(s[out], cfg["threads"])
+        if local is not None:
+            s[local].compute_at(s[out], thread)
+        return s
+    return schedule_generic(s, out, {"threads": cfg["threads"]})
+
+
+def plan(s, out, cfg) -> tuple[str, set, set]:
+    """``(plan, fused, apart)``: which plan fits shared memory (module docstring), the
+    stages computed in the block of ``out``'s samples (``fused``) and, of those, the
+    predictions computed by a kernel of their own (``apart``)."""
+    fused = _per_sample_stages(s, out)
+    if not fused:
+        return GENERIC, set(), set()
+    samples = _samples_per_block(out, cfg["samples"])
+    kept = {op for op in fused if not _inlinable(s, s[op])}
+    if _shared_bytes(kept, samples) <= MAX_SHARED_BYTES:
+        return ONE_KERNEL, kept, set()
+    apart = {op for op in kept if _reads_only_inputs(op)}
+    if apart and _shared_bytes(kept - apart, samples) <= MAX_SHARED_BYTES:
+        return PREDICTIONS_APART, kept, apart
+    return GENERIC, set(), set()
+
+
+def _fuse_per_sample(s, out, cfg) -> bool:
+    """Schedule ``out`` (a per-sample tensor) and the stages it reads by ``plan``;
+    False, and ``s`` untouched, when the plan is the generic one."""
     chosen, fused, apart = plan(s, out, cfg)
     if chosen == GENERIC:
-        return schedule_generic(s, out, {"threads": cfg["threads"]})
+        return False
     threads = cfg["threads"]
     # (decided before scheduling: cache_write adds stages and rewires their readers)
     roles = {}
     for op in _compute_stages(s, out):
+        if s[op].is_output:
+            continue
         if op in fused and op not in apart:
             roles[op] = "block"
         elif _inlinable(s, s[op]):
@@ -106,24 +145,19 @@ def schedule_capsule_routing(s, out, config=None):
             s[op].compute_inline()
         else:
             bind_flat(s[op], threads)
-    return s
+    return True
 
 
-def plan(s, out, cfg) -> tuple[str, set, set]:
-    """``(plan, fused, apart)``: which plan fits shared memory (module docstring), the
-    stages computed in the output's block (``fused``) and, of those, the predictions
-    computed by a kernel of their own (``apart``)."""
-    fused = _per_sample_stages(s, out)
-    if not fused:
-        return GENERIC, set(), set()
-    samples = _samples_per_block(out, cfg["samples"])
-    kept = {op for op in fused if not _inlinable(s, s[op])}
-    if _shared_bytes(kept, samples) <= MAX_SHARED_BYTES:
-        return ONE_KERNEL, fused, set()
-    apart = {op for op in kept if _reads_only_inputs(op)}
-    if apart and _shared_bytes(kept - apart, samples) <= MAX_SHARED_BYTES:
-        return PREDICTIONS_APART, fused, apart
-    return GENERIC, set(), set()
+def _summed_over_batch(out):
+    """The per-sample tensor whose sum over the batch ``out`` is (its one reduction, over
+    the first axis of one computed input), or None."""
+    op = out.op
+    if not isinstance(op, ComputeOp) or len(op.reduce_axis) != 1:
+        return None
+    batch = _extent(op.reduce_axis[0])
+    summed = [t for t in op.input_tensors if isinstance(t.op, ComputeOp) and t.op.axis
+              and _extent(t.op.axis[0]) == batch]
+    return summed[0] if len(summed) == 1 else None
 
 
 def _config(config) -> dict:
@@ -152,6 +186,7 @@ def _samples_per_block(out, knob: int) -> int:
 
 
 def _compute_stages(s, out) -> list:
+    """The compute stages but ``out``'s."""
     return [st.op for st in s.stages if isinstance(st.op, ComputeOp) and st.op is not out.op]
 
 

@@ -13,6 +13,7 @@ from kernels import capsule as caps
 from schedules.cuda import capsule as template
 from schedules.cuda import schedule_for
 from schedules.cuda.generic import schedule_generic
+from tensordsl.autodiff.operators import prepare
 from tests.helpers import poisoned
 from tests.kernels.test_capsule import em_inputs, np_em_routing, np_predictions, np_routing
 
@@ -109,8 +110,9 @@ def test_generic_routing_forward_and_gradients_emulated(rng):
     (gu, gW), head = td.vjp(v, [u, W])
     hn = rng.standard_normal((2, 3, 5)).astype("float32")
     for g in (gu, gW):
-        got = emulate(schedule_for("capsule_routing_backward", g, {}), [u, W, head, g],
-                      [un, Wn, hn])
+        s = td.create_schedule(g.op)
+        schedule_generic(s, g)
+        got = emulate(s, [u, W, head, g], [un, Wn, hn])
         np.testing.assert_allclose(got, _cpu_gradient(g, [u, W, head], [un, Wn, hn]),
                                    rtol=1e-4, atol=1e-5 * np.abs(got).max())
 
@@ -123,13 +125,13 @@ def _cpu_gradient(g, args, inputs):
 
 
 def test_fused_gradient_with_respect_to_the_input_emulated(rng):
-    """The routing's gradient with respect to u is a per-sample chain too (65 stages):
+    """The routing's gradient with respect to u is a per-sample chain too (dozens of stages):
     one kernel, one block per sample."""
     u, W, v = _routing(2, 8, 3, 5, 4, 3)
     (gu,), head = td.vjp(v, [u])
+    gu = prepare(gu)      # (as td.ops.capsule_routing_backward schedules it)
     assert _plan(gu) == template.ONE_KERNEL
-    s = td.create_schedule(gu.op)
-    template.schedule_capsule_routing(s, gu, {"threads": 64})
+    s = schedule_for("capsule_routing_backward", gu, config={"threads": 64})
     assert build_all(s, [u, W, head, gu])["sm_80"].get_source().count("__global__") == 1
     un, Wn = _inputs(rng, u, W)
     hn = rng.standard_normal((2, 3, 5)).astype("float32")
@@ -154,11 +156,32 @@ def test_fused_em_routing_matches_numpy(output, rng):
     np.testing.assert_allclose(emulate(s, [*ph, out], feeds), want, rtol=1e-4, atol=1e-5)
 
 
-def test_an_output_that_is_not_per_sample_gets_the_generic_template():
-    """The gradient with respect to W sums over the samples: no block has a sample."""
-    u, W, v = _routing(2, 8, 3, 5, 4, 2)
-    (gW,), _ = td.vjp(v, [W])
-    assert _plan(gW) == template.GENERIC
+def test_fused_gradient_with_respect_to_the_weights_emulated(rng):
+    """The gradient with respect to W sums over the samples a per-sample tensor (the
+    gradient of u_hat): that tensor's chain fused in one kernel, a block per sample,
+    and the sum over the samples a kernel after it."""
+    u, W, v = _routing(3, 8, 3, 5, 4, 3)
+    (gW,), head = td.vjp(v, [W])
+    gW = prepare(gW)
+    assert _plan(gW) == template.GENERIC      # (no sample to give a block)
+    s = schedule_for("capsule_routing_backward", gW, config={"threads": 64})
+    assert build_all(s, [u, W, head, gW])["sm_80"].get_source().count("__global__") == 2
+    un, Wn = _inputs(rng, u, W)
+    hn = rng.standard_normal((3, 3, 5)).astype("float32")
+    got = emulate(s, [u, W, head, gW], [un, Wn, hn])
+    np.testing.assert_allclose(got, _cpu_gradient(gW, [u, W, head], [un, Wn, hn]),
+                               rtol=1e-4, atol=1e-5 * np.abs(got).max())
+
+
+def test_an_operator_without_samples_gets_the_generic_template(rng):
+    A = td.placeholder((6, 7), name="A")
+    k = td.reduce_axis((0, 7), name="k")
+    rows = td.compute((6,), lambda i: td.sum(A[i, k] * A[i, k], axis=k), name="rows")
+    assert _plan(rows) == template.GENERIC
+    s = td.create_schedule(rows.op)
+    template.schedule_capsule_routing(s, rows)
+    a = rng.standard_normal((6, 7)).astype("float32")
+    np.testing.assert_allclose(emulate(s, [A, rows], [a]), (a * a).sum(1), rtol=1e-5)
 
 
 @pytest.mark.parametrize("config,message", [
