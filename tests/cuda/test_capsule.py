@@ -7,6 +7,8 @@ differences); which plan each size gets, asserted on the generated CUDA C; and t
 generic template's kernels for what the fused one leaves to it."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tensordsl as td
 from kernels import capsule as caps
@@ -64,6 +66,20 @@ def test_fused_routing_is_one_kernel_matching_numpy(B, I, J, D, K, iterations, c
     assert any("u_hat" in line for line in _shared_arrays(source))
     assert "capsule_routing_u_hat)" not in source and "u_hat," not in source
     un, Wn = _inputs(rng, u, W)
+    np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, iterations),
+                               rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=6, deadline=None)
+@given(B=st.integers(1, 4), I=st.integers(1, 12), J=st.integers(1, 6), D=st.integers(1, 9),
+       K=st.integers(1, 5), iterations=st.integers(1, 3),
+       threads=st.sampled_from([32, 64, 96]), samples=st.integers(1, 3),
+       seed=st.integers(0, 2**16))
+def test_random_fused_routings_match_numpy(B, I, J, D, K, iterations, threads, samples, seed):
+    u, W, v = _routing(B, I, J, D, K, iterations)
+    config = {"threads": threads, "samples": samples}
+    s = schedule_for("capsule_routing", v, config=config)
+    un, Wn = _inputs(np.random.default_rng(seed), u, W)
     np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, iterations),
                                rtol=1e-5, atol=1e-6)
 
