@@ -101,21 +101,63 @@ def test_predictions_apart_when_they_do_not_fit_shared_memory(rng):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_the_papers_sizes_get_the_generic_kernels():
-    """1152 input capsules x 10: each logits-shaped stage alone is 46 KiB of the 48
-    (module docstring): the generic template's kernels, which compile for both
-    architectures (emulating them at this size would take minutes; the generic
-    kernels are emulated below)."""
+def test_the_papers_sizes_split_the_inputs_over_blocks(rng):
+    """1152 input capsules x 10: each logits-shaped stage alone is 45 KiB of the 48
+    (module docstring): blocks take tiles of 32 input capsules, and each iteration's
+    sum over the inputs is partial sums per tile, summed by the blocks of the next
+    kernel — six kernels for 3 iterations, no shared array larger than a tile's.
+    Emulated for two samples (all of them: one more block row)."""
     u, W, v = _routing(32, 1152, 10, 16, 8, 3)
-    assert _plan(v) == template.GENERIC
+    assert _plan(v) == template.SPLIT_INPUTS
     source = build_all(schedule_for("capsule_routing", v), [u, W, v])["sm_80"].get_source()
-    assert source.count("__global__") > 10
-    assert not _shared_arrays(source)
+    assert source.count("__global__") == 6
+    sizes = [int(line.split("[")[1].split("]")[0]) for line in _shared_arrays(source)]
+    assert max(sizes) == 32 * 10
+    assert not any("u_hat" in line for line in _shared_arrays(source))
+
+    u, W, v = _routing(2, 1152, 10, 16, 8, 3)
+    un, Wn = _inputs(rng, u, W)
+    np.testing.assert_allclose(emulate(schedule_for("capsule_routing", v), [u, W, v],
+                                       [un, Wn]), _want(un, Wn, 3), rtol=1e-4, atol=1e-6)
+
+
+SPLIT = {"plan": template.SPLIT_INPUTS}
+
+
+@pytest.mark.parametrize("B,I,J,D,K,iterations,config,kernels", [
+    (2, 48, 10, 16, 8, 3, {"tile": 16}, 6),
+    (3, 13, 5, 7, 3, 3, {"tile": 4}, 6),      # 13 inputs: tiles of 1 (whole tiles only)
+    # tiles of 6; the first agreement read by the last partial sums alone: in their block
+    (2, 30, 4, 3, 5, 2, {"tile": 8, "threads": 64}, 4),
+])
+def test_split_inputs_match_numpy(B, I, J, D, K, iterations, config, kernels, rng):
+    u, W, v = _routing(B, I, J, D, K, iterations)
+    s = schedule_for("capsule_routing", v, config={**SPLIT, **config})
+    source = build_all(s, [u, W, v])["sm_90"].get_source()
+    # the predictions; each iteration's partial sums; the first agreement, read by two
+    # iterations' blocks; the output
+    assert source.count("__global__") == kernels
+    un, Wn = _inputs(rng, u, W)
+    np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, iterations),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_split_inputs_fuse_the_predictions_into_a_single_iteration(rng):
+    """With one iteration the predictions are read by the partial sums alone: computed
+    in their block, a tile's in shared memory — two kernels."""
+    u, W, v = _routing(2, 24, 3, 5, 4, 1)
+    s = schedule_for("capsule_routing", v, config={**SPLIT, "tile": 8})
+    source = build_all(s, [u, W, v])["sm_80"].get_source()
+    assert source.count("__global__") == 2
+    assert any(f"u_hat[{8 * 3 * 5}]" in line for line in _shared_arrays(source))
+    un, Wn = _inputs(rng, u, W)
+    np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, 1),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_generic_routing_forward_and_gradients_emulated(rng):
-    """The generic kernels, one per stage (the plan for sizes the fused one does not
-    take), forward and both gradients."""
+    """The generic kernels, one per stage (the plan for what the others do not take),
+    forward and both gradients."""
     u, W, v = _routing(2, 8, 3, 5, 4, 3)
     un, Wn = _inputs(rng, u, W)
     s = td.create_schedule(v.op)
@@ -189,6 +231,23 @@ def test_fused_gradient_with_respect_to_the_weights_emulated(rng):
                                rtol=1e-4, atol=1e-5 * np.abs(got).max())
 
 
+@pytest.mark.parametrize("wrt", ["u", "W"])
+def test_gradients_with_the_inputs_split_over_blocks(wrt, rng):
+    """The split plan on the gradients' graphs (at the paper's sizes it makes more
+    kernels than the generic template there, which the plan therefore keeps: chosen
+    here by the knob), their sums over the input capsules in partial sums per tile."""
+    u, W, v = _routing(3, 20, 4, 5, 3, 3)
+    (g,), head = td.vjp(v, [u if wrt == "u" else W])
+    g = prepare(g)
+    s = schedule_for("capsule_routing_backward", g, config={**SPLIT, "tile": 8})
+    assert ".rf" in str(td.lower(s, [u, W, head, g], target="cuda"))
+    un, Wn = _inputs(rng, u, W)
+    hn = rng.standard_normal((3, 4, 5)).astype("float32")
+    got = emulate(s, [u, W, head, g], [un, Wn, hn])
+    np.testing.assert_allclose(got, _cpu_gradient(g, [u, W, head], [un, Wn, hn]),
+                               rtol=1e-4, atol=1e-5 * np.abs(got).max())
+
+
 def test_an_operator_without_samples_gets_the_generic_template(rng):
     A = td.placeholder((6, 7), name="A")
     k = td.reduce_axis((0, 7), name="k")
@@ -198,9 +257,15 @@ def test_an_operator_without_samples_gets_the_generic_template(rng):
     template.schedule_capsule_routing(s, rows)
     a = rng.standard_normal((6, 7)).astype("float32")
     np.testing.assert_allclose(emulate(s, [A, rows], [a]), (a * a).sum(1), rtol=1e-5)
+    with pytest.raises(ValueError, match="plan 'one kernel' cannot schedule this "
+                                         "computation: its stages are not per sample"):
+        template.schedule_capsule_routing(td.create_schedule(rows.op), rows,
+                                          {"plan": template.ONE_KERNEL})
 
 
 @pytest.mark.parametrize("config,message", [
+    ({"plan": "fastest"}, "plan must be one of"),
+    ({"tile": 0}, r"tile must be a positive int up to threads \(128\), got 0"),
     ({"threads": 48}, "threads must be a multiple of 32 up to 1024, got 48"),
     ({"threads": 2048}, "threads must be a multiple of 32 up to 1024, got 2048"),
     ({"samples": 0}, "samples must be a positive int with threads x samples at most 1024, "
