@@ -132,7 +132,7 @@ def plan(s, out, cfg) -> tuple[str, set, set]:
     forced = cfg["plan"]
     fused = _per_sample_stages(s, out)
     if not fused:
-        return _refuse_forced(forced, "its stages are not per sample", GENERIC)
+        return _refuse_forced(forced, "its stages are not per sample")
     samples = _samples_per_block(out, cfg["samples"])
     kept = {op for op in fused if not _inlinable(s, s[op])}
     if forced in (None, ONE_KERNEL) and (forced or _shared_bytes(kept, samples) <=
@@ -154,7 +154,7 @@ def plan(s, out, cfg) -> tuple[str, set, set]:
         return GENERIC, set(), set()
     return _refuse_forced(forced, "it has no predictions computed from the inputs alone"
                           if forced == PREDICTIONS_APART else
-                          "it has no per-sample sum over the input capsules", GENERIC)
+                          "it has no per-sample sum over the input capsules")
 
 
 def _generic_kernels(s, out) -> int:
@@ -163,11 +163,12 @@ def _generic_kernels(s, out) -> int:
     return 1 + sum(1 for op in _upstream(s, out) if op.reduce_axis or op.num_outputs > 1)
 
 
-def _refuse_forced(forced, why: str, fallback: str):
+def _refuse_forced(forced, why: str):
+    """The generic plan, unless another was asked for: then an error saying ``why`` not."""
     if forced not in (None, GENERIC):
         raise ValueError(f"capsule CUDA template: plan {forced!r} cannot schedule this "
                          f"computation: {why}")
-    return fallback, set(), set()
+    return GENERIC, set(), set()
 
 
 def _fuse_per_sample(s, out, cfg) -> bool:
@@ -323,8 +324,13 @@ def _shared_bytes(ops, samples: int) -> int:
         size = samples
         for iv in op.axis[1:]:
             size *= _extent(iv) or 1 << 30     # (symbolic: never fits)
-        total += size * max(1, dt.bits(op.output(0).dtype) // 8) * op.num_outputs
+        total += size * _element_bytes(op)
     return total
+
+
+def _element_bytes(op) -> int:
+    """Bytes of one element of each of ``op``'s outputs."""
+    return max(1, dt.bits(op.output(0).dtype) // 8) * op.num_outputs
 
 
 def _register_sum(s, tensor):
@@ -384,7 +390,7 @@ class _Groups:
             for iv in op.axis[1:]:
                 extent = _extent(iv) or 1 << 30
                 size *= self.tile if tiled and extent == self.inputs else extent
-            used[anchor] = used.get(anchor, 0) + size * 4 * op.num_outputs
+            used[anchor] = used.get(anchor, 0) + size * _element_bytes(op)
         return max(used.values(), default=0)
 
 
@@ -398,7 +404,7 @@ def _input_sums(s, out) -> tuple[list, int] | None:
     if not fused or any(op not in fused for op in _upstream(s, out)):
         return None
     sums, inputs = [], set()
-    for op in fused:
+    for op in _upstream(s, out):     # (in order: the schedule's trace replays it)
         if len(op.reduce_axis) != 1 or op.num_outputs != 1:
             continue
         r = op.reduce_axis[0]

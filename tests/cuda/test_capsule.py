@@ -70,14 +70,18 @@ def test_fused_routing_is_one_kernel_matching_numpy(B, I, J, D, K, iterations, c
                                rtol=1e-5, atol=1e-6)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(B=st.integers(1, 4), I=st.integers(1, 12), J=st.integers(1, 6), D=st.integers(1, 9),
        K=st.integers(1, 5), iterations=st.integers(1, 3),
        threads=st.sampled_from([32, 64, 96]), samples=st.integers(1, 3),
+       tile=st.integers(1, 8),
+       plan=st.sampled_from([None, template.PREDICTIONS_APART, template.SPLIT_INPUTS]),
        seed=st.integers(0, 2**16))
-def test_random_fused_routings_match_numpy(B, I, J, D, K, iterations, threads, samples, seed):
+def test_random_fused_routings_match_numpy(B, I, J, D, K, iterations, threads, samples,
+                                           tile, plan, seed):
+    """Every plan (None: the one that fits, here one kernel) on random small routings."""
     u, W, v = _routing(B, I, J, D, K, iterations)
-    config = {"threads": threads, "samples": samples}
+    config = {"threads": threads, "samples": samples, "tile": tile, "plan": plan}
     s = schedule_for("capsule_routing", v, config=config)
     un, Wn = _inputs(np.random.default_rng(seed), u, W)
     np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, iterations),
