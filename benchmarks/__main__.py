@@ -1,24 +1,27 @@
-"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule] [--quick] [--only OP]``"""
+"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule|models] [--quick] [--only OP]``"""
 import argparse
 
-from . import autodiff, capsule, cpu, dense, gpu, nn, sparse
+from . import autodiff, capsule, cpu, dense, gpu, models, nn, sparse
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
 parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", "gpu",
                                                        "autodiff", "nn", "sparse",
-                                                       "capsule"],
+                                                       "capsule", "models"],
                     help="cpu: the foundation's kernels; dense: the operator library; "
                          "gpu: the CUDA templates beside PyTorch CUDA; autodiff: derived "
                          "gradients and hvp beside their forward and PyTorch; nn: training steps "
                          "and layers beside PyTorch eager; sparse: SpMM, SpMV, SDDMM, "
                          "sparse_add beside scipy.sparse and torch.sparse; capsule: dynamic "
-                         "routing beside numpy, PyTorch eager and torch.compile")
+                         "routing beside numpy, PyTorch eager and torch.compile; models: "
+                         "the layers of ResNet-50, MobileNetV2 and BERT-base beside "
+                         "PyTorch CPU")
 parser.add_argument("--quick", action="store_true", help="one round per system")
 parser.add_argument("--only", help="dense, autodiff: only this operator (matmul, conv2d, "
                                     "...; autodiff also mlp); nn: only this case (mlp_step, "
                                     "cnn_step, linear, conv2d); sparse: only this operator "
                                     "(spmm, spmv, sddmm, sparse_add) or matrix (rmat, ...); "
-                                    "capsule: forward or backward")
+                                    "capsule: forward, backward or step (the CapsNet "
+                                    "training step); models: resnet50, mobilenetv2 or bert")
 args = parser.parse_args()
 if args.suite == "cpu":
     cpu.run(quick=args.quick)
@@ -30,6 +33,8 @@ elif args.suite == "sparse":
     sparse.run(quick=args.quick, only=args.only)
 elif args.suite == "capsule":
     capsule.run(quick=args.quick, only=args.only)
+elif args.suite == "models":
+    models.run(quick=args.quick, only=args.only)
 elif args.suite == "autodiff":
     autodiff.run(quick=args.quick, only=args.only)
 else:

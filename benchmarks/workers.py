@@ -185,6 +185,94 @@ def capsulecheck_torch(p):
     return {"seconds": 0.0, "error": capsule_ops.check(p["params"])}
 
 
+def _capsnet(system: str, p: dict) -> dict:
+    """One CapsNet training step (``capsnet_ops``). A ``torch.compile`` that fails is a
+    result, not a crash: its reason comes back under ``fails`` (seconds infinite)."""
+    from . import capsnet_ops
+    threads = _threads(p)
+    if system == "tensordsl":
+        fn = capsnet_ops.tensordsl_fn(p["params"])
+    else:
+        import torch
+        torch.set_num_threads(threads)
+        compiled = system == "torchcompile"
+        fn = capsnet_ops.torch_fn(p["params"], compiled=compiled)
+        try:
+            fn()                    # torch.compile compiles on the first call
+        except Exception as e:      # whatever the compiler raises is the row's result
+            if not compiled:
+                raise
+            first = (str(e).strip().splitlines() or [""])[0].replace("|", "/")
+            return {"seconds": float("inf"), "fails": f"{type(e).__name__}: {first}"[:120]}
+    return {"seconds": timeit(fn, repeat=p.get("repeat", 10), warmup=3, min_time=0.5)}
+
+
+def capsnet_tensordsl(p):
+    return _capsnet("tensordsl", p)
+
+
+def capsnet_torch(p):
+    return _capsnet("torch", p)
+
+
+def capsnet_torchcompile(p):
+    return _capsnet("torchcompile", p)
+
+
+def capsnetcheck_torch(p):
+    import torch
+    from . import capsnet_ops
+    torch.set_num_threads(_threads(p))
+    return {"seconds": 0.0, "error": capsnet_ops.check(p["params"])}
+
+
+def _layers(system: str, p: dict) -> dict:
+    """A model's layers (``model_ops``), one after another in this process: each
+    layer's median seconds (None where this system has no such operation); ours also
+    says which layers compiled with a record (``options["records"]`` False: none read)."""
+    import contextlib
+    from . import model_ops
+    threads = _threads(p)
+    options = dict(p.get("options", {}))
+    records = options.pop("records", True)
+    context = contextlib.nullcontext()
+    if system == "torch":
+        import torch
+        torch.set_num_threads(threads)
+    elif system == "tensordsl" and not records:
+        from tensordsl.autotune import defaults_only
+        context = defaults_only()
+    seconds, tuned = [], []
+    with context:
+        for kind, params in p["layers"]:
+            fn = getattr(model_ops, f"{system}_fn")(kind, params, **options)
+            seconds.append(None if fn is None else
+                           timeit(fn, repeat=p.get("repeat", 10), warmup=2, min_time=0.2))
+            if system == "tensordsl":
+                tuned.append(model_ops.tuned(kind, params))
+    return {"seconds": seconds, "tuned": tuned}
+
+
+def layers_tensordsl(p):
+    return _layers("tensordsl", p)
+
+
+def layers_torch(p):
+    return _layers("torch", p)
+
+
+def layers_numpy(p):
+    return _layers("numpy", p)
+
+
+def layercheck_torch(p):
+    import torch
+    from . import model_ops
+    torch.set_num_threads(_threads(p))
+    return {"seconds": 0.0,
+            "errors": [model_ops.check(kind, params) for kind, params in p["layers"]]}
+
+
 def _sparse(system: str, p: dict) -> dict:
     from . import sparse_ops
     _threads(p)

@@ -250,6 +250,14 @@ def _promote(name: str, a, b):
 
 
 def _run(name: str, signature: inspect.Signature, args, kwargs):
+    positional, options, out, target, check_indices = _bind(name, signature, args, kwargs)
+    return call(name, *positional, out=out, target=target, check_indices=check_indices,
+                **options)
+
+
+def _bind(name: str, signature: inspect.Signature, args, kwargs):
+    """``(tensors and positional values, options, out, target, check_indices)`` of a
+    call, as ``call`` takes them."""
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as e:   # a missing or unknown argument, named
@@ -274,8 +282,29 @@ def _run(name: str, signature: inspect.Signature, args, kwargs):
     # tensors positional (as the CLI and the records have them), options by keyword
     last = max(k for k, p in enumerate(params) if p.name in values and p.name in _OPERANDS[name])
     positional = [values.pop(p.name, p.default) for p in params[:last + 1]]
-    return call(name, *positional, out=out, target=target, check_indices=check_indices,
-                **values)
+    return positional, values, out, target, check_indices
+
+
+def tuned_config(operator: str, *args, **kwargs) -> dict | None:
+    """The tuned configuration ``td.ops.<operator>(*args, **kwargs)`` compiles with: the
+    best record in force (``apply_history_best``, the local database, the shipped
+    records), or None where the template's defaults are used.
+
+    >>> x = np.ones((1, 8, 6, 6), np.float32); w = np.ones((8, 8, 3, 3), np.float32)
+    >>> td.ops.tuned_config("conv2d_nchw", x, w, stride=2, padding=1) is None   # no record
+    True
+    """
+    from .autotune.workload import Workload
+    if operator not in _operators():
+        raise ValueError(f"tuned_config: operator must be a dense operator of td.ops "
+                         f"({', '.join(sorted(_operators()))}), got {operator!r}")
+    kernel = _operators()[operator]
+    params = [p for p in inspect.signature(kernel).parameters.values() if p.name != "name"]
+    signature = inspect.Signature(params + _KEYWORDS)
+    positional, options, _, target, _ = _bind(operator, signature, args, kwargs)
+    positional = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
+                  for a in positional]
+    return Workload.from_arrays(operator, positional, options).tuned_config(target)
 
 
 # ------------------------------------------------------------ repeated calls
@@ -332,9 +361,12 @@ def _passes_through(name: str, args) -> bool:
 
 
 def _remember(key, args, result):
-    """File the kernel the general path just ran for ``key`` (``call`` left it)."""
+    """File the kernel the general path just ran for ``key`` (``call`` left it): its
+    entry taking the arrays themselves (cheaper than their addresses)."""
     module, _REPEATS.last = _REPEATS.last, None
-    bound = module.bound_call() if hasattr(module, "bound_call") else None
+    arrays = sum(type(a) is np.ndarray for a in args) + 1          # and the result
+    bound = module.bound_call(objects=(True,) * arrays) \
+        if hasattr(module, "bound_call") else None
     if bound is not None and isinstance(result, np.ndarray):
         _REPEATS.calls[key] = (*bound, result.shape, result.dtype)
 
@@ -344,15 +376,15 @@ def _run_again(hit, args):
     aligned (the general path says why)."""
     from .nd import aligned_numpy
     cfunc, trailing, shape, dtype = hit
-    pointers = []
+    arrays = []
     for a in args:
         if type(a) is np.ndarray:
-            pointer = a.ctypes.data
-            if not a.flags.c_contiguous or pointer % a.dtype.alignment:
+            flags = a.flags
+            if not (flags.c_contiguous and flags.aligned):
                 return None
-            pointers.append(pointer)
+            arrays.append(a)
     out = aligned_numpy(shape, dtype)
-    if cfunc(*pointers, out.ctypes.data, *trailing):
+    if cfunc(*arrays, out, *trailing):
         raise MemoryError("td.ops: a temporary buffer could not be allocated")
     return out
 

@@ -54,6 +54,10 @@ GATHER = 1
 # entries ahead whose row of B SpMM fetches (knob ``prefetch``; 0: none). Measured on
 # this machine with B in L3 (4096 x 64): 2-8 ahead were 15-20% slower than none
 PREFETCH = 0
+# SDDMM's dot products computed by blocks of this many stored entries, their lanes summed
+# together (``lower/batch_vector_sums.py``): 16 dots of 64 floats in about half the
+# vector instructions of 16 trees
+DOT_BLOCK = 16
 
 
 SCHEDULES = ("rows", "nonzeros")
@@ -63,7 +67,7 @@ DEFAULTS = {
     "spmv": {"schedule": "rows", "rows": ROW_BLOCK, "partials": PARTIALS, "gather": GATHER},
     "spmm": {"schedule": "rows", "rows": ROW_BLOCK, "prefetch": PREFETCH, "cols": 0},
     # (the positions by rows: the rows split as SpMV's)
-    "sddmm": {"schedule": "rows", "rows": ROW_BLOCK},
+    "sddmm": {"schedule": "rows", "rows": ROW_BLOCK, "block": DOT_BLOCK},
     "sparse_mul": {"schedule": "rows", "rows": ROW_BLOCK},
     "sparse_softmax": {"schedule": "rows", "rows": ROW_BLOCK},
 }
@@ -77,7 +81,7 @@ def _spaces() -> dict:
                  "partials": [1, 2, 4, 8, 16], "gather": [0, 1]},
         "spmm": {"schedule": list(SCHEDULES), "rows": ROW_BLOCKS, "prefetch": [0, 2, 4, 8],
                  "cols": [0, 2 * lanes, 4 * lanes, 8 * lanes]},
-        "sddmm": dict(rows),
+        "sddmm": {**rows, "block": [1, 4, 8, 16]},
         "sparse_mul": dict(rows),
         "sparse_softmax": dict(rows),
     }
@@ -190,20 +194,30 @@ def schedule_spmm(s, out, A, config=None):
 def schedule_positions(s, out, A, config=None):
     """An output over the stored positions (and the row reductions it reads): the
     positions by rows (``segment``: a position's row is the loop's, its dense row read
-    once per row, not per entry), the rows split like SpMV's; a dot product per position
-    (SDDMM) over all of ``f`` in vector lanes at once, summed as a tree."""
+    once per row, not per entry), the rows split like SpMV's. SDDMM's dot products over
+    all of ``f`` in vector lanes, by blocks of ``block`` (knob) stored entries of a row:
+    the block's dots summed together (``batch_vector_sums``) and the block's results
+    scaled and stored as one vector; ``block`` 1: a dot per entry, summed as a tree."""
     cfg = dict(DEFAULTS["sparse_mul"], **(config or {}))     # (the same for each of them)
     O = s[out]
     rows, position = O.segment(out.op.axis[0], A.pos[1])
     _split_rows(O, rows, A, cfg)
+    # other results over the positions (SDDMM's dot products), computed where used
+    at_positions = [stage for stage in s.stages if isinstance(stage.op, ComputeOp)
+                    and stage.op is not out.op and repr(stage.op.axis[0].dom.extent)
+                    == repr(out.op.axis[0].dom.extent)]
+    block = int(cfg.get("block", DOT_BLOCK)) if at_positions else 1
+    at = position
+    if block > 1:
+        at, entries = O.split(position, factor=block)
+        O.vectorize(entries)
     for stage in s.stages:
-        if not isinstance(stage.op, ComputeOp) or stage.op is out.op:
-            continue
-        if repr(stage.op.axis[0].dom.extent) == repr(out.op.axis[0].dom.extent):
-            # another result over the positions (SDDMM's dot products): at each one
-            stage.compute_at(O, position)
+        if stage in at_positions:
+            stage.compute_at(O, at)
             _dot_in_lanes(stage)
-        else:
+            if block > 1:
+                stage.unroll(stage.op.axis[0])
+        elif isinstance(stage.op, ComputeOp) and stage.op is not out.op:
             _split_rows(stage, stage.op.axis[0], A, cfg)
     _dot_in_lanes(O)
 

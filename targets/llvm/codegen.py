@@ -19,6 +19,7 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 
 from . import mathfuncs
+from .compile import register_bits
 from .captures import Captures
 
 I1, I8, I16, I32, I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
@@ -26,6 +27,13 @@ VOID = ir.VoidType()
 I8P = ir.PointerType(I8)
 STACK_LIMIT = 64 * 1024  # bytes; larger allocations go to the heap
 _FLOAT_FLAGS = ("contract",)
+
+
+def _element_bits(t) -> int:
+    if isinstance(t, ir.IntType):
+        return t.width
+    return {ir.HalfType: 16, ir.FloatType: 32, ir.DoubleType: 64}.get(type(t), 32)
+
 
 _SCALAR = {
     "bool": I1, "int8": I8, "uint8": I8, "int16": I16, "int32": I32, "int64": I64,
@@ -364,6 +372,8 @@ class CodeGenLLVM:
             return self.builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(lanes), 0))
         if e.name == "vector_sum":
             return self.vector_sum(self.expr(e.args[0]), dt.is_float(e.dtype))
+        if e.name == "vector_sums":
+            return self.vector_sums([self.expr(a) for a in e.args], dt.is_float(e.dtype))
         if e.name == "prefetch":
             return self.prefetch(e.args[0])
         if e.name == "thread_index":
@@ -689,18 +699,74 @@ class CodeGenLLVM:
             bd.branch(done)
         bd.position_at_end(done)
 
-    def vector_sum(self, v, is_float: bool):
-        """The sum of ``v``'s lanes (a power of two) as a tree of halves: log2(lanes)
-        shuffles and adds, not a chain of lanes - 1 dependent adds."""
+    def _adder(self, is_float: bool):
         bd = self.builder
-        add = bd.fadd if is_float else bd.add
+        return (lambda a, b: bd.fadd(a, b, flags=_FLOAT_FLAGS)) if is_float else bd.add
+
+    def _lanes(self, v, indices, other=None):
+        """The lanes ``indices`` of ``v`` (and of ``other`` after them) as a vector."""
+        return self.builder.shuffle_vector(
+            v, other if other is not None else ir.Constant(v.type, None),
+            ir.Constant(ir.VectorType(I32, len(indices)), list(indices)))
+
+    def _register_sum(self, v, is_float: bool):
+        """``v`` wider than a register folded register by register (a chain of
+        whole-register adds, each fused with the multiply that made its operand where
+        there is one: an SDDMM dot of 64 floats is a multiply and 3 FMAs, not 4
+        multiplies and 3 adds): one register whose lanes have ``v``'s sum."""
+        add = self._adder(is_float)
+        width = max(1, register_bits() // _element_bits(v.type.element))
+        if v.type.count > width and v.type.count % width == 0:
+            pieces = [self._lanes(v, range(first, first + width))
+                      for first in range(0, v.type.count, width)]
+            v = pieces[0]
+            for piece in pieces[1:]:
+                v = add(v, piece)
+        return v
+
+    def vector_sums(self, vectors, is_float: bool):
+        """The sums of ``vectors`` (a power of two of them, of as many lanes each, a
+        power of two) as one vector: each folded to a register, then pairs shuffled into
+        halves and added — after a round a vector holds the partial sums of twice as
+        many inputs in groups of half as many lanes — until one vector holds one group
+        per input, in order; then the groups halved in place down to one lane each."""
+        add = self._adder(is_float)
+        width = self._register_sum(vectors[0], is_float).type.count
+        if len(vectors) > width:        # more sums than lanes: by blocks of a register
+            blocks = [self.vector_sums(vectors[k:k + width], is_float)
+                      for k in range(0, len(vectors), width)]
+            while len(blocks) > 1:
+                blocks = [self._lanes(a, range(2 * a.type.count), b)
+                          for a, b in zip(blocks[::2], blocks[1::2])]
+            return blocks[0]
+        items = [self._register_sum(v, is_float) for v in vectors]
+        groups, size = 1, items[0].type.count
+        while len(items) > 1 and size > 1:
+            half, lanes = size // 2, groups * size
+            low = [u * size + o for u in range(groups) for o in range(half)]
+            high = [k + half for k in low]
+            items = [add(self._lanes(x, low + [lanes + k for k in low], y),
+                         self._lanes(x, high + [lanes + k for k in high], y))
+                     for x, y in zip(items[::2], items[1::2])]
+            groups, size = groups * 2, half
+        (v,) = items
+        while size > 1:
+            half = size // 2
+            low = [u * size + o for u in range(groups) for o in range(half)]
+            v = add(self._lanes(v, low), self._lanes(v, [k + half for k in low]))
+            size = half
+        return v
+
+    def vector_sum(self, v, is_float: bool):
+        """The sum of ``v``'s lanes (a power of two): folded to one register
+        (``_register_sum``), then that register as a tree of halves: log2(lanes)
+        shuffles and adds, not a chain of lanes - 1 dependent adds."""
+        add = self._adder(is_float)
+        v = self._register_sum(v, is_float)
         while v.type.count > 1:
             half = v.type.count // 2
-            low, high = (bd.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(
-                ir.VectorType(I32, half), list(range(first, first + half))))
-                for first in (0, half))
-            v = add(low, high)
-        return bd.extract_element(v, ir.Constant(I32, 0))
+            v = add(self._lanes(v, range(half)), self._lanes(v, range(half, 2 * half)))
+        return self.builder.extract_element(v, ir.Constant(I32, 0))
 
     def stmt_While(self, s):
         bd = self.builder

@@ -30,6 +30,13 @@ def host_machine():
 
 
 @functools.lru_cache(maxsize=None)
+def register_bits() -> int:
+    """The width of the host's vector registers: 512 with AVX-512, else 256."""
+    llvm.initialize_native_target()
+    return 512 if "+avx512f" in llvm.get_host_cpu_features().flatten() else 256
+
+
+@functools.lru_cache(maxsize=None)
 def fingerprint() -> str:
     """Everything besides the IR that decides the machine code."""
     return "|".join([

@@ -8,7 +8,7 @@ SQLite database of every trial that ``td.build``/``td.ops`` consult.
         c = td.ops.matmul(a, b)      # the best record of that database
     autotune.tune(autotune.SparseWorkload("spmm", autotune.Matrix.file("a.mtx"), [(n, 64)]))
 """
-from .history import apply_history_best, best_config
+from .history import apply_history_best, best_config, defaults_only
 from .measure import Runner
 from .records import RecordDB
 from .sparse_workload import Matrix, SparseWorkload
@@ -16,4 +16,4 @@ from .tuner import tune
 from .workload import Workload
 
 __all__ = ["Matrix", "RecordDB", "Runner", "SparseWorkload", "Workload", "apply_history_best",
-           "best_config", "tune"]
+           "best_config", "defaults_only", "tune"]

@@ -34,10 +34,25 @@ def apply_history_best(db):
         _OVERRIDE.reset(token)
 
 
+@contextlib.contextmanager
+def defaults_only():
+    """Within the block, builds use the templates' default configurations and read no
+    records (shipped, local or ``apply_history_best``'s): what a shape nobody tuned
+    gets, e.g. to see what tuning bought."""
+    token = _OVERRIDE.set(_DEFAULTS_ONLY)
+    try:
+        yield
+    finally:
+        _OVERRIDE.reset(token)
+
+
+_DEFAULTS_ONLY = "defaults only"
+
+
 def source_token():
     """Identifies where configurations come from now (part of td.ops's cache key)."""
     db = _OVERRIDE.get()
-    return None if db is None else str(db.path)
+    return db if db is None or db is _DEFAULTS_ONLY else str(db.path)
 
 
 def best_config(workload_key: str, target: str, template: str | None = None) -> dict | None:
@@ -52,6 +67,8 @@ def best_record(workload_key: str, target: str, template: str | None = None) -> 
     source that has one."""
     target = record_target(target)
     db = _OVERRIDE.get()
+    if db is _DEFAULTS_ONLY:
+        return None
     if db is not None:
         rec = db.best(workload_key, target, template)
         if rec is not None:

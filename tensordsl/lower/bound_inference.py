@@ -203,8 +203,13 @@ def _segment_extents(stage, sb, values, s):
         if isinstance(r, Segment):
             sb.segment_runs[r] = values[r.outer]
             if r.outer not in stage.leaf_iter_vars:
-                sb.extents[r.inner] = s.visit(substitute(sb.extents[r.inner],
-                                                         {r.outer.var: values[r.outer]}))
+                # (and the extents derived from the positions loop's: its split's)
+                run = {r.outer.var: values[r.outer]}
+                for iv, extent in list(sb.extents.items()):
+                    if r.outer.var in free_vars(extent):
+                        sb.extents[iv] = s.visit(substitute(extent, run))
+                sb.predicates = [s.visit(substitute(p, run)) if r.outer.var in free_vars(p)
+                                 else p for p in sb.predicates]
 
 
 def _reads_computed(e) -> bool:

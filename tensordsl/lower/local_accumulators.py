@@ -232,9 +232,32 @@ class LocalAccumulators(Mutator):
                 changed = True
                 k += 2
                 continue
+            single = self._single_update(here, nxt)
+            if single is not None:
+                out.append(single)
+                changed = True
+                k += 2
+                continue
             out.append(here)
             k += 1
         return n.seq(*out) if changed else node
+
+    def _single_update(self, init, update):
+        """``x = identity; x = x + e`` (a reduction whose whole loop became one vector
+        sum): ``x = e``, one add fewer per element (an SDDMM dot per stored entry)."""
+        if not isinstance(init, n.Store) or init.predicate is not None or \
+                not isinstance(update, n.Store):
+            return None
+        u = _as_update(update, self.simp)
+        if u is None or u.store.buffer is not init.buffer or u.store.predicate is not None \
+                or self.simp.key(u.store.index) != self.simp.key(init.index) \
+                or not _is_identity(init.value, u.kind):
+            return None
+        reads = _Reads()
+        reads.visit(u.term)
+        if init.buffer in reads.buffers:
+            return None
+        return n.Store(init.buffer, u.term, init.index)
 
     def _is_init_of(self, stmt, updates) -> bool:
         if isinstance(stmt, n.Store):

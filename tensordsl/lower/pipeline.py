@@ -13,6 +13,8 @@ except the first two, which turn the schedule into IR.
     simplify_flat     the flattened offsets
     unswitch_guards   boundary checks hoisted out of the hot loops (unswitch_guards.py)
     vectorize         vectorized loops -> vector operations   (vectorize.py)
+    batch_vector_sums a block of whole-axis sums -> one transpose-and-add network
+                      (batch_vector_sums.py)
     unroll            unrolled loops -> copies of the body    (unroll.py)
     local_accumulators  reduction loops accumulate in registers (local_accumulators.py)
     plan_workspace    large temporaries -> buffers the runtime provides once per thread
@@ -43,6 +45,7 @@ from ..ir.visitor import free_vars
 from ..schedule.schedule import Schedule
 from ..te.tensor import PlaceholderOp, Tensor
 from . import gpu
+from .batch_vector_sums import batch_vector_sums
 from .bound_inference import infer_bounds
 from .check_bounds import access_checks
 from .checked_reads import checked_reads
@@ -77,6 +80,10 @@ def vectorize(f: n.PrimFunc) -> n.PrimFunc:
     return f.with_body(vectorize_loops(f.body))
 
 
+def batch_sums(f: n.PrimFunc) -> n.PrimFunc:
+    return f.with_body(batch_vector_sums(f.body))
+
+
 def unroll(f: n.PrimFunc) -> n.PrimFunc:
     return f.with_body(unroll_loops(f.body))
 
@@ -93,6 +100,7 @@ PASSES = [
     ("simplify_flat", simplify),
     ("unswitch_guards", unswitch),
     ("vectorize", vectorize),
+    ("batch_vector_sums", batch_sums),
     ("unroll", unroll),
     ("local_accumulators", accumulate_locally),
     ("plan_workspace", plan_workspace),

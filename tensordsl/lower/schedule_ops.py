@@ -460,27 +460,42 @@ def _recovered_rows(bounds, body, single: dict):
     a read of the row ids of ``pos``'s level (a placeholder whose op has
     ``row_ids_of``: ``SparseTensor.row_ids``) at ``pos[r] + q`` — position ``q`` of run
     ``r`` — is ``r``, the runs loop itself. ``single``: the stage's loops of one
-    iteration (a stage computed at the positions loop), at 0."""
-    runs = {(id(r.pos), key): run for key, (r, run) in _segment_positions(bounds).items()}
-    if not runs:
+    iteration (a stage computed at the positions loop), at 0.
+
+    Any ``q`` is taken as inside the run: the consumer reads positions of run ``r``
+    only (its positions loop is the run's), so where a stage computed inside the run's
+    iteration covers more (a block of positions past the run's end: SDDMM's dot
+    products by 16), those values are never read."""
+    from ..schedule.relations import _pos_at
+    starts = {(id(r.pos), repr(Simplifier().visit(_pos_at(r, run)))): run
+              for r, run in _segment_positions(bounds).values()}
+    if not starts:
         return body
-    return _RowsOfRuns(runs, single).visit(body)
+    return _RowsOfRuns(starts, single).visit(body)
 
 
 class _RowsOfRuns(Mutator):
-    def __init__(self, runs, single):
-        self.runs, self.single = runs, single
+    def __init__(self, starts, single):
+        self.starts, self.single = starts, single
         self.simplifier = Simplifier()
 
     def visit_TensorRead(self, node):
         pos = getattr(node.tensor.op, "row_ids_of", None)
         if pos is not None and len(node.indices) == 1:
-            index = repr(self.simplifier.visit(substitute(node.indices[0], self.single)))
-            run = self.runs.get((id(pos), index))
-            if run is not None:
-                return n.Cast(node.tensor.dtype, run) if run.dtype != node.tensor.dtype \
-                    else run
+            index = self.simplifier.visit(substitute(node.indices[0], self.single))
+            for term in _terms(index):
+                run = self.starts.get((id(pos), repr(term)))
+                if run is not None:
+                    return n.Cast(node.tensor.dtype, run) \
+                        if run.dtype != node.tensor.dtype else run
         return self.generic_visit(node)
+
+
+def _terms(e) -> list:
+    """The terms of a sum (``e`` itself if it is none)."""
+    if isinstance(e, n.Add):
+        return _terms(e.a) + _terms(e.b)
+    return [e]
 
 
 def _check_shifted_splits(stage, leaves, reduce_pos):
