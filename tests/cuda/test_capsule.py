@@ -1,10 +1,11 @@
-"""Capsule routing (kernels/capsule.py) on the GPU, run by the CUDA emulator (threads and
-blocks in a random order): the fused template (schedules/cuda/capsule.py) against the
-numpy references of tests/kernels/test_capsule.py — dynamic routing, EM routing, and
-the routing's gradient with respect to its input against the same adjoint compiled for
-the CPU (which tests/kernels/test_capsule.py checks against PyTorch and finite
-differences); which plan each size gets, asserted on the generated CUDA C; and the
-generic template's kernels for what the fused one leaves to it."""
+"""Capsule routing (kernels/capsule.py) on the GPU, compiled for sm_80 and sm_90 and run
+by the CUDA emulator (threads and blocks in a random order): the fused template
+(schedules/cuda/capsule.py) under each of its plans against the numpy references of
+tests/kernels/test_capsule.py — dynamic routing, EM routing, and the routing's
+gradients against the same adjoints compiled for the CPU (which
+tests/kernels/test_capsule.py checks against PyTorch and finite differences); which
+plan each size gets and what it fuses, asserted on the generated CUDA C; and the
+generic template's kernels for what the fused ones leave to it."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
