@@ -27,19 +27,20 @@ Each element of a stage belongs to one thread, so a sum over the input capsules 
 reduction: the block sums all of a sample's ``s`` at once (160 sums at the paper's
 capsule sizes), each thread reading ``u_hat`` in its own order (consecutive threads,
 consecutive words: no bank conflicts). The agreement's threads (an input and an output
-capsule each) read ``u_hat`` ``out_dim`` words apart: bank conflicts, the price of
-giving each its dot product whole.
+capsule each) sum along rows of ``u_hat``, ``out_dim`` words apart — 16: a warp's reads
+would fall in two banks — so a stage read that way gets rows of odd length
+(``storage_align``: 17 words, one wasted), and a warp's reads fall in 32 banks.
 Elementwise stages read once by a stage of their own shape are inlined.
 
 What fits decides what is fused: shared memory holds 48 KiB per block (the code
 generator's static ``__shared__`` arrays, ``tensordsl/lower/gpu.py``), and a sample's
 stages each take their size in it:
 
-* everything fits (e.g. 32 input capsules x 10 x 16: ``u_hat`` 20 KiB, the logits,
-  coefficients and softmax rows ~10 KiB): one kernel, nothing but ``u`` and ``W`` read
+* everything fits (e.g. 32 input capsules x 10 x 16: ``u_hat`` 21 KiB, the logits,
+  coefficients, softmax rows and the rest ~14 KiB): one kernel, nothing but ``u`` and ``W`` read
   from global memory, ``v`` written to it;
 * the routing fits without the predictions (``u_hat`` larger than the rest allows, up
-  to ~150 input capsules x 10 output capsules): ``u_hat`` is computed apart by a kernel
+  to ~130 input capsules x 10 output capsules): ``u_hat`` is computed apart by a kernel
   of one thread per element (every SM busy) and the routing reads it from global
   memory (from L2: one sample's is read by one block, five times for 3 iterations) —
   two kernels;
@@ -92,7 +93,7 @@ from dataclasses import dataclass
 
 from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
-from tensordsl.lower.gpu import MAX_SHARED_BYTES
+from tensordsl.lower.gpu import MAX_SHARED_BYTES, SHARED_ALIGNMENT
 from tensordsl.te.api import thread_axis
 from tensordsl.te.tensor import ComputeOp, PlaceholderOp
 
@@ -135,12 +136,12 @@ def plan(s, out, cfg) -> tuple[str, set, set]:
         return _refuse_forced(forced, "its stages are not per sample")
     samples = _samples_per_block(out, cfg["samples"])
     kept = {op for op in fused if not _inlinable(s, s[op])}
-    if forced in (None, ONE_KERNEL) and (forced or _shared_bytes(kept, samples) <=
+    if forced in (None, ONE_KERNEL) and (forced or _shared_bytes(s, kept, samples) <=
                                          MAX_SHARED_BYTES):
         return ONE_KERNEL, kept, set()
     apart = {op for op in kept if _reads_only_inputs(op)}
     if forced in (None, PREDICTIONS_APART) and apart and (
-            forced or _shared_bytes(kept - apart, samples) <= MAX_SHARED_BYTES):
+            forced or _shared_bytes(s, kept - apart, samples) <= MAX_SHARED_BYTES):
         return PREDICTIONS_APART, kept, apart
     if forced in (None, SPLIT_INPUTS):
         # (tried on a copy: splitting the sums rewrites the schedule)
@@ -187,7 +188,7 @@ def _fuse_per_sample(s, out, cfg) -> bool:
         if s[op].is_output:
             continue
         if op in fused and op not in apart:
-            roles[op] = "block"
+            roles[op] = "padded block" if _pad_rows(s, op) else "block"
         elif _inlinable(s, s[op]):
             roles[op] = "inline"
         else:
@@ -199,8 +200,10 @@ def _fuse_per_sample(s, out, cfg) -> bool:
     O.bind(block, thread_axis("blockIdx.x"))
     _over_threads(s, O, (inner, samples), out.op.axis[1:], threads, local)
     for op, role in roles.items():
-        if role == "block":
+        if role in ("block", "padded block"):
             s[op].set_scope("shared")
+            if role == "padded block":
+                s[op].storage_align(op.axis[-2], 2, 1)
             local = _register_sum(s, op.output(0))
             s[op].compute_at(O, block)
             _over_threads(s, s[op], (op.axis[0], samples), op.axis[1:], threads, local)
@@ -317,15 +320,43 @@ def _reads_only_inputs(op) -> bool:
     return all(isinstance(t.op, PlaceholderOp) for t in op.input_tensors)
 
 
-def _shared_bytes(ops, samples: int) -> int:
-    """Shared memory of ``ops`` computed for ``samples`` samples at a time."""
+def _shared_bytes(s, ops, samples: int) -> int:
+    """Shared memory of ``ops`` computed for ``samples`` samples at a time (their rows
+    padded by ``_pad_rows``)."""
     total = 0
     for op in ops:
         size = samples
-        for iv in op.axis[1:]:
+        for iv in op.axis[1:-1]:
             size *= _extent(iv) or 1 << 30     # (symbolic: never fits)
-        total += size * _element_bytes(op)
+        row = _extent(op.axis[-1]) or 1 << 30
+        size *= row + 1 if _pad_rows(s, op) else row
+        total += _aligned(size * _element_bytes(op))
     return total
+
+
+def _aligned(nbytes: int) -> int:
+    """Shared memory an array of ``nbytes`` takes: each starts on ``SHARED_ALIGNMENT``."""
+    return -(-nbytes // SHARED_ALIGNMENT) * SHARED_ALIGNMENT
+
+
+def _pad_rows(s, op) -> bool:
+    """Whether ``op``'s rows (its last axis) should start an odd number of words apart
+    (``storage_align``): a reader sums along them, each thread its own row, so the
+    threads of a warp read words a row apart — an even row length (the agreement's 16
+    capsule dimensions) puts them in a few banks (16-way conflicts), an odd one in
+    different banks."""
+    from tensordsl.ir.visitor import post_order
+    row = _extent(op.axis[-1]) if len(op.axis) >= 3 else None
+    if not row or row % 2:
+        return False
+    stage = s[op]
+    for reader in _readers(s, op):
+        summed = {iv.var for iv in reader.reduce_axis}
+        for e in post_order(reader.body[0]):
+            if isinstance(e, n.TensorRead) and s.stage_map.get(e.tensor.op) is stage and \
+                    e.indices[-1] in summed:
+                return True
+    return False
 
 
 def _element_bytes(op) -> int:
@@ -390,7 +421,7 @@ class _Groups:
             for iv in op.axis[1:]:
                 extent = _extent(iv) or 1 << 30
                 size *= self.tile if tiled and extent == self.inputs else extent
-            used[anchor] = used.get(anchor, 0) + size * _element_bytes(op)
+            used[anchor] = used.get(anchor, 0) + _aligned(size * _element_bytes(op))
         return max(used.values(), default=0)
 
 

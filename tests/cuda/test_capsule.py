@@ -55,6 +55,7 @@ def _shared_arrays(source: str) -> list[str]:
     (4, 10, 3, 5, 4, 3, {"threads": 32, "samples": 2}),   # two samples per block
     (3, 9, 4, 3, 5, 2, {"threads": 96, "samples": 2}),    # 2 does not divide 3: 1 a block
     (2, 40, 10, 16, 8, 3, {}),                            # the paper's capsules, 40 inputs
+    (2, 43, 10, 16, 8, 3, {}),     # the most inputs that fit: 48512 bytes of the 49152
 ])
 def test_fused_routing_is_one_kernel_matching_numpy(B, I, J, D, K, iterations, config, rng):
     u, W, v = _routing(B, I, J, D, K, iterations)
@@ -86,6 +87,31 @@ def test_random_fused_routings_match_numpy(B, I, J, D, K, iterations, threads, s
     s = schedule_for("capsule_routing", v, config=config)
     un, Wn = _inputs(np.random.default_rng(seed), u, W)
     np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, iterations),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_one_input_more_takes_the_predictions_apart():
+    """44 inputs: one kernel would need more than 48 KiB once each shared array starts
+    on 128 bytes (as ptxas lays them out)."""
+    u, W, v = _routing(2, 44, 10, 16, 8, 3)
+    assert _plan(v) == template.PREDICTIONS_APART
+    s = td.create_schedule(v.op)
+    template.schedule_capsule_routing(s, v, {"plan": template.ONE_KERNEL})
+    with pytest.raises(td.BuildError, match="bytes of shared memory"):
+        td.build(s, [u, W, v], target="cuda -arch=sm_80")
+
+
+def test_rows_summed_by_one_thread_each_are_padded_to_an_odd_length(rng):
+    """The agreement's threads each sum along a row of u_hat (16 capsule dimensions):
+    rows 17 words apart, so a warp's reads fall in different banks; the coefficients'
+    rows (3 output capsules, odd already) are not padded."""
+    u, W, v = _routing(2, 8, 3, 16, 4, 2)
+    s = schedule_for("capsule_routing", v, config={"threads": 64})
+    shared = _shared_arrays(build_all(s, [u, W, v])["sm_80"].get_source())
+    assert any(f"u_hat[{8 * 3 * 17}]" in line for line in shared)
+    assert any(f"c_exp[{8 * 3}]" in line for line in shared)
+    un, Wn = _inputs(rng, u, W)
+    np.testing.assert_allclose(emulate(s, [u, W, v], [un, Wn]), _want(un, Wn, 2),
                                rtol=1e-5, atol=1e-6)
 
 
