@@ -16,6 +16,7 @@ from kernels import capsule as caps
 from schedules.cuda import capsule as template
 from schedules.cuda import schedule_for
 from schedules.cuda.generic import schedule_generic
+from targets.cuda import driver
 from tensordsl.autodiff.operators import prepare
 from tests.helpers import poisoned
 from tests.kernels.test_capsule import em_inputs, np_em_routing, np_predictions, np_routing
@@ -307,3 +308,21 @@ def test_bad_knobs_are_refused_naming_them(config, message):
     u, W, v = _routing(2, 8, 3, 5, 4, 1)
     with pytest.raises(ValueError, match=message):
         schedule_for("capsule_routing", v, config=config)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not driver.is_available(), reason="no CUDA GPU here")
+@pytest.mark.parametrize("I", [32, 100, 1152])  # one kernel, predictions apart, split inputs
+def test_routing_and_its_gradients_on_a_gpu(I, rng):
+    """``td.ops`` on device arrays (``pytest -m gpu``): the forward against numpy, the
+    gradients against the CPU's."""
+    u, W, _ = _routing(32, I, 10, 16, 8, 3)
+    un, Wn = _inputs(rng, u, W)
+    hn = rng.standard_normal((32, 10, 16)).astype("float32")
+    on_gpu = [td.nd.array(x, device="cuda") for x in (un, Wn, hn)]
+    v = td.ops.capsule_routing(*on_gpu[:2], iterations=3)
+    np.testing.assert_allclose(v.numpy(), _want(un, Wn, 3), rtol=1e-4, atol=1e-6)
+    grads = td.ops.capsule_routing_backward(*on_gpu, iterations=3)
+    for got, want in zip(grads, td.ops.capsule_routing_backward(un, Wn, hn, iterations=3)):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-3,
+                                   atol=1e-5 * np.abs(want).max())
