@@ -21,7 +21,6 @@ def schedule_with(templates: dict, name: str, out, config: dict | None = None):
     """A fresh schedule of ``out`` by the target's template for operator ``name``."""
     import tensordsl as td
     s = td.create_schedule(out.op)
-    # (a template a target does not have: its generic one — capsule routing's fused
-    # template is the CPU's only, for now)
+    # (a template a target does not have: its generic one)
     templates.get(template_name(name), templates["generic"])(s, out, config)
     return s

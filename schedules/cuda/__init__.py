@@ -7,17 +7,28 @@ Operators without a template of their own get the generic one (``generic.py``).
 from __future__ import annotations
 
 from .. import schedule_with
-from . import conv2d, generic, matmul, rowwise, sparse
+from . import capsule, conv2d, generic, matmul, rowwise, sparse
 
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
     "conv2d": conv2d.schedule_conv2d_nchw,
     "rowwise": rowwise.schedule_rowwise,
     "generic": generic.schedule_generic,
+    "capsule_routing": capsule.schedule_capsule_routing,
 }
 
 
+# gradients (``td.ops.<name>_backward`` on device arrays) a forward's GPU template also
+# schedules; the CPU schedules them by the operator table (``autodiff/operators.py``)
+GRADIENT_TEMPLATES = {"capsule_routing_backward": capsule.schedule_capsule_routing}
+
+
 def schedule_for(name: str, out, attrs: dict | None = None, config: dict | None = None):
+    if name in GRADIENT_TEMPLATES:
+        from tensordsl.schedule.schedule import create_schedule
+        s = create_schedule(out.op)
+        GRADIENT_TEMPLATES[name](s, out, config)
+        return s
     return schedule_with(TEMPLATES, name, out, config)
 
 

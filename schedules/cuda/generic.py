@@ -53,11 +53,13 @@ def _one_element(op) -> bool:
 
 
 def bind_flat(stage, threads: int):
-    """One thread per output element: the axes fused, split into blocks of ``threads``."""
+    """One thread per output element: the axes fused, split into blocks of ``threads``.
+    Returns the ``threadIdx.x`` axis (where a per-thread accumulator is computed)."""
     fused = stage.fuse(*stage.op.axis) if len(stage.op.axis) > 1 else stage.op.axis[0]
     bx, tx = stage.split(fused, factor=threads)
     stage.bind(bx, td.thread_axis("blockIdx.x"))
     stage.bind(tx, td.thread_axis("threadIdx.x"))
+    return tx
 
 
 def bind_full_reduction(s, stage, threads: int, blocks: int):

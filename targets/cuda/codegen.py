@@ -25,7 +25,7 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.ir.printer import Printer
 from tensordsl.ir.visitor import post_order, substitute
-from tensordsl.lower.gpu import shared_allocations
+from tensordsl.lower.gpu import SHARED_ALIGNMENT, shared_allocations
 
 from .plan import HostPlan, Kernel, host_plan
 
@@ -584,7 +584,7 @@ def _is_zero(e) -> bool:
 
 # Where each scope's buffers start, in bytes: global arrays are checked at every call
 # (runtime.py, on the device and in the emulator), shared and local ones are declared so.
-_BASE_ALIGNMENT = {"global": 16, "shared": 128, "local": 16}
+_BASE_ALIGNMENT = {"global": 16, "shared": SHARED_ALIGNMENT, "local": 16}
 
 
 def _vector_aligned(buf: n.Buffer, index, lanes: int) -> bool:

@@ -34,6 +34,7 @@ from ..ir.visitor import Mutator, Visitor, free_vars
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIM = {"x": 1024, "y": 1024, "z": 64}
 MAX_SHARED_BYTES = 48 * 1024   # static __shared__ per block, every architecture
+SHARED_ALIGNMENT = 128         # where each __shared__ array starts (targets/cuda/codegen.py)
 
 
 def is_kernel_root(stmt) -> bool:
@@ -370,7 +371,10 @@ def shared_allocations(kernel) -> list[n.Allocate]:
 
 
 def shared_bytes(kernel) -> int:
-    return sum(int(a.extent.value) * max(1, dt.bits(a.buffer.dtype) // 8)
+    """The kernel's static shared memory: its arrays, each starting on
+    ``SHARED_ALIGNMENT`` bytes (as ``ptxas`` counts them)."""
+    return sum(-(-int(a.extent.value) * max(1, dt.bits(a.buffer.dtype) // 8)
+                 // SHARED_ALIGNMENT) * SHARED_ALIGNMENT
                for a in shared_allocations(kernel))
 
 

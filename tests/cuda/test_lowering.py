@@ -293,3 +293,26 @@ def test_a_warp_shuffle_reduction_in_a_block_of_several_warps_ends_with_a_barrie
     b = np.full(8, np.nan, "float32")
     f.emulate(a, b)
     np.testing.assert_allclose(b, a.sum(axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_shared_memory_counts_each_array_from_its_128_byte_start():
+    """Two shared tiles of 6143 floats and one of a float: 49148 bytes, but each array
+    starts on 128 bytes (as declared, and as ptxas lays them out): 49280, refused."""
+    N = 6143
+    A = td.placeholder((N,), name="A")
+    P1 = td.compute((N,), lambda i: A[i] + 1.0, name="P1")
+    P2 = td.compute((N,), lambda i: A[i] * 2.0, name="P2")
+    P3 = td.compute((1,), lambda i: A[i], name="P3")
+    B = td.compute((N,), lambda i: P1[i] + P2[i] + P3[0], name="B")
+    s = td.create_schedule(B.op)
+    bx, tx = s[B].split(B.op.axis[0], nparts=1)
+    s[B].bind(bx, td.thread_axis("blockIdx.x"))
+    _, t = s[B].split(tx, factor=32)
+    s[B].bind(t, td.thread_axis("threadIdx.x"))
+    for P in (P1, P2, P3):
+        s[P].set_scope("shared")
+        s[P].compute_at(s[B], bx)
+        _, t = s[P].split(P.op.axis[0], factor=32)
+        s[P].bind(t, td.thread_axis("threadIdx.x"))
+    with pytest.raises(td.BuildError, match="49280 bytes of shared memory"):
+        td.build(s, [A, B], target="cuda -arch=sm_80")
