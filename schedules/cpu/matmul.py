@@ -73,10 +73,10 @@ def schedule_product(s, C, config=None):
     """The micro-kernel nest above for the product stage ``C`` (``is_product``)."""
     cfg = dict(default_config(), **(config or {}))
     column_axis = _column_axis(C)
-    m, nn = C.op.axis
+    *batch, m, nn = C.op.axis
     (k,) = C.op.reduce_axis
     row_parts = None
-    if _few_columns(C, cfg, config or {}):
+    if not batch and _few_columns(C, cfg, config or {}):
         # fewer column panels than threads (a classifier's 10 outputs): one narrow
         # panel, the threads split the rows instead
         lanes = vector_lanes(32)
@@ -89,22 +89,25 @@ def schedule_product(s, C, config=None):
     block, no_inner = C.split(no, nparts=max(1, cfg["parts"]))
     ko, ki = C.split(k, factor=cfg["kc"])
     ki, ku = C.split(ki, factor=max(1, cfg["ku"]))
-    C.reorder(*([row_parts] if row_parts is not None else []), block, ko, mco, no_inner, mo, ki, ku,
-              mi, ni)
+    C.reorder(*([row_parts] if row_parts is not None else []), *batch, block, ko, mco,
+              no_inner, mo, ki, ku, mi, ni)
+    # a batched product: the products (and their column blocks) in parallel
+    parallel = C.fuse(*batch, block) if batch else block
     second = C.op.body[0].source[0].b.tensor
     panels = s[s.pack(second, column_axis, cfg["nr"], [C.op.output(0)])]
     panels.compute_at(C, ko)
-    panels.vectorize(panels.op.axis[2])
+    panels.vectorize(panels.op.axis[-1])
     if _row_axis(C) == 1:
         # A read transposed (A[k, m]: the gradient of B): mr rows of C would read mr
         # elements of a different row of A for every k, a page apart; packed once into
         # row panels they are consecutive, as GotoBLAS packs A
-        rows = s[s.pack(C.op.body[0].source[0].a.tensor, 1, cfg["mr"], [C.op.output(0)])]
+        rows = s[s.pack(C.op.body[0].source[0].a.tensor, len(batch) + 1, cfg["mr"],
+                        [C.op.output(0)])]
         rows.parallel(rows.op.axis[0])
     C.unroll(ku)
     C.unroll(mi)
     C.vectorize(ni)
-    C.parallel(row_parts if row_parts is not None else block)
+    C.parallel(row_parts if row_parts is not None else parallel)
 
 
 def _few_columns(C, cfg, given) -> bool:
@@ -119,34 +122,43 @@ def _few_columns(C, cfg, given) -> bool:
 
 
 def _row_axis(C):
-    """Which dimension of the first operand runs along C's rows (0 for A[m, k], 1 for a
-    transposed A[k, m]), or None."""
+    """Which of the last two dimensions of the first operand runs along C's rows (0 for
+    A[m, k] or A[b, m, k], 1 for a transposed A[k, m] or A[b, k, m]), or None."""
     from tensordsl.ir import nodes as n
     a = C.op.body[0].source[0].a
-    if not isinstance(a, n.TensorRead) or len(a.indices) != 2:
+    if not isinstance(a, n.TensorRead) or len(a.indices) != len(C.op.axis):
         return None
-    m, k = C.op.axis[0].var, C.op.reduce_axis[0].var
-    if a.indices[0] is m and a.indices[1] is k:
+    *batch, m, _ = (iv.var for iv in C.op.axis)
+    k = C.op.reduce_axis[0].var
+    *lead, first, second = a.indices
+    if any(i is not b for i, b in zip(lead, batch)):
+        return None
+    if first is m and second is k:
         return 0
-    if a.indices[0] is k and a.indices[1] is m:
+    if first is k and second is m:
         return 1
     return None
 
 
 def _column_axis(C):
     """Which dimension of the second operand runs along C's columns (1 for B[k, n],
-    0 for dense's W[n, k]); None if the body is not ``A[.] * B[.]`` over one k."""
+    0 for dense's W[n, k]; 2 and 1 for a batched product's B[b, k, n] and B[b, n, k]);
+    None if the body is not ``A[.] * B[.]`` over one k, with a batch's operands indexed
+    by C's leading axes first."""
     from tensordsl.ir import nodes as n
-    if C is None or len(C.op.axis) != 2 or len(C.op.reduce_axis) != 1:
+    if C is None or len(C.op.axis) not in (2, 3) or len(C.op.reduce_axis) != 1:
         return None
     body = C.op.body[0].source[0]
     if not isinstance(body, n.Mul) or not isinstance(body.b, n.TensorRead) \
-            or len(body.b.indices) != 2:
+            or len(body.b.indices) != len(C.op.axis):
         return None
-    j, k = C.op.axis[1].var, C.op.reduce_axis[0].var
-    idx = body.b.indices
-    if idx[0] is k and idx[1] is j:
-        return 1
-    if idx[0] is j and idx[1] is k:
-        return 0
+    *batch, _, j = (iv.var for iv in C.op.axis)
+    k = C.op.reduce_axis[0].var
+    *lead, first, second = body.b.indices
+    if any(i is not b for i, b in zip(lead, batch)):
+        return None
+    if first is k and second is j:
+        return len(batch) + 1
+    if first is j and second is k:
+        return len(batch)
     return None

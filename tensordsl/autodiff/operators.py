@@ -273,8 +273,8 @@ def equivalent_workloads(template: str, out) -> list:
     """The known operators a derived kernel is, best match first: for a product,
     ``matmul`` of the same sizes with the same operand layouts, then without the
     transpositions (the records of the forward operator)."""
-    if template != "matmul":
-        return []
+    if template != "matmul" or len(out.op.axis) != 2:
+        return []          # (a batched product's records are its own)
     from schedules.cpu.matmul import _column_axis, _row_axis
     from ..autotune.workload import Workload
     C = SimpleNamespace(op=out.op)
