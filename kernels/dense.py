@@ -229,8 +229,10 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
     KH, KW) → (N, F, OH, OW). ``stride``, ``dilation``: an int or (h, w); ``padding``: an
     int, (h, w) or (top, left, bottom, right).
 
-    A dense stride-1 convolution with a window larger than 1x1 is computed over the
-    padded width (see ``_conv2d_nchw_flat``); the others directly.
+    A dense stride-1 convolution is computed over the padded width (see
+    ``_conv2d_nchw_flat``: a 1x1 one is a matrix product over the flattened image); a
+    strided one reads its input split by column phases (``_column_phases``); the others
+    directly.
 
     >>> y = td.ops.conv2d_nchw(x, weight, stride=1, padding=1)
     """
@@ -238,14 +240,42 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
     N, C, H, W = _shape(data)
     g = _ConvGeometry("conv2d_nchw", data, kernel, (C, H, W), _shape(kernel), stride,
                       padding, dilation, groups)
-    if g.groups == 1 and (g.sh, g.sw) == (1, 1) and g.KH * g.KW > 1:
+    if g.groups == 1 and (g.sh, g.sw) == (1, 1):
         return _conv2d_nchw_flat(data, kernel, g, (H, W), name)
+    if g.sw > 1:
+        phases = _column_phases(data, g, (H, W), name)
+        return td.compute(
+            (data.shape[0], g.F, g.OH, g.OW),
+            lambda b, f, y, x: td.sum(
+                phases[b, g.channel(f), g.rows(y), (g.rx * g.dw) % g.sw,
+                       x + (g.rx * g.dw) // g.sw] * kernel[f, g.rc, g.ry, g.rx],
+                axis=[g.rc, g.ry, g.rx]),
+            name=name)
     padded = pad(data, (0, 0, g.pt, g.pl), (0, 0, g.pb, g.pr), name=f"{name}.pad")
     return td.compute(
         (data.shape[0], g.F, g.OH, g.OW),
         lambda b, f, y, x: td.sum(padded[b, g.channel(f), g.rows(y), g.cols(x)]
                                   * kernel[f, g.rc, g.ry, g.rx], axis=[g.rc, g.ry, g.rx]),
         name=name)
+
+
+def _column_phases(data, g, hw, name):
+    """The padded input with its columns split by the horizontal stride's phase,
+    ``phases[b, c, y, ph, q] = padded[b, c, y, q*sw + ph]``: output column ``x`` reads
+    column ``x*sw + rx*dw``, which is ``phases[..., (rx*dw) % sw, x + (rx*dw) // sw]``,
+    so a vector of consecutive outputs reads consecutive elements, not every sw-th
+    (a gather)."""
+    H, W = hw
+    rows = g.pt + H + g.pb
+    columns = -(-(g.pl + W + g.pr) // g.sw)
+
+    def value(b, c, y, phase, q):
+        col, row = q * g.sw + phase - g.pl, y - g.pt
+        inside = td.all(row >= 0, row < H, col >= 0, col < W)
+        return td.if_then_else(inside, data[b, c, row, col], td.const(0.0, data.dtype))
+
+    return td.compute((data.shape[0], data.shape[1], rows, g.sw, columns), value,
+                      name=f"{name}.pad")
 
 
 def _conv2d_nchw_flat(data, kernel, g, hw, name):

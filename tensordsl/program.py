@@ -267,7 +267,9 @@ def _build_one(args, out, target: str, name: str):
                    if c is not None), None)
     s = td.create_schedule(out.op)
     schedule_matmul(s, out, config)
-    return td.build(s, [*args, out], target=target, name=name), workloads[0]
+    # (a batched product has no 2-d matmul workload to file records under)
+    return td.build(s, [*args, out], target=target, name=name), \
+        (workloads[0] if workloads else None)
 
 
 def _product_anchor(out):

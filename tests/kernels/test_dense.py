@@ -325,3 +325,41 @@ def test_batch_matmul_takes_the_packed_matmul_template(shape, transpose_a, trans
     B = b.transpose(0, 2, 1) if transpose_b else b
     np.testing.assert_allclose(out, A @ B, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(td.ops.batch_matmul(a, b, **attrs), A @ B, rtol=1e-4, atol=1e-4)
+
+
+def _np_conv2d(x, w, stride, pad, groups):
+    n, c, h, wd = x.shape
+    f, cg, kh, kw = w.shape
+    xp = np.pad(x.astype("float64"), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    out = np.zeros((n, f, oh, ow))
+    per = f // groups
+    for ry in range(kh):
+        for rx in range(kw):
+            window = xp[:, :, ry:ry + stride * oh:stride, rx:rx + stride * ow:stride]
+            for g in range(groups):
+                out[:, g * per:(g + 1) * per] += np.einsum(
+                    "nchw,fc->nfhw", window[:, g * cg:(g + 1) * cg], w[g * per:(g + 1) * per, :, ry, rx])
+    return out
+
+
+@pytest.mark.parametrize("x, w, stride, pad, groups", [
+    ((1, 16, 14, 14), (24, 16, 3, 3), 2, 1, 1),     # 7 outputs a row: one masked block
+    ((2, 8, 28, 28), (16, 8, 3, 3), 2, 1, 1),       # 14 a row
+    ((1, 8, 56, 57), (8, 8, 3, 3), 2, 1, 1),        # 28 a row and a ragged input
+    ((1, 32, 14, 14), (40, 32, 1, 1), 2, 0, 1),     # a projection
+    ((1, 3, 37, 37), (8, 3, 7, 7), 2, 3, 1),        # a stem
+    ((1, 12, 15, 15), (12, 1, 3, 3), 2, 1, 12),     # depthwise, strided
+    ((2, 20, 7, 7), (36, 20, 1, 1), 1, 0, 1),       # 1x1: a product over the image
+    ((1, 6, 9, 10), (4, 3, 3, 3), 3, 2, 2),         # stride 3, grouped
+])
+def test_strided_and_pointwise_convolutions_match_a_reference(x, w, stride, pad, groups):
+    # regression (issue 17): strided convolutions read every other column (gathers) and a
+    # row narrower than a vector kept its sums in memory; now the input is split by
+    # column phases and the window's taps are unrolled
+    rng = np.random.default_rng(sum(x) + sum(w))
+    xv = rng.standard_normal(x).astype("float32")
+    wv = (rng.standard_normal(w) * 0.2).astype("float32")
+    got = td.ops.conv2d_nchw(xv, wv, stride=stride, padding=pad, groups=groups)
+    np.testing.assert_allclose(got, _np_conv2d(xv, wv, stride, pad, groups), rtol=1e-4,
+                               atol=1e-4)
