@@ -242,6 +242,14 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
                       padding, dilation, groups)
     if g.groups == 1 and (g.sh, g.sw) == (1, 1):
         return _conv2d_nchw_flat(data, kernel, g, (H, W), name)
+    if g.groups == 1 and g.KH == g.KW == 1 and (g.pt, g.pl, g.pb, g.pr) == (0, 0, 0, 0):
+        # a strided 1x1 (a residual projection): the product over the image it samples
+        sampled = td.compute((data.shape[0], C, g.OH, g.OW),
+                             lambda b, c, y, x: data[b, c, y * g.sh, x * g.sw],
+                             name=f"{name}.sampled")
+        unit = _ConvGeometry("conv2d_nchw", sampled, kernel, (C, g.OH, g.OW),
+                             _shape(kernel), 1, 0, 1, 1)
+        return _conv2d_nchw_flat(sampled, kernel, unit, (g.OH, g.OW), name)
     if g.sw > 1:
         phases = _column_phases(data, g, (H, W), name)
         return td.compute(

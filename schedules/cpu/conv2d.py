@@ -64,8 +64,7 @@ def schedule_conv2d_flat(s, out, flat, config=None):
     of ``mr`` output channels (broadcast weights) by ``nr`` positions (vectors of the
     input run), every tap unrolled, accumulating over input channels in registers.
 
-        parallel for (b, p.outer):
-          for f.outer:
+        parallel for (b, p.outer, f.outer):
             for rc:                                  # local accumulators over rc
               for ry, rx, f.inner (unrolled):
                 flat[b, f, p.outer*nr : +nr] += kernel[f, rc, ry, rx] * padded[run + tap : +nr]
@@ -81,7 +80,9 @@ def schedule_conv2d_flat(s, out, flat, config=None):
     for iv in (ry, rx, fi):
         flat.unroll(iv)
     flat.vectorize(pi)
-    flat.parallel(flat.fuse(b, po))
+    # the channel blocks in parallel too: a small image (7 x 7: one block of positions)
+    # left one thread working; a thread's consecutive blocks share their input, from L2
+    flat.parallel(flat.fuse(b, po, fo))
     for st in s.stages:
         if isinstance(st.op, ComputeOp) and st is not flat:
             *rows, last = st.op.axis
