@@ -23,11 +23,14 @@ from tensordsl.ir import nodes as n
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import schedule_generic
-from .target import vector_lanes
+from .target import num_threads, vector_lanes
 
 
 # a window of at most this many taps is unrolled (a 7x7 stem's 49 included)
 MAX_UNROLLED_TAPS = 49
+# the flat form packs each task's input when there are this many tasks per thread (with
+# fewer, the channel blocks are split over the threads instead, unpacked)
+PACK_TASKS_PER_THREAD = 8
 
 
 def _extent(iv) -> int:
@@ -80,11 +83,26 @@ def schedule_conv2d_flat(s, out, flat, config=None):
     for iv in (ry, rx, fi):
         flat.unroll(iv)
     flat.vectorize(pi)
-    # the channel blocks in parallel too: a small image (7 x 7: one block of positions)
-    # left one thread working; a thread's consecutive blocks share their input, from L2
-    flat.parallel(flat.fuse(b, po, fo))
+    tasks = _extent(b) * _extent(po)
+    pack = cfg.get("pack")
+    if pack is None:
+        pack = tasks >= PACK_TASKS_PER_THREAD * num_threads()
+    if pack:
+        # each task's input run (all channels, its positions and taps) copied into one
+        # contiguous panel that all its channel blocks read: the channels' runs lie an
+        # image apart in the input (b8, 1x1 256->128 @56: 9.7 -> 7.7 ms)
+        panel = s[s.cache_read(flat.op.body[0].source[0].a.tensor, "global",
+                               [flat.op.output(0)])]
+        task = flat.fuse(b, po)
+        panel.compute_at(flat, task)
+        panel.vectorize(panel.split(panel.op.axis[-1], factor=lanes)[1])
+        flat.parallel(task)
+    else:
+        # the channel blocks in parallel too: a small image (7 x 7: one block of positions)
+        # left one thread working; a thread's consecutive blocks share their input, from L2
+        flat.parallel(flat.fuse(b, po, fo))
     for st in s.stages:
-        if isinstance(st.op, ComputeOp) and st is not flat:
+        if isinstance(st.op, ComputeOp) and st is not flat and st.attach_type == "root":
             *rows, last = st.op.axis
             st.parallel(st.fuse(*rows[:2]))
             st.vectorize(st.split(last, factor=lanes)[1])

@@ -38,7 +38,8 @@ def space_for(template: str) -> dict:
                 "kc": [64, 128, 192, 256, 384, 512], "ku": [1, 2, 4],
                 "parts": sorted({threads, 2 * threads})}
     if template == "conv2d":
-        return {"mr": [4, 6, 8, 12], "nr": vectors, "fb": [2, 4, 8], "yb": [1, 2, 4]}
+        return {"mr": [4, 6, 8, 12], "nr": vectors, "fb": [2, 4, 8], "yb": [1, 2, 4],
+                "pack": [False, True]}
     if template == "rowwise":
         return {"lanes": [8, 16] if lanes >= 16 else [4, 8], "prefetch": [0, 1, 2],
                 "stream": [False, True]}

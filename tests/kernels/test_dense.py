@@ -363,3 +363,19 @@ def test_strided_and_pointwise_convolutions_match_a_reference(x, w, stride, pad,
     got = td.ops.conv2d_nchw(xv, wv, stride=stride, padding=pad, groups=groups)
     np.testing.assert_allclose(got, _np_conv2d(xv, wv, stride, pad, groups), rtol=1e-4,
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("pack", [False, True])
+@pytest.mark.parametrize("x, w, pad", [((2, 12, 9, 11), (10, 12, 3, 3), 1),
+                                       ((3, 20, 7, 7), (36, 20, 1, 1), 0)])
+def test_the_flat_convolution_with_and_without_its_packed_input(x, w, pad, pack):
+    from tensordsl.autotune.workload import Workload
+    rng = np.random.default_rng(len(x) + pad)
+    xv = rng.standard_normal(x).astype("float32")
+    wv = (rng.standard_normal(w) * 0.2).astype("float32")
+    s, tensors = Workload.from_arrays("conv2d_nchw", [xv, wv], {"padding": pad}).schedule(
+        {"pack": pack})
+    assert (".global" in str(td.lower(s, tensors))) == pack
+    out = poisoned(tuple(int(d.value) for d in tensors[-1].shape))
+    td.build(s, tensors)(xv, wv, out)
+    np.testing.assert_allclose(out, _np_conv2d(xv, wv, 1, pad, 1), rtol=1e-4, atol=1e-4)
