@@ -298,10 +298,8 @@ def tuned_config(operator: str, *args, **kwargs) -> dict | None:
     if operator not in _operators():
         raise ValueError(f"tuned_config: operator must be a dense operator of td.ops "
                          f"({', '.join(sorted(_operators()))}), got {operator!r}")
-    kernel = _operators()[operator]
-    params = [p for p in inspect.signature(kernel).parameters.values() if p.name != "name"]
-    signature = inspect.Signature(params + _KEYWORDS)
-    positional, options, _, target, _ = _bind(operator, signature, args, kwargs)
+    positional, options, _, target, _ = _bind(operator, _call_signature(operator), args,
+                                              kwargs)
     positional = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
                   for a in positional]
     return Workload.from_arrays(operator, positional, options).tuned_config(target)
@@ -390,10 +388,18 @@ def _run_again(hit, args):
 
 
 @functools.cache
-def _entry(name: str):
+def _call_signature(name: str) -> inspect.Signature:
+    """``td.ops.<name>``'s signature: the definition's parameters (its ``name`` aside)
+    and the keywords of every call."""
     kernel = _operators()[name]
     params = [p for p in inspect.signature(kernel).parameters.values() if p.name != "name"]
-    signature = inspect.Signature(params + _KEYWORDS)
+    return inspect.Signature(params + _KEYWORDS)
+
+
+@functools.cache
+def _entry(name: str):
+    kernel = _operators()[name]
+    signature = _call_signature(name)
 
     def operator(*args, **kwargs):
         key = _repeat_key(name, args, kwargs)

@@ -22,6 +22,7 @@ from ..arith.simplify import Simplifier
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Mutator, Visitor, free_vars, substitute
+from .local_accumulators import buffers_loaded
 
 MIN_BLOCK = 4          # fewer sums gain too little over their trees
 MAX_BLOCK = 64
@@ -87,7 +88,7 @@ class BatchVectorSums(Mutator):
                 and dt.is_float(total.dtype) and dt.lanes(total.dtype) == 1):
             return None
         (terms,) = total.args
-        if store.buffer in _buffers_loaded(terms) or not self._unit_stride(store.index, var):
+        if store.buffer in buffers_loaded(terms) or not self._unit_stride(store.index, var):
             return None
         if not all(self._linear_guard(c, var) for c in conds):
             return None
@@ -126,19 +127,6 @@ class _VarInside(Visitor):
             self.found = True
 
     visit_Load = visit_TensorRead = visit_Call = _inside
-
-
-def _buffers_loaded(e) -> set:
-    class Loads(Visitor):
-        def __init__(self):
-            self.buffers = set()
-
-        def visit_Load(self, node):
-            self.buffers.add(node.buffer)
-            self.generic_visit(node)
-    loads = Loads()
-    loads.visit(e)
-    return loads.buffers
 
 
 def _is_zero(e) -> bool:

@@ -94,6 +94,14 @@ class _Reads(Visitor):
         self.generic_visit(node)
 
 
+def buffers_loaded(*nodes) -> set:
+    """The buffers ``nodes`` load from."""
+    reads = _Reads()
+    for node in nodes:
+        reads.visit(node)
+    return reads.buffers
+
+
 def _span(index):
     """(base, lanes) of a scalar or unit-stride ramp index; None otherwise."""
     if isinstance(index, n.Ramp):
@@ -165,10 +173,8 @@ class LocalAccumulators(Mutator):
                 if not self._always_writable(u.store):
                     return node
                 u.loose = True
-        reads = _Reads()
-        for u in updates:
-            reads.visit(u.term)
-        if any(u.store.buffer in reads.buffers for u in updates):
+        loaded = buffers_loaded(*(u.term for u in updates))
+        if any(u.store.buffer in loaded for u in updates):
             return node
         slots = self._slots(updates)
         if slots is None:
@@ -253,9 +259,7 @@ class LocalAccumulators(Mutator):
                 or self.simp.key(u.store.index) != self.simp.key(init.index) \
                 or not _is_identity(init.value, u.kind):
             return None
-        reads = _Reads()
-        reads.visit(u.term)
-        if init.buffer in reads.buffers:
+        if init.buffer in buffers_loaded(u.term):
             return None
         return n.Store(init.buffer, u.term, init.index)
 

@@ -324,7 +324,8 @@ def test_batch_matmul_takes_the_packed_matmul_template(shape, transpose_a, trans
     A = a.transpose(0, 2, 1) if transpose_a else a
     B = b.transpose(0, 2, 1) if transpose_b else b
     np.testing.assert_allclose(out, A @ B, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(td.ops.batch_matmul(a, b, **attrs), A @ B, rtol=1e-4, atol=1e-4)
+    got = td.ops.batch_matmul(a, b, **attrs, out=poisoned((nb, m, n)))
+    np.testing.assert_allclose(got, A @ B, rtol=1e-4, atol=1e-4)
 
 
 def _np_conv2d(x, w, stride, pad, groups):
@@ -360,9 +361,10 @@ def test_strided_and_pointwise_convolutions_match_a_reference(x, w, stride, pad,
     rng = np.random.default_rng(sum(x) + sum(w))
     xv = rng.standard_normal(x).astype("float32")
     wv = (rng.standard_normal(w) * 0.2).astype("float32")
-    got = td.ops.conv2d_nchw(xv, wv, stride=stride, padding=pad, groups=groups)
-    np.testing.assert_allclose(got, _np_conv2d(xv, wv, stride, pad, groups), rtol=1e-4,
-                               atol=1e-4)
+    want = _np_conv2d(xv, wv, stride, pad, groups)
+    got = td.ops.conv2d_nchw(xv, wv, stride=stride, padding=pad, groups=groups,
+                             out=poisoned(want.shape))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("pack", [False, True])

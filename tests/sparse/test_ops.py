@@ -107,8 +107,9 @@ def test_repeated_calls_on_a_sparse_array_check_what_changed():
     S = td.nd.sparse_array(M)
     rng = np.random.default_rng(5)
     x = rng.random(45).astype("float32")
-    for _ in range(2):
-        np.testing.assert_allclose(td.ops.spmv(S, x), M @ x, rtol=1e-5)
+    # new x each call: a kernel that stored nothing would leave a freed result's values
+    for x_k in (x, rng.random(45).astype("float32"), rng.random(45).astype("float32")):
+        np.testing.assert_allclose(td.ops.spmv(S, x_k), M @ x_k, rtol=1e-5)
     assert S.__dict__.get("_repeat"), "the second call did not take the repeat path"
     with pytest.raises(ValueError, match=r"spmv: x must have shape \(45,\)"):
         td.ops.spmv(S, np.ones(44, np.float32))
@@ -122,7 +123,8 @@ def test_repeated_calls_on_a_sparse_array_check_what_changed():
     np.testing.assert_allclose(td.ops.spmv(S, unaligned), M @ x, rtol=1e-5)
     np.testing.assert_allclose(td.ops.spmv(S, x, schedule="nonzeros"), M @ x, rtol=1e-5)
     X, Y = rng.random((60, 8)).astype("float32"), rng.random((45, 8)).astype("float32")
-    for _ in range(2):
+    for scale in (1.0, 2.0):
+        X = X * np.float32(scale)
         got = td.ops.sddmm(S, X, Y)
         assert type(got).__name__ == "SparseArray"
         np.testing.assert_allclose(got.to_dense(), M.multiply(X @ Y.T).toarray(), rtol=1e-5)
