@@ -80,6 +80,32 @@ def spmv(A, x, name: str = "spmv"):
     return td.compute((m,), row, name=name)
 
 
+def spmv_sliced(A, x, name: str = "spmv"):
+    """``y = A @ x`` for a CSR ``A`` over its rows as sliced ELLPACK
+    (``tensordsl/sparse/sliced.py``, derived from the CSR arrays by the runtime): a
+    slice's rows summed side by side, one a lane, over the slice's steps (a padded step
+    is a select of 0, never a product), then each row's sum read from its lane."""
+    _csr(A, "spmv")
+    m, ncols = A.shape
+    _check(_shape(x) == (ncols,), f"spmv: x must have shape ({ncols},), got {_shape(x)}")
+    layout = A.sliced()
+    spos, scrd, svals, slen, slane = (layout[k] for k in
+                                      ("spos", "scrd", "svals", "slen", "slane"))
+    count, lanes = _shape(slen)
+
+    def lane_sum(s, r):
+        k = td.reduce_axis((spos[s].astype("int64"), spos[s + 1].astype("int64")),
+                           f"{name}.step")
+        # (in 32 bits: one vector compare against a slice's lengths)
+        stored = (k - spos[s].astype("int64")).astype("int32") < slen[s, r]
+        return td.sum(td.if_then_else(stored, svals[k, r] * x[scrd[k, r]], 0.0), axis=k)
+    by_lane = td.compute((count, lanes), lane_sum, name=f"{name}.lanes")
+    def row_sum(i):
+        lane = slane[i].astype("int64")    # (a 64-bit index: the two read as one, lane)
+        return by_lane[lane // lanes, lane % lanes]
+    return td.compute((m,), row_sum, name=name)
+
+
 def spmm(A, B, name: str = "spmm"):
     """``C = A @ B``: ``A`` sparse (m, n) CSR or BSR (blocks of (r, c): each stored
     block a dense r x c product with c rows of ``B``), ``B`` dense (n, f) → dense (m, f);

@@ -222,8 +222,8 @@ def knobs(template: str, out) -> tuple[dict, dict]:
     from schedules.cpu.target import vector_lanes
     lanes = vector_lanes(32)
     if template in SPARSE_TEMPLATES:
-        from schedules.cpu.sparse import default_config, space
-        return space(template), default_config(template)
+        from schedules.cpu.sparse import row_form_knobs
+        return row_form_knobs(template)
     if template in ("matmul", "rowwise"):
         from schedules.cpu.space import defaults_for, space_for
         return space_for(template), defaults_for(template)

@@ -206,10 +206,14 @@ class SparseWorkload:
         return scheduled(self.op, self.shape, self.dtype, self.dense_shapes, config)
 
     def build(self, config: dict | None = None):
-        """(kernel, result shape, result dtype): the kernel ``td.ops`` would run."""
+        """(kernel, result shape, result dtype): the kernel ``td.ops`` would run, taking
+        the sparse array itself first (``arrays``): which of its arrays a kernel reads
+        depends on the configuration (SpMV's sliced rows read a derived layout)."""
         from tensordsl.sparse.ops import build
         f, tensors = build(self.op, self.shape, self.dtype, self.dense_shapes, config)
-        return f, self._result_shape(tensors[-1]), tensors[-1].dtype
+        n_components = len(tensors) - len(self.dense_shapes) - 1
+        names = [t.name.split(".", 1)[1] for t in tensors[:n_components]]
+        return OnMatrix(f, names), self._result_shape(tensors[-1]), tensors[-1].dtype
 
     def _result_shape(self, out) -> tuple:
         from tensordsl.sparse.ops import PATTERN_RESULTS
@@ -219,18 +223,15 @@ class SparseWorkload:
 
     # ------------------------------------------------------------ running
     def arrays(self, seed: int = 0) -> list:
-        """The matrix's arrays in the kernel's order, then random dense operands."""
+        """The matrix (a ``td.nd`` sparse array), then random dense operands."""
         S = self.matrix.load(self.dtype)
         if S.shape != self.shape or S.nnz != self.nnz:
             raise ValueError(f"the matrix {self.matrix!r} is now {S.shape[0]}x{S.shape[1]} "
                              f"with {S.nnz} stored entries, not the workload's "
                              f"{self.shape[0]}x{self.shape[1]} with {self.nnz} (it changed)")
-        _, tensors = self.schedule(None)
-        n_components = len(tensors) - len(self.dense_shapes) - 1
-        components = [S.component(t.name.split(".", 1)[1]) for t in tensors[:n_components]]
         rng = np.random.default_rng(seed)
         dense = [rng.standard_normal(s).astype(self.dtype) for s in self.dense_shapes]
-        return components + dense
+        return [S, *dense]
 
     def flops(self, out_shape=None) -> float | None:
         """Multiply-adds counted twice: nnz of them per dense column (SpMV: one)."""
@@ -238,3 +239,17 @@ class SparseWorkload:
             width = self.dense_shapes[0][-1] if self.op != "spmv" else 1
             return 2.0 * self.nnz * width
         return None
+
+
+class OnMatrix:
+    """A sparse kernel called on the sparse array itself: ``f(S, *dense, out)`` passes
+    ``S``'s arrays the kernel reads (by name; looked up once per array), then the rest."""
+
+    def __init__(self, kernel, names: list):
+        self.kernel, self.names = kernel, names
+        self._matrix, self._components = None, []
+
+    def __call__(self, S, *rest):
+        if S is not self._matrix:
+            self._matrix, self._components = S, [S.component(n) for n in self.names]
+        return self.kernel(*self._components, *rest)

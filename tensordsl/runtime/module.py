@@ -122,6 +122,23 @@ class Module:
                   for v in self.scalars]
         return cfunc, (*workspace, *values)
 
+    def packed_call(self, pointers: list, sizes: dict | None, objects: tuple):
+        """``(cfunc, block)``: ``cfunc(ctypes.addressof(block), *arrays)`` runs the kernel
+        with its unflagged array arguments fixed to ``pointers`` (in order) and its sizes
+        to ``sizes``, in ``block`` (keep it alive), the arrays flagged in ``objects``
+        passed as themselves — for a caller that runs one kernel on the same fixed
+        arrays many times (``bound_call``'s contract otherwise); None where
+        ``bound_call`` gives None or the backend has no such entry."""
+        bound = self.bound_call(sizes, objects)
+        entry = getattr(self.kernel, "packed_entry", None)
+        if bound is None or entry is None:
+            return None
+        cfunc = entry(tuple(map(bool, objects)) + (False,) * len(self.workspace_bytes))
+        if cfunc is None:
+            return None
+        words = [*pointers, *bound[1]]
+        return cfunc, (ctypes.c_int64 * len(words))(*words)
+
     def raise_index_error(self, code: int, index: int, arrays):
         """After a call: the first read a checked kernel found out of bounds, if any
         (``lower/checked_reads.py``)."""

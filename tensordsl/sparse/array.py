@@ -24,6 +24,8 @@ from .assemble import check_shape, component_names, pack, unpack
 from .format import Format, as_format
 from .interop import (convert_with_scipy, from_scipy, from_torch, is_bsr, is_scipy,
                       is_torch_sparse, to_scipy, to_torch)
+from .sliced import KINDS as SLICED_KINDS, sliced_ell
+from .tensor import DERIVED
 from .validate import VALUE_DTYPES, validate
 
 
@@ -80,21 +82,28 @@ class SparseArray:
           row of each stored entry), from ``pos``;
         * ``"tpos{k}"``, ``"perm{k}"``: level ``k`` transposed (CSR's CSC): the
           positions in the order of their coordinates, stable, by a counting sort of
-          ``crd`` (O(nnz + n)); ``perm[tpos[j]:tpos[j + 1]]`` are those of coordinate ``j``.
+          ``crd`` (O(nnz + n)); ``perm[tpos[j]:tpos[j + 1]]`` are those of coordinate ``j``;
+        * ``"spos1"``, ``"scrd1"``, ``"svals1"``, ``"slen1"``, ``"slane1"``: a CSR
+          matrix's rows as sliced ELLPACK (``sliced.py``). ``svals`` holds values: it is
+          this array's own, never shared with ``with_values``' results.
         """
         if name in self._arrays:
             return self._arrays[name]
+        if name.startswith("svals"):
+            own = self.__dict__.setdefault("_derived_values", {})
+            if name not in own:
+                own[name] = self._sliced(name)["svals"]
+            return own[name]
         derived = self.__dict__.setdefault("_derived", {})
         if name not in derived:
-            kind, level = name.rstrip("0123456789"), name[len(name.rstrip("0123456789")):]
-            if kind not in ("rows", "tpos", "perm") or not level or \
-                    int(level) not in self.pos or int(level) == 0:
-                raise KeyError(f"sparse array ({self.format}): no component {name!r}; "
-                               f"expected one of {', '.join(self._arrays)} or rows/tpos/perm "
-                               f"of a compressed level below another "
-                               f"({', '.join(str(k) for k in self.pos if k)})")
-            level = int(level)
-            if kind == "rows":
+            kind, level = self._derivable(name)
+            if kind in SLICED_KINDS:
+                layout = self._sliced(name)
+                derived.update({f"{k}{level}": layout[k] for k in SLICED_KINDS
+                                if k != "svals"})
+                self.__dict__.setdefault("_derived_values", {}).setdefault(
+                    f"svals{level}", layout["svals"])
+            elif kind == "rows":
                 pos = self.pos[level]
                 derived[name] = np.repeat(np.arange(pos.size - 1, dtype=np.int32),
                                           np.diff(pos))
@@ -103,6 +112,24 @@ class SparseArray:
                 derived[f"tpos{level}"], derived[f"perm{level}"] = \
                     transpose(self.crd[level], extent)
         return derived[name]
+
+    def _derivable(self, name: str) -> tuple:
+        """``(kind, level)`` of a derived component's name; KeyError for any other."""
+        kind, level = name.rstrip("0123456789"), name[len(name.rstrip("0123456789")):]
+        if kind not in DERIVED or not level or int(level) not in self.pos or \
+                int(level) == 0:
+            raise KeyError(f"sparse array ({self.format}): no component {name!r}; "
+                           f"expected one of {', '.join(self._arrays)} or "
+                           f"{'/'.join(DERIVED)} of a compressed level below another "
+                           f"({', '.join(str(k) for k in self.pos if k)})")
+        if kind in SLICED_KINDS and self.format.name != "csr":
+            raise KeyError(f"sparse array ({self.format}): no component {name!r}; sliced "
+                           f"rows are derived for CSR")
+        return kind, int(level)
+
+    def _sliced(self, name: str) -> dict:
+        _, level = self._derivable(name)
+        return sliced_ell(self.pos[level], self.crd[level], self.vals)
 
     def _extent(self, level: int) -> int:
         """The number of coordinates of ``level`` (its dimension over the block)."""

@@ -12,13 +12,18 @@ The sparse operand's structure is checked before any generated code runs (O(nnz)
 dense shapes, configuration) — not per sparsity pattern: the number of stored entries
 is a symbolic size. ``schedule="rows"`` splits the rows over the threads evenly,
 ``schedule="nonzeros"`` so that each thread gets an equal share of the stored entries
-(skewed rows). The results with the operand's pattern split the stored positions.
+(skewed rows); SpMV's ``schedule="sliced"`` runs over the rows as sliced ELLPACK
+(``sliced.py``), a layout derived from the CSR arrays on the first call and kept with a
+``td.nd`` sparse array. The results with the operand's pattern split the stored
+positions.
 
 Without ``schedule=``, the configuration is the best tuning record (``tensordsl tune
 spmm --matrix a.mtx --shape 64``) of the operator on (shape, nnz, dtype, dense shapes)
 — looked up once per such key, when a sparse array first meets the kernel
-(``_prepared``), never per call — else the template's defaults (the row split). An
-explicit ``schedule=`` wins: the template's defaults with that split, records unread.
+(``_prepared``), never per call — else the template's defaults: sliced rows for SpMV on a
+``td.nd`` sparse array (on a scipy matrix, converted on each call, the row split: the
+layout would be derived again each time), the row split for the others. An explicit
+``schedule=`` wins: the template's defaults with that split, records unread.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from .interop import is_scipy, is_torch_sparse
 OPERATORS = ("spmv", "spmm", "sddmm", "sparse_mul", "sparse_softmax", "sparse_add")
 ASSEMBLED = ("sparse_add",)          # a result with a pattern of its own
 PATTERN_RESULTS = ("sddmm", "sparse_mul", "sparse_softmax")   # values on A's pattern
-SCHEDULES = ("rows", "nonzeros")
+SCHEDULES = ("rows", "nonzeros", "sliced")
 
 _LOCK = threading.Lock()
 _KERNELS: dict = {}
@@ -80,8 +85,9 @@ def call(name: str, A, *dense, out=None, schedule: str | None = None, check: boo
             result = _repeat(A, name, hit, dense)
             if result is not None:
                 return result
-    if schedule is not None and schedule not in SCHEDULES:
-        raise ValueError(f"{name}: schedule must be one of {', '.join(SCHEDULES)}, got "
+    allowed = SCHEDULES if name == "spmv" else SCHEDULES[:2]
+    if schedule is not None and schedule not in allowed:
+        raise ValueError(f"{name}: schedule must be one of {', '.join(allowed)}, got "
                          f"{schedule!r}")
     scipy_in = not type(A).__module__.startswith("tensordsl")
     S = _operand(name, A, check)
@@ -91,7 +97,7 @@ def call(name: str, A, *dense, out=None, schedule: str | None = None, check: boo
     # (the records in force are part of the key: apply_history_best(db) changes them)
     key = (name, S.shape, S.dtype, tuple(a.shape for a in arrays), schedule, source_token(),
            S.format.block)
-    entry, components, want = _prepared(S, key)
+    entry, components, want = _prepared(S, key, kept=S is A)
     if out is None:
         out = np.empty(want, vals_dtype)
     elif not isinstance(out, np.ndarray) or out.shape != want or out.dtype != vals_dtype \
@@ -138,7 +144,7 @@ def _reshaped_output(f, shape, *arrays):
     f(*arrays[:-1], arrays[-1].reshape(shape))
 
 
-def _prepared(S, key):
+def _prepared(S, key, kept: bool = True):
     """``(entry, components, result shape)`` of the kernel of ``key`` on the sparse array
     ``S``, kept on ``S`` (its arrays never change) for this thread: ``entry`` is the
     kernel's bound entry point ``(cfunc, trailing)`` with ``components`` the pointers of
@@ -152,24 +158,44 @@ def _prepared(S, key):
     hit = cache.get(here)
     if hit is None:
         block = key[6]
-        f, names, shape = _kernel(*key[:4], configuration(*key[:5], S.nnz, block), block)
+        config = configuration(*key[:5], S.nnz, block, kept=kept)
+        f, names, shape = _kernel(*key[:4], config, block)
         arrays = [S.component(n) for n in names]
         want = shape if shape is not None else (S.nnz,)
         if S.format.block:       # the kernel's rows by block: the same memory
             want = (S.shape[0], *shape[2:])
             f = functools.partial(_reshaped_output, f, shape)
         n_dense = len(key[3]) + 1              # the dense operands and the result
-        bound = getattr(f, "bound_call", lambda sizes, objects: None)(
-            {f"A.nnz{k}": S.crd[k].size for k in S.crd},
-            objects=(False,) * len(arrays) + (True,) * n_dense)
-        if bound is None:
-            hit = (f, arrays, want)
+        objects = (False,) * len(arrays) + (True,) * n_dense
+        sizes = symbolic_sizes(S, names, arrays)
+        pointers = [a.ctypes.data for a in arrays]
+        packed = getattr(f, "packed_call", lambda *args: None)(pointers, sizes, objects)
+        bound = packed or getattr(f, "bound_call", lambda sizes, objects: None)(
+            sizes, objects)
+        if packed is not None:
+            # S's arrays and the sizes in one block, passed as the first argument (the
+            # ctypes array itself: whoever holds the arguments keeps it alive), then the
+            # dense arrays
+            cfunc, block = packed
+            hit = ((cfunc, ()), [block], want)
+        elif bound is not None:
+            hit = (bound, pointers, want)
         else:
-            hit = (bound, [a.ctypes.data for a in arrays], want)
+            hit = (f, arrays, want)
         if len(cache) > 64:      # many threads or kernels on one array: start over
             cache.clear()
         cache[here] = hit
     return hit
+
+
+def symbolic_sizes(S, names, arrays) -> dict:
+    """The kernel's symbolic sizes by name (``A.nnz1``, and ``A.steps1`` of sliced
+    rows), from the sparse array ``S`` and the components ``arrays`` it passes."""
+    sizes = {f"A.nnz{k}": S.crd[k].size for k in S.crd}
+    for name, array in zip(names, arrays):
+        if name.startswith("scrd"):
+            sizes[f"A.steps{name[4:]}"] = array.shape[0]
+    return sizes
 
 
 def add(name: str, A, B, check: bool = True):
@@ -202,11 +228,16 @@ def _is_spmatrix(A) -> bool:
 
 
 def configuration(name: str, shape, dtype: str, dense_shapes, schedule, nnz: int,
-                  block=()) -> dict:
+                  block=(), kept: bool = True) -> dict:
     """The template configuration of a call: ``{"schedule": schedule}`` when one is
     given, else the best record for the operator on this shape, nnz, dtype and dense
     shapes (looked up once per such key and records source), else ``{}`` (the
-    template's defaults). A BSR operand (``block``) has no records."""
+    template's defaults). A BSR operand (``block``) has no records.
+
+    ``kept``: the operand is a ``td.nd`` sparse array the caller keeps, so an array
+    derived from it on the first call serves the next ones. Else (a scipy matrix,
+    converted on each call) the default avoids a schedule that reads a derived layout:
+    SpMV's sliced rows take 5 ms to derive for 168k entries, 7x the conversion."""
     if schedule is not None:
         return {"schedule": schedule}
     if block:
@@ -216,6 +247,9 @@ def configuration(name: str, shape, dtype: str, dense_shapes, schedule, nnz: int
     if config is None:
         from ..autotune.sparse_workload import tuned_config
         config = _TUNED[key] = tuned_config(name, shape, nnz, dtype, dense_shapes) or {}
+    if not config and not kept:
+        from schedules.cpu.sparse import DERIVED_LAYOUT_FALLBACK
+        return dict(DERIVED_LAYOUT_FALLBACK.get(name, {}))
     return config
 
 
@@ -235,13 +269,13 @@ def scheduled(name: str, shape, dtype: str, dense_shapes, config: dict | None, b
     a BSR operand's."""
     import kernels.sparse as definitions
     import tensordsl as td
-    from schedules.cpu.sparse import TEMPLATES
+    from schedules.cpu.sparse import TEMPLATES, definition
     from .format import Format
     from .tensor import sparse_placeholder
     A = sparse_placeholder(shape, Format.named("bsr", block) if block else "csr", dtype,
                            name="A")
     dense = [td.placeholder(s, dtype, f"d{k}") for k, s in enumerate(dense_shapes)]
-    out = getattr(definitions, name)(A, *dense)
+    out = getattr(definitions, definition(name, config))(A, *dense)
     s = td.create_schedule(out.op)
     TEMPLATES[name](s, out, A, config)
     return s, [*A.placeholders(), *dense, out]
@@ -280,8 +314,11 @@ _CALL_DOC = """
     schedule : str, optional
         ``"rows"`` (the rows split evenly over the threads) or ``"nonzeros"`` (an equal
         share of the stored entries each: skewed rows), with the template's other
-        defaults. Without it: the best record of ``tensordsl tune`` for ``a``'s shape,
-        number of stored entries and dtype and the dense shapes, else ``"rows"``.
+        defaults; for ``spmv`` also ``"sliced"`` (the rows as sliced ELLPACK, derived
+        once per ``td.nd`` sparse array). Without it: the best record of ``tensordsl
+        tune`` for ``a``'s shape, number of stored entries and dtype and the dense
+        shapes, else ``"sliced"`` for ``spmv`` on a ``td.nd`` sparse array and
+        ``"rows"`` otherwise.
     check : bool
         False: ``a``'s structure is trusted, not checked (O(nnz) per call for a scipy
         matrix; a ``td.nd.sparse_array`` was checked when it was made).
@@ -295,6 +332,9 @@ _ASSEMBLED_DOC = """
     check : bool
         False: the operands' structures are trusted, not checked.
 """
+
+
+FAST_KEYWORDS = {"out", "schedule", "check"}
 
 
 @functools.cache
@@ -314,8 +354,9 @@ def entry(name: str):
     n_operands = len(OPERANDS[name])
 
     def operator(*args, **kwargs):
-        if not kwargs and len(args) == n_operands and name not in ASSEMBLED:
-            return call(name, *args)         # (binding the signature costs a call's time)
+        if len(args) == n_operands and name not in ASSEMBLED and \
+                kwargs.keys() <= FAST_KEYWORDS:
+            return call(name, *args, **kwargs)   # (binding the signature costs 6 us)
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as e:

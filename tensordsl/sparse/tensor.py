@@ -29,7 +29,9 @@ Arrays the format does not store, derived from it by the runtime once per array
 * ``rows{k}`` (``row_ids``): the parent of each position of level ``k``;
 * ``tpos{k}``, ``perm{k}`` (``transpose_ids``): level ``k`` transposed, CSC of a CSR
   matrix: the positions of level ``k`` in the order of their coordinates (stable),
-  ``perm[tpos[j]:tpos[j + 1]]`` those with coordinate ``j``.
+  ``perm[tpos[j]:tpos[j + 1]]`` those with coordinate ``j``;
+* ``spos{k}``, ``scrd{k}``, ``svals{k}``, ``slen{k}``, ``slane{k}`` (``sliced``): a CSR
+  matrix's rows as sliced ELLPACK (``sliced.py``), for SpMV.
 """
 from __future__ import annotations
 
@@ -37,10 +39,11 @@ from ..ir import nodes as n
 from ..te import api
 from ..te.tensor import PlaceholderOp
 from .format import Format, as_format
+from .sliced import KINDS as SLICED_KINDS, LANES, slices
 
 # the kinds of arrays, in the order a kernel takes them (after the stored levels' pos and
 # crd, and vals): the derived ones last, so that a kernel's stored arguments come first
-DERIVED = ("rows", "tpos", "perm")
+DERIVED = ("rows", "tpos", "perm", *SLICED_KINDS)
 
 
 class ComponentOp(PlaceholderOp):
@@ -148,9 +151,9 @@ class SparseTensor:
                 out[f"{kind}{k}"] = self.derived[kind, k]
         return out
 
-    def _derived(self, kind: str, level: int, shape):
+    def _derived(self, kind: str, level: int, shape, dtype: str = "int32"):
         if (kind, level) not in self.derived:
-            self.derived[kind, level] = self._component(kind, level, shape)
+            self.derived[kind, level] = self._component(kind, level, shape, dtype)
         return self.derived[kind, level]
 
     def _check_derivable(self, level: int, what: str):
@@ -183,6 +186,23 @@ class SparseTensor:
         extent = self.shape[d] // (self.format.block[d] if self.format.block else 1)
         return (self._derived("tpos", level, (extent + 1,)),
                 self._derived("perm", level, (self.nnz[level],)))
+
+    def sliced(self, level: int = 1) -> dict:
+        """The arrays of CSR's rows as sliced ELLPACK (``sliced.py``): ``{"spos",
+        "scrd", "svals", "slen", "slane"}``, derived by the runtime once per array. The
+        number of steps is a symbolic size, ``steps{level}``, like ``nnz``."""
+        self._check_derivable(level, "sliced rows")
+        if len(self.format.levels) != 2 or self.format.block:
+            raise ValueError(f"{self.name}: sliced rows are derived for CSR, not "
+                             f"{self.format}")
+        count = slices(self.shape[0], LANES)
+        steps = self.__dict__.setdefault("steps", {}).setdefault(
+            level, api.var(f"{self.name}.steps{level}"))
+        shapes = {"spos": (count + 1,), "scrd": (steps, LANES), "svals": (steps, LANES),
+                  "slen": (count, LANES), "slane": (self.shape[0],)}
+        return {kind: self._derived(kind, level, shape,
+                                    self.dtype if kind == "svals" else "int32")
+                for kind, shape in shapes.items()}
 
     def nonzeros(self, parent, level: int = 1):
         """The reduction axis over the stored coordinates of compressed ``level`` under

@@ -205,3 +205,19 @@ def test_power_law_rows_are_skewed_and_reproducible():
     assert lengths.max() > 10 * lengths.mean()         # a few long rows
     again = sparse_workload.power_law_matrix(2000, 1000, 0.01, 4)
     assert (again.indptr == S.pos[1]).all() and (again.indices == S.crd[1]).all()
+
+
+@pytest.mark.parametrize("schedule", templates.SCHEDULES)
+def test_the_measuring_worker_runs_each_spmv_schedule(schedule):
+    """The kernels of a configuration read different arrays of the matrix (sliced rows:
+    a derived layout); the worker hands each kernel the matrix, not one fixed list."""
+    from tensordsl.autotune.worker import _run
+    matrix = sparse_workload.Matrix.random(300, 200, 0.05, seed=2, power_law=True)
+    w = sparse_workload.SparseWorkload("spmv", matrix, [(200,)])
+    reply = _run(w, {"schedule": schedule}, repeat=2, min_time=0.0, references={})
+    assert reply["status"] == "ok", reply
+    S, x = w.arrays()
+    f, shape, dtype = w.build({"schedule": schedule})
+    out = poisoned(shape)
+    f(S, x, out)
+    np.testing.assert_allclose(out, S.to_scipy() @ x, rtol=1e-4, atol=1e-5)

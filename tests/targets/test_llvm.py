@@ -290,3 +290,28 @@ def test_arrays_passed_as_objects_reach_the_kernel_as_their_data():
     cfunc, trailing = f.bound_call(objects=(True, True, True))
     cfunc(view, b, c, *trailing)
     np.testing.assert_array_equal(c, view * 2.0 + b)
+
+
+def test_a_packed_call_reads_its_fixed_arrays_and_sizes_from_one_block():
+    # sparse td.ops calls fix a matrix's arrays and sizes in one block of words: the
+    # kernel sees each fixed pointer and size in its place among the arrays passed
+    n = td.var("n")
+    A = td.placeholder((n,), "float32", "A")
+    B = td.placeholder((n,), "float32", "B")
+    W = td.placeholder((3,), "float32", "W")
+    C = td.compute((n,), lambda i: A[i] * W[0] + B[i] * W[2], name="C")
+    f = td.build(td.create_schedule(C.op), [A, W, B, C], check_indices=False)
+    rng = np.random.default_rng(1)
+    a, b, w = (rng.random(k).astype("float32") for k in (29, 29, 3))
+    cfunc, block = f.packed_call([a.ctypes.data, w.ctypes.data], {"n": 29},
+                                 (False, False, True, True))
+    assert list(block) == [a.ctypes.data, w.ctypes.data, 29]
+    c = poisoned((29,))
+    assert cfunc(block, b, c) == 0
+    np.testing.assert_allclose(c, a * w[0] + b * w[2], rtol=1e-6)
+    # the fixed words need not come first among the kernel's arguments
+    cfunc, block = f.packed_call([w.ctypes.data, b.ctypes.data], {"n": 29},
+                                 (True, False, False, True))
+    c = poisoned((29,))
+    assert cfunc(block, a, c) == 0
+    np.testing.assert_allclose(c, a * w[0] + b * w[2], rtol=1e-6)
