@@ -31,6 +31,8 @@ STATUS = (
     ("TD_STATUS_BAD_SIZES", 3,
      "the sizes make the kernel read outside its inputs; nothing ran"),
     ("TD_STATUS_CUDA_ERROR", 4, "a CUDA driver call failed (GPU kernels only)"),
+    ("TD_STATUS_MISALIGNED", 5,
+     "a device pointer is not on 16 bytes (32 for tensor-core operands; GPU kernels only)"),
 )
 STATUS_CODE = {name: code for name, code, _ in STATUS}
 
@@ -152,10 +154,13 @@ _CPU_TEXT = """\
 """
 
 _CUDA_TEXT = """\
- *   - GPU kernels take a CUstream (0 for the default stream) and CUdeviceptr arrays in
- *     the current CUDA context (cuCtxSetCurrent / cuDevicePrimaryCtxRetain); they launch
- *     asynchronously on that stream. The embedded CUBIN is for {arch} only. The module is
- *     loaded (cuModuleLoadData) on the first call in each context. Link with -lcuda.
+ *   - GPU kernels take a CUstream (0: the default stream), then CUdeviceptr arrays of the
+ *     calling thread's current CUDA context (cuCtxSetCurrent, cuDevicePrimaryCtxRetain),
+ *     16-byte aligned (32 for tensor-core operands; cuMemAlloc gives 256). The CUBIN
+ *     embedded is for {arch} only; it is loaded (cuModuleLoadData) on the first call in
+ *     each context. Kernels run asynchronously on the stream (temporaries are allocated
+ *     and freed on it, cuMemAllocAsync); a kernel that checks indices read from data waits
+ *     for the stream to read its error back. Link with -lcuda (and -lpthread).
 """
 
 

@@ -85,37 +85,44 @@ def write_library(named, directory, stem: str, kinds, with_header: bool = True) 
     directory.mkdir(parents=True, exist_ok=True)
     cpu = [(name, f) for name, f in named if f.backend.name == "llvm"]
     gpu = [(name, f) for name, f in named if f.backend.name == "cuda"]
-    other = [name for name, f in named if (name, f) not in cpu + gpu]
+    other = [name for name, f in named if f.backend.name not in ("llvm", "cuda")]
     if other:
         raise BuildError(f"export: no exporter for the target of {', '.join(other)}")
-    abis = [kernel_abi(name, f) for name, f in cpu]
+    cpu_abis = [kernel_abi(name, f) for name, f in cpu]
     written = []
     with tempfile.TemporaryDirectory(prefix="tensordsl-export-") as tmp:
         tmp = Path(tmp)
-        objects, libraries, parallel = _cpu_objects(cpu, abis, tmp)
+        objects, libraries, parallel = _cpu_objects(cpu, cpu_abis, tmp)
         libraries = ["m", "pthread"] + libraries
-        include_dirs, library_dirs, gpu_abis, gpu_note = [], [], [], ""
+        infos = [kernel_info(abi, f) for (_, f), abi in zip(cpu, cpu_abis)]
+        gpu_abis, link = [], None
         if gpu:
             from . import cuda_launcher
-            gpu_abis, cuda_obj, cuda_link = cuda_launcher.build(gpu, tmp)
-            objects.append(cuda_obj)
-            include_dirs += cuda_link.include_dirs
-            library_dirs += cuda_link.library_dirs
-            libraries += cuda_link.libraries
-            gpu_note = cuda_link.note
-        joined = tmp / "joined.o"
-        toolchain.join_objects([str(o) for o in objects], str(joined))
-        trial = tmp / "trial.so"
-        if not gpu or "cuda" in libraries:
-            # also for .a and .o: every symbol must resolve from the system libraries
-            toolchain.link_shared(str(joined), str(trial), libraries, library_dirs)
+            gpu_abis, cuda_obj, link = cuda_launcher.build(gpu, tmp)
+            infos += [kernel_info(abi, f) for (_, f), abi in zip(gpu, gpu_abis)]
+        objects.append(_info_object(infos, tmp))
+        # every symbol must resolve from the system's libraries (for .a and .o too):
+        # the CPU part here, the GPU launchers where libcuda is there to link with
+        cpu_joined = tmp / "cpu.o"
+        toolchain.join_objects([str(o) for o in objects], str(cpu_joined))
+        toolchain.link_shared(str(cpu_joined), str(tmp / "cpu.so"), libraries)
+        joined, shared = cpu_joined, tmp / "cpu.so"
+        if gpu:
+            joined = tmp / "joined.o"
+            toolchain.join_objects([str(cpu_joined), str(cuda_obj)], str(joined))
+            shared = None
+            if link.libraries:
+                shared = tmp / "joined.so"
+                toolchain.link_shared(str(joined), str(shared), libraries + link.libraries,
+                                      link.library_dirs)
         for kind in kinds:
             out = directory / f"{stem}.{kind}"
             if kind == "so":
-                if gpu and "cuda" not in libraries:
-                    raise BuildError(f"export: {gpu_note}; export to .a or .o and link "
-                                     "with -lcuda where the driver is installed")
-                shutil.copyfile(trial, out)
+                if shared is None:
+                    raise BuildError(f"export: {link.note}; export the GPU kernels to .a or "
+                                     ".o and link the program with -lcuda where the driver "
+                                     "is installed")
+                shutil.copyfile(shared, out)
             elif kind == "a":
                 toolchain.archive(str(joined), str(out))
             else:
@@ -123,7 +130,7 @@ def write_library(named, directory, stem: str, kinds, with_header: bool = True) 
             written.append(out)
         if with_header:
             out = directory / f"{stem}.h"
-            out.write_text(_header(stem, abis + gpu_abis, parallel, gpu))
+            out.write_text(_header(stem, cpu_abis + gpu_abis, parallel, gpu))
             written.append(out)
     return written
 
@@ -131,7 +138,7 @@ def write_library(named, directory, stem: str, kinds, with_header: bool = True) 
 def _cpu_objects(cpu, abis, tmp: Path):
     """The kernels' objects and the object of their C entries; the libraries they need;
     the names of the kernels with parallel loops."""
-    objects, entries, parallel, infos = [], [], [], []
+    objects, entries, parallel = [], [], []
     for index, ((name, f), abi) in enumerate(zip(cpu, abis)):
         hidden = f"tensordsl_impl_{name}"
         obj, externals = f.backend.export_object(f._source(), f.func, f.target, hidden)
@@ -145,14 +152,11 @@ def _cpu_objects(cpu, abis, tmp: Path):
         path.write_bytes(obj)
         objects.append(path)
         entries.append(cpu_entry.entry_source(index, abi, f, hidden))
-        infos.append(kernel_info(abi, f))
     if not cpu:
         return objects, [], parallel
     openmp = any(f.team_size_var is not None for _, f in cpu)
-    source = "\n".join([cpu_entry.runtime_source(len(cpu), openmp), *entries,
-                        info_source(infos)])
     c_path = tmp / "entries.c"
-    c_path.write_text(source)
+    c_path.write_text("\n".join([cpu_entry.runtime_source(len(cpu), openmp), *entries]))
     toolchain.compile_c(str(c_path), str(tmp / "entries.o"))
     objects.append(tmp / "entries.o")
     return objects, (["gomp"] if parallel or openmp else []), parallel
@@ -172,22 +176,26 @@ def kernel_info(abi, f) -> dict:
             "signature": base64.b64encode(pickle.dumps(signature)).decode()}
 
 
-def info_source(infos: list[dict]) -> str:
-    """``tensordsl_module_info``: a JSON text (weak, so that two libraries' archives can
-    be linked into one program)."""
+def _info_object(infos: list[dict], tmp: Path) -> Path:
+    """``tensordsl_module_info``: the kernels' description as a JSON text (weak, so that
+    two libraries' archives can be linked into one program)."""
     from .. import __version__
     data = json.dumps({"format": INFO_FORMAT, "tensordsl": __version__,
                        "kernels": infos}).encode() + b"\0"
     rows = [", ".join(str(b) for b in data[i:i + 24]) for i in range(0, len(data), 24)]
     body = ",\n    ".join(rows)
-    return (f"__attribute__((weak)) TD_EXPORT const char {INFO_SYMBOL}[{len(data)}] = {{\n"
-            f"    {body}\n}};\n")
+    source = tmp / "info.c"
+    source.write_text(f'__attribute__((weak, visibility("default"))) const char '
+                      f"{INFO_SYMBOL}[{len(data)}] = {{\n    {body}\n}};\n")
+    toolchain.compile_c(str(source), str(tmp / "info.o"))
+    return tmp / "info.o"
 
 
 def _header(stem: str, abis, parallel, gpu) -> str:
     import llvmlite.binding as llvm
     from .. import __version__
-    arch = ", ".join(sorted({f.cuda_arch for _, f in gpu})) if gpu else ""
+    from .cuda_launcher import arch as cuda_arch
+    arch = ", ".join(sorted({cuda_arch(f) for _, f in gpu})) if gpu else ""
     description = ", ".join(a.name for a in abis)
     return header(stem, abis, __version__, description, cpu=llvm.get_host_cpu_name(),
                   parallel=tuple(parallel), arch=arch)

@@ -50,10 +50,14 @@ class LoadedLibrary:
     """The kernels of an exported library: ``lib["name"]`` or ``lib.name``; called
     directly when it holds one kernel (TVM's ``load_module(path)(*args)``)."""
 
-    def __init__(self, path: Path, handle, functions: dict):
+    def __init__(self, path: Path, handle, functions: dict, gpu_kernels=()):
         self.path, self._handle, self.functions = path, handle, functions
+        self.gpu_kernels = list(gpu_kernels)
 
     def __getitem__(self, name: str) -> LibraryFunction:
+        if name in self.gpu_kernels:
+            raise KeyError(f"{name!r} is a GPU kernel: call tensordsl_{name} from C with "
+                           "device pointers (td.load_module loads CPU kernels)")
         if name not in self.functions:
             raise KeyError(f"{self.path.name} has no kernel {name!r}; it has "
                            f"{', '.join(self.functions)}")
@@ -93,8 +97,11 @@ def load_module(path) -> LoadedLibrary:
     if info.get("format") != INFO_FORMAT:
         raise ValueError(f"load_module: {str(path)!r} has library format "
                          f"{info.get('format')}, this tensordsl reads {INFO_FORMAT}")
-    functions = {}
+    functions, gpu = {}, []
     for k in info["kernels"]:
+        if k["device"] != "cpu":
+            gpu.append(k["name"])      # launched from C with device pointers
+            continue
         function = LibraryFunction(pickle.loads(base64.b64decode(k["signature"])), None)
         entry = getattr(handle, k["symbol"])
         entry.restype = ctypes.c_int32
@@ -105,4 +112,4 @@ def load_module(path) -> LoadedLibrary:
             function.index_error = getattr(handle, k["symbol"] + "_index_error")
             function.index_error.restype = None
         functions[k["name"]] = function
-    return LoadedLibrary(path, handle, functions)
+    return LoadedLibrary(path, handle, functions, gpu)
