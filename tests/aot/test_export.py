@@ -223,3 +223,22 @@ def test_cli_export_operator_and_user_file(tmp_path, capsys):
     assert cli.main(["export", "matmul", "--shape", "4,4,4", "-o", str(tmp_path),
                      "--name", "9lives"]) == 2
     assert "--name: expected a C identifier" in capsys.readouterr().err
+
+
+def test_kernels_with_one_build_name_exported_under_two_names(tmp_path):
+    def scale(c):
+        A = td.placeholder((16,), name="A")
+        B = td.compute((16,), lambda i: A[i] * c, name="B")
+        return td.build(td.create_schedule(B.op), [A, B])     # both named "main"
+
+    td.export({"twice": scale(2.0), "thrice": scale(3.0)}, tmp_path / "libs.so")
+    lib = td.load_module(tmp_path / "libs.so")
+    a = np.arange(16, dtype=np.float32)
+    for name, factor in (("twice", 2), ("thrice", 3)):
+        out = poisoned((16,))
+        lib[name](a, out)
+        np.testing.assert_array_equal(out, factor * a)
+    with pytest.raises(TypeError, match="holds 2 kernels"):
+        lib(a, poisoned((16,)))
+    with pytest.raises(KeyError, match="no kernel 'main'"):
+        lib["main"]
