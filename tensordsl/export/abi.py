@@ -150,7 +150,10 @@ _CPU_TEXT = """\
  *     calling thread only.{parallel_note}
  *   - Thread-safety: any function may be called from several threads at once, on
  *     distinct outputs. Each calling thread keeps one scratch buffer per kernel that
- *     needs one (reused across calls, freed when the thread exits).
+ *     needs one (reused across calls, freed when the thread exits). One caveat: a kernel
+ *     flags a failed heap allocation (TD_STATUS_OUT_OF_MEMORY) in a variable its
+ *     concurrent calls share, so under memory exhaustion that status may reach another
+ *     of them, or be lost.
 """
 
 _CUDA_TEXT = """\
