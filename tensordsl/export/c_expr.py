@@ -1,8 +1,9 @@
-"""Integer expressions of shape variables, printed as C (``int64_t``).
+"""C text the exported entries share: identifiers, byte arrays, and integer expressions of
+shape variables (``int64_t``).
 
 An exported entry evaluates the same expressions the Python runtime does at call time —
-the bounds a kernel's reads need (``lower/check_bounds.py``) and a GPU launch's grid
-(``targets/cuda/plan.py``) — so those are printed here. Division and modulo are floor
+the bounds a kernel's reads need (``lower/check_bounds.py``, ``size_checks``) and a GPU
+launch's grid (``targets/cuda/plan.py``) — so those are printed here. Division and modulo are floor
 division and floor modulo, as in the IR (C's ``/`` and ``%`` truncate): ``C_HELPERS``
 defines them once per generated file.
 """
@@ -68,3 +69,23 @@ def c_expr(e: n.Expr, names: dict) -> str:
     if isinstance(e, n.Cast) and e.dtype.startswith(("int", "uint", "bool")):
         return f"((int64_t){c_expr(e.value, names)})"
     raise ValueError(f"export: cannot evaluate {e} ({type(e).__name__}) in C")
+
+
+def c_byte_array(data: bytes) -> str:
+    """``data`` as a C initializer: ``{1, 2, ...}``, 24 bytes a line."""
+    rows = [", ".join(str(b) for b in data[i:i + 24]) for i in range(0, len(data), 24)]
+    return "{\n    " + ",\n    ".join(rows) + "\n}"
+
+
+def size_checks(module, names: dict, bad_sizes: int) -> list[str]:
+    """C statements returning ``bad_sizes`` when a size is negative or the sizes make a
+    read of ``module`` (a ``td.build`` result) fall outside a tensor (its
+    ``access_checks``, which the Python runtime evaluates before a call)."""
+    lines = [f"    if ({cname} < 0) return {bad_sizes};" for cname in names.values()]
+    for check in module.access_checks:
+        lo, hi = c_expr(check.lo, names), c_expr(check.hi, names)
+        lines.append(f"    if ({c_expr(check.nonempty, names)} && {lo} <= {hi} && "
+                     f"({lo} < 0 || {hi} >= {c_expr(check.extent, names)}))")
+        lines.append(f"        return {bad_sizes};  /* {check.reader} reads {check.tensor}, "
+                     f"dimension {check.dim} */")
+    return lines

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..ir import nodes as n
 from .abi import STATUS_CODE, KernelABI, size_names
-from .c_expr import C_HELPERS, c_expr
+from .c_expr import C_HELPERS, size_checks
 
 _RUNTIME = """\
 #include <stdint.h>
@@ -80,14 +80,7 @@ def entry_source(index: int, abi: KernelABI, module, hidden_symbol: str) -> str:
     decl = ", ".join(["void*"] * n_pointers + ["int64_t"] * n_scalars) or "void"
     lines = [f"int32_t {hidden_symbol}({decl});", "",
              f"TD_EXPORT {abi.prototype()} {{"]
-    for v, cname in names.items():
-        lines.append(f"    if ({cname} < 0) return {STATUS_CODE['TD_STATUS_BAD_SIZES']};")
-    for check in module.access_checks:
-        lo, hi = c_expr(check.lo, names), c_expr(check.hi, names)
-        lines.append(f"    if ({c_expr(check.nonempty, names)} && {lo} <= {hi} && "
-                     f"({lo} < 0 || {hi} >= {c_expr(check.extent, names)}))")
-        lines.append(f"        return {STATUS_CODE['TD_STATUS_BAD_SIZES']};  "
-                     f"/* {check.reader} reads {check.tensor}, dimension {check.dim} */")
+    lines += size_checks(module, names, STATUS_CODE["TD_STATUS_BAD_SIZES"])
     team = module.team_size_var is not None
     if team:
         lines.append("    int64_t team = omp_get_max_threads();")

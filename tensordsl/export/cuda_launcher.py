@@ -26,7 +26,7 @@ from ..errors import BuildError
 from ..ir import dtype as dt
 from . import toolchain
 from .abi import STATUS_CODE, kernel_abi, size_names
-from .c_expr import C_HELPERS, c_expr
+from .c_expr import C_HELPERS, c_byte_array, c_expr, size_checks
 
 
 @dataclass
@@ -137,11 +137,6 @@ static CUresult td_functions(td_cuda_module* m, CUfunction** out) {{
 """
 
 
-def _bytes_literal(data: bytes) -> str:
-    rows = [", ".join(str(b) for b in data[i:i + 24]) for i in range(0, len(data), 24)]
-    return "{\n    " + ",\n    ".join(rows) + "\n}"
-
-
 def launcher_source(index: int, abi, f) -> str:
     """The CUBIN of ``f`` and the entry ``abi.symbol`` launching its kernels."""
     func, plan = f.func, f.plan
@@ -149,20 +144,14 @@ def launcher_source(index: int, abi, f) -> str:
     ok, bad_sizes = STATUS_CODE["TD_STATUS_OK"], STATUS_CODE["TD_STATUS_BAD_SIZES"]
     cuda_error = STATUS_CODE["TD_STATUS_CUDA_ERROR"]
     kernel_names = ", ".join(f'"{k.name}"' for k in plan.kernels)
-    lines = [f"static const unsigned char td_cubin_{index}[] = {_bytes_literal(f.cubin)};",
+    lines = [f"static const unsigned char td_cubin_{index}[] = {c_byte_array(f.cubin)};",
              f"static const char* const td_names_{index}[] = {{{kernel_names or '0'}}};",
              f"static td_cuda_module td_module_{index} = {{td_cubin_{index}, "
              f"{len(plan.kernels)}, td_names_{index}, PTHREAD_MUTEX_INITIALIZER, 0}};"]
     if f.checked_reads:
         lines.append(f"static _Thread_local int64_t td_index_error_{index}[2];")
     lines += ["", f"TD_EXPORT {abi.prototype()} {{"]
-    for cname in names.values():
-        lines.append(f"    if ({cname} < 0) return {bad_sizes};")
-    for check in f.access_checks:
-        lo, hi = c_expr(check.lo, names), c_expr(check.hi, names)
-        lines.append(f"    if ({c_expr(check.nonempty, names)} && {lo} <= {hi} && "
-                     f"({lo} < 0 || {hi} >= {c_expr(check.extent, names)})) "
-                     f"return {bad_sizes};")
+    lines += size_checks(f, names, bad_sizes)
     for p, a in zip(f.params, abi.arrays):
         need = 32 if p.name in f._tensor_core_args else 16
         lines.append(f"    if ({a.name} % {need}) return "

@@ -25,7 +25,9 @@ from ..errors import BuildError
 from ..ir import nodes as n
 from ..runtime import packed
 from . import cpu_entry, toolchain
-from .abi import header, kernel_abi
+from .abi import header as render_header
+from .abi import kernel_abi
+from .c_expr import c_byte_array
 
 KINDS = {".so": "so", ".a": "a", ".o": "o"}
 INFO_SYMBOL = "tensordsl_module_info"
@@ -182,11 +184,9 @@ def _info_object(infos: list[dict], tmp: Path) -> Path:
     from .. import __version__
     data = json.dumps({"format": INFO_FORMAT, "tensordsl": __version__,
                        "kernels": infos}).encode() + b"\0"
-    rows = [", ".join(str(b) for b in data[i:i + 24]) for i in range(0, len(data), 24)]
-    body = ",\n    ".join(rows)
     source = tmp / "info.c"
     source.write_text(f'__attribute__((weak, visibility("default"))) const char '
-                      f"{INFO_SYMBOL}[{len(data)}] = {{\n    {body}\n}};\n")
+                      f"{INFO_SYMBOL}[{len(data)}] = {c_byte_array(data)};\n")
     toolchain.compile_c(str(source), str(tmp / "info.o"))
     return tmp / "info.o"
 
@@ -197,5 +197,5 @@ def _header(stem: str, abis, parallel, gpu) -> str:
     from .cuda_launcher import arch as cuda_arch
     arch = ", ".join(sorted({cuda_arch(f) for _, f in gpu})) if gpu else ""
     description = ", ".join(a.name for a in abis)
-    return header(stem, abis, __version__, description, cpu=llvm.get_host_cpu_name(),
+    return render_header(stem, abis, __version__, description, cpu=llvm.get_host_cpu_name(),
                   parallel=tuple(parallel), arch=arch)
