@@ -242,3 +242,38 @@ def test_kernels_with_one_build_name_exported_under_two_names(tmp_path):
         lib(a, poisoned((16,)))
     with pytest.raises(KeyError, match="no kernel 'main'"):
         lib["main"]
+
+
+def test_dtypes_and_libm_calls(tmp_path):
+    """float16 and bool in their C types, float64 math through libm (exp, erf): the same
+    bytes as the JIT kernels."""
+    n = td.var("n")
+    A = td.placeholder((n,), dtype="float16", name="A")
+    D = td.placeholder((n,), dtype="float64", name="D")
+    half = td.compute((n,), lambda i: (A[i].astype("float64") * D[i]).astype("float16"),
+                      name="H")
+    positive = td.compute((n,), lambda i: A[i] > td.const(0, "float16"), name="P")
+    math = td.compute((n,), lambda i: td.exp(D[i]) + td.erf(D[i]), name="M")
+    funcs = {}
+    for name, out, ins in (("half", half, [A, D]), ("positive", positive, [A]),
+                           ("math", math, [D])):
+        s = td.create_schedule(out.op)
+        _, inner = s[out].split(out.op.axis[0], factor=8)
+        s[out].vectorize(inner)
+        funcs[name] = td.build(s, ins + [out], name=name)
+    td.export(funcs, tmp_path / "libdt.so")
+    header = (tmp_path / "libdt.h").read_text()
+    assert "int32_t tensordsl_half(const uint16_t* A, const double* D, uint16_t* H, " \
+           "int64_t n);" in header
+    assert "int32_t tensordsl_positive(const uint16_t* A, uint8_t* P, int64_t n);" in header
+    lib = td.load_module(tmp_path / "libdt.so")
+    a = (np.arange(37) - 18).astype(np.float16)
+    d = np.linspace(-2, 2, 37)
+    for name, args, dtype in (("half", [a, d], np.float16), ("positive", [a], np.bool_),
+                              ("math", [d], np.float64)):
+        got, jit = poisoned((37,), dtype), poisoned((37,), dtype)
+        lib[name](*args, got)
+        funcs[name](*args, jit)
+        np.testing.assert_array_equal(got.view(np.uint8), jit.view(np.uint8), err_msg=name)
+    erf = np.vectorize(__import__("math").erf)
+    np.testing.assert_allclose(got, np.exp(d) + erf(d), rtol=1e-14)
