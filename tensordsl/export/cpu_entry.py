@@ -43,8 +43,8 @@ static void td_scratch_release(void* blocks) {{
 static void td_scratch_init(void) {{ pthread_key_create(&td_scratch_key, td_scratch_release); }}
 
 /* This thread's block of at least `bytes` (64-byte aligned) for kernel `k`; NULL if out
- * of memory. */
-static char* td_scratch(int k, size_t bytes) {{
+ * of memory. (Unused where no kernel needs scratch.) */
+__attribute__((unused)) static char* td_scratch(int k, size_t bytes) {{
     pthread_once(&td_scratch_once, td_scratch_init);
     td_block* b = (td_block*)pthread_getspecific(td_scratch_key);
     if (!b) {{
@@ -100,7 +100,7 @@ def entry_source(index: int, abi: KernelABI, module, hidden_symbol: str) -> str:
         error = "((int64_t*)scratch)"
         lines.append(f"    {error}[0] = 0;")
     args = [a.name for a in abi.arrays] + workspace
-    args = [f"(void*){a}" for a in args]
+    args = [f"(void*)({a})" for a in args]
     args += ["team" if v is module.team_size_var else names[v] for v in module.scalars]
     lines.append(f"    if ({hidden_symbol}({', '.join(args)}) != 0)")
     lines.append(f"        return {STATUS_CODE['TD_STATUS_OUT_OF_MEMORY']};")

@@ -34,7 +34,7 @@ def run(cmd: list[str], what: str) -> None:
 
 def compile_c(source_path: str, object_path: str, include_dirs=()) -> None:
     run(c_compiler() + ["-c", "-O2", "-std=c11", "-fPIC", "-fvisibility=hidden",
-                        "-Wall", "-Werror=implicit-function-declaration",
+                        "-Wall", "-Wpointer-arith", "-Werror=implicit-function-declaration",
                         *[f"-I{d}" for d in include_dirs], "-o", object_path, source_path],
         "compiling the C entries")
 
