@@ -1,12 +1,12 @@
-"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule|models] [--quick] [--only OP]``"""
+"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule|models|aot] [--quick] [--only OP]``"""
 import argparse
 
-from . import autodiff, capsule, cpu, dense, gpu, models, nn, sparse
+from . import aot, autodiff, capsule, cpu, dense, gpu, models, nn, sparse
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
 parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", "gpu",
                                                        "autodiff", "nn", "sparse",
-                                                       "capsule", "models"],
+                                                       "capsule", "models", "aot"],
                     help="cpu: the foundation's kernels; dense: the operator library; "
                          "gpu: the CUDA templates beside PyTorch CUDA; autodiff: derived "
                          "gradients and hvp beside their forward and PyTorch; nn: training steps "
@@ -14,14 +14,16 @@ parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", 
                          "sparse_add beside scipy.sparse and torch.sparse; capsule: dynamic "
                          "routing beside numpy, PyTorch eager and torch.compile; models: "
                          "the layers of ResNet-50, MobileNetV2 and BERT-base beside "
-                         "PyTorch CPU")
+                         "PyTorch CPU; aot: exported kernels (td.export, called through "
+                         "ctypes) beside the JIT kernels they come from")
 parser.add_argument("--quick", action="store_true", help="one round per system")
 parser.add_argument("--only", help="dense, autodiff: only this operator (matmul, conv2d, "
                                     "...; autodiff also mlp); nn: only this case (mlp_step, "
                                     "cnn_step, linear, conv2d); sparse: only this operator "
                                     "(spmm, spmv, sddmm, sparse_add) or matrix (rmat, ...); "
                                     "capsule: forward, backward or step (the CapsNet "
-                                    "training step); models: resnet50, mobilenetv2 or bert")
+                                    "training step); models: resnet50, mobilenetv2 or bert; "
+                                    "aot: matmul, bias_tanh or row_norms")
 args = parser.parse_args()
 if args.suite == "cpu":
     cpu.run(quick=args.quick)
@@ -35,6 +37,8 @@ elif args.suite == "capsule":
     capsule.run(quick=args.quick, only=args.only)
 elif args.suite == "models":
     models.run(quick=args.quick, only=args.only)
+elif args.suite == "aot":
+    aot.run(quick=args.quick, only=args.only)
 elif args.suite == "autodiff":
     autodiff.run(quick=args.quick, only=args.only)
 else:

@@ -312,6 +312,21 @@ def sparsecheck_any(p):
     return {"seconds": 0.0, **r}
 
 
+def aot_jit(p):
+    from . import aot
+    return aot.worker("jit", p)
+
+
+def aot_ctypes(p):
+    from . import aot
+    return aot.worker("ctypes", p)
+
+
+def aot_loaded(p):
+    from . import aot
+    return aot.worker("loaded", p)
+
+
 def peak_llvm(p):
     from .peak import fma_peak_gflops
     return {"seconds": 0.0, "gflops": fma_peak_gflops()}

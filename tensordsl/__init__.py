@@ -22,6 +22,7 @@ from .te.tvm_names import (Select, floordiv, floormod, indexdiv, indexmod, size_
                            truncdiv, truncmod)
 from .build import build
 from .program import Program, build_program
+from .export import export, load_module
 from .autodiff import grad, gradient, hvp, jvp, stop_gradient, vjp
 from .schedule import tensor_intrin
 from .sparse import Format, Level, sparse_placeholder
@@ -39,6 +40,7 @@ __all__ = [
     "ir_builder",
     "get_global_func", "register_func", "grad", "gradient", "hvp", "jvp", "stop_gradient", "vjp",
     "Program", "build_program", "Format", "Level", "sparse", "sparse_placeholder",
+    "export", "load_module",
     # TVM's names (te/tvm_names.py)
     "Select", "floordiv", "floormod", "indexdiv", "indexmod", "size_var", "truncdiv",
     "truncmod",

@@ -12,6 +12,8 @@
                                           search OP's schedule space (autotune/)
     tensordsl tune spmm --matrix A.mtx | --random ROWS,COLS,DENSITY[,SEED] --shape F
                                           a sparse operator on that matrix
+    tensordsl export OP|FILE.py:FUNC --shape ... -o DIR [--name NAME] [--cuda [--arch sm_80]]
+                                          a C library and header: DIR/libNAME.so, .a, .h
     tensordsl records list|best|export|import|delete
     tensordsl bench OP --shape ...        ours beside numpy / PyTorch
     tensordsl train mlp|cnn [--epochs N] [--batch-size B] [--lr LR] [--plot F.png]
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from .errors import BuildError
 
 
 def _user_hand_schedule(args):
@@ -69,17 +73,7 @@ def _show_cuda(args) -> int:
     """The GPU side: an operator scheduled by its template in schedules/cuda, or a
     file's (schedule, tensors) bound to GPU indices."""
     import tensordsl as td
-    hand = _user_hand_schedule(args)
-    if hand is not None:
-        s, tensors = hand
-    else:
-        from schedules.cuda import schedule_for
-        workload = _workload(args)
-        if workload.user:
-            raise ValueError(f"--cuda/--ptx: {workload!r} returns tensors only; return a "
-                             "(schedule, tensors) pair bound to GPU blocks and threads")
-        placeholders, out = workload.define()
-        s, tensors = schedule_for(workload.op, out, workload.attrs), placeholders + [out]
+    s, tensors = _cuda_schedule(args)
     target = f"cuda -arch={args.arch}" if args.arch else "cuda"
     if args.after:
         print(td.lower(s, tensors, stop_after=args.after, target=target))
@@ -87,6 +81,46 @@ def _show_cuda(args) -> int:
     f = td.build(s, tensors, target=target)
     print(f.get_source("ptx" if args.ptx else "cuda"))
     return 0
+
+
+def _export(args) -> int:
+    """The kernel ``show`` would print, written as a C library (``tensordsl/export``)."""
+    import re
+
+    import tensordsl as td
+    from .export.library import write_library
+    name = args.name or re.sub(r"\W", "_", args.target.rpartition(":")[2].removesuffix(".py"))
+    if not name.isidentifier():
+        raise ValueError(f"--name: expected a C identifier, got {name!r}")
+    if args.cuda:
+        s, tensors = _cuda_schedule(args)
+        target = f"cuda -arch={args.arch}" if args.arch else "cuda"
+    else:
+        hand = _user_hand_schedule(args)
+        if hand is None:
+            workload = _workload(args)
+            hand = workload.schedule(workload.tuned_config())
+        (s, tensors), target = hand, "llvm"
+    f = td.build(s, tensors, target=target, name=name)
+    kinds = ["a"] if args.cuda else ["so", "a"]
+    for path in write_library([(name, f)], args.output, f"lib{name}", kinds):
+        print(path)
+    return 0
+
+
+def _cuda_schedule(args):
+    """(schedule, tensors) on the GPU: a file's own schedule bound to GPU indices, or an
+    operator scheduled by its template in schedules/cuda."""
+    hand = _user_hand_schedule(args)
+    if hand is not None:
+        return hand
+    from schedules.cuda import schedule_for
+    workload = _workload(args)
+    if workload.user:
+        raise ValueError(f"--cuda/--ptx: {workload!r} returns tensors only; return a "
+                         "(schedule, tensors) pair bound to GPU blocks and threads")
+    placeholders, out = workload.define()
+    return schedule_for(workload.op, out, workload.attrs), placeholders + [out]
 
 
 def _demo() -> int:
@@ -120,6 +154,23 @@ def main(argv=None) -> int:
                                      "GPU's, else sm_90)")
     from .lower.pipeline import PASS_NAMES
     show.add_argument("--after", choices=PASS_NAMES, help="show the IR after this pass")
+    export = sub.add_parser(
+        "export", help="write a kernel as a C library (.so, .a) and header",
+        description="Build OP on --shape (or FILE.py:FUNC) as td.build would, with its best "
+                    "tuning record, and write DIR/libNAME.so, DIR/libNAME.a and "
+                    "DIR/libNAME.h: the C function tensordsl_NAME (ABI in the header). "
+                    "With --cuda: the GPU template's CUBIN and a driver-API launcher, as a "
+                    "static archive.")
+    export.add_argument("target", help="an operator (matmul, softmax, ...) with --shape, or "
+                                       "path/to/file.py:function")
+    tune_cli.add_workload_arguments(export)
+    export.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="the folder to write to (created if missing)")
+    export.add_argument("--name", help="the kernel's name: tensordsl_NAME in C (default: "
+                                       "the operator's or the function's)")
+    export.add_argument("--cuda", action="store_true", help="export the GPU kernel")
+    export.add_argument("--arch", help="GPU architecture with --cuda (default: the GPU's, "
+                                       "else sm_90)")
     tune_cli.add_parsers(sub)
     from .nn import cli as nn_cli
     nn_cli.add_parsers(sub)
@@ -135,6 +186,12 @@ def main(argv=None) -> int:
             return _show(args)
         except ValueError as err:
             print(f"tensordsl show: error: {err}", file=sys.stderr)
+            return 2
+    if args.command == "export":
+        try:
+            return _export(args)
+        except (ValueError, BuildError) as err:
+            print(f"tensordsl export: error: {err}", file=sys.stderr)
             return 2
     if args.command in ("tune", "records", "bench", "train", "tune-model"):
         run = {"tune": tune_cli.run_tune, "records": tune_cli.run_records,

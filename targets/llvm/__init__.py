@@ -8,7 +8,7 @@ from tensordsl.ir.printer import print_func
 
 from ..base import Target, register_backend
 from ..cache import make_key, module_closure_hash
-from . import codegen, compile, runtime
+from . import codegen, compile, export, runtime
 
 
 class LLVMBackend:
@@ -35,6 +35,13 @@ class LLVMBackend:
         n_ptr = sum(isinstance(p, n.Buffer) for p in func.params)
         return runtime.load(binary, codegen.symbol_name(func.name), n_ptr,
                             len(func.params) - n_ptr)
+
+    def export_object(self, source: str, func: n.PrimFunc, target: Target,
+                      hidden_symbol: str) -> tuple[bytes, set[str]]:
+        """The kernel's object for a shared library, from the module the JIT runs, with
+        the kernel renamed to ``hidden_symbol``; and the external functions it calls."""
+        return export.export_object(source, codegen.symbol_name(func.name), hidden_symbol,
+                                    int(dict(target.options).get("opt", 3)))
 
     def source_text(self, source: str, kind: str, target: Target) -> str:
         if kind in ("ll", "llvm", None):

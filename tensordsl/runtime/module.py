@@ -76,6 +76,13 @@ class Module:
         optimization, ``"asm"`` the host assembly."""
         return self.backend.source_text(self._source(), kind, self.target)
 
+    def export_library(self, path, header: bool = True) -> list:
+        """Write this function as a C library (``.so``, ``.a`` or ``.o``, by the suffix of
+        ``path``) and a header beside it (TVM's ``export_library``; ``td.export`` for
+        several functions, ``tensordsl/export/``). Returns the paths written."""
+        from ..export import export
+        return export({self.entry_name: self}, path, header=header)
+
     def __call__(self, *arrays):
         pointers, sizes = self.check_args(arrays)
         workspace = self.workspace_pointers()
