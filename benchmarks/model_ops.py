@@ -128,56 +128,62 @@ def flops(kind: str, p: dict) -> float:
     return 0.0
 
 
+def operand_shapes(kind: str, p: dict) -> list[tuple[tuple, float]]:
+    """``(shape, scale)`` of each operand: its shape and the spread of its values."""
+    if kind == "conv":
+        return [(p["x"], 1.0), (p["w"], 0.1)]
+    if kind == "dense":
+        return [(p["x"], 1.0), (p["w"], 0.05), ((p["w"][0],), 1.0)]
+    if kind == "batch_matmul":
+        return [(p["a"], 1.0), (p["b"], 1.0)]
+    if kind == "softmax":
+        return [(p["shape"], 1.0)]
+    if kind == "layer_norm":
+        return [(p["shape"], 1.0), ((p["shape"][-1],), 1.0), ((p["shape"][-1],), 1.0)]
+    raise KeyError(kind)
+
+
 def inputs(kind: str, p: dict) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
+    return [(rng.standard_normal(shape) * scale).astype("float32")
+            for shape, scale in operand_shapes(kind, p)]
 
-    def r(*shape, scale=1.0):
-        return (rng.standard_normal(shape) * scale).astype("float32")
 
+def ops_call(kind: str, p: dict, arrays: list) -> tuple[str, list, dict]:
+    """``(operator, arrays, options)``: the ``td.ops`` call ours makes for the layer."""
     if kind == "conv":
-        return [r(*p["x"]), r(*p["w"], scale=0.1)]
-    if kind == "dense":
-        return [r(*p["x"]), r(*p["w"], scale=0.05), r(p["w"][0])]
+        return "conv2d_nchw", arrays, {"stride": p["stride"], "padding": p["pad"],
+                                       "groups": p["groups"]}
     if kind == "batch_matmul":
-        return [r(*p["a"]), r(*p["b"])]
+        return "batch_matmul", arrays, {"transpose_b": p.get("transpose_b", False)}
     if kind == "softmax":
-        return [r(*p["shape"])]
-    if kind == "layer_norm":
-        return [r(*p["shape"]), r(p["shape"][-1]), r(p["shape"][-1])]
+        return "softmax", arrays, {"axis": -1}
+    if kind in ("dense", "layer_norm"):
+        return kind, arrays, {}
     raise KeyError(kind)
 
 
 def tensordsl_fn(kind: str, p: dict):
     import tensordsl as td
-    arrays = inputs(kind, p)
-    if kind == "conv":
-        x, w = arrays
-        return lambda: td.ops.conv2d_nchw(x, w, stride=p["stride"], padding=p["pad"],
-                                          groups=p["groups"])
-    if kind == "dense":
-        return lambda: td.ops.dense(*arrays)
-    if kind == "batch_matmul":
-        return lambda: td.ops.batch_matmul(*arrays, transpose_b=p.get("transpose_b", False))
-    if kind == "softmax":
-        return lambda: td.ops.softmax(arrays[0], axis=-1)
-    if kind == "layer_norm":
-        return lambda: td.ops.layer_norm(*arrays)
-    raise KeyError(kind)
+    op, arrays, options = ops_call(kind, p, inputs(kind, p))
+    fn = getattr(td.ops, op)
+    return lambda: fn(*arrays, **options)
 
 
 def tuned(kind: str, p: dict) -> bool:
     """Whether our call compiles with a tuning record (shipped or local)."""
     import tensordsl as td
-    arrays = inputs(kind, p)
-    if kind == "conv":
-        config = td.ops.tuned_config("conv2d_nchw", *arrays, stride=p["stride"],
-                                     padding=p["pad"], groups=p["groups"])
-    elif kind == "batch_matmul":
-        config = td.ops.tuned_config("batch_matmul", *arrays,
-                                     transpose_b=p.get("transpose_b", False))
-    else:
-        config = td.ops.tuned_config(kind, *arrays)
-    return config is not None
+    op, arrays, options = ops_call(kind, p, inputs(kind, p))
+    return td.ops.tuned_config(op, *arrays, **options) is not None
+
+
+def layer_calls(model: str) -> list[tuple[str, list, dict]]:
+    """Each distinct layer of ``model`` (``MODELS``) as its ``td.ops`` call, on unfilled
+    arrays of its shapes: what ``tensordsl tune-layers benchmarks/models.py:<model>``
+    tunes."""
+    return [ops_call(kind, p, [np.empty(shape, np.float32)
+                               for shape, _ in operand_shapes(kind, p)])
+            for _, kind, p in MODELS[model]()]
 
 
 def numpy_fn(kind: str, p: dict):

@@ -127,3 +127,19 @@ def _summary_text(summary: list[dict]) -> str:
                      f"{s['geomean']:.2f} | {s['min']:.2f} | >= {s['goal']} "
                      f"({'met' if s['met'] else 'not met'}) |")
     return "\n".join(lines)
+
+
+# ``tensordsl tune-layers benchmarks/models.py:resnet50``: a model's layers as td.ops calls
+def resnet50():
+    from .model_ops import layer_calls
+    return layer_calls("resnet50")
+
+
+def mobilenetv2():
+    from .model_ops import layer_calls
+    return layer_calls("mobilenetv2")
+
+
+def bert():
+    from .model_ops import layer_calls
+    return layer_calls("bert")

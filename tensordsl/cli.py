@@ -193,10 +193,11 @@ def main(argv=None) -> int:
         except (ValueError, BuildError) as err:
             print(f"tensordsl export: error: {err}", file=sys.stderr)
             return 2
-    if args.command in ("tune", "records", "bench", "train", "tune-model"):
+    if args.command in ("tune", "records", "bench", "train", "tune-model", "tune-layers"):
         run = {"tune": tune_cli.run_tune, "records": tune_cli.run_records,
                "bench": tune_cli.run_bench, "train": nn_cli.run_train,
-               "tune-model": nn_cli.run_tune_model}[args.command]
+               "tune-model": nn_cli.run_tune_model,
+               "tune-layers": nn_cli.run_tune_layers}[args.command]
         try:
             return run(args)
         except ValueError as err:

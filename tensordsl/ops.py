@@ -294,15 +294,23 @@ def tuned_config(operator: str, *args, **kwargs) -> dict | None:
     >>> td.ops.tuned_config("conv2d_nchw", x, w, stride=2, padding=1) is None   # no record
     True
     """
+    workload, target = call_workload(operator, args, kwargs, "tuned_config")
+    return workload.tuned_config(target)
+
+
+def call_workload(operator: str, args, kwargs: dict, what: str):
+    """``(workload, target)``: the workload ``td.ops.<operator>(*args, **kwargs)`` files
+    its records under (the arrays' shapes and dtypes count, not their values); ``what``
+    names the caller in errors."""
     from .autotune.workload import Workload
     if operator not in _operators():
-        raise ValueError(f"tuned_config: operator must be a dense operator of td.ops "
+        raise ValueError(f"{what}: operator must be a dense operator of td.ops "
                          f"({', '.join(sorted(_operators()))}), got {operator!r}")
     positional, options, _, target, _ = _bind(operator, _call_signature(operator), args,
                                               kwargs)
     positional = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
                   for a in positional]
-    return Workload.from_arrays(operator, positional, options).tuned_config(target)
+    return Workload.from_arrays(operator, positional, options), target
 
 
 # ------------------------------------------------------------ repeated calls

@@ -6,6 +6,7 @@ work: ``train.py`` and ``tune_model.py``).
                                     [--plot curves.png] [--save model.npz]
     tensordsl tune-model mlp|cnn|capsnet [--trials N] [--batch-size B] [--timeout S]
                                          [--db PATH] [--step compiled|eager]
+    tensordsl tune-layers FILE.py:NAME [--trials N] [--timeout S] [--db PATH]
 """
 from __future__ import annotations
 
@@ -72,6 +73,23 @@ def add_parsers(sub):
                            "gradients)")
 
 
+    layers = sub.add_parser(
+        "tune-layers", help="tune a model's layers (td.ops calls listed in a file) within "
+                            "one trial budget",
+        description="Tune every distinct td.ops kernel of FILE.py:NAME within one budget "
+                    "(as tune-model: each kernel a minimum, the rest in proportion to its "
+                    "work, largest first). NAME is a list, or a function returning one, of "
+                    "(operator, arrays, options) calls (unfilled arrays will do: only "
+                    "shapes and dtypes count), or a function that runs the model's td.ops "
+                    "calls itself and returns None. Example: tensordsl tune-layers "
+                    "benchmarks/models.py:resnet50. Prints each kernel's default and tuned "
+                    "times and the layers' total.")
+    layers.add_argument("spec", metavar="FILE.py:NAME")
+    for name in ("--trials", "--timeout", "--db", "--seed"):
+        action = next(a for a in tune._actions if name in a.option_strings)
+        layers.add_argument(name, type=action.type, default=action.default, help=action.help)
+
+
 def run_train(args) -> int:
     start = time.perf_counter()
     from . import train as t
@@ -131,21 +149,40 @@ def _check_target(target: str):
 
 
 def run_tune_model(args) -> int:
-    from tensordsl.autotune.records import RecordDB
-    from .tune_model import share, step_workloads, tune_model
+    from .tune_model import step_workloads
+    _check_budget(args)
+    workloads = step_workloads(args.model, args.batch_size, args.step)
+    return _tune_all(workloads, args, f"in a training step of {args.model}",
+                     f"tune-model {args.model}")
+
+
+def run_tune_layers(args) -> int:
+    from tensordsl.autotune.layers import load, workloads
+    _check_budget(args)
+    found = workloads(load(args.spec))
+    return _tune_all(found, args, f"in {args.spec}", f"tune-layers {args.spec}",
+                     compare=True)
+
+
+def _check_budget(args):
     if args.trials < 1:
         raise ValueError(f"--trials: expected a positive number, got {args.trials}")
     if args.timeout <= 0:
         raise ValueError(f"--timeout: expected a positive number of seconds, "
                          f"got {args.timeout}")
-    workloads = step_workloads(args.model, args.batch_size, args.step)
+
+
+def _tune_all(workloads: list, args, where: str, title: str, compare: bool = False) -> int:
+    """Share ``args.trials`` over ``workloads``, tune them, print each one's best (with
+    ``compare``: beside its default configuration's time, and the totals)."""
+    from tensordsl.autotune.records import RecordDB
+    from .tune_model import share, tune_model
     shares = share(workloads, args.trials)
-    print(f"{len(workloads)} distinct kernels in a training step of {args.model}; "
-          f"{args.trials} trials:")
+    print(f"{len(workloads)} distinct kernels {where}; {args.trials} trials:")
     for s in shares:
         print(f"  {s.trials:>4}  {_label(s.workload)}")
     db = RecordDB(args.db)
-    bar = _Bar(sum(s.trials for s in shares), f"tune-model {args.model}")
+    bar = _Bar(sum(s.trials for s in shares), title)
 
     def progress(k, s, report):
         bar.advance(label=_label(s.workload))
@@ -154,15 +191,35 @@ def run_tune_model(args) -> int:
         best = tune_model(shares, db, timeout=args.timeout, seed=args.seed, progress=progress)
     finally:
         bar.close()
+    totals = [0.0, 0.0]
     for s, b in zip(shares, best):
         if s.trials == 0:
             print(f"  not tuned (budget spent)  {_label(s.workload)}")
         elif b is None:
             print(f"  no configuration ran      {_label(s.workload)}")
+        elif compare and (default := _default_seconds(db, s.workload)) is not None:
+            totals[0] += default
+            totals[1] += b["seconds"]
+            print(f"  default {default * 1e3:9.4f} ms  best {b['seconds'] * 1e3:9.4f} ms  "
+                  f"{default / b['seconds']:5.2f}x  {_label(s.workload)}")
         else:
             print(f"  best {b['seconds'] * 1e3:9.4f} ms  {_label(s.workload)}")
+    if compare and totals[1]:
+        print(f"the tuned kernels' total: {totals[0] * 1e3:.3f} ms with defaults, "
+              f"{totals[1] * 1e3:.3f} ms tuned ({totals[0] / totals[1]:.2f}x)")
     print(f"records: {db.path}")
     return 0
+
+
+def _default_seconds(db, workload) -> float | None:
+    """The measured time of ``workload``'s default configuration (a tuning's first
+    trial), or None if it was not measured."""
+    from tensordsl.autotune.records import canonical, record_target
+    default = canonical(workload.default_config())
+    times = [r["seconds"] for r in db.trials(workload.key, record_target("llvm"),
+                                             workload.template)
+             if r["status"] == "ok" and canonical(r["config"]) == default]
+    return min(times) if times else None
 
 
 def _duration(seconds: float) -> str:
