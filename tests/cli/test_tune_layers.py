@@ -82,9 +82,9 @@ def test_tune_layers_shares_one_budget_and_td_ops_uses_the_records(layer_file, t
                                                                    capsys):
     db = tmp_path / "r.sqlite"
     assert cli.main(["tune-layers", f"{layer_file}:calls", "--trials", "5", "--db",
-                     str(db)]) == 0
+                     str(db), "--schedule", "share"]) == 0
     out = capsys.readouterr().out
-    assert "2 distinct kernels in " in out and "; 5 trials:" in out
+    assert "2 distinct kernels in " in out and "; 5 trials, share schedule:" in out
     compared = re.findall(r"default +(\S+) ms  best +(\S+) ms +(\S+)x", out)
     assert len(compared) == 2
     for default, best, ratio in compared:   # the best is at most the default's time
