@@ -2,6 +2,10 @@
 The allocation is driven with made-up times (no measurement), so it is exact."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +15,8 @@ from tensordsl.autotune.records import RecordDB
 from tensordsl.autotune.scheduler import (MIN_IMPROVEMENT, GainSchedule, ShareSchedule, Task,
                                           share, tune_tasks)
 from tensordsl.autotune.workload import Workload
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def drive(schedule, improve):
@@ -140,3 +146,9 @@ def test_tune_tasks_spends_the_budget_and_resume_counts_what_is_stored(tmp_path)
     assert len(db.trials()) == 6 and [t.trials for t, _ in again] == [3, 3]
     tune_tasks([small, large], 8, db, round_trials=3, timeout=20, resume=True)
     assert len(db.trials()) == 8
+
+
+def test_the_local_job_imports_no_dask():
+    code = ("import sys, tensordsl.nn.cli, tensordsl.autotune.scheduler; "
+            "assert 'distributed' not in sys.modules and 'dask' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
