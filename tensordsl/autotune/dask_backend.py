@@ -48,7 +48,7 @@ DEADLINE_FACTOR = 4       # a measurement's build and run, each up to the tuner'
 DEADLINE_SLACK = 60.0     # seconds: a worker's start-up, a slow network
 
 
-class ClusterLost(RuntimeError):
+class ClusterLost(ConnectionError):
     """The Dask scheduler went away during a tuning job."""
 
 
@@ -151,8 +151,10 @@ class DaskExecutor:
         try:
             for config in configs:
                 built = self.client.submit(build_task, ref, config, self.timeout, pure=False)
+                # (a measuring worker that also builds takes a ready measurement first)
                 measured = self.client.submit(measure_task, ref, config, self.timeout, built,
-                                              resources={self.resource: 1}, pure=False)
+                                              resources={self.resource: 1}, pure=False,
+                                              priority=1)
                 pending[measured] = (config, built)
             self._collect(pending, on_result, as_completed)
         except ClusterLost:
