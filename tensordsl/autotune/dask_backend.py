@@ -23,9 +23,8 @@ Faults:
 - a worker that dies: Dask runs its tasks again elsewhere (``allowed-failures`` times,
   then ``KilledWorker``: the candidate is recorded as ``crash``, "lost with its
   worker"). A result arrives once per candidate, so nothing is recorded twice.
-- a hung worker: a candidate with no answer within ``deadline`` (the tuner's
-  timeout x 4 + 60 s, counted from when its turn could start) is cancelled and
-  recorded as ``timeout``.
+- a hung worker: when no candidate of a batch has ended for ``deadline`` seconds (the
+  tuner's timeout x 4 + 60 s), those left are cancelled and recorded as ``timeout``.
 - the scheduler going away: ``ClusterLost``, naming the scheduler; every record so far
   is in the database, and ``--resume`` continues.
 

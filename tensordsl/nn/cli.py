@@ -205,6 +205,7 @@ def _tune_all(found: list, args, where: str, title: str, compare: bool = False) 
     default configuration's time, and the totals)."""
     from tensordsl.autotune.records import RecordDB
     from tensordsl.autotune.scheduler import default_seconds, tune_tasks
+    from tensordsl.autotune.tuner import stored_trials
     pairs = [w if isinstance(w, tuple) else (w, 1) for w in found]
     workloads, weights = [w for w, _ in pairs], [n for _, n in pairs]
     if args.resources and not args.cluster:
@@ -219,7 +220,8 @@ def _tune_all(found: list, args, where: str, title: str, compare: bool = False) 
         from tensordsl.autotune.dask_backend import DaskExecutor
         executor = DaskExecutor(args.cluster, timeout=args.timeout, resource=args.resources)
         print(f"  {executor.describe()}", flush=True)
-    bar = _Bar(args.trials, title)
+    stored = sum(len(stored_trials(db, w, "llvm")) for w in workloads) if args.resume else 0
+    bar = _Bar(max(0, args.trials - stored), title)   # (--resume: what is left)
 
     def progress(task, report):
         bar.advance(label=_label(task.workload))
