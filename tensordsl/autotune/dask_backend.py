@@ -188,7 +188,7 @@ class DaskExecutor:
             except KilledWorker as err:
                 result = {"status": "crash", "error": f"lost with its worker ({err})"}
             except CancelledError:
-                self._check_scheduler()
+                self._check_scheduler(settle=5.0)
                 result = {"status": "crash", "error": "lost: its task was cancelled"}
             except Exception as err:  # the task itself failed on the worker (an import)
                 result = {"status": "error", "error": f"on the cluster: {type(err).__name__}: "
@@ -203,7 +203,12 @@ class DaskExecutor:
                                "error": f"no answer from the cluster within {self.deadline:g} s"})
         pending.clear()
 
-    def _check_scheduler(self):
+    def _check_scheduler(self, settle: float = 0.0):
+        """Raise ``ClusterLost`` if the client lost its scheduler; ``settle``: first give
+        it that long to notice (a cancelled task is most often the scheduler closing)."""
+        end = time.monotonic() + settle
+        while self.client.status == "running" and time.monotonic() < end:
+            time.sleep(0.05)
         if self.client.status != "running":
             raise self._lost(f"client {self.client.status}")
 
