@@ -62,7 +62,11 @@ class WorkloadRef:
 def measure_resource(target: str = "llvm") -> str:
     """``cpu-<the CPU records are filed under>`` (``cpu-znver3``)."""
     from .records import record_target
-    return "cpu-" + record_target(target).split("-mcpu=")[1].split()[0]
+    filed = record_target(target)
+    if "-mcpu=" not in filed:
+        raise ValueError(f"--resources: name the resource of the workers that measure "
+                         f"{target!r} kernels (e.g. gpu-sm90)")
+    return "cpu-" + filed.split("-mcpu=")[1].split()[0]
 
 
 # ------------------------------------------------------------ on a worker
