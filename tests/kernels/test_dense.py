@@ -256,8 +256,13 @@ def test_ops_outputs_start_on_a_64_byte_boundary(rng):
         assert y.ctypes.data % 64 == 0 and y.shape == shape and y.dtype == np.float32
         np.testing.assert_array_equal(y, np.maximum(x, 0))
     from tensordsl.nd import aligned_numpy
-    z = aligned_numpy((5, 7), "float64")
-    assert z.ctypes.data % 64 == 0 and z.shape == (5, 7) and z.flags["C_CONTIGUOUS"]
+    for shape in [(5, 7), (), (0,), (3, 0, 2), (1, 1, 1)]:
+        for dtype in ["float64", "float16", "int8", "bool"]:
+            z = aligned_numpy(shape, dtype)
+            assert (z.ctypes.data % 64 == 0 or z.size == 0) and z.shape == shape
+            assert z.dtype == dtype and z.flags["C_CONTIGUOUS"] and z.flags["WRITEABLE"]
+            z[...] = 1                     # all of it is there to write
+            assert z.sum() == z.size
 
 
 @pytest.mark.parametrize("ta", [False, True])
