@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from .harness import RESULTS, ROOT, bench_env
+from .harness import RESULTS, ROOT, bench_env, table, update_readme
 
 # a small model's distinct kernels: products of the sizes an MLP and an attention
 # block have, and an elementwise pass (builds dominate: about 0.1-0.5 s each)
@@ -79,6 +79,14 @@ def run(quick: bool = False, trials: int = 48, rounds: int = 2) -> dict:
     print(f"two workers / one: {two / one:.2f} (issue 19 asks for <= 0.7)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dask-tuning.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if not quick:
+        rows = [{"system": system, "seconds": best[system]["seconds"],
+                 "trials": best[system]["trials"]} for system in SYSTEMS]
+        update_readme("cpu-dask", f"{os.cpu_count()} cores; {trials} trials over "
+                      f"{len(WORKLOADS)} workloads, best wall time of {rounds} alternating "
+                      f"rounds, each job in a fresh process with empty caches. Two workers "
+                      f"/ one: **{two / one:.2f}**.\n\n"
+                      + table(rows, ["system", "seconds", "trials"]))
     return summary
 
 
