@@ -85,7 +85,7 @@ def run(quick: bool = False, trials: int = 48, rounds: int = 2) -> dict:
         update_readme("cpu-dask", f"{os.cpu_count()} cores; {trials} trials over "
                       f"{len(WORKLOADS)} workloads, best wall time of {rounds} alternating "
                       f"rounds, each job in a fresh process with empty caches. Two workers "
-                      f"/ one: **{two / one:.2f}**.\n\n"
+                      f"/ one: **{two / one:.3f}**.\n\n"
                       + table(rows, ["system", "seconds", "trials"]))
     return summary
 
