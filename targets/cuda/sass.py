@@ -187,6 +187,8 @@ def parse_sass(text: str) -> dict[str, tuple[str, list[Instruction]]]:
         m = _INSTRUCTION.match(line)
         if m and current is not None:
             address, predicate, opcode, operands = m.groups()
+            if predicate == "@!PT":     # never runs: padding the assembler scheduled
+                continue
             current.append(Instruction(int(address, 16), opcode, operands.strip(), predicate))
     return out
 

@@ -50,6 +50,7 @@ _LISTING = """
         /*0020*/                   FFMA R4, R8, R9, R4 ;           /* 0x0 */
         /*0030*/              @!P0 BRA 0x20 ;                      /* 0x0 */
         /*0040*/                   LDG.E.64 R8, [R2.64] ;          /* 0x0 */
+        /*0048*/               @!PT LDS RZ, [RZ] ;                 /* 0x0 */
         /*0050*/                   STL [R1], RZ ;                  /* 0x0 */
         /*0060*/                   BRA 0x10 ;                      /* 0x0 */
         /*0070*/                   EXIT ;                          /* 0x0 */
@@ -62,10 +63,11 @@ def test_parser_reads_opcodes_predicates_and_nested_loops():
     k = sass.KernelSass("k0", arch, tuple(instructions), 10, 0, 0, 0)
     assert arch == "sm_80" and len(k.instructions) == 9
     assert k.instructions[3].predicate == "@!P0" and k.instructions[3].opcode == "BRA"
-    # a pattern matches whole modifiers: LDG.E.128 is not LDG.E.64, LDG is both
+    # a pattern matches whole modifiers: LDG.E.128 is not LDG.E.64, LDG is both; an
+    # instruction predicated never to run (@!PT) is not counted
     assert (k.count("LDG.E.128"), k.count("LDG.E.64"), k.count("LDG"), k.count("LDG.E.1")) \
         == (1, 1, 2, 0)
-    assert k.spills == 1
+    assert k.count("LDS") == 0 and k.spills == 1
     # 0x20..0x30 inside 0x10..0x60; the branch to itself at 0x80 is no loop
     assert [(lp.start, lp.end) for lp in k.loops] == [(0x20, 0x30), (0x10, 0x60)]
     assert k.main_loop().count("FFMA") == 1 and len(k.main_loop().instructions) == 2
@@ -131,20 +133,16 @@ def test_registers_and_shared_memory_give_the_intended_occupancy(key, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_sgemm_inner_loop_is_ffma_from_vectorized_shared_loads(arch):
     """4x4 per thread, kt=16: 256 FFMA per tile, operands read 16 bytes at a time
-    from shared memory, the tiles fetched with 16-byte global loads, one barrier."""
+    from shared memory, the tiles copied by cp.async (LDGSTS: 16 bytes each, 3 stages
+    deep: tests/cuda/test_async_copies.py) with one commit, one wait, one barrier."""
     loop = _main("matmul_fp32", arch).main_loop()
     assert loop.count("FFMA") == 4 * 4 * 16
     assert loop.count("LDS.128") == loop.count("LDS") >= 2 * 16
-    assert loop.count("LDG.E.128") >= 3 and loop.count("LDG") == loop.count("LDG.E.128")
-    assert loop.count("BAR.SYNC") == 1
+    assert loop.count("LDGSTS") == 3 and loop.count("LDG") == 0
+    assert loop.count("BAR.SYNC") == 1 and loop.count("DEPBAR") == 1
     # FFMA share of the loop's issue slots: what the estimate's roofline uses
-    assert loop.count("FFMA") / len(loop.instructions) > 0.75
-
-
-@needs_tools
-@_gap("cp.async multi-stage pipelines for the fp32 matmul's shared tiles")
-def test_sgemm_inner_loop_copies_tiles_with_cp_async():
-    assert _main("matmul_fp32", "sm_80").main_loop().count("LDGSTS") > 0
+    # (~0.74-0.78 today: the rest is the tile index arithmetic, 64-bit, and the copies)
+    assert loop.count("FFMA") / len(loop.instructions) > 0.7
 
 
 @needs_tools
