@@ -113,6 +113,7 @@ struct alignas(4) half2 { half x, y; };
 
 
 #include "emulate_schedule.h"
+#include "emulate_banks.h"
 #include "emulate_memory.h"
 #include "emulate_async.h"
 

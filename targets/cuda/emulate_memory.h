@@ -217,6 +217,7 @@ template <class T, class V = T> struct SharedStore {
         bool same = !std::memcmp((const char*)&value + k * sizeof(T), at + k, sizeof(T));
         track(shadow[k], WRITE, same, name, i + (long long)k);
       }
+    if (shadow) bank_access(at, sizeof(V));
     step();   // in lock-step, after every lane's loads of the turn before
     std::memcpy((void*)at, &value, sizeof(V));
   }
@@ -226,6 +227,7 @@ template <class T, std::size_t N>
 inline T& shared_load(T (&a)[N], SharedState<N>& st, long long i, const char* name) {
   i = check_array(a, i, name);
   track(st.shadow[i], READ, false, name, i);
+  bank_access(&a[i], sizeof(T));
   step();
   return a[i];
 }
@@ -243,6 +245,7 @@ inline V& shared_vector_load(T (&a)[N], SharedState<N>& st, long long i,
   if (!vector_ok<V>(&a[0], (long long)N, i, declared, name, vtype)) return *vector_scratch<V>();
   for (long long k = 0; k < (long long)(sizeof(V) / sizeof(T)); ++k)
     track(st.shadow[i + k], READ, false, name, i + k);
+  bank_access(&a[i], sizeof(V));
   step();
   return *(V*)(&a[i]);
 }
