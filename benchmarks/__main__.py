@@ -1,13 +1,14 @@
-"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule|models|aot] [--quick] [--only OP]
+"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule|models|aot|dask] [--quick] [--only OP]
 [--estimate]``"""
 import argparse
 
-from . import aot, autodiff, capsule, cpu, dense, gpu, gpu_estimate, models, nn, sparse
+from . import (aot, autodiff, capsule, cpu, dask_tuning, dense, gpu, gpu_estimate, models, nn,
+               sparse)
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
 parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", "gpu",
                                                        "autodiff", "nn", "sparse",
-                                                       "capsule", "models", "aot"],
+                                                       "capsule", "models", "aot", "dask"],
                     help="cpu: the foundation's kernels; dense: the operator library; "
                          "gpu: the CUDA templates beside PyTorch CUDA; autodiff: derived "
                          "gradients and hvp beside their forward and PyTorch; nn: training steps "
@@ -16,7 +17,8 @@ parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", 
                          "routing beside numpy, PyTorch eager and torch.compile; models: "
                          "the layers of ResNet-50, MobileNetV2 and BERT-base beside "
                          "PyTorch CPU; aot: exported kernels (td.export, called through "
-                         "ctypes) beside the JIT kernels they come from")
+                         "ctypes) beside the JIT kernels they come from; dask: a tuning "
+                         "job's wall time on a LocalCluster of 1 and 2 workers")
 parser.add_argument("--quick", action="store_true", help="one round per system")
 parser.add_argument("--only", help="dense, autodiff: only this operator (matmul, conv2d, "
                                     "...; autodiff also mlp); nn: only this case (mlp_step, "
@@ -44,6 +46,8 @@ elif args.suite == "capsule":
     capsule.run(quick=args.quick, only=args.only)
 elif args.suite == "models":
     models.run(quick=args.quick, only=args.only)
+elif args.suite == "dask":
+    dask_tuning.run(quick=args.quick)
 elif args.suite == "aot":
     aot.run(quick=args.quick, only=args.only)
 elif args.suite == "autodiff":

@@ -200,7 +200,7 @@ def main(argv=None) -> int:
                "tune-layers": nn_cli.run_tune_layers}[args.command]
         try:
             return run(args)
-        except ValueError as err:
+        except (ValueError, ConnectionError) as err:   # (a Dask scheduler that went away)
             print(f"tensordsl {args.command}: error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -14,11 +14,13 @@ numpy array, a device allocation, or another framework's tensor).
 from __future__ import annotations
 
 import ctypes
+import math
 import weakref
 
 import numpy as np
 
 from .errors import DeviceNotAvailable
+from .runtime.addresses import data_address
 
 _DEVICES = ("cpu", "cuda")
 _KDL_CPU, _KDL_CUDA = 1, 2
@@ -157,12 +159,10 @@ def aligned_numpy(shape, dtype="float32", alignment: int = 64) -> np.ndarray:
     (numpy's large arrays start 16 bytes into a page: whole-vector and streaming stores
     want 64)."""
     dt = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    nbytes = math.prod(shape) * dt.itemsize
     raw = np.empty(max(dt.itemsize, nbytes) + alignment, np.uint8)
-    start = (-raw.ctypes.data) % alignment
-    # a view of at least one element, then cut: numpy points an empty slice at its base
-    first = raw[start:start + max(dt.itemsize, nbytes)].view(dt)
-    return first[:nbytes // dt.itemsize].reshape(shape)
+    # (the one-call constructor: slicing, viewing and reshaping cost a small call's time)
+    return np.ndarray(shape, dt, raw, (-data_address(raw)) % alignment)
 
 
 def from_dlpack(obj) -> NDArray:

@@ -334,7 +334,7 @@ def _repeat_key(name: str, args, kwargs):
     spec = []
     for a in args:
         if type(a) is np.ndarray:
-            spec.append((a.shape, a.dtype.str))
+            spec.append((a.shape, a.dtype))
         elif a is None or type(a) in (bool, int, float, str):
             spec.append((type(a), a))
         else:
@@ -349,8 +349,15 @@ def _repeat_key(name: str, args, kwargs):
             hash(options)
         except TypeError:
             return None
+    return name, tuple(spec), options, _source_token()()
+
+
+@functools.cache
+def _source_token():
+    """``autotune.history.source_token`` (imported once: an import statement costs a
+    repeated call's time)."""
     from .autotune.history import source_token
-    return name, tuple(spec), options, source_token()
+    return source_token
 
 
 def _passes_through(name: str, args) -> bool:

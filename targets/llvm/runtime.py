@@ -15,6 +15,7 @@ import llvmlite.binding as llvm
 
 from tensordsl.errors import BuildError
 from tensordsl.runtime import packed
+from tensordsl.runtime.addresses import array_data_offset
 
 from .compile import new_host_machine
 
@@ -86,20 +87,6 @@ def load(obj: bytes, name: str, n_pointers: int, n_scalars: int) -> Kernel:
     if not address:
         raise BuildError(f"function {name!r} not found in the compiled object")
     return Kernel(engine, address, n_pointers, n_scalars)
-
-
-@functools.lru_cache(maxsize=None)
-def array_data_offset() -> int | None:
-    """Where a numpy array object holds its data pointer (``PyArrayObject.data``, right
-    after the object header; numpy's C API declares it), checked on arrays here: None if
-    it is not there (a debug build of Python), and the entries taking arrays are off."""
-    import numpy as np
-    offset = 2 * ctypes.sizeof(ctypes.c_void_p)
-    probes = [np.empty(3, np.float32), np.zeros((2, 5), np.int64)[1:], np.ones(0)]
-    for a in probes:
-        if ctypes.c_void_p.from_address(id(a) + offset).value != (a.ctypes.data or None):
-            return None
-    return offset
 
 
 def _object_entry(kernel: Kernel, objects: tuple, packed: bool = False):

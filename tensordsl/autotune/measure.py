@@ -125,3 +125,31 @@ class Builders:
     def close(self):
         for r in self.runners:
             r.close()
+
+
+class LocalExecutor:
+    """How ``tune`` runs a batch on this machine: compiled in parallel by ``Builders``
+    (``build_workers`` processes; 0: by the measuring worker itself), then timed one at a
+    time by a ``Runner``. Another executor (``dask_backend.DaskExecutor``) has the same
+    two methods: ``run(workload, configs, on_result)`` calls ``on_result(config, result)``
+    once per config, as each finishes, and ``close()``."""
+
+    def __init__(self, timeout: float = 30.0, build_workers: int | None = None,
+                 runner: Runner | None = None):
+        self._own_runner = runner is None
+        self.runner = runner or Runner(timeout=timeout)
+        self.builders = Builders(build_workers or os.cpu_count() or 1, timeout) \
+            if build_workers != 0 else None
+
+    def run(self, workload, configs: list, on_result):
+        built = self.builders.build_all(workload, configs) if self.builders else \
+            [{"status": "built"}] * len(configs)
+        for config, b in zip(configs, built):
+            on_result(config, self.runner.measure(workload, config)
+                      if b["status"] == "built" else b)
+
+    def close(self):
+        if self._own_runner:
+            self.runner.close()
+        if self.builders is not None:
+            self.builders.close()

@@ -12,6 +12,9 @@ hash of the file's text, so the tuner can tell records of an older version of th
 The schema is versioned (``meta.schema_version``); a file from a newer tensordsl is
 refused with a clear error rather than misread, one from an older is upgraded in place.
 A file that SQLite cannot read raises ``RecordDBError`` naming the file and what to do.
+
+A trial measured on a cluster also notes the worker that ran it (``measured_by``, a side
+table: the records themselves, their export and their identity are unchanged).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ CREATE TABLE IF NOT EXISTS trials (
     source TEXT
 );
 CREATE INDEX IF NOT EXISTS trials_workload ON trials (workload, target, status, seconds);
+CREATE TABLE IF NOT EXISTS measured_by (uid TEXT PRIMARY KEY, worker TEXT NOT NULL);
 """
 
 FIELDS = ("uid", "workload", "target", "template", "config", "status", "seconds", "gflops",
@@ -137,21 +141,32 @@ class RecordDB:
     def add(self, workload: str, target: str, template: str, config: dict, status: str,
             seconds: float | None = None, gflops: float | None = None,
             error: str | None = None, run: str = "", created: float | None = None,
-            name: str | None = None, source: str | None = None) -> bool:
+            name: str | None = None, source: str | None = None,
+            worker: str | None = None) -> bool:
         """Store one trial (its own transaction). False if an identical record exists.
-        ``name``: the workload as a person reads it; ``source``: a user file's call."""
+        ``name``: the workload as a person reads it; ``source``: a user file's call;
+        ``worker``: the address of the cluster worker that ran it."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         created = time.time() if created is None else created
         cfg = canonical(config)
         uid = hashlib.sha256(canonical([workload, target, template, cfg, status, seconds,
                                         created, run]).encode()).hexdigest()[:32]
-        cur = self._execute(
-            f"INSERT OR IGNORE INTO trials ({', '.join(FIELDS)}) VALUES "
-            f"({', '.join('?' * len(FIELDS))})",
-            (uid, workload, target, template, cfg, status, seconds, gflops, error, created,
-             run, name, source))
-        return cur.rowcount == 1
+        row = (uid, workload, target, template, cfg, status, seconds, gflops, error, created,
+               run, name, source)
+        insert = (f"INSERT OR IGNORE INTO trials ({', '.join(FIELDS)}) VALUES "
+                  f"({', '.join('?' * len(FIELDS))})")
+        if worker is None:
+            return self._execute(insert, row).rowcount == 1
+        try:   # the trial and its worker in one transaction
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                added = self._conn.execute(insert, row).rowcount == 1
+                self._conn.execute("INSERT OR IGNORE INTO measured_by VALUES (?, ?)",
+                                   (uid, worker))
+        except sqlite3.Error as err:
+            raise self._error(err) from None
+        return added
 
     def delete(self, workload: str, failed_only: bool = False) -> int:
         """Remove the records of ``workload`` (a key; only the failed ones with
@@ -199,6 +214,11 @@ class RecordDB:
             params.append(template)
         rows = self._rows(sql + " ORDER BY seconds LIMIT 1", params)
         return rows[0] if rows else None
+
+    def workers(self) -> dict[str, str]:
+        """{trial uid: address of the cluster worker that ran it} (trials run on a
+        cluster only)."""
+        return dict(self._execute("SELECT uid, worker FROM measured_by").fetchall())
 
     def workloads(self) -> list[tuple[str, str, int, float | None]]:
         """(workload, target, trials, best seconds) for every workload stored."""

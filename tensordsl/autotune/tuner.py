@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import uuid
 from dataclasses import dataclass, field
 
 from .features import IR_FEATURES, ir_features
-from .measure import Builders, Runner
+from .measure import LocalExecutor, Runner
 from .records import RecordDB, canonical, record_target
 
 RANDOM_START = 12      # random configurations before the evolution starts
@@ -143,12 +142,23 @@ class Search:
         return pool[:n]
 
 
+def stored_trials(db: RecordDB, workload, target: str) -> list[dict]:
+    """The trials of ``workload`` stored in ``db`` that a tuning continues (``resume``):
+    a failure of an older version of the user's file says nothing about this one."""
+    sha = _source_sha(workload.source)
+    return [r for r in db.trials(workload.key, record_target(target), workload.template)
+            if r["status"] == "ok" or _source_sha(r["source"]) == sha]
+
+
 def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float = 30.0,
          target: str = "llvm", resume: bool = False, seed: int = 0, progress=None,
-         runner: Runner | None = None, build_workers: int | None = None) -> dict | None:
+         runner: Runner | None = None, build_workers: int | None = None,
+         executor=None) -> dict | None:
     """Measure up to ``trials`` configurations of ``workload``'s template; returns the
     best record. Batches are compiled by ``build_workers`` processes at once (default:
-    one per core; 0: by the measuring worker itself), then timed one at a time.
+    one per core; 0: by the measuring worker itself), then timed one at a time — or run
+    by ``executor`` (``measure.LocalExecutor``'s interface; ``dask_backend``: on a
+    cluster), which the caller keeps and closes.
     ``progress(report)`` follows each trial (a ``TuneReport``)."""
     db = db if db is not None else RecordDB()
     key, template = workload.key, workload.template
@@ -158,10 +168,7 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
                          "schedule(s, outs, config) and SPACE in the file (or use --auto)")
     target = record_target(target)
     space = workload.space()
-    sha = _source_sha(workload.source)
-    # a failure of an older version of the user's file says nothing about this one
-    previous = [r for r in db.trials(key, target, template)
-                if r["status"] == "ok" or _source_sha(r["source"]) == sha]
+    previous = stored_trials(db, workload, target)
     if previous and not resume:
         raise ValueError(f"the database already holds {len(previous)} trials of {workload!r}; "
                          "pass resume=True (--resume) to continue them, or remove them "
@@ -172,10 +179,9 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
     measured = [(r["config"], r["seconds"]) for r in previous if r["status"] == "ok"]
     done = len(previous)
     run = uuid.uuid4().hex[:12]
-    own_runner = runner is None
-    runner = runner or Runner(timeout=timeout)
-    builders = Builders(build_workers or os.cpu_count() or 1, timeout) \
-        if build_workers != 0 else None
+    own_executor = executor is None
+    if own_executor:
+        executor = LocalExecutor(timeout, build_workers, runner)
 
     report = TuneReport(total=trials, done=done)
 
@@ -184,7 +190,7 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
         status = res.get("status", "error")
         db.add(key, target, template, config, status, seconds=res.get("seconds"),
                gflops=res.get("gflops"), error=res.get("error"), run=run,
-               name=repr(workload), source=workload.source)
+               name=repr(workload), source=workload.source, worker=res.get("worker"))
         done += 1
         if status == "ok":
             measured.append((config, res["seconds"]))
@@ -212,16 +218,10 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
             batch = batch[:trials - done]
             for config in batch:
                 seen.add(canonical(config))
-            # compile the batch in parallel, then time each alone
-            built = builders.build_all(workload, batch) if builders else \
-                [{"status": "built"}] * len(batch)
-            for config, b in zip(batch, built):
-                record(config, runner.measure(workload, config) if b["status"] == "built"
-                       else b)
+            # compile the batch in parallel, then time each alone; recorded as each ends
+            executor.run(workload, batch, record)
             batch = []
     finally:
-        if own_runner:
-            runner.close()
-        if builders is not None:
-            builders.close()
+        if own_executor:
+            executor.close()
     return db.best(key, target, template)

@@ -6,7 +6,10 @@ work: ``train.py`` and ``tune_model.py``).
                                     [--plot curves.png] [--save model.npz]
     tensordsl tune-model mlp|cnn|capsnet [--trials N] [--batch-size B] [--timeout S]
                                          [--db PATH] [--step compiled|eager]
-    tensordsl tune-layers FILE.py:NAME [--trials N] [--timeout S] [--db PATH]
+                                         [--schedule gain|share] [--resume]
+                                         [--cluster local:N|tcp://HOST:PORT]
+                                         [--resources NAME]
+    tensordsl tune-layers FILE.py:NAME|FILE.json [the same tuning options]
 """
 from __future__ import annotations
 
@@ -53,10 +56,10 @@ def add_parsers(sub):
         description="Run one training step of MODEL, note every distinct kernel it runs "
                     "that reads records (the compiled step's matrix products, as the "
                     "matmul of their sizes; the eager step's td.ops operators and their "
-                    "gradients, <op>_backward wrt=NAME), and tune them within one budget: "
-                    "each kernel a minimum, the rest in proportion to its work, largest "
-                    "first. Records go where tensordsl tune writes them, so tensordsl "
-                    "train uses them.")
+                    "gradients, <op>_backward wrt=NAME), and tune them within one budget, "
+                    "spent in rounds on the kernels of the largest expected gain (time "
+                    "share x recent improvement). Records go where tensordsl tune writes "
+                    "them, so tensordsl train uses them.")
     tune.add_argument("model", choices=MODELS)
     tune.add_argument("--trials", type=int, default=300,
                       help="trials in total, over all kernels (default 300)")
@@ -71,23 +74,47 @@ def add_parsers(sub):
                       help="the kernels of which step: compiled (nn.TrainStep's program, "
                            "tensordsl train's default) or eager (td.ops and their "
                            "gradients)")
-
+    _add_job_options(tune)
 
     layers = sub.add_parser(
         "tune-layers", help="tune a model's layers (td.ops calls listed in a file) within "
                             "one trial budget",
         description="Tune every distinct td.ops kernel of FILE.py:NAME within one budget "
-                    "(as tune-model: each kernel a minimum, the rest in proportion to its "
-                    "work, largest first). NAME is a list, or a function returning one, of "
+                    "(as tune-model). NAME is a list, or a function returning one, of "
                     "(operator, arrays, options) calls (unfilled arrays will do: only "
                     "shapes and dtypes count), or a function that runs the model's td.ops "
-                    "calls itself and returns None. Example: tensordsl tune-layers "
+                    "calls itself and returns None; or FILE.json, a workload list "
+                    "(autotune.layers.save writes one). Example: tensordsl tune-layers "
                     "benchmarks/models.py:resnet50. Prints each kernel's default and tuned "
                     "times and the layers' total.")
-    layers.add_argument("spec", metavar="FILE.py:NAME")
+    layers.add_argument("spec", metavar="FILE.py:NAME|FILE.json")
     for name in ("--trials", "--timeout", "--db", "--seed"):
         action = next(a for a in tune._actions if name in a.option_strings)
         layers.add_argument(name, type=action.type, default=action.default, help=action.help)
+    _add_job_options(layers)
+
+
+def _add_job_options(parser):
+    """How a job's budget is spent, and where its candidates run."""
+    parser.add_argument("--schedule", default="gain", choices=("gain", "share"),
+                        help="gain: rounds of trials to the kernels of the largest "
+                             "expected gain (time share x recent improvement; default); "
+                             "share: a static split, each kernel a minimum and the rest in "
+                             "proportion to its work, largest first")
+    parser.add_argument("--resume", action="store_true",
+                        help="the budget counts the trials already stored for these "
+                             "kernels (a killed job, restarted, does what was left); "
+                             "without it the budget is spent on top of them")
+    parser.add_argument("--cluster", metavar="local:N|tcp://HOST:PORT",
+                        help="run builds and measurements on a Dask cluster (needs "
+                             "pip install 'tensordsl[dask]'): local:N starts N worker "
+                             "processes here, one of which measures; tcp://... connects to "
+                             "a running dask scheduler. Default: processes of this "
+                             "machine, nothing to start")
+    parser.add_argument("--resources", metavar="NAME",
+                        help="with --cluster: the Dask worker resource a worker must hold "
+                             "to measure (default cpu-<this CPU>, e.g. cpu-znver3; start "
+                             "workers with --resources \"NAME=1\")")
 
 
 def run_train(args) -> int:
@@ -157,9 +184,9 @@ def run_tune_model(args) -> int:
 
 
 def run_tune_layers(args) -> int:
-    from tensordsl.autotune.layers import load, workloads
+    from tensordsl.autotune.layers import load, weighted
     _check_budget(args)
-    found = workloads(load(args.spec))
+    found = weighted(load(args.spec))
     return _tune_all(found, args, f"in {args.spec}", f"tune-layers {args.spec}",
                      compare=True)
 
@@ -172,54 +199,60 @@ def _check_budget(args):
                          f"got {args.timeout}")
 
 
-def _tune_all(workloads: list, args, where: str, title: str, compare: bool = False) -> int:
-    """Share ``args.trials`` over ``workloads``, tune them, print each one's best (with
-    ``compare``: beside its default configuration's time, and the totals)."""
+def _tune_all(found: list, args, where: str, title: str, compare: bool = False) -> int:
+    """Spend ``args.trials`` over ``found`` (workloads, or (workload, weight) pairs), on
+    this machine or ``args.cluster``; print each one's best (with ``compare``: beside its
+    default configuration's time, and the totals)."""
     from tensordsl.autotune.records import RecordDB
-    from .tune_model import share, tune_model
-    shares = share(workloads, args.trials)
-    print(f"{len(workloads)} distinct kernels {where}; {args.trials} trials:")
-    for s in shares:
-        print(f"  {s.trials:>4}  {_label(s.workload)}")
+    from tensordsl.autotune.scheduler import default_seconds, tune_tasks
+    from tensordsl.autotune.tuner import stored_trials
+    pairs = [w if isinstance(w, tuple) else (w, 1) for w in found]
+    workloads, weights = [w for w, _ in pairs], [n for _, n in pairs]
+    if args.resources and not args.cluster:
+        raise ValueError("--resources: only with --cluster (which workers may measure)")
+    print(f"{len(workloads)} distinct kernels {where}; {args.trials} trials, "
+          f"{args.schedule} schedule"
+          + (f", on the Dask cluster {args.cluster}" if args.cluster else "") + ":",
+          flush=True)
     db = RecordDB(args.db)
-    bar = _Bar(sum(s.trials for s in shares), title)
+    executor = None
+    if args.cluster:
+        from tensordsl.autotune.dask_backend import DaskExecutor
+        executor = DaskExecutor(args.cluster, timeout=args.timeout, resource=args.resources)
+        print(f"  {executor.describe()}", flush=True)
+    stored = sum(len(stored_trials(db, w, "llvm")) for w in workloads) if args.resume else 0
+    bar = _Bar(max(0, args.trials - stored), title)   # (--resume: what is left)
 
-    def progress(k, s, report):
-        bar.advance(label=_label(s.workload))
+    def progress(task, report):
+        bar.advance(label=_label(task.workload))
 
     try:
-        best = tune_model(shares, db, timeout=args.timeout, seed=args.seed, progress=progress)
+        results = tune_tasks(workloads, args.trials, db, schedule=args.schedule,
+                             weights=weights, timeout=args.timeout, seed=args.seed,
+                             resume=args.resume, executor=executor, progress=progress)
     finally:
         bar.close()
+        if executor is not None:
+            executor.close()
     totals = [0.0, 0.0]
-    for s, b in zip(shares, best):
-        if s.trials == 0:
-            print(f"  not tuned (budget spent)  {_label(s.workload)}")
+    for task, b in results:
+        label = _label(task.workload) + (f" (x{task.weight:g})" if task.weight != 1 else "")
+        if task.trials == 0:
+            print(f"  not tuned (budget spent)  {label}")
         elif b is None:
-            print(f"  no configuration ran      {_label(s.workload)}")
-        elif compare and (default := _default_seconds(db, s.workload)) is not None:
-            totals[0] += default
-            totals[1] += b["seconds"]
-            print(f"  default {default * 1e3:9.4f} ms  best {b['seconds'] * 1e3:9.4f} ms  "
-                  f"{default / b['seconds']:5.2f}x  {_label(s.workload)}")
+            print(f"  no configuration ran      {label}")
+        elif compare and (default := default_seconds(db, task.workload)) is not None:
+            totals[0] += default * task.weight
+            totals[1] += b["seconds"] * task.weight
+            print(f"  {task.trials:>4} trials  default {default * 1e3:9.4f} ms  best "
+                  f"{b['seconds'] * 1e3:9.4f} ms  {default / b['seconds']:5.2f}x  {label}")
         else:
-            print(f"  best {b['seconds'] * 1e3:9.4f} ms  {_label(s.workload)}")
+            print(f"  {task.trials:>4} trials  best {b['seconds'] * 1e3:9.4f} ms  {label}")
     if compare and totals[1]:
         print(f"the tuned kernels' total: {totals[0] * 1e3:.3f} ms with defaults, "
               f"{totals[1] * 1e3:.3f} ms tuned ({totals[0] / totals[1]:.2f}x)")
     print(f"records: {db.path}")
     return 0
-
-
-def _default_seconds(db, workload) -> float | None:
-    """The measured time of ``workload``'s default configuration (a tuning's first
-    trial), or None if it was not measured."""
-    from tensordsl.autotune.records import canonical, record_target
-    default = canonical(workload.default_config())
-    times = [r["seconds"] for r in db.trials(workload.key, record_target("llvm"),
-                                             workload.template)
-             if r["status"] == "ok" and canonical(r["config"]) == default]
-    return min(times) if times else None
 
 
 def _duration(seconds: float) -> str:

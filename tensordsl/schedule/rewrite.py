@@ -64,12 +64,13 @@ def _check_scope(scope: str, what: str):
         raise ScheduleError(f"{what}: scope must be one of {_SCOPES}, got {scope!r}")
 
 
-def _copy_op(name: str, tensors, axis=None) -> ComputeOp:
-    """``name[i...] = tensors[k][i...]`` for each k, over fresh (or given) axes."""
+def _copy_op(name: str, tensors, axis=None, index=None) -> ComputeOp:
+    """``name[i...] = tensors[k][i...]`` for each k, over fresh (or given) axes; with
+    ``index``, ``tensors[k][index]`` (a permutation of the axes' variables)."""
     shape = tensors[0].shape
     if axis is None:
         axis = tuple(n.IterVar(n.Var(f"ax{d}"), n.Range(const(0), e)) for d, e in enumerate(shape))
-    idx = tuple(iv.var for iv in axis)
+    idx = tuple(iv.var for iv in axis) if index is None else tuple(index)
     return ComputeOp(name, axis, tuple(n.TensorRead(t, idx) for t in tensors))
 
 
@@ -90,7 +91,7 @@ def cache_read(s: Schedule, tensor: Tensor, scope: str, readers) -> Tensor:
     return cache_op.output(0)
 
 
-def cache_write(s: Schedule, tensor, scope: str):
+def cache_write(s: Schedule, tensor, scope: str, layout=None):
     """Compute ``tensor`` into a cache in ``scope`` and copy it out (TVM ``cache_write``).
 
     The original stage becomes the copy (its axes stay ``T.op.axis``); the returned
@@ -99,6 +100,11 @@ def cache_write(s: Schedule, tensor, scope: str):
     one cache stage computes all of them and one copy stage copies each out; pass any
     of its tensors (the cache's outputs come back as a list) or, as in TVM, the list
     of them (``s.cache_write([T0, T1], "local")``).
+
+    ``layout`` (one output only): a permutation of the axes, the cache's dimension
+    ``d`` being the tensor's ``layout[d]`` — ``(1, 0)`` computes a matrix's transpose,
+    which the copy reads back transposed (a product whose few rows and many columns
+    are better computed the other way round).
     """
     _check_scope(scope, "cache_write")
     if isinstance(tensor, (list, tuple)):
@@ -110,7 +116,7 @@ def cache_write(s: Schedule, tensor, scope: str):
             raise ScheduleError(f"cache_write: the tensors {[t.name for t in tensor]} must "
                                 "be outputs of one operation (one stage), got stages "
                                 f"{[st.name for st in stages.values()]}")
-        outs = cache_write(s, tensor[0], scope)
+        outs = cache_write(s, tensor[0], scope, layout)
         return outs if isinstance(outs, list) else [outs]
     stage = s[tensor]
     op = stage.op
@@ -119,8 +125,10 @@ def cache_write(s: Schedule, tensor, scope: str):
     if stage.relations or stage.leaf_iter_vars != stage.all_iter_vars:
         raise ScheduleError(f"stage {stage.name!r}: cache_write must come before split, "
                             "fuse or reorder of the stage")
+    order = _layout(layout, op, tensor)
     fresh = {iv.var: n.Var(iv.name + ".c") for iv in op.axis + op.reduce_axis}
-    axis = tuple(n.IterVar(fresh[iv.var], iv.dom, "data_par") for iv in op.axis)
+    axis = tuple(n.IterVar(fresh[op.axis[d].var], op.axis[d].dom, "data_par")
+                 for d in order)
     # a reduction's extent may depend on the output index (sum over k < i + 1): in the
     # cache stage, on the cache stage's own index
     raxis = tuple(n.IterVar(fresh[iv.var], n.Range(substitute(iv.dom.min, fresh),
@@ -137,16 +145,38 @@ def cache_write(s: Schedule, tensor, scope: str):
             b = substitute(b, fresh)
         bodies.append(b)
     cache_op = ComputeOp(f"{op.name}.{scope}", axis, tuple(bodies), op.tag)
-    copy = _copy_op(op.name, list(cache_op.outputs), axis=op.axis)
+    copy = _copy_op(op.name, list(cache_op.outputs), axis=op.axis,
+                    index=tuple(op.axis[d].var for d in order))
     cache = Stage(cache_op, s)
     cache.scope = scope
     s.insert_stage(cache, before=stage)
     stage.op = copy
     s.stage_map[copy] = stage
     stage.reset_axes()
-    s.trace.append(Step("cache_write", stage.name, {"tensor": tensor.name, "scope": scope}))
+    args = {"tensor": tensor.name, "scope": scope}
+    if layout is not None:
+        args["layout"] = list(order)
+    s.trace.append(Step("cache_write", stage.name, args))
     outs = list(cache_op.outputs)
     return outs if len(outs) > 1 else outs[0]
+
+
+def _layout(layout, op, tensor) -> tuple:
+    """The cache's axis order: ``layout`` checked (a permutation of the axes, for an
+    operation of one output), or the tensor's own."""
+    ndim = len(op.axis)
+    if layout is None:
+        return tuple(range(ndim))
+    order = tuple(layout) if isinstance(layout, (list, tuple)) else None
+    if order is None or sorted(order) != list(range(ndim)) or \
+            not all(isinstance(d, int) for d in order):
+        raise ScheduleError(f"cache_write: layout must be a permutation of "
+                            f"{list(range(ndim))} (the axes of {tensor.name!r}), got "
+                            f"{layout!r}")
+    if len(op.body) > 1 and order != tuple(range(ndim)):
+        raise ScheduleError(f"cache_write: a layout for {op.name!r} of {len(op.body)} "
+                            "outputs; expected one output")
+    return order
 
 
 def rfactor(s: Schedule, tensor: Tensor, axis: n.IterVar, factor_axis: int = 0):

@@ -582,9 +582,9 @@ class Schedule:
         from .rewrite import cache_read
         return cache_read(self, tensor, scope, readers)
 
-    def cache_write(self, tensor, scope: str):
+    def cache_write(self, tensor, scope: str, layout=None):
         from .rewrite import cache_write
-        return cache_write(self, tensor, scope)
+        return cache_write(self, tensor, scope, layout)
 
     def pack(self, tensor, axis: int, factor: int, readers):
         from .rewrite import pack

@@ -83,7 +83,7 @@ def _apply(s, step: Step):
         s.pack(_tensor_named(s, a["tensor"]), a["axis"], a["factor"], readers)
         return
     if step.kind == "cache_write":
-        s.cache_write(_tensor_named(s, a["tensor"]), a["scope"])
+        s.cache_write(_tensor_named(s, a["tensor"]), a["scope"], a.get("layout"))
         return
     st = _stage(s, step.stage)
     if step.kind == "rfactor":

@@ -99,7 +99,8 @@ def test_the_compiled_steps_products_are_tuned_as_matmuls():
 
 
 def test_share_splits_one_budget_by_work_largest_first():
-    from tensordsl.nn.tune_model import MIN_TRIALS, share, step_workloads
+    from tensordsl.autotune.scheduler import MIN_TRIALS, share
+    from tensordsl.nn.tune_model import step_workloads
     workloads = step_workloads("mlp", batch_size=16, step="eager")
     shares = share(workloads, 200)
     assert sum(s.trials for s in shares) == 200
@@ -118,15 +119,16 @@ def test_tune_model_writes_records_that_training_then_uses(tmp_path, capsys, ste
     assert cli.main(["tune-model", "mlp", "--trials", "3", "--batch-size", "16",
                      "--db", str(db), "--step", step]) == 0
     out = capsys.readouterr().out
-    assert "distinct kernels in a training step of mlp; 3 trials" in out
+    assert "distinct kernels in a training step of mlp; 3 trials, gain schedule" in out
     assert "not tuned (budget spent)" in out and f"records: {db}" in out
     from tensordsl.autotune import apply_history_best
     from tensordsl.autotune.history import best_config
     from tensordsl.autotune.records import RecordDB, record_target
-    from tensordsl.nn.tune_model import share, step_workloads
+    from tensordsl.autotune.scheduler import make_tasks
+    from tensordsl.nn.tune_model import step_workloads
     records = RecordDB(db)
-    tuned = [s.workload for s in share(step_workloads("mlp", batch_size=16, step=step), 3)
-             if s.trials]
+    # a budget below one round: the whole of it to the kernel of the most work
+    tuned = [make_tasks(step_workloads("mlp", batch_size=16, step=step))[0].workload]
     assert {key for key, _, _, _ in records.workloads()} == {w.key for w in tuned}
     assert sum(n for _, _, n, _ in records.workloads()) == 3
     with apply_history_best(db):

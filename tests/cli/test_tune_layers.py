@@ -82,9 +82,9 @@ def test_tune_layers_shares_one_budget_and_td_ops_uses_the_records(layer_file, t
                                                                    capsys):
     db = tmp_path / "r.sqlite"
     assert cli.main(["tune-layers", f"{layer_file}:calls", "--trials", "5", "--db",
-                     str(db)]) == 0
+                     str(db), "--schedule", "share"]) == 0
     out = capsys.readouterr().out
-    assert "2 distinct kernels in " in out and "; 5 trials:" in out
+    assert "2 distinct kernels in " in out and "; 5 trials, share schedule:" in out
     compared = re.findall(r"default +(\S+) ms  best +(\S+) ms +(\S+)x", out)
     assert len(compared) == 2
     for default, best, ratio in compared:   # the best is at most the default's time
@@ -103,3 +103,20 @@ def test_tune_layers_shares_one_budget_and_td_ops_uses_the_records(layer_file, t
         x, w, b = (np.empty(s, np.float32) for s in ((48, 40), (24, 40), (24,)))
         best = records.best(tuned[0].key, record_target("llvm"))["config"]
         assert td.ops.tuned_config("dense", x, w, b) == best
+
+
+def test_resume_counts_the_stored_trials_against_the_budget(layer_file, tmp_path, capsys):
+    db = tmp_path / "r.sqlite"
+    spec = f"{layer_file}:calls"
+    from tensordsl.autotune.records import RecordDB
+    assert cli.main(["tune-layers", spec, "--trials", "3", "--db", str(db)]) == 0
+    assert len(RecordDB(db).trials()) == 3        # a job stopped after 3 of its 5 trials
+    assert cli.main(["tune-layers", spec, "--trials", "5", "--db", str(db), "--resume"]) == 0
+    assert len(RecordDB(db).trials()) == 5
+    assert cli.main(["tune-layers", spec, "--trials", "5", "--db", str(db), "--resume"]) == 0
+    assert len(RecordDB(db).trials()) == 5        # nothing was left
+    assert cli.main(["tune-layers", spec, "--trials", "2", "--db", str(db)]) == 0
+    assert len(RecordDB(db).trials()) == 7        # without --resume: on top of them
+    capsys.readouterr()
+    assert cli.main(["tune-layers", spec, "--trials", "2", "--resources", "cpu-x=1"]) == 2
+    assert "--resources: only with --cluster" in capsys.readouterr().err

@@ -256,8 +256,13 @@ def test_ops_outputs_start_on_a_64_byte_boundary(rng):
         assert y.ctypes.data % 64 == 0 and y.shape == shape and y.dtype == np.float32
         np.testing.assert_array_equal(y, np.maximum(x, 0))
     from tensordsl.nd import aligned_numpy
-    z = aligned_numpy((5, 7), "float64")
-    assert z.ctypes.data % 64 == 0 and z.shape == (5, 7) and z.flags["C_CONTIGUOUS"]
+    for shape in [(5, 7), (), (0,), (3, 0, 2), (1, 1, 1)]:
+        for dtype in ["float64", "float16", "int8", "bool"]:
+            z = aligned_numpy(shape, dtype)
+            assert (z.ctypes.data % 64 == 0 or z.size == 0) and z.shape == shape
+            assert z.dtype == dtype and z.flags["C_CONTIGUOUS"] and z.flags["WRITEABLE"]
+            z[...] = 1                     # all of it is there to write
+            assert z.sum() == z.size
 
 
 @pytest.mark.parametrize("ta", [False, True])
@@ -381,3 +386,39 @@ def test_the_flat_convolution_with_and_without_its_packed_input(x, w, pad, pack)
     out = poisoned(tuple(int(d.value) for d in tensors[-1].shape))
     td.build(s, tensors)(xv, wv, out)
     np.testing.assert_allclose(out, _np_conv2d(xv, wv, 1, pad, 1), rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 150), st.integers(1, 70), st.integers(1, 90), st.booleans(),
+       st.sampled_from([None, False, True]), st.sampled_from([(6, 64), (4, 16), (12, 32)]),
+       st.integers(0, 2**31))
+def test_products_computed_transposed_match_numpy(m, k, n, bias, transpose, tile, seed):
+    # the matmul template may compute C^T = W x^T and read C back transposed (dense's
+    # few-rows case); forced either way, or left to the rule, on ragged shapes
+    from schedules.cpu.space import defaults_for
+    from tensordsl.autotune.workload import Workload
+    rng = np.random.default_rng(seed)
+    args = [rand(rng, m, k), rand(rng, n, k)] + ([rand(rng, n)] if bias else [])
+    config = dict(defaults_for("matmul"), mr=tile[0], nr=tile[1])
+    if transpose is not None:
+        config["transpose"] = transpose
+    f, shape, _ = Workload.from_arrays("dense", args, {}).build(config)
+    out = poisoned(shape)
+    f(*args, out)
+    ref = args[0].astype(np.float64) @ args[1].T + (args[2] if bias else 0)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("m, k, n, transposed", [
+    (128, 768, 3072, True), (128, 768, 768, True), (1, 768, 768, True),
+    (96, 768, 768, False), (256, 512, 2048, False), (128, 256, 1024, False)])
+def test_dense_of_few_rows_computes_its_transpose(m, k, n, transposed):
+    # the rule of computes_transposed, as measured: a transposed product's nest writes
+    # the cache of C^T (C's stage reads it back), the other one packs W's columns
+    from tensordsl.autotune.workload import Workload
+    w = Workload.from_arrays("dense", [np.empty((m, k), np.float32),
+                                       np.empty((n, k), np.float32)], {})
+    text = str(td.lower(*w.schedule(None), check_indices=False))
+    assert ("dense.global" in text) == transposed
+    assert ("in1.packed" in text) == (not transposed)
+    assert ("in0.packed" in text) == transposed

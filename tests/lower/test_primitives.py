@@ -476,3 +476,33 @@ def test_store_predicate_keeps_the_other_elements(rng):
     kept = np.arange(10) % 3 != 0
     np.testing.assert_allclose(b[kept], a[kept] * 2)
     assert np.isnan(b[~kept]).all()
+
+
+@pytest.mark.parametrize("layout", [(1, 0, 2), (2, 0, 1), (0, 1, 2)])
+def test_cache_write_in_another_layout_computes_the_permuted_tensor(rng, layout):
+    # the cache's dimension d is the tensor's layout[d]; the copy reads it back, and a
+    # replayed trace builds the same program
+    from tensordsl.schedule.trace import dumps, loads, replay
+    A = td.placeholder((4, 5, 6), "float32", "A")
+    k = td.reduce_axis((0, 6), "k")
+    B = td.compute((4, 5, 3), lambda i, j, c: td.sum(A[i, j, k] * (c + 1.0), axis=k),
+                   name="B")
+    s = td.create_schedule(B.op)
+    cache = s.cache_write(B, "global", layout=layout)
+    assert [int(d.value) for d in cache.shape] == [(4, 5, 3)[d] for d in layout]
+    s[cache].parallel(s[cache].op.axis[0])
+    a = rng.standard_normal((4, 5, 6)).astype("float32")
+    ref = a.sum(axis=2)[:, :, None] * np.arange(1.0, 4.0)
+    for schedule in (s, replay(loads(dumps(s.trace)), [B.op])):
+        out = poisoned((4, 5, 3))
+        td.build(schedule, [A, B])(a, out)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_write_layout_must_be_a_permutation():
+    A = td.placeholder((4, 5), "float32", "A")
+    B = td.compute((4, 5), lambda i, j: A[i, j] * 2.0, name="B")
+    for bad in [(0, 0), (1,), (0, 2), "10"]:
+        s = td.create_schedule(B.op)
+        with pytest.raises(td.ScheduleError, match=r"layout must be a permutation of \[0, 1\]"):
+            s.cache_write(B, "global", layout=bad)

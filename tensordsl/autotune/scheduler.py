@@ -1,0 +1,266 @@
+"""Task scheduling: one trial budget over many workloads (a model's kernels).
+
+    best = tune_tasks(workloads, budget=300, db=RecordDB(...))             # gain
+    best = tune_tasks(workloads, budget=300, schedule="share", cluster=executor)
+
+A model's kernels are not equally worth tuning: a kernel that takes most of the step's
+time, and whose last trials still made it faster, deserves the next trials. As Ansor's
+task scheduler does, the budget is spent in rounds of ``ROUND`` trials (one batch of the
+search), each given to the task of the largest expected gain::
+
+    round 1..n   every task once (largest estimated work first): a first best time
+    then         gain(task) = share of the model's time x recent relative improvement
+                   share       = weight x best / sum over tasks of (weight x best)
+                   improvement = (best before its last round - best now) / best before,
+                                 at least MIN_IMPROVEMENT (a task's first "before" is
+                                 its default configuration's time)
+                 a task that waited more than ``patience`` rounds goes first (none starves)
+
+``weight`` is how often the kernel occurs in the model (a file that lists a call twice).
+``schedule="share"`` is the static split instead (``share``: each kernel a minimum, the
+rest in proportion to its estimated work, largest first), one round per task.
+
+Each round continues the trials stored for its workload (``tune(..., resume=True)``),
+so the search keeps its history between rounds. With ``resume=True`` the budget counts
+the trials already stored for these workloads: a killed job, restarted the same way,
+does only what was left.
+
+The scheduler itself (``GainSchedule``, ``ShareSchedule``) only counts and chooses; it
+never measures, so its allocation is tested with made-up times.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .records import RecordDB, canonical, record_target
+from .tuner import BATCH, stored_trials, tune
+
+ROUND = BATCH             # trials per round: one batch of the search
+MIN_IMPROVEMENT = 0.02    # a task that stopped improving still has some headroom
+PATIENCE = 3              # x the number of tasks: the most rounds a task waits
+MIN_TRIALS = 2            # (share) the default and one other: below that nothing is learned
+SCHEDULES = ("gain", "share")
+
+
+@dataclass
+class Task:
+    """One workload of the job and what the scheduler knows of it."""
+    workload: object
+    weight: float = 1.0
+    work: float = 0.0                 # estimated (``estimated_work``): orders the tasks
+    trials: int = 0                   # trials spent on it (this job, or stored: resume)
+    rounds: int = 0
+    last_round: int = -1              # the job's round number of its latest round
+    bests: list = field(default_factory=list)   # best seconds before/after each round
+    exhausted: bool = False           # its space has no unmeasured configuration left
+
+    @property
+    def best(self) -> float | None:
+        return self.bests[-1] if self.bests else None
+
+    @property
+    def improvement(self) -> float:
+        """Relative improvement of its last round (1 while nothing is known)."""
+        known = [b for b in self.bests[-2:] if b is not None]
+        if len(known) < 2:
+            return 1.0
+        before, after = known
+        return max(MIN_IMPROVEMENT, (before - after) / before)
+
+
+class GainSchedule:
+    """Rounds by expected gain (see the module docstring). ``next()`` names the task
+    and trials of the next round (None: the budget is spent, or every space is
+    exhausted); ``done(task, trials, before, after)`` reports how the round went."""
+
+    def __init__(self, tasks: list[Task], budget: int, round_trials: int = ROUND,
+                 patience: int | None = None):
+        if budget < 0:
+            raise ValueError(f"budget: expected a non-negative number, got {budget}")
+        if round_trials < 1:
+            raise ValueError(f"round_trials: expected a positive number, got {round_trials}")
+        self.tasks, self.left, self.round_trials = tasks, budget, round_trials
+        self.patience = patience if patience is not None else PATIENCE * len(tasks)
+        self.round = 0
+
+    def gains(self) -> list[float]:
+        """Each task's expected gain (its time share x its recent improvement)."""
+        known = [t.best for t in self.tasks if t.best is not None]
+        typical = float(np.mean(known)) if known else 1.0
+        times = [t.weight * (t.best if t.best is not None else typical) for t in self.tasks]
+        total = sum(times) or 1.0
+        return [time / total * t.improvement for time, t in zip(times, self.tasks)]
+
+    def next(self) -> tuple[Task, int] | None:
+        live = [t for t in self.tasks if not t.exhausted]
+        if self.left <= 0 or not live:
+            return None
+        fresh = [t for t in live if t.rounds == 0]
+        waited = [t for t in live if self.round - t.last_round > self.patience]
+        if fresh:
+            task = fresh[0]
+        elif waited:
+            task = min(waited, key=lambda t: t.last_round)
+        else:
+            gains = dict(zip(map(id, self.tasks), self.gains()))
+            task = max(live, key=lambda t: (gains[id(t)], -t.trials))
+        return task, min(self.round_trials, self.left)
+
+    def done(self, task: Task, trials: int, before: float | None, after: float | None,
+             asked: int | None = None):
+        """``task`` measured ``trials`` (of ``asked``: fewer means its space is
+        exhausted); its best was ``before`` and is ``after`` (seconds, None: none ran)."""
+        self.left -= trials
+        if asked is not None and trials < asked:
+            task.exhausted = True
+        if not task.bests:
+            task.bests.append(before)
+        task.bests.append(after)
+        task.trials += trials
+        task.rounds += 1
+        task.last_round = self.round
+        self.round += 1
+
+
+class ShareSchedule(GainSchedule):
+    """The static split: each task once, for its ``share`` of the budget."""
+
+    def __init__(self, tasks: list[Task], budget: int):
+        super().__init__(tasks, budget)
+        self.plan = [(s.task, s.trials) for s in share(tasks, budget) if s.trials]
+
+    def next(self) -> tuple[Task, int] | None:
+        while self.plan:
+            task, trials = self.plan.pop(0)
+            if not task.exhausted:
+                return task, trials
+        return None
+
+
+# ------------------------------------------------------------ the static split
+def estimated_work(workload) -> float:
+    """Multiply-adds counted twice where ``Workload.flops`` knows them, else the
+    elements the kernel reads and writes (an elementwise or reduction pass)."""
+    out = workload.define()[1]
+    out_shape = tuple(int(d.value) for d in out.shape)
+    flops = workload.flops(out_shape)
+    if flops:
+        return flops
+    arrays = [a[1] for a in workload.args if a[0] == "array"] + [out_shape]
+    return float(sum(np.prod(s) for s in arrays))
+
+
+@dataclass
+class Share:
+    task: Task
+    trials: int
+
+    @property
+    def workload(self):
+        return self.task.workload
+
+    @property
+    def work(self) -> float:
+        return self.task.work
+
+
+def share(tasks: list, budget: int) -> list[Share]:
+    """Trials per task (``Task``s or workloads), largest estimated work first. A budget
+    that covers ``MIN_TRIALS`` for every kernel gives each that much and the rest in
+    proportion to the work (what rounding leaves, to the largest); a smaller one gives
+    ``MIN_TRIALS`` to the largest kernels until it is spent, and none to the others."""
+    if budget < 1:
+        raise ValueError(f"--trials: expected a positive number, got {budget}")
+    tasks = [t if isinstance(t, Task) else Task(t, work=estimated_work(t)) for t in tasks]
+    sized = sorted(tasks, key=lambda t: -t.work)
+    if budget < MIN_TRIALS * len(sized):
+        shares, left = [], budget
+        for t in sized:
+            n = min(MIN_TRIALS, left)
+            shares.append(Share(t, n))
+            left -= n
+        return shares
+    extra = budget - MIN_TRIALS * len(sized)
+    total = sum(t.work for t in sized) or 1.0
+    shares = [Share(t, MIN_TRIALS + int(extra * t.work / total)) for t in sized]
+    if shares:
+        shares[0].trials += budget - sum(s.trials for s in shares)
+    return shares
+
+
+# ------------------------------------------------------------ the job
+def make_tasks(workloads: list, weights: list | None = None) -> list[Task]:
+    """``Task``s of ``workloads`` (distinct), largest estimated work first."""
+    if weights is not None and len(weights) != len(workloads):
+        raise ValueError(f"weights: expected one per workload ({len(workloads)}), "
+                         f"got {len(weights)}")
+    tasks = [Task(w, weight=float(weights[k]) if weights else 1.0, work=estimated_work(w))
+             for k, w in enumerate(workloads)]
+    return sorted(tasks, key=lambda t: -t.work)
+
+
+def default_seconds(db: RecordDB, workload, target: str = "llvm") -> float | None:
+    """The measured time of ``workload``'s default configuration (a tuning's first
+    trial), or None if it was not measured."""
+    default = canonical(workload.default_config())
+    times = [r["seconds"] for r in db.trials(workload.key, record_target(target),
+                                             workload.template)
+             if r["status"] == "ok" and canonical(r["config"]) == default]
+    return min(times) if times else None
+
+
+def _best_seconds(db: RecordDB, workload, target: str) -> float | None:
+    best = db.best(workload.key, record_target(target), workload.template)
+    return best["seconds"] if best else None
+
+
+def tune_tasks(workloads: list, budget: int, db: RecordDB | None = None,
+               schedule: str = "gain", weights: list | None = None, target: str = "llvm",
+               timeout: float = 30.0, seed: int = 0, resume: bool = False, executor=None,
+               progress=None, round_trials: int = ROUND) -> list[tuple[Task, dict | None]]:
+    """Spend ``budget`` trials over ``workloads`` (see the module docstring); returns
+    (task, best record or None) per task, largest estimated work first.
+    ``executor``: where candidates run (``measure.LocalExecutor``, made here when None;
+    ``dask_backend.DaskExecutor``). ``progress(task, report)`` follows each trial."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"--schedule: expected one of {', '.join(SCHEDULES)}, "
+                         f"got {schedule!r}")
+    db = db if isinstance(db, RecordDB) else RecordDB(db)
+    tasks = make_tasks(workloads, weights)
+    spent = 0
+    for t in tasks:   # what earlier runs measured: the scheduler starts from it
+        stored = len(stored_trials(db, t.workload, target))
+        if stored:
+            spent += stored
+            t.trials, t.rounds = stored, math.ceil(stored / round_trials)
+            t.bests = [default_seconds(db, t.workload, target),
+                       _best_seconds(db, t.workload, target)]
+    left = budget - spent if resume else budget
+    plan = GainSchedule(tasks, max(0, left), round_trials) if schedule == "gain" else \
+        ShareSchedule(tasks, max(0, left)) if left > 0 else GainSchedule(tasks, 0)
+    own_executor = executor is None
+    if own_executor:
+        from .measure import LocalExecutor
+        executor = LocalExecutor(timeout)
+    try:
+        while (step := plan.next()) is not None:
+            task, trials = step
+            w = task.workload
+            stored = len(stored_trials(db, w, target))
+            before = _best_seconds(db, w, target)
+            tune(w, trials=stored + trials, db=db, timeout=timeout, target=target,
+                 resume=True, seed=seed, executor=executor,
+                 progress=None if progress is None else
+                 (lambda report, task=task: progress(task, report)))
+            measured = len(stored_trials(db, w, target)) - stored
+            if before is None:      # its first round: from the default's time
+                before = default_seconds(db, w, target)
+            plan.done(task, measured, before, _best_seconds(db, w, target), asked=trials)
+    finally:
+        if own_executor:
+            executor.close()
+    return [(t, db.best(t.workload.key, record_target(target), t.workload.template))
+            for t in tasks]
