@@ -159,6 +159,8 @@ def aligned_numpy(shape, dtype="float32", alignment: int = 64) -> np.ndarray:
     (numpy's large arrays start 16 bytes into a page: whole-vector and streaming stores
     want 64)."""
     dt = np.dtype(dtype)
+    if isinstance(shape, int):      # a length, as numpy takes it
+        shape = (shape,)
     nbytes = math.prod(shape) * dt.itemsize
     raw = np.empty(max(dt.itemsize, nbytes) + alignment, np.uint8)
     # (the one-call constructor: slicing, viewing and reshaping cost a small call's time)
