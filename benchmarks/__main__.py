@@ -1,8 +1,9 @@
-"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule|models|aot|dask|tune_model] [--quick] [--only OP]``"""
+"""``python -m benchmarks [cpu|dense|gpu|autodiff|nn|sparse|capsule|models|aot|dask|tune_model]
+[--quick] [--only OP] [--estimate]``"""
 import argparse
 
-from . import (aot, autodiff, capsule, cpu, dask_tuning, dense, gpu, models, nn, sparse,
-               tune_model)
+from . import (aot, autodiff, capsule, cpu, dask_tuning, dense, gpu, gpu_estimate, models, nn,
+               sparse, tune_model)
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
 parser.add_argument("suite", nargs="?", default="cpu", choices=["cpu", "dense", "gpu",
@@ -29,9 +30,15 @@ parser.add_argument("--only", help="dense, autodiff: only this operator (matmul,
                                     "capsule: forward, backward or step (the CapsNet "
                                     "training step); models: resnet50, mobilenetv2 or bert; "
                                     "aot: matmul, bias_tanh or row_norms")
+parser.add_argument("--estimate", action="store_true",
+                    help="gpu: no GPU needed; estimate each CUDA template's time from its "
+                         "SASS and datasheet peaks (a roofline), printed as an estimate "
+                         "(--only: one template: matmul_fp32, softmax, ...)")
 args = parser.parse_args()
 if args.suite == "cpu":
     cpu.run(quick=args.quick)
+elif args.suite == "gpu" and args.estimate:
+    gpu_estimate.run(only=args.only)
 elif args.suite == "gpu":
     gpu.run()
 elif args.suite == "nn":

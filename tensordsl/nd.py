@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import operator
 import weakref
 
 import numpy as np
@@ -159,6 +160,7 @@ def aligned_numpy(shape, dtype="float32", alignment: int = 64) -> np.ndarray:
     (numpy's large arrays start 16 bytes into a page: whole-vector and streaming stores
     want 64)."""
     dt = np.dtype(dtype)
+    shape = (operator.index(shape),) if np.ndim(shape) == 0 else tuple(shape)  # (as numpy)
     nbytes = math.prod(shape) * dt.itemsize
     raw = np.empty(max(dt.itemsize, nbytes) + alignment, np.uint8)
     # (the one-call constructor: slicing, viewing and reshaping cost a small call's time)

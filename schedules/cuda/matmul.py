@@ -5,13 +5,22 @@ a ``vm x vn`` register block (a ``local`` cache of C). The reduction runs over t
 ``kt``: each iteration the block stages the ``A`` and ``B`` tiles in shared memory,
 every thread fetching its share with ``vec``-wide loads, then all threads multiply out
 of shared memory. ``double_buffer`` alternates two copies of each tile so one barrier
-per iteration suffices.
+per iteration suffices; ``stages`` >= 2 instead pipelines them (``s[T].pipeline``):
+``stages`` copies of each tile, filled by ``cp.async`` ``stages - 1`` tiles ahead of the
+multiply, so the loads of later tiles are in flight while this one is used.
+
+``pad``: the A tile's rows are ``kt + pad`` elements apart. The threads of a warp that
+differ in ``threadIdx.y`` read A rows ``vm`` apart, which with ``kt = 16`` floats start
+in the same bank (a 2-way conflict on every A read); 4 more floats a row put them in
+different banks, still on 16 bytes (the emulator's count, ``count_banks=True``: 2.0 ->
+1.5 wavefronts per shared read).
 """
 from __future__ import annotations
 
 import tensordsl as td
 
-DEFAULT = {"ty": 8, "tx": 16, "vm": 4, "vn": 4, "kt": 16, "vec": 4, "double_buffer": 1}
+DEFAULT = {"ty": 8, "tx": 16, "vm": 4, "vn": 4, "kt": 16, "vec": 4, "double_buffer": 1,
+           "stages": 3, "pad": 4}
 
 
 def _reduction_stage(out):
@@ -97,10 +106,14 @@ def schedule_matmul(s, out, config=None):
     for ax in caxes[-2:]:
         s[CL].unroll(ax)
     s[CL].unroll(ki)
+    if cfg["pad"]:
+        s[AS].storage_align(AS.op.axis[-2], kt, cfg["pad"])
     for cache in (AS, BS):
         s[cache].compute_at(s[CL], ko)
         cooperative_fetch(s, cache, tx_n, ty_n, vec=cfg["vec"])
-        if cfg["double_buffer"]:
+        if cfg["stages"] >= 2:
+            s[cache].pipeline(cfg["stages"])
+        elif cfg["double_buffer"]:
             s[cache].double_buffer()
     return s
 

@@ -84,6 +84,7 @@ class _KernelWriter:
         self.nonneg: set = set(kernel.scalars)
         self.extra_shared: list[tuple[str, str, int]] = []   # (C type, name, count)
         self.nontemporal = 0  # depth of enclosing "nontemporal" pragmas
+        self.async_copy = 0   # depth of enclosing "async_copy" pragmas (cp.async)
 
     # ------------------------------------------------------------ names
     def name(self, obj, base: str) -> str:
@@ -269,6 +270,8 @@ class _KernelWriter:
 
     def stmt_Store(self, s, depth):
         lanes = dt.lanes(s.value.dtype)
+        if self.async_copy and self.cp_async(s, depth):
+            return
         if lanes == 1:
             line = self.assign(s.buffer, self.expr(s.index), self.expr(s.value))
             if s.predicate is not None:
@@ -323,9 +326,63 @@ class _KernelWriter:
             self.emit(depth - 1, "}")
         return True
 
+    def cp_async(self, s, depth) -> bool:
+        """A copy of 4, 8 or 16 bytes from a global buffer to a shared one, inside an
+        ``async_copy`` pragma (``lower/async_copies.py``), as one ``cp.async`` whose
+        source size is 0 (the destination zero-filled) where the load's guard fails.
+        Anything else (a conversion, 2-byte elements, an unaligned vector) is left to
+        the caller as a plain store: the pipeline's wait and barrier order it as well."""
+        v = s.value
+        lanes = dt.lanes(v.dtype)
+        size = max(1, dt.bits(v.dtype) // 8)
+        if not (isinstance(v, n.Load) and v.buffer.scope == "global"
+                and s.buffer.scope == "shared" and v.buffer.dtype == s.buffer.dtype
+                and size in (4, 8)):
+            return False
+        uniform = (lambda p: p is None or isinstance(p, n.Broadcast))
+        whole = lanes == 1 or (
+            lanes * size in (8, 16) and uniform(s.predicate) and uniform(v.predicate)
+            and _vector_aligned(s.buffer, s.index, lanes, lanes * size)
+            and _vector_aligned(v.buffer, v.index, lanes, lanes * size))
+        if whole:       # one copy of the whole vector (or the scalar)
+            scalar = (lambda p: p.value if isinstance(p, n.Broadcast) else p)
+            first = (lambda idx: self.expr(idx.base if lanes > 1 else idx))
+            self.one_cp_async(s.buffer, first(s.index), v.buffer, first(v.index), lanes,
+                              size, None if s.predicate is None else scalar(s.predicate),
+                              None if v.predicate is None else scalar(v.predicate), depth)
+            return True
+        for k in range(lanes):   # lane by lane: each with its own guards
+            self.one_cp_async(s.buffer, self.lane(s.index, k), v.buffer, self.lane(v.index, k),
+                              1, size, s.predicate, v.predicate, depth, lane=k)
+        return True
+
+    def one_cp_async(self, dst_buf, di: str, src_buf, si: str, lanes: int, size: int,
+                     store_guard, load_guard, depth: int, lane: int | None = None):
+        guard = (lambda p: self.cond(p) if lane is None else self.lane(p, lane))
+        dst, src = self.buf(dst_buf), self.buf(src_buf)
+        valid = guard(load_guard) if load_guard is not None else "true"
+        if store_guard is not None:
+            self.emit(depth, f"if ({guard(store_guard)}) {{")
+            depth += 1
+        if self.checked:
+            self.emit(depth, f"TD_CP_ASYNC({dst}, {di}, {src}, {si}, {lanes}, {valid});")
+        else:
+            self.emit(depth, f"td_cp_async<{lanes * size}>(&{dst}[{di}], {src} + ({si}), "
+                             f"{valid});")
+        if store_guard is not None:
+            self.emit(depth - 1, "}")
+
     def stmt_Evaluate(self, s, depth):
         if isinstance(s.value, n.Call) and s.value.name == "prefetch":
             return  # the GPU's caches need no hint here
+        if isinstance(s.value, n.Call) and s.value.name == "cp_async_commit":
+            self.emit(depth, "TD_CP_ASYNC_COMMIT();" if self.checked else "td_cp_async_commit();")
+            return
+        if isinstance(s.value, n.Call) and s.value.name == "cp_async_wait":
+            pending = s.value.args[0].value
+            self.emit(depth, f"TD_CP_ASYNC_WAIT({pending});" if self.checked
+                      else f"td_cp_async_wait<{pending}>();")
+            return
         if isinstance(s.value, n.Call) and s.value.name.startswith("wmma."):
             from .wmma import write_wmma   # (wmma.py uses this module's c_type)
             write_wmma(self, s.value, depth)
@@ -333,10 +390,12 @@ class _KernelWriter:
         self.emit(depth, f"(void)({self.expr(s.value)});")
 
     def stmt_Pragma(self, s, depth):
-        streaming = s.key == "nontemporal"
+        streaming, copying = s.key == "nontemporal", s.key == "async_copy"
         self.nontemporal += streaming
+        self.async_copy += copying
         self.stmt(s.body, depth)
         self.nontemporal -= streaming
+        self.async_copy -= copying
 
     def stmt_Barrier(self, s, depth):
         self.emit(depth, "__syncthreads();")
@@ -587,14 +646,50 @@ def _is_zero(e) -> bool:
 _BASE_ALIGNMENT = {"global": 16, "shared": SHARED_ALIGNMENT, "local": 16}
 
 
-def _vector_aligned(buf: n.Buffer, index, lanes: int) -> bool:
-    """Whether ``buf[index]``, a ramp of ``lanes`` elements making 16 bytes, lies on 16
-    bytes: the buffer starts on 16 and the first element is a multiple of ``lanes``
-    (a storage_align'ed row stride or an odd offset that breaks it falls back)."""
-    return (_BASE_ALIGNMENT.get(buf.scope, 1) % 16 == 0
+def _vector_aligned(buf: n.Buffer, index, lanes: int, nbytes: int = 16) -> bool:
+    """Whether ``buf[index]``, a ramp of ``lanes`` elements making ``nbytes`` bytes, lies
+    on ``nbytes``: the buffer starts on that and the first element is a multiple of
+    ``lanes`` (a storage_align'ed row stride or an odd offset that breaks it falls back)."""
+    return (_BASE_ALIGNMENT.get(buf.scope, 1) % nbytes == 0
             and isinstance(index, n.Ramp) and isinstance(index.stride, n.IntImm)
             and index.stride.value == 1 and index.lanes == lanes
             and multiple_of(index.base, lanes))
+
+
+# cp.async (sm_80 and later; a plain copy before): ``valid`` false copies no byte and
+# fills the destination with zeros (the source size operand is 0).
+ASYNC_PRELUDE = r"""
+template <int N> __device__ __forceinline__ void td_cp_async(void* dst, const void* src,
+                                                             bool valid) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned to = (unsigned)__cvta_generic_to_shared(dst);
+  if (N == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                 :: "r"(to), "l"(src), "r"(valid ? 16 : 0) : "memory");
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;"
+                 :: "r"(to), "l"(src), "n"(N), "r"(valid ? N : 0) : "memory");
+#else
+  for (int b = 0; b < N; ++b)
+    ((char*)dst)[b] = valid ? ((const char*)src)[b] : 0;
+#endif
+}
+__device__ __forceinline__ void td_cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N> __device__ __forceinline__ void td_cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+#endif
+}
+"""
+
+
+def _uses_async_copies(func: n.PrimFunc) -> bool:
+    return any(isinstance(node, n.Pragma) and node.key == "async_copy"
+               for node in post_order(func.body))
 
 
 def generate(func: n.PrimFunc, checked: bool = False, plan: HostPlan | None = None) -> str:
@@ -604,6 +699,8 @@ def generate(func: n.PrimFunc, checked: bool = False, plan: HostPlan | None = No
     if not checked:   # the emulator brings its own 16-bit types
         parts += [f"#include <{h}>" for h in headers_needed(func)]
     parts.append(PRELUDE.strip())
+    if not checked and _uses_async_copies(func):   # (the emulator's are in emulate_async.h)
+        parts.append(ASYNC_PRELUDE.strip())
     for kernel in plan.kernels:
         parts.append(_KernelWriter(kernel, checked).write())
     return "\n\n".join(parts) + "\n"

@@ -113,7 +113,9 @@ struct alignas(4) half2 { half x, y; };
 
 
 #include "emulate_schedule.h"
+#include "emulate_banks.h"
 #include "emulate_memory.h"
+#include "emulate_async.h"
 
 // Tensor cores (WMMA): a fragment holds its whole tile in every thread of the warp; each
 // operation computes the whole tile (all 32 threads call it with the same arguments).
@@ -227,6 +229,11 @@ inline int __all_sync(unsigned mask, int p) {
   td_emu::shared_begin(buf, buf##_td, #buf)
 // after each local array's declaration
 #define TD_POISON(buf) td_emu::poison(buf)
+// cp.async of `lanes` elements src[j..] -> dst[i..] (zeros where !valid), its groups
+#define TD_CP_ASYNC(dst, i, src, j, lanes, valid) \
+  td_emu::cp_async(dst, dst##_td, (i), __alignof__(dst), #dst, src, (j), lanes, (valid))
+#define TD_CP_ASYNC_COMMIT() td_emu::cp_async_commit()
+#define TD_CP_ASYNC_WAIT(n) td_emu::cp_async_wait(n)
 
 inline float __int_as_float(unsigned bits) { float f; std::memcpy(&f, &bits, 4); return f; }
 inline double __longlong_as_double(long long bits) {

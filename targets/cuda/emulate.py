@@ -23,6 +23,10 @@ gives different results from run to run. The seed is in every ``EmulationError``
 blocks by index. ``warp_lockstep=True`` runs each warp's lanes in lock-step (they take
 turns at every shared-memory access), for warp-synchronous code.
 
+``count_banks=True`` also counts shared-memory bank conflicts (``emulate_banks.h``) and
+returns ``SharedTraffic(requests, wavefronts)``: warp-wide shared accesses and the
+wavefronts they take (1 per request when conflict-free for 4-byte accesses).
+
 ``emulate_source`` runs hand-written CUDA C the same way (tests of the emulator itself).
 """
 from __future__ import annotations
@@ -35,6 +39,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +59,17 @@ ORDERS = ("random", "sequential")
 
 last_seed: int | None = None
 """The seed of the latest emulated run (``None`` before any)."""
+
+
+@dataclass(frozen=True)
+class SharedTraffic:
+    """Warp-wide shared-memory accesses of a run and the wavefronts they took."""
+    requests: int
+    wavefronts: int
+
+    @property
+    def wavefronts_per_request(self) -> float:
+        return self.wavefronts / self.requests if self.requests else 0.0
 
 
 class EmulationError(TensorDSLError, RuntimeError):
@@ -168,6 +184,17 @@ class _Library:
                            ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
                            ctypes.c_ulonglong, ctypes.c_int, ctypes.c_char_p]
             self.launchers.append(fn)
+        self.lib.td_bank_reset.argtypes = [ctypes.c_int]
+        self.lib.td_bank_counts.argtypes = [ctypes.c_void_p]
+
+    def count_banks(self, enable: bool):
+        """Start counting (or not) shared-memory requests and wavefronts afresh."""
+        self.lib.td_bank_reset(int(enable))
+
+    def bank_counts(self) -> SharedTraffic:
+        out = (ctypes.c_longlong * 2)()
+        self.lib.td_bank_counts(out)
+        return SharedTraffic(int(out[0]), int(out[1]))
 
     def launch(self, k: int, name: str, arrays: list, scalars: list, grid, seed: int,
                order: str, warp_lockstep: bool):
@@ -208,11 +235,13 @@ class Emulator:
         self.library = _Library(compile_emulator(func, self.plan), len(self.plan.kernels))
 
     def run(self, buffers: dict, scalars: dict, *, seed: int | None = None,
-            order: str = "random", warp_lockstep: bool = False):
+            order: str = "random", warp_lockstep: bool = False, count_banks: bool = False):
         """``buffers``: id(Buffer) -> numpy array for every parameter; ``scalars``:
         Var -> int. Allocates the intermediates (poisoned), then launches every kernel
-        in order. ``seed``, ``order``, ``warp_lockstep``: see the module's docstring."""
+        in order. ``seed``, ``order``, ``warp_lockstep``, ``count_banks``: see the
+        module's docstring (with ``count_banks``, returns the ``SharedTraffic``)."""
         seed = _start_run(seed, order)
+        self.library.count_banks(count_banks)
         arrays = dict(buffers)
         for temp in self.plan.temps:
             size = evaluate(temp.extent, scalars)
@@ -225,6 +254,7 @@ class Emulator:
             self.library.launch(k, kernel.name, [arrays[id(b)] for b in kernel.buffers],
                                 [scalars[v] for v in kernel.scalars], grid, seed, order,
                                 warp_lockstep)
+        return self.library.bank_counts() if count_banks else None
 
 
 def poisoned(size: int, np_dtype, dtype: str) -> np.ndarray:
@@ -250,7 +280,8 @@ def emulate(module, *arrays, **options):
 
 
 def emulate_source(source: str, kernel: str, grid, block, *arrays, seed: int | None = None,
-                   order: str = "random", warp_lockstep: bool = False):
+                   order: str = "random", warp_lockstep: bool = False,
+                   count_banks: bool = False):
     """Run hand-written CUDA C: ``kernel(T0* arg0, T1* arg1, ...)``, one pointer per
     numpy array (its elements' C type), on ``grid`` x ``block`` (3-tuples). Accesses
     written ``TD_AT(argN, i)`` (and the other macros of ``emulate.h``) are checked."""
@@ -261,4 +292,6 @@ def emulate_source(source: str, kernel: str, grid, block, *arrays, seed: int | N
     names = [f"arg{i}" for i in range(len(arrays))]
     library = _Library(compile_source(source + _launcher(0, call, names, 0, block)), 1)
     seed = _start_run(seed, order)
+    library.count_banks(count_banks)
     library.launch(0, kernel, list(arrays), [], grid, seed, order, warp_lockstep)
+    return library.bank_counts() if count_banks else None

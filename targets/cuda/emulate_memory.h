@@ -115,11 +115,13 @@ inline V* vector_at_array(T (&a)[N], long long i, std::size_t declared, const ch
 // What one element of shared memory saw in the current barrier phase. wrote, read: the
 // phase (epoch) of its last write and of its reads; writer and reader the threads
 // (reader -1: several), reader_warp their warp (-1: several), *_syncs the __syncwarp
-// count of their warp then; changed: a write in phase `wrote` changed its bits.
+// count of their warp then; changed: a write in phase `wrote` changed its bits; pending:
+// cp.async copies to it issued and not yet landed (emulate_async.h).
 struct Shadow {
   long long wrote, read;
   int writer, writer_syncs, reader, reader_warp, reader_syncs;
   bool changed;
+  int pending;
 };
 
 // Beside each __shared__ array (static, so zeroed): its elements' shadows and the block
@@ -169,6 +171,14 @@ inline void race(int access, const char* did, const char* name, long long i, int
 // nothing any reader sees, so it conflicts with no one.
 inline void track(Shadow& s, int access, bool same, const char* name, long long i) {
   int t = current, w = t / 32, syncs = warp_syncs[w];
+  if (s.pending) {
+    char mine[96];
+    fail(ERROR_RACE, "race on shared memory: %s %s %s[%lld] while a cp.async to it is in "
+         "flight (it lands at its thread's cp.async.wait_group, then a __syncthreads() "
+         "shows it to the others)", who(t, mine, sizeof mine),
+         access == READ ? "reads" : "writes", name, i);
+    return;
+  }
   bool written = s.wrote == epoch && !ordered(s.writer, s.writer / 32, s.writer_syncs, t);
   if (access == READ) {
     if (written && s.changed) race(READ, "wrote", name, i, s.writer);
@@ -207,6 +217,7 @@ template <class T, class V = T> struct SharedStore {
         bool same = !std::memcmp((const char*)&value + k * sizeof(T), at + k, sizeof(T));
         track(shadow[k], WRITE, same, name, i + (long long)k);
       }
+    if (shadow) bank_access(at, sizeof(V));
     step();   // in lock-step, after every lane's loads of the turn before
     std::memcpy((void*)at, &value, sizeof(V));
   }
@@ -216,6 +227,7 @@ template <class T, std::size_t N>
 inline T& shared_load(T (&a)[N], SharedState<N>& st, long long i, const char* name) {
   i = check_array(a, i, name);
   track(st.shadow[i], READ, false, name, i);
+  bank_access(&a[i], sizeof(T));
   step();
   return a[i];
 }
@@ -233,6 +245,7 @@ inline V& shared_vector_load(T (&a)[N], SharedState<N>& st, long long i,
   if (!vector_ok<V>(&a[0], (long long)N, i, declared, name, vtype)) return *vector_scratch<V>();
   for (long long k = 0; k < (long long)(sizeof(V) / sizeof(T)); ++k)
     track(st.shadow[i + k], READ, false, name, i + k);
+  bank_access(&a[i], sizeof(V));
   step();
   return *(V*)(&a[i]);
 }

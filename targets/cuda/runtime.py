@@ -95,11 +95,12 @@ class CudaModule(Module):
 
     # ------------------------------------------------------------ on the CPU
     def emulate(self, *arrays, seed: int | None = None, order: str = "random",
-                warp_lockstep: bool = False):
+                warp_lockstep: bool = False, count_banks: bool = False):
         """Run the generated kernels on the CPU on numpy arrays (outputs in place).
         Threads run in an order drawn from ``seed`` (else ``TENSORDSL_EMU_SEED``, else
         random; ``order="sequential"``: by index); ``warp_lockstep``: a warp's lanes
-        in lock-step. See ``targets/cuda/emulate.py``."""
+        in lock-step; ``count_banks``: returns the shared-memory requests and the
+        wavefronts they took (``SharedTraffic``). See ``targets/cuda/emulate.py``."""
         from .emulate import Emulator
         pointers, sizes = self.check_args(arrays, self._check_host_array)
         if self._emulator is None:
@@ -108,9 +109,11 @@ class CudaModule(Module):
         error = np.zeros(2, np.int64)
         if self.checked_reads:
             buffers[id(self.func.attrs["index_error"])] = error
-        self._emulator.run(buffers, dict(zip(self.scalars, sizes)), seed=seed, order=order,
-                           warp_lockstep=warp_lockstep)
+        traffic = self._emulator.run(buffers, dict(zip(self.scalars, sizes)), seed=seed,
+                                     order=order, warp_lockstep=warp_lockstep,
+                                     count_banks=count_banks)
         self.raise_index_error(int(error[0]), int(error[1]), arrays)
+        return traffic
 
     def _check_host_array(self, p, a, bound) -> int:
         """A numpy array for the emulator: on 16 bytes, as on the device, since the

@@ -8,7 +8,9 @@ at a loop only stores its tile; ``T[i, j]`` becomes ``T[(i - min0)*stride0 + (j 
 A double-buffered stage (``s[T].double_buffer()``) gets two copies of its tile; the
 iterations of the loop it is computed in alternate between them (``offset + (i % 2) *
 size``), so a GPU block can fill the next tile while slow threads still read the last
-one, with one barrier per iteration instead of two.
+one, with one barrier per iteration instead of two. A pipelined stage
+(``s[T].pipeline(stages=S)``) gets ``S`` copies the same way (``(i % S) * size``), and
+is listed with its loop for the GPU pass that copies it ahead (``async_copies.py``).
 """
 from __future__ import annotations
 
@@ -48,12 +50,15 @@ class _Layout:
 
 
 class FlattenStorage(Mutator):
-    def __init__(self, param_buffers: dict, aligns: dict, double_buffered=frozenset()):
+    def __init__(self, param_buffers: dict, aligns: dict, double_buffered=frozenset(),
+                 pipelined=None):
         self.layouts = {}
         self.aligns = aligns
         self.double_buffered = double_buffered
+        self.pipelined = pipelined or {}     # op -> stages
         self.loops: list[n.Var] = []
         self.doubled: list[n.Buffer] = []
+        self.pipelined_buffers: list[tuple[n.Buffer, n.Var, int]] = []
         for tensor, buf in param_buffers.items():
             self.layouts[tensor] = _Layout(buf, [None] * len(buf.shape),
                                            row_major_strides(buf.shape))
@@ -72,13 +77,16 @@ class FlattenStorage(Mutator):
         if extents:
             size = n.Mul(strides[0], extents[0])
         base = None
+        copies = self.pipelined.get(node.tensor.op, 2)
         if node.tensor.op in self.double_buffered and self.loops:
             # (with no loop around it, e.g. one of extent 1, one copy is all it needs)
-            base = n.Mul(n.FloorMod(self.loops[-1], n.IntImm("int64", 2)), size)
-            size = n.Mul(size, n.IntImm("int64", 2))
+            base = n.Mul(n.FloorMod(self.loops[-1], n.IntImm("int64", copies)), size)
+            size = n.Mul(size, n.IntImm("int64", copies))
         buf = n.Buffer(node.tensor.name, node.tensor.dtype, (size,), node.scope)
         if base is not None:
             self.doubled.append(buf)
+            if node.tensor.op in self.pipelined:
+                self.pipelined_buffers.append((buf, self.loops[-1], copies))
         self.layouts[node.tensor] = _Layout(buf, [r.min for r in node.bounds], strides, base)
         body = self.visit(node.body)
         del self.layouts[node.tensor]
@@ -107,7 +115,8 @@ class FlattenStorage(Mutator):
 
 
 def flatten_storage(body: n.Stmt, param_buffers: dict, aligns: dict,
-                    double_buffered=frozenset()):
-    """The flattened body, and the buffers that were double-buffered."""
-    f = FlattenStorage(param_buffers, aligns, double_buffered)
-    return f.visit(body), f.doubled
+                    double_buffered=frozenset(), pipelined=None):
+    """The flattened body, the buffers that were double-buffered (or pipelined), and the
+    pipelined ones as ``(buffer, loop variable, stages)``."""
+    f = FlattenStorage(param_buffers, aligns, double_buffered, pipelined)
+    return f.visit(body), f.doubled, f.pipelined_buffers

@@ -28,6 +28,7 @@ accumulators, workspace) give way to those of ``gpu.py``:
     check_kernels         everything inside kernels; per-thread buffers become local
     guard_thread_extents  loops narrower than their launch dimension are guarded
     insert_barriers       __syncthreads() where shared tiles pass between threads
+    async_copies          pipelined tiles copied with cp.async, stages ahead (async_copies.py)
     sink_guards           every thread reaches every barrier
     check_limits          threads per block, shared memory per block
     check_tensor_cores    WMMA calls on whole warps, tiles with 16-byte rows on 32 bytes
@@ -45,6 +46,7 @@ from ..ir.visitor import free_vars
 from ..schedule.schedule import Schedule
 from ..te.tensor import PlaceholderOp, Tensor
 from . import gpu
+from .async_copies import pipeline_async_copies
 from .batch_vector_sums import batch_vector_sums
 from .bound_inference import infer_bounds
 from .check_bounds import access_checks
@@ -66,10 +68,12 @@ def simplify(f: n.PrimFunc) -> n.PrimFunc:
 
 
 def flatten(f: n.PrimFunc) -> n.PrimFunc:
-    body, doubled = flatten_storage(f.body, f.attrs["tensor_buffers"], f.attrs["aligns"],
-                                    f.attrs.get("double_buffered_ops", frozenset()))
+    body, doubled, pipelined = flatten_storage(
+        f.body, f.attrs["tensor_buffers"], f.attrs["aligns"],
+        f.attrs.get("double_buffered_ops", frozenset()), f.attrs.get("pipelined_ops", {}))
     return n.PrimFunc(f.name, f.params, body, f.outputs,
-                      {**f.attrs, "double_buffered": tuple(doubled)})
+                      {**f.attrs, "double_buffered": tuple(doubled),
+                       "pipelined": tuple(pipelined)})
 
 
 def unswitch(f: n.PrimFunc) -> n.PrimFunc:
@@ -117,6 +121,7 @@ GPU_PASSES = [
     ("check_kernels", gpu.check_kernels),
     ("guard_thread_extents", gpu.guard_thread_extents),
     ("insert_barriers", gpu.insert_barriers),
+    ("async_copies", pipeline_async_copies),
     ("sink_guards", gpu.sink_guards),
     ("check_limits", gpu.check_limits),
     ("check_tensor_cores", gpu.check_tensor_cores),
@@ -204,9 +209,11 @@ def _make_func(schedule, name, tensors, body) -> n.PrimFunc:
     outputs = tuple(buffers[t] for t in tensors if not isinstance(t.op, PlaceholderOp))
     aligns = {st.op: st.align for st in schedule.stages if st.align}
     doubled = frozenset(st.op for st in schedule.stages if st.is_double_buffered)
+    pipelined = {st.op: st.pipeline_stages for st in schedule.stages if st.pipeline_stages}
     params = tuple(buffers[t] for t in tensors) + tuple(scalars)
     func = n.PrimFunc(name, params, body, outputs, {"tensor_buffers": buffers, "aligns": aligns,
-                                                    "double_buffered_ops": doubled})
+                                                    "double_buffered_ops": doubled,
+                                                    "pipelined_ops": pipelined})
     unbound = undefined_vars(func)
     if unbound:
         raise BuildError(f"variable {unbound[0].name!r} is used but cannot be bound: it "

@@ -36,6 +36,7 @@ class Stage:
         self.reset_axes()
         self.align: dict[int, tuple[int, int]] = {}   # dimension -> (factor, offset)
         self.is_double_buffered = False
+        self.pipeline_stages = 0          # > 0: copied with cp.async (``pipeline``)
         self.store_predicate: n.Expr | None = None
 
     def reset_axes(self):
@@ -439,6 +440,34 @@ class Stage:
         self._check_compute("double_buffer")
         self.is_double_buffered = True
         self._record("double_buffer")
+
+    def pipeline(self, stages: int = 3):
+        """Copy this shared tile with ``cp.async`` (sm_80+), ``stages - 1`` iterations
+        of the loop it is computed at ahead of its readers (TVM's ``software_pipeline``
+        annotations, CUTLASS's multistage mainloop). ``stages`` copies of the tile
+        rotate; each iteration waits for its own tile, meets the block at one barrier,
+        then starts the copy of a later one, which lands while this one is used.
+
+        Precondition: a ``shared`` stage computed at a serial loop (``compute_at``)
+        whose body is the tile copies, then their readers. Before → after::
+
+            for ko in range(n):                  for p in range(stages - 1):
+                T[ko % 2] = A[.., ko, ..]            if p < n: async T[p % S] = A[.., p, ..]
+                barrier                              commit
+                ... T[ko % 2] ...                for ko in range(n):
+                                                     wait until <= S - 2 copies pending
+                                                     barrier
+                                                     if ko + S - 1 < n:
+                                                         async T[(ko+S-1) % S] = A[..]
+                                                     commit
+                                                     ... T[ko % S] ...
+        """
+        self._check_compute("pipeline")
+        if not isinstance(stages, int) or isinstance(stages, bool) or stages < 2:
+            self._fail(f"pipeline: stages must be an int of at least 2, got {stages!r}")
+        self.is_double_buffered = True
+        self.pipeline_stages = stages
+        self._record("pipeline", stages=stages)
 
 
 class Schedule:

@@ -109,6 +109,8 @@ def _apply(s, step: Step):
         st.compute_at(parent, _axis(parent, a["axis"]))
     elif step.kind in ("compute_inline", "compute_root", "double_buffer"):
         getattr(st, step.kind)()
+    elif step.kind == "pipeline":
+        st.pipeline(a["stages"])
     elif step.kind == "set_scope":
         st.set_scope(a["scope"])
     elif step.kind == "tensorize":

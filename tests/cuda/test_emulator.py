@@ -211,11 +211,12 @@ def test_a_float4_access_straddling_the_end_of_a_buffer_is_reported():
 
 
 def test_a_misaligned_float4_access_is_reported():
-    """The matmul template moves A in float4s; an A one float into an aligned buffer."""
+    """The matmul template (without cp.async: ``stages`` 0) moves A in float4s; an A one
+    float into an aligned buffer."""
     A, B = td.placeholder((32, 16), name="A"), td.placeholder((16, 32), name="B")
     C = dense.matmul(A, B)
     s = td.create_schedule(C.op)
-    schedule_matmul(s, C, {"ty": 4, "tx": 4, "vm": 2, "vn": 2, "kt": 8, "vec": 4})
+    schedule_matmul(s, C, {"ty": 4, "tx": 4, "vm": 2, "vn": 2, "kt": 8, "vec": 4, "stages": 0})
     f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
     assert "float4" in f.get_source()
     rng = np.random.default_rng(0)

@@ -26,14 +26,31 @@ def test_matmul_shared_tiles(M, N, K, rng):
     np.testing.assert_allclose(got, a @ b, rtol=1e-4, atol=1e-4)
 
 
-def test_matmul_default_config_uses_float4_double_buffered_tiles(rng):
+def test_matmul_default_config_pipelines_its_tiles_with_cp_async(rng):
     A, B = td.placeholder((128, 64), name="A"), td.placeholder((64, 128), name="B")
     C = dense.matmul(A, B)
     s = td.create_schedule(C.op)
     schedule_matmul(s, C)
     f = td.build(s, [A, B, C], target="cuda -arch=sm_90")
     src = f.get_source()
-    assert "float4" in src and "__shared__" in src
+    # 16-byte copies, 3 stages: two tiles in flight while the third is used
+    assert "td_cp_async<16>" in src and "td_cp_async_wait<1>()" in src
+    # one barrier per iteration of the tile loop
+    assert src.count("__syncthreads()") == 1
+    a, b = rng.standard_normal((128, 64), "float32"), rng.standard_normal((64, 128), "float32")
+    c = np.full((128, 128), np.nan, "float32")
+    f.emulate(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_without_pipeline_uses_float4_double_buffered_tiles(rng):
+    A, B = td.placeholder((128, 64), name="A"), td.placeholder((64, 128), name="B")
+    C = dense.matmul(A, B)
+    s = td.create_schedule(C.op)
+    schedule_matmul(s, C, {"stages": 0})
+    f = td.build(s, [A, B, C], target="cuda -arch=sm_90")
+    src = f.get_source()
+    assert "float4" in src and "__shared__" in src and "cp_async" not in src
     # double buffering: one barrier per iteration of the tile loop
     assert src.count("__syncthreads()") == 1
     a, b = rng.standard_normal((128, 64), "float32"), rng.standard_normal((64, 128), "float32")
@@ -46,7 +63,8 @@ def test_matmul_without_double_buffer_synchronizes_twice(rng):
     A, B = td.placeholder((32, 32), name="A"), td.placeholder((32, 32), name="B")
     C = dense.matmul(A, B)
     s = td.create_schedule(C.op)
-    schedule_matmul(s, C, {"ty": 4, "tx": 4, "vm": 2, "vn": 2, "kt": 8, "double_buffer": 0})
+    schedule_matmul(s, C, {"ty": 4, "tx": 4, "vm": 2, "vn": 2, "kt": 8, "double_buffer": 0,
+                           "stages": 0})
     f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
     assert f.get_source().count("__syncthreads()") == 2
     a, b = rng.standard_normal((32, 32), "float32"), rng.standard_normal((32, 32), "float32")

@@ -263,6 +263,8 @@ def test_ops_outputs_start_on_a_64_byte_boundary(rng):
             assert z.dtype == dtype and z.flags["C_CONTIGUOUS"] and z.flags["WRITEABLE"]
             z[...] = 1                     # all of it is there to write
             assert z.sum() == z.size
+    for length in [7, np.int64(7)]:        # a length, as numpy takes it
+        assert aligned_numpy(length, "float32").shape == (7,)
 
 
 @pytest.mark.parametrize("ta", [False, True])

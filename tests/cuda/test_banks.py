@@ -1,0 +1,62 @@
+"""The emulator's shared-memory bank model (targets/cuda/emulate_banks.h): wavefronts per
+warp-wide shared access, on hand-written access patterns and on the fp32 matmul
+template, whose A tile is padded so its reads are free of conflicts (issue 20)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensordsl as td
+from kernels import dense
+from schedules.cuda.matmul import schedule_matmul
+from targets.cuda.emulate import SharedTraffic, emulate_source
+
+# one warp, one shared read each; MODE picks the pattern
+BANKS = r"""
+__global__ void banks(float* out) {
+  __shared__ __align__(16) float s[32 * 33];
+  TD_SHARED_STATE(s);
+  const int t = threadIdx.x;
+  float v;
+  if (MODE == 4) v = TD_VEC_SHARED_LOAD(float4, s, 4 * t).x;
+  else v = TD_SHARED_LOAD(s, MODE == 0 ? t : MODE == 1 ? 2 * t : MODE == 2 ? 32 * t
+                             : MODE == 3 ? 0 : 33 * t);
+  TD_AT(out, t) = v;
+}
+"""
+
+
+@pytest.mark.parametrize("mode,wavefronts", [
+    (0, 1),     # consecutive floats: one word in each bank
+    (1, 2),     # stride 2: two words in every other bank
+    (2, 32),    # a column of a 32x32 tile: all in bank 0
+    (3, 1),     # one word for all: a broadcast
+    (4, 4),     # consecutive float4s: 512 bytes, 128 at a time
+    (5, 1),     # a column of a 32x33 (padded) tile
+])
+def test_wavefronts_of_one_warp_access(mode, wavefronts):
+    traffic = emulate_source(f"#define MODE {mode}\n" + BANKS, "banks", (1, 1, 1), (32, 1, 1),
+                             np.zeros(32, "float32"), count_banks=True)
+    assert traffic == SharedTraffic(requests=1, wavefronts=wavefronts)
+
+
+def test_counting_is_asked_for():
+    assert emulate_source("#define MODE 0\n" + BANKS, "banks", (1, 1, 1), (32, 1, 1),
+                          np.zeros(32, "float32")) is None
+
+
+@pytest.mark.parametrize("pad,per_request", [(4, 1.5), (0, 2.0)])
+def test_the_matmul_tiles_a_rows_pad_removes_its_conflicts(pad, per_request, rng):
+    """Per warp: the A reads (LDS.128, two threadIdx.y rows 4 apart) take 1 wavefront
+    with the padded rows and 2 without; the B reads (16 lanes' float4s, shared by both
+    rows) take 2, the least 256 bytes can."""
+    A, B = td.placeholder((128, 64), name="A"), td.placeholder((64, 128), name="B")
+    C = dense.matmul(A, B)
+    s = td.create_schedule(C.op)
+    schedule_matmul(s, C, {"pad": pad})
+    f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
+    a, b = rng.standard_normal((128, 64), "float32"), rng.standard_normal((64, 128), "float32")
+    c = np.full((128, 128), np.nan, "float32")
+    traffic = f.emulate(a, b, c, count_banks=True)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+    assert traffic.wavefronts_per_request == per_request
