@@ -229,15 +229,15 @@ class LocalAccumulators(Mutator):
         k = 0
         while k < len(stmts):
             here = stmts[k]
-            nxt = stmts[k + 1] if k + 1 < len(stmts) else None
-            rewritten, *info = self.rewrites.get(id(nxt), (None,))
-            # (an id alone could belong to a newer node once the rewritten one was freed)
-            if rewritten is nxt and nxt is not None and self._is_init_of(here, info[1]):
+            inits = self._inits_before_rewrite(stmts, k)
+            if inits:
+                info = self.rewrites[id(stmts[k + inits])][1:]
                 first = here.condition if isinstance(here, n.IfThenElse) else _TRUE
                 out.append(self._rewrite(*info, first_block=first))
                 changed = True
-                k += 2
+                k += inits + 1
                 continue
+            nxt = stmts[k + 1] if k + 1 < len(stmts) else None
             single = self._single_update(here, nxt)
             if single is not None:
                 out.append(single)
@@ -263,11 +263,32 @@ class LocalAccumulators(Mutator):
             return None
         return n.Store(init.buffer, u.term, init.index)
 
-    def _is_init_of(self, stmt, updates) -> bool:
-        if isinstance(stmt, n.Store):
-            inits = [((), stmt)]
-        elif isinstance(stmt, n.IfThenElse) and stmt.else_case is None:
-            inits = [_guarded_store(x) for x in _flat(stmt.then_case)]
+    def _inits_before_rewrite(self, stmts: list, k: int) -> int:
+        """How many statements from ``k`` initialize every target of the rewritten loop
+        right after them: one ``if first: ...`` block, or a run of plain stores (a
+        row of the result set to the identity vector by vector); 0 if none do."""
+        if isinstance(stmts[k], n.IfThenElse):
+            runs = [1]
+        else:
+            plain = 0
+            while k + plain < len(stmts) and isinstance(stmts[k + plain], n.Store):
+                plain += 1
+            runs = range(1, plain + 1)
+        for length in runs:
+            nxt = stmts[k + length] if k + length < len(stmts) else None
+            rewritten, *info = self.rewrites.get(id(nxt), (None,))
+            # (an id alone could belong to a newer node once the rewritten one was freed)
+            if rewritten is nxt and nxt is not None and \
+                    self._is_init_of(stmts[k:k + length], info[1]):
+                return length
+        return 0
+
+    def _is_init_of(self, stmts: list, updates) -> bool:
+        if all(isinstance(st, n.Store) for st in stmts):
+            inits = [((), st) for st in stmts]
+        elif len(stmts) == 1 and isinstance(stmts[0], n.IfThenElse) and \
+                stmts[0].else_case is None:
+            inits = [_guarded_store(x) for x in _flat(stmts[0].then_case)]
         else:
             return False
         if any(i is None for i in inits):
@@ -340,7 +361,9 @@ class LocalAccumulators(Mutator):
             folds.append(u.guarded(fold))
         new_loop = n.For(loop.var, loop.min, loop.extent, loop.kind, n.seq(*body),
                          loop.thread_tag)
-        out = n.seq(*inits, *self._prefetches(first.values()), new_loop, *folds)
+        # (the folds of a whole reduction only store: nothing to fetch ahead)
+        ahead = [] if first_block is _TRUE else self._prefetches(first.values())
+        out = n.seq(*inits, *ahead, new_loop, *folds)
         for k in sorted(accs, reverse=True):
             out = n.Allocate(accs[k], accs[k].shape[0], out)
         if first_block is None:

@@ -211,6 +211,25 @@ def test_a_rows_ragged_end_sums_in_registers_not_through_memory():
     assert "spmv.rf[ramp(0, 1, 8)] = (spmv.rf" not in text, text
 
 
+def test_a_result_row_is_stored_once_from_its_registers():
+    # SpMM's row of C, set to zero vector by vector before its entries' loop, was
+    # stored twice: the zeros, then C + the registers (read back); the run of stores
+    # initializing the whole reduction now goes, and the registers are stored as they are
+    A = td.sparse_placeholder((40, 50), "csr", name="A")
+    B = td.placeholder((50, 64), "float32", "B")
+    C = K.spmm(A, B)
+    s = td.create_schedule(C.op)
+    TEMPLATES["spmm"](s, C, A, {"schedule": "rows"})
+    text = str(td.lower(s, [*A.placeholders(), B, C], check_indices=False))
+    stores = [line.strip() for line in text.splitlines() if line.strip().startswith("spmm[")]
+    assert stores and all(line.split(" = ")[1].startswith("spmm.acc") for line in stores), text
+    assert "prefetch(spmm[" not in text, text
+    M, out = run("spmm", _matrix(np.random.default_rng(3), 40, 50, 0.2, "random"),
+                 np.random.default_rng(4).random((50, 64)).astype("float32"))
+    np.testing.assert_allclose(out, M @ np.random.default_rng(4).random((50, 64))
+                               .astype("float32"), rtol=1e-5, atol=1e-5)
+
+
 def test_sddmm_sums_a_blocks_dot_products_together():
     # the dots of 16 stored entries in one transpose-and-add network (a regression of
     # the way there: splitting the positions loop under split rows left the run's
