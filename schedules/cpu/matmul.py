@@ -148,9 +148,14 @@ def schedule_product(s, C, config=None, split_rows: bool = False):
 
 
 def _few_columns(C, cfg, given) -> bool:
-    """Whether the columns make fewer panels than there are threads while the rows are
-    many (and the configuration leaves ``nr`` and ``parts`` to the defaults)."""
-    if "nr" in given or "parts" in given or cfg["parts"] <= 1:
+    """Whether the threads split C's rows in one narrow panel (knob ``row_split``; by
+    default when the columns make fewer panels of ``nr`` than there are threads while
+    the rows are many). The rule reads ``nr`` and ``parts`` whether given or defaulted,
+    so the defaults spelled out (a tuning's first trial) build the kernel that runs
+    without a record."""
+    if "row_split" in given:
+        return bool(given["row_split"]) and cfg["parts"] > 1
+    if cfg["parts"] <= 1:
         return False
     n_extent, m_extent = _extent(C.op.axis[1]), _extent(C.op.axis[0])
     if n_extent is None or m_extent is None:

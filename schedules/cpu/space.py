@@ -36,7 +36,8 @@ def space_for(template: str) -> dict:
     if template == "matmul":
         return {"mr": [4, 6, 8, 12], "nr": vectors, "mc": [12, 24, 36, 48, 72, 96, 144],
                 "kc": [64, 128, 192, 256, 384, 512], "ku": [1, 2, 4],
-                "parts": sorted({threads, 2 * threads}), "transpose": [False, True]}
+                "parts": sorted({threads, 2 * threads}), "transpose": [False, True],
+                "row_split": [False, True]}
     if template == "conv2d":
         return {"mr": [4, 6, 8, 12], "nr": vectors, "fb": [2, 4, 8], "yb": [1, 2, 4],
                 "pack": [False, True]}
