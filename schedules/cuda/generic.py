@@ -43,8 +43,23 @@ def schedule_generic(s, out, config=None):
 def _bind_stage(s, stage, cfg):
     if stage.op.reduce_axis and _one_element(stage.op):
         bind_full_reduction(s, stage, cfg["threads"], cfg["blocks"])
+    elif not stage.op.reduce_axis and _whole_vectors(stage.op, VECTOR_LANES):
+        bind_flat_vectors(stage, cfg["threads"], VECTOR_LANES)
     else:
         bind_flat(stage, cfg["threads"])
+
+
+# an elementwise thread's run of float32 outputs: one 16-byte access (LDG.128/STG.128)
+VECTOR_LANES = 4
+
+
+def _whole_vectors(op, lanes: int) -> bool:
+    """Whether ``op`` is one float32 output whose row (and so every run of ``lanes``
+    flat elements starting on a multiple of ``lanes``) splits into whole vectors."""
+    extents = [iv.dom.extent for iv in op.axis]
+    return (op.num_outputs == 1 and op.output(0).dtype == "float32" and bool(extents)
+            and all(isinstance(e, n.IntImm) for e in extents)
+            and extents[-1].value % lanes == 0)
 
 
 def _one_element(op) -> bool:
@@ -59,6 +74,18 @@ def bind_flat(stage, threads: int):
     bx, tx = stage.split(fused, factor=threads)
     stage.bind(bx, td.thread_axis("blockIdx.x"))
     stage.bind(tx, td.thread_axis("threadIdx.x"))
+    return tx
+
+
+def bind_flat_vectors(stage, threads: int, lanes: int):
+    """``lanes`` consecutive output elements per thread, vectorized: the code generator
+    moves a thread's aligned float32 run of 4 as one 16-byte access."""
+    fused = stage.fuse(*stage.op.axis) if len(stage.op.axis) > 1 else stage.op.axis[0]
+    run, lane = stage.split(fused, factor=lanes)
+    bx, tx = stage.split(run, factor=threads)
+    stage.bind(bx, td.thread_axis("blockIdx.x"))
+    stage.bind(tx, td.thread_axis("threadIdx.x"))
+    stage.vectorize(lane)
     return tx
 
 

@@ -24,7 +24,7 @@ from tensordsl.errors import BuildError
 from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.ir.printer import Printer
-from tensordsl.ir.visitor import post_order, substitute
+from tensordsl.ir.visitor import Visitor, post_order, substitute
 from tensordsl.lower.gpu import SHARED_ALIGNMENT, shared_allocations
 
 from .plan import HostPlan, Kernel, host_plan
@@ -85,6 +85,7 @@ class _KernelWriter:
         self.extra_shared: list[tuple[str, str, int]] = []   # (C type, name, count)
         self.nontemporal = 0  # depth of enclosing "nontemporal" pragmas
         self.async_copy = 0   # depth of enclosing "async_copy" pragmas (cp.async)
+        self.vector_reads: dict = {}   # a vector load -> the float4 it was read into
 
     # ------------------------------------------------------------ names
     def name(self, obj, base: str) -> str:
@@ -278,7 +279,7 @@ class _KernelWriter:
                 line = f"if ({self.cond(s.predicate)}) {line}"
             self.emit(depth, line)
             return
-        if self.float4_copy(s, depth):
+        if self.float4_copy(s, depth) or self.float4_store(s, depth):
             return
         for k in range(lanes):
             line = self.assign(s.buffer, self.lane(s.index, k), self.lane(s.value, k))
@@ -325,6 +326,42 @@ class _KernelWriter:
         if s.predicate is not None:
             self.emit(depth - 1, "}")
         return True
+
+    def float4_store(self, s, depth) -> bool:
+        """A computed vector of four floats stored to global memory provably on 16 bytes
+        (an elementwise kernel's thread, ``schedules/cuda/generic.py``): its aligned
+        global loads read as one ``float4`` each, the lanes computed from their
+        components, the result written as one ``float4`` — LDG.128/STG.128 instead of
+        four accesses each."""
+        if not (dt.lanes(s.value.dtype) == 4 and s.buffer.dtype == "float32"
+                and s.buffer.scope == "global" and s.predicate is None
+                and _vector_aligned(s.buffer, s.index, 4)):
+            return False
+        reads = {}    # (buffer, first element) -> the float4's name (a repeated read once)
+        self.emit(depth, "{")
+        for e in _unconditional_loads(s.value):
+            if (e.predicate is None and e.buffer.scope == "global"
+                    and e.buffer.dtype == "float32" and dt.lanes(e.dtype) == 4
+                    and _vector_aligned(e.buffer, e.index, 4)
+                    and self.vector_read_key(e) not in reads):
+                name = reads[self.vector_read_key(e)] = self.name(e, f"{self.buf(e.buffer)}_x4")
+                source = self.vector_at("float4", e.buffer, self.expr(e.index.base), "read")
+                self.emit(depth + 1, f"const float4 {name} = {source};")
+        self.vector_reads = reads
+        try:
+            lanes = [self.lane(s.value, k) for k in range(4)]
+        finally:
+            self.vector_reads = {}
+        target = self.vector_at("float4", s.buffer, self.expr(s.index.base), "write")
+        value = f"make_float4({', '.join(lanes)})"
+        # (streaming: CUDA overloads __stcs for float4 too)
+        self.emit(depth + 1, f"__stcs(&{target}, {value});" if self.nontemporal
+                  else f"{target} = {value};")
+        self.emit(depth, "}")
+        return True
+
+    def vector_read_key(self, load: n.Load) -> tuple:
+        return self.buf(load.buffer), self.expr(load.index.base)
 
     def cp_async(self, s, depth) -> bool:
         """A copy of 4, 8 or 16 bytes from a global buffer to a shared one, inside an
@@ -591,6 +628,10 @@ class _KernelWriter:
         return self._expr(e.value, None)
 
     def e_Load(self, e, lane):
+        if lane is not None and self.vector_reads and isinstance(e.index, n.Ramp):
+            name = self.vector_reads.get(self.vector_read_key(e))
+            if name is not None:
+                return f"{name}.{'xyzw'[lane]}"
         idx = self._expr(e.index, lane if dt.lanes(e.index.dtype) > 1 else None)
         text = self.at(e.buffer, idx)
         if dt.element(e.buffer.dtype) == "bfloat16":
@@ -644,6 +685,36 @@ def _is_zero(e) -> bool:
 # Where each scope's buffers start, in bytes: global arrays are checked at every call
 # (runtime.py, on the device and in the emulator), shared and local ones are declared so.
 _BASE_ALIGNMENT = {"global": 16, "shared": SHARED_ALIGNMENT, "local": 16}
+
+
+class _UnconditionalLoads(Visitor):
+    """The loads an expression always evaluates: not those under an ``if_then_else``'s
+    arms or the second operand of ``&&``/``||`` (C evaluates those only where a guard
+    holds: a load there may lie outside its buffer elsewhere)."""
+
+    def __init__(self):
+        self.loads: list = []
+
+    def visit_Load(self, e):
+        self.loads.append(e)
+        self.generic_visit(e)
+
+    def visit_Call(self, e):
+        if e.name == "if_then_else":
+            self.visit(e.args[0])
+        else:
+            self.generic_visit(e)
+
+    def visit_And(self, e):
+        self.visit(e.a)
+
+    visit_Or = visit_And
+
+
+def _unconditional_loads(e) -> list:
+    walk = _UnconditionalLoads()
+    walk.visit(e)
+    return walk.loads
 
 
 def _vector_aligned(buf: n.Buffer, index, lanes: int, nbytes: int = 16) -> bool:

@@ -29,7 +29,7 @@ from ..arith.simplify import simplify_expr
 from ..errors import BuildError, ScheduleError
 from ..ir import dtype as dt
 from ..ir import nodes as n
-from ..ir.visitor import Mutator, Visitor, free_vars
+from ..ir.visitor import Mutator, Visitor, free_vars, substitute
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIM = {"x": 1024, "y": 1024, "z": 64}
@@ -202,6 +202,25 @@ class _GuardExtents(Mutator):
         # the guard is needed
         body = n.IfThenElse(n.LT(node.var, node.extent), node.body)
         return n.For(node.var, node.min, launch, node.kind, body, node.thread_tag)
+
+
+class _FoldUnitThreads(Mutator):
+    def visit_For(self, node):
+        node = self.generic_visit(node)
+        if (node.kind == "thread_binding" and node.balance is None
+                and isinstance(node.extent, n.IntImm) and node.extent.value == 1):
+            body = substitute(node.body, {node.var: node.min})
+            return n.For(node.var, node.min, node.extent, node.kind, body, node.thread_tag)
+        return node
+
+
+def fold_unit_threads(f: n.PrimFunc) -> n.PrimFunc:
+    """A block or thread index of extent 1 (a batch of one bound to ``blockIdx.z``) is
+    its minimum in the loop's body, so indices built from it fold to constants — a
+    thread's register block then indexes its local array by constants only, which
+    keeps it in registers (``local[b*16 + k]`` with ``b`` a launch index put conv2d's
+    accumulator in local memory). The loop itself stays: it sets the launch."""
+    return f.with_body(_FoldUnitThreads().visit(f.body))
 
 
 def guard_thread_extents(f: n.PrimFunc) -> n.PrimFunc:

@@ -115,6 +115,7 @@ GPU_PASSES = [
     ("simplify", simplify),
     ("flatten_storage", flatten),
     ("inject_virtual_threads", inject_virtual_threads),
+    ("fold_unit_threads", gpu.fold_unit_threads),
     ("simplify_flat", simplify),
     ("vectorize", vectorize),
     ("unroll", unroll),

@@ -1,4 +1,6 @@
 """GPU lowering: binding checks, barriers, limits, and the emulator's own checks."""
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -252,10 +254,11 @@ def test_emulating_on_a_misaligned_view_is_refused_like_on_the_gpu():
 
 def test_vectors_whose_start_is_not_16_byte_aligned_are_moved_lane_by_lane(rng):
     """A load at an odd offset (A[i + 1]) and shared rows padded to 17 floats: not
-    provably on 16 bytes, so no float4; the results stay right."""
+    provably on 16 bytes, so no float4 for them (the aligned store of B may be one);
+    the results stay right."""
     s, args = _vector_copy(shift=1)
     src = td.build(s, args, target="cuda -arch=sm_80").get_source()
-    assert "float4" not in src
+    assert "float4*)(&A[" not in src
     a = rng.standard_normal(257).astype("float32")
     np.testing.assert_array_equal(emulate(s, args, [a]), a[1:])
 
@@ -316,3 +319,37 @@ def test_shared_memory_counts_each_array_from_its_128_byte_start():
         s[P].bind(t, td.thread_axis("threadIdx.x"))
     with pytest.raises(td.BuildError, match="49280 bytes of shared memory"):
         td.build(s, [A, B], target="cuda -arch=sm_80")
+
+
+def test_a_vectorized_run_reads_a_guarded_load_only_where_its_guard_holds(rng):
+    """A thread's 4 outputs go out as one float4, and X[i - 4] (aligned, but read only
+    for i >= 4) stays lane by lane behind its guard: read as a float4 before the guard,
+    the first thread's read fell before X (found by the GPU fuzzer)."""
+    X = td.placeholder((64,), name="X")
+    Y = td.compute((64,), lambda i: td.if_then_else(i >= 4, X[i - 4], 0.0) + X[i],
+                   name="Y")
+    s = td.create_schedule(Y.op)
+    run, lane = s[Y].split(Y.op.axis[0], factor=4)
+    bx, tx = s[Y].split(run, factor=8)
+    s[Y].bind(bx, td.thread_axis("blockIdx.x"))
+    s[Y].bind(tx, td.thread_axis("threadIdx.x"))
+    s[Y].vectorize(lane)
+    src = td.build(s, [X, Y], target="cuda -arch=sm_80").get_source()
+    assert len(re.findall(r"const float4 \w+ =", src)) == 1 and "*(float4*)(&Y[" in src
+    x = rng.standard_normal(64).astype("float32")
+    np.testing.assert_allclose(emulate(s, [X, Y], [x]),
+                               x + np.concatenate([np.zeros(4, "float32"), x[:-4]]))
+
+
+def test_a_launch_index_of_extent_one_folds_to_its_minimum():
+    """conv2d on a batch of one: the batch axis is bound to blockIdx.z (extent 1). The
+    thread's accumulator block must be indexed by constants only (else the CUDA
+    compiler keeps it in local memory): no launch index in its reads."""
+    from schedules.cuda.workloads import WORKLOADS
+    s, args = WORKLOADS["conv2d"].make()
+    text = str(td.lower(s, args, target="cuda"))
+    local_reads = re.findall(r"conv2d_nchw\.flat\.local\[([^\]]*)\]", text)
+    assert local_reads and all(re.fullmatch(r"\d+", i) for i in local_reads), \
+        sorted(set(local_reads))[:5]
+    before = str(td.lower(s, args, target="cuda", stop_after="inject_virtual_threads"))
+    assert re.search(r"conv2d_nchw\.flat\.local\[[^\]]*\bb\b", before)
