@@ -86,6 +86,7 @@ class _KernelWriter:
         self.nontemporal = 0  # depth of enclosing "nontemporal" pragmas
         self.async_copy = 0   # depth of enclosing "async_copy" pragmas (cp.async)
         self.vector_reads: dict = {}   # a vector load -> the float4 it was read into
+        self.upper: dict = {}          # loop var -> its largest value, where constant
 
     # ------------------------------------------------------------ names
     def name(self, obj, base: str) -> str:
@@ -144,6 +145,8 @@ class _KernelWriter:
         if s.kind == "thread_binding" and s.balance is not None:
             self.balanced_blocks(s, depth)
             return
+        if isinstance(s.min, n.IntImm) and isinstance(s.extent, n.IntImm):
+            self.upper[s.var] = s.min.value + s.extent.value - 1
         if s.kind == "thread_binding":
             self.nonneg.add(s.var)
             self.emit(depth, "{")
@@ -556,6 +559,13 @@ class _KernelWriter:
             text = f"{fl}({a} / {b})" if op == "/" else f"({a} - {fl}({a} / {b}) * {b})"
             return self.round_low(e.dtype, text)
         if self.is_nonneg(e.a) and self.is_nonneg(e.b):
+            if (e.dtype == "int64" and isinstance(e.b, n.IntImm)
+                    and e.b.value & (e.b.value - 1) and e.b.value < 2 ** 31
+                    and self.upper_bound(e.a) < 2 ** 32):
+                # by a constant that is no power of two (a pipeline's 3 stages), of a
+                # value that fits 32 bits: a 32-bit multiply by the reciprocal, not the
+                # 64-bit one with its division routine for large values
+                return f"((long long)((unsigned){a} {op} {e.b.value}u))"
             return f"({a} {op} {b})"
         return f"(({c_type(e.dtype)}){helper}({a}, {b}))"
 
@@ -641,6 +651,19 @@ class _KernelWriter:
         return text
 
     # ------------------------------------------------------------ facts
+    def upper_bound(self, e) -> float:
+        """The largest value of a non-negative index expression, from its loops'
+        constant bounds (infinity where unknown)."""
+        if isinstance(e, n.IntImm):
+            return e.value
+        if isinstance(e, n.Var):
+            return self.upper.get(e, math.inf)
+        if isinstance(e, n.Add) and self.is_nonneg(e.a) and self.is_nonneg(e.b):
+            return self.upper_bound(e.a) + self.upper_bound(e.b)
+        if isinstance(e, n.Mul) and self.is_nonneg(e.a) and self.is_nonneg(e.b):
+            return self.upper_bound(e.a) * self.upper_bound(e.b)
+        return math.inf
+
     def is_nonneg(self, e) -> bool:
         if isinstance(e, n.IntImm):
             return e.value >= 0

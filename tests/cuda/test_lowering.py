@@ -353,3 +353,18 @@ def test_a_launch_index_of_extent_one_folds_to_its_minimum():
         sorted(set(local_reads))[:5]
     before = str(td.lower(s, args, target="cuda", stop_after="inject_virtual_threads"))
     assert re.search(r"conv2d_nchw\.flat\.local\[[^\]]*\bb\b", before)
+
+
+def test_a_pipelined_tile_index_is_a_32_bit_remainder(rng):
+    """The fp32 matmul's 3-stage pipeline indexes its tile copies by ko % 3 (and
+    (ko + 2) % 3): with ko's loop bounds known to fit 32 bits, the remainder is taken
+    in 32 bits (a multiply by the reciprocal), not in 64 (a long multiply-high with a
+    slow path); the results stay right."""
+    A, B = td.placeholder((64, 64), name="A"), td.placeholder((64, 64), name="B")
+    C = dense.matmul(A, B)
+    s = td.create_schedule(C.op)
+    schedule_matmul(s, C, {"stages": 3})
+    src = td.build(s, [A, B, C], target="cuda -arch=sm_80").get_source()
+    assert "% 3u" in src and "% 3LL" not in src
+    a, b = rng.standard_normal((64, 64), "float32"), rng.standard_normal((64, 64), "float32")
+    np.testing.assert_allclose(emulate(s, [A, B, C], [a, b]), a @ b, rtol=1e-4, atol=1e-4)
