@@ -24,9 +24,10 @@ It is an estimate: only a GPU run (``python -m benchmarks gpu``) measures.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from .harness import table
+from .harness import table, update_readme
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,11 @@ def run(only: str | None = None) -> list[dict]:
     columns = ["template", "shape", "gpu", "kernels", "regs", "smem_KiB", "blocks/SM",
                "spills", "bound", "est_us", "roofline_us", "of_roofline", "est_TFLOP/s",
                "est_GB/s"]
-    print("\nESTIMATE, NOT A MEASUREMENT (no GPU was used): times on paper from each "
-          "template's SASS (NVRTC CUBIN, cuobjdump) and datasheet peaks; of_roofline = "
-          "roofline time / estimated time. See benchmarks/gpu_estimate.py for the model.\n")
-    print(table(rows, columns))
+    text = ("ESTIMATE, NOT A MEASUREMENT (no GPU was used): times on paper from each "
+            "template's SASS (NVRTC CUBIN, cuobjdump) and datasheet peaks; of_roofline = "
+            "roofline time / estimated time. See benchmarks/gpu_estimate.py for the "
+            f"model. Written {time.strftime('%Y-%m-%d')}.\n\n" + table(rows, columns))
+    print("\n" + text)
+    if only is None:
+        update_readme("gpu-estimate", text)
     return rows

@@ -119,7 +119,7 @@ def schedule_matmul(s, out, config=None):
 
 
 TENSOR_CORE_DEFAULT = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 2, "kk": 2, "vec": 8,
-                       "double_buffer": 1}
+                       "double_buffer": 1, "stages": 3}
 
 
 def schedule_matmul_tensorcore(s, out, config=None):
@@ -164,6 +164,8 @@ def schedule_matmul_tensorcore(s, out, config=None):
     for cache in (AS, BS):
         s[cache].compute_at(s[CF], ko)
         cooperative_fetch(s, cache, 32, wmm, wnn, vec=cfg["vec"])   # lanes, warps
-        if cfg["double_buffer"]:
+        if cfg["stages"] >= 2:
+            s[cache].pipeline(cfg["stages"])     # cp.async, 16 bytes (8 halves) a copy
+        elif cfg["double_buffer"]:
             s[cache].double_buffer()
     return s

@@ -370,20 +370,23 @@ class _KernelWriter:
         """A copy of 4, 8 or 16 bytes from a global buffer to a shared one, inside an
         ``async_copy`` pragma (``lower/async_copies.py``), as one ``cp.async`` whose
         source size is 0 (the destination zero-filled) where the load's guard fails.
-        Anything else (a conversion, 2-byte elements, an unaligned vector) is left to
-        the caller as a plain store: the pipeline's wait and barrier order it as well."""
+        Anything else (a conversion, 2-byte elements lane by lane, an unaligned vector)
+        is left to the caller as a plain store: the pipeline's wait and barrier order it
+        as well."""
         v = s.value
         lanes = dt.lanes(v.dtype)
         size = max(1, dt.bits(v.dtype) // 8)
         if not (isinstance(v, n.Load) and v.buffer.scope == "global"
                 and s.buffer.scope == "shared" and v.buffer.dtype == s.buffer.dtype
-                and size in (4, 8)):
+                and size in (2, 4, 8)):
             return False
         uniform = (lambda p: p is None or isinstance(p, n.Broadcast))
-        whole = lanes == 1 or (
-            lanes * size in (8, 16) and uniform(s.predicate) and uniform(v.predicate)
+        whole = (lanes == 1 and size >= 4) or (
+            lanes * size in (4, 8, 16) and uniform(s.predicate) and uniform(v.predicate)
             and _vector_aligned(s.buffer, s.index, lanes, lanes * size)
             and _vector_aligned(v.buffer, v.index, lanes, lanes * size))
+        if size == 2 and not whole:
+            return False   # (cp.async copies 4 bytes at least: halves lane by lane can't)
         if whole:       # one copy of the whole vector (or the scalar)
             scalar = (lambda p: p.value if isinstance(p, n.Broadcast) else p)
             first = (lambda idx: self.expr(idx.base if lanes > 1 else idx))
@@ -711,9 +714,10 @@ _BASE_ALIGNMENT = {"global": 16, "shared": SHARED_ALIGNMENT, "local": 16}
 
 
 class _UnconditionalLoads(Visitor):
-    """The loads an expression always evaluates: not those under an ``if_then_else``'s
-    arms or the second operand of ``&&``/``||`` (C evaluates those only where a guard
-    holds: a load there may lie outside its buffer elsewhere)."""
+    """The loads an expression always evaluates: not those under the arms of an
+    ``if_then_else`` or a select, or the second operand of ``&&``/``||`` (the C written
+    lane by lane evaluates those only where a guard holds, and passes may lean on
+    that: a load there may lie outside its buffer elsewhere)."""
 
     def __init__(self):
         self.loads: list = []
@@ -727,6 +731,9 @@ class _UnconditionalLoads(Visitor):
             self.visit(e.args[0])
         else:
             self.generic_visit(e)
+
+    def visit_Select(self, e):
+        self.visit(e.condition)
 
     def visit_And(self, e):
         self.visit(e.a)

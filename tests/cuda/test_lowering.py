@@ -322,23 +322,24 @@ def test_shared_memory_counts_each_array_from_its_128_byte_start():
 
 
 def test_a_vectorized_run_reads_a_guarded_load_only_where_its_guard_holds(rng):
-    """A thread's 4 outputs go out as one float4, and X[i - 4] (aligned, but read only
-    for i >= 4) stays lane by lane behind its guard: read as a float4 before the guard,
-    the first thread's read fell before X (found by the GPU fuzzer)."""
-    X = td.placeholder((64,), name="X")
-    Y = td.compute((64,), lambda i: td.if_then_else(i >= 4, X[i - 4], 0.0) + X[i],
-                   name="Y")
+    """A thread's 4 outputs go out as one float4, and X[i - 1, j] (aligned, but read
+    only for i >= 1: a guard the 4 lanes share, so an if_then_else, not a mask) stays
+    behind its guard: read as a float4 before it, the first row's read fell before X
+    (found by the GPU fuzzer)."""
+    X = td.placeholder((8, 8), name="X")
+    Y = td.compute((8, 8), lambda i, j: td.if_then_else(i >= 1, X[i - 1, j], 0.0)
+                   + X[i, j], name="Y")
     s = td.create_schedule(Y.op)
-    run, lane = s[Y].split(Y.op.axis[0], factor=4)
+    run, lane = s[Y].split(s[Y].fuse(*Y.op.axis), factor=4)
     bx, tx = s[Y].split(run, factor=8)
     s[Y].bind(bx, td.thread_axis("blockIdx.x"))
     s[Y].bind(tx, td.thread_axis("threadIdx.x"))
     s[Y].vectorize(lane)
     src = td.build(s, [X, Y], target="cuda -arch=sm_80").get_source()
     assert len(re.findall(r"const float4 \w+ =", src)) == 1 and "*(float4*)(&Y[" in src
-    x = rng.standard_normal(64).astype("float32")
+    x = rng.standard_normal((8, 8)).astype("float32")
     np.testing.assert_allclose(emulate(s, [X, Y], [x]),
-                               x + np.concatenate([np.zeros(4, "float32"), x[:-4]]))
+                               x + np.concatenate([np.zeros((1, 8), "float32"), x[:-1]]))
 
 
 def test_a_launch_index_of_extent_one_folds_to_its_minimum():

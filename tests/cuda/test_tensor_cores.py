@@ -29,6 +29,11 @@ def _inputs(rng, shape, dtype):
 @pytest.mark.parametrize("M,N,K,config", [
     (64, 64, 64, {"warps_m": 2, "warps_n": 1, "wm": 1, "wn": 2, "kk": 2}),
     (128, 96, 48, {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 1, "kk": 3, "double_buffer": 0}),
+    # the tiles double-buffered (no cp.async), and pipelined 2 and 4 deep (4 stages
+    # over 3 iterations: the prologue copies past the end are skipped)
+    (64, 64, 64, {"warps_m": 2, "warps_n": 1, "wm": 1, "wn": 2, "kk": 2, "stages": 1}),
+    (64, 32, 96, {"warps_m": 1, "warps_n": 1, "wm": 2, "wn": 1, "kk": 1, "stages": 2}),
+    (64, 32, 96, {"warps_m": 1, "warps_n": 1, "wm": 2, "wn": 1, "kk": 2, "stages": 4}),
 ])
 def test_tensor_core_matmul(dtype, M, N, K, config, rng):
     A = td.placeholder((M, K), dtype=dtype, name="A")
