@@ -332,6 +332,11 @@ class CodeGenLLVM:
             s, src = "float32", dt.with_lanes("float32", dt.lanes(src))
             if s == d:
                 return v
+        if s == "float64" and d == "float16":
+            # through float32 rounded to odd: the second rounding then gives the nearest
+            # half as one rounding would, and no libcall (__truncdfhf2, which the JIT
+            # cannot resolve) is emitted where the CPU lacks a double -> half instruction
+            return bd.fptrunc(self.round_to_odd_float32(v), to)
         if dt.is_float(s) and dt.is_float(d):
             if dt.bits(d) > dt.bits(s):
                 return bd.fpext(v, to)
@@ -348,6 +353,34 @@ class CodeGenLLVM:
         if dt.bits(d) < sb:
             return bd.trunc(v, to)
         return v
+
+    def round_to_odd_float32(self, v):
+        """A double (or vector of them) to float32, rounded to odd: truncated toward
+        zero, the last bit set when anything was cut off. NaN and infinities pass."""
+        bd = self.builder
+        vector = isinstance(v.type, ir.VectorType)
+        ft = ir.VectorType(ir.FloatType(), v.type.count) if vector else ir.FloatType()
+        it = ir.VectorType(I32, v.type.count) if vector else I32
+
+        def c(x):
+            return ir.Constant(it, [x] * it.count) if vector else ir.Constant(it, x)
+
+        nearest = bd.fptrunc(v, ft)
+        back = bd.fpext(nearest, v.type)
+        # inexact (NaN compares unordered: "one" is false for it, so NaN passes as is)
+        inexact = bd.fcmp_ordered("one", back, v)
+        # |nearest| > |v|: it rounded away from zero, so the truncation is one ulp less
+        # in magnitude (the bits of a float's magnitude count up with it)
+        away = bd.fcmp_ordered(">", self._fabs(back), self._fabs(v))
+        bits = bd.bitcast(nearest, it)
+        truncated = bd.select(away, bd.sub(bits, c(1)), bits)
+        odd = bd.select(inexact, bd.or_(truncated, c(1)), bits)
+        return bd.bitcast(odd, ft)
+
+    def _fabs(self, v):
+        vector = isinstance(v.type, ir.VectorType)
+        name = f"llvm.fabs.v{v.type.count}f64" if vector else "llvm.fabs.f64"
+        return self.builder.call(self.declare(name, v.type, [v.type]), [v])
 
     def round_to_bfloat16(self, v):
         """Round a float to the nearest bfloat16 (ties to even), kept as a float."""
