@@ -359,7 +359,8 @@ class CodeGenLLVM:
         zero, the last bit set when anything was cut off. NaN and infinities pass."""
         bd = self.builder
         vector = isinstance(v.type, ir.VectorType)
-        ft = ir.VectorType(ir.FloatType(), v.type.count) if vector else ir.FloatType()
+        lanes = v.type.count if vector else 1
+        ft = ir.VectorType(ir.FloatType(), lanes) if vector else ir.FloatType()
         it = ir.VectorType(I32, v.type.count) if vector else I32
 
         def c(x):
@@ -371,16 +372,12 @@ class CodeGenLLVM:
         inexact = bd.fcmp_ordered("one", back, v)
         # |nearest| > |v|: it rounded away from zero, so the truncation is one ulp less
         # in magnitude (the bits of a float's magnitude count up with it)
-        away = bd.fcmp_ordered(">", self._fabs(back), self._fabs(v))
+        fabs = self.intrinsic("fabs", dt.with_lanes("float64", lanes), 1)
+        away = bd.fcmp_ordered(">", bd.call(fabs, [back]), bd.call(fabs, [v]))
         bits = bd.bitcast(nearest, it)
         truncated = bd.select(away, bd.sub(bits, c(1)), bits)
         odd = bd.select(inexact, bd.or_(truncated, c(1)), bits)
         return bd.bitcast(odd, ft)
-
-    def _fabs(self, v):
-        vector = isinstance(v.type, ir.VectorType)
-        name = f"llvm.fabs.v{v.type.count}f64" if vector else "llvm.fabs.f64"
-        return self.builder.call(self.declare(name, v.type, [v.type]), [v])
 
     def round_to_bfloat16(self, v):
         """Round a float to the nearest bfloat16 (ties to even), kept as a float."""
