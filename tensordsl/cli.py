@@ -119,7 +119,7 @@ def _cuda_schedule(args):
     if workload.user:
         raise ValueError(f"--cuda/--ptx: {workload!r} returns tensors only; return a "
                          "(schedule, tensors) pair bound to GPU blocks and threads")
-    placeholders, out = workload.define()
+    placeholders, out = workload.define("cuda")
     return schedule_for(workload.op, out, workload.attrs), placeholders + [out]
 
 

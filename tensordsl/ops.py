@@ -144,7 +144,7 @@ def _call_cuda(name: str, args, out, attrs: dict):
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is None:
-            placeholders, result = Workload(name, spec, attrs).define()
+            placeholders, result = Workload(name, spec, attrs).define("cuda")
             f = td.build(schedule_for(name, result, attrs), placeholders + [result],
                          target="cuda", name=name)
             shape = tuple(int(d.value) for d in result.shape)

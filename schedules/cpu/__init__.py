@@ -9,6 +9,17 @@ from __future__ import annotations
 from .. import TEMPLATE_NAMES, schedule_with, template_name  # noqa: F401 (re-exported)
 from . import capsule, conv2d, generic, matmul, rowwise
 
+# options of an operator's definition that suit these templates, where the caller left
+# them: a convolution's form (``kernels.dense.conv2d_nchw``)
+PREFERRED_ATTRS = {"conv2d_nchw": {"form": "auto"}}
+
+
+def definition_attrs(op: str, attrs: dict) -> dict:
+    """``attrs`` with ``PREFERRED_ATTRS`` of ``op`` where not given."""
+    preferred = PREFERRED_ATTRS.get(op)
+    return {**preferred, **attrs} if preferred else attrs
+
+
 TEMPLATES = {
     "matmul": matmul.schedule_matmul,
     "conv2d": conv2d.schedule_conv2d_nchw,

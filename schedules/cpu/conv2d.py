@@ -16,14 +16,20 @@ strided one split by column phases (``kernels.dense._column_phases``), so a vect
 outputs reads consecutive inputs. A ragged last column block is shifted inwards (it
 overlaps the previous block); a row narrower than a vector is one masked block. Knobs:
 ``fb``, ``yb``, ``xb``.
+
+A dense window convolution over enough positions (``kernels.dense.CHANNELS_MIN_POSITIONS``)
+comes in the channels form instead (``schedule_conv2d_channels``): output channels in
+vector lanes, no column computed past the output's width, strided or not. Knobs: ``pb``,
+``nv``.
 """
 from __future__ import annotations
 
 from tensordsl.ir import nodes as n
+from kernels.dense import FLAT_IN_PLACE_TAG
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import schedule_generic
-from .target import num_threads, vector_lanes
+from .target import l2_cache_bytes, num_threads, vector_lanes
 
 
 # a window of at most this many taps is unrolled (a 7x7 stem's 49 included)
@@ -57,6 +63,28 @@ def fit_positions(nr: int, positions: int, lanes: int) -> int:
     return max(lanes, min(int(nr), -(-positions // lanes) * lanes))
 
 
+def panels_per_task(flat, nr: int, panels: int) -> int:
+    """How many ``nr``-position panels a task of the flat form packs at once: 4 (or 2)
+    where the input's channel planes lie more than a page apart, so long as the packed
+    input (channels x taps x positions) fills at most half of L2. A panel packs one
+    ``nr``-float run from each channel: b8 1x1 256 -> 64 @56, one run a page, the copy
+    stalled on every page (TLB, no prefetch stream); 4 panels: 1.26x faster, 64 -> 64
+    1.28x; at @28 (a quarter page a plane) no faster."""
+    padded = flat.op.body[0].source[0].a.tensor
+    *_, h, w = (_extent_of(d) for d in padded.shape)
+    if h * w * 4 <= 4096 or panels < 2:
+        return 1
+    reduction = 1
+    for iv in flat.op.reduce_axis:
+        reduction *= _extent(iv)
+    return next((t for t in (4, 2) if reduction * nr * t * 4 <= l2_cache_bytes() // 2
+                 and panels >= t), 1)
+
+
+def _extent_of(d) -> int:
+    return d.value if isinstance(d, n.IntImm) else 0
+
+
 def flat_default_config() -> dict:
     lanes = vector_lanes(32)
     return {"mr": 6, "nr": 4 * lanes} if lanes == 16 else {"mr": 6, "nr": 2 * lanes}
@@ -72,10 +100,15 @@ def schedule_conv2d_flat(s, out, flat, config=None):
               for ry, rx, f.inner (unrolled):
                 flat[b, f, p.outer*nr : +nr] += kernel[f, rc, ry, rx] * padded[run + tap : +nr]
 
-    The padded input and the cropped output are row-parallel vectorized copies."""
+    With enough tasks each packs its input run (``pack``), ``tb`` panels of ``nr``
+    positions at once (``panels_per_task``). The padded input and the cropped output
+    are row-parallel vectorized copies; a 1x1 computed in the output's place (``form=
+    "auto"``) has neither. Knobs: ``mr``, ``nr``, ``pack``, ``tb``."""
     cfg = dict(flat_default_config(), **(config or {}))
     lanes = vector_lanes(32)
-    b, f, p = flat.op.axis
+    b, f, *rows = flat.op.axis
+    # (the form computed in the output's place: its (y, x) flattened again)
+    p = flat.fuse(*rows) if len(rows) > 1 else rows[0]
     rc, ry, rx = flat.op.reduce_axis
     po, pi = flat.split(p, factor=fit_positions(cfg["nr"], _extent(p), lanes))
     fo, fi = flat.split(f, factor=cfg["mr"])
@@ -93,6 +126,11 @@ def schedule_conv2d_flat(s, out, flat, config=None):
         # image apart in the input (b8, 1x1 256->128 @56: 9.7 -> 7.7 ms)
         panel = s[s.cache_read(flat.op.body[0].source[0].a.tensor, "global",
                                [flat.op.output(0)])]
+        tb = cfg.get("tb") or panels_per_task(flat, _extent(pi), _extent(po))
+        if tb > 1:
+            pt, pin = flat.split(po, factor=tb)
+            flat.reorder(b, pt, pin, fo)
+            po = pt
         task = flat.fuse(b, po)
         panel.compute_at(flat, task)
         panel.vectorize(panel.split(panel.op.axis[-1], factor=lanes)[1])
@@ -108,10 +146,99 @@ def schedule_conv2d_flat(s, out, flat, config=None):
             st.vectorize(st.split(last, factor=lanes)[1])
 
 
+# the register tile of the channels form: positions x vectors of channels, 24 of 32 zmm
+# registers (7 x 4 left too few for the weights and a broadcast: LLVM spilled
+# accumulators, 1.3x slower), 12 of 16 ymm
+CHANNEL_ACCUMULATORS = {16: 24, 8: 12}
+# fewer (batch, channel block) tasks than this many per thread: the positions are split
+# among the threads as well (b1 64 -> 64 @56 is one block of 64 channels)
+CHANNEL_TASKS_PER_THREAD = 4
+
+
+def channel_tile(config: dict, reduction: int, channels: int) -> tuple[int, int]:
+    """``(pb, nv)``: the knobs where given, else ``nv`` 4 vectors where their panel of
+    packed weights (``reduction`` x 4 vectors) fits in L2, 2 where not (b8 512 -> 512
+    @7: a 1.2 MB panel came from L3 for every tile, 1.1x slower; one vector is slower
+    still: a broadcast per multiply-add), and ``pb`` the positions that fill
+    ``CHANNEL_ACCUMULATORS`` with it."""
+    lanes = vector_lanes(32)
+    nv = config.get("nv")
+    if nv is None:
+        nv = 4 if reduction * 4 * lanes * 4 <= l2_cache_bytes() else 2
+    nv = max(1, min(int(nv), -(-channels // lanes)))   # no wider than the channels
+    pb = config.get("pb") or max(1, CHANNEL_ACCUMULATORS.get(lanes, 12) // nv)
+    return int(pb), nv
+
+
+def schedule_conv2d_channels(s, out, vec, config=None):
+    """The channels form (``kernels.dense._conv2d_nchw_channels``): output channels in
+    vector lanes, a register tile of ``pb`` positions by ``nv`` vectors of channels,
+    the weights packed so that a tap's ``nv`` vectors are contiguous:
+
+        pack wp[f.outer, c, ry, rx, 0:nv*lanes] = kernel[f.outer block, c, ry, rx]
+        parallel for (f.outer, b, [q.part]):
+          for q.outer:                                # pb positions
+            acc[pb, nv*lanes] = 0                     # registers
+            for rc, ry, rx (taps unrolled):
+              for q.inner, v (unrolled):
+                acc[q.inner, v] += padded[b, rc, row(q), col(q)] * wp[f.outer, rc, ry, rx, v]
+            vec[b, f.outer block, q.outer block] = acc   # transposed: channels are rows
+
+    A thread's consecutive tasks share their panel of packed weights (C x taps x
+    nv*lanes), from L2 (``channel_tile``). Knobs: ``pb``, ``nv``."""
+    lanes = vector_lanes(32)
+    b, f, q = vec.op.axis
+    rc, ry, rx = vec.op.reduce_axis
+    F, positions = _extent(f), _extent(q)
+    pb, nv = channel_tile(config or {}, _extent(rc) * _extent(ry) * _extent(rx), F)
+    block = nv * lanes
+    pb = min(pb, positions or pb)
+    weights = vec.op.body[0].source[0].b.tensor
+    packed = s[s.pack(weights, 0, block, [vec.op.output(0)])]
+    acc = s[s.cache_write(vec.op.output(0), "local", layout=(0, 2, 1))]
+    fo, fi = vec.split(f, factor=block)
+    qo, qi = vec.split(q, factor=pb)
+    tasks = (_extent(b) or 1) * -(-F // block)
+    parts = -(-CHANNEL_TASKS_PER_THREAD * num_threads() // tasks)
+    if parts > 1 and positions and positions >= 2 * pb:
+        qpart, qo = vec.split(qo, nparts=min(parts, positions // pb))
+        vec.reorder(fo, b, qpart, qo, fi, qi)
+        task = vec.fuse(fo, b, qpart)
+    else:
+        vec.reorder(fo, b, qo, fi, qi)
+        task = vec.fuse(fo, b)
+    vec.parallel(task)
+    acc.compute_at(vec, qo)
+    _, aq, af = acc.op.axis
+    arc, ary, arx = acc.op.reduce_axis
+    au, al = acc.split(af, factor=lanes)
+    acc.reorder(arc, ary, arx, aq, au, al)
+    if _extent(ry) * _extent(rx) <= MAX_UNROLLED_TAPS:
+        acc.unroll(ary)
+        acc.unroll(arx)
+    acc.unroll(aq)
+    acc.unroll(au)
+    acc.vectorize(al)
+    packed.parallel(packed.op.axis[0])
+    for st in s.stages:
+        if isinstance(st.op, ComputeOp) and st.attach_type == "root" and \
+                st not in (vec, packed, acc) and not st.op.reduce_axis:
+            # the padded input and the copy out: rows in parallel, vectorized
+            *rows, last = st.op.axis
+            st.parallel(st.fuse(*rows[:2]) if len(rows) > 1 else rows[0])
+            st.vectorize(st.split(last, factor=lanes)[1])
+
+
 def schedule_conv2d_nchw(s, out, config=None):
     cfg = config or {}
-    flat = next((st for st in s.stages if st.op.name.endswith(".flat")
-                 and isinstance(st.op, ComputeOp) and len(st.op.reduce_axis) == 3), None)
+    vec = next((st for st in s.stages if st.op.name.endswith(".channels")
+                and isinstance(st.op, ComputeOp) and len(st.op.reduce_axis) == 3), None)
+    if vec is not None:
+        schedule_conv2d_channels(s, out, vec, config)
+        return
+    flat = next((st for st in s.stages if isinstance(st.op, ComputeOp)
+                 and (st.op.name.endswith(".flat") or st.op.tag == FLAT_IN_PLACE_TAG)
+                 and len(st.op.reduce_axis) == 3), None)
     if flat is not None:
         schedule_conv2d_flat(s, out, flat, config)
         return

@@ -20,7 +20,7 @@ def defaults_for(template: str) -> dict:
         return default_config()
     if template == "conv2d":
         from .conv2d import flat_default_config
-        return flat_default_config()  # fb, yb: chosen per shape unless tuned
+        return flat_default_config()  # fb, yb, tb, pb, nv: chosen per shape unless tuned
     if template == "rowwise":
         return {"lanes": vector_lanes(32), "prefetch": 1}  # stream: chosen per shape
     return {}
@@ -40,7 +40,7 @@ def space_for(template: str) -> dict:
                 "row_split": [False, True]}
     if template == "conv2d":
         return {"mr": [4, 6, 8, 12], "nr": vectors, "fb": [2, 4, 8], "yb": [1, 2, 4],
-                "pack": [False, True]}
+                "pack": [False, True], "tb": [1, 2, 4], "pb": [4, 6, 8, 12], "nv": [1, 2, 4]}
     if template == "rowwise":
         return {"lanes": [8, 16] if lanes >= 16 else [4, 8], "prefetch": [0, 1, 2],
                 "stream": [False, True]}

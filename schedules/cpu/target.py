@@ -24,21 +24,34 @@ def num_threads() -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def last_level_cache_bytes() -> int:
-    """The largest cache's size (sysfs; 32 MiB where it cannot be read)."""
-    sizes = []
+def _caches() -> tuple[tuple[int, int], ...]:
+    """(level, bytes) of each of cpu0's caches, from sysfs (none where it cannot be
+    read)."""
+    caches = []
     root = "/sys/devices/system/cpu/cpu0/cache"
-    for entry in os.listdir(root) if os.path.isdir(root) else ():
+    for entry in sorted(os.listdir(root)) if os.path.isdir(root) else ():
         try:
+            with open(os.path.join(root, entry, "level")) as f:
+                level = f.read().strip()
             with open(os.path.join(root, entry, "size")) as f:
                 text = f.read().strip()
         except OSError:
             continue
         scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
         digits = text.rstrip("KMG")
-        if digits.isdigit():
-            sizes.append(int(digits) * scale)
-    return max(sizes, default=32 << 20)
+        if digits.isdigit() and level.isdigit():
+            caches.append((int(level), int(digits) * scale))
+    return tuple(caches)
+
+
+def last_level_cache_bytes() -> int:
+    """The largest cache's size (32 MiB where it cannot be read)."""
+    return max((size for _, size in _caches()), default=32 << 20)
+
+
+def l2_cache_bytes() -> int:
+    """A core's level-2 cache (1 MiB where it cannot be read)."""
+    return next((size for level, size in _caches() if level == 2), 1 << 20)
 
 
 def output_bytes(tensor) -> int | None:

@@ -132,8 +132,10 @@ class Workload:
         return f"{self.op}({shapes})"
 
     # ------------------------------------------------------------ definition
-    def define(self):
-        """(placeholders, output tensor) of the compute definition."""
+    def define(self, target: str = "llvm"):
+        """(placeholders, output tensor) of the compute definition; on the CPU with the
+        options the CPU templates prefer where the caller left them (``definition_attrs``
+        of ``schedules/cpu``: a convolution's form), on ``target="cuda"`` as given."""
         import tensordsl as td
         if self.user:
             return self.call.tensors()
@@ -146,7 +148,11 @@ class Workload:
         if self.op not in _operators():
             raise ValueError(f"unknown operator {self.op!r}; expected one of "
                              f"{', '.join(sorted(_operators()))} or path/to/file.py:function")
-        out = _operators()[self.op](*operands, **self.attrs)
+        attrs = self.attrs
+        if target != "cuda":
+            from schedules.cpu import definition_attrs
+            attrs = definition_attrs(self.op, attrs)
+        out = _operators()[self.op](*operands, **attrs)
         return placeholders, out
 
     # ------------------------------------------------------------ template

@@ -374,6 +374,93 @@ def test_strided_and_pointwise_convolutions_match_a_reference(x, w, stride, pad,
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 20), st.integers(1, 12), st.integers(1, 12),
+       st.integers(1, 40), st.integers(1, 3), st.integers(1, 3),
+       st.tuples(*[st.integers(0, 2)] * 4), st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       st.sampled_from([None, {"pb": 4, "nv": 1}, {"pb": 12, "nv": 2}, {"pb": 1, "nv": 4}]))
+def test_the_channels_form_matches_a_reference(n, c, h, w, f, kh, kw, pads, stride,
+                                               dilation, config):
+    # output channels in vector lanes, positions flattened across rows: any channel count
+    # (a ragged block of them), any number of positions (a ragged tile), strides,
+    # dilations and asymmetric paddings, a few tasks (the positions split as well)
+    from tensordsl.autotune.workload import Workload
+    pt, pl, pb, pr = pads
+    (sh, sw), (dh, dw) = stride, dilation
+    if h + pt + pb < dh * (kh - 1) + 1 or w + pl + pr < dw * (kw - 1) + 1:
+        return
+    rng = np.random.default_rng(n * 7919 + c * 131 + h * 17 + w + f)
+    x, wt = rand(rng, n, c, h, w), rand(rng, f, c, kh, kw) * 0.3
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    want = conv2d_reference(xp, wt, (sh, sw), (0, 0), (dh, dw), 1)
+    attrs = {"stride": stride, "padding": pads, "dilation": dilation, "form": "channels"}
+    s, tensors = Workload.from_arrays("conv2d_nchw", [x, wt], attrs).schedule(config)
+    assert ".channels" in str(td.lower(s, tensors))
+    out = poisoned(want.shape)
+    td.build(s, tensors)(x, wt, out)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n, c, h, w, f, pad, config", [
+    (2, 12, 40, 36, 20, 0, None),                  # planes over a page: 4 panels a task
+    (3, 9, 33, 35, 14, 0, {"pack": True, "tb": 2}),   # ragged panels, a ragged last task
+    (2, 10, 9, 11, 7, 1, {"pack": True, "tb": 4}),    # padded: computed in place all the same
+    (1, 5, 3, 3, 7, 0, None),                      # fewer positions than a vector
+])
+def test_a_pointwise_convolution_is_computed_in_the_outputs_place(n, c, h, w, f, pad,
+                                                                  config):
+    # where the padded width is the output's, "auto" (the CPU path) writes the output
+    # directly, no intermediate and copy; its (y, x) flattened again by the template
+    from tensordsl.autotune.workload import Workload
+    rng = np.random.default_rng(n + c + h + w + f)
+    x, wt = rand(rng, n, c, h, w), rand(rng, f, c, 1, 1)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    want = conv2d_reference(xp, wt, (1, 1), (0, 0), (1, 1), 1)
+    workload = Workload.from_arrays("conv2d_nchw", [x, wt], {"padding": pad})
+    s, tensors = workload.schedule(config)
+    assert not any(t.name.endswith(".flat") for t in _stages(tensors[-1]))
+    out = poisoned(want.shape)
+    td.build(s, tensors)(x, wt, out)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n, c, size, f, k, stride, channels", [
+    (8, 16, 14, 32, 3, 1, True),       # 1568 positions: the weights' packing pays
+    (1, 16, 7, 32, 3, 1, False),       # 49: it does not
+    (2, 16, 28, 32, 1, 2, False),      # a strided 1x1 (a projection): the sampled product
+    (2, 16, 28, 32, 1, 1, False),      # a stride-1 1x1 is a product over the image
+    (2, 16, 14, 8, 3, 1, False),       # fewer output channels than a vector
+])
+def test_the_cpu_path_picks_the_channels_form_by_shape(n, c, size, f, k, stride, channels):
+    from tensordsl.autotune.workload import Workload
+    x, wt = np.zeros((n, c, size, size), "float32"), np.zeros((f, c, k, k), "float32")
+    workload = Workload.from_arrays("conv2d_nchw", [x, wt], {"stride": stride,
+                                                              "padding": k // 2})
+    names = {t.name for t in _stages(workload.define()[1])}
+    assert any(name.endswith(".channels") for name in names) == channels
+    # the GPU templates tile the padded-width form: its definition keeps it
+    gpu = {t.name for t in _stages(workload.define("cuda")[1])}
+    assert not any(name.endswith(".channels") for name in gpu)
+    # the portable forms by hand (None, the default, is the rule on the CPU)
+    portable = Workload.from_arrays("conv2d_nchw", [x, wt], {"stride": stride,
+                                                             "padding": k // 2,
+                                                             "form": "portable"})
+    assert not any(t.name.endswith(".channels") for t in _stages(portable.define()[1]))
+    with pytest.raises(ValueError, match="form must be one of"):
+        td.ops.conv2d_nchw(x, wt, form="nchw16c")
+
+
+def _stages(out):
+    seen, todo = {}, [out]
+    while todo:
+        t = todo.pop()
+        if t.name not in seen:
+            seen[t.name] = t
+            todo.extend(getattr(t.op, "input_tensors", []))
+    return list(seen.values())
+
+
 @pytest.mark.parametrize("pack", [False, True])
 @pytest.mark.parametrize("x, w, pad", [((2, 12, 9, 11), (10, 12, 3, 3), 1),
                                        ((3, 20, 7, 7), (36, 20, 1, 1), 0)])
