@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 import os
 
+from .autodiff import MALLOC_ENV
 from .harness import measure, table, update_readme, write_results
 
 THREADS = 2
-ROUNDS = 2
+ROUNDS = 3
 # system name -> (worker system, options)
 SYSTEMS = {
     "ours_default": ("tensordsl", {"records": False}),
@@ -41,9 +42,11 @@ GOALS = [
 
 def run(quick: bool = False, only: str | None = None) -> list[dict]:
     from .model_ops import MODELS
-    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)   # inherited by every worker process
+    os.environ.update(MALLOC_ENV)   # for every system alike: see benchmarks/autodiff.py
     rounds = 1 if quick else ROUNDS
-    print(f"threads: {THREADS} (OMP_NUM_THREADS and torch.set_num_threads, every process)")
+    print(f"threads: {THREADS} (OMP_NUM_THREADS and torch.set_num_threads, every process); "
+          "glibc keeps freed blocks up to 32 MiB in the heap (MALLOC_ENV), every process")
     rows = []
     for model, layers in MODELS.items():
         if only and only != model:
@@ -56,8 +59,9 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
             "configurations (no record read); `tuned`: whether a record (shipped in "
             "`schedules/records/` or local) applied to our tuned run. Each system times "
             f"all of a model's layers in its own process, best median of {rounds} "
-            "alternating rounds; every side allocates its result. max_rel_err: ours "
-            "against PyTorch in float64.\n\n" + _summary_text(summary) + "\n\n"
+            "alternating rounds; every side allocates its result, from the heap (glibc's "
+            "mmap threshold 32 MiB, every process). max_rel_err: ours against PyTorch in "
+            "float64.\n\n" + _summary_text(summary) + "\n\n"
             + table(rows, COLUMNS))
     if not only:
         update_readme("cpu-models", text)
