@@ -150,23 +150,48 @@ def schedule_conv2d_flat(s, out, flat, config=None):
 # registers (7 x 4 left too few for the weights and a broadcast: LLVM spilled
 # accumulators, 1.3x slower), 12 of 16 ymm
 CHANNEL_ACCUMULATORS = {16: 24, 8: 12}
+# below this many multiply-adds an accumulator, a tile's write-back (its positions x
+# channels stored transposed, element by element) costs as much as its reduction: the
+# tile is 4 positions (a 4-float run per channel) by one vector (the 7x7 stem, 3 x 49:
+# 1.21x at batch 1, 1.26x at batch 8 over 6 x 4)
+SMALL_REDUCTION = 256
+SMALL_REDUCTION_TILE = (4, 1)
 # fewer (batch, channel block) tasks than this many per thread: the positions are split
 # among the threads as well (b1 64 -> 64 @56 is one block of 64 channels)
 CHANNEL_TASKS_PER_THREAD = 4
 
 
-def channel_tile(config: dict, reduction: int, channels: int) -> tuple[int, int]:
+def channel_tile(config: dict, reduction: int, channels: int,
+                 positions: int = 0, images: int = 1) -> tuple[int, int]:
     """``(pb, nv)``: the knobs where given, else ``nv`` 4 vectors where their panel of
     packed weights (``reduction`` x 4 vectors) fits in L2, 2 where not (b8 512 -> 512
     @7: a 1.2 MB panel came from L3 for every tile, 1.1x slower; one vector is slower
     still: a broadcast per multiply-add), and ``pb`` the positions that fill
-    ``CHANNEL_ACCUMULATORS`` with it."""
+    ``CHANNEL_ACCUMULATORS`` with it, or fewer (down to half) where that divides an
+    image's ``positions`` into tiles with less left over (by more than 2%): a 7 x 7
+    image's 49 positions are 5 tiles of 12 (60 computed) or 7 tiles of 7. A reduction
+    under ``SMALL_REDUCTION`` takes ``SMALL_REDUCTION_TILE`` unless either knob is given.
+    Where 4 vectors leave too few (image, channel block) tasks to share among the
+    threads and 2 still make two blocks, 2: more channel blocks rather than an image's
+    positions split among the threads (b1 256 -> 256 @14: 1.19x), and a tile of twice
+    the positions reads each packed weight for twice the work."""
     lanes = vector_lanes(32)
+    if reduction < SMALL_REDUCTION and not config.get("nv") and not config.get("pb"):
+        return SMALL_REDUCTION_TILE
     nv = config.get("nv")
     if nv is None:
         nv = 4 if reduction * 4 * lanes * 4 <= l2_cache_bytes() else 2
+        if nv == 4 and channels >= 8 * lanes and \
+                images * -(-channels // (4 * lanes)) < CHANNEL_TASKS_PER_THREAD * num_threads():
+            nv = 2
     nv = max(1, min(int(nv), -(-channels // lanes)))   # no wider than the channels
-    pb = config.get("pb") or max(1, CHANNEL_ACCUMULATORS.get(lanes, 12) // nv)
+    pb = config.get("pb")
+    if not pb:
+        widest = max(1, CHANNEL_ACCUMULATORS.get(lanes, 12) // nv)
+        tiles = range(widest, (widest - 1) // 2, -1)
+        least = min(-(-positions // t) * t for t in tiles) if positions > 0 else 0
+        # (the widest within 2% of the least computed: a narrower tile loads more per FMA)
+        pb = next(t for t in tiles if -(-positions // t) * t <= least * 1.02)
     return int(pb), nv
 
 
@@ -190,7 +215,8 @@ def schedule_conv2d_channels(s, out, vec, config=None):
     b, f, q = vec.op.axis
     rc, ry, rx = vec.op.reduce_axis
     F, positions = _extent(f), _extent(q)
-    pb, nv = channel_tile(config or {}, _extent(rc) * _extent(ry) * _extent(rx), F)
+    pb, nv = channel_tile(config or {}, _extent(rc) * _extent(ry) * _extent(rx), F,
+                          positions, _extent(b) or 1)
     block = nv * lanes
     pb = min(pb, positions or pb)
     weights = vec.op.body[0].source[0].b.tensor

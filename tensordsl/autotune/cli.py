@@ -203,6 +203,7 @@ def add_parsers(sub):
     tune.add_argument("--resume", action="store_true",
                       help="continue the trials already stored for this workload")
     tune.add_argument("--seed", type=int, default=0, help="random seed of the search")
+    add_confirm_option(tune)
     tune.add_argument("--auto", action="store_true",
                       help="search the auto-scheduler's space (multi-level tiling derived "
                            "from the compute) instead of the operator's template")
@@ -244,6 +245,9 @@ def add_parsers(sub):
                                     "directory)")
         if name == "export":
             p.add_argument("--out", help="file to write (default: standard output)")
+            p.add_argument("--best", action="store_true",
+                           help="only the fastest successful record of each workload and "
+                                "template (what a build uses; the form to ship)")
         if name == "import":
             p.add_argument("file", help="a JSON-lines file written by records export")
         if name == "delete":
@@ -253,6 +257,15 @@ def add_parsers(sub):
             p.add_argument("--failed", action="store_true",
                            help="delete only the failed records (error, wrong, timeout, "
                                 "crash), keeping the measured ones")
+
+
+def add_confirm_option(parser):
+    """--confirm N: the confirming rounds after a search (``tuner.confirm``)."""
+    from .tuner import CONFIRM_ROUNDS
+    parser.add_argument("--confirm", type=int, default=CONFIRM_ROUNDS, metavar="N",
+                        help="after the search, measure each kernel's default and fastest "
+                             "configurations N more times side by side; a configuration "
+                             "counts with its median time (default %(default)s; 0: not)")
 
 
 def run_tune(args) -> int:
@@ -284,7 +297,7 @@ def run_tune(args) -> int:
     try:
         best = tune(workload, trials=args.trials, db=db, timeout=args.timeout,
                     target=args.target, resume=args.resume, seed=args.seed,
-                    progress=progress)
+                    progress=progress, confirm_rounds=args.confirm)
     finally:
         bar.close()
     if last is not None and last.failed:
@@ -356,10 +369,10 @@ def run_records(args) -> int:
     elif args.records_command == "export":
         if args.out:
             with open(args.out, "w") as f:
-                n = db.export_jsonl(f)
+                n = db.export_jsonl(f, best_only=args.best)
             print(f"exported {n} records to {args.out}", file=sys.stderr)
         else:
-            db.export_jsonl(sys.stdout)
+            db.export_jsonl(sys.stdout, best_only=args.best)
     elif args.records_command == "delete":
         keys = sorted({w for w, _, _, _ in db.workloads()
                        if _matches(args.workload, w, _label(w, names))})

@@ -15,7 +15,7 @@ import json
 import warnings
 from pathlib import Path
 
-from .records import RecordDB, RecordDBError, default_path, record_target
+from .records import RecordDB, RecordDBError, default_path, fastest, record_target
 
 _OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("tensordsl_history", default=None)
 SHIPPED = Path(__file__).resolve().parent.parent.parent / "schedules" / "records"
@@ -93,16 +93,16 @@ def best_record(workload_key: str, target: str, template: str | None = None) -> 
 
 @functools.cache
 def _shipped() -> dict:
-    best: dict = {}
+    """{(workload, target, template or None): (template, config)} of the shipped
+    records, each the fastest configuration by its median time (``records.fastest``)."""
+    groups: dict = {}
     for path in sorted(SHIPPED.glob("*.jsonl")) if SHIPPED.is_dir() else []:
         for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if rec.get("status") != "ok":
-                continue
-            for key in ((rec["workload"], rec["target"], rec["template"]),
-                        (rec["workload"], rec["target"], None)):
-                if key not in best or rec["seconds"] < best[key][0]:
-                    best[key] = (rec["seconds"], rec["template"], rec["config"])
-    return {k: v[1:] for k, v in best.items()}
+            if line.strip():
+                rec = json.loads(line)
+                for key in ((rec["workload"], rec["target"], rec["template"]),
+                            (rec["workload"], rec["target"], None)):
+                    groups.setdefault(key, []).append(rec)
+    best = {key: fastest(recs) for key, recs in groups.items()}
+    return {key: (rec["template"], rec["config"]) for key, rec in best.items()
+            if rec is not None}

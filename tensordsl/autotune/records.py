@@ -22,10 +22,12 @@ import hashlib
 import json
 import os
 import sqlite3
+import statistics
 import time
 from pathlib import Path
 
 SCHEMA_VERSION = 2
+CONFIRM_RUN = "/confirm"   # the end of the run id of a confirming round's measurements
 STATUSES = ("ok", "error", "wrong", "timeout", "crash")
 
 _SCHEMA = """
@@ -53,6 +55,30 @@ CREATE TABLE IF NOT EXISTS measured_by (uid TEXT PRIMARY KEY, worker TEXT NOT NU
 FIELDS = ("uid", "workload", "target", "template", "config", "status", "seconds", "gflops",
           "error", "created", "run", "name", "source")
 _ADDED_IN_2 = ("name", "source")   # columns a version-1 file lacks (added when opened)
+
+
+def fastest(records: list[dict]) -> dict | None:
+    """Of successful ``records`` of one workload, the first record of the configuration
+    (and template) whose median time is least, with that median as its ``seconds``. One
+    lucky or unlucky measurement does not decide alone where a configuration was measured
+    again."""
+    times: dict = {}
+    first: dict = {}
+    for rec in records:
+        if rec["status"] != "ok" or rec["seconds"] is None:
+            continue
+        key = (rec["template"], canonical(rec["config"]))
+        times.setdefault(key, []).append(rec["seconds"])
+        first.setdefault(key, rec)
+    if not times:
+        return None
+    key = min(times, key=lambda k: (statistics.median(times[k]), first[k]["seconds"]))
+    rec = dict(first[key])
+    median = statistics.median(times[key])
+    if rec.get("gflops"):
+        rec["gflops"] = rec["gflops"] * rec["seconds"] / median
+    rec["seconds"], rec["measurements"] = median, len(times[key])
+    return rec
 
 
 class RecordDBError(ValueError):
@@ -188,8 +214,12 @@ class RecordDB:
         return out
 
     def trials(self, workload: str | None = None, target: str | None = None,
-               template: str | None = None) -> list[dict]:
+               template: str | None = None, confirming: bool = False) -> list[dict]:
+        """The search's trials, oldest first (with ``confirming``, also the measurements
+        of the confirming rounds, ``tuner.confirm``, whose run ends in ``/confirm``)."""
         where, params = [], []
+        if not confirming:
+            where.append(f"run NOT LIKE '%{CONFIRM_RUN}'")
         if template is not None:
             where.append("template = ?")
             params.append(template)
@@ -205,15 +235,18 @@ class RecordDB:
         return self._rows(sql + " ORDER BY id", params)
 
     def best(self, workload: str, target: str, template: str | None = None) -> dict | None:
-        """The fastest successful trial (of ``template``'s configurations, if given)."""
+        """The record of the fastest configuration among the successful trials (of
+        ``template``'s configurations, if given). A configuration measured more than once
+        (the tuner's confirming rounds, ``tuner.confirm``) counts with the median of its
+        times: the returned record's ``seconds`` (and ``gflops``), with ``measurements``
+        how many there were."""
         sql = (f"SELECT {', '.join(FIELDS)} FROM trials WHERE workload = ? AND target = ? "
                "AND status = 'ok'")
         params = [workload, target]
         if template is not None:
             sql += " AND template = ?"
             params.append(template)
-        rows = self._rows(sql + " ORDER BY seconds LIMIT 1", params)
-        return rows[0] if rows else None
+        return fastest(self._rows(sql + " ORDER BY id", params))
 
     def workers(self) -> dict[str, str]:
         """{trial uid: address of the cluster worker that ran it} (trials run on a
@@ -221,10 +254,16 @@ class RecordDB:
         return dict(self._execute("SELECT uid, worker FROM measured_by").fetchall())
 
     def workloads(self) -> list[tuple[str, str, int, float | None]]:
-        """(workload, target, trials, best seconds) for every workload stored."""
-        return self._execute(
-            "SELECT workload, target, COUNT(*), MIN(CASE WHEN status = 'ok' THEN seconds END) "
-            "FROM trials GROUP BY workload, target ORDER BY workload").fetchall()
+        """(workload, target, trials, best seconds) for every workload stored (trials:
+        the searches'; best: ``best``'s, a median where measured again)."""
+        rows = self._execute(
+            f"SELECT workload, target, COUNT(CASE WHEN run NOT LIKE '%{CONFIRM_RUN}' "
+            "THEN 1 END) FROM trials GROUP BY workload, target ORDER BY workload").fetchall()
+        out = []
+        for workload, target, n in rows:
+            best = self.best(workload, target)
+            out.append((workload, target, n, None if best is None else best["seconds"]))
+        return out
 
     def failed_counts(self) -> dict[tuple[str, str], int]:
         """{(workload, target): trials that did not run correctly}."""
@@ -239,12 +278,29 @@ class RecordDB:
         return dict(rows)
 
     # ------------------------------------------------------------ JSON lines
-    def export_jsonl(self, out) -> int:
-        n = 0
-        for rec in self.trials():
+    def export_jsonl(self, out, best_only: bool = False) -> int:
+        """Write the records as JSON lines; with ``best_only``, only those of the fastest
+        configuration of each (workload, target, template) (every measurement of it, so
+        that its median travels too): what a build reads, the form to ship in
+        ``schedules/records/``."""
+        records = self.trials(confirming=True)
+        if best_only:
+            groups: dict = {}
+            for rec in records:
+                groups.setdefault((rec["workload"], rec["target"], rec["template"]),
+                                  []).append(rec)
+            keep = set()
+            for group in groups.values():
+                best = fastest(group)
+                if best is not None:
+                    keep.add((best["workload"], best["target"], best["template"],
+                              canonical(best["config"])))
+            records = [r for r in records if r["status"] == "ok" and
+                       (r["workload"], r["target"], r["template"], canonical(r["config"]))
+                       in keep]
+        for rec in records:
             out.write(canonical(rec) + "\n")
-            n += 1
-        return n
+        return len(records)
 
     def import_jsonl(self, lines) -> tuple[int, int]:
         """Add records from JSON lines; returns (added, already present)."""

@@ -31,12 +31,13 @@ never measures, so its allocation is tested with made-up times.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .records import RecordDB, canonical, record_target
-from .tuner import BATCH, stored_trials, tune
+from .tuner import BATCH, CONFIRM_ROUNDS, confirm, stored_trials, tune
 
 ROUND = BATCH             # trials per round: one batch of the search
 MIN_IMPROVEMENT = 0.02    # a task that stopped improving still has some headroom
@@ -207,9 +208,9 @@ def default_seconds(db: RecordDB, workload, target: str = "llvm") -> float | Non
     trial), or None if it was not measured."""
     default = canonical(workload.default_config())
     times = [r["seconds"] for r in db.trials(workload.key, record_target(target),
-                                             workload.template)
+                                             workload.template, confirming=True)
              if r["status"] == "ok" and canonical(r["config"]) == default]
-    return min(times) if times else None
+    return statistics.median(times) if times else None
 
 
 def _best_seconds(db: RecordDB, workload, target: str) -> float | None:
@@ -220,9 +221,12 @@ def _best_seconds(db: RecordDB, workload, target: str) -> float | None:
 def tune_tasks(workloads: list, budget: int, db: RecordDB | None = None,
                schedule: str = "gain", weights: list | None = None, target: str = "llvm",
                timeout: float = 30.0, seed: int = 0, resume: bool = False, executor=None,
-               progress=None, round_trials: int = ROUND) -> list[tuple[Task, dict | None]]:
+               progress=None, round_trials: int = ROUND,
+               confirm_rounds: int = CONFIRM_ROUNDS) -> list[tuple[Task, dict | None]]:
     """Spend ``budget`` trials over ``workloads`` (see the module docstring); returns
-    (task, best record or None) per task, largest estimated work first.
+    (task, best record or None) per task, largest estimated work first. At the end each
+    task's default and fastest configurations are measured ``confirm_rounds`` times
+    more, side by side (``tuner.confirm``; 0: not).
     ``executor``: where candidates run (``measure.LocalExecutor``, made here when None;
     ``dask_backend.DaskExecutor``). ``progress(task, report)`` follows each trial."""
     if schedule not in SCHEDULES:
@@ -252,13 +256,16 @@ def tune_tasks(workloads: list, budget: int, db: RecordDB | None = None,
             stored = len(stored_trials(db, w, target))
             before = _best_seconds(db, w, target)
             tune(w, trials=stored + trials, db=db, timeout=timeout, target=target,
-                 resume=True, seed=seed, executor=executor,
+                 resume=True, seed=seed, executor=executor, confirm_rounds=0,
                  progress=None if progress is None else
                  (lambda report, task=task: progress(task, report)))
             measured = len(stored_trials(db, w, target)) - stored
             if before is None:      # its first round: from the default's time
                 before = default_seconds(db, w, target)
             plan.done(task, measured, before, _best_seconds(db, w, target), asked=trials)
+        for t in tasks if confirm_rounds > 0 else ():
+            if stored_trials(db, t.workload, target):
+                confirm(t.workload, db, target, executor, rounds=confirm_rounds)
     finally:
         if own_executor:
             executor.close()

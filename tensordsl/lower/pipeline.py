@@ -11,6 +11,8 @@ except the first two, which turn the schedule into IR.
     flatten_storage   tensors -> flat buffers, allocations    (flatten_storage.py)
     inject_virtual_threads  vthread loops -> interleaved copies (inject_virtual_threads.py)
     simplify_flat     the flattened offsets
+    forward_copies    an intermediate copied whole into an output computed there
+                      (forward_copies.py)
     unswitch_guards   boundary checks hoisted out of the hot loops (unswitch_guards.py)
     vectorize         vectorized loops -> vector operations   (vectorize.py)
     batch_vector_sums a block of whole-axis sums -> one transpose-and-add network
@@ -52,6 +54,7 @@ from .bound_inference import infer_bounds
 from .check_bounds import access_checks
 from .checked_reads import checked_reads
 from .flatten_storage import flatten_storage
+from .forward_copies import forward_copies
 from .inject_virtual_threads import inject_virtual_threads
 from .schedule_ops import schedule_ops
 from .local_accumulators import local_accumulators
@@ -102,6 +105,7 @@ PASSES = [
     ("flatten_storage", flatten),
     ("inject_virtual_threads", inject_virtual_threads),
     ("simplify_flat", simplify),
+    ("forward_copies", forward_copies),
     ("unswitch_guards", unswitch),
     ("vectorize", vectorize),
     ("batch_vector_sums", batch_sums),

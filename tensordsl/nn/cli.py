@@ -115,6 +115,8 @@ def _add_job_options(parser):
                         help="with --cluster: the Dask worker resource a worker must hold "
                              "to measure (default cpu-<this CPU>, e.g. cpu-znver3; start "
                              "workers with --resources \"NAME=1\")")
+    from tensordsl.autotune.cli import add_confirm_option
+    add_confirm_option(parser)
 
 
 def run_train(args) -> int:
@@ -229,7 +231,8 @@ def _tune_all(found: list, args, where: str, title: str, compare: bool = False) 
     try:
         results = tune_tasks(workloads, args.trials, db, schedule=args.schedule,
                              weights=weights, timeout=args.timeout, seed=args.seed,
-                             resume=args.resume, executor=executor, progress=progress)
+                             resume=args.resume, executor=executor, progress=progress,
+                             confirm_rounds=args.confirm)
     finally:
         bar.close()
         if executor is not None:

@@ -90,3 +90,35 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     db.add("w1", "llvm", "matmul", {"mr": 8}, "ok", seconds=0.25, name="matmul(8x8, 8x8)")
     assert db.best("w1", "llvm")["name"] == "matmul(8x8, 8x8)"
     assert db.names() == {"w1": "matmul(8x8, 8x8)"}
+
+
+def test_a_configuration_measured_again_counts_with_its_median(tmp_path):
+    # one lucky measurement (1.0) among slower ones no longer wins on its own
+    db = RecordDB(tmp_path / "r.sqlite")
+    for seconds in (1.0, 3.0, 3.2):
+        db.add("w", "llvm", "conv2d", {"mr": 6}, "ok", seconds=seconds, gflops=6.0 / seconds)
+    db.add("w", "llvm", "conv2d", {"mr": 8}, "ok", seconds=2.0)
+    db.add("w", "llvm", "conv2d", {"mr": 4}, "crash", error="signal 11")
+    best = db.best("w", "llvm", "conv2d")
+    assert best["config"] == {"mr": 8} and best["seconds"] == 2.0
+    db.add("w", "llvm", "conv2d", {"mr": 8}, "ok", seconds=3.6)
+    db.add("w", "llvm", "conv2d", {"mr": 8}, "ok", seconds=4.0)
+    best = db.best("w", "llvm", "conv2d")
+    assert best["config"] == {"mr": 6}
+    assert (best["seconds"], best["measurements"]) == (3.0, 3)
+    assert best["gflops"] == pytest.approx(2.0)
+
+
+def test_export_best_writes_every_measurement_of_each_fastest_configuration(tmp_path):
+    db = RecordDB(tmp_path / "r.sqlite")
+    for seconds in (1.0, 3.0, 3.2):
+        db.add("w", "llvm", "conv2d", {"mr": 6}, "ok", seconds=seconds)
+    db.add("w", "llvm", "conv2d", {"mr": 8}, "ok", seconds=2.0)
+    db.add("w", "llvm", "conv2d", {"mr": 4}, "crash", error="signal 11")
+    db.add("v", "llvm", "matmul", {"kc": 64}, "ok", seconds=5.0)
+    db.add("v", "llvm", "matmul", {"kc": 128}, "ok", seconds=4.0)
+    text = io.StringIO()
+    assert db.export_jsonl(text, best_only=True) == 2
+    shipped = [json.loads(line) for line in text.getvalue().splitlines()]
+    assert sorted((r["workload"], json.dumps(r["config"])) for r in shipped) == \
+        [("v", '{"kc": 128}'), ("w", '{"mr": 8}')]

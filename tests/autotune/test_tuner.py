@@ -15,6 +15,7 @@ import pytest
 import tensordsl as td
 from tensordsl import autotune, cli
 from tensordsl.autotune.records import RecordDB, record_target
+from tensordsl.autotune.tuner import confirm
 from tests.helpers import poisoned
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,3 +293,50 @@ def test_every_kernel_of_a_training_step_starts_its_tuning_from_its_untuned_kern
     for w in step_workloads("mlp", 256, "compiled"):
         assert str(td.lower(*w.schedule(w.default_config()))) == \
             str(td.lower(*w.schedule(None))), w
+
+
+class ScriptedExecutor:
+    """Measures each configuration at a fixed time (its ``factor``'s), noting the order."""
+
+    def __init__(self, seconds):
+        self.seconds, self.calls = seconds, []
+
+    def run(self, workload, configs, on_result):
+        self.calls.append([c["factor"] for c in configs])
+        for c in configs:
+            on_result(c, {"status": "ok", "seconds": self.seconds[c["factor"]]})
+
+
+def searched(tmp_path):
+    """A search's trials of the user workload: its default (factor 8) measured in a busy
+    second, factor 4 in a quiet one."""
+    w = user_workload(tmp_path)
+    db = RecordDB(tmp_path / "r.sqlite")
+    target = record_target("llvm")
+    for factor, seconds in ((8, 17e-3), (4, 8.5e-3), (16, 9.0e-3)):
+        db.add(w.key, target, w.template, {"mode": "ok", "factor": factor}, "ok",
+               seconds=seconds)
+    return w, db, target
+
+
+def test_confirming_rounds_undo_a_default_measured_while_the_machine_was_busy(tmp_path):
+    # side by side the default is the fastest
+    w, db, target = searched(tmp_path)
+    db.add(w.key, target, w.template, {"mode": "crash", "factor": 8}, "crash", error="signal")
+    assert db.best(w.key, target)["config"]["factor"] == 4
+    scripted = ScriptedExecutor({8: 8.8e-3, 4: 9.4e-3, 16: 9.0e-3})
+    best = confirm(w, db, executor=scripted, top=3, rounds=2)
+    assert scripted.calls == [[8, 4, 16], [8, 4, 16]]          # default first, interleaved
+    assert best["config"]["factor"] == 8
+    assert (best["seconds"], best["measurements"]) == (8.8e-3, 3)
+    assert len(db.trials(w.key, target)) == 4                   # the search's, as before
+    assert len(db.trials(w.key, target, confirming=True)) == 10
+
+
+def test_confirming_goes_on_while_the_fastest_is_unconfirmed(tmp_path):
+    w, db, target = searched(tmp_path)
+    scripted = ScriptedExecutor({8: 9.5e-3, 4: 9.4e-3, 16: 9.1e-3})
+    best = confirm(w, db, executor=scripted, top=1, rounds=2)
+    # after the first pass factor 16's single 9.0 ms led: it is measured again too
+    assert scripted.calls == [[8, 4], [8, 4], [16], [16]]
+    assert best["config"]["factor"] == 16 and best["seconds"] == 9.1e-3

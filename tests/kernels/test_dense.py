@@ -402,6 +402,33 @@ def test_the_channels_form_matches_a_reference(n, c, h, w, f, kh, kw, pads, stri
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("positions", [49, 196, 784, 3136, 100, 9, 1])
+def test_the_channels_tile_divides_an_image_with_little_left_over(positions):
+    # 7 x 7 positions in tiles of 12 computed 60 (five tiles), in tiles of 7 exactly 49
+    from schedules.cpu.conv2d import CHANNEL_ACCUMULATORS, channel_tile
+    from schedules.cpu.target import vector_lanes
+    widest = CHANNEL_ACCUMULATORS.get(vector_lanes(32), 12) // 2
+    pb, nv = channel_tile({"nv": 2}, 4608, 512, positions)
+    assert nv == 2 and (widest + 1) // 2 <= pb <= widest
+    computed = -(-positions // pb) * pb
+    least = min(-(-positions // t) * t for t in range((widest + 1) // 2, widest + 1))
+    assert computed <= least * 1.02
+    # no wider tile would have done as well: the widest that does is taken
+    assert all(-(-positions // t) * t > least * 1.02 for t in range(pb + 1, widest + 1))
+    if widest == 12:
+        assert pb == {49: 7, 196: 11, 784: 12, 3136: 12, 100: 10, 9: 9, 1: 6}[positions]
+    assert channel_tile({"nv": 2, "pb": 5}, 4608, 512, positions) == (5, 2)
+
+
+def test_a_small_reduction_takes_a_small_channels_tile_unless_told():
+    # the stem's 3 x 7 x 7 = 147 multiply-adds an accumulator: the write-back dominates
+    from schedules.cpu.conv2d import SMALL_REDUCTION_TILE, channel_tile
+    assert channel_tile({}, 147, 64, 12544) == SMALL_REDUCTION_TILE == (4, 1)
+    assert channel_tile({}, 576, 64, 3136) != SMALL_REDUCTION_TILE
+    assert channel_tile({"nv": 2}, 147, 64, 12544)[1] == 2
+    assert channel_tile({"pb": 8}, 147, 64, 12544)[0] == 8
+
+
 @pytest.mark.parametrize("n, c, h, w, f, pad, config", [
     (2, 12, 40, 36, 20, 0, None),                  # planes over a page: 4 panels a task
     (3, 9, 33, 35, 14, 0, {"pack": True, "tb": 2}),   # ragged panels, a ragged last task
