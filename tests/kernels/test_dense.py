@@ -534,7 +534,8 @@ def test_dense_of_few_rows_computes_its_transpose(m, k, n, transposed):
     from tensordsl.autotune.workload import Workload
     w = Workload.from_arrays("dense", [np.empty((m, k), np.float32),
                                        np.empty((n, k), np.float32)], {})
-    text = str(td.lower(*w.schedule(None), check_indices=False))
+    # (as scheduled: of one row, C^T is C's layout, and forward_copies then drops the copy)
+    text = str(td.lower(*w.schedule(None), check_indices=False, stop_after="simplify_flat"))
     assert ("dense.global" in text) == transposed
     assert ("in1.packed" in text) == (not transposed)
     assert ("in0.packed" in text) == transposed
