@@ -268,6 +268,12 @@ def add_confirm_option(parser):
                              "counts with its median time (default %(default)s; 0: not)")
 
 
+def check_confirm(args):
+    if args.confirm < 0:
+        raise ValueError(f"--confirm: expected a number of rounds, 0 or more, "
+                         f"got {args.confirm}")
+
+
 def run_tune(args) -> int:
     from .records import RecordDB
     from .tuner import tune
@@ -275,6 +281,7 @@ def run_tune(args) -> int:
         raise ValueError(f"--trials: expected a positive number, got {args.trials}")
     if args.timeout <= 0:
         raise ValueError(f"--timeout: expected a positive number of seconds, got {args.timeout}")
+    check_confirm(args)
     from .sparse_workload import TUNABLE
     if args.matrix or args.random or args.power_law or args.op in TUNABLE:
         workload = sparse_workload_from_args(args)

@@ -199,6 +199,8 @@ def _check_budget(args):
     if args.timeout <= 0:
         raise ValueError(f"--timeout: expected a positive number of seconds, "
                          f"got {args.timeout}")
+    from tensordsl.autotune.cli import check_confirm
+    check_confirm(args)
 
 
 def _tune_all(found: list, args, where: str, title: str, compare: bool = False) -> int:

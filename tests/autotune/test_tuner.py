@@ -153,6 +153,8 @@ def test_records_cli_list_best_export_import(tmp_path, capsys):
     (["tune", "matmul", "--shape", "8,8", "--shape", "9,8"], "matmul"),
     (["tune", "no_such_op", "--shape", "8"], "unknown operator 'no_such_op'"),
     (["tune", "matmul", "--shape", "8,8,8", "--trials", "0"], "--trials: expected a positive"),
+    (["tune", "matmul", "--shape", "8,8,8", "--confirm", "-1"], "--confirm: expected a number"),
+    (["tune-layers", "benchmarks/models.py:bert", "--confirm", "-2"], "--confirm: expected"),
     (["records", "import", "/no/such/file.jsonl"], "no such file"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
