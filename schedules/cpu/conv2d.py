@@ -56,11 +56,16 @@ def _column_block(width: int, lanes: int) -> int:
 
 
 def fit_positions(nr: int, positions: int, lanes: int) -> int:
-    """``nr`` cut to the positions rounded up to whole vectors: a wider tile would only
-    add masked lanes (a 4x4 image's 20 flat positions fill 32 lanes, not 64)."""
+    """``nr`` cut to the positions rounded up to a power of two of whole vectors: a
+    wider tile would only add masked lanes (a 4x4 image's 20 flat positions fill 32
+    lanes, not 64), and a tile of 3 vectors (a 6x6 image's 36 positions in 48 lanes)
+    made LLVM split each 48-lane operation badly: 20x slower than 64."""
     if positions <= 0:
         return nr
-    return max(lanes, min(int(nr), -(-positions // lanes) * lanes))
+    vectors = 1
+    while vectors * lanes < positions:
+        vectors *= 2
+    return max(lanes, min(int(nr), vectors * lanes))
 
 
 def panels_per_task(flat, nr: int, panels: int) -> int:
@@ -90,6 +95,29 @@ def flat_default_config() -> dict:
     return {"mr": 6, "nr": 4 * lanes} if lanes == 16 else {"mr": 6, "nr": 2 * lanes}
 
 
+# the narrower register tile of the flat form (AVX-512): half the positions, more
+# output channels
+NARROW_FLAT_TILE = {"mr": 8, "nr": 32}
+# ... taken by default where it computes at most this share of the positions the wide
+# tile computes (14 x 14 = 196 positions: 224 in tiles of 32, 256 in tiles of 64;
+# 1x1 @14 1.05-1.15x faster at batch 1 and 8; 28 x 28, 800 against 832: no faster)
+NARROW_FLAT_SHARE = 0.9
+
+
+def flat_tile(config: dict, positions: int) -> tuple[int, int]:
+    """``(mr, nr)``: the knobs where given, else ``flat_default_config``'s, or
+    ``NARROW_FLAT_TILE`` where the positions fill its tiles markedly better."""
+    wide = flat_default_config()
+    mr, nr = config.get("mr"), config.get("nr")
+    if mr is None and nr is None and positions > 0 and \
+            NARROW_FLAT_TILE["nr"] < wide["nr"] and NARROW_FLAT_TILE["nr"] % vector_lanes(32) == 0:
+        def computed(width):
+            return -(-positions // width) * width
+        if computed(NARROW_FLAT_TILE["nr"]) <= NARROW_FLAT_SHARE * computed(wide["nr"]):
+            return NARROW_FLAT_TILE["mr"], NARROW_FLAT_TILE["nr"]
+    return int(mr or wide["mr"]), int(nr or wide["nr"])
+
+
 def schedule_conv2d_flat(s, out, flat, config=None):
     """The padded-width form (kernels.dense._conv2d_nchw_flat): a matmul-like micro-kernel
     of ``mr`` output channels (broadcast weights) by ``nr`` positions (vectors of the
@@ -104,14 +132,15 @@ def schedule_conv2d_flat(s, out, flat, config=None):
     positions at once (``panels_per_task``). The padded input and the cropped output
     are row-parallel vectorized copies; a 1x1 computed in the output's place (``form=
     "auto"``) has neither. Knobs: ``mr``, ``nr``, ``pack``, ``tb``."""
-    cfg = dict(flat_default_config(), **(config or {}))
+    cfg = dict(config or {})
     lanes = vector_lanes(32)
     b, f, *rows = flat.op.axis
     # (the form computed in the output's place: its (y, x) flattened again)
     p = flat.fuse(*rows) if len(rows) > 1 else rows[0]
     rc, ry, rx = flat.op.reduce_axis
-    po, pi = flat.split(p, factor=fit_positions(cfg["nr"], _extent(p), lanes))
-    fo, fi = flat.split(f, factor=cfg["mr"])
+    mr, nr = flat_tile(cfg, _extent(p))
+    po, pi = flat.split(p, factor=fit_positions(nr, _extent(p), lanes))
+    fo, fi = flat.split(f, factor=mr)
     flat.reorder(b, po, fo, rc, ry, rx, fi, pi)
     for iv in (ry, rx, fi):
         flat.unroll(iv)
@@ -245,7 +274,16 @@ def schedule_conv2d_channels(s, out, vec, config=None):
     acc.unroll(aq)
     acc.unroll(au)
     acc.vectorize(al)
-    packed.parallel(packed.op.axis[0])
+    # the pack reads a filter's taps of one channel as a run (they are contiguous in the
+    # kernel) and writes them within one channel's block of the panel; its natural
+    # order read one element of each of the block's filters a kernel row apart (b8
+    # 512 -> 512 @7: a 9.4 MB kernel packed in 1.1 ms, then 0.5)
+    po, pc, py, px, pv = packed.op.axis
+    packed.reorder(po, pc, pv, py, px)
+    if _extent(py) * _extent(px) <= MAX_UNROLLED_TAPS:
+        packed.unroll(py)
+        packed.unroll(px)
+    packed.parallel(po)
     for st in s.stages:
         if isinstance(st.op, ComputeOp) and st.attach_type == "root" and \
                 st not in (vec, packed, acc) and not st.op.reduce_axis:

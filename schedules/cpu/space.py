@@ -19,8 +19,7 @@ def defaults_for(template: str) -> dict:
         from .matmul import default_config
         return default_config()
     if template == "conv2d":
-        from .conv2d import flat_default_config
-        return flat_default_config()  # fb, yb, tb, pb, nv: chosen per shape unless tuned
+        return {}  # mr, nr, fb, yb, tb, pb, nv: chosen per shape unless tuned
     if template == "rowwise":
         return {"lanes": vector_lanes(32), "prefetch": 1}  # stream: chosen per shape
     return {}

@@ -311,6 +311,92 @@ def test_conv_on_a_small_image_tiles_its_positions_by_what_it_has(rng):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("hw", [6, 7, 5])
+def test_small_image_1x1_tiles_whole_powers_of_two_of_vectors(rng, hw):
+    # regression (issue 17): a 6x6 image's 36 positions took a tile of 3 vectors (48
+    # lanes), which LLVM split so badly that the convolution ran 20x slower than with 64
+    from schedules.cpu.conv2d import fit_positions
+    from schedules.cpu.target import vector_lanes
+    from tensordsl.autotune import defaults_only
+    from tensordsl.autotune.workload import Workload
+    lanes = vector_lanes(32)
+    for positions in range(1, 200):
+        vectors = fit_positions(4 * lanes, positions, lanes) // lanes
+        assert vectors & (vectors - 1) == 0, (positions, vectors)
+    x, w = rand(rng, 2, 32, hw, hw), rand(rng, 24, 32, 1, 1)
+    with defaults_only():
+        s, tensors = Workload.from_arrays("conv2d_nchw", [x, w], {}).schedule(None)
+    text = str(td.lower(s, tensors))
+    assert f"x{3 * lanes}(" not in text and f"float32x{3 * lanes}" not in text
+    out = poisoned((2, 24, hw, hw))
+    td.build(s, tensors)(x, w, out)
+    np.testing.assert_allclose(out, np.einsum("fc,bchw->bfhw", w[:, :, 0, 0], x),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_flat_tile_follows_how_the_positions_fill_it(rng):
+    # 14 x 14 = 196 positions fill tiles of 32 (224 computed) better than of 64 (256):
+    # the narrow tile by default (1x1 @14 1.05-1.15x faster); 28 x 28 (800 against 832)
+    # and 7 x 7 (64 either way) keep the wide one; given knobs are kept
+    from schedules.cpu.conv2d import NARROW_FLAT_TILE, flat_default_config, flat_tile
+    from schedules.cpu.target import vector_lanes
+    from tensordsl.autotune import defaults_only
+    from tensordsl.autotune.workload import Workload
+    wide = (flat_default_config()["mr"], flat_default_config()["nr"])
+    narrow = (NARROW_FLAT_TILE["mr"], NARROW_FLAT_TILE["nr"])
+    assert flat_tile({}, 784) == flat_tile({}, 49) == flat_tile({}, 3136) == wide
+    assert flat_tile({"mr": 4, "nr": 16}, 196) == (4, 16)
+    if vector_lanes(32) == 16:
+        assert flat_tile({}, 196) == narrow
+    x, w = rand(rng, 2, 40, 14, 14), rand(rng, 20, 40, 1, 1)
+    with defaults_only():
+        s, tensors = Workload.from_arrays("conv2d_nchw", [x, w], {}).schedule(None)
+    out = poisoned((2, 20, 14, 14))
+    td.build(s, tensors)(x, w, out)
+    np.testing.assert_allclose(out, np.einsum("fc,bchw->bfhw", w[:, :, 0, 0], x),
+                               rtol=1e-4, atol=1e-4)
+
+
+def _strided_vector_reads(func, buffer_name: str) -> list:
+    from tensordsl.ir import nodes as n
+    from tensordsl.ir.visitor import post_order
+    return [x for x in post_order(func.body) if isinstance(x, n.Load)
+            and x.buffer.name == buffer_name and isinstance(x.index, n.Ramp)
+            and not (isinstance(x.index.stride, n.IntImm) and x.index.stride.value == 1)]
+
+
+@pytest.mark.parametrize("op,shapes", [("dense", [(64, 256), (96, 256), (96,)]),
+                                       ("dense", [(300, 128), (70, 128), (70,)]),
+                                       ("conv2d_nchw", [(2, 32, 12, 12), (48, 32, 3, 3)])])
+def test_packing_reads_its_source_in_runs(rng, op, shapes):
+    # regression (issue 17): a transposed weight's panels (dense's W[n, k]) and the
+    # channels form's kernel were packed one element of each of nr rows at a time, a
+    # row apart (gathers; BERT's 3072 -> 768 layer 1.3x slower, b8 512 -> 512 @7's
+    # pack 2x slower); they now read consecutive elements of a row
+    from tensordsl.autotune import defaults_only
+    from tensordsl.autotune.workload import Workload
+    arrays = [rand(rng, *shape) for shape in shapes]
+    with defaults_only():
+        s, tensors = Workload.from_arrays(op, arrays, {"padding": 1} if op != "dense" else {})\
+            .schedule(None)
+    func = td.lower(s, tensors)
+    weight = tensors[1].name
+    assert ".packed" in str(func)
+    assert _strided_vector_reads(func, weight) == []
+    if op == "conv2d_nchw":
+        (packed,) = [st for st in s.stages if st.op.name.endswith(".packed")]
+        # the innermost loops of the pack walk a filter's taps (contiguous in the kernel)
+        assert [iv.var.name for iv in packed.leaf_iter_vars[-2:]] == ["ax2", "ax3"]
+    out = poisoned(tuple(int(d.value) for d in tensors[-1].shape))
+    td.build(s, tensors)(*arrays, out)
+    if op == "dense":
+        ref = arrays[0] @ arrays[1].T + arrays[2]
+    else:
+        torch = pytest.importorskip("torch")
+        ref = torch.nn.functional.conv2d(*map(torch.tensor, arrays), padding=1).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
 @pytest.mark.parametrize("shape", [(12, 128, 64, 128), (3, 7, 70, 41), (1, 33, 5, 130)])
