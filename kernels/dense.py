@@ -229,6 +229,12 @@ CONV_FORMS = (None, "portable", "channels", "auto")
 # every call, which a small image does not repay (b1 512->512 @7, 49 positions: 2.4x
 # slower than the padded-width form here; b8 256->256 @14, 1568: 1.25x faster)
 CHANNELS_MIN_POSITIONS = 192
+# ... and for a 1x1 of a batch over at least this many input channels: the padded-width
+# form's tiles of whole vectors of positions compute 14-31% more than a 14 x 14 or 7 x 7
+# image has, which a reduction this long repays in the channels form despite its
+# transposed write-back (b8 1024->256 @14 1.2x, 1024->512 @14 1.15x, 1x1/2
+# 1024->2048 @14 1.08x; over 512 channels, or at batch 1, no faster)
+CHANNELS_MIN_POINTWISE_REDUCTION = 1024
 
 
 def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
@@ -242,9 +248,10 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
     product over the flattened image); a strided one reads its input split by column
     phases (``_column_phases``); the others directly. ``"channels"``: a dense (ungrouped)
     one over its flattened output positions, for output channels in vector lanes
-    (``_conv2d_nchw_channels``). ``"auto"``: the channels form for a dense window (not
-    a 1x1, strided or not: a plain matrix product, 3-20% faster in the portable forms)
-    of at least 16 output channels and ``CHANNELS_MIN_POSITIONS`` output positions,
+    (``_conv2d_nchw_channels``). ``"auto"``: the channels form for a dense window,
+    strided or not, of at least 16 output channels and ``CHANNELS_MIN_POSITIONS``
+    output positions (a 1x1 is a plain matrix product, 3-20% faster in the portable
+    forms, unless a batch's reduction is ``CHANNELS_MIN_POINTWISE_REDUCTION`` long),
     else the portable forms, a 1x1 computed in the output's place (``in_place``).
     The CPU operator path (``td.ops``) turns None into ``"auto"``; the GPU templates and
     the gradients take the portable forms.
@@ -288,9 +295,15 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
 
 
 def _channels_pay(n, g) -> bool:
-    """Whether ``form="auto"`` takes the channels form (``CHANNELS_MIN_POSITIONS``)."""
-    return (g.groups == 1 and g.KH * g.KW > 1 and g.F >= 16 and _is_int(n)
-            and n * g.OH * g.OW >= CHANNELS_MIN_POSITIONS)
+    """Whether ``form="auto"`` takes the channels form (``CHANNELS_MIN_POSITIONS``,
+    ``CHANNELS_MIN_POINTWISE_REDUCTION``)."""
+    if not (g.groups == 1 and g.F >= 16 and _is_int(n)
+            and n * g.OH * g.OW >= CHANNELS_MIN_POSITIONS):
+        return False
+    if g.KH * g.KW > 1:
+        return True
+    return n >= 2 and g.Cg >= CHANNELS_MIN_POINTWISE_REDUCTION \
+        and (g.pt, g.pl, g.pb, g.pr) == (0, 0, 0, 0)
 
 
 def _conv2d_nchw_channels(data, kernel, g, name):

@@ -17,10 +17,10 @@ outputs reads consecutive inputs. A ragged last column block is shifted inwards 
 overlaps the previous block); a row narrower than a vector is one masked block. Knobs:
 ``fb``, ``yb``, ``xb``.
 
-A dense window convolution over enough positions (``kernels.dense.CHANNELS_MIN_POSITIONS``)
-comes in the channels form instead (``schedule_conv2d_channels``): output channels in
-vector lanes, no column computed past the output's width, strided or not. Knobs: ``pb``,
-``nv``.
+A dense window convolution over enough positions (``kernels.dense.CHANNELS_MIN_POSITIONS``),
+or a batch's 1x1 over many channels (``CHANNELS_MIN_POINTWISE_REDUCTION``), comes in the
+channels form instead (``schedule_conv2d_channels``): output channels in vector lanes,
+no column computed past the output's width, strided or not. Knobs: ``pb``, ``nv``.
 """
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ CHANNEL_TASKS_PER_THREAD = 4
 
 
 def channel_tile(config: dict, reduction: int, channels: int,
-                 positions: int = 0, images: int = 1) -> tuple[int, int]:
+                 positions: int = 0, images: int = 1, taps: int = 9) -> tuple[int, int]:
     """``(pb, nv)``: the knobs where given, else ``nv`` 4 vectors where their panel of
     packed weights (``reduction`` x 4 vectors) fits in L2, 2 where not (b8 512 -> 512
     @7: a 1.2 MB panel came from L3 for every tile, 1.1x slower; one vector is slower
@@ -203,13 +203,16 @@ def channel_tile(config: dict, reduction: int, channels: int,
     Where 4 vectors leave too few (image, channel block) tasks to share among the
     threads and 2 still make two blocks, 2: more channel blocks rather than an image's
     positions split among the threads (b1 256 -> 256 @14: 1.19x), and a tile of twice
-    the positions reads each packed weight for twice the work."""
+    the positions reads each packed weight for twice the work. A 1x1 (``taps`` 1)
+    takes 2 too: each step of its reduction reads a new vector of weights from L2 and
+    new inputs for the tile's positions, which twice the positions use for twice the
+    work (b8 1024->256 @14: 1.1x)."""
     lanes = vector_lanes(32)
     if reduction < SMALL_REDUCTION and not config.get("nv") and not config.get("pb"):
         return SMALL_REDUCTION_TILE
     nv = config.get("nv")
     if nv is None:
-        nv = 4 if reduction * 4 * lanes * 4 <= l2_cache_bytes() else 2
+        nv = 4 if reduction * 4 * lanes * 4 <= l2_cache_bytes() and taps > 1 else 2
         if nv == 4 and channels >= 8 * lanes and \
                 images * -(-channels // (4 * lanes)) < CHANNEL_TASKS_PER_THREAD * num_threads():
             nv = 2
@@ -245,7 +248,7 @@ def schedule_conv2d_channels(s, out, vec, config=None):
     rc, ry, rx = vec.op.reduce_axis
     F, positions = _extent(f), _extent(q)
     pb, nv = channel_tile(config or {}, _extent(rc) * _extent(ry) * _extent(rx), F,
-                          positions, _extent(b) or 1)
+                          positions, _extent(b) or 1, _extent(ry) * _extent(rx))
     block = nv * lanes
     pb = min(pb, positions or pb)
     weights = vec.op.body[0].source[0].b.tensor

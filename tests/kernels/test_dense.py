@@ -357,6 +357,42 @@ def test_flat_tile_follows_how_the_positions_fill_it(rng):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("n,c,stride,padding,channels", [
+    (2, 1024, 1, 0, True), (2, 1024, 2, 0, True), (1, 1024, 1, 0, False),
+    (2, 512, 1, 0, False), (2, 1024, 1, 1, False)])
+def test_a_batch_1x1_over_many_channels_takes_the_channels_form(rng, n, c, stride, padding,
+                                                                  channels):
+    # issue 17: the padded-width form's whole vectors of positions computed 14-31% more
+    # than 14 x 14 and 7 x 7 images have; a batch's 1x1 over 1024 channels or more
+    # takes the channels form (b8 1024 -> 256 @14: 1.2x), the others keep theirs
+    from kernels.dense import CHANNELS_MIN_POINTWISE_REDUCTION
+    from tensordsl.autotune import defaults_only
+    from tensordsl.autotune.workload import Workload
+    assert CHANNELS_MIN_POINTWISE_REDUCTION == 1024
+    x, w = rand(rng, n, c, 10 * stride, 10 * stride), rand(rng, 40, c, 1, 1)
+    attrs = {"stride": stride, "padding": padding}
+    with defaults_only():
+        s, tensors = Workload.from_arrays("conv2d_nchw", [x, w], attrs).schedule(None)
+    assert any(st.op.name.endswith(".channels") for st in s.stages) == channels
+    side = 10 + 2 * padding
+    out = poisoned((n, 40, side, side))
+    td.build(s, tensors)(x, w, out)
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    sampled = padded[:, :, ::stride, ::stride][:, :, :side, :side]
+    np.testing.assert_allclose(out, np.einsum("fc,bchw->bfhw", w[:, :, 0, 0], sampled),
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_a_1x1_channels_tile_takes_two_vectors_and_more_positions():
+    # each reduction step of a 1x1 reads new weights and new inputs: twice the positions
+    # per weight vector (b8 1024 -> 256 @14: 1.1x over 4 vectors); a window keeps 4
+    from schedules.cpu.conv2d import channel_tile
+    assert channel_tile({}, 288, 256, 784, 8, taps=9)[1] == 4
+    pb, nv = channel_tile({}, 288, 256, 784, 8, taps=1)
+    assert nv == 2 and pb > channel_tile({}, 288, 256, 784, 8, taps=9)[0]
+    assert channel_tile({"nv": 4}, 288, 256, 784, 8, taps=1)[1] == 4
+
+
 def _strided_vector_reads(func, buffer_name: str) -> list:
     from tensordsl.ir import nodes as n
     from tensordsl.ir.visitor import post_order
