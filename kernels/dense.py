@@ -223,7 +223,7 @@ class _ConvGeometry:
         return x * self.sw + self.rx * self.dw
 
 
-CONV_FORMS = (None, "portable", "channels", "auto")
+CONV_FORMS = (None, "portable", "channels", "winograd", "auto")
 # "auto" takes the channels form for a dense window convolution whose every weight
 # serves at least this many output positions (batch x image): it packs the weights on
 # every call, which a small image does not repay (b1 512->512 @7, 49 positions: 2.4x
@@ -248,7 +248,10 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
     product over the flattened image); a strided one reads its input split by column
     phases (``_column_phases``); the others directly. ``"channels"``: a dense (ungrouped)
     one over its flattened output positions, for output channels in vector lanes
-    (``_conv2d_nchw_channels``). ``"auto"``: the channels form for a dense window,
+    (``_conv2d_nchw_channels``). ``"winograd"``: a dense 3x3 stride-1 one by
+    Winograd's F(2x2, 3x3) (``_conv2d_nchw_winograd``: 2.25x fewer multiply-adds, in
+    16 matrix products). ``"auto"``: Winograd's form for a 3x3 stride-1 window over
+    enough tiles (``_winograd_pays``); the channels form for another dense window,
     strided or not, of at least 16 output channels and ``CHANNELS_MIN_POSITIONS``
     output positions (a 1x1 is a plain matrix product, 3-20% faster in the portable
     forms, unless a batch's reduction is ``CHANNELS_MIN_POINTWISE_REDUCTION`` long),
@@ -264,6 +267,14 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
     N, C, H, W = _shape(data)
     g = _ConvGeometry("conv2d_nchw", data, kernel, (C, H, W), _shape(kernel), stride,
                       padding, dilation, groups)
+    if form == "winograd":
+        _check(g.groups == 1 and (g.KH, g.KW, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1),
+               f"conv2d_nchw: form='winograd' takes a dense 3x3 stride-1 convolution, "
+               f"got kernel {_shape(kernel)}, stride {(g.sh, g.sw)}, dilation "
+               f"{(g.dh, g.dw)}, groups {g.groups}")
+        return _conv2d_nchw_winograd(data, kernel, g, name)
+    if form == "auto" and _winograd_pays(N, g):
+        return _conv2d_nchw_winograd(data, kernel, g, name)
     if form == "channels" and g.groups == 1 or form == "auto" and _channels_pay(N, g):
         return _conv2d_nchw_channels(data, kernel, g, name)
     if g.groups == 1 and (g.sh, g.sw) == (1, 1):
@@ -292,6 +303,19 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
         lambda b, f, y, x: td.sum(padded[b, g.channel(f), g.rows(y), g.cols(x)]
                                   * kernel[f, g.rc, g.ry, g.rx], axis=[g.rc, g.ry, g.rx]),
         name=name)
+
+
+def _winograd_pays(n, g) -> bool:
+    """Whether ``form="auto"`` takes Winograd's form: a dense 3x3 stride-1 window over
+    ``WINOGRAD_MIN_TILES`` 2x2 tiles and ``WINOGRAD_MIN_CHANNELS``, its transformed input
+    and products within ``WINOGRAD_MAX_TRANSFORMED_BYTES``."""
+    if not (g.groups == 1 and (g.KH, g.KW, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
+            and _is_int(n)):
+        return False
+    tiles = n * -(-g.OH // WINOGRAD_TILE) * -(-g.OW // WINOGRAD_TILE)
+    transformed = 16 * (g.Cg + g.F) * tiles * 4
+    return tiles >= WINOGRAD_MIN_TILES and transformed <= WINOGRAD_MAX_TRANSFORMED_BYTES \
+        and min(g.Cg, g.F) >= WINOGRAD_MIN_CHANNELS
 
 
 def _channels_pay(n, g) -> bool:
@@ -330,6 +354,104 @@ def _conv2d_nchw_channels(data, kernel, g, name):
                      name=f"{name}.channels")
     return td.compute((N, g.F, g.OH, OW), lambda b, f, y, x: vec[b, f, y * OW + x],
                       name=name)
+
+
+# Winograd's F(2x2, 3x3) (Lavin and Gray, 2016): a 2x2 block of outputs from the 4x4
+# tile of input around it with 16 multiply-adds per input channel, where the window
+# takes 36; the transforms below are its matrices B^T, G and A^T applied to one run
+def _winograd_input(d):
+    d0, d1, d2, d3 = d
+    return (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+
+
+def _winograd_kernel(g):
+    g0, g1, g2 = g
+    return (g0, (g0 + g1 + g2) * 0.5, (g0 - g1 + g2) * 0.5, g2)
+
+
+def _winograd_output(m):
+    m0, m1, m2, m3 = m
+    return (m0 + m1 + m2, m1 - m2 - m3)
+
+
+def _pick(i, values):
+    """``values[i]`` for an index ``i``: selects, folded away where ``i`` is a constant
+    (a loop unrolled)."""
+    out = values[-1]
+    for k in range(len(values) - 2, -1, -1):
+        out = td.if_then_else(i == k, values[k], out)
+    return out
+
+
+WINOGRAD_TILE = 2    # outputs a tile, each way
+# "auto" takes Winograd's form for a 3x3 over at least this many tiles (batch x image):
+# its 16 products have as many columns, and fewer leave the matmul template's panels
+# part empty (b1 256->256 @14, 49 tiles: 2x slower than the channels form; b1 64->64
+# @56, 784: 1.3x faster, b8 512->512 @7, 128: 1.2x) ...
+WINOGRAD_MIN_TILES = 128
+# ... whose transformed input and products (16 x (in + out channels) x tiles floats)
+# stay within a last-level cache (b8 64->64 @56, 51 MB: 0.88x; b8 128->128 @28,
+# 26 MB: 1.14x; b8 256->256 @14, 13 MB: 1.4x)
+WINOGRAD_MAX_TRANSFORMED_BYTES = 32 << 20
+# ... and of at least this many input and output channels: the products' reduction and
+# rows, against transforms whose cost does not shrink with them (measured from 64 up)
+WINOGRAD_MIN_CHANNELS = 64
+
+
+def _conv2d_nchw_winograd(data, kernel, g, name):
+    """A 3x3 stride-1 convolution by Winograd's F(2x2, 3x3), as TVM's
+    ``conv2d_nchw_winograd``: the output in 2x2 tiles, ``t = (e, u)`` over the 4x4
+    transformed tile,
+
+        U[t, f, c] = (G g_fc G^T)[e, u]                  the kernel transformed
+        V[t, c, p] = (B^T d_cp B)[e, u]                  each tile p = (b, ty, tx) of input
+        M[t, f, p] = sum_c U[t, f, c] * V[t, c, p]        16 matrix products
+        out[b, f, 2ty + i, 2tx + j] = (A^T M_fp A)[i, j]
+
+    2.25x fewer multiply-adds than the window, in 16 matrix products the matmul template
+    computes, at the cost of the transforms (memory: V and M are 4x the input and the
+    output)."""
+    N, C = _dim(data.shape[0]), g.Cg
+    m = WINOGRAD_TILE
+    th, tw = -(-g.OH // m), -(-g.OW // m)
+    H, W = _dim(data.shape[2]), _dim(data.shape[3])
+    padded = pad(data, (0, 0, g.pt, g.pl),
+                 (0, 0, m * th + 2 - H - g.pt, m * tw + 2 - W - g.pl), name=f"{name}.pad")
+    tiles = th * tw
+
+    def kernel_rows(e, f, c, j):
+        return _pick(e, _winograd_kernel(tuple(kernel[f, c, i, j] for i in range(3))))
+
+    U = td.compute((16, g.F, C), lambda t, f, c: _pick(t % 4, _winograd_kernel(tuple(
+        kernel_rows(t // 4, f, c, j) for j in range(3)))), name=f"{name}.winograd_kernel")
+
+    def input_rows(e, b, c, ty, tx, j):
+        return _pick(e, _winograd_input(tuple(padded[b, c, m * ty + i, m * tx + j]
+                                              for i in range(4))))
+
+    def input_tile(t, c, p):
+        b, ty, tx = p // tiles, p % tiles // tw, p % tw
+        return _pick(t % 4, _winograd_input(tuple(input_rows(t // 4, b, c, ty, tx, j)
+                                                  for j in range(4))))
+
+    V = td.compute((16, C, N * tiles), input_tile, name=f"{name}.winograd_input")
+    rc = td.reduce_axis((0, C), "rc")
+    M = td.compute((16, g.F, N * tiles),
+                   lambda t, f, p: td.sum(U[t, f, rc] * V[t, rc, p], axis=rc),
+                   name=f"{name}.winograd_product")
+
+    def output(b, f, y, x):
+        p = b * tiles + (y // m) * tw + x // m
+
+        def rows(u):
+            return _pick(y % m, _winograd_output(tuple(M[e * 4 + u, f, p] for e in range(4))))
+        return _pick(x % m, _winograd_output(tuple(rows(u) for u in range(4))))
+
+    return td.compute((N, g.F, g.OH, g.OW), output, name=name, tag=WINOGRAD_TAG)
+
+
+# the tag of the output stage of ``_conv2d_nchw_winograd``
+WINOGRAD_TAG = "conv2d_nchw.winograd"
 
 
 def _column_phases(data, g, hw, name):

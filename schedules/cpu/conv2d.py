@@ -25,7 +25,7 @@ no column computed past the output's width, strided or not. Knobs: ``pb``, ``nv`
 from __future__ import annotations
 
 from tensordsl.ir import nodes as n
-from kernels.dense import FLAT_IN_PLACE_TAG
+from kernels.dense import FLAT_IN_PLACE_TAG, WINOGRAD_TAG
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import schedule_generic
@@ -296,8 +296,54 @@ def schedule_conv2d_channels(s, out, vec, config=None):
             st.vectorize(st.split(last, factor=lanes)[1])
 
 
+def schedule_conv2d_winograd(s, out, config=None):
+    """Winograd's form (``kernels.dense._conv2d_nchw_winograd``): the 16 products by the
+    matmul template (``schedule_product``: knobs ``mr``, ``nr``, ``mc``, ``kc``), the
+    transforms vectorized along channels (the kernel's) and tiles (the input's), the
+    16 entries of a tile unrolled so that each reads the elements it needs."""
+    from .matmul import schedule_product
+    lanes = vector_lanes(32)
+    stages = {st.op.name.rsplit(".", 1)[-1]: st for st in s.stages
+              if isinstance(st.op, ComputeOp)}
+    U, V, M = (stages[k] for k in ("winograd_kernel", "winograd_input", "winograd_product"))
+    t, f, c = U.op.axis
+    co, ci = U.split(c, factor=lanes)
+    U.reorder(f, co, t, ci)
+    U.unroll(t)
+    U.vectorize(ci)
+    U.parallel(f)
+    t, c, p = V.op.axis
+    po, pi = V.split(p, factor=lanes)
+    V.reorder(c, po, t, pi)
+    V.unroll(t)
+    V.vectorize(pi)
+    V.parallel(c)
+    schedule_product(s, M, {k: v for k, v in (config or {}).items()
+                            if k in ("mr", "nr", "mc", "kc", "ku")})
+    # the output a vector of tiles along a row at a time (consecutive in the products),
+    # the tile's 2 x 2 outputs unrolled: each a vector stored every other column
+    O = s[out]
+    b, f, y, x = O.op.axis
+    yo, yi = O.split(y, factor=2)
+    tx, xi = O.split(x, factor=2)
+    txo, txi = O.split(tx, factor=lanes)
+    O.reorder(b, f, yo, txo, yi, xi, txi)
+    O.unroll(yi)
+    O.unroll(xi)
+    O.vectorize(txi)
+    O.parallel(O.fuse(b, f))
+    for st in s.stages:
+        if st.op.name.endswith(".pad") and st.attach_type == "root":
+            *rows, last = st.op.axis
+            st.parallel(st.fuse(*rows[:2]))
+            st.vectorize(st.split(last, factor=lanes)[1])
+
+
 def schedule_conv2d_nchw(s, out, config=None):
     cfg = config or {}
+    if out.op.tag == WINOGRAD_TAG:
+        schedule_conv2d_winograd(s, out, config)
+        return
     vec = next((st for st in s.stages if st.op.name.endswith(".channels")
                 and isinstance(st.op, ComputeOp) and len(st.op.reduce_axis) == 3), None)
     if vec is not None:
