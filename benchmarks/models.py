@@ -19,7 +19,7 @@ from .autodiff import MALLOC_ENV
 from .harness import measure, table, update_readme, write_results
 
 THREADS = 2
-ROUNDS = 3
+ROUNDS = 5
 # system name -> (worker system, options)
 SYSTEMS = {
     "ours_default": ("tensordsl", {"records": False}),

@@ -306,18 +306,14 @@ def schedule_conv2d_winograd(s, out, config=None):
     stages = {st.op.name.rsplit(".", 1)[-1]: st for st in s.stages
               if isinstance(st.op, ComputeOp)}
     U, V, M = (stages[k] for k in ("winograd_kernel", "winograd_input", "winograd_product"))
-    t, f, c = U.op.axis
-    co, ci = U.split(c, factor=lanes)
-    U.reorder(f, co, t, ci)
-    U.unroll(t)
-    U.vectorize(ci)
-    U.parallel(f)
-    t, c, p = V.op.axis
-    po, pi = V.split(p, factor=lanes)
-    V.reorder(c, po, t, pi)
-    V.unroll(t)
-    V.vectorize(pi)
-    V.parallel(c)
+    for transform in (U, V):
+        # (t, rows in parallel, a vector of the last axis): the 16 entries unrolled
+        entry, rows, last = transform.op.axis
+        lo, li = transform.split(last, factor=lanes)
+        transform.reorder(rows, lo, entry, li)
+        transform.unroll(entry)
+        transform.vectorize(li)
+        transform.parallel(rows)
     schedule_product(s, M, {k: v for k, v in (config or {}).items()
                             if k in ("mr", "nr", "mc", "kc", "ku")})
     # the output a vector of tiles along a row at a time (consecutive in the products),
