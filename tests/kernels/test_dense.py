@@ -524,7 +524,7 @@ def test_the_channels_form_matches_a_reference(n, c, h, w, f, kh, kw, pads, stri
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 20), st.integers(1, 13), st.integers(1, 13),
        st.integers(1, 40), st.tuples(*[st.integers(0, 2)] * 4),
        st.sampled_from([None, {"mr": 4, "nr": 16}, {"mr": 12, "nr": 32, "kc": 8}]))
