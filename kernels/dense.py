@@ -268,7 +268,7 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
     g = _ConvGeometry("conv2d_nchw", data, kernel, (C, H, W), _shape(kernel), stride,
                       padding, dilation, groups)
     if form == "winograd":
-        _check(g.groups == 1 and (g.KH, g.KW, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1),
+        _check(_winograd_applies(g),
                f"conv2d_nchw: form='winograd' takes a dense 3x3 stride-1 convolution, "
                f"got kernel {_shape(kernel)}, stride {(g.sh, g.sw)}, dilation "
                f"{(g.dh, g.dw)}, groups {g.groups}")
@@ -305,12 +305,17 @@ def conv2d_nchw(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
         name=name)
 
 
+def _winograd_applies(g) -> bool:
+    """Whether Winograd's F(2x2, 3x3) computes the convolution: a dense 3x3 stride-1
+    window, undilated."""
+    return g.groups == 1 and (g.KH, g.KW, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
+
+
 def _winograd_pays(n, g) -> bool:
-    """Whether ``form="auto"`` takes Winograd's form: a dense 3x3 stride-1 window over
+    """Whether ``form="auto"`` takes Winograd's form (``_winograd_applies``): over
     ``WINOGRAD_MIN_TILES`` 2x2 tiles and ``WINOGRAD_MIN_CHANNELS``, its transformed input
     and products within ``WINOGRAD_MAX_TRANSFORMED_BYTES``."""
-    if not (g.groups == 1 and (g.KH, g.KW, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
-            and _is_int(n)):
+    if not (_winograd_applies(g) and _is_int(n)):
         return False
     tiles = n * -(-g.OH // WINOGRAD_TILE) * -(-g.OW // WINOGRAD_TILE)
     transformed = 16 * (g.Cg + g.F) * tiles * 4
