@@ -33,25 +33,46 @@ def build(schedule, args=None, target="llvm", name: str = "main",
         raise ValueError(f"name: expected an identifier, got {name!r}")
     if args is None and isinstance(schedule, (list, tuple)):
         schedule, args = _auto_schedule(list(schedule), target)
+    func, binary, tgt = compile_func(schedule, args, target, name, check_indices)
+    return load_func(func, binary, tgt)
+
+
+def compile_func(schedule, args, target="llvm", name: str = "main",
+                 check_indices: bool = True):
+    """``td.build``'s first half: (lowered function, compiled binary, target), through
+    the cache. With ``load_func``, what a tuning worker that builds hands to the one
+    that measures (both picklable): the measuring side then neither lowers nor compiles."""
     tgt = Target.parse(target)
     backend = get_backend(tgt.kind)
     func = lower(schedule, args, name=name, target=tgt, check_indices=check_indices)
-    source_memo = []
-
-    def source():
-        if not source_memo:
-            source_memo.append(backend.codegen(func, tgt))
-        return source_memo[0]
-
+    source = _source_of(func, backend, tgt)
     key = backend.cache_key(func, tgt, source)
     binary = cache.load(key)
     if binary is None:
         binary = backend.compile(source(), tgt)
         cache.store(key, binary)
+    return func, binary, tgt
+
+
+def load_func(func, binary: bytes, target) -> Module:
+    """The callable ``Module`` of ``compile_func``'s function and binary."""
+    tgt = target if isinstance(target, Target) else Target.parse(target)
+    backend = get_backend(tgt.kind)
+    source = _source_of(func, backend, tgt)
     if hasattr(backend, "make_module"):
         return backend.make_module(func, binary, tgt, source)
-    kernel = backend.load(binary, func, tgt)
-    return Module(func, kernel, backend, tgt, source)
+    return Module(func, backend.load(binary, func, tgt), backend, tgt, source)
+
+
+def _source_of(func, backend, tgt):
+    """The generated source, made on first use and kept (a cache hit needs none)."""
+    memo = []
+
+    def source():
+        if not memo:
+            memo.append(backend.codegen(func, tgt))
+        return memo[0]
+    return source
 
 
 def _auto_schedule(tensors: list, target: str):

@@ -28,10 +28,15 @@ Faults:
 - the scheduler going away: ``ClusterLost``, naming the scheduler; every record so far
   is in the database, and ``--resume`` continues.
 
-Builds on another machine compile into that machine's cache: the measuring worker then
-compiles again for its own CPU (on one machine they share the cache). Security: Dask runs
+A worker that only builds sends the compiled kernel with its answer (``worker.ship``:
+the lowered function and the object) and runs at a lower priority (``BUILDER_NICE``) so
+that its compiling never slows a measurement on the same machine; the measuring worker
+loads that kernel instead of lowering it again if it was compiled by the same
+toolchain for the same CPU, and compiles it itself otherwise. Security: Dask runs
 what the coordinator sends (pickled tasks of this module, and kernels built from the
-workload's definition on the worker); use Dask's TLS (``tls://`` addresses, with
+workload's definition on the worker), and the measuring worker loads the kernels the
+builders send (pickled too): every worker is trusted, as Dask itself requires; use
+Dask's TLS (``tls://`` addresses, with
 ``distributed.comm.tls`` certificates) on a network you do not trust.
 """
 from __future__ import annotations
@@ -45,6 +50,7 @@ from .measure import ROOT, Runner
 
 DEADLINE_FACTOR = 4       # a measurement's build and run, each up to the tuner's timeout
 DEADLINE_SLACK = 60.0     # seconds: a worker's start-up, a slow network
+BUILDER_NICE = 10         # a worker that only builds yields its core to a measurement
 
 
 class ClusterLost(ConnectionError):
@@ -74,12 +80,12 @@ _RUNNERS: dict = {}
 _RUNNERS_LOCK = threading.Lock()
 
 
-def _runner(timeout: float) -> tuple[Runner, threading.Lock]:
+def _runner(timeout: float, nice: int = 0) -> tuple[Runner, threading.Lock]:
     """This worker process's ``Runner`` (one child process, kept warm between tasks)."""
     with _RUNNERS_LOCK:
-        if timeout not in _RUNNERS:
-            _RUNNERS[timeout] = (Runner(timeout=timeout), threading.Lock())
-        return _RUNNERS[timeout]
+        if (timeout, nice) not in _RUNNERS:
+            _RUNNERS[timeout, nice] = (Runner(timeout=timeout, nice=nice), threading.Lock())
+        return _RUNNERS[timeout, nice]
 
 
 def _worker_address() -> str:
@@ -87,19 +93,24 @@ def _worker_address() -> str:
     return get_worker().address
 
 
-def build_task(ref: WorkloadRef, config: dict, timeout: float) -> dict:
-    runner, lock = _runner(timeout)
+def build_task(ref: WorkloadRef, config: dict, timeout: float, resource: str) -> dict:
+    # the measuring worker builds in the child that then times the candidate (it keeps
+    # the kernel it built: ``worker.Kernels``); any other builds at a lower priority
+    from distributed import get_worker
+    measures = get_worker().state.total_resources.get(resource, 0) > 0
+    runner, lock = _runner(timeout, 0 if measures else BUILDER_NICE)
     with lock:
-        result = runner.build(ref, config)
+        result = runner.build(ref, config, ship=not measures)
     return {**result, "worker": _worker_address()}
 
 
-def measure_task(ref: WorkloadRef, config: dict, timeout: float, built: dict) -> dict:
+def measure_task(ref: WorkloadRef, config: dict, timeout: float, built: dict,
+                 min_time: float | None = None) -> dict:
     if built.get("status") != "built":
         return built          # the build's failure is the outcome
     runner, lock = _runner(timeout)
     with lock:
-        result = runner.measure(ref, config)
+        result = runner.measure(ref, config, built.get("artifact"), min_time)
     return {**result, "worker": _worker_address()}
 
 
@@ -148,24 +159,34 @@ class DaskExecutor:
                 f"{len(self.measurers())} measuring ({self.resource})")
 
     def run(self, workload, configs: list, on_result):
+        self.run_groups([(workload, configs, on_result)])
+
+    def run_groups(self, groups: list, built: bool = False, min_time: float | None = None):
+        """Every candidate of ``groups`` ((workload, configs, on_result) triples) at
+        once: while the measuring worker times one, the others build the next.
+        ``built``: configurations built before (measured again), with no build task;
+        ``min_time``: each timed that long (None: the ``Runner``'s default)."""
         from distributed import as_completed
-        ref = WorkloadRef(workload.key, workload.scheduler, workload.source)
         pending = {}
         try:
-            for config in configs:
-                built = self.client.submit(build_task, ref, config, self.timeout, pure=False)
-                # (a measuring worker that also builds takes a ready measurement first)
-                measured = self.client.submit(measure_task, ref, config, self.timeout, built,
-                                              resources={self.resource: 1}, pure=False,
-                                              priority=1)
-                pending[measured] = (config, built)
-            self._collect(pending, on_result, as_completed)
+            for workload, configs, on_result in groups:
+                ref = WorkloadRef(workload.key, workload.scheduler, workload.source)
+                for config in configs:
+                    build = None if built else self.client.submit(
+                        build_task, ref, config, self.timeout, self.resource, pure=False)
+                    # (a measuring worker that also builds takes a ready measurement first)
+                    measured = self.client.submit(measure_task, ref, config, self.timeout,
+                                                  {"status": "built"} if build is None else build,
+                                                  min_time, resources={self.resource: 1},
+                                                  pure=False, priority=1)
+                    pending[measured] = (config, build, on_result)
+            self._collect(pending, as_completed)
         except ClusterLost:
             raise
         except (OSError, TimeoutError) as err:
             raise self._lost(err) from None
 
-    def _collect(self, pending: dict, on_result, as_completed):
+    def _collect(self, pending: dict, as_completed):
         """Record each candidate once, as it ends; give up on those past the deadline
         (measurements queue one at a time, so each one's clock starts when the one
         before it ended)."""
@@ -180,13 +201,13 @@ class DaskExecutor:
                 ready = futures.next_batch(block=False)
                 if not ready:
                     if time.monotonic() - last > self.deadline:   # a hung worker
-                        self._give_up(pending, on_result)
+                        self._give_up(pending)
                         return
                     time.sleep(0.02)
                     continue
             last = time.monotonic()
             done = ready.pop(0)
-            config, _ = pending.pop(done)
+            config, _, on_result = pending.pop(done)
             try:
                 result = done.result()
             except KilledWorker as err:
@@ -199,10 +220,11 @@ class DaskExecutor:
                                                       f"{err}"[:2000]}
             on_result(config, result)
 
-    def _give_up(self, pending: dict, on_result):
-        for future, (config, built) in pending.items():
+    def _give_up(self, pending: dict):
+        for future, (config, build, on_result) in pending.items():
             future.cancel()
-            built.cancel()
+            if build is not None:
+                build.cancel()
             on_result(config, {"status": "timeout",
                                "error": f"no answer from the cluster within {self.deadline:g} s"})
         pending.clear()

@@ -29,17 +29,23 @@ def reference_env() -> dict:
 
 
 class Runner:
-    """``Runner(timeout).measure(workload, config) -> dict`` (see ``worker``)."""
+    """``Runner(timeout).measure(workload, config) -> dict`` (see ``worker``).
+    ``nice``: the child's scheduling priority, raised for one that only builds on a
+    machine where another process measures, so that compiling never slows a candidate
+    being timed (the kernel's threads take the cores first)."""
 
-    def __init__(self, timeout: float = 30.0, repeat: int = 5, min_time: float = 0.05):
+    def __init__(self, timeout: float = 30.0, repeat: int = 5, min_time: float = 0.05,
+                 nice: int = 0):
         self.timeout, self.repeat, self.min_time = timeout, repeat, min_time
+        self.nice = nice
         self.proc: subprocess.Popen | None = None
         self._buffer = b""
 
     def _start(self):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tensordsl.autotune.worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=reference_env(), cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=reference_env(), cwd=ROOT,
+            preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
         self._buffer = b""
 
     def _stop(self):
@@ -58,20 +64,27 @@ class Runner:
     def __exit__(self, *exc):
         self.close()
 
-    def build(self, workload, config: dict) -> dict:
-        """Compile only (into the disk cache): ``{"status": "built"}`` or a failure."""
-        return self._request(workload, config, build_only=True)
+    def build(self, workload, config: dict, ship: bool = False) -> dict:
+        """Compile only (into the disk cache): ``{"status": "built"}`` or a failure;
+        ``ship``: with the compiled kernel (``"artifact"``), for another process's
+        ``measure``."""
+        return self._request(workload, config, build_only=True, ship=ship)
 
-    def measure(self, workload, config: dict) -> dict:
-        return self._request(workload, config)
+    def measure(self, workload, config: dict, artifact: str | None = None,
+                min_time: float | None = None) -> dict:
+        """Time ``config`` (loading ``artifact``, another process's build, if given) for
+        at least ``min_time`` seconds (None: this runner's)."""
+        return self._request(workload, config, artifact=artifact, min_time=min_time)
 
-    def _request(self, workload, config: dict, build_only: bool = False) -> dict:
+    def _request(self, workload, config: dict, build_only: bool = False, ship: bool = False,
+                 artifact: str | None = None, min_time: float | None = None) -> dict:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         request = {"workload": workload.key, "scheduler": workload.scheduler,
                    "source": workload.source,
-                   "config": config, "repeat": self.repeat, "min_time": self.min_time,
-                   "build_only": build_only}
+                   "config": config, "repeat": self.repeat,
+                   "min_time": self.min_time if min_time is None else min_time,
+                   "build_only": build_only, "ship": ship, "artifact": artifact}
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
@@ -102,24 +115,25 @@ class Runner:
 
 
 class Builders:
-    """``n`` build workers compiling a batch of candidates at once (into the disk cache);
-    the measuring ``Runner`` then only loads them. A candidate whose build crashes or
+    """``n`` build workers compiling a batch of candidates at once; the measuring
+    ``Runner`` then only loads them (``Runner.build(..., ship=True)``). A candidate whose build crashes or
     hangs has its outcome right here."""
 
     def __init__(self, n: int, timeout: float):
         self.runners = [Runner(timeout=timeout) for _ in range(max(1, n))]
 
-    def build_all(self, workload, configs: list) -> list[dict]:
+    def build_all(self, candidates: list) -> list[dict]:
+        """Compile ``candidates`` ((workload, config) pairs), ``n`` at a time."""
         from concurrent.futures import ThreadPoolExecutor
-        results: list = [None] * len(configs)
+        results: list = [None] * len(candidates)
 
         def work(slot: int):
             runner = self.runners[slot]
-            for k in range(slot, len(configs), len(self.runners)):
-                results[k] = runner.build(workload, configs[k])
+            for k in range(slot, len(candidates), len(self.runners)):
+                results[k] = runner.build(*candidates[k], ship=True)
 
         with ThreadPoolExecutor(len(self.runners)) as pool:
-            list(pool.map(work, range(min(len(self.runners), len(configs)))))
+            list(pool.map(work, range(min(len(self.runners), len(candidates)))))
         return results
 
     def close(self):
@@ -131,8 +145,13 @@ class LocalExecutor:
     """How ``tune`` runs a batch on this machine: compiled in parallel by ``Builders``
     (``build_workers`` processes; 0: by the measuring worker itself), then timed one at a
     time by a ``Runner``. Another executor (``dask_backend.DaskExecutor``) has the same
-    two methods: ``run(workload, configs, on_result)`` calls ``on_result(config, result)``
-    once per config, as each finishes, and ``close()``."""
+    methods: ``run(workload, configs, on_result)`` calls ``on_result(config, result)``
+    once per config, as each finishes; ``run_groups([(workload, configs, on_result),
+    ...], built=False, min_time=None)`` does so for several workloads' batches at once
+    (here: all compiled in one parallel pass, then timed; ``built``: configurations
+    built before, timed by the measuring worker, which builds any it no longer holds;
+    ``min_time``: each timed that long instead of the runner's ``min_time``); and
+    ``close()``."""
 
     def __init__(self, timeout: float = 30.0, build_workers: int | None = None,
                  runner: Runner | None = None):
@@ -142,11 +161,19 @@ class LocalExecutor:
             if build_workers != 0 else None
 
     def run(self, workload, configs: list, on_result):
-        built = self.builders.build_all(workload, configs) if self.builders else \
-            [{"status": "built"}] * len(configs)
-        for config, b in zip(configs, built):
-            on_result(config, self.runner.measure(workload, config)
-                      if b["status"] == "built" else b)
+        self.run_groups([(workload, configs, on_result)])
+
+    def run_groups(self, groups: list, built: bool = False, min_time: float | None = None):
+        candidates = [(workload, config) for workload, configs, _ in groups
+                      for config in configs]
+        built = iter(self.builders.build_all(candidates) if self.builders and not built else
+                     [{"status": "built"}] * len(candidates))
+        for workload, configs, on_result in groups:
+            for config in configs:
+                b = next(built)
+                on_result(config, self.runner.measure(workload, config, b.get("artifact"),
+                                                      min_time)
+                          if b["status"] == "built" else b)
 
     def close(self):
         if self._own_runner:

@@ -8,7 +8,9 @@ time, and whose last trials still made it faster, deserves the next trials. As A
 task scheduler does, the budget is spent in rounds of ``ROUND`` trials (one batch of the
 search), each given to the task of the largest expected gain::
 
-    round 1..n   every task once (largest estimated work first): a first best time
+    round 1..n   every task once (largest estimated work first): a first best time;
+                 these depend on nothing measured, so they run side by side (an
+                 executor's builds of one task overlap the measurements of another)
     then         gain(task) = share of the model's time x recent relative improvement
                    share       = weight x best / sum over tasks of (weight x best)
                    improvement = (best before its last round - best now) / best before,
@@ -18,7 +20,8 @@ search), each given to the task of the largest expected gain::
 
 ``weight`` is how often the kernel occurs in the model (a file that lists a call twice).
 ``schedule="share"`` is the static split instead (``share``: each kernel a minimum, the
-rest in proportion to its estimated work, largest first), one round per task.
+rest in proportion to its estimated work, largest first), one round per task, all side
+by side. The confirming rounds at the end (``tuner.Confirmation``) run side by side too.
 
 Each round continues the trials stored for its workload (``tune(..., resume=True)``),
 so the search keeps its history between rounds. With ``resume=True`` the budget counts
@@ -37,7 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .records import RecordDB, canonical, record_target
-from .tuner import BATCH, CONFIRM_ROUNDS, confirm, stored_trials, tune
+from .tuner import (BATCH, CONFIRM_MIN_TIME, CONFIRM_ROUNDS, Confirmation, Tuning,
+                    run_side_by_side, stored_trials)
 
 ROUND = BATCH             # trials per round: one batch of the search
 MIN_IMPROVEMENT = 0.02    # a task that stopped improving still has some headroom
@@ -110,6 +114,21 @@ class GainSchedule:
             task = max(live, key=lambda t: (gains[id(t)], -t.trials))
         return task, min(self.round_trials, self.left)
 
+    def next_rounds(self) -> list[tuple[Task, int]]:
+        """The rounds that may run side by side now: every fresh task's first round
+        (none depends on what another measures), else the one ``next()`` chooses."""
+        fresh = [t for t in self.tasks if not t.exhausted and t.rounds == 0]
+        if not fresh:
+            step = self.next()
+            return [step] if step is not None else []
+        rounds, left = [], self.left
+        for task in fresh:
+            if left <= 0:
+                break
+            rounds.append((task, min(self.round_trials, left)))
+            left -= rounds[-1][1]
+        return rounds
+
     def done(self, task: Task, trials: int, before: float | None, after: float | None,
              asked: int | None = None):
         """``task`` measured ``trials`` (of ``asked``: fewer means its space is
@@ -139,6 +158,11 @@ class ShareSchedule(GainSchedule):
             if not task.exhausted:
                 return task, trials
         return None
+
+    def next_rounds(self) -> list[tuple[Task, int]]:
+        """All of them: a static split waits for nothing measured."""
+        rounds, self.plan = [(t, n) for t, n in self.plan if not t.exhausted], []
+        return rounds
 
 
 # ------------------------------------------------------------ the static split
@@ -250,22 +274,26 @@ def tune_tasks(workloads: list, budget: int, db: RecordDB | None = None,
         from .measure import LocalExecutor
         executor = LocalExecutor(timeout)
     try:
-        while (step := plan.next()) is not None:
-            task, trials = step
-            w = task.workload
-            stored = len(stored_trials(db, w, target))
-            before = _best_seconds(db, w, target)
-            tune(w, trials=stored + trials, db=db, timeout=timeout, target=target,
-                 resume=True, seed=seed, executor=executor, confirm_rounds=0,
-                 progress=None if progress is None else
-                 (lambda report, task=task: progress(task, report)))
-            measured = len(stored_trials(db, w, target)) - stored
-            if before is None:      # its first round: from the default's time
-                before = default_seconds(db, w, target)
-            plan.done(task, measured, before, _best_seconds(db, w, target), asked=trials)
-        for t in tasks if confirm_rounds > 0 else ():
-            if stored_trials(db, t.workload, target):
-                confirm(t.workload, db, target, executor, rounds=confirm_rounds)
+        while rounds := plan.next_rounds():
+            started, tunings = [], []
+            for task, trials in rounds:
+                w = task.workload
+                stored = len(stored_trials(db, w, target))
+                tunings.append(Tuning(w, stored + trials, db, target, resume=True, seed=seed,
+                                      progress=None if progress is None else
+                                      (lambda report, task=task: progress(task, report))))
+                started.append((task, trials, stored, _best_seconds(db, w, target)))
+            run_side_by_side(tunings, executor)
+            for task, trials, stored, before in started:
+                w = task.workload
+                measured = len(stored_trials(db, w, target)) - stored
+                if before is None:      # its first round: from the default's time
+                    before = default_seconds(db, w, target)
+                plan.done(task, measured, before, _best_seconds(db, w, target), asked=trials)
+        if confirm_rounds > 0:
+            run_side_by_side([Confirmation(t.workload, db, target, rounds=confirm_rounds)
+                              for t in tasks if stored_trials(db, t.workload, target)],
+                             executor, built=True, min_time=CONFIRM_MIN_TIME)
     finally:
         if own_executor:
             executor.close()

@@ -16,6 +16,8 @@ boosted trees fit well, it trains in milliseconds, and it is one well-kept depen
 After the search the default and the three fastest configurations are measured twice
 more, side by side (``confirm``), and a configuration counts with the median of its
 measurements: the fastest single measurement of hundreds is often just the luckiest.
+These are timed for ``CONFIRM_MIN_TIME`` each (a search's trial for 50 ms): taken side
+by side, a comparison needs less time per measurement than a ranking across hours.
 
 Every trial goes to the database the moment it is measured; ``resume=True`` counts the
 trials already stored for the workload and never measures a configuration twice. Failed
@@ -27,9 +29,11 @@ first error of each kind, so a person sees why trials fail while they fail.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import random
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -42,7 +46,8 @@ POOL = 256             # children proposed per measured batch
 MODEL_POOL = 64        # of which the model ranks (each described by its loop nest)
 BATCH = 8              # compiled in parallel, then measured, per model refit
 CONFIRM_TOP = 3        # the fastest configurations measured again after a search ...
-CONFIRM_ROUNDS = 2     # ... this many more times each, with the default, interleaved
+CONFIRM_ROUNDS = 2     # ... this many more times each, with the default, interleaved,
+CONFIRM_MIN_TIME = 0.02   # seconds each (a search's trial: ``Runner.min_time``)
 
 
 @dataclass
@@ -148,12 +153,74 @@ class Search:
         return pool[:n]
 
 
+_WARMING: list = []
+
+
+def warm_cost_model():
+    """Import scikit-learn (about a second) on a thread while the first batches are
+    built and measured, instead of between two batches when the model is first fitted,
+    where every worker would wait for it. Once per process."""
+    if _WARMING:
+        return
+
+    def load():
+        try:
+            importlib.import_module("sklearn.ensemble")
+        except ImportError:
+            pass    # no model: ``Search.fit`` says so
+    _WARMING.append(threading.Thread(target=load, name="warm-cost-model", daemon=True))
+    _WARMING[0].start()
+
+
 def stored_trials(db: RecordDB, workload, target: str) -> list[dict]:
     """The trials of ``workload`` stored in ``db`` that a tuning continues (``resume``):
     a failure of an older version of the user's file says nothing about this one."""
     sha = _source_sha(workload.source)
     return [r for r in db.trials(workload.key, record_target(target), workload.template)
             if r["status"] == "ok" or _source_sha(r["source"]) == sha]
+
+
+class Confirmation:
+    """The confirming rounds of one workload (see ``confirm``), a pass at a time:
+    ``next_batch()`` is the default and the ``top`` fastest not yet confirmed, each
+    ``rounds`` times, interleaved ([] once the fastest is confirmed);
+    ``record(config, result)`` stores each measurement."""
+
+    def __init__(self, workload, db: RecordDB, target: str = "llvm", top: int = CONFIRM_TOP,
+                 rounds: int = CONFIRM_ROUNDS, passes: int = 3):
+        self.workload, self.db, self.target = workload, db, record_target(target)
+        self.top, self.rounds, self.passes_left = top, rounds, passes
+        self.run = uuid.uuid4().hex[:12] + CONFIRM_RUN
+        self.default = canonical(workload.default_config())
+        self.confirmed: set = set()
+        if rounds <= 0 or workload.template == "hand":
+            self.passes_left = 0
+
+    def next_batch(self) -> list[dict]:
+        if self.passes_left <= 0:
+            return []
+        self.passes_left -= 1
+        w = self.workload
+        rows = [r for r in self.db.trials(w.key, self.target, w.template, confirming=True)
+                if r["status"] == "ok"]
+        ranked = []
+        while rows and len(ranked) < self.top:
+            best = fastest(rows)
+            ranked.append(canonical(best["config"]))
+            rows = [r for r in rows if canonical(r["config"]) != ranked[-1]]
+        if not ranked or ranked[0] in self.confirmed:
+            self.passes_left = 0
+            return []
+        todo = [c for c in dict.fromkeys([self.default] + ranked) if c not in self.confirmed]
+        self.confirmed.update(todo)
+        return [json.loads(c) for c in todo] * self.rounds
+
+    def record(self, config, res):
+        w = self.workload
+        self.db.add(w.key, self.target, w.template, config, res.get("status", "error"),
+                    seconds=res.get("seconds"), gflops=res.get("gflops"),
+                    error=res.get("error"), run=self.run, name=repr(w), source=w.source,
+                    worker=res.get("worker"))
 
 
 def confirm(workload, db: RecordDB, target: str = "llvm", executor=None,
@@ -170,43 +237,115 @@ def confirm(workload, db: RecordDB, target: str = "llvm", executor=None,
     (``records.fastest``). Repeated while the fastest is one not yet confirmed (at most
     ``passes`` times). The measurements are stored as trials of a run ending in
     ``/confirm`` and do not count against a search's trials."""
-    key, template = workload.key, workload.template
-    target = record_target(target)
-    if rounds <= 0 or template == "hand":
-        return db.best(key, target, template)
-    run = uuid.uuid4().hex[:12] + CONFIRM_RUN
-    default = canonical(workload.default_config())
-    confirmed: set = set()
     own_executor = executor is None
     if own_executor:
         executor = LocalExecutor(timeout)
-
-    def record(config, res):
-        db.add(key, target, template, config, res.get("status", "error"),
-               seconds=res.get("seconds"), gflops=res.get("gflops"), error=res.get("error"),
-               run=run, name=repr(workload), source=workload.source,
-               worker=res.get("worker"))
-
     try:
-        for _ in range(passes):
-            rows = [r for r in db.trials(key, target, template, confirming=True)
-                    if r["status"] == "ok"]
-            ranked = []
-            while rows and len(ranked) < top:
-                best = fastest(rows)
-                ranked.append(canonical(best["config"]))
-                rows = [r for r in rows if canonical(r["config"]) != ranked[-1]]
-            if not ranked or ranked[0] in confirmed:
-                break
-            todo = [c for c in dict.fromkeys([default] + ranked) if c not in confirmed]
-            configs = [json.loads(c) for c in todo]
-            for _ in range(rounds):
-                executor.run(workload, configs, record)
-            confirmed.update(todo)
+        run_side_by_side([Confirmation(workload, db, target, top, rounds, passes)], executor,
+                         built=True, min_time=CONFIRM_MIN_TIME)
     finally:
         if own_executor:
             executor.close()
-    return db.best(key, target, template)
+    return db.best(workload.key, record_target(target), workload.template)
+
+
+class Tuning:
+    """One workload's search (see the module docstring), a batch at a time:
+    ``next_batch()`` names the configurations to measure next ([] once ``trials`` are
+    stored or the space is exhausted); ``record(config, result)`` stores each one's
+    outcome. ``tune`` runs one; ``scheduler.tune_tasks`` runs several side by side."""
+
+    def __init__(self, workload, trials: int, db: RecordDB, target: str = "llvm",
+                 resume: bool = False, seed: int = 0, progress=None):
+        if workload.template == "hand":
+            raise ValueError(f"{workload!r} returns a (schedule, tensors) pair, a fixed "
+                             "schedule: there is nothing to tune; return the tensors and "
+                             "define schedule(s, outs, config) and SPACE in the file (or use "
+                             "--auto)")
+        self.workload, self.db, self.trials = workload, db, trials
+        self.target, self.progress = record_target(target), progress
+        self.space = workload.space()
+        previous = stored_trials(db, workload, self.target)
+        if previous and not resume:
+            raise ValueError(f"the database already holds {len(previous)} trials of "
+                             f"{workload!r}; pass resume=True (--resume) to continue them, or "
+                             f"remove them (tensordsl records delete '{workload!r}')")
+        self.search = Search(self.space, seed=seed + len(previous),
+                             describe=lambda c: ir_features(workload, c))
+        self.seen = {canonical(r["config"]) for r in previous}
+        self.measured = [(r["config"], r["seconds"]) for r in previous if r["status"] == "ok"]
+        self.done = len(previous)
+        self.run = uuid.uuid4().hex[:12]
+        self.report = TuneReport(total=trials, done=self.done)
+        self.exhausted = False
+        if self.space and trials > RANDOM_START:
+            warm_cost_model()
+
+    def next_batch(self) -> list[dict]:
+        """Up to ``BATCH`` configurations: the default first (it is what runs without a
+        record, and the yardstick of every other), random ones while fewer than
+        ``RANDOM_START`` are measured, then the children the cost model ranks best."""
+        left = self.trials - self.done
+        if left <= 0 or self.exhausted:
+            return []
+        batch = []
+        default = self.workload.default_config()
+        if canonical(default) not in self.seen:
+            batch.append(default)
+            self.seen.add(canonical(default))
+        want = min(BATCH, left) - len(batch)
+        if want > 0 and self.space:
+            if len(self.measured) < RANDOM_START:
+                batch += self.search.propose([], self.seen, want)
+            else:
+                self.search.fit(self.measured)
+                ranked = [c for c, _ in sorted(self.measured, key=lambda m: m[1])]
+                batch += self.search.propose(ranked, self.seen, want)
+        if not batch:
+            self.exhausted = True
+        for config in batch:
+            self.seen.add(canonical(config))
+        return batch
+
+    def record(self, config, res):
+        w, report = self.workload, self.report
+        status = res.get("status", "error")
+        self.db.add(w.key, self.target, w.template, config, status,
+                    seconds=res.get("seconds"), gflops=res.get("gflops"),
+                    error=res.get("error"), run=self.run, name=repr(w), source=w.source,
+                    worker=res.get("worker"))
+        self.done += 1
+        if status == "ok":
+            self.measured.append((config, res["seconds"]))
+        elif status not in report.first_errors:
+            report.first_errors[status] = (res.get("error") or status, config)
+        report.done = self.done
+        report.counts[status] = report.counts.get(status, 0) + 1
+        if self.progress is not None:
+            report.best = self.db.best(w.key, self.target, w.template)
+            self.progress(report)
+
+
+def run_side_by_side(searches: list, executor, built: bool = False,
+                     min_time: float | None = None):
+    """Run ``searches`` (``Tuning``s, ``Confirmation``s) to their end, the next batch of
+    every one at once: an executor that overlaps builds with measurements
+    (``run_groups``: the Dask backend, the local build pool) keeps its workers busy
+    across workloads instead of waiting at the end of each one's batch. Each search
+    still sees its own batches in order, so its configurations are those it would try
+    alone. ``built``: every configuration was built before (confirming rounds), so
+    none needs a build of its own first; ``min_time``: seconds each is timed (None: the
+    executor's default)."""
+    while True:
+        groups = [(s.workload, batch, s.record) for s in searches
+                  if (batch := s.next_batch())]
+        if not groups:
+            return
+        if hasattr(executor, "run_groups"):
+            executor.run_groups(groups, built=built, min_time=min_time)
+        else:   # an executor of one workload at a time
+            for workload, batch, record in groups:
+                executor.run(workload, batch, record)
 
 
 def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float = 30.0,
@@ -222,69 +361,15 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
     cluster), which the caller keeps and closes.
     ``progress(report)`` follows each trial (a ``TuneReport``)."""
     db = db if db is not None else RecordDB()
-    key, template = workload.key, workload.template
-    if template == "hand":
-        raise ValueError(f"{workload!r} returns a (schedule, tensors) pair, a fixed schedule: "
-                         "there is nothing to tune; return the tensors and define "
-                         "schedule(s, outs, config) and SPACE in the file (or use --auto)")
-    target = record_target(target)
-    space = workload.space()
-    previous = stored_trials(db, workload, target)
-    if previous and not resume:
-        raise ValueError(f"the database already holds {len(previous)} trials of {workload!r}; "
-                         "pass resume=True (--resume) to continue them, or remove them "
-                         f"(tensordsl records delete '{workload!r}')")
-    search = Search(space, seed=seed + len(previous),
-                    describe=lambda c: ir_features(workload, c))
-    seen = {canonical(r["config"]) for r in previous}
-    measured = [(r["config"], r["seconds"]) for r in previous if r["status"] == "ok"]
-    done = len(previous)
-    run = uuid.uuid4().hex[:12]
+    tuning = Tuning(workload, trials, db, target, resume, seed, progress)
     own_executor = executor is None
     if own_executor:
         executor = LocalExecutor(timeout, build_workers, runner)
-
-    report = TuneReport(total=trials, done=done)
-
-    def record(config, res):
-        nonlocal done
-        status = res.get("status", "error")
-        db.add(key, target, template, config, status, seconds=res.get("seconds"),
-               gflops=res.get("gflops"), error=res.get("error"), run=run,
-               name=repr(workload), source=workload.source, worker=res.get("worker"))
-        done += 1
-        if status == "ok":
-            measured.append((config, res["seconds"]))
-        elif status not in report.first_errors:
-            report.first_errors[status] = (res.get("error") or status, config)
-        report.done = done
-        report.counts[status] = report.counts.get(status, 0) + 1
-        if progress is not None:
-            report.best = db.best(key, target, template)
-            progress(report)
-
     try:
-        first = workload.default_config()
-        batch = [] if canonical(first) in seen else [first]
-        while done < trials:
-            if not batch:
-                if len(measured) < RANDOM_START or not space:
-                    batch = search.propose([], seen, BATCH) if space else []
-                else:
-                    search.fit(measured)
-                    ranked = [c for c, _ in sorted(measured, key=lambda m: m[1])]
-                    batch = search.propose(ranked, seen, BATCH)
-                if not batch:
-                    break  # the space is exhausted
-            batch = batch[:trials - done]
-            for config in batch:
-                seen.add(canonical(config))
-            # compile the batch in parallel, then time each alone; recorded as each ends
-            executor.run(workload, batch, record)
-            batch = []
+        run_side_by_side([tuning], executor)
         if confirm_rounds > 0:
             confirm(workload, db, target, executor, rounds=confirm_rounds)
     finally:
         if own_executor:
             executor.close()
-    return db.best(key, target, template)
+    return db.best(workload.key, record_target(target), workload.template)

@@ -8,20 +8,76 @@ workload in this process), times it, and answers one JSON line on stdout:
 ``{"status": "ok", "seconds": median, "build_seconds": ...}`` or ``{"status": "error" |
 "wrong", "error": text}``. A candidate that crashes the process or never answers is
 caught by the parent (``measure.Runner``), which starts a fresh worker.
+
+The process keeps the last ``KEPT`` kernels it built: a candidate it compiled
+(``build_only``) and then measures, or a configuration measured again in a confirming
+round, is timed without being lowered and loaded a second time (about 70 ms a kernel,
+as long as timing a small one). A build for another process (``"ship": true``) answers
+the compiled kernel itself (``"artifact"``: the lowered function and the object,
+pickled); a measurement given it (``"artifact"`` in the request) loads it instead of
+lowering again, if it was compiled by the same toolchain for the same CPU.
 """
 from __future__ import annotations
 
+import base64
 import json
+import pickle
 import sys
 import time
 import traceback
+from collections import OrderedDict
 
 import numpy as np
 
+KEPT = 128
 
-def _run(workload, config, repeat: int, min_time: float, references: dict) -> dict:
+
+class Kernels:
+    """The kernels this process built lately, by workload and configuration."""
+
+    def __init__(self, size: int = KEPT):
+        self.size, self.built = size, OrderedDict()
+
+    def build(self, workload, config: dict, artifact: str | None = None):
+        """``workload.build(config)``, from memory when it was built here lately, else
+        from ``artifact`` (``ship``) when it suits this machine."""
+        key = (workload.key, workload.scheduler, workload.source,
+               json.dumps(config, sort_keys=True))
+        if key in self.built:
+            self.built.move_to_end(key)
+            return self.built[key]
+        built = self.built[key] = unship(artifact) or workload.build(config)
+        if len(self.built) > self.size:
+            self.built.popitem(last=False)
+        return built
+
+
+def ship(workload, config: dict) -> str:
+    """``config``'s kernel compiled for another process: the text of ``artifact``."""
+    from targets.base import get_backend
+    func, binary, target, shape, dtype = workload.compile(config)
+    fingerprint = get_backend(target.kind).fingerprint(target)
+    return base64.b64encode(pickle.dumps((fingerprint, func, binary, target, shape,
+                                          dtype))).decode()
+
+
+def unship(artifact: str | None):
+    """(kernel, shape, dtype) of ``ship``'s text, or None when there is none, or it was
+    compiled for another CPU or by another toolchain than this process's."""
+    if not artifact:
+        return None
+    from targets.base import get_backend
+    from tensordsl.build import load_func
+    fingerprint, func, binary, target, shape, dtype = pickle.loads(base64.b64decode(artifact))
+    if get_backend(target.kind).fingerprint(target) != fingerprint:
+        return None
+    return load_func(func, binary, target), shape, dtype
+
+
+def _run(workload, config, repeat: int, min_time: float, references: dict,
+         kernels: Kernels, artifact: str | None = None) -> dict:
     t0 = time.perf_counter()
-    f, shape, dtype = workload.build(config)
+    f, shape, dtype = kernels.build(workload, config, artifact)
     build = time.perf_counter() - t0
     ins = workload.arrays(seed=0)
     out = np.full(shape, np.nan, dtype)
@@ -54,17 +110,23 @@ def _run(workload, config, repeat: int, min_time: float, references: dict) -> di
             "gflops": flops / med / 1e9 if flops else None}
 
 
-def _build(workload, config) -> dict:
-    """Compile only: the object lands in the disk cache, where the measuring worker
-    finds it (builds run in parallel, measurements one at a time)."""
+def _build(workload, config, kernels: Kernels, shipped: bool) -> dict:
+    """Compile only (builds run in parallel, measurements one at a time). The object
+    lands in the disk cache, and: ``shipped``, in the answer (``ship``), for the process
+    that measures; else in ``kernels``, where this process finds it to measure it."""
     t0 = time.perf_counter()
-    workload.build(config)
-    return {"status": "built", "build_seconds": time.perf_counter() - t0}
+    reply = {"status": "built"}
+    if shipped:
+        reply["artifact"] = ship(workload, config)
+    else:
+        kernels.build(workload, config)
+    return {**reply, "build_seconds": time.perf_counter() - t0}
 
 
 def main() -> int:
     from .workload import Workload
     references: dict = {}
+    kernels = Kernels()
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -73,10 +135,12 @@ def main() -> int:
             workload = Workload.from_key(req["workload"], req.get("scheduler", "template"),
                                          req.get("source"))
             if req.get("build_only"):
-                reply = _build(workload, req.get("config") or {})
+                reply = _build(workload, req.get("config") or {}, kernels,
+                               bool(req.get("ship")))
             else:
                 reply = _run(workload, req.get("config") or {}, int(req.get("repeat", 5)),
-                             float(req.get("min_time", 0.05)), references)
+                             float(req.get("min_time", 0.05)), references, kernels,
+                             req.get("artifact"))
         except Exception as err:  # a candidate's failure is a result, not the end
             reply = {"status": "error",
                      "error": f"{type(err).__name__}: {err}".strip()[:2000],

@@ -246,11 +246,20 @@ class Workload:
 
     def build(self, config: dict | None = None):
         """(kernel, result shape, result dtype) of ``config``, as a worker measures it."""
-        import tensordsl as td
+        from tensordsl.build import load_func
+        func, binary, target, shape, dtype = self.compile(config)
+        return load_func(func, binary, target), shape, dtype
+
+    def compile(self, config: dict | None = None) -> tuple:
+        """``build`` short of loading: (lowered function, binary, target, result shape,
+        result dtype), all picklable — what a worker that only builds sends to the one
+        that measures (``tensordsl.build.load_func`` makes the kernel of it)."""
+        from tensordsl.build import compile_func
         s, tensors = self.schedule(config)
         out = tensors[-1]
+        func, binary, target = compile_func(s, tensors)
         # (H - 2 of a known H: a constant)
-        return td.build(s, tensors), tuple(const_int(d) for d in out.shape), out.dtype
+        return func, binary, target, tuple(const_int(d) for d in out.shape), out.dtype
 
     # ------------------------------------------------------------ running
     def arrays(self, seed: int = 0) -> list:

@@ -1,0 +1,170 @@
+"""How a tuning job keeps its workers busy: batches of several workloads at once
+(``run_side_by_side``), the measuring process keeping what it built (``Kernels``),
+kernels compiled in one process and loaded in another (``ship``), builders that yield
+the cores to a measurement (``Runner(nice=...)``)."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import base64
+import zlib
+
+import numpy as np
+
+from tensordsl.autotune import Runner
+from tensordsl.autotune import worker
+from tensordsl.autotune.records import RecordDB, canonical
+from tensordsl.autotune.scheduler import GainSchedule, ShareSchedule, Task, tune_tasks
+from tensordsl.autotune.tuner import BATCH, CONFIRM_MIN_TIME, Tuning
+from tensordsl.autotune.workload import Workload
+
+
+def dense(n):
+    return Workload("dense", [("array", (n, n), "float32"), ("array", (n, n), "float32"),
+                              ("array", (n,), "float32")])
+
+
+def made_up_seconds(config) -> float:
+    """A time for ``config`` that is the same in every run (no measurement)."""
+    return 1e-3 * (1 + zlib.crc32(canonical(config).encode()) % 997 / 997)
+
+
+class RunOnly:
+    """An executor of one workload's batch at a time (``run`` only)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, workload, configs, on_result):
+        self.calls.append([(workload.key, canonical(c)) for c in configs])
+        for c in configs:
+            on_result(c, {"status": "ok", "seconds": made_up_seconds(c)})
+
+
+class Grouped(RunOnly):
+    """An executor of several workloads' batches at once (``run_groups``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.group_calls = []
+
+    def run_groups(self, groups, built=False, min_time=None):
+        self.group_calls.append(([w.key for w, _, _ in groups], built, min_time))
+        for workload, configs, on_result in groups:
+            self.run(workload, configs, on_result)
+
+
+def trials_by_workload(db) -> dict:
+    out: dict = {}
+    for r in db.trials():
+        out.setdefault(r["workload"], []).append(canonical(r["config"]))
+    return out
+
+
+def test_first_rounds_and_confirmations_run_side_by_side_and_choose_as_one_at_a_time(
+        tmp_path):
+    workloads = [dense(16), dense(24), dense(32)]
+    grouped, alone = Grouped(), RunOnly()
+    db_grouped, db_alone = RecordDB(tmp_path / "g.sqlite"), RecordDB(tmp_path / "a.sqlite")
+    tune_tasks(workloads, 40, db_grouped, executor=grouped, seed=5)
+    tune_tasks(workloads, 40, db_alone, executor=alone, seed=5)
+    # the same configurations, in the same order per workload, as batches one at a time
+    assert trials_by_workload(db_grouped) == trials_by_workload(db_alone)
+    assert len(db_grouped.trials()) == 40
+    first, *rest = grouped.group_calls
+    # every task's first round in one call, largest first, each a batch of BATCH trials
+    # with the default first
+    assert first == ([w.key for w in reversed(workloads)], False, None)
+    for (key, config), w in zip([c[0] for c in grouped.calls[:3]], reversed(workloads)):
+        assert config == canonical(w.default_config())
+    assert [len(c) for c in grouped.calls[:3]] == [BATCH] * 3
+    # then one task a round (by expected gain), then every confirmation at once, timed
+    # briefly and without a build of its own
+    assert [len(keys) for keys, _, _ in rest[:2]] == [1, 1]
+    keys, built, min_time = rest[2]
+    assert (sorted(keys), built, min_time) == (sorted(w.key for w in workloads), True,
+                                               CONFIRM_MIN_TIME)
+
+
+def test_a_tuning_batch_starts_with_the_default_and_never_repeats_a_configuration(
+        tmp_path):
+    w = dense(16)
+    tuning = Tuning(w, trials=20, db=RecordDB(tmp_path / "r.sqlite"), seed=1)
+    seen = []
+    while batch := tuning.next_batch():
+        assert len(batch) <= BATCH
+        seen += [canonical(c) for c in batch]
+        for c in batch:
+            tuning.record(c, {"status": "ok", "seconds": made_up_seconds(c)})
+    assert seen[0] == canonical(w.default_config())
+    assert len(seen) == 20 == len(set(seen))
+    assert tuning.next_batch() == []        # done stays done
+
+
+def test_next_rounds_are_every_fresh_task_within_the_budget_then_one():
+    a, b, c = Task("a"), Task("b"), Task("c")
+    plan = GainSchedule([a, b, c], budget=20, round_trials=8)
+    assert [(t.workload, n) for t, n in plan.next_rounds()] == [("a", 8), ("b", 8), ("c", 4)]
+    plan.done(a, 8, 1.0, 0.5, asked=8)
+    plan.done(b, 8, 1.0, 0.9, asked=8)
+    plan.done(c, 4, 1.0, 1.0, asked=4)
+    assert plan.next_rounds() == []         # the budget is spent
+    plan = GainSchedule([a, b], budget=100, round_trials=8)
+    assert len(plan.next_rounds()) == 1     # no fresh task left: the largest gain
+    share = ShareSchedule([Task("x", work=1e6), Task("y", work=1e3)], budget=20)
+    assert sum(n for _, n in share.next_rounds()) == 20 and share.next_rounds() == []
+
+
+class Counting:
+    """A workload whose builds are counted (``Kernels``' view of one)."""
+    key, scheduler, source = "counting", "template", None
+
+    def __init__(self):
+        self.builds = []
+
+    def build(self, config):
+        self.builds.append(dict(config))
+        return ("kernel", json.dumps(config)), (1,), "float32"
+
+
+def test_the_measuring_process_keeps_the_kernels_it_built():
+    w, kernels = Counting(), worker.Kernels(size=2)
+    first = kernels.build(w, {"a": 1})
+    assert kernels.build(w, {"a": 1}) is first and len(w.builds) == 1
+    kernels.build(w, {"a": 2})
+    kernels.build(w, {"a": 3})              # {"a": 1} is the oldest of three: dropped
+    kernels.build(w, {"a": 1})
+    assert w.builds == [{"a": 1}, {"a": 2}, {"a": 3}, {"a": 1}]
+
+
+def test_a_shipped_kernel_runs_in_another_process_as_built_there(tmp_path):
+    w = dense(16)
+    config = w.default_config()
+    artifact = worker.ship(w, config)
+    f, shape, dtype = worker.unship(artifact)
+    x, wt, b = w.arrays(seed=3)
+    out = np.full(shape, np.nan, dtype)
+    f(x, wt, b, out)
+    np.testing.assert_allclose(out, x @ wt.T + b, rtol=1e-5, atol=1e-5)
+    # a kernel compiled for another CPU or by another toolchain is not loaded: the
+    # measuring process builds the candidate itself
+    fingerprint, *rest = pickle.loads(base64.b64decode(artifact))
+    foreign = base64.b64encode(pickle.dumps(("another machine", *rest))).decode()
+    assert worker.unship(foreign) is None
+    kernels = worker.Kernels()
+    assert kernels.build(w, config, foreign)[1] == shape
+    # through a measuring process: the shipped kernel, timed
+    with Runner(timeout=30) as runner:
+        result = runner.measure(w, config, artifact)
+    assert result["status"] == "ok" and result["seconds"] > 0
+
+
+def test_a_builder_runs_at_a_lower_priority_than_the_measurement():
+    w = dense(16)
+    with Runner(timeout=30, nice=5) as builder, Runner(timeout=30) as measurer:
+        assert builder.build(w, w.default_config(), ship=True)["artifact"]
+        assert measurer.build(w, w.default_config())["status"] == "built"
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, builder.proc.pid) == min(19, mine + 5)
+        assert os.getpriority(os.PRIO_PROCESS, measurer.proc.pid) == mine
