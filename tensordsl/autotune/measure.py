@@ -43,9 +43,9 @@ class Runner:
 
     def _start(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tensordsl.autotune.worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=reference_env(), cwd=ROOT,
-            preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
+            [sys.executable, "-m", "tensordsl.autotune.worker",
+             *(["--nice", str(self.nice)] if self.nice else [])], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=reference_env(), cwd=ROOT)
         self._buffer = b""
 
     def _stop(self):

@@ -13,11 +13,12 @@ scikit-learn's ``GradientBoostingRegressor`` is used because a few dozen points 
 mixed integer knobs with sharp interactions (a tile that stops fitting in L1) is what
 boosted trees fit well, it trains in milliseconds, and it is one well-kept dependency.
 
-After the search the default and the three fastest configurations are measured twice
-more, side by side (``confirm``), and a configuration counts with the median of its
-measurements: the fastest single measurement of hundreds is often just the luckiest.
-These are timed for ``CONFIRM_MIN_TIME`` each (a search's trial for 50 ms): taken side
-by side, a comparison needs less time per measurement than a ranking across hours.
+After the search the default and the three fastest configurations are measured four
+times more, side by side (``confirm``), and a configuration counts with the median of
+its measurements: the fastest single measurement of hundreds is often just the
+luckiest. These are timed for ``CONFIRM_MIN_TIME`` each (a search's trial for 50 ms):
+on a shared machine one measurement in a few comes out up to twice as slow (a busy
+neighbour), and five short ones outvote two such where three long ones did not.
 
 Every trial goes to the database the moment it is measured; ``resume=True`` counts the
 trials already stored for the workload and never measures a configuration twice. Failed
@@ -46,7 +47,7 @@ POOL = 256             # children proposed per measured batch
 MODEL_POOL = 64        # of which the model ranks (each described by its loop nest)
 BATCH = 8              # compiled in parallel, then measured, per model refit
 CONFIRM_TOP = 3        # the fastest configurations measured again after a search ...
-CONFIRM_ROUNDS = 2     # ... this many more times each, with the default, interleaved,
+CONFIRM_ROUNDS = 4     # ... this many more times each, with the default, interleaved,
 CONFIRM_MIN_TIME = 0.02   # seconds each (a search's trial: ``Runner.min_time``)
 
 

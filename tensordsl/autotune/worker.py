@@ -1,4 +1,4 @@
-"""A measuring process: ``python -m tensordsl.autotune.worker``.
+"""A measuring process: ``python -m tensordsl.autotune.worker [--nice N]``.
 
 Reads one JSON request per line on stdin — ``{"workload": key, "config": {...},
 "repeat": n, "min_time": s}`` (``"build_only": true``: compile into the disk cache and
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pickle
 import sys
 import time
@@ -125,6 +126,8 @@ def _build(workload, config, kernels: Kernels, shipped: bool) -> dict:
 
 def main() -> int:
     from .workload import Workload
+    if sys.argv[1:2] == ["--nice"]:   # (set here: a parent's preexec_fn is unsafe with threads)
+        os.nice(int(sys.argv[2]))
     references: dict = {}
     kernels = Kernels()
     for line in sys.stdin:
