@@ -84,9 +84,9 @@ def test_records_are_listed_by_name_and_deleted_by_name(write, tensordsl, tmp_pa
     assert out.strip() == "deleted 2 failed records of flaky.py:scale(256)"
     assert sorted(r["status"] for r in RecordDB(db).trials()) == ["ok", "ok"]
     # by its id, as records list shows it
-    # (the two successful trials and the confirming rounds' 2 x 2 measurements of them)
+    # (the two successful trials and the confirming rounds' 4 x 2 measurements of them)
     rc, out, err = tensordsl("records", "delete", fields[5], "--db", db)
-    assert rc == 0 and "deleted 6 records" in out, err
+    assert rc == 0 and "deleted 10 records" in out, err
     assert RecordDB(db).trials(confirming=True) == []
     rc, out, err = tensordsl("records", "delete", "nothing.py:here", "--db", db)
     assert rc == 2 and "no workload 'nothing.py:here'" in err
