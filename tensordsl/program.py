@@ -41,7 +41,7 @@ class _Kernel:
     reads: list       # original tensors, in the kernel's argument order
     writes: list      # original tensors it computes
     shapes: list
-    workload: object = None   # the operator whose records it uses (a product: matmul)
+    workload: object = None   # whose records it uses: a product's matmul, or its compute
 
 
 class Program:
@@ -246,7 +246,8 @@ def _build_one(args, out, target: str, name: str):
     layouts (``tensordsl tune matmul ...``, ``tensordsl tune-model``); a convolution, its
     gradients or a row-wise reduction by their template in the operator table
     (``autodiff/operators.py``), with its defaults; anything else by
-    ``td.build(tensors)``: the auto-scheduler, with the records filed for it."""
+    ``td.build(tensors)``: the auto-scheduler, with the records filed for what it
+    computes (its workload: ``Workload.of_compute``, which ``tune-model`` tunes)."""
     import tensordsl as td
     if target != "llvm":
         return td.build([*args, out], target=target, name=name), None
@@ -256,7 +257,8 @@ def _build_one(args, out, target: str, name: str):
         prepared = prepare(out)
         template = template_of(prepared)
         if template in ("auto", "matmul"):
-            return td.build([*args, out], target=target, name=name), None
+            return td.build([*args, out], target=target, name=name), \
+                _compute_workload(args, out, name)
         s = schedule_derived(template, prepared)
         return td.build(s, [*args, prepared], target=target, name=name), None
     from schedules.cpu.matmul import schedule_matmul
@@ -270,6 +272,17 @@ def _build_one(args, out, target: str, name: str):
     # (a batched product has no 2-d matmul workload to file records under)
     return td.build(s, [*args, out], target=target, name=name), \
         (workloads[0] if workloads else None)
+
+
+def _compute_workload(args, out, name: str):
+    """``Workload.of_compute`` of the kernel, or None for one whose IR does not pickle
+    (it is built all the same, with the auto-scheduler's defaults or records)."""
+    import pickle
+    from .autotune.workload import Workload
+    try:
+        return Workload.of_compute(args, out, name)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
+        return None
 
 
 def _product_anchor(out):

@@ -50,7 +50,9 @@ class Workload:
             if source is None:
                 raise ValueError(f"{op}: the source (path/to/file.py:function and its "
                                  "arguments) of this compute is needed to rebuild it")
-            self.call = UserFunction.from_json(source)
+            from .carried import CarriedCompute
+            self.call = CarriedCompute.from_json(source) if CarriedCompute.carries(source) \
+                else UserFunction.from_json(source)
         self.user = self.call is not None
         if self.user:
             # filed under what it computes and its inputs' shapes, as td.build looks it up
@@ -113,6 +115,18 @@ class Workload:
             from .sparse_workload import SparseWorkload
             return SparseWorkload.from_key(key, source)
         return cls(d["op"], d["args"], d["attrs"], scheduler, source)
+
+    @classmethod
+    def of_compute(cls, inputs: list, out, name: str) -> "Workload":
+        """The workload of a compute no file defines (a compiled program's kernel: its
+        placeholders ``inputs`` and output ``out``), filed where ``td.build(tensors)``
+        looks its records up and measured by the auto-scheduler's space
+        (``carried.py``)."""
+        from .carried import CarriedCompute
+        from .structural import structural_key
+        shapes = "x".join(str(const_int(d)) for d in out.shape)
+        carried = CarriedCompute(inputs, out, f"{name}({shapes})")
+        return cls(structural_key(out, inputs), [], source=carried.to_json())
 
     @classmethod
     def from_arrays(cls, op: str, args, attrs: dict) -> "Workload":

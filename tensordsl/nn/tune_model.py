@@ -2,9 +2,12 @@
 
 The kernels are found, not listed: ``step_workloads`` compiles one training step of the
 model. Of the compiled step (``nn.TrainStep``, ``tensordsl train``'s default) it takes
-the matrix products, each as the ``matmul`` workload of its sizes and operand layouts
-whose records the program's kernel uses (its convolution and elementwise kernels use
-their templates' defaults). Of the eager step it runs one step while
+every kernel that reads records: the matrix products, each as the ``matmul`` workload
+of its sizes and operand layouts, and the kernels the auto-scheduler builds (an
+activation, its gradient, a bias gradient), each as what it computes
+(``Workload.of_compute``: the records ``td.build(tensors)`` reads). Its convolutions,
+row-wise reductions and multi-output kernels (the optimizer's updates) use their
+templates' defaults. Of the eager step it runs one step while
 ``autotune.collect`` notes each ``td.ops`` operator and each gradient
 (``td.ops.<op>_backward``, one workload per operand, ``wrt=NAME``) as the workload the
 records are filed under — the same ``Workload`` that ``td.ops`` looks up. Either way
@@ -21,9 +24,9 @@ import numpy as np
 def step_workloads(model_name: str, batch_size: int | None = None,
                    step: str = "compiled") -> list:
     """The workloads of one training step of ``model_name`` on a batch of the digits:
-    for the compiled step (``nn.TrainStep``), the ``matmul`` each of its matrix products
-    takes records from (its other kernels use their templates' defaults); for the eager
-    step, every ``td.ops`` operator and gradient it runs."""
+    for the compiled step (``nn.TrainStep``), those its kernels take records from (a
+    product's ``matmul``, an auto-scheduled kernel's compute); for the eager step, every
+    ``td.ops`` operator and gradient it runs."""
     from .optim import SGD
     from .train import (DEFAULTS, build_model, load_digits, loss_function, make_step,
                         model_input)

@@ -168,3 +168,33 @@ def test_a_builder_runs_at_a_lower_priority_than_the_measurement():
         mine = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, builder.proc.pid) == min(19, mine + 5)
         assert os.getpriority(os.PRIO_PROCESS, measurer.proc.pid) == mine
+
+
+def test_a_programs_elementwise_kernel_is_tuned_as_what_it_computes(tmp_path):
+    """A compiled program's kernel that no file defines travels to the measuring
+    process as its IR (``Workload.of_compute``), and its record is the one
+    ``td.build(tensors)`` — how the program builds it — then reads."""
+    import tensordsl as td
+    from tensordsl.autotune import apply_history_best
+    from tensordsl.autotune.records import record_target
+    from tests.helpers import poisoned
+    A = td.placeholder((64, 48), name="A")
+    B = td.placeholder((48,), name="B")
+    C = td.compute((64, 48), lambda i, j: td.maximum(A[i, j] + B[j], 0.0) * 0.5, name="act")
+    w = Workload.of_compute([A, B], C, "act")
+    assert (repr(w), w.template) == ("act(64x48)", "auto")
+    again = Workload.from_key(w.key, w.scheduler, w.source)
+    config = {**again.default_config(), "unroll": 0}
+    f, shape, dtype = again.build(config)
+    a, b = again.arrays(seed=2)
+    out = poisoned(shape, dtype)
+    f(a, b, out)
+    np.testing.assert_allclose(out, np.maximum(a + b, 0) * 0.5, rtol=1e-6)
+    with Runner(timeout=30) as runner:
+        assert runner.measure(w, config)["status"] == "ok"
+    db = RecordDB(tmp_path / "r.sqlite")
+    db.add(w.key, record_target("llvm"), w.template, config, "ok", seconds=1e-6)
+    with apply_history_best(str(tmp_path / "r.sqlite")):
+        tuned = td.build([A, B, C])
+    untuned = td.build([A, B, C])
+    assert str(tuned.func) == str(td.lower(*w.schedule(config))) != str(untuned.func)

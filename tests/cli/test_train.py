@@ -84,12 +84,17 @@ def test_the_kernels_of_a_step_are_found_by_running_it():
                 if w.attrs.get("wrt") == "x" and w.args[0][1] == (16, 64)]
 
 
-def test_the_compiled_steps_products_are_tuned_as_matmuls():
+def test_the_compiled_steps_products_are_tuned_as_matmuls_the_rest_as_computes():
     # the MLP's compiled step: each layer's product (16 x in x out, W read transposed),
-    # the data gradients of layers 2 and 3 and the weight gradients (the batch as k)
+    # the data gradients of layers 2 and 3 and the weight gradients (the batch as k);
+    # its elementwise kernels as what they compute (the auto-scheduler's space)
     from tensordsl.nn.tune_model import step_workloads
-    found = step_workloads("mlp", batch_size=16)
-    assert all(w.op == "matmul" for w in found)
+    everything = step_workloads("mlp", batch_size=16)
+    found = [w for w in everything if w.op == "matmul"]
+    computes = [w for w in everything if w.op != "matmul"]
+    assert {w.template for w in computes} == {"auto"}
+    assert all(w.op.startswith("compute:") for w in computes)
+    assert "relu(16x256)" in [repr(w) for w in computes]
     shapes = {(w.args[0][1], w.args[1][1], w.attrs["transpose_a"], w.attrs["transpose_b"])
               for w in found}
     assert ((16, 64), (256, 64), False, True) in shapes        # layer 1, forward
