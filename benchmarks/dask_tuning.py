@@ -100,9 +100,9 @@ def run(quick: bool = False, rounds: int = 2) -> dict:
                          "seconds": r["seconds"], "trials": r["trials"],
                          "over_one_worker": r["seconds"] / best[job, "local:1"]["seconds"]})
         print(f"{job:>8}: two workers / one: {ratios[job]:.2f} (issue 19 asks for <= 0.7)")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dask-tuning.json").write_text(json.dumps(summary, indent=1) + "\n")
-    if not quick:
+    if not quick:   # (a quick run's figures replace neither the results nor the table)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "dask-tuning.json").write_text(json.dumps(summary, indent=1) + "\n")
         update_readme("cpu-dask", f"{os.cpu_count()} cores; each job in a fresh process "
                       f"with empty caches, best wall time of {rounds} alternating rounds. "
                       "Two workers / one: "

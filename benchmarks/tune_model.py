@@ -95,8 +95,6 @@ def one_batch(batch: int, trials: int, processes: int, rounds: int) -> dict:
 def run(quick: bool = False) -> list:
     processes, rounds, trials = (1, 10, 16) if quick else (PROCESSES, ROUNDS, TRIALS)
     rows = [one_batch(batch, trials, processes, rounds) for batch in BATCHES]
-    path = write_results("tune-model", rows, {"threads": THREADS, "processes": processes,
-                                              "rounds": rounds, "steps": STEPS})
     text = (f"{THREADS} threads. `tensordsl tune-model mlp --trials {trials} --batch-size "
             "B` into an empty database (tuning_s: its wall time, the local process pool), "
             "then the compiled training step built with those records (tuned) and with "
@@ -106,10 +104,12 @@ def run(quick: bool = False) -> list:
             "(per_process: each one's); defaults_ms and tuned_ms: the median process's.\n\n"
             + table(rows, ["case", "trials", "tuning_s", "defaults_ms", "tuned_ms",
                            "speedup", "per_process"]))
-    if not quick:
-        update_readme("cpu-tune-model", text)
     print(text)
-    print(f"\nwritten to {path}")
+    if not quick:   # (a quick run's figures replace neither the results nor the table)
+        update_readme("cpu-tune-model", text)
+        path = write_results("tune-model", rows, {"threads": THREADS, "processes": processes,
+                                                  "rounds": rounds, "steps": STEPS})
+        print(f"\nwritten to {path}")
     return rows
 
 
