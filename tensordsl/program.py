@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,7 +42,12 @@ class _Kernel:
     reads: list       # original tensors, in the kernel's argument order
     writes: list      # original tensors it computes
     shapes: list
-    workload: object = None   # whose records it uses: a product's matmul, or its compute
+    find_workload: object = None   # () -> whose records it uses (a product's matmul, or
+    #                                 its compute), made only when asked: tune-model asks
+
+    @cached_property
+    def workload(self):
+        return self.find_workload() if self.find_workload is not None else None
 
 
 class Program:
@@ -228,20 +234,21 @@ def _kernel(root, stored, target) -> _Kernel:
             raise ValueError(f"build_program: {t.name!r} has a symbolic shape "
                              f"{list(t.shape)}; programs need constant shapes")
         shapes.append(tuple(shape))
-    workload = None
+    find_workload = None
     if root.num_outputs == 1:
-        function, workload = _build_one(args, new.output(0), target, _identifier(root))
+        function, find_workload = _build_one(args, new.output(0), target,
+                                             _identifier(root))
     else:
         from schedules.cpu.generic import schedule_generic
         s = td.create_schedule(new)
         schedule_generic(s, new.output(0))
         function = td.build(s, [*args, *new.outputs], target=target, name=_identifier(root))
-    return _Kernel(function, reads, list(root.outputs), shapes, workload)
+    return _Kernel(function, reads, list(root.outputs), shapes, find_workload)
 
 
 def _build_one(args, out, target: str, name: str):
-    """A kernel with one output, scheduled by what it computes, and the workload whose
-    records it uses (or None): a matrix product with an elementwise epilogue by the
+    """A kernel with one output, scheduled by what it computes, and a function that
+    makes the workload whose records it uses (or None): a matrix product with an elementwise epilogue by the
     matmul template's micro-kernel, with the records of the ``matmul`` of its sizes and
     layouts (``tensordsl tune matmul ...``, ``tensordsl tune-model``); a convolution, its
     gradients or a row-wise reduction by their template in the operator table
@@ -258,7 +265,7 @@ def _build_one(args, out, target: str, name: str):
         template = template_of(prepared)
         if template in ("auto", "matmul"):
             return td.build([*args, out], target=target, name=name), \
-                _compute_workload(args, out, name)
+                (lambda: _compute_workload(args, out, name))
         s = schedule_derived(template, prepared)
         return td.build(s, [*args, prepared], target=target, name=name), None
     from schedules.cpu.matmul import schedule_matmul
@@ -271,7 +278,7 @@ def _build_one(args, out, target: str, name: str):
     schedule_matmul(s, out, config)
     # (a batched product has no 2-d matmul workload to file records under)
     return td.build(s, [*args, out], target=target, name=name), \
-        (workloads[0] if workloads else None)
+        (lambda: workloads[0] if workloads else None)
 
 
 def _compute_workload(args, out, name: str):

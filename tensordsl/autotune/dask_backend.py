@@ -175,10 +175,10 @@ class DaskExecutor:
                     build = None if built else self.client.submit(
                         build_task, ref, config, self.timeout, self.resource, pure=False)
                     # (a measuring worker that also builds takes a ready measurement first)
-                    measured = self.client.submit(measure_task, ref, config, self.timeout,
-                                                  {"status": "built"} if build is None else build,
-                                                  min_time, resources={self.resource: 1},
-                                                  pure=False, priority=1)
+                    measured = self.client.submit(
+                        measure_task, ref, config, self.timeout,
+                        {"status": "built"} if build is None else build, min_time,
+                        resources={self.resource: 1}, pure=False, priority=1)
                     pending[measured] = (config, build, on_result)
             self._collect(pending, as_completed)
         except ClusterLost:

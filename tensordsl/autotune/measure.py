@@ -116,8 +116,8 @@ class Runner:
 
 class Builders:
     """``n`` build workers compiling a batch of candidates at once; the measuring
-    ``Runner`` then only loads them (``Runner.build(..., ship=True)``). A candidate whose build crashes or
-    hangs has its outcome right here."""
+    ``Runner`` then only loads them (``Runner.build(..., ship=True)``). A candidate whose
+    build crashes or hangs has its outcome right here."""
 
     def __init__(self, n: int, timeout: float):
         self.runners = [Runner(timeout=timeout) for _ in range(max(1, n))]
@@ -166,11 +166,11 @@ class LocalExecutor:
     def run_groups(self, groups: list, built: bool = False, min_time: float | None = None):
         candidates = [(workload, config) for workload, configs, _ in groups
                       for config in configs]
-        built = iter(self.builders.build_all(candidates) if self.builders and not built else
-                     [{"status": "built"}] * len(candidates))
+        outcomes = iter(self.builders.build_all(candidates) if self.builders and not built
+                        else [{"status": "built"}] * len(candidates))
         for workload, configs, on_result in groups:
             for config in configs:
-                b = next(built)
+                b = next(outcomes)
                 on_result(config, self.runner.measure(workload, config, b.get("artifact"),
                                                       min_time)
                           if b["status"] == "built" else b)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .records import RecordDB, canonical, record_target
-from .tuner import (BATCH, CONFIRM_MIN_TIME, CONFIRM_ROUNDS, Confirmation, Tuning,
+from .tuner import (BATCH, CONFIRM_ROUNDS, Confirmation, Tuning, confirm_side_by_side,
                     run_side_by_side, stored_trials)
 
 ROUND = BATCH             # trials per round: one batch of the search
@@ -291,9 +291,9 @@ def tune_tasks(workloads: list, budget: int, db: RecordDB | None = None,
                     before = default_seconds(db, w, target)
                 plan.done(task, measured, before, _best_seconds(db, w, target), asked=trials)
         if confirm_rounds > 0:
-            run_side_by_side([Confirmation(t.workload, db, target, rounds=confirm_rounds)
-                              for t in tasks if stored_trials(db, t.workload, target)],
-                             executor, built=True, min_time=CONFIRM_MIN_TIME)
+            confirm_side_by_side([Confirmation(t.workload, db, target, rounds=confirm_rounds)
+                                  for t in tasks if stored_trials(db, t.workload, target)],
+                                 executor)
     finally:
         if own_executor:
             executor.close()

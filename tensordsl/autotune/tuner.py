@@ -242,8 +242,8 @@ def confirm(workload, db: RecordDB, target: str = "llvm", executor=None,
     if own_executor:
         executor = LocalExecutor(timeout)
     try:
-        run_side_by_side([Confirmation(workload, db, target, top, rounds, passes)], executor,
-                         built=True, min_time=CONFIRM_MIN_TIME)
+        confirm_side_by_side([Confirmation(workload, db, target, top, rounds, passes)],
+                             executor)
     finally:
         if own_executor:
             executor.close()
@@ -347,6 +347,12 @@ def run_side_by_side(searches: list, executor, built: bool = False,
         else:   # an executor of one workload at a time
             for workload, batch, record in groups:
                 executor.run(workload, batch, record)
+
+
+def confirm_side_by_side(confirmations: list, executor):
+    """Run ``confirmations`` together: configurations measured before, so none is built
+    again, each timed for ``CONFIRM_MIN_TIME``."""
+    run_side_by_side(confirmations, executor, built=True, min_time=CONFIRM_MIN_TIME)
 
 
 def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float = 30.0,

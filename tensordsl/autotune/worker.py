@@ -42,8 +42,8 @@ class Kernels:
     def build(self, workload, config: dict, artifact: str | None = None):
         """``workload.build(config)``, from memory when it was built here lately, else
         from ``artifact`` (``ship``) when it suits this machine."""
-        key = (workload.key, workload.scheduler, workload.source,
-               json.dumps(config, sort_keys=True))
+        from .records import canonical
+        key = (workload.key, workload.scheduler, workload.source, canonical(config))
         if key in self.built:
             self.built.move_to_end(key)
             return self.built[key]
