@@ -80,10 +80,8 @@ def _auto_schedule(tensors: list, target: str):
     — of the auto-scheduler's space, or of a user file's own ``schedule(s, outs, config)``
     (``tensordsl tune file.py:function``), which its record names — else the
     auto-scheduler's defaults (always, for a size left symbolic)."""
-    from .arith.simplify import const_int
     from .autotune.history import best_config, best_record
-    from .autotune.records import canonical
-    from .autotune.structural import structural_key
+    from .autotune.structural import record_key
     from .autotune.userfile import UserFunction
     from .schedule.schedule import create_schedule
     from .te.tensor import PlaceholderOp, Tensor
@@ -93,12 +91,9 @@ def _auto_schedule(tensors: list, target: str):
                         f"(the output last), got {tensors!r}")
     out = tensors[-1]
     inputs = [t for t in tensors[:-1] if isinstance(t.op, PlaceholderOp)]
-    shapes = [[const_int(d) for d in t.shape] for t in inputs]
+    key = record_key(out, inputs)
     config = None   # a size left symbolic (td.var): no records, the defaults
-    if all(d is not None for shape in shapes for d in shape):
-        key = canonical({"op": structural_key(out, inputs),
-                         "args": [["array", shape, t.dtype] for shape, t in zip(shapes, inputs)],
-                         "attrs": {}})
+    if key is not None:
         rec = best_record(key, target)
         if rec is not None and rec["template"] == "user" and rec.get("source"):
             s = create_schedule(out.op)

@@ -234,40 +234,54 @@ def _kernel(root, stored, target) -> _Kernel:
             raise ValueError(f"build_program: {t.name!r} has a symbolic shape "
                              f"{list(t.shape)}; programs need constant shapes")
         shapes.append(tuple(shape))
-    find_workload = None
     if root.num_outputs == 1:
         function, find_workload = _build_one(args, new.output(0), target,
                                              _identifier(root))
     else:
-        from schedules.cpu.generic import schedule_generic
-        s = td.create_schedule(new)
-        schedule_generic(s, new.output(0))
-        function = td.build(s, [*args, *new.outputs], target=target, name=_identifier(root))
+        # several outputs (an optimizer's update): elementwise, the auto-scheduler's
+        function, find_workload = _build_auto(args, new.outputs, target, _identifier(root))
     return _Kernel(function, reads, list(root.outputs), shapes, find_workload)
+
+
+def _build_auto(args, outs, target: str, name: str):
+    """``td.build(tensors)``: the auto-scheduler, with the records filed for what the
+    kernel computes (its workload: ``Workload.of_compute``, which ``tune-model`` tunes)."""
+    import tensordsl as td
+    return td.build([*args, *outs], target=target, name=name), \
+        (lambda: _compute_workload(args, outs[-1], name))
 
 
 def _build_one(args, out, target: str, name: str):
     """A kernel with one output, scheduled by what it computes, and a function that
-    makes the workload whose records it uses (or None): a matrix product with an elementwise epilogue by the
-    matmul template's micro-kernel, with the records of the ``matmul`` of its sizes and
-    layouts (``tensordsl tune matmul ...``, ``tensordsl tune-model``); a convolution, its
-    gradients or a row-wise reduction by their template in the operator table
-    (``autodiff/operators.py``), with its defaults; anything else by
-    ``td.build(tensors)``: the auto-scheduler, with the records filed for what it
-    computes (its workload: ``Workload.of_compute``, which ``tune-model`` tunes)."""
+    makes the workload whose records it uses (or None): a matrix product with an
+    elementwise epilogue by the matmul template's micro-kernel, with the records of the
+    ``matmul`` of its sizes and layouts (``tensordsl tune matmul ...``, ``tensordsl
+    tune-model``); a convolution, its gradients or a row-wise reduction by their
+    template in the operator table (``autodiff/operators.py``), with the records filed
+    for what it computes under that template (its workload: ``Workload.of_compute(...,
+    derived="rowwise")``; a template without knobs, or a sparse one, with its
+    defaults); anything else by the auto-scheduler (``_build_auto``)."""
     import tensordsl as td
     if target != "llvm":
         return td.build([*args, out], target=target, name=name), None
     product = _product_anchor(out)
     if product is None:
-        from .autodiff.operators import prepare, schedule_derived, template_of
+        from .autodiff.operators import (SPARSE_TEMPLATES, knobs, prepare, schedule_derived,
+                                         template_of)
         prepared = prepare(out)
         template = template_of(prepared)
         if template in ("auto", "matmul"):
-            return td.build([*args, out], target=target, name=name), \
-                (lambda: _compute_workload(args, out, name))
-        s = schedule_derived(template, prepared)
-        return td.build(s, [*args, prepared], target=target, name=name), None
+            return _build_auto(args, [out], target, name)
+        if template in SPARSE_TEMPLATES or not knobs(template, prepared)[0]:
+            s = schedule_derived(template, prepared)
+            return td.build(s, [*args, prepared], target=target, name=name), None
+        from .autotune.history import best_config
+        from .autotune.structural import record_key
+        key = record_key(prepared, args)
+        config = best_config(key, target, template) if key is not None else None
+        s = schedule_derived(template, prepared, config)
+        return td.build(s, [*args, prepared], target=target, name=name), \
+            (lambda: _compute_workload(args, prepared, name, template))
     from schedules.cpu.matmul import schedule_matmul
     from .autodiff.operators import equivalent_workloads
     from .autotune.history import best_config
@@ -281,13 +295,13 @@ def _build_one(args, out, target: str, name: str):
         (lambda: workloads[0] if workloads else None)
 
 
-def _compute_workload(args, out, name: str):
+def _compute_workload(args, out, name: str, derived: str | None = None):
     """``Workload.of_compute`` of the kernel, or None for one whose IR does not pickle
-    (it is built all the same, with the auto-scheduler's defaults or records)."""
+    (it is built all the same, with its defaults or the records filed for it)."""
     import pickle
     from .autotune.workload import Workload
     try:
-        return Workload.of_compute(args, out, name)
+        return Workload.of_compute(args, out, name, derived)
     except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
         return None
 

@@ -113,9 +113,20 @@ BIG_BODY = 48   # IR nodes: a body this large is not unrolled by default
 def auto_default(out) -> dict:
     """The middle value of every knob, except that the register tile stays small: it
     spans the last two spatial axes only (a tile over every axis of a 4-d gradient
-    multiplies into hundreds of unrolled copies), and a large body is not unrolled."""
-    cfg = {k: v[len(v) // 2] for k, v in auto_space(out).items()}
+    multiplies into hundreds of unrolled copies), and a large body is not unrolled.
+    An elementwise kernel (an activation, an optimizer's update) reuses no value a tile
+    could keep in registers: it streams, one vector at a time along its rows, the rows
+    shared out among the threads (as ``schedule_generic`` runs it)."""
+    space = auto_space(out)
+    cfg = {k: v[len(v) // 2] for k, v in space.items()}
     op = _anchor(out)
+    if isinstance(op, ComputeOp) and not op.reduce_axis and op.axis:
+        last = len(op.axis) - 1
+        for d in range(len(op.axis)):
+            cfg[f"t{d}"], cfg[f"m{d}"] = 1, 1
+        cfg[f"t{last}"] = space[f"t{last}"][0]
+        cfg["unroll"] = 0
+        return cfg
     if isinstance(op, ComputeOp):
         for d in range(len(op.axis) - 2):
             cfg[f"t{d}"] = 1

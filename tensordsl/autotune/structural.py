@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import fields, is_dataclass
 
+from ..arith.simplify import const_int
 from ..ir import nodes as n
 from ..te.tensor import ComputeOp, PlaceholderOp, Tensor
 
@@ -55,3 +56,15 @@ def structural_key(out: Tensor, inputs: list[Tensor]) -> str:
         else:
             parts.append((type(op).__name__,))
     return "compute:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+def record_key(out: Tensor, inputs: list[Tensor]) -> str | None:
+    """The key its records are filed under (``Workload.key`` of the compute): what it
+    computes and its inputs' shapes; None while a shape is symbolic (no records)."""
+    from .records import canonical
+    shapes = [[const_int(d) for d in t.shape] for t in inputs]
+    if any(d is None for shape in shapes for d in shape):
+        return None
+    return canonical({"op": structural_key(out, inputs),
+                      "args": [["array", shape, t.dtype] for shape, t in zip(shapes, inputs)],
+                      "attrs": {}})

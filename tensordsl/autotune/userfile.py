@@ -64,6 +64,8 @@ class UserFunction:
     >>> schedule, tensors = UserFunction("my_op.py:bias_relu", (512, 256)).call()
     """
 
+    derived = None   # (no template of the operator table: its own, or the auto-scheduler)
+
     def __init__(self, spec: str, args=(), kwargs: dict | None = None,
                  grad: str | None = None, head: bool = False):
         path, sep, name = spec.rpartition(":")

@@ -117,15 +117,17 @@ class Workload:
         return cls(d["op"], d["args"], d["attrs"], scheduler, source)
 
     @classmethod
-    def of_compute(cls, inputs: list, out, name: str) -> "Workload":
+    def of_compute(cls, inputs: list, out, name: str,
+                   derived: str | None = None) -> "Workload":
         """The workload of a compute no file defines (a compiled program's kernel: its
-        placeholders ``inputs`` and output ``out``), filed where ``td.build(tensors)``
-        looks its records up and measured by the auto-scheduler's space
-        (``carried.py``)."""
+        placeholders ``inputs`` and output ``out``, the last of several), filed where
+        ``td.build(tensors)`` looks its records up and measured in the auto-scheduler's
+        space, or in the space of ``derived``, the operator table's template that
+        schedules it (``"rowwise"``; ``carried.py``)."""
         from .carried import CarriedCompute
         from .structural import structural_key
         shapes = "x".join(str(const_int(d)) for d in out.shape)
-        carried = CarriedCompute(inputs, out, f"{name}({shapes})")
+        carried = CarriedCompute(inputs, out, f"{name}({shapes})", derived)
         return cls(structural_key(out, inputs), [], source=carried.to_json())
 
     @classmethod
@@ -180,6 +182,8 @@ class Workload:
         if self.user:
             if self._hand:
                 return "hand"
+            if self.call.derived is not None:
+                return self.call.derived
             return "user" if self.call.template() is not None else "auto"
         if self._derived():
             if self._derived_template is None:
@@ -192,10 +196,13 @@ class Workload:
     _derived_template: str | None = None
 
     def _derived(self) -> bool:
-        """A gradient of an operator (``conv2d_nchw_backward``): the operator table
-        (``autodiff/operators.py``) picks its template from what the derived compute is."""
+        """A gradient of an operator (``conv2d_nchw_backward``), or a program's kernel
+        carried with its template: the operator table (``autodiff/operators.py``) picks
+        the template from what the derived compute is, and knows its knobs."""
+        if self.user:
+            return self.call.derived is not None
         from tensordsl.ops_backward import forward_name
-        return not self.user and forward_name(self.op) is not None
+        return forward_name(self.op) is not None
 
     def space(self) -> dict:
         """{knob: [values]} the tuner may try."""
@@ -227,11 +234,11 @@ class Workload:
             return auto_space(out), auto_default(out)
         if template == "hand":
             return {}, {}
-        if self.user:
-            return self.call.knobs()
         if self._derived():
             from tensordsl.autodiff.operators import knobs
             return knobs(template, self.define()[1])
+        if self.user:
+            return self.call.knobs()
         from schedules.cpu.space import defaults_for, space_for
         return space_for(template), defaults_for(template)
 
@@ -246,20 +253,23 @@ class Workload:
             from schedules.cpu.auto import schedule_auto
             s = td.create_schedule(out.op)
             schedule_auto(s, out, config)
+        elif self._derived():
+            from tensordsl.autodiff.operators import schedule_derived
+            s = schedule_derived(template, out, config)
         elif self.user:
             s = td.create_schedule(out.op)
             self.call.template()(s, [out], dict(self.default_config() if config is None
                                                 else config))
-        elif self._derived():
-            from tensordsl.autodiff.operators import schedule_derived
-            s = schedule_derived(template, out, config)
         else:
             from schedules.cpu import schedule_for
             s = schedule_for(self.op, out, self.attrs, config)
-        return s, placeholders + [out]
+        # (a compute of several outputs, an optimizer's update, writes them all)
+        return s, placeholders + [out.op.output(k) for k in range(out.op.num_outputs)]
 
     def build(self, config: dict | None = None):
-        """(kernel, result shape, result dtype) of ``config``, as a worker measures it."""
+        """(kernel, result shape, result dtype) of ``config``, as a worker measures it;
+        for a kernel of several results, a tuple of shapes and a tuple of dtypes
+        (``worker.result_arrays``)."""
         from tensordsl.build import load_func
         func, binary, target, shape, dtype = self.compile(config)
         return load_func(func, binary, target), shape, dtype
@@ -270,10 +280,14 @@ class Workload:
         that measures (``tensordsl.build.load_func`` makes the kernel of it)."""
         from tensordsl.build import compile_func
         s, tensors = self.schedule(config)
-        out = tensors[-1]
+        results = [t for t in tensors if t.op is tensors[-1].op]
         func, binary, target = compile_func(s, tensors)
         # (H - 2 of a known H: a constant)
-        return func, binary, target, tuple(const_int(d) for d in out.shape), out.dtype
+        shapes = tuple(tuple(const_int(d) for d in t.shape) for t in results)
+        dtypes = tuple(t.dtype for t in results)
+        if len(results) == 1:
+            return func, binary, target, shapes[0], dtypes[0]
+        return func, binary, target, shapes, dtypes
 
     # ------------------------------------------------------------ running
     def arrays(self, seed: int = 0) -> list:

@@ -4,10 +4,10 @@ The kernels are found, not listed: ``step_workloads`` compiles one training step
 model. Of the compiled step (``nn.TrainStep``, ``tensordsl train``'s default) it takes
 every kernel that reads records: the matrix products, each as the ``matmul`` workload
 of its sizes and operand layouts, and the kernels the auto-scheduler builds (an
-activation, its gradient, a bias gradient), each as what it computes
-(``Workload.of_compute``: the records ``td.build(tensors)`` reads). Its convolutions,
-row-wise reductions and multi-output kernels (the optimizer's updates) use their
-templates' defaults. Of the eager step it runs one step while
+activation, its gradient, a bias gradient, the optimizer's updates of two outputs) or a
+template of the operator table (the loss's row-wise maximum, a convolution and its
+weight gradient), each as what it computes (``Workload.of_compute``: the records the
+program reads when it builds the kernel). Of the eager step it runs one step while
 ``autotune.collect`` notes each ``td.ops`` operator and each gradient
 (``td.ops.<op>_backward``, one workload per operand, ``wrt=NAME``) as the workload the
 records are filed under — the same ``Workload`` that ``td.ops`` looks up. Either way
@@ -25,20 +25,9 @@ def step_workloads(model_name: str, batch_size: int | None = None,
                    step: str = "compiled") -> list:
     """The workloads of one training step of ``model_name`` on a batch of the digits:
     for the compiled step (``nn.TrainStep``), those its kernels take records from (a
-    product's ``matmul``, an auto-scheduled kernel's compute); for the eager step, every
+    product's ``matmul``, any other kernel's compute); for the eager step, every
     ``td.ops`` operator and gradient it runs."""
-    from .optim import SGD
-    from .train import (DEFAULTS, build_model, load_digits, loss_function, make_step,
-                        model_input)
-    batch_size = batch_size or DEFAULTS[model_name].batch_size
-    data = load_digits()
-    if not 1 <= batch_size <= len(data.x_train):
-        raise ValueError(f"--batch-size: expected 1 to {len(data.x_train)}, got {batch_size}")
-    model = build_model(model_name, np.random.default_rng(0))
-    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
-    run = make_step(step, model, loss_function(model_name), optimizer)
-    x = model_input(model_name, data.x_train[:batch_size])
-    y = data.y_train[:batch_size]
+    run, x, y = _training_step(model_name, batch_size, step)
     if step == "compiled":
         found, keys = [], set()
         for kernel in run.program(x, y).kernels:
@@ -50,3 +39,26 @@ def step_workloads(model_name: str, batch_size: int | None = None,
     with collect() as found:
         run(x, y)
     return found
+
+
+def step_program(model_name: str, batch_size: int | None = None):
+    """The program (``td.build_program``) of ``model_name``'s compiled training step."""
+    run, x, y = _training_step(model_name, batch_size, "compiled")
+    return run.program(x, y)
+
+
+def _training_step(model_name: str, batch_size: int | None, step: str):
+    """(step, x, y): a training step of ``model_name`` (SGD with momentum) and a batch
+    of the digits."""
+    from .optim import SGD
+    from .train import (DEFAULTS, build_model, load_digits, loss_function, make_step,
+                        model_input)
+    batch_size = batch_size or DEFAULTS[model_name].batch_size
+    data = load_digits()
+    if not 1 <= batch_size <= len(data.x_train):
+        raise ValueError(f"--batch-size: expected 1 to {len(data.x_train)}, got {batch_size}")
+    model = build_model(model_name, np.random.default_rng(0))
+    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+    run = make_step(step, model, loss_function(model_name), optimizer)
+    return run, model_input(model_name, data.x_train[:batch_size]), \
+        data.y_train[:batch_size]

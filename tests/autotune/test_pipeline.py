@@ -184,7 +184,7 @@ def test_a_programs_elementwise_kernel_is_tuned_as_what_it_computes(tmp_path):
     w = Workload.of_compute([A, B], C, "act")
     assert (repr(w), w.template) == ("act(64x48)", "auto")
     again = Workload.from_key(w.key, w.scheduler, w.source)
-    config = {**again.default_config(), "unroll": 0}
+    config = {**again.default_config(), "t0": 2}
     f, shape, dtype = again.build(config)
     a, b = again.arrays(seed=2)
     out = poisoned(shape, dtype)
@@ -198,3 +198,127 @@ def test_a_programs_elementwise_kernel_is_tuned_as_what_it_computes(tmp_path):
         tuned = td.build([A, B, C])
     untuned = td.build([A, B, C])
     assert str(tuned.func) == str(td.lower(*w.schedule(config))) != str(untuned.func)
+
+
+def momentum_update(shape):
+    """An optimizer's update: one compute of two outputs (the parameter and its
+    momentum), as ``nn.TrainStep`` traces SGD's."""
+    import tensordsl as td
+    p, g, b = (td.placeholder(shape, name=n) for n in ("p", "g", "b"))
+    h = td.placeholder((3,), name="h")
+
+    def body(*i):
+        new_b = h[1] * b[i] + g[i]
+        return p[i] - h[0] * new_b, new_b
+    return [p, g, b, h], list(td.compute(shape, body, name="update"))
+
+
+def momentum_reference(p, g, b, h):
+    new_b = h[1] * b + g
+    return p - h[0] * new_b, new_b
+
+
+def test_a_kernel_of_two_outputs_is_measured_and_tuned_with_both(tmp_path):
+    """Regression: a program's kernel of several outputs (an optimizer's update) had no
+    workload (``schedule_generic``, no knobs), so ``tune-model`` left it untuned. It is
+    now carried by its last output and built, checked and timed with all of them."""
+    import tensordsl as td
+    from tensordsl.autotune import apply_history_best
+    from tensordsl.autotune.records import record_target
+    from tests.helpers import poisoned
+    inputs, outs = momentum_update((40, 48))
+    untuned = td.build_program(inputs, outs)
+    (kernel,) = untuned.kernels
+    w = kernel.workload
+    again = Workload.from_key(w.key, w.scheduler, w.source)
+    assert again.template == "auto" and again.space()
+    config = {**again.default_config(), "t0": 2, "m1": 2}
+    f, shapes, dtypes = again.build(config)
+    assert shapes == ((40, 48), (40, 48)) and dtypes == ("float32", "float32")
+    arrays = again.arrays(seed=3)          # (in the kernel's order of reads)
+    results = [poisoned(s, d) for s, d in zip(shapes, dtypes)]
+    f(*arrays, *results)
+    by_name = dict(zip((t.name for t in again.define()[0]), arrays))
+    ordered = [by_name[t.name] for t in inputs]
+    for got, want in zip(results, momentum_reference(*ordered)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with Runner(timeout=30) as runner:
+        assert runner.measure(again, config)["status"] == "ok"
+    db = RecordDB(tmp_path / "r.sqlite")
+    db.add(w.key, record_target("llvm"), "auto", config, "ok", seconds=1e-6)
+    with apply_history_best(str(tmp_path / "r.sqlite")):
+        tuned = td.build_program(inputs, outs)
+    s, tensors = w.schedule(config)
+    name = kernel.function.func.name
+    assert str(tuned.kernels[0].function.func) == str(td.lower(s, tensors, name=name)) \
+        != str(kernel.function.func)
+    for got, want in zip(tuned(*ordered), momentum_reference(*ordered)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_worker_checks_every_output_of_a_kernel(monkeypatch):
+    """A configuration whose second output is wrong is caught, not timed."""
+    inputs, outs = momentum_update((16, 32))
+    w = Workload.of_compute(inputs, outs[-1], "update")
+    real_build = Workload.build
+
+    def second_output_skipped(self, config=None):
+        f, shape, dtype = real_build(self, config)
+        if (config or {}).get("t0") != 2:
+            return f, shape, dtype
+        return (lambda *arrays: (f(*arrays), arrays[-1].fill(0.0))), shape, dtype
+    monkeypatch.setattr(Workload, "build", second_output_skipped)
+    result = worker._run(w, {**w.default_config(), "t0": 2}, 3, 0.0, {})
+    assert result["status"] == "wrong"
+    assert worker._run(w, w.default_config(), 3, 0.0, {})["status"] == "ok"
+
+
+def test_a_row_reduction_kernel_is_tuned_in_the_row_templates_space(tmp_path):
+    """Regression: a program's row-wise reduction (a loss's maximum) was built with
+    the row template's defaults and no workload. Its workload now carries the template,
+    the worker measures it in that space, and the program reads its record."""
+    import tensordsl as td
+    from tensordsl.autotune import apply_history_best
+    from tensordsl.autotune.records import record_target
+    x = td.placeholder((64, 10), name="x")
+    k = td.reduce_axis((0, 10), name="k")
+    m = td.compute((64, 1), lambda i, _: td.max(x[i, k], axis=k), name="row_max")
+    program = td.build_program([x], [m])
+    (kernel,) = program.kernels
+    w = kernel.workload
+    assert w.template == "rowwise" and set(w.space()) >= {"lanes", "prefetch"}
+    again = Workload.from_key(w.key, w.scheduler, w.source)
+    config = {**again.default_config(), "prefetch": 0, "lanes": again.space()["lanes"][0]}
+    assert config != again.default_config()
+    with Runner(timeout=30) as runner:
+        assert runner.measure(again, config)["status"] == "ok"
+    db = RecordDB(tmp_path / "r.sqlite")
+    db.add(w.key, record_target("llvm"), "rowwise", config, "ok", seconds=1e-6)
+    with apply_history_best(str(tmp_path / "r.sqlite")):
+        tuned = td.build_program([x], [m])
+    s, tensors = w.schedule(config)
+    name = kernel.function.func.name
+    assert str(tuned.kernels[0].function.func) == str(td.lower(s, tensors, name=name)) \
+        != str(kernel.function.func)
+    a = np.random.default_rng(0).standard_normal((64, 10)).astype("float32")
+    np.testing.assert_array_equal(tuned(a)[0], a.max(axis=1, keepdims=True))
+
+
+def test_a_kernel_is_timed_through_its_entry_point(monkeypatch):
+    """``direct_call`` runs the kernel itself (what a compiled program calls), not the
+    checking Python wrapper, and still writes every result."""
+    import tensordsl as td
+    inputs, outs = momentum_update((8, 16))
+    f = td.build([*inputs, *outs])
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal(tuple(int(d.value) for d in t.shape)).astype("float32")
+              for t in inputs]
+    results = [np.full((8, 16), np.nan, "float32") for _ in outs]
+    call = worker.direct_call(f, [*arrays, *results])
+
+    def checked_call(*args):
+        raise AssertionError("timed through the checking wrapper")
+    monkeypatch.setattr(type(f), "__call__", checked_call)
+    call()
+    for got, want in zip(results, momentum_reference(*arrays)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -87,20 +87,48 @@ def test_the_kernels_of_a_step_are_found_by_running_it():
 def test_the_compiled_steps_products_are_tuned_as_matmuls_the_rest_as_computes():
     # the MLP's compiled step: each layer's product (16 x in x out, W read transposed),
     # the data gradients of layers 2 and 3 and the weight gradients (the batch as k);
-    # its elementwise kernels as what they compute (the auto-scheduler's space)
+    # its other kernels as what they compute: by the auto-scheduler's space, or the
+    # row-wise template's (the loss's maximum over each row)
     from tensordsl.nn.tune_model import step_workloads
     everything = step_workloads("mlp", batch_size=16)
     found = [w for w in everything if w.op == "matmul"]
     computes = [w for w in everything if w.op != "matmul"]
-    assert {w.template for w in computes} == {"auto"}
+    assert {w.template for w in computes} == {"auto", "rowwise"}
     assert all(w.op.startswith("compute:") for w in computes)
     assert "relu(16x256)" in [repr(w) for w in computes]
+    assert "cross_entropy_max(16x1)" in [repr(w) for w in computes if w.template == "rowwise"]
     shapes = {(w.args[0][1], w.args[1][1], w.attrs["transpose_a"], w.attrs["transpose_b"])
               for w in found}
     assert ((16, 64), (256, 64), False, True) in shapes        # layer 1, forward
     assert ((16, 10), (10, 256), False, False) in shapes       # layer 3, input gradient
     assert ((16, 256), (16, 64), True, False) in shapes        # layer 1, weight gradient
     assert not any(s[0] == (16, 256) and s[1] == (256, 64) and not s[2] for s in shapes)
+
+
+@pytest.mark.parametrize("model, templates", [
+    ("mlp", {"matmul", "auto", "rowwise"}),
+    ("cnn", {"matmul", "auto", "rowwise", "conv2d_flat", "panel"})])
+def test_every_kernel_of_the_compiled_step_has_a_workload_to_tune(model, templates):
+    # the optimizer's updates too: one kernel of two outputs (the parameter and its
+    # momentum) per parameter, auto-scheduled; a convolution and its weight gradient
+    # by their templates in the operator table, with those templates' knobs
+    from tensordsl.nn.tune_model import step_program
+    kernels = step_program(model, batch_size=16).kernels
+    assert [k.writes[0].op.name for k in kernels if k.workload is None] == []
+    assert {k.workload.template for k in kernels} == templates
+    assert all(k.workload.space() for k in kernels)
+    updates = [k for k in kernels if len(k.writes) == 2]
+    assert len(updates) == 6 if model == "mlp" else updates
+    assert {k.workload.template for k in updates} == {"auto"}
+    assert all(k.workload.define()[1].op.num_outputs == 2 for k in updates)
+    from tensordsl.autotune import worker
+    from tensordsl.autotune.workload import Workload
+    for w in {k.workload.key: k.workload for k in kernels
+              if k.workload.template not in ("matmul", "auto")}.values():
+        # as a worker gets it: rebuilt from its key and source, measured off defaults
+        again = Workload.from_key(w.key, w.scheduler, w.source)
+        config = {knob: values[0] for knob, values in again.space().items()}
+        assert worker._run(again, config, 3, 0.0, {})["status"] == "ok", repr(w)
 
 
 def test_share_splits_one_budget_by_work_largest_first():
