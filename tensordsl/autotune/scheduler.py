@@ -10,7 +10,8 @@ search), each given to the task of the largest expected gain::
 
     round 1..n   every task once (largest estimated work first): a first best time;
                  these depend on nothing measured, so they run side by side (an
-                 executor's builds of one task overlap the measurements of another)
+                 executor's builds of one task overlap the measurements of another);
+                 a budget too small for n full rounds is shared evenly among them
     then         gain(task) = share of the model's time x recent relative improvement
                    share       = weight x best / sum over tasks of (weight x best)
                    improvement = (best before its last round - best now) / best before,
@@ -88,6 +89,9 @@ class GainSchedule:
         if round_trials < 1:
             raise ValueError(f"round_trials: expected a positive number, got {round_trials}")
         self.tasks, self.left, self.round_trials = tasks, budget, round_trials
+        # a full round each, or an even share of a budget too small for that (a whole
+        # model's kernels in a few trials: none is left out because others came first)
+        self.first_round = max(1, min(round_trials, budget // max(1, len(tasks))))
         self.patience = patience if patience is not None else PATIENCE * len(tasks)
         self.round = 0
 
@@ -106,8 +110,8 @@ class GainSchedule:
         fresh = [t for t in live if t.rounds == 0]
         waited = [t for t in live if self.round - t.last_round > self.patience]
         if fresh:
-            task = fresh[0]
-        elif waited:
+            return fresh[0], min(self.first_round, self.left)
+        if waited:
             task = min(waited, key=lambda t: t.last_round)
         else:
             gains = dict(zip(map(id, self.tasks), self.gains()))
@@ -125,7 +129,7 @@ class GainSchedule:
         for task in fresh:
             if left <= 0:
                 break
-            rounds.append((task, min(self.round_trials, left)))
+            rounds.append((task, min(self.first_round, left)))
             left -= rounds[-1][1]
         return rounds
 

@@ -104,16 +104,36 @@ def test_a_tuning_batch_starts_with_the_default_and_never_repeats_a_configuratio
 
 def test_next_rounds_are_every_fresh_task_within_the_budget_then_one():
     a, b, c = Task("a"), Task("b"), Task("c")
-    plan = GainSchedule([a, b, c], budget=20, round_trials=8)
-    assert [(t.workload, n) for t, n in plan.next_rounds()] == [("a", 8), ("b", 8), ("c", 4)]
+    plan = GainSchedule([a, b, c], budget=26, round_trials=8)
+    assert [(t.workload, n) for t, n in plan.next_rounds()] == [("a", 8), ("b", 8), ("c", 8)]
     plan.done(a, 8, 1.0, 0.5, asked=8)
     plan.done(b, 8, 1.0, 0.9, asked=8)
-    plan.done(c, 4, 1.0, 1.0, asked=4)
+    plan.done(c, 8, 1.0, 1.0, asked=8)
+    assert [(t.workload, n) for t, n in plan.next_rounds()] == [("a", 2)]   # by gain
+    plan.done(a, 2, 0.5, 0.5, asked=2)
     assert plan.next_rounds() == []         # the budget is spent
     plan = GainSchedule([a, b], budget=100, round_trials=8)
     assert len(plan.next_rounds()) == 1     # no fresh task left: the largest gain
     share = ShareSchedule([Task("x", work=1e6), Task("y", work=1e3)], budget=20)
     assert sum(n for _, n in share.next_rounds()) == 20 and share.next_rounds() == []
+
+
+def test_a_budget_short_of_full_first_rounds_is_shared_by_every_task():
+    """Regression: with more kernels than the budget had full first rounds for (a whole
+    model's, in ``tune-model --trials 64``), the last kernels got no trial at all."""
+    tasks = [Task(name) for name in "abcde"]
+    plan = GainSchedule(tasks, budget=17, round_trials=8)
+    assert [(t.workload, n) for t, n in plan.next_rounds()] == \
+        [("a", 3), ("b", 3), ("c", 3), ("d", 3), ("e", 3)]
+    one_at_a_time = GainSchedule([Task(name) for name in "abcde"], budget=17, round_trials=8)
+    trials = []
+    while (step := one_at_a_time.next()) is not None:
+        task, n = step
+        trials.append((task.workload, n))
+        one_at_a_time.done(task, n, 1.0, 1.0, asked=n)
+    assert trials == [("a", 3), ("b", 3), ("c", 3), ("d", 3), ("e", 3), ("a", 2)]
+    tiny = GainSchedule([Task(name) for name in "abc"], budget=2, round_trials=8)
+    assert [(t.workload, n) for t, n in tiny.next_rounds()] == [("a", 1), ("b", 1)]
 
 
 class Counting:
