@@ -5,8 +5,9 @@ of one), beside the local process pool (no cluster).
     python -m benchmarks dask [--quick]
     python -m benchmarks.dask_tuning [--rounds 2]
 
-Two jobs: ``mlp``, what ``tensordsl tune-model mlp --trials 64`` tunes (the 8 distinct
-kernels of the MLP's compiled training step, batch 256), and ``kernels``, four small
+Two jobs: ``mlp``, what ``tensordsl tune-model mlp --trials 192`` tunes (the 23 distinct
+kernels of the MLP's compiled training step, batch 256: a first round of 8 trials each,
+the rest by expected gain), and ``kernels``, four small
 kernels of an MLP and an attention block for 48 trials (its rounds after the first go
 one task at a time, by expected gain). Each job runs in its own fresh process
 (``--one JOB CLUSTER``), with the same seed and budget, an empty record database and an
@@ -34,7 +35,7 @@ KERNELS = [("dense", [(64, 256), (256, 256), (256,)]),
            ("dense", [(64, 256), (128, 256), (128,)]),
            ("matmul", [(128, 128), (128, 128)]),
            ("softmax", [(64, 256)])]
-JOBS = {"mlp": 64, "kernels": 48}      # job: trials
+JOBS = {"mlp": 192, "kernels": 48}     # job: trials
 SYSTEMS = ("local:1", "local:2", "local")
 
 

@@ -28,7 +28,7 @@ from .autodiff import MALLOC_ENV
 from .harness import ROOT, bench_env, table, update_readme, write_results
 
 THREADS = 2
-TRIALS = 192
+TRIALS = 256
 BATCHES = (256, 1024)
 PROCESSES = 3
 ROUNDS = 40

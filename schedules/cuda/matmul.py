@@ -119,7 +119,7 @@ def schedule_matmul(s, out, config=None):
 
 
 TENSOR_CORE_DEFAULT = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 2, "kk": 2, "vec": 8,
-                       "double_buffer": 1, "stages": 3}
+                       "double_buffer": 1, "stages": 3, "pad": 8}
 
 
 def schedule_matmul_tensorcore(s, out, config=None):
@@ -129,7 +129,13 @@ def schedule_matmul_tensorcore(s, out, config=None):
     (warps_n*wn*16)`` tile of C; each warp owns ``wm x wn`` accumulator fragments. Per
     ``16*kk``-deep slice of K, the block stages the A and B tiles in shared memory (all
     threads, ``vec``-wide loads) and each warp runs ``wm*wn*kk`` mma_sync. Needs M, N and
-    K divisible by the tiles (the tensor-core tiles are whole)."""
+    K divisible by the tiles (the tensor-core tiles are whole).
+
+    ``pad`` (elements, a multiple of 8) lengthens each shared tile's rows: the tiles are
+    read by ldmatrix, 8 rows of 16 bytes at a time, and rows of a multiple of 128 bytes
+    (or 64) would start in the same banks, 8 (or 4) ways conflicting; 8 more halves make
+    the stride an odd number of 16 bytes, so the 8 rows fall in distinct banks (one
+    wavefront per 8x8 matrix, ``emulate(..., count_banks=True)``)."""
     cfg = {**TENSOR_CORE_DEFAULT, **(config or {})}
     wmm, wnn, wm, wn, kk = cfg["warps_m"], cfg["warps_n"], cfg["wm"], cfg["wn"], cfg["kk"]
     C = out
@@ -161,8 +167,14 @@ def schedule_matmul_tensorcore(s, out, config=None):
     s[CF].reorder(ko, kt, cit, cjt, ci16, cj16, k16)
     s[CF].tensorize(ci16, td.tensor_intrin.wmma_mma_sync())
 
+    if cfg["pad"] % 8:
+        raise ValueError(f"pad: expected a multiple of 8 elements (16 bytes, as ldmatrix "
+                         f"and cp.async need rows to be), got {cfg['pad']}")
+    rows = {AS: 16 * kk, BS: wnn * wn * 16}     # each tile's row length
     for cache in (AS, BS):
         s[cache].compute_at(s[CF], ko)
+        if cfg["pad"]:
+            s[cache].storage_align(cache.op.axis[-2], rows[cache], cfg["pad"])
         cooperative_fetch(s, cache, 32, wmm, wnn, vec=cfg["vec"])   # lanes, warps
         if cfg["stages"] >= 2:
             s[cache].pipeline(cfg["stages"])     # cp.async, 16 bytes (8 halves) a copy

@@ -135,6 +135,7 @@ template <class F, class P> inline void load_matrix_sync(F& f, const P* p, unsig
     fill_fragment(f, 0.0f);   // reported; never read past the buffer
     return;
   }
+  if (shared && sizeof(P) == 2) td_emu::bank_matrix_tile(p, F::rows, F::cols, ldm);
   for (int r = 0; r < F::rows; ++r)
     for (int c = 0; c < F::cols; ++c) {
       const P* at = p + (long long)r * ldm + c;

@@ -24,8 +24,10 @@ blocks by index. ``warp_lockstep=True`` runs each warp's lanes in lock-step (the
 turns at every shared-memory access), for warp-synchronous code.
 
 ``count_banks=True`` also counts shared-memory bank conflicts (``emulate_banks.h``) and
-returns ``SharedTraffic(requests, wavefronts)``: warp-wide shared accesses and the
-wavefronts they take (1 per request when conflict-free for 4-byte accesses).
+returns ``SharedTraffic(requests, wavefronts, matrix_requests, matrix_wavefronts)``:
+warp-wide shared accesses and the wavefronts they take (1 per request when conflict-free
+for 4-byte accesses), and apart the 8x8 matrices of 16-bit tensor-core tiles read by
+ldmatrix and theirs (1 per matrix when conflict-free).
 
 ``emulate_source`` runs hand-written CUDA C the same way (tests of the emulator itself).
 """
@@ -63,13 +65,21 @@ last_seed: int | None = None
 
 @dataclass(frozen=True)
 class SharedTraffic:
-    """Warp-wide shared-memory accesses of a run and the wavefronts they took."""
+    """Warp-wide shared-memory accesses of a run and the wavefronts they took; apart,
+    the 8x8 matrices the tensor cores' tiles are read in (ldmatrix) and theirs."""
     requests: int
     wavefronts: int
+    matrix_requests: int = 0
+    matrix_wavefronts: int = 0
 
     @property
     def wavefronts_per_request(self) -> float:
         return self.wavefronts / self.requests if self.requests else 0.0
+
+    @property
+    def wavefronts_per_matrix(self) -> float:
+        """1.0 when the tensor-core tiles are read free of bank conflicts."""
+        return self.matrix_wavefronts / self.matrix_requests if self.matrix_requests else 0.0
 
 
 class EmulationError(TensorDSLError, RuntimeError):
@@ -192,9 +202,9 @@ class _Library:
         self.lib.td_bank_reset(int(enable))
 
     def bank_counts(self) -> SharedTraffic:
-        out = (ctypes.c_longlong * 2)()
+        out = (ctypes.c_longlong * 4)()
         self.lib.td_bank_counts(out)
-        return SharedTraffic(int(out[0]), int(out[1]))
+        return SharedTraffic(*(int(v) for v in out))
 
     def launch(self, k: int, name: str, arrays: list, scalars: list, grid, seed: int,
                order: str, warp_lockstep: bool):

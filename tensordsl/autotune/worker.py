@@ -4,7 +4,8 @@ Reads one JSON request per line on stdin — ``{"workload": key, "config": {...}
 "repeat": n, "min_time": s}`` (``"build_only": true``: compile into the disk cache and
 answer ``{"status": "built"}``) — builds that schedule, runs it on reproducible random
 inputs, checks the output against the template's default schedule (computed once per
-workload in this process), times it, and answers one JSON line on stdout:
+workload in this process), times it (``repeat`` runs at least, then until ``min_time``
+or ``MAX_RUNS`` runs), and answers one JSON line on stdout:
 ``{"status": "ok", "seconds": median, "build_seconds": ...}`` or ``{"status": "error" |
 "wrong", "error": text}``. A candidate that crashes the process or never answers is
 caught by the parent (``measure.Runner``), which starts a fresh worker.
@@ -31,6 +32,10 @@ from collections import OrderedDict
 import numpy as np
 
 KEPT = 128
+# a candidate is timed for min_time, or this many runs if sooner: a kernel of a few
+# microseconds has a steady median long before 50 ms, and a whole model's small kernels
+# (an optimizer's updates, a bias gradient) would otherwise take most of a job's time
+MAX_RUNS = 2000
 
 
 class Kernels:
@@ -104,7 +109,8 @@ def _run(workload, config, repeat: int, min_time: float, references: dict,
         call()
     times = []
     start = time.perf_counter()
-    while len(times) < repeat or time.perf_counter() - start < min_time:
+    while len(times) < repeat or (time.perf_counter() - start < min_time
+                                  and len(times) < MAX_RUNS):
         t = time.perf_counter()
         call()
         times.append(time.perf_counter() - t)

@@ -342,3 +342,22 @@ def test_a_kernel_is_timed_through_its_entry_point(monkeypatch):
     call()
     for got, want in zip(results, momentum_reference(*arrays)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_small_kernel_is_timed_for_a_number_of_runs_not_the_whole_min_time(monkeypatch):
+    """A kernel of microseconds stops at ``MAX_RUNS`` runs: with ``min_time`` alone a
+    whole model's small kernels took most of a job's time."""
+    import time
+    runs = []
+    inputs, outs = momentum_update((8, 16))
+    w = Workload.of_compute(inputs, outs[-1], "update")
+    real_direct_call = worker.direct_call
+
+    def counted(f, arrays):
+        call = real_direct_call(f, arrays)
+        return lambda: runs.append(call())
+    monkeypatch.setattr(worker, "direct_call", counted)
+    monkeypatch.setattr(worker, "MAX_RUNS", 50)
+    start = time.perf_counter()
+    assert worker._run(w, w.default_config(), 3, 30.0, {})["status"] == "ok"
+    assert time.perf_counter() - start < 10 and len(runs) == 2 + 50

@@ -60,3 +60,44 @@ def test_the_matmul_tiles_a_rows_pad_removes_its_conflicts(pad, per_request, rng
     traffic = f.emulate(a, b, c, count_banks=True)
     np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
     assert traffic.wavefronts_per_request == per_request
+
+
+@pytest.mark.parametrize("config,per_matrix", [
+    ({}, 1.0),                      # padded rows (pad 8): every 8x8 matrix in one wavefront
+    ({"kk": 3}, 1.0),               # 48 + 8 halves a row of A: still an odd number of 16 B
+    ({"pad": 0}, 6.0),              # A's 64-byte rows 4 ways, B's 128-byte rows 8 ways
+])
+def test_the_tensor_core_tiles_are_read_one_wavefront_per_matrix(config, per_matrix, rng):
+    """Issue 20: the tensor-core matmul's shared reads (ldmatrix, 8 rows of 16 bytes per
+    8x8 matrix) are free of bank conflicts with the rows padded, and 4-8 ways
+    conflicting without."""
+    from schedules.cuda.matmul import schedule_matmul_tensorcore
+    M, N, K = 64, 64, 96
+    A = td.placeholder((M, K), dtype="float16", name="A")
+    B = td.placeholder((K, N), dtype="float16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = td.create_schedule(C.op)
+    schedule_matmul_tensorcore(s, C, config)
+    f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
+    a = rng.standard_normal((M, K)).astype("float16")
+    b = rng.standard_normal((K, N)).astype("float16")
+    c = np.full((M, N), np.nan, "float32")
+    traffic = f.emulate(a, b, c, count_banks=True)
+    np.testing.assert_allclose(c, a.astype("float32") @ b.astype("float32"),
+                               rtol=1e-5, atol=1e-3)
+    # per block, 16*kk-deep slice and 16-deep step, each warp's wm x wn products read
+    # an A and a B fragment each, 4 matrices a fragment
+    warps, slices, fragments = 4, K // (16 * config.get("kk", 2)), 2 * 2 * 2
+    blocks = (M // 64) * (N // 64)
+    assert traffic.matrix_requests == blocks * slices * warps * fragments * 4 * \
+        config.get("kk", 2)
+    assert traffic.wavefronts_per_matrix == per_matrix
+
+
+def test_a_pad_that_breaks_16_byte_rows_is_refused():
+    from schedules.cuda.matmul import schedule_matmul_tensorcore
+    A = td.placeholder((64, 64), dtype="float16", name="A")
+    B = td.placeholder((64, 64), dtype="float16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    with pytest.raises(ValueError, match="pad: expected a multiple of 8 elements"):
+        schedule_matmul_tensorcore(td.create_schedule(C.op), C, {"pad": 4})
