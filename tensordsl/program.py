@@ -247,8 +247,10 @@ def _build_auto(args, outs, target: str, name: str):
     """``td.build(tensors)``: the auto-scheduler, with the records filed for what the
     kernel computes (its workload: ``Workload.of_compute``, which ``tune-model`` tunes)."""
     import tensordsl as td
-    return td.build([*args, *outs], target=target, name=name), \
-        (lambda: _compute_workload(args, outs[-1], name))
+    function = td.build([*args, *outs], target=target, name=name)
+    if target != "llvm":
+        return function, None    # (tune-model tunes the CPU's kernels)
+    return function, (lambda: _compute_workload(args, outs[-1], name))
 
 
 def _build_one(args, out, target: str, name: str):
@@ -263,7 +265,7 @@ def _build_one(args, out, target: str, name: str):
     defaults); anything else by the auto-scheduler (``_build_auto``)."""
     import tensordsl as td
     if target != "llvm":
-        return td.build([*args, out], target=target, name=name), None
+        return _build_auto(args, [out], target, name)
     product = _product_anchor(out)
     if product is None:
         from .autodiff.operators import (SPARSE_TEMPLATES, knobs, prepare, schedule_derived,

@@ -114,9 +114,10 @@ def auto_default(out) -> dict:
     """The middle value of every knob, except that the register tile stays small: it
     spans the last two spatial axes only (a tile over every axis of a 4-d gradient
     multiplies into hundreds of unrolled copies), and a large body is not unrolled.
-    An elementwise kernel (an activation, an optimizer's update) reuses no value a tile
-    could keep in registers: it streams, one vector at a time along its rows, the rows
-    shared out among the threads (as ``schedule_generic`` runs it)."""
+    A kernel whose anchor has no reduction (an activation, an optimizer's update, the
+    output after two reductions such as softmax's) reuses no value a tile could keep in
+    registers: it streams, one vector at a time along its rows, the rows shared out
+    among the threads (as ``schedule_generic`` runs it)."""
     space = auto_space(out)
     cfg = {k: v[len(v) // 2] for k, v in space.items()}
     op = _anchor(out)

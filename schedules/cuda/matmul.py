@@ -131,7 +131,7 @@ def schedule_matmul_tensorcore(s, out, config=None):
     threads, ``vec``-wide loads) and each warp runs ``wm*wn*kk`` mma_sync. Needs M, N and
     K divisible by the tiles (the tensor-core tiles are whole).
 
-    ``pad`` (elements, a multiple of 8) lengthens each shared tile's rows: the tiles are
+    ``pad`` (0 or 8 elements) lengthens each shared tile's rows: the tiles are
     read by ldmatrix, 8 rows of 16 bytes at a time, and rows of a multiple of 128 bytes
     (or 64) would start in the same banks, 8 (or 4) ways conflicting; 8 more halves make
     the stride an odd number of 16 bytes, so the 8 rows fall in distinct banks (one
@@ -167,9 +167,9 @@ def schedule_matmul_tensorcore(s, out, config=None):
     s[CF].reorder(ko, kt, cit, cjt, ci16, cj16, k16)
     s[CF].tensorize(ci16, td.tensor_intrin.wmma_mma_sync())
 
-    if cfg["pad"] % 8:
-        raise ValueError(f"pad: expected a multiple of 8 elements (16 bytes, as ldmatrix "
-                         f"and cp.async need rows to be), got {cfg['pad']}")
+    if cfg["pad"] not in (0, 8):
+        raise ValueError(f"pad: expected 0 or 8 elements (rows of an odd number of 16 "
+                         f"bytes, as ldmatrix and cp.async need), got {cfg['pad']}")
     rows = {AS: 16 * kk, BS: wnn * wn * 16}     # each tile's row length
     for cache in (AS, BS):
         s[cache].compute_at(s[CF], ko)

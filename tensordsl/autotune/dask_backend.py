@@ -165,7 +165,8 @@ class DaskExecutor:
         """Every candidate of ``groups`` ((workload, configs, on_result) triples) at
         once: while the measuring worker times one, the others build the next.
         ``built``: configurations built before (measured again), with no build task;
-        ``min_time``: each timed that long (None: the ``Runner``'s default)."""
+        ``min_time``: each timed that long, or ``worker.MAX_RUNS`` runs (None: the
+        ``Runner``'s default)."""
         from distributed import as_completed
         pending = {}
         try:

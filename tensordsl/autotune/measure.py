@@ -73,7 +73,8 @@ class Runner:
     def measure(self, workload, config: dict, artifact: str | None = None,
                 min_time: float | None = None) -> dict:
         """Time ``config`` (loading ``artifact``, another process's build, if given) for
-        at least ``min_time`` seconds (None: this runner's)."""
+        at least ``min_time`` seconds or ``worker.MAX_RUNS`` runs, whichever comes first
+        (None: this runner's)."""
         return self._request(workload, config, artifact=artifact, min_time=min_time)
 
     def _request(self, workload, config: dict, build_only: bool = False, ship: bool = False,
@@ -150,7 +151,8 @@ class LocalExecutor:
     ...], built=False, min_time=None)`` does so for several workloads' batches at once
     (here: all compiled in one parallel pass, then timed; ``built``: configurations
     built before, timed by the measuring worker, which builds any it no longer holds;
-    ``min_time``: each timed that long instead of the runner's ``min_time``); and
+    ``min_time``: each timed that long, or ``worker.MAX_RUNS`` runs, instead of the
+    runner's ``min_time``); and
     ``close()``."""
 
     def __init__(self, timeout: float = 30.0, build_workers: int | None = None,

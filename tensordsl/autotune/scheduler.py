@@ -22,7 +22,8 @@ search), each given to the task of the largest expected gain::
 ``weight`` is how often the kernel occurs in the model (a file that lists a call twice).
 ``schedule="share"`` is the static split instead (``share``: each kernel a minimum, the
 rest in proportion to its estimated work, largest first), one round per task, all side
-by side. The confirming rounds at the end (``tuner.Confirmation``) run side by side too.
+by side. The confirming rounds at the end (``tuner.Confirmation``) run side by side too,
+for the kernels of at least ``CONFIRM_MIN_SHARE`` of the model's time.
 
 Each round continues the trials stored for its workload (``tune(..., resume=True)``),
 so the search keeps its history between rounds. With ``resume=True`` the budget counts
@@ -48,6 +49,7 @@ ROUND = BATCH             # trials per round: one batch of the search
 MIN_IMPROVEMENT = 0.02    # a task that stopped improving still has some headroom
 PATIENCE = 3              # x the number of tasks: the most rounds a task waits
 MIN_TRIALS = 2            # (share) the default and one other: below that nothing is learned
+CONFIRM_MIN_SHARE = 0.01  # of the model's time: a smaller kernel is not confirmed
 SCHEDULES = ("gain", "share")
 
 
@@ -90,8 +92,10 @@ class GainSchedule:
             raise ValueError(f"round_trials: expected a positive number, got {round_trials}")
         self.tasks, self.left, self.round_trials = tasks, budget, round_trials
         # a full round each, or an even share of a budget too small for that (a whole
-        # model's kernels in a few trials: none is left out because others came first)
-        self.first_round = max(1, min(round_trials, budget // max(1, len(tasks))))
+        # model's kernels in a few trials: none is left out because others came first);
+        # of a resumed job, shared by the kernels that had no round yet
+        fresh = [t for t in tasks if not t.exhausted and t.rounds == 0]
+        self.first_round = max(1, min(round_trials, budget // max(1, len(fresh))))
         self.patience = patience if patience is not None else PATIENCE * len(tasks)
         self.round = 0
 
@@ -241,6 +245,18 @@ def default_seconds(db: RecordDB, workload, target: str = "llvm") -> float | Non
     return statistics.median(times) if times else None
 
 
+def worth_confirming(tasks: list[Task], db: RecordDB, target: str = "llvm") -> list[Task]:
+    """The tasks whose confirming rounds can matter: measured, and at least
+    ``CONFIRM_MIN_SHARE`` of the model's time (weight x best, as the gain schedule
+    counts it). A record kept by a lucky measurement costs a kernel a few percent of
+    its time; for one of a hundredth of the step that is not worth the 16 measurements
+    of 20 ms that confirming takes, nearly all of a small model's job on a second
+    worker, which can only wait while they run."""
+    bests = [(t, _best_seconds(db, t.workload, target)) for t in tasks]
+    total = sum(t.weight * best for t, best in bests if best)
+    return [t for t, best in bests if best and t.weight * best >= CONFIRM_MIN_SHARE * total]
+
+
 def _best_seconds(db: RecordDB, workload, target: str) -> float | None:
     best = db.best(workload.key, record_target(target), workload.template)
     return best["seconds"] if best else None
@@ -254,7 +270,8 @@ def tune_tasks(workloads: list, budget: int, db: RecordDB | None = None,
     """Spend ``budget`` trials over ``workloads`` (see the module docstring); returns
     (task, best record or None) per task, largest estimated work first. At the end each
     task's default and fastest configurations are measured ``confirm_rounds`` times
-    more, side by side (``tuner.confirm``; 0: not).
+    more, side by side (``tuner.confirm``; 0: not), where the task is at least
+    ``CONFIRM_MIN_SHARE`` of the model's time (``worth_confirming``).
     ``executor``: where candidates run (``measure.LocalExecutor``, made here when None;
     ``dask_backend.DaskExecutor``). ``progress(task, report)`` follows each trial."""
     if schedule not in SCHEDULES:
@@ -296,8 +313,7 @@ def tune_tasks(workloads: list, budget: int, db: RecordDB | None = None,
                 plan.done(task, measured, before, _best_seconds(db, w, target), asked=trials)
         if confirm_rounds > 0:
             confirm_side_by_side([Confirmation(t.workload, db, target, rounds=confirm_rounds)
-                                  for t in tasks if stored_trials(db, t.workload, target)],
-                                 executor)
+                                  for t in worth_confirming(tasks, db, target)], executor)
     finally:
         if own_executor:
             executor.close()

@@ -48,7 +48,8 @@ MODEL_POOL = 64        # of which the model ranks (each described by its loop ne
 BATCH = 8              # compiled in parallel, then measured, per model refit
 CONFIRM_TOP = 3        # the fastest configurations measured again after a search ...
 CONFIRM_ROUNDS = 4     # ... this many more times each, with the default, interleaved,
-CONFIRM_MIN_TIME = 0.02   # seconds each (a search's trial: ``Runner.min_time``)
+CONFIRM_MIN_TIME = 0.02   # seconds each, or worker.MAX_RUNS runs (a search's trial:
+#                           ``Runner.min_time``)
 
 
 @dataclass

@@ -114,6 +114,8 @@ def _run(workload, config, repeat: int, min_time: float, references: dict,
         t = time.perf_counter()
         call()
         times.append(time.perf_counter() - t)
+    from tensordsl.runtime import packed
+    packed.raise_pending()   # (what a packed function called by the kernel raised)
     flops = workload.flops(shape) if len(outs) == 1 else None
     med = float(np.median(times))
     return {"status": "ok", "seconds": med, "build_seconds": build,
@@ -131,7 +133,11 @@ def direct_call(f, arrays: list):
         return lambda: f(*arrays)
     cfunc, trailing = bound
     pointers = [a.ctypes.data for a in arrays]
-    return lambda: cfunc(*pointers, *trailing)
+
+    def call():
+        if cfunc(*pointers, *trailing):
+            raise MemoryError("a temporary buffer of the kernel could not be allocated")
+    return call
 
 
 def result_arrays(shape, dtype) -> list:

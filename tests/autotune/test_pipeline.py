@@ -11,6 +11,7 @@ import base64
 import zlib
 
 import numpy as np
+import pytest
 
 from tensordsl.autotune import Runner
 from tensordsl.autotune import worker
@@ -134,6 +135,12 @@ def test_a_budget_short_of_full_first_rounds_is_shared_by_every_task():
     assert trials == [("a", 3), ("b", 3), ("c", 3), ("d", 3), ("e", 3), ("a", 2)]
     tiny = GainSchedule([Task(name) for name in "abc"], budget=2, round_trials=8)
     assert [(t.workload, n) for t, n in tiny.next_rounds()] == [("a", 1), ("b", 1)]
+    # resumed after three first rounds: what is left is shared by the other two
+    resumed = [Task(name) for name in "abcde"]
+    for task in resumed[:3]:
+        task.rounds, task.trials = 1, 3
+    plan = GainSchedule(resumed, budget=8, round_trials=8)
+    assert [(t.workload, n) for t, n in plan.next_rounds()] == [("d", 4), ("e", 4)]
 
 
 class Counting:
@@ -276,8 +283,9 @@ def test_a_kernel_of_two_outputs_is_measured_and_tuned_with_both(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_the_worker_checks_every_output_of_a_kernel(monkeypatch):
-    """A configuration whose second output is wrong is caught, not timed."""
+@pytest.mark.parametrize("skipped", [0, 1])
+def test_the_worker_checks_every_output_of_a_kernel(monkeypatch, skipped):
+    """A configuration with either output wrong is caught, not timed."""
     inputs, outs = momentum_update((16, 32))
     w = Workload.of_compute(inputs, outs[-1], "update")
     real_build = Workload.build
@@ -286,7 +294,7 @@ def test_the_worker_checks_every_output_of_a_kernel(monkeypatch):
         f, shape, dtype = real_build(self, config)
         if (config or {}).get("t0") != 2:
             return f, shape, dtype
-        return (lambda *arrays: (f(*arrays), arrays[-1].fill(0.0))), shape, dtype
+        return (lambda *arrays: (f(*arrays), arrays[skipped - 2].fill(0.0))), shape, dtype
     monkeypatch.setattr(Workload, "build", second_output_skipped)
     result = worker._run(w, {**w.default_config(), "t0": 2}, 3, 0.0, {})
     assert result["status"] == "wrong"
@@ -361,3 +369,22 @@ def test_a_small_kernel_is_timed_for_a_number_of_runs_not_the_whole_min_time(mon
     start = time.perf_counter()
     assert worker._run(w, w.default_config(), 3, 30.0, {})["status"] == "ok"
     assert time.perf_counter() - start < 10 and len(runs) == 2 + 50
+
+
+def test_only_kernels_of_a_percent_of_the_models_time_are_confirmed(tmp_path):
+    """Confirming a kernel takes 16 measurements of 20 ms; for one of a thousandth of
+    the model's time they cannot buy anything measurable, and with a whole model's
+    small kernels they were most of a job's time (``worth_confirming``)."""
+    from tensordsl.autotune.records import record_target
+    from tensordsl.autotune.scheduler import CONFIRM_MIN_SHARE, worth_confirming
+    db = RecordDB(tmp_path / "r.sqlite")
+    big, twice, small, unmeasured = dense(64), dense(48), dense(16), dense(8)
+    for w, seconds in ((big, 1e-3), (twice, 0.5e-3), (small, 1e-6)):
+        db.add(w.key, record_target("llvm"), w.template, w.default_config(), "ok",
+               seconds=seconds)
+    tasks = [Task(big), Task(twice, weight=2.0), Task(small), Task(unmeasured)]
+    assert [t.workload for t in worth_confirming(tasks, db)] == [big, twice]
+    small_share = 1e-6 / (1e-3 + 2 * 0.5e-3 + 1e-6)
+    assert small_share < CONFIRM_MIN_SHARE
+    alone = [Task(small)]              # a kernel tuned alone is all of its model
+    assert [t.workload for t in worth_confirming(alone, db)] == [small]

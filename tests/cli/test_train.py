@@ -118,7 +118,7 @@ def test_every_kernel_of_the_compiled_step_has_a_workload_to_tune(model, templat
     assert {k.workload.template for k in kernels} == templates
     assert all(k.workload.space() for k in kernels)
     updates = [k for k in kernels if len(k.writes) == 2]
-    assert len(updates) == 6 if model == "mlp" else updates
+    assert updates and (model != "mlp" or len(updates) == 6)
     assert {k.workload.template for k in updates} == {"auto"}
     assert all(k.workload.define()[1].op.num_outputs == 2 for k in updates)
     from tensordsl.autotune import worker
