@@ -16,6 +16,20 @@ def build_all(s, args):
     return modules
 
 
+def tensor_core_matmul(M: int, N: int, K: int, dtype: str = "float16",
+                       config: dict | None = None):
+    """(schedule, [A, B, C]) of an M x K by K x N product of 16-bit floats into float32
+    by the tensor-core template with ``config``."""
+    from kernels import dense
+    from schedules.cuda.matmul import schedule_matmul_tensorcore
+    A = td.placeholder((M, K), dtype=dtype, name="A")
+    B = td.placeholder((K, N), dtype=dtype, name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = td.create_schedule(C.op)
+    schedule_matmul_tensorcore(s, C, config)
+    return s, [A, B, C]
+
+
 def emulate(s, args, inputs, rng=None):
     """Compile for sm_80 and sm_90, run the kernels on the CPU; returns the outputs."""
     modules = build_all(s, args)

@@ -11,6 +11,8 @@ from kernels import dense
 from schedules.cuda.matmul import schedule_matmul
 from targets.cuda.emulate import SharedTraffic, emulate_source
 
+from .helpers import tensor_core_matmul
+
 # one warp, one shared read each; MODE picks the pattern
 BANKS = r"""
 __global__ void banks(float* out) {
@@ -71,14 +73,8 @@ def test_the_tensor_core_tiles_are_read_one_wavefront_per_matrix(config, per_mat
     """Issue 20: the tensor-core matmul's shared reads (ldmatrix, 8 rows of 16 bytes per
     8x8 matrix) are free of bank conflicts with the rows padded, and 4-8 ways
     conflicting without."""
-    from schedules.cuda.matmul import schedule_matmul_tensorcore
     M, N, K = 64, 64, 96
-    A = td.placeholder((M, K), dtype="float16", name="A")
-    B = td.placeholder((K, N), dtype="float16", name="B")
-    C = dense.matmul(A, B, out_dtype="float32")
-    s = td.create_schedule(C.op)
-    schedule_matmul_tensorcore(s, C, config)
-    f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
+    f = td.build(*tensor_core_matmul(M, N, K, "float16", config), target="cuda -arch=sm_80")
     a = rng.standard_normal((M, K)).astype("float16")
     b = rng.standard_normal((K, N)).astype("float16")
     c = np.full((M, N), np.nan, "float32")
@@ -95,10 +91,6 @@ def test_the_tensor_core_tiles_are_read_one_wavefront_per_matrix(config, per_mat
 
 
 def test_a_pad_that_breaks_16_byte_rows_is_refused():
-    from schedules.cuda.matmul import schedule_matmul_tensorcore
-    A = td.placeholder((64, 64), dtype="float16", name="A")
-    B = td.placeholder((64, 64), dtype="float16", name="B")
-    C = dense.matmul(A, B, out_dtype="float32")
     for pad in (4, 16):
         with pytest.raises(ValueError, match="pad: expected 0 or 8 elements"):
-            schedule_matmul_tensorcore(td.create_schedule(C.op), C, {"pad": pad})
+            tensor_core_matmul(64, 64, 64, "float16", {"pad": pad})

@@ -7,7 +7,7 @@ import tensordsl as td
 from kernels import dense
 from schedules.cuda.matmul import schedule_matmul_tensorcore
 
-from .helpers import build_all
+from .helpers import build_all, tensor_core_matmul
 
 
 def _bf16(x):
@@ -36,12 +36,7 @@ def _inputs(rng, shape, dtype):
     (64, 32, 96, {"warps_m": 1, "warps_n": 1, "wm": 2, "wn": 1, "kk": 2, "stages": 4}),
 ])
 def test_tensor_core_matmul(dtype, M, N, K, config, rng):
-    A = td.placeholder((M, K), dtype=dtype, name="A")
-    B = td.placeholder((K, N), dtype=dtype, name="B")
-    C = dense.matmul(A, B, out_dtype="float32")
-    s = td.create_schedule(C.op)
-    schedule_matmul_tensorcore(s, C, config)
-    modules = build_all(s, [A, B, C])
+    modules = build_all(*tensor_core_matmul(M, N, K, dtype, config))
     src = modules["sm_90"].get_source()
     assert "nvcuda::wmma::mma_sync" in src and "#include <mma.h>" in src
     (a, a32), (b, b32) = _inputs(rng, (M, K), dtype), _inputs(rng, (K, N), dtype)
@@ -143,12 +138,7 @@ def test_a_float_tile_right_after_a_bfloat16_buffer_is_in_bounds(rng):
     # when C lay within twice A's bytes after bfloat16 A, were reported out of A's bounds.
     M, N, K = 128, 96, 48
     config = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 1, "kk": 3, "double_buffer": 0}
-    A = td.placeholder((M, K), dtype="bfloat16", name="A")
-    B = td.placeholder((K, N), dtype="bfloat16", name="B")
-    C = dense.matmul(A, B, out_dtype="float32")
-    s = td.create_schedule(C.op)
-    schedule_matmul_tensorcore(s, C, config)
-    f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
+    f = td.build(*tensor_core_matmul(M, N, K, "bfloat16", config), target="cuda -arch=sm_80")
     (a, a32), (b, b32) = _inputs(rng, (M, K), "bfloat16"), _inputs(rng, (K, N), "bfloat16")
     gap = 1696  # as allocated in the run that failed: C's row-16 tiles began in "A"
     arena = np.empty(a.nbytes + gap + M * N * 4 + 128, np.uint8)
