@@ -121,30 +121,62 @@ class Program:
 
     def profile(self, *arrays, repeat: int = 20) -> list:
         """``[(kernel name, median seconds)]`` of each kernel on these inputs, in run
-        order (TVM's debug executor): where a program spends its time."""
+        order (TVM's debug executor): where a program spends its time. Each kernel is
+        timed ``repeat`` times over (hot); ``timed_runs`` times them in their places."""
         import time
-        self(*arrays)    # checks the inputs, fills the buffers between kernels
+        calls, _arrays = self._bound_calls(arrays)
+        times = []
+        for call, kernel in zip(calls, self.kernels):
+            samples = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                call()
+                samples.append(time.perf_counter() - start)
+            times.append((kernel.writes[0].op.name, float(np.median(samples))))
+        return times
+
+    def timed_runs(self, *arrays):
+        """A function that runs the program once on these inputs and returns each
+        kernel's seconds, in run order: each kernel timed in its place, between its
+        neighbours, as a call runs it (the outputs are written to arrays allocated here
+        once)."""
+        import time
+        calls, alive = self._bound_calls(arrays)
+        clock = time.perf_counter
+
+        def run() -> list:
+            seconds = []
+            for call in calls:
+                start = clock()
+                call()
+                seconds.append(clock() - start)
+            return seconds
+        run.arrays = alive   # (what the calls point into lives as long as run)
+        return run
+
+    def _bound_calls(self, arrays) -> tuple[list, list]:
+        """Each kernel as a call without arguments on these inputs (checked by one run
+        of the program, which also fills the buffers between kernels), with outputs
+        allocated here; and the arrays, which the caller keeps alive while it calls."""
+        import functools
+        from .nd import aligned_numpy
+        self(*arrays)
         plan = self._plan()
         values, pointers = list(plan.values), list(plan.pointers)
         for k, a in enumerate(arrays):
             values[k], pointers[k] = a, a.ctypes.data
-        from .nd import aligned_numpy
         for slot in self._output_slots:
             t = plan.tensors[slot]
             values[slot] = aligned_numpy(self._shape[t], t.dtype)
             pointers[slot] = values[slot].ctypes.data
-        times = []
+        calls = []
         for cfunc, slots, trailing, kernel in plan.steps:
-            samples = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                if cfunc is None:
-                    kernel.function(*[values[i] for i in slots])
-                else:
-                    cfunc(*[pointers[i] for i in slots], *trailing)
-                samples.append(time.perf_counter() - start)
-            times.append((kernel.writes[0].op.name, float(np.median(samples))))
-        return times
+            if cfunc is None:
+                calls.append(functools.partial(kernel.function, *[values[i] for i in slots]))
+            else:
+                calls.append(functools.partial(cfunc, *[pointers[i] for i in slots],
+                                               *trailing))
+        return calls, values
 
     def __repr__(self):
         return (f"Program({len(self.kernels)} kernels: "

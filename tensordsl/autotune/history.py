@@ -15,7 +15,7 @@ import json
 import warnings
 from pathlib import Path
 
-from .records import RecordDB, RecordDBError, default_path, fastest, record_target
+from .records import RecordDB, RecordDBError, default_path, record_target, served
 
 _OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("tensordsl_history", default=None)
 SHIPPED = Path(__file__).resolve().parent.parent.parent / "schedules" / "records"
@@ -94,7 +94,8 @@ def best_record(workload_key: str, target: str, template: str | None = None) -> 
 @functools.cache
 def _shipped() -> dict:
     """{(workload, target, template or None): (template, config)} of the shipped
-    records, each the fastest configuration by its median time (``records.fastest``)."""
+    records, each the one a build takes (``records.served``: the fastest by its median
+    time, or the faster inside the step where a step check chose)."""
     groups: dict = {}
     for path in sorted(SHIPPED.glob("*.jsonl")) if SHIPPED.is_dir() else []:
         for line in path.read_text().splitlines():
@@ -103,6 +104,6 @@ def _shipped() -> dict:
                 for key in ((rec["workload"], rec["target"], rec["template"]),
                             (rec["workload"], rec["target"], None)):
                     groups.setdefault(key, []).append(rec)
-    best = {key: fastest(recs) for key, recs in groups.items()}
+    best = {key: served(recs) for key, recs in groups.items()}
     return {key: (rec["template"], rec["config"]) for key, rec in best.items()
             if rec is not None}

@@ -13,6 +13,11 @@ The schema is versioned (``meta.schema_version``); a file from a newer tensordsl
 refused with a clear error rather than misread, one from an older is upgraded in place.
 A file that SQLite cannot read raises ``RecordDBError`` naming the file and what to do.
 
+A kernel checked inside the program that runs it (``tune-model``'s step check,
+``in_step.py``) has two more records, its default and its tuned configuration each with
+the time it took there (run ``.../in-step``): until the workload is tuned again, a build
+takes the one that was faster in the program (``served``).
+
 A trial measured on a cluster also notes the worker that ran it (``measured_by``, a side
 table: the records themselves, their export and their identity are unchanged).
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 
 SCHEMA_VERSION = 2
 CONFIRM_RUN = "/confirm"   # the end of the run id of a confirming round's measurements
+IN_STEP_RUN = "/in-step"   # ... of a step check's (the kernel timed inside its program)
 STATUSES = ("ok", "error", "wrong", "timeout", "crash")
 
 _SCHEMA = """
@@ -79,6 +85,20 @@ def fastest(records: list[dict]) -> dict | None:
         rec["gflops"] = rec["gflops"] * rec["seconds"] / median
     rec["seconds"], rec["measurements"] = median, len(times[key])
     return rec
+
+
+def served(records: list[dict]) -> dict | None:
+    """The record a build takes of ``records`` (one workload, target and template; each
+    with its ``run`` and ``created``): the faster of the latest step check's two
+    (``IN_STEP_RUN``) where that check is newer than every trial, else ``fastest``."""
+    checked = [r for r in records if r["run"].endswith(IN_STEP_RUN)]
+    searched = [r for r in records if not r["run"].endswith(IN_STEP_RUN)]
+    newest = max((r["created"] for r in searched), default=float("-inf"))
+    checked = [r for r in checked if r["created"] > newest]
+    if checked:
+        latest = max(checked, key=lambda r: r["created"])["run"]
+        return fastest([r for r in checked if r["run"] == latest])
+    return fastest(searched)
 
 
 class RecordDBError(ValueError):
@@ -214,12 +234,17 @@ class RecordDB:
         return out
 
     def trials(self, workload: str | None = None, target: str | None = None,
-               template: str | None = None, confirming: bool = False) -> list[dict]:
+               template: str | None = None, confirming: bool = False,
+               in_step: bool = False) -> list[dict]:
         """The search's trials, oldest first (with ``confirming``, also the measurements
-        of the confirming rounds, ``tuner.confirm``, whose run ends in ``/confirm``)."""
+        of the confirming rounds, ``tuner.confirm``, whose run ends in ``/confirm``; with
+        ``in_step``, also the step checks' times, which no search compares with its
+        own)."""
         where, params = [], []
         if not confirming:
             where.append(f"run NOT LIKE '%{CONFIRM_RUN}'")
+        if not in_step:
+            where.append(f"run NOT LIKE '%{IN_STEP_RUN}'")
         if template is not None:
             where.append("template = ?")
             params.append(template)
@@ -242,15 +267,17 @@ class RecordDB:
         how many there were."""
         # (the tuner asks after every trial: the times alone, configurations as their
         # stored canonical text, and then the one winning row in full)
-        sql = ("SELECT id, template, config, seconds FROM trials WHERE workload = ? "
-               "AND target = ? AND status = 'ok'")
+        sql = ("SELECT id, template, config, seconds, run, created FROM trials WHERE "
+               "workload = ? AND target = ? AND status = 'ok'")
         params = [workload, target]
         if template is not None:
             sql += " AND template = ?"
             params.append(template)
-        times = [{"id": i, "status": "ok", "template": t, "config": c, "seconds": sec}
-                 for i, t, c, sec in self._execute(sql + " ORDER BY id", params).fetchall()]
-        best = fastest(times)
+        times = [{"id": i, "status": "ok", "template": t, "config": c, "seconds": sec,
+                  "run": run, "created": created}
+                 for i, t, c, sec, run, created in
+                 self._execute(sql + " ORDER BY id", params).fetchall()]
+        best = served(times)
         if best is None:
             return None
         (rec,) = self._rows(f"SELECT {', '.join(FIELDS)} FROM trials WHERE id = ?",
@@ -270,7 +297,7 @@ class RecordDB:
         the searches'; best: ``best``'s, a median where measured again)."""
         rows = self._execute(
             f"SELECT workload, target, COUNT(CASE WHEN run NOT LIKE '%{CONFIRM_RUN}' "
-            "THEN 1 END) FROM trials GROUP BY workload, target ORDER BY workload").fetchall()
+            f"AND run NOT LIKE '%{IN_STEP_RUN}' THEN 1 END) FROM trials GROUP BY workload, target ORDER BY workload").fetchall()
         out = []
         for workload, target, n in rows:
             best = self.best(workload, target)
@@ -295,7 +322,7 @@ class RecordDB:
         configuration of each (workload, target, template) (every measurement of it, so
         that its median travels too): what a build reads, the form to ship in
         ``schedules/records/``."""
-        records = self.trials(confirming=True)
+        records = self.trials(confirming=True, in_step=True)
         if best_only:
             groups: dict = {}
             for rec in records:
@@ -303,7 +330,7 @@ class RecordDB:
                                   []).append(rec)
             keep = set()
             for group in groups.values():
-                best = fastest(group)
+                best = served(group)
                 if best is not None:
                     keep.add((best["workload"], best["target"], best["template"],
                               canonical(best["config"])))

@@ -7,12 +7,14 @@ work: ``train.py`` and ``tune_model.py``).
     tensordsl tune-model mlp|cnn|capsnet [--trials N] [--batch-size B] [--timeout S]
                                          [--db PATH] [--step compiled|eager]
                                          [--schedule gain|share] [--resume]
+                                         [--no-step-check]
                                          [--cluster local:N|tcp://HOST:PORT]
                                          [--resources NAME]
     tensordsl tune-layers FILE.py:NAME|FILE.json [the same tuning options]
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 
@@ -74,6 +76,10 @@ def add_parsers(sub):
                       help="the kernels of which step: compiled (nn.TrainStep's program, "
                            "tensordsl train's default) or eager (td.ops and their "
                            "gradients)")
+    tune.add_argument("--step-check", action=argparse.BooleanOptionalAction, default=None,
+                      help="after tuning, time each tuned kernel inside the compiled step "
+                           "with its defaults and tuned, keep the faster there, and time "
+                           "the step both ways (default: on for --step compiled)")
     _add_job_options(tune)
 
     layers = sub.add_parser(
@@ -180,9 +186,36 @@ def _check_target(target: str):
 def run_tune_model(args) -> int:
     from .tune_model import step_workloads
     _check_budget(args)
+    if args.step_check is None:
+        args.step_check = args.step == "compiled"
+    if args.step_check and args.step != "compiled":
+        raise ValueError("--step-check: the check runs the compiled step (--step compiled)")
     workloads = step_workloads(args.model, args.batch_size, args.step)
-    return _tune_all(workloads, args, f"in a training step of {args.model}",
-                     f"tune-model {args.model}")
+    status = _tune_all(workloads, args, f"in a training step of {args.model}",
+                       f"tune-model {args.model}")
+    if args.step_check:
+        _print_step_check(args)
+    return status
+
+
+def _print_step_check(args):
+    """Run ``tune_model.check_step`` on the records just written and say what it chose
+    and what the step takes now."""
+    from tensordsl.autotune.records import RecordDB
+    from .tune_model import check_step
+    print("step check: each tuned kernel timed inside the step, with its defaults and "
+          "tuned; the faster is kept:", flush=True)
+    with RecordDB(args.db) as db:
+        checked, step = check_step(args.model, args.batch_size, db)
+    for c in checked:
+        kept = "tuned" if c.keeps_tuned else "default"
+        print(f"  default {c.default_seconds * 1e3:9.4f} ms  tuned "
+              f"{c.tuned_seconds * 1e3:9.4f} ms  keeps {kept:7}  {_label(c.workload)}"
+              + (f" (x{c.kernels})" if c.kernels > 1 else ""))
+    if not checked:
+        print("  (no kernel has a tuned configuration to check)")
+    print(f"the step: {step['defaults'] * 1e3:.3f} ms with defaults, "
+          f"{step['tuned'] * 1e3:.3f} ms tuned ({step['defaults'] / step['tuned']:.3f}x)")
 
 
 def run_tune_layers(args) -> int:

@@ -77,9 +77,14 @@ class TrainStep:
         """``[(kernel name, median seconds)]`` of the step's kernels on this batch
         (``Program.profile``); the model and the optimizer are left as they were (a
         dropout mask is drawn)."""
+        return self.program(x, y).profile(*self.program_inputs(x, y), repeat=repeat)
+
+    def program_inputs(self, x, y) -> list:
+        """The arrays the program (``program(x, y)``) takes for this batch, in its
+        order: x, y, the parameters, the optimizer's state and hyperparameters, ...
+        (a dropout mask is drawn)."""
         x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        c = self._get(x, y)
-        return c.program.profile(*self._arrays(c, x, y), repeat=repeat)
+        return self._arrays(self._get(x, y), x, y)
 
     def program(self, x, y):
         """The compiled ``Program`` for batches shaped like ``x`` and ``y`` (its kernels

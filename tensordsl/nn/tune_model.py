@@ -15,6 +15,11 @@ training afterwards (any later process) builds each kernel from its best record.
 
 One trial budget serves them all: ``autotune.scheduler.tune_tasks`` spends it in rounds
 on the kernels of the largest expected gain (or splits it statically: ``share``).
+
+Then ``check_step`` times the compiled step's kernels inside the step, with the
+templates' defaults and with the records, and keeps for each workload the configuration
+that was faster there (``autotune.in_step``): a kernel timed alone is not quite the
+kernel between its neighbours.
 """
 from __future__ import annotations
 
@@ -45,6 +50,25 @@ def step_program(model_name: str, batch_size: int | None = None):
     """The program (``td.build_program``) of ``model_name``'s compiled training step."""
     run, x, y = _training_step(model_name, batch_size, "compiled")
     return run.program(x, y)
+
+
+def check_step(model_name: str, batch_size: int | None, db, rounds: int | None = None):
+    """The step check of ``db``'s records for ``model_name``'s compiled step: (what
+    ``in_step.check_in_step`` compared, {"defaults": s, "tuned": s} the whole step's
+    time afterwards, built without records and with ``db``'s, timed alternately)."""
+    from tensordsl.autotune import apply_history_best, defaults_only
+    from tensordsl.autotune.in_step import ROUNDS, check_in_step, time_programs
+
+    def program(context):
+        run, x, y = _training_step(model_name, batch_size, "compiled")
+        with context():
+            return run.program(x, y), run.program_inputs(x, y)
+    defaults, arrays = program(defaults_only)
+    tuned, _ = program(lambda: apply_history_best(db))
+    checked = check_in_step(defaults, tuned, arrays, db, rounds=rounds or ROUNDS)
+    if checked:
+        tuned, _ = program(lambda: apply_history_best(db))   # (with the choices made)
+    return checked, time_programs({"defaults": defaults, "tuned": tuned}, arrays)
 
 
 def _training_step(model_name: str, batch_size: int | None, step: str):

@@ -69,6 +69,8 @@ def test_bad_arguments_and_cuda_without_a_device_are_refused(capsys):
     from tensordsl.nd import is_cuda_available
     expected = "host (numpy) arrays only" if is_cuda_available() else "no CUDA device found"
     assert f"tensordsl train: error: --target cuda: " in err and expected in err
+    assert cli.main(["tune-model", "mlp", "--step", "eager", "--step-check"]) == 2
+    assert "--step-check: the check runs the compiled step" in capsys.readouterr().err
 
 
 def test_the_kernels_of_a_step_are_found_by_running_it():
@@ -154,6 +156,10 @@ def test_tune_model_writes_records_that_training_then_uses(tmp_path, capsys, ste
     out = capsys.readouterr().out
     assert "distinct kernels in a training step of mlp; 3 trials, gain schedule" in out
     assert "not tuned (budget spent)" in out and f"records: {db}" in out
+    # the compiled step is checked (each kernel's tuning a trial: its default, so
+    # nothing to choose) and timed both ways
+    assert ("the step: " in out and "ms tuned (" in out) == (step == "compiled")
+    assert ("no kernel has a tuned configuration to check" in out) == (step == "compiled")
     from tensordsl.autotune import apply_history_best
     from tensordsl.autotune.history import best_config
     from tensordsl.autotune.records import RecordDB, record_target
