@@ -123,7 +123,8 @@ TENSOR_CORE_DEFAULT = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 2, "kk": 2, "v
 
 
 def schedule_matmul_tensorcore(s, out, config=None):
-    """float16/bfloat16 matmul accumulating in float32 on tensor cores (WMMA, 16x16x16).
+    """float16/bfloat16 matmul accumulating in float32 on tensor cores, 16x16x16 tiles
+    (float16 through WMMA; bfloat16 through ldmatrix and mma.sync, ``targets/cuda/wmma.py``).
 
     A block of ``warps_m x warps_n`` warps computes a ``(warps_m*wm*16) x
     (warps_n*wn*16)`` tile of C; each warp owns ``wm x wn`` accumulator fragments. Per

@@ -87,6 +87,8 @@ class _KernelWriter:
         self.async_copy = 0   # depth of enclosing "async_copy" pragmas (cp.async)
         self.vector_reads: dict = {}   # a vector load -> the float4 it was read into
         self.upper: dict = {}          # loop var -> its largest value, where constant
+        from .wmma import uses_mma
+        self.mma = uses_mma(kernel.body)   # tensor cores through ldmatrix and mma.sync
 
     # ------------------------------------------------------------ names
     def name(self, obj, base: str) -> str:
@@ -265,8 +267,9 @@ class _KernelWriter:
         elif b.scope == "wmma.accumulator":
             count = s.extent.value // 256
             self.emit(depth, "{")
-            self.emit(depth + 1, f"nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, "
-                                 f"float> {self.buf(b)}[{count}];")
+            fragment = "td_mma_acc" if self.mma else \
+                "nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>"
+            self.emit(depth + 1, f"{fragment} {self.buf(b)}[{count}];")
             self.stmt(s.body, depth + 1)
             self.emit(depth, "}")
         else:
@@ -802,6 +805,11 @@ def generate(func: n.PrimFunc, checked: bool = False, plan: HostPlan | None = No
     parts.append(PRELUDE.strip())
     if not checked and _uses_async_copies(func):   # (the emulator's are in emulate_async.h)
         parts.append(ASYNC_PRELUDE.strip())
+    from .wmma import MMA_HELPERS, MMA_PRIMITIVES, uses_mma
+    if any(uses_mma(kernel.body) for kernel in plan.kernels):
+        if not checked:   # (the emulator's are in emulate_mma.h)
+            parts.append(MMA_PRIMITIVES.strip())
+        parts.append(MMA_HELPERS.strip())
     for kernel in plan.kernels:
         parts.append(_KernelWriter(kernel, checked).write())
     return "\n\n".join(parts) + "\n"

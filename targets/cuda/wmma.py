@@ -1,8 +1,17 @@
-"""CUDA C for the tensor-core calls that ``tensorize`` leaves in the IR (``nvcuda::wmma``).
+"""CUDA C for the tensor-core calls that ``tensorize`` leaves in the IR.
 
 Each operand arrives as two loads: the tile's first element and the one a row below,
 whose index difference is the row stride (``ldm``). An accumulator tile lives in an
 array of fragments: the 16x16 tiles of the accumulator buffer, row-major.
+
+float16 tiles go through ``nvcuda::wmma``, which sm_80 compiles to ldmatrix and HMMA.
+bfloat16 tiles do not (WMMA loads them with plain shared loads and transposes them with
+MOVM), so a kernel with bfloat16 operands is written with ldmatrix and ``mma.sync``
+(m16n8k16) itself (``uses_mma``): a 16x16x16 step is two ldmatrix.x4 (A's tile, and
+B's transposed) and two m16n8k16 products, and a 16x16 accumulator tile is 8 floats a
+lane (``td_mma_acc``). The lane arithmetic (``MMA_HELPERS``) is the same C on the GPU
+and in the emulator; only the two warp-wide instructions differ: inline PTX here
+(``MMA_PRIMITIVES``), and in ``emulate_mma.h`` a model of what each lane receives.
 """
 from __future__ import annotations
 
@@ -28,7 +37,17 @@ def _fragment(w, first: n.Load, below: n.Load) -> str:
     return f"{w.buf(first.buffer)}[(({idx}) / {16 * width}) * {width // 16} + (({idx}) % {width}) / 16]"
 
 
+def uses_mma(body) -> bool:
+    """Whether a kernel's tensor-core products have bfloat16 operands (ldmatrix and
+    mma.sync rather than WMMA, see the module docstring)."""
+    from tensordsl.ir.visitor import post_order
+    return any(isinstance(node, n.Call) and node.name == "wmma.mma_sync"
+               and node.args[2].buffer.dtype == "bfloat16" for node in post_order(body))
+
+
 def write_wmma(w, call: n.Call, depth: int):
+    if w.mma:
+        return _write_mma(w, call, depth)
     args = call.args
     if call.name == "wmma.fill":
         w.emit(depth, f"{_NS}::fill_fragment({_fragment(w, args[0], args[1])}, "
@@ -52,3 +71,80 @@ def write_wmma(w, call: n.Call, depth: int):
                       f"{_NS}::mem_row_major);")
     else:
         raise BuildError(f"the CUDA code generator has no intrinsic {call.name!r}")
+
+
+def _write_mma(w, call: n.Call, depth: int):
+    args = call.args
+    if call.name == "wmma.fill":
+        w.emit(depth, f"td_mma_fill({_fragment(w, args[0], args[1])}, {w.expr(args[2])});")
+    elif call.name == "wmma.mma_sync":
+        (a_ptr, lda), (b_ptr, ldb) = _operand(w, args[2], args[3]), _operand(w, args[4], args[5])
+        w.emit(depth, f"td_mma_tile({_fragment(w, args[0], args[1])}, {a_ptr}, "
+                      f"{w.expr(lda)}, {b_ptr}, {w.expr(ldb)});")
+    elif call.name == "wmma.store":
+        ptr, ldm = _operand(w, args[0], args[1])
+        w.emit(depth, f"td_mma_store({ptr}, {_fragment(w, args[2], args[3])}, "
+                      f"{w.expr(ldm)});")
+    else:
+        raise BuildError(f"the CUDA code generator has no intrinsic {call.name!r}")
+
+
+# ldmatrix.x4 (each lane gives one row of 16 bytes: lanes 8i..8i+7 the rows of matrix i)
+# and mma.sync m16n8k16 accumulating in float, on the GPU (sm_80 and later), for each
+# 16-bit type that takes this path
+MMA_PRIMITIVES = r"""
+template <bool Trans, class T>
+__device__ __forceinline__ void td_ldmatrix_x4(unsigned (&r)[4], const T* row) {
+  const unsigned at = (unsigned)__cvta_generic_to_shared(row);
+  if (Trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at));
+}
+template <class T> __device__ __forceinline__ void td_mma_16816(float* d, const unsigned (&a)[4],
+                                                                unsigned b0, unsigned b1);
+template <class T> __device__ __forceinline__ void td_mma_put(T* at, float v) { *at = (T)v; }
+""" + "".join(r"""
+template <> __device__ __forceinline__ void td_mma_16816<%s>(
+    float* d, const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.%s.%s.f32 "
+               "{%%0, %%1, %%2, %%3}, {%%4, %%5, %%6, %%7}, {%%8, %%9}, {%%0, %%1, %%2, %%3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}""" % (c_type, ptx, ptx) for c_type, ptx in (("__nv_bfloat16", "bf16"),))
+
+# A 16x16x16 step and a 16x16 accumulator tile in the lanes' registers (PTX's fragment
+# layouts for m16n8k16: lane l holds A's rows l/4 and l/4+8, B's column l/4 and C's rows
+# l/4 and l/4+8, at columns 2(l%4) and 2(l%4)+1 of each 8)
+MMA_HELPERS = r"""
+struct td_mma_acc { float x[8]; };    // a 16x16 tile: two m16n8 halves of 4 floats a lane
+__device__ __forceinline__ unsigned td_lane() {
+  return (unsigned)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32u;
+}
+__device__ __forceinline__ void td_mma_fill(td_mma_acc& c, float v) {
+  for (int e = 0; e < 8; ++e) c.x[e] = v;
+}
+template <class T>
+__device__ __forceinline__ void td_mma_tile(td_mma_acc& c, const T* a, long long lda,
+                                            const T* b, long long ldb) {
+  const unsigned lane = td_lane();
+  unsigned fa[4], fb[4];
+  // lanes 0-15 give rows 0-15 of the tile's left 8 columns, lanes 16-31 of its right 8:
+  // A's matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) in the order mma.sync takes them;
+  // B's, transposed, are (k 0-7, k 8-15) of columns 0-7, then of columns 8-15
+  td_ldmatrix_x4<false>(fa, a + (lane % 16) * lda + (lane / 16) * 8);
+  td_ldmatrix_x4<true>(fb, b + (lane % 16) * ldb + (lane / 16) * 8);
+  td_mma_16816<T>(c.x, fa, fb[0], fb[1]);
+  td_mma_16816<T>(c.x + 4, fa, fb[2], fb[3]);
+}
+template <class P>
+__device__ __forceinline__ void td_mma_store(P* p, const td_mma_acc& c, long long ldm) {
+  const unsigned lane = td_lane(), row = lane / 4, col = 2 * (lane % 4);
+  for (int h = 0; h < 2; ++h)
+    for (int r = 0; r < 2; ++r)
+      for (int e = 0; e < 2; ++e)
+        td_mma_put(p + (row + 8 * r) * ldm + 8 * h + col + e, c.x[4 * h + 2 * r + e]);
+}
+"""

@@ -10,7 +10,8 @@ inputs, float32 accumulation), each a warp-wide operation:
                       store_matrix_sync into the stage's buffer
 
 ``tensordsl/lower/tensorize.py`` checks the loops and the computation and emits the
-calls; the CUDA code generator writes them with ``nvcuda::wmma``.
+calls; the CUDA code generator writes them with ``nvcuda::wmma`` (float16 tiles) or with
+ldmatrix and mma.sync (bfloat16 tiles: ``targets/cuda/wmma.py``).
 """
 from __future__ import annotations
 

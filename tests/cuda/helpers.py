@@ -30,6 +30,18 @@ def tensor_core_matmul(M: int, N: int, K: int, dtype: str = "float16",
     return s, [A, B, C]
 
 
+def tensor_core_inputs(rng, shape, dtype: str):
+    """A random operand of the tensor-core matmul as the kernel takes it (float16, or
+    bfloat16 as its uint16 bits, rounded to nearest even) and its values in float32."""
+    x = rng.standard_normal(shape).astype("float32")
+    if dtype == "float16":
+        h = x.astype("float16")
+        return h, h.astype("float32")
+    bits = x.view("uint32")
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("uint16")
+    return rounded, (rounded.astype("uint32") << 16).view("float32")
+
+
 def emulate(s, args, inputs, rng=None):
     """Compile for sm_80 and sm_90, run the kernels on the CPU; returns the outputs."""
     modules = build_all(s, args)

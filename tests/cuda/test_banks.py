@@ -11,7 +11,7 @@ from kernels import dense
 from schedules.cuda.matmul import schedule_matmul
 from targets.cuda.emulate import SharedTraffic, emulate_source
 
-from .helpers import tensor_core_matmul
+from .helpers import tensor_core_inputs, tensor_core_matmul
 
 # one warp, one shared read each; MODE picks the pattern
 BANKS = r"""
@@ -64,23 +64,26 @@ def test_the_matmul_tiles_a_rows_pad_removes_its_conflicts(pad, per_request, rng
     assert traffic.wavefronts_per_request == per_request
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("config,per_matrix", [
     ({}, 1.0),                      # padded rows (pad 8): every 8x8 matrix in one wavefront
     ({"kk": 3}, 1.0),               # 48 + 8 halves a row of A: still an odd number of 16 B
     ({"pad": 0}, 6.0),              # A's 64-byte rows 4 ways, B's 128-byte rows 8 ways
 ])
-def test_the_tensor_core_tiles_are_read_one_wavefront_per_matrix(config, per_matrix, rng):
+def test_the_tensor_core_tiles_are_read_one_wavefront_per_matrix(config, per_matrix, dtype,
+                                                                  rng):
     """Issue 20: the tensor-core matmul's shared reads (ldmatrix, 8 rows of 16 bytes per
     8x8 matrix) are free of bank conflicts with the rows padded, and 4-8 ways
-    conflicting without."""
+    conflicting without. float16 through WMMA (whose tiles sm_80 loads with ldmatrix),
+    bfloat16 through the code generator's own ldmatrix and mma.sync, each lane giving
+    its row address (emulate_mma.h)."""
     M, N, K = 64, 64, 96
-    f = td.build(*tensor_core_matmul(M, N, K, "float16", config), target="cuda -arch=sm_80")
-    a = rng.standard_normal((M, K)).astype("float16")
-    b = rng.standard_normal((K, N)).astype("float16")
+    f = td.build(*tensor_core_matmul(M, N, K, dtype, config), target="cuda -arch=sm_80")
+    (a, a32), (b, b32) = tensor_core_inputs(rng, (M, K), dtype), \
+        tensor_core_inputs(rng, (K, N), dtype)
     c = np.full((M, N), np.nan, "float32")
     traffic = f.emulate(a, b, c, count_banks=True)
-    np.testing.assert_allclose(c, a.astype("float32") @ b.astype("float32"),
-                               rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(c, a32 @ b32, rtol=1e-5, atol=1e-3)
     # per block, 16*kk-deep slice and 16-deep step, each warp's wm x wn products read
     # an A and a B fragment each, 4 matrices a fragment
     warps, slices, fragments = 4, K // (16 * config.get("kk", 2)), 2 * 2 * 2

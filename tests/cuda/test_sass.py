@@ -157,18 +157,15 @@ def test_fp16_tensor_core_loop_is_ldmatrix_and_hmma(arch):
 
 
 @needs_tools
-@_gap("bf16 WMMA fragments are loaded with generic shared loads and MOVM, not ldmatrix "
-      "(ldmatrix/mma.sync as tensorize intrinsics)")
 @pytest.mark.parametrize("arch", ARCHS)
-def test_bf16_tensor_core_loop_uses_ldmatrix(arch):
-    assert _main("matmul_bf16", arch).main_loop().count("LDSM") > 0
-
-
-@needs_tools
-@pytest.mark.parametrize("arch", ARCHS)
-def test_bf16_tensor_core_loop_runs_hmma(arch):
+def test_bf16_tensor_core_loop_is_ldmatrix_and_mma_sync(arch):
+    """bfloat16 tiles through ldmatrix and mma.sync m16n8k16 (WMMA loaded them with
+    plain shared loads and transposed them with MOVM): no generic shared load, no
+    transpose, two HMMA per 16x16x16 step, the tiles copied by cp.async."""
     loop = _main("matmul_bf16", arch).main_loop()
-    assert loop.count("HMMA") > 0 and loop.count("MOVM") > 0     # today's transposes
+    assert loop.count("LDSM") > 0 and loop.count("LDS") == 0 and loop.count("MOVM") == 0
+    assert loop.count("HMMA") >= 2 * 2 * 2 * 2      # 2 per step, wm x wn x kk per warp
+    assert loop.count("LDGSTS") == 4 and loop.count("LDG") == 0
 
 
 @needs_tools

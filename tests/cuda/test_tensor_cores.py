@@ -7,22 +7,7 @@ import tensordsl as td
 from kernels import dense
 from schedules.cuda.matmul import schedule_matmul_tensorcore
 
-from .helpers import build_all, tensor_core_matmul
-
-
-def _bf16(x):
-    """float32 -> bfloat16 bits (round to nearest even), and their float32 values."""
-    bits = x.view("uint32")
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("uint16")
-    return rounded, (rounded.astype("uint32") << 16).view("float32")
-
-
-def _inputs(rng, shape, dtype):
-    x = rng.standard_normal(shape).astype("float32")
-    if dtype == "float16":
-        h = x.astype("float16")
-        return h, h.astype("float32")
-    return _bf16(x)
+from .helpers import build_all, tensor_core_inputs as _inputs, tensor_core_matmul
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -38,7 +23,11 @@ def _inputs(rng, shape, dtype):
 def test_tensor_core_matmul(dtype, M, N, K, config, rng):
     modules = build_all(*tensor_core_matmul(M, N, K, dtype, config))
     src = modules["sm_90"].get_source()
-    assert "nvcuda::wmma::mma_sync" in src and "#include <mma.h>" in src
+    if dtype == "float16":
+        assert "nvcuda::wmma::mma_sync" in src and "#include <mma.h>" in src
+    else:   # WMMA would load bfloat16 tiles without ldmatrix: ldmatrix and mma.sync
+        assert "td_mma_tile(" in src and "nvcuda::wmma" not in src
+        assert "ldmatrix.sync.aligned.m8n8.x4.trans" in src and "m16n8k16" in src
     (a, a32), (b, b32) = _inputs(rng, (M, K), dtype), _inputs(rng, (K, N), dtype)
     c = np.full((M, N), np.nan, "float32")
     modules["sm_80"].emulate(a, b, c)
