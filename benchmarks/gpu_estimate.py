@@ -116,8 +116,9 @@ def estimate(key: str, device: Device) -> dict:
     best_peak = device.tensor_flops if w.tensor_cores else device.fp32_flops
     roofline = max(w.flops / best_peak, w.bytes / device.dram_bytes_per_s)
     row = {"template": key, "shape": w.label, "gpu": device.name, "kernels": len(f.kernels),
-           "regs": main_code.registers, "smem_KiB": main_code.shared_bytes / 1024,
-           "blocks/SM": sass.resident_blocks(main_code, main.threads),
+           "regs": main_code.registers,
+           "smem_KiB": (main_code.shared_bytes + main.dynamic_shared) / 1024,
+           "blocks/SM": sass.resident_blocks(main_code, main.threads, main.dynamic_shared),
            "spills": sum(c.spills for c in code.values()), "bound": bound,
            "est_us": total * 1e6, "roofline_us": roofline * 1e6,
            "of_roofline": roofline / total}

@@ -12,6 +12,7 @@ from tensordsl.ir import nodes as n
 from ..base import Target, register_backend
 from ..cache import make_key, module_closure_hash
 from . import codegen, nvrtc
+from .plan import host_plan
 
 DEFAULT_ARCH = "sm_90"
 
@@ -40,7 +41,12 @@ class CUDABackend:
         return make_key(source(), self.fingerprint(target))
 
     def codegen(self, func: n.PrimFunc, target: Target) -> str:
-        return codegen.generate(func)
+        from tensordsl.lower.gpu import check_shared, max_shared_bytes
+        arch = arch_of(target)
+        plan = host_plan(func)
+        for kernel in plan.kernels:
+            check_shared(kernel.body, max_shared_bytes(arch), f"on {arch}")
+        return codegen.generate(func, plan=plan)
 
     def compile(self, source: str, target: Target) -> bytes:
         return nvrtc.compile_source(source, arch_of(target), "cubin")

@@ -25,7 +25,7 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.ir.printer import Printer
 from tensordsl.ir.visitor import Visitor, post_order, substitute
-from tensordsl.lower.gpu import SHARED_ALIGNMENT, shared_allocations
+from tensordsl.lower.gpu import SHARED_ALIGNMENT, shared_allocations, shared_bytes_of
 
 from .plan import HostPlan, Kernel, host_plan
 
@@ -113,11 +113,24 @@ class _KernelWriter:
                 f"{k.name}({', '.join(params)}) {{")
         body_lines = self.lines
         self.stmt(k.body, 1)
-        shared, names = [], []
+        # over the static limit on the GPU: one dynamic array (sized at launch, after
+        # cuFuncSetAttribute), each array carved from it where ptxas would place it; the
+        # emulator, which has no limit, keeps them static (each with its shadow)
+        dynamic = k.dynamic_shared and not self.checked
+        shared, names, offset = [], [], 0
+        if dynamic:
+            shared.append(f"  extern __shared__ __align__({_BASE_ALIGNMENT['shared']}) "
+                          "unsigned char td_dynamic_shared[];")
         for a in shared_allocations(k.body):
-            names.append(self.buf(a.buffer))
-            shared.append(f"  __shared__ __align__({_BASE_ALIGNMENT['shared']}) "
-                          f"{c_type(a.buffer.dtype)} {names[-1]}[{a.extent.value}];")
+            ctype, name = c_type(a.buffer.dtype), self.buf(a.buffer)
+            if dynamic:
+                shared.append(f"  {ctype}* const {name} = ({ctype}*)(td_dynamic_shared + "
+                              f"{offset});")
+                offset += shared_bytes_of(a)
+            else:
+                names.append(name)
+                shared.append(f"  __shared__ __align__({_BASE_ALIGNMENT['shared']}) "
+                              f"{ctype} {name}[{a.extent.value}];")
         for ctype, name, count in self.extra_shared:
             names.append(name)
             shared.append(f"  __shared__ {ctype} {name}[{count}];")

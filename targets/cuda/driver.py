@@ -148,13 +148,22 @@ class LoadedModule:
         self.module = check(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
         self.functions = {k: check(driver.cuModuleGetFunction(self.module, k.encode()),
                                    f"cuModuleGetFunction({k})") for k in names}
+        self.allowed: dict = {}   # kernel -> the dynamic shared memory it may use
 
-    def launch(self, name: str, grid, block, args: list):
+    def launch(self, name: str, grid, block, args: list, dynamic_shared: int = 0):
         """``args``: ctypes values (pointers as ``c_void_p``, scalars as ``c_longlong``),
-        passed the way cuda-python documents: a tuple of values and one of their types."""
+        passed the way cuda-python documents: a tuple of values and one of their types.
+        ``dynamic_shared``: bytes of dynamic shared memory (the kernel is first allowed
+        that many, beyond the default 48 KiB)."""
         driver = _driver()
+        function = self.functions[name]
+        if dynamic_shared and self.allowed.get(name) != dynamic_shared:
+            attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+            check(driver.cuFuncSetAttribute(function, attribute, dynamic_shared),
+                  f"cuFuncSetAttribute({name}, {dynamic_shared} bytes of shared memory)")
+            self.allowed[name] = dynamic_shared
         values = tuple(a.value or 0 for a in args)
         types = tuple(type(a) for a in args)
-        check(driver.cuLaunchKernel(self.functions[name], *grid, *block, 0, 0,
+        check(driver.cuLaunchKernel(function, *grid, *block, dynamic_shared, 0,
                                     (values, types), 0),
               f"launch of {name}")

@@ -26,6 +26,12 @@ class Kernel:
     def threads(self) -> int:
         return self.block[0] * self.block[1] * self.block[2]
 
+    @property
+    def dynamic_shared(self) -> int:
+        """Bytes of dynamic shared memory a launch gives it (``gpu.dynamic_shared_bytes``:
+        beyond the static limit its arrays are carved from one dynamic array)."""
+        return gpu.dynamic_shared_bytes(self.shared_bytes)
+
 
 @dataclass
 class HostPlan:

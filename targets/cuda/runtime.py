@@ -68,7 +68,7 @@ class CudaModule(Module):
                     continue
                 args = [ctypes.c_void_p(buffers[id(b)]) for b in k.buffers]
                 args += [ctypes.c_longlong(int(scalars[v])) for v in k.scalars]
-                self._loaded.launch(k.name, grid, k.block, args)
+                self._loaded.launch(k.name, grid, k.block, args, k.dynamic_shared)
             driver.synchronize()
             if self.checked_reads:
                 driver.copy_to_host(error.ctypes.data, temps[0], error.nbytes)

@@ -240,13 +240,14 @@ class SMLimits:
 SM_LIMITS = {"sm_80": SMLimits(), "sm_90": SMLimits(shared_bytes=228 * 1024)}
 
 
-def resident_blocks(kernel: KernelSass, threads: int) -> int:
+def resident_blocks(kernel: KernelSass, threads: int, dynamic_shared: int = 0) -> int:
     """How many blocks of ``threads`` threads an SM holds at once, limited by the
-    kernel's registers and shared memory (the occupancy a template can claim)."""
+    kernel's registers and shared memory (the occupancy a template can claim; the SASS
+    knows the static shared memory only: ``dynamic_shared``, what a launch adds)."""
     limits = SM_LIMITS[kernel.arch[:5]]
     warps = -(-threads // 32)
     per_warp = -(-max(kernel.registers, 1) * 32 // limits.register_unit) * limits.register_unit
     by_registers = limits.registers // (per_warp * warps)
-    by_shared = (limits.shared_bytes // kernel.shared_bytes if kernel.shared_bytes
-                 else limits.blocks)
+    shared = kernel.shared_bytes + dynamic_shared
+    by_shared = limits.shared_bytes // shared if shared else limits.blocks
     return min(limits.blocks, limits.threads // (warps * 32), by_registers, by_shared)

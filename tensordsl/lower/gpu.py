@@ -34,6 +34,23 @@ from ..ir.visitor import Mutator, Visitor, free_vars, substitute
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIM = {"x": 1024, "y": 1024, "z": 64}
 MAX_SHARED_BYTES = 48 * 1024   # static __shared__ per block, every architecture
+# A block with more declares its arrays in dynamic shared memory instead, up to what its
+# architecture lets a kernel opt into (cuFuncSetAttribute; CUDA's programming guide,
+# "maximum amount of shared memory per thread block"); an architecture not listed: none.
+MAX_OPTIN_SHARED_BYTES = {"sm_70": 96 * 1024, "sm_72": 48 * 1024, "sm_75": 64 * 1024,
+                          "sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024,
+                          "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_90a": 227 * 1024}
+
+
+def max_shared_bytes(arch: str) -> int:
+    """The most shared memory a block may use on ``arch``."""
+    return MAX_OPTIN_SHARED_BYTES.get(arch, MAX_SHARED_BYTES)
+
+
+def dynamic_shared_bytes(kernel_bytes: int) -> int:
+    """Of a kernel's shared memory, what it takes dynamically: all of it beyond the
+    static limit (its arrays then carved from one dynamic array), else nothing."""
+    return kernel_bytes if kernel_bytes > MAX_SHARED_BYTES else 0
 SHARED_ALIGNMENT = 128         # where each __shared__ array starts (targets/cuda/codegen.py)
 
 
@@ -390,11 +407,15 @@ def shared_allocations(kernel) -> list[n.Allocate]:
 
 
 def shared_bytes(kernel) -> int:
-    """The kernel's static shared memory: its arrays, each starting on
-    ``SHARED_ALIGNMENT`` bytes (as ``ptxas`` counts them)."""
-    return sum(-(-int(a.extent.value) * max(1, dt.bits(a.buffer.dtype) // 8)
-                 // SHARED_ALIGNMENT) * SHARED_ALIGNMENT
-               for a in shared_allocations(kernel))
+    """The kernel's shared memory: its arrays, each starting on ``SHARED_ALIGNMENT``
+    bytes (as ``ptxas`` counts them)."""
+    return sum(shared_bytes_of(a) for a in shared_allocations(kernel))
+
+
+def shared_bytes_of(allocation) -> int:
+    """One shared array's bytes, rounded up to where the next one starts."""
+    nbytes = int(allocation.extent.value) * max(1, dt.bits(allocation.buffer.dtype) // 8)
+    return -(-nbytes // SHARED_ALIGNMENT) * SHARED_ALIGNMENT
 
 
 def check_limits(f: n.PrimFunc) -> n.PrimFunc:
@@ -413,13 +434,18 @@ def check_limits(f: n.PrimFunc) -> n.PrimFunc:
             raise BuildError(f"stage {_stage_names(k)}: {threads} threads per block exceed "
                              f"the device limit {MAX_THREADS_PER_BLOCK}; split the bound "
                              "axes by smaller factors")
-        used = shared_bytes(k)
-        if used > MAX_SHARED_BYTES:
-            names = ", ".join(a.buffer.name for a in shared_allocations(k))
-            raise BuildError(f"stage {_stage_names(k)}: {used} bytes of shared memory "
-                             f"({names}) exceed the {MAX_SHARED_BYTES}-byte limit per block; "
-                             "use smaller tiles")
+        check_shared(k, max(MAX_OPTIN_SHARED_BYTES.values()), "of any GPU")
     return f
+
+
+def check_shared(kernel, limit: int, where: str):
+    """Refuse a kernel whose shared arrays take more than ``limit`` bytes a block."""
+    used = shared_bytes(kernel)
+    if used > limit:
+        names = ", ".join(a.buffer.name for a in shared_allocations(kernel))
+        raise BuildError(f"stage {_stage_names(kernel)}: {used} bytes of shared memory "
+                         f"({names}) exceed the {limit}-byte limit per block {where}; "
+                         "use smaller tiles (or fewer pipeline stages)")
 
 
 # ---------------------------------------------------------------- check_tensor_cores

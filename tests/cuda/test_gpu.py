@@ -42,6 +42,22 @@ def test_tensor_core_matmul_on_gpu(rng):
     np.testing.assert_allclose(c.numpy(), want, rtol=1e-3, atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype,config", [
+    ("bfloat16", {}),                                  # ldmatrix and mma.sync (inline PTX)
+    ("float16", {"kk": 4, "stages": 4}),               # 72 KiB of dynamic shared memory
+    ("bfloat16", {"kk": 4, "stages": 4}),
+])
+def test_tensor_core_matmul_variants_on_gpu(dtype, config, rng):
+    from .helpers import tensor_core_inputs, tensor_core_matmul
+    M, N, K = 256, 128, 512
+    f = td.build(*tensor_core_matmul(M, N, K, dtype, config), target="cuda")
+    (a, a32), (b, b32) = tensor_core_inputs(rng, (M, K), dtype), \
+        tensor_core_inputs(rng, (K, N), dtype)
+    c = td.nd.empty((M, N), "float32", device="cuda")
+    f(td.nd.array(a, device="cuda"), td.nd.array(b, device="cuda"), c)
+    np.testing.assert_allclose(c.numpy(), a32 @ b32, rtol=1e-3, atol=1e-2)
+
+
 def test_softmax_layer_norm_reduce_on_gpu(rng):
     got, (x,) = _run_on_gpu("softmax", dense.softmax, [(64, 1000)], rng)
     e = np.exp(x - x.max(-1, keepdims=True))

@@ -88,6 +88,8 @@ def test_occupancy_follows_registers_and_shared_memory():
     assert sass.resident_blocks(k, 128) == 7
     k = sass.KernelSass("k", "sm_90a", (), 32, 100 * 1024, 0, 0)
     assert sass.resident_blocks(k, 128) == 2                 # 228 KiB / 100 KiB
+    k = sass.KernelSass("k", "sm_90a", (), 32, 0, 0, 0)     # its arrays dynamic: the
+    assert sass.resident_blocks(k, 128, dynamic_shared=100 * 1024) == 2   # launch's bytes
 
 
 def test_disassembling_something_else_names_the_argument():

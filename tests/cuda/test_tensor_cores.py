@@ -273,3 +273,40 @@ def test_tensor_core_output_must_start_on_32_bytes():
     a, b = on_device(1 << 20, "float16"), on_device(2 << 20, "float16")
     with pytest.raises(ValueError, match=r"argument 'matmul'.*32-byte aligned .*tensor cores"):
         f(a, b, on_device((3 << 20) + 16, "float32"))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_tiles_over_48_kib_go_to_dynamic_shared_memory(dtype, rng):
+    """4 stages of 64x64 A and B tiles 64 deep: 72 KiB, over the static limit, so the
+    arrays are carved from one dynamic array (the launch allows it: cuFuncSetAttribute);
+    sm_80 and sm_90a compile it without spills, and it computes the product."""
+    from targets.cuda import sass
+    M, N, K = 128, 64, 256
+    config = {"kk": 4, "stages": 4}
+    for arch in ("sm_80", "sm_90a"):
+        f = td.build(*tensor_core_matmul(M, N, K, dtype, config), target=f"cuda -arch={arch}")
+        (kernel,) = f.plan.kernels
+        assert kernel.dynamic_shared == kernel.shared_bytes > 48 * 1024
+        src = f.get_source()
+        assert "extern __shared__ __align__(128) unsigned char td_dynamic_shared[];" in src
+        assert "__shared__ __align__(128) half" not in src
+        (code,) = sass.disassemble(f.cubin).values()
+        assert code.spills == 0 and code.shared_bytes < 48 * 1024
+    (a, a32), (b, b32) = _inputs(rng, (M, K), dtype), _inputs(rng, (K, N), dtype)
+    c = np.full((M, N), np.nan, "float32")
+    f.emulate(a, b, c)
+    np.testing.assert_allclose(c, a32 @ b32, rtol=1e-5, atol=1e-4)
+
+
+def test_shared_memory_beyond_the_architectures_opt_in_limit_is_refused():
+    # 10 stages: 180 KiB, over sm_80's 163 (sm_90's 227 take it); 14: over any GPU's
+    ten = tensor_core_matmul(64, 64, 640, "float16", {"kk": 4, "stages": 10})
+    with pytest.raises(td.BuildError, match=r"184320 bytes of shared memory \(A.shared, "
+                                            r"B.shared\) exceed the 166912-byte limit per "
+                                            r"block on sm_80"):
+        td.build(*ten, target="cuda -arch=sm_80")
+    td.build(*ten, target="cuda -arch=sm_90a")
+    with pytest.raises(td.BuildError, match="exceed the 232448-byte limit per block of any "
+                                            "GPU; use smaller tiles"):
+        td.build(*tensor_core_matmul(64, 64, 896, "float16", {"kk": 4, "stages": 14}),
+                 target="cuda -arch=sm_90a")
