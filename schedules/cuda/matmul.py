@@ -163,10 +163,10 @@ def schedule_matmul_tensorcore(s, out, config=None):
     (k,) = CF.op.reduce_axis
     ko, k = s[CF].split(k, factor=16 * kk)
     kt, k16 = s[CF].split(k, factor=16)
-    cit, ci16 = s[CF].split(ci, factor=16)
-    cjt, cj16 = s[CF].split(cj, factor=16)
-    s[CF].reorder(ko, kt, cit, cjt, ci16, cj16, k16)
-    s[CF].tensorize(ci16, td.tensor_intrin.wmma_mma_sync())
+    s[CF].reorder(ko, kt, ci, cj, k16)
+    # a warp's whole wm x wn block of tiles per 16-deep step: each A and B tile read
+    # from shared memory once (wm + wn fragment loads, not 2 wm wn)
+    s[CF].tensorize(ci, td.tensor_intrin.wmma_mma_sync(16 * wm, 16 * wn))
 
     if cfg["pad"] not in (0, 8):
         raise ValueError(f"pad: expected 0 or 8 elements (rows of an odd number of 16 "

@@ -27,14 +27,23 @@ def _operand(w, first: n.Load, below: n.Load):
     return f"&{w.at(first.buffer, w.expr(first.index), 'address')}", ldm
 
 
-def _fragment(w, first: n.Load, below: n.Load) -> str:
+def _fragment(w, first: n.Load, below: n.Load, i: int = 0, j: int = 0) -> str:
+    """The accumulator fragment of the tile ``i`` tiles below and ``j`` right of the one
+    whose first element ``first`` reads."""
     row = simplify_expr(n.Sub(below.index, first.index))
     if not (isinstance(row, n.IntImm) and row.value % 16 == 0):
         raise BuildError(f"accumulator {first.buffer.name!r}: its rows must be a constant "
                          f"multiple of 16 elements wide, got {row}")
     width = row.value
     idx = w.expr(first.index)
-    return f"{w.buf(first.buffer)}[(({idx}) / {16 * width}) * {width // 16} + (({idx}) % {width}) / 16]"
+    step = i * (width // 16) + j
+    return (f"{w.buf(first.buffer)}[(({idx}) / {16 * width}) * {width // 16} + "
+            f"(({idx}) % {width}) / 16{f' + {step}' if step else ''}]")
+
+
+def _tiles(args, at: int) -> tuple[int, int]:
+    """A call's block of tiles (down, across): its arguments ``at`` and ``at + 1``."""
+    return tuple(int(a.value) for a in args[at:at + 2]) if len(args) > at else (1, 1)
 
 
 def uses_mma(body) -> bool:
@@ -46,45 +55,51 @@ def uses_mma(body) -> bool:
 
 
 def write_wmma(w, call: n.Call, depth: int):
-    if w.mma:
-        return _write_mma(w, call, depth)
+    """A tensor-core call as C: through WMMA, or ldmatrix and mma.sync where ``w.mma``.
+    A product of a block of tiles loads each A and B tile once, then multiplies every
+    pair."""
     args = call.args
     if call.name == "wmma.fill":
-        w.emit(depth, f"{_NS}::fill_fragment({_fragment(w, args[0], args[1])}, "
-                      f"{w.expr(args[2])});")
+        fill = "td_mma_fill" if w.mma else f"{_NS}::fill_fragment"
+        down, across = _tiles(args, 3)
+        for i in range(down):
+            for j in range(across):
+                w.emit(depth, f"{fill}({_fragment(w, args[0], args[1], i, j)}, "
+                              f"{w.expr(args[2])});")
     elif call.name == "wmma.mma_sync":
-        frag = _fragment(w, args[0], args[1])
+        down, across = _tiles(args, 6)
         (a_ptr, lda), (b_ptr, ldb) = _operand(w, args[2], args[3]), _operand(w, args[4], args[5])
+        lda, ldb = w.expr(lda), w.expr(ldb)
+        a_tiles = [a_ptr] + [f"{a_ptr} + {16 * i} * ({lda})" for i in range(1, down)]
+        b_tiles = [b_ptr] + [f"{b_ptr} + {16 * j}" for j in range(1, across)]
         from .codegen import c_type
         t = c_type(args[2].buffer.dtype)
         w.emit(depth, "{")
-        w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_a, 16, 16, 16, {t}, {_NS}::row_major> td_a;")
-        w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_b, 16, 16, 16, {t}, {_NS}::row_major> td_b;")
-        w.emit(depth + 1, f"{_NS}::load_matrix_sync(td_a, {a_ptr}, {w.expr(lda)});")
-        w.emit(depth + 1, f"{_NS}::load_matrix_sync(td_b, {b_ptr}, {w.expr(ldb)});")
-        w.emit(depth + 1, f"{_NS}::mma_sync({frag}, td_a, td_b, {frag});")
+        if w.mma:
+            w.emit(depth + 1, f"unsigned td_a[{down}][4], td_b[{across}][4];")
+            load_a, load_b = "td_mma_load_a", "td_mma_load_b"
+        else:
+            w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_a, 16, 16, 16, {t}, "
+                              f"{_NS}::row_major> td_a[{down}];")
+            w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_b, 16, 16, 16, {t}, "
+                              f"{_NS}::row_major> td_b[{across}];")
+            load_a = load_b = f"{_NS}::load_matrix_sync"
+        for i, tile in enumerate(a_tiles):
+            w.emit(depth + 1, f"{load_a}(td_a[{i}], {tile}, {lda});")
+        for j, tile in enumerate(b_tiles):
+            w.emit(depth + 1, f"{load_b}(td_b[{j}], {tile}, {ldb});")
+        for i in range(down):
+            for j in range(across):
+                frag = _fragment(w, args[0], args[1], i, j)
+                w.emit(depth + 1, f"td_mma_product<{t}>({frag}, td_a[{i}], td_b[{j}]);"
+                       if w.mma else f"{_NS}::mma_sync({frag}, td_a[{i}], td_b[{j}], {frag});")
         w.emit(depth, "}")
     elif call.name == "wmma.store":
         ptr, ldm = _operand(w, args[0], args[1])
         frag = _fragment(w, args[2], args[3])
-        w.emit(depth, f"{_NS}::store_matrix_sync({ptr}, {frag}, {w.expr(ldm)}, "
+        w.emit(depth, f"td_mma_store({ptr}, {frag}, {w.expr(ldm)});" if w.mma else
+                      f"{_NS}::store_matrix_sync({ptr}, {frag}, {w.expr(ldm)}, "
                       f"{_NS}::mem_row_major);")
-    else:
-        raise BuildError(f"the CUDA code generator has no intrinsic {call.name!r}")
-
-
-def _write_mma(w, call: n.Call, depth: int):
-    args = call.args
-    if call.name == "wmma.fill":
-        w.emit(depth, f"td_mma_fill({_fragment(w, args[0], args[1])}, {w.expr(args[2])});")
-    elif call.name == "wmma.mma_sync":
-        (a_ptr, lda), (b_ptr, ldb) = _operand(w, args[2], args[3]), _operand(w, args[4], args[5])
-        w.emit(depth, f"td_mma_tile({_fragment(w, args[0], args[1])}, {a_ptr}, "
-                      f"{w.expr(lda)}, {b_ptr}, {w.expr(ldb)});")
-    elif call.name == "wmma.store":
-        ptr, ldm = _operand(w, args[0], args[1])
-        w.emit(depth, f"td_mma_store({ptr}, {_fragment(w, args[2], args[3])}, "
-                      f"{w.expr(ldm)});")
     else:
         raise BuildError(f"the CUDA code generator has no intrinsic {call.name!r}")
 
@@ -126,16 +141,22 @@ __device__ __forceinline__ unsigned td_lane() {
 __device__ __forceinline__ void td_mma_fill(td_mma_acc& c, float v) {
   for (int e = 0; e < 8; ++e) c.x[e] = v;
 }
+// lanes 0-15 give rows 0-15 of a tile's left 8 columns, lanes 16-31 of its right 8: A's
+// matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) in the order mma.sync takes them; B's,
+// transposed, (k 0-7, k 8-15) of columns 0-7, then of columns 8-15
 template <class T>
-__device__ __forceinline__ void td_mma_tile(td_mma_acc& c, const T* a, long long lda,
-                                            const T* b, long long ldb) {
+__device__ __forceinline__ void td_mma_load_a(unsigned (&f)[4], const T* a, long long lda) {
   const unsigned lane = td_lane();
-  unsigned fa[4], fb[4];
-  // lanes 0-15 give rows 0-15 of the tile's left 8 columns, lanes 16-31 of its right 8:
-  // A's matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) in the order mma.sync takes them;
-  // B's, transposed, are (k 0-7, k 8-15) of columns 0-7, then of columns 8-15
-  td_ldmatrix_x4<false>(fa, a + (lane % 16) * lda + (lane / 16) * 8);
-  td_ldmatrix_x4<true>(fb, b + (lane % 16) * ldb + (lane / 16) * 8);
+  td_ldmatrix_x4<false>(f, a + (lane % 16) * lda + (lane / 16) * 8);
+}
+template <class T>
+__device__ __forceinline__ void td_mma_load_b(unsigned (&f)[4], const T* b, long long ldb) {
+  const unsigned lane = td_lane();
+  td_ldmatrix_x4<true>(f, b + (lane % 16) * ldb + (lane / 16) * 8);
+}
+template <class T>
+__device__ __forceinline__ void td_mma_product(td_mma_acc& c, const unsigned (&fa)[4],
+                                               const unsigned (&fb)[4]) {
   td_mma_16816<T>(c.x, fa, fb[0], fb[1]);
   td_mma_16816<T>(c.x + 4, fa, fb[2], fb[3]);
 }

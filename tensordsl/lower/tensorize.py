@@ -33,10 +33,13 @@ def lower_tensorized(stage, inner, extents, bodies, outputs, indices, intrin, pa
         if stage.scope != "wmma.accumulator":
             raise ScheduleError(f"{where}: the stage must be in scope 'wmma.accumulator' "
                                 f"(s.cache_write(C, 'wmma.accumulator')), it is {stage.scope!r}")
+        # (the tiles of a warp's block, down and across: each call's last two arguments)
+        tiles = (n.IntImm("int64", intrin.shape[0] // 16),
+                 n.IntImm("int64", intrin.shape[1] // 16))
         if part == "init":
             _expect(where, inner, shape, ("data_par", "data_par"), intrin.shape[:2])
             c = _tile(out, indices, at_zero)
-            return _call("wmma.fill", *c, n.FloatImm(out.dtype, 0.0))
+            return _call("wmma.fill", *c, n.FloatImm(out.dtype, 0.0), *tiles)
         _expect(where, inner, shape, ("data_par", "data_par", "reduce"), intrin.shape)
         red = bodies[0]
         if not (isinstance(red, n.Reduce) and red.combiner.name == "sum"
@@ -54,7 +57,7 @@ def lower_tensorized(stage, inner, extents, bodies, outputs, indices, intrin, pa
                                 f"{out.dtype}")
         return _call("wmma.mma_sync", *_tile(out, indices, at_zero),
                      *_tile(a_read.tensor, a_read.indices, at_zero),
-                     *_tile(b_read.tensor, b_read.indices, at_zero))
+                     *_tile(b_read.tensor, b_read.indices, at_zero), *tiles)
     if intrin.name == "wmma.store":
         _expect(where, inner, shape, ("data_par", "data_par"), intrin.shape)
         body = bodies[0]

@@ -5,7 +5,10 @@ inputs, float32 accumulation), each a warp-wide operation:
 
     wmma_mma_sync()   the reduction stage's loops (i, j, k) of 16, 16, 16 over
                       C[i, j] += A[i, k] * B[k, j] with C in scope "wmma.accumulator"
-                      (its initialization becomes fill_fragment); A and B row-major
+                      (its initialization becomes fill_fragment); A and B row-major.
+                      wmma_mma_sync(m, n) takes a warp's m x n block of such tiles (m
+                      and n multiples of 16) in one step: each of its m/16 A tiles and
+                      n/16 B tiles loaded once, then every product
     wmma_store()      a copy stage's loops (i, j) of 16, 16 reading the accumulator:
                       store_matrix_sync into the stage's buffer
 
@@ -28,8 +31,9 @@ class TensorIntrin:
 
 
 def wmma_mma_sync(m: int = 16, n: int = 16, k: int = 16) -> TensorIntrin:
-    if (m, n, k) != (16, 16, 16):
-        raise ValueError(f"wmma_mma_sync: supported tile is 16x16x16, got {m}x{n}x{k}")
+    if k != 16 or m < 16 or n < 16 or m % 16 or n % 16:
+        raise ValueError(f"wmma_mma_sync: supported tiles are 16x16x16 and blocks of them "
+                         f"(m and n multiples of 16, k 16), got {m}x{n}x{k}")
     return TensorIntrin("wmma.mma_sync", (m, n, k))
 
 

@@ -84,9 +84,9 @@ def test_the_tensor_core_tiles_are_read_one_wavefront_per_matrix(config, per_mat
     c = np.full((M, N), np.nan, "float32")
     traffic = f.emulate(a, b, c, count_banks=True)
     np.testing.assert_allclose(c, a32 @ b32, rtol=1e-5, atol=1e-3)
-    # per block, 16*kk-deep slice and 16-deep step, each warp's wm x wn products read
-    # an A and a B fragment each, 4 matrices a fragment
-    warps, slices, fragments = 4, K // (16 * config.get("kk", 2)), 2 * 2 * 2
+    # per block, 16*kk-deep slice and 16-deep step, each warp reads its wm A and wn B
+    # fragments once (for its wm x wn products), 4 matrices a fragment
+    warps, slices, fragments = 4, K // (16 * config.get("kk", 2)), 2 + 2
     blocks = (M // 64) * (N // 64)
     assert traffic.matrix_requests == blocks * slices * warps * fragments * 4 * \
         config.get("kk", 2)

@@ -29,8 +29,11 @@ __global__ void one_step(float* a, float* b, float* c) {
   if (MODE == 1 && t == 31) return;
   td_mma_acc acc;
   td_mma_fill(acc, 0.5f);
-  if (MODE == 2) td_mma_tile(acc, (const __nv_bfloat16*)a, 16, bs, 24);
-  else td_mma_tile(acc, as, 24, bs, 24);
+  unsigned fa[4], fb[4];
+  if (MODE == 2) td_mma_load_a(fa, (const __nv_bfloat16*)a, 16);
+  else td_mma_load_a(fa, as, 24);
+  td_mma_load_b(fb, bs, 24);
+  td_mma_product<__nv_bfloat16>(acc, fa, fb);
   td_mma_store(c, acc, 16);
 }
 """

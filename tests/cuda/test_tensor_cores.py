@@ -19,6 +19,9 @@ from .helpers import build_all, tensor_core_inputs as _inputs, tensor_core_matmu
     (64, 64, 64, {"warps_m": 2, "warps_n": 1, "wm": 1, "wn": 2, "kk": 2, "stages": 1}),
     (64, 32, 96, {"warps_m": 1, "warps_n": 1, "wm": 2, "wn": 1, "kk": 1, "stages": 2}),
     (64, 32, 96, {"warps_m": 1, "warps_n": 1, "wm": 2, "wn": 1, "kk": 2, "stages": 4}),
+    # a warp's block of 4 x 2 fragments, 3 x 1 (each A and B tile loaded once a step)
+    (64, 128, 64, {"warps_m": 1, "warps_n": 2, "wm": 4, "wn": 2, "kk": 1}),
+    (96, 32, 32, {"warps_m": 2, "warps_n": 2, "wm": 3, "wn": 1, "kk": 2}),
 ])
 def test_tensor_core_matmul(dtype, M, N, K, config, rng):
     modules = build_all(*tensor_core_matmul(M, N, K, dtype, config))
@@ -26,7 +29,7 @@ def test_tensor_core_matmul(dtype, M, N, K, config, rng):
     if dtype == "float16":
         assert "nvcuda::wmma::mma_sync" in src and "#include <mma.h>" in src
     else:   # WMMA would load bfloat16 tiles without ldmatrix: ldmatrix and mma.sync
-        assert "td_mma_tile(" in src and "nvcuda::wmma" not in src
+        assert "td_mma_product<__nv_bfloat16>(" in src and "nvcuda::wmma" not in src
         assert "ldmatrix.sync.aligned.m8n8.x4.trans" in src and "m16n8k16" in src
     (a, a32), (b, b32) = _inputs(rng, (M, K), dtype), _inputs(rng, (K, N), dtype)
     c = np.full((M, N), np.nan, "float32")
@@ -228,7 +231,7 @@ def test_tensor_cores_with_padded_tiles_whose_rows_stay_16_byte_aligned(rng):
     f = build_all(s, args)["sm_80"]
     src = f.get_source()
     assert "float4" in src
-    assert "load_matrix_sync(td_a, &A_shared[(i_inner_outer * 640LL)], 40LL)" in src
+    assert "load_matrix_sync(td_a[0], &A_shared[(i_inner_outer * 640LL)], 40LL)" in src
     (a, a32), (b, b32) = _inputs(rng, (64, 64), "float16"), _inputs(rng, (64, 64), "float16")
     c = np.full((64, 64), np.nan, "float32")
     f.emulate(a, b, c)
@@ -310,3 +313,10 @@ def test_shared_memory_beyond_the_architectures_opt_in_limit_is_refused():
                                             "GPU; use smaller tiles"):
         td.build(*tensor_core_matmul(64, 64, 896, "float16", {"kk": 4, "stages": 14}),
                  target="cuda -arch=sm_90a")
+
+
+def test_a_block_of_tensor_core_tiles_is_whole_tiles_of_16():
+    assert td.tensor_intrin.wmma_mma_sync(64, 32).shape == (64, 32, 16)
+    for shape in ((24, 16), (16, 8), (16, 16, 32), (0, 16)):
+        with pytest.raises(ValueError, match="m and n multiples of 16, k 16"):
+            td.tensor_intrin.wmma_mma_sync(*shape)
