@@ -75,7 +75,7 @@ class Program:
         if len(arrays) != len(self.inputs):
             raise TypeError(f"program: expected {len(self.inputs)} arrays "
                             f"({', '.join(t.name for t in self.inputs)}), got {len(arrays)}")
-        from .nd import aligned_numpy
+        from .nd import aligned_numpy, data_address
         plan = self._plan()
         values, pointers = list(plan.values), list(plan.pointers)
         for k, (spec, a) in enumerate(zip(self._input_specs, arrays)):
@@ -84,7 +84,7 @@ class Program:
         for slot in self._output_slots:
             t = plan.tensors[slot]
             values[slot] = a = aligned_numpy(self._shape[t], t.dtype)
-            pointers[slot] = a.ctypes.data
+            pointers[slot] = data_address(a)
         for cfunc, slots, trailing, kernel in plan.steps:
             if cfunc is None:
                 kernel.function(*[values[i] for i in slots])
@@ -196,7 +196,8 @@ def _checked_pointer(spec, a) -> int:
     if not a.flags.c_contiguous:
         raise ValueError(f"program: input {name!r} must be C-contiguous "
                          "(numpy.ascontiguousarray)")
-    pointer = a.ctypes.data
+    from .nd import data_address
+    pointer = data_address(a)    # (a.ctypes.data, without making a ctypes object)
     if pointer % a.dtype.alignment:
         raise ValueError(f"program: input {name!r}: data pointer is not aligned to "
                          f"{a.dtype.alignment} bytes")
