@@ -146,10 +146,14 @@ class Program:
 
         def run() -> list:
             seconds = []
-            for call in calls:
+            for call, kernel in zip(calls, self.kernels):
                 start = clock()
-                call()
+                failed = call()
                 seconds.append(clock() - start)
+                if failed:
+                    raise MemoryError(f"{kernel.writes[0].op.name}: a temporary buffer "
+                                      "could not be allocated")
+            packed.raise_pending()
             return seconds
         run.arrays = alive   # (what the calls point into lives as long as run)
         return run

@@ -90,7 +90,9 @@ def fastest(records: list[dict]) -> dict | None:
 def served(records: list[dict]) -> dict | None:
     """The record a build takes of ``records`` (one workload, target and template; each
     with its ``run`` and ``created``): the faster of the latest step check's two
-    (``IN_STEP_RUN``) where that check is newer than every trial, else ``fastest``."""
+    (``IN_STEP_RUN``) where that check is newer than every successful trial, else
+    ``fastest``."""
+    records = [r for r in records if r["status"] == "ok"]
     checked = [r for r in records if r["run"].endswith(IN_STEP_RUN)]
     searched = [r for r in records if not r["run"].endswith(IN_STEP_RUN)]
     newest = max((r["created"] for r in searched), default=float("-inf"))
@@ -259,12 +261,15 @@ class RecordDB:
             sql += " WHERE " + " AND ".join(where)
         return self._rows(sql + " ORDER BY id", params)
 
-    def best(self, workload: str, target: str, template: str | None = None) -> dict | None:
+    def best(self, workload: str, target: str, template: str | None = None,
+             in_step: bool = True) -> dict | None:
         """The record of the fastest configuration among the successful trials (of
         ``template``'s configurations, if given). A configuration measured more than once
         (the tuner's confirming rounds, ``tuner.confirm``) counts with the median of its
         times: the returned record's ``seconds`` (and ``gflops``), with ``measurements``
-        how many there were."""
+        how many there were. Where a step check is newer than every trial, the record it
+        kept (``served``), with its time inside the step; ``in_step=False``: the trials'
+        fastest alone (what the tuner compares its trials with)."""
         # (the tuner asks after every trial: the times alone, configurations as their
         # stored canonical text, and then the one winning row in full)
         sql = ("SELECT id, template, config, seconds, run, created FROM trials WHERE "
@@ -273,6 +278,8 @@ class RecordDB:
         if template is not None:
             sql += " AND template = ?"
             params.append(template)
+        if not in_step:
+            sql += f" AND run NOT LIKE '%{IN_STEP_RUN}'"
         times = [{"id": i, "status": "ok", "template": t, "config": c, "seconds": sec,
                   "run": run, "created": created}
                  for i, t, c, sec, run, created in

@@ -258,7 +258,8 @@ def worth_confirming(tasks: list[Task], db: RecordDB, target: str = "llvm") -> l
 
 
 def _best_seconds(db: RecordDB, workload, target: str) -> float | None:
-    best = db.best(workload.key, record_target(target), workload.template)
+    best = db.best(workload.key, record_target(target), workload.template,
+                   in_step=False)
     return best["seconds"] if best else None
 
 
@@ -317,5 +318,6 @@ def tune_tasks(workloads: list, budget: int, db: RecordDB | None = None,
     finally:
         if own_executor:
             executor.close()
-    return [(t, db.best(t.workload.key, record_target(target), t.workload.template))
+    return [(t, db.best(t.workload.key, record_target(target), t.workload.template,
+                    in_step=False))
             for t in tasks]

@@ -248,7 +248,8 @@ def confirm(workload, db: RecordDB, target: str = "llvm", executor=None,
     finally:
         if own_executor:
             executor.close()
-    return db.best(workload.key, record_target(target), workload.template)
+    return db.best(workload.key, record_target(target), workload.template,
+                   in_step=False)
 
 
 class Tuning:
@@ -324,7 +325,7 @@ class Tuning:
         report.done = self.done
         report.counts[status] = report.counts.get(status, 0) + 1
         if self.progress is not None:
-            report.best = self.db.best(w.key, self.target, w.template)
+            report.best = self.db.best(w.key, self.target, w.template, in_step=False)
             self.progress(report)
 
 
@@ -380,4 +381,5 @@ def tune(workload, trials: int = 200, db: RecordDB | None = None, timeout: float
     finally:
         if own_executor:
             executor.close()
-    return db.best(workload.key, record_target(target), workload.template)
+    return db.best(workload.key, record_target(target), workload.template,
+                   in_step=False)

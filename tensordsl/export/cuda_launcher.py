@@ -102,6 +102,7 @@ typedef struct {{
     const unsigned char* image;
     int n_kernels;
     const char* const* names;
+    const int* dynamic_shared;   /* bytes each kernel takes beyond the static 48 KiB */
     pthread_mutex_t lock;
     td_loaded* loaded;
 }} td_cuda_module;
@@ -118,8 +119,13 @@ static CUresult td_functions(td_cuda_module* m, CUfunction** out) {{
     if (!l) {{
         l = (td_loaded*)calloc(1, sizeof *l + (size_t)m->n_kernels * sizeof(CUfunction));
         r = l ? cuModuleLoadData(&l->module, m->image) : CUDA_ERROR_OUT_OF_MEMORY;
-        for (int k = 0; r == CUDA_SUCCESS && k < m->n_kernels; k++)
+        for (int k = 0; r == CUDA_SUCCESS && k < m->n_kernels; k++) {{
             r = cuModuleGetFunction(&l->functions[k], l->module, m->names[k]);
+            if (r == CUDA_SUCCESS && m->dynamic_shared[k])
+                r = cuFuncSetAttribute(l->functions[k],
+                                       CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                       m->dynamic_shared[k]);
+        }}
         if (r != CUDA_SUCCESS) {{
             if (l && l->module) cuModuleUnload(l->module);
             free(l);
@@ -144,10 +150,13 @@ def launcher_source(index: int, abi, f) -> str:
     ok, bad_sizes = STATUS_CODE["TD_STATUS_OK"], STATUS_CODE["TD_STATUS_BAD_SIZES"]
     cuda_error = STATUS_CODE["TD_STATUS_CUDA_ERROR"]
     kernel_names = ", ".join(f'"{k.name}"' for k in plan.kernels)
+    dynamic = ", ".join(str(k.dynamic_shared) for k in plan.kernels)
     lines = [f"static const unsigned char td_cubin_{index}[] = {c_byte_array(f.cubin)};",
              f"static const char* const td_names_{index}[] = {{{kernel_names or '0'}}};",
+             f"static const int td_dynamic_shared_{index}[] = {{{dynamic or '0'}}};",
              f"static td_cuda_module td_module_{index} = {{td_cubin_{index}, "
-             f"{len(plan.kernels)}, td_names_{index}, PTHREAD_MUTEX_INITIALIZER, 0}};"]
+             f"{len(plan.kernels)}, td_names_{index}, td_dynamic_shared_{index}, "
+             "PTHREAD_MUTEX_INITIALIZER, 0};"]
     if f.checked_reads:
         lines.append(f"static _Thread_local int64_t td_index_error_{index}[2];")
     lines += ["", f"TD_EXPORT {abi.prototype()} {{"]
@@ -190,7 +199,7 @@ def launcher_source(index: int, abi, f) -> str:
                   "        if (gx > 0 && gy > 0 && gz > 0 &&",
                   f"            cuLaunchKernel(fn[{k}], (unsigned)gx, (unsigned)gy, "
                   f"(unsigned)gz, {kernel.block[0]}, {kernel.block[1]}, {kernel.block[2]}, "
-                  "0, stream, args, NULL) != CUDA_SUCCESS) {",
+                  f"{kernel.dynamic_shared}, stream, args, NULL) != CUDA_SUCCESS) {{",
                   f"            status = {cuda_error};",
                   "            goto done;",
                   "        }",

@@ -37,9 +37,10 @@ MAX_SHARED_BYTES = 48 * 1024   # static __shared__ per block, every architecture
 # A block with more declares its arrays in dynamic shared memory instead, up to what its
 # architecture lets a kernel opt into (cuFuncSetAttribute; CUDA's programming guide,
 # "maximum amount of shared memory per thread block"); an architecture not listed: none.
-MAX_OPTIN_SHARED_BYTES = {"sm_70": 96 * 1024, "sm_72": 48 * 1024, "sm_75": 64 * 1024,
+MAX_OPTIN_SHARED_BYTES = {"sm_70": 96 * 1024, "sm_72": 96 * 1024, "sm_75": 64 * 1024,
                           "sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_87": 163 * 1024,
-                          "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_90a": 227 * 1024}
+                          "sm_89": 99 * 1024, "sm_90": 227 * 1024, "sm_90a": 227 * 1024,
+                          "sm_100": 227 * 1024, "sm_120": 99 * 1024}
 
 
 def max_shared_bytes(arch: str) -> int:

@@ -41,6 +41,12 @@ CUresult cuModuleGetFunction(CUfunction* f, CUmodule m, const char* name) {
     return CUDA_SUCCESS;
 }
 CUresult cuModuleUnload(CUmodule m) { (void)m; return CUDA_SUCCESS; }
+CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int value) {
+    printf("attribute %s %s %d\n", (const char*)f,
+           a == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES ? "max-dynamic-shared" : "?",
+           value);
+    return CUDA_SUCCESS;
+}
 CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream s) {
     (void)s;
     printf("alloc %zu\n", bytes);
@@ -174,3 +180,51 @@ def test_cli_exports_a_gpu_template(tmp_path, capsys):
     subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", "-c", f"-I{CUDA_INCLUDE}",
                     f"-I{tmp_path}", str(tmp_path / "use.c"), "-o", str(tmp_path / "use.o")],
                    check=True)
+
+
+BIG_PROGRAM = r"""
+#include <stdio.h>
+#include "libbig.h"
+int main(void) {
+    CUdeviceptr A = 1 << 12, B = 2 << 12;   /* never dereferenced */
+    printf("status %d\n", tensordsl_big(0, A, B));
+    printf("status %d\n", tensordsl_big(0, A, B));
+    return 0;
+}
+"""
+
+
+@needs_cuda_h
+def test_a_kernel_over_48_kib_of_shared_memory_is_allowed_it_and_launched_with_it(tmp_path):
+    """Two shared tiles of 6143 floats and one float: 49280 bytes, carved from dynamic
+    shared memory; the launcher allows the kernel that much when it loads the module
+    (cuFuncSetAttribute, once) and gives it to every launch."""
+    N = 6143
+    A = td.placeholder((N,), name="A")
+    P1 = td.compute((N,), lambda i: A[i] + 1.0, name="P1")
+    P2 = td.compute((N,), lambda i: A[i] * 2.0, name="P2")
+    P3 = td.compute((1,), lambda i: A[i], name="P3")
+    B = td.compute((N,), lambda i: P1[i] + P2[i] + P3[0], name="B")
+    s = td.create_schedule(B.op)
+    bx, tx = s[B].split(B.op.axis[0], nparts=1)
+    s[B].bind(bx, td.thread_axis("blockIdx.x"))
+    _, t = s[B].split(tx, factor=32)
+    s[B].bind(t, td.thread_axis("threadIdx.x"))
+    for P in (P1, P2, P3):
+        s[P].set_scope("shared")
+        s[P].compute_at(s[B], bx)
+        _, t = s[P].split(P.op.axis[0], factor=32)
+        s[P].bind(t, td.thread_axis("threadIdx.x"))
+    f = td.build(s, [A, B], target="cuda -arch=sm_80", name="big")
+    td.export([f], tmp_path / "libbig.a")
+    (tmp_path / "driver.c").write_text(FAKE_DRIVER)
+    (tmp_path / "main.c").write_text(BIG_PROGRAM)
+    binary = tmp_path / "prog"
+    subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", f"-I{CUDA_INCLUDE}", f"-I{tmp_path}",
+                    str(tmp_path / "main.c"), str(tmp_path / "driver.c"),
+                    str(tmp_path / "libbig.a"), "-lpthread", "-o", str(binary)], check=True)
+    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    launch = "launch big_kernel0 grid 1 1 1 block 32 1 1 shared 49280"
+    assert out.splitlines() == [
+        "load ELF", "function big_kernel0", "attribute big_kernel0 max-dynamic-shared 49280",
+        launch, "status 0", launch, "status 0"]

@@ -34,6 +34,11 @@ def test_a_build_takes_the_step_checks_choice_until_the_workload_is_tuned_again(
     assert [r["config"] for r in db.trials("w", "llvm")] == [{"t": 1}, {"t": 4}]
     assert [n for _, _, n, _ in db.workloads()] == [2]
     assert len(db.trials("w", "llvm", in_step=True)) == 4
+    # the tuner compares its trials with the trials' fastest, never with a check's time
+    assert db.best("w", "llvm", in_step=False)["config"] == {"t": 4}
+    # a trial that failed does not make the check stale
+    db.add("w", "llvm", "auto", {"t": 2}, "error", error="no", created=3.5)
+    assert db.best("w", "llvm")["config"] == {"t": 1}
     # a newer check decides alone
     _add_check(db, {'{"t": 1}': 5.0, '{"t": 4}': 4.0}, created=4.0, run="c2" + IN_STEP_RUN)
     assert db.best("w", "llvm")["config"] == {"t": 4}
@@ -47,6 +52,7 @@ def test_exported_best_records_carry_the_step_checks_choice(tmp_path):
     db.add("w", "llvm", "auto", {"t": 1}, "ok", seconds=3.0, created=1.0)
     db.add("w", "llvm", "auto", {"t": 4}, "ok", seconds=2.0, created=2.0)
     _add_check(db, {'{"t": 1}': 5.0, '{"t": 4}': 6.0}, created=3.0)
+    db.add("w", "llvm", "auto", {"t": 2}, "timeout", created=4.0)   # (not a newer trial)
     text = io.StringIO()
     db.export_jsonl(text, best_only=True)
     shipped = RecordDB(tmp_path / "shipped.sqlite")

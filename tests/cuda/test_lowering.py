@@ -325,8 +325,8 @@ def test_shared_memory_counts_each_array_from_its_128_byte_start():
               if "(td_dynamic_shared + " in line]
     assert carved == ["0);", "24576);", "49152);"]
     with pytest.raises(td.BuildError, match="49280 bytes of shared memory .* exceed the "
-                                            "49152-byte limit per block on sm_72"):
-        td.build(s, [A, B], target="cuda -arch=sm_72")
+                                            "49152-byte limit per block on sm_62"):
+        td.build(s, [A, B], target="cuda -arch=sm_62")
 
 
 def test_a_vectorized_run_reads_a_guarded_load_only_where_its_guard_holds(rng):
