@@ -199,22 +199,8 @@ def test_a_kernel_over_48_kib_of_shared_memory_is_allowed_it_and_launched_with_i
     """Two shared tiles of 6143 floats and one float: 49280 bytes, carved from dynamic
     shared memory; the launcher allows the kernel that much when it loads the module
     (cuFuncSetAttribute, once) and gives it to every launch."""
-    N = 6143
-    A = td.placeholder((N,), name="A")
-    P1 = td.compute((N,), lambda i: A[i] + 1.0, name="P1")
-    P2 = td.compute((N,), lambda i: A[i] * 2.0, name="P2")
-    P3 = td.compute((1,), lambda i: A[i], name="P3")
-    B = td.compute((N,), lambda i: P1[i] + P2[i] + P3[0], name="B")
-    s = td.create_schedule(B.op)
-    bx, tx = s[B].split(B.op.axis[0], nparts=1)
-    s[B].bind(bx, td.thread_axis("blockIdx.x"))
-    _, t = s[B].split(tx, factor=32)
-    s[B].bind(t, td.thread_axis("threadIdx.x"))
-    for P in (P1, P2, P3):
-        s[P].set_scope("shared")
-        s[P].compute_at(s[B], bx)
-        _, t = s[P].split(P.op.axis[0], factor=32)
-        s[P].bind(t, td.thread_axis("threadIdx.x"))
+    from tests.cuda.helpers import three_shared_arrays
+    s, (A, B) = three_shared_arrays()
     f = td.build(s, [A, B], target="cuda -arch=sm_80", name="big")
     td.export([f], tmp_path / "libbig.a")
     (tmp_path / "driver.c").write_text(FAKE_DRIVER)

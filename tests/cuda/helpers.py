@@ -49,3 +49,26 @@ def emulate(s, args, inputs, rng=None):
             for t in args[len(inputs):]]
     modules["sm_80"].emulate(*inputs, *outs)
     return outs[0] if len(outs) == 1 else outs
+
+
+def three_shared_arrays():
+    """(schedule, [A, B]): two shared tiles of 6143 floats and one of a float, staged by
+    a 32-thread block: 49148 bytes, 49280 with each array starting on 128 bytes (as
+    ptxas lays them out), just over the static 48 KiB."""
+    N = 6143
+    A = td.placeholder((N,), name="A")
+    P1 = td.compute((N,), lambda i: A[i] + 1.0, name="P1")
+    P2 = td.compute((N,), lambda i: A[i] * 2.0, name="P2")
+    P3 = td.compute((1,), lambda i: A[i], name="P3")
+    B = td.compute((N,), lambda i: P1[i] + P2[i] + P3[0], name="B")
+    s = td.create_schedule(B.op)
+    bx, tx = s[B].split(B.op.axis[0], nparts=1)
+    s[B].bind(bx, td.thread_axis("blockIdx.x"))
+    _, t = s[B].split(tx, factor=32)
+    s[B].bind(t, td.thread_axis("threadIdx.x"))
+    for P in (P1, P2, P3):
+        s[P].set_scope("shared")
+        s[P].compute_at(s[B], bx)
+        _, t = s[P].split(P.op.axis[0], factor=32)
+        s[P].bind(t, td.thread_axis("threadIdx.x"))
+    return s, [A, B]

@@ -303,22 +303,8 @@ def test_shared_memory_counts_each_array_from_its_128_byte_start():
     starts on 128 bytes (as declared, and as ptxas lays them out): 49280, over the
     static 48 KiB, so the arrays are carved from dynamic shared memory at those starts;
     an architecture that allows a block no more than 48 KiB refuses it."""
-    N = 6143
-    A = td.placeholder((N,), name="A")
-    P1 = td.compute((N,), lambda i: A[i] + 1.0, name="P1")
-    P2 = td.compute((N,), lambda i: A[i] * 2.0, name="P2")
-    P3 = td.compute((1,), lambda i: A[i], name="P3")
-    B = td.compute((N,), lambda i: P1[i] + P2[i] + P3[0], name="B")
-    s = td.create_schedule(B.op)
-    bx, tx = s[B].split(B.op.axis[0], nparts=1)
-    s[B].bind(bx, td.thread_axis("blockIdx.x"))
-    _, t = s[B].split(tx, factor=32)
-    s[B].bind(t, td.thread_axis("threadIdx.x"))
-    for P in (P1, P2, P3):
-        s[P].set_scope("shared")
-        s[P].compute_at(s[B], bx)
-        _, t = s[P].split(P.op.axis[0], factor=32)
-        s[P].bind(t, td.thread_axis("threadIdx.x"))
+    from .helpers import three_shared_arrays
+    s, (A, B) = three_shared_arrays()
     f = td.build(s, [A, B], target="cuda -arch=sm_80")
     assert [k.dynamic_shared for k in f.plan.kernels] == [49280]
     carved = [line.split("td_dynamic_shared + ")[1] for line in f.get_source().splitlines()
