@@ -281,15 +281,36 @@ def _count(address: str) -> int:
     return int(n)
 
 
+# What Dask's nanny sets in the environment of the worker processes it spawns (and, as
+# it spawns them, in this process's): one OpenMP/BLAS thread each, which would build and
+# time every candidate single-threaded, and leave this process's later builds so too.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def _local_cluster(n: int, resource: str):
     """A cluster on loopback: worker 0 holds ``resource`` (measures and builds), the
-    other ``n - 1`` build. One thread per worker process; this source tree importable."""
+    other ``n - 1`` build. One Dask thread per worker process, each kernel with as many
+    OpenMP threads as this process's (a local run's); this source tree importable."""
+    import dask
     from distributed import Nanny, Scheduler, SpecCluster
+    from schedules.cpu.target import num_threads
     os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")   # (the workers' chatter)
+    threads = str(num_threads())
     workers = {f"tensordsl-{k}": {"cls": Nanny, "options": {
         "nthreads": 1, "host": "127.0.0.1", "resources": {resource: 1} if k == 0 else {},
         "dashboard": False}} for k in range(n)}
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False,
                                                "dashboard_address": ":0"}}
-    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40)
+    kept = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    spawn = {f"distributed.nanny.pre-spawn-environ.{name}": threads
+             for name in THREAD_VARIABLES}
+    try:
+        with dask.config.set(spawn):
+            return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40)
+    finally:
+        for name, value in kept.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -30,6 +30,18 @@ def cluster():
     executor.close()
 
 
+_THREADS_BEFORE = os.environ.get("OMP_NUM_THREADS")   # (before any cluster started)
+
+
+def test_workers_build_with_this_process_threads_and_leave_its_environment(cluster):
+    # Dask's nanny gives each worker process one OpenMP thread (and, as it spawns them,
+    # set OMP_NUM_THREADS=1 here too): candidates were built and timed single-threaded,
+    # and this process's own builds afterwards too
+    from schedules.cpu.target import num_threads
+    assert set(cluster.client.run(num_threads).values()) == {num_threads()}
+    assert os.environ.get("OMP_NUM_THREADS") == _THREADS_BEFORE
+
+
 def worker_pids(executor) -> dict:
     return executor.client.run(os.getpid)
 
