@@ -285,12 +285,24 @@ def _count(address: str) -> int:
 # it spawns them, in this process's): one OpenMP/BLAS thread each, which would build and
 # time every candidate single-threaded, and leave this process's later builds so too.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# What a LocalCluster's processes do besides running tasks (Dask's defaults: a profiler
+# sampling every thread each 10 ms, an event-loop check each 20 ms, psutil each 500 ms,
+# work stealing, a memory check each 100 ms) took a core-second in 10 idle ones on
+# this 2-core machine, 0.1 with these: on a machine whose cores build candidates, that
+# is compile time lost. (Tasks go to workers as they free up, so nothing needs stealing.)
+QUIET = {"distributed.worker.profile.enabled": False,
+         "distributed.admin.tick.interval": "1s",
+         "distributed.admin.system-monitor.interval": "2s",
+         "distributed.admin.system-monitor.gil.enabled": False,
+         "distributed.worker.memory.monitor-interval": "1s",
+         "distributed.scheduler.work-stealing": False}
 
 
 def _local_cluster(n: int, resource: str):
     """A cluster on loopback: worker 0 holds ``resource`` (measures and builds), the
     other ``n - 1`` build. One Dask thread per worker process, each kernel with as many
-    OpenMP threads as this process's (a local run's); this source tree importable."""
+    OpenMP threads as this process's (a local run's); this source tree importable; Dask's
+    housekeeping slowed down (``QUIET``)."""
     import dask
     from distributed import Nanny, Scheduler, SpecCluster
     from schedules.cpu.target import num_threads
@@ -306,7 +318,7 @@ def _local_cluster(n: int, resource: str):
     spawn = {f"distributed.nanny.pre-spawn-environ.{name}": threads
              for name in THREAD_VARIABLES}
     try:
-        with dask.config.set(spawn):
+        with dask.config.set({**spawn, **QUIET}):
             return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40)
     finally:
         for name, value in kept.items():

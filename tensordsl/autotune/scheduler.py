@@ -17,7 +17,10 @@ search), each given to the task of the largest expected gain::
                    improvement = (best before its last round - best now) / best before,
                                  at least MIN_IMPROVEMENT (a task's first "before" is
                                  its default configuration's time)
-                 a task that waited more than ``patience`` rounds goes first (none starves)
+                 a task that waited more than ``patience`` rounds goes first (none starves);
+                 the ``SIDE_BY_SIDE`` (2) tasks chosen first run their rounds side by
+                 side, so that one's builds overlap the other's measurements (a round
+                 of one task left a cluster's builders idle while it was measured)
 
 ``weight`` is how often the kernel occurs in the model (a file that lists a call twice).
 ``schedule="share"`` is the static split instead (``share``: each kernel a minimum, the
@@ -50,6 +53,9 @@ MIN_IMPROVEMENT = 0.02    # a task that stopped improving still has some headroo
 PATIENCE = 3              # x the number of tasks: the most rounds a task waits
 MIN_TRIALS = 2            # (share) the default and one other: below that nothing is learned
 CONFIRM_MIN_SHARE = 0.01  # of the model's time: a smaller kernel is not confirmed
+SIDE_BY_SIDE = 2          # rounds at once after the first ones (one's builds overlap the
+#                           other's measurements; the same in every executor, so that a
+#                           job chooses the same configurations wherever it runs)
 SCHEDULES = ("gain", "share")
 
 
@@ -85,12 +91,15 @@ class GainSchedule:
     exhausted); ``done(task, trials, before, after)`` reports how the round went."""
 
     def __init__(self, tasks: list[Task], budget: int, round_trials: int = ROUND,
-                 patience: int | None = None):
+                 patience: int | None = None, side_by_side: int = SIDE_BY_SIDE):
         if budget < 0:
             raise ValueError(f"budget: expected a non-negative number, got {budget}")
         if round_trials < 1:
             raise ValueError(f"round_trials: expected a positive number, got {round_trials}")
+        if side_by_side < 1:
+            raise ValueError(f"side_by_side: expected a positive number, got {side_by_side}")
         self.tasks, self.left, self.round_trials = tasks, budget, round_trials
+        self.side_by_side = side_by_side
         # a full round each, or an even share of a budget too small for that (a whole
         # model's kernels in a few trials: none is left out because others came first);
         # of a resumed job, shared by the kernels that had no round yet
@@ -107,34 +116,35 @@ class GainSchedule:
         total = sum(times) or 1.0
         return [time / total * t.improvement for time, t in zip(times, self.tasks)]
 
-    def next(self) -> tuple[Task, int] | None:
-        live = [t for t in self.tasks if not t.exhausted]
-        if self.left <= 0 or not live:
+    def next(self, skip: tuple = (), left: int | None = None) -> tuple[Task, int] | None:
+        """The next round: a fresh task's first, a task that waited too long, else the
+        largest expected gain; ``skip``: tasks given a round already (``next_rounds``),
+        ``left``: the budget not handed out yet."""
+        left = self.left if left is None else left
+        live = [t for t in self.tasks if not t.exhausted and all(t is not s for s in skip)]
+        if left <= 0 or not live:
             return None
         fresh = [t for t in live if t.rounds == 0]
         waited = [t for t in live if self.round - t.last_round > self.patience]
         if fresh:
-            return fresh[0], min(self.first_round, self.left)
+            return fresh[0], min(self.first_round, left)
         if waited:
             task = min(waited, key=lambda t: t.last_round)
         else:
             gains = dict(zip(map(id, self.tasks), self.gains()))
             task = max(live, key=lambda t: (gains[id(t)], -t.trials))
-        return task, min(self.round_trials, self.left)
+        return task, min(self.round_trials, left)
 
     def next_rounds(self) -> list[tuple[Task, int]]:
         """The rounds that may run side by side now: every fresh task's first round
-        (none depends on what another measures), else the one ``next()`` chooses."""
+        (none depends on what another measures), else the ``side_by_side`` that
+        ``next()`` chooses one after the other (distinct tasks)."""
         fresh = [t for t in self.tasks if not t.exhausted and t.rounds == 0]
-        if not fresh:
-            step = self.next()
-            return [step] if step is not None else []
+        wanted = len(fresh) if fresh else self.side_by_side
         rounds, left = [], self.left
-        for task in fresh:
-            if left <= 0:
-                break
-            rounds.append((task, min(self.first_round, left)))
-            left -= rounds[-1][1]
+        while len(rounds) < wanted and (step := self.next([t for t, _ in rounds], left)):
+            rounds.append(step)
+            left -= step[1]
         return rounds
 
     def done(self, task: Task, trials: int, before: float | None, after: float | None,

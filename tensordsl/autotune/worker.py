@@ -10,9 +10,9 @@ or ``MAX_RUNS`` runs), and answers one JSON line on stdout:
 "wrong", "error": text}``. A candidate that crashes the process or never answers is
 caught by the parent (``measure.Runner``), which starts a fresh worker.
 
-The process keeps the last ``KEPT`` kernels it built: a candidate it compiled
-(``build_only``) and then measures, or a configuration measured again in a confirming
-round, is timed without being lowered and loaded a second time (about 70 ms a kernel,
+The process keeps the last ``KEPT`` kernels it built, and each workload's default and
+fastest few: a candidate it compiled (``build_only``) and then measures, or a
+configuration measured again in a confirming round, is timed without being lowered and loaded a second time (about 70 ms a kernel,
 as long as timing a small one). A build for another process (``"ship": true``) answers
 the compiled kernel itself (``"artifact"``: the lowered function and the object,
 pickled); a measurement given it (``"artifact"`` in the request) loads it instead of
@@ -32,6 +32,10 @@ from collections import OrderedDict
 import numpy as np
 
 KEPT = 128
+# per workload, the fastest configurations it measured are kept past KEPT (with its
+# default): the confirming rounds at the end of a job measure exactly these again
+# (``tuner.CONFIRM_TOP``), long after a job's hundreds of candidates pushed them out
+PINNED = 4
 # a candidate is timed for min_time, or this many runs if sooner: a kernel of a few
 # microseconds has a steady median long before 50 ms, and a whole model's small kernels
 # (an optimizer's updates, a bias gradient) would otherwise take most of a job's time
@@ -39,23 +43,55 @@ MAX_RUNS = 2000
 
 
 class Kernels:
-    """The kernels this process built lately, by workload and configuration."""
+    """The kernels this process built lately, by workload and configuration: the
+    ``size`` used last, and beyond them each workload's default and ``pinned`` fastest
+    (``timed``), up to ``2 * size`` kernels in all."""
 
-    def __init__(self, size: int = KEPT):
-        self.size, self.built = size, OrderedDict()
+    def __init__(self, size: int = KEPT, pinned: int = PINNED):
+        self.size, self.pinned, self.built = size, pinned, OrderedDict()
+        self.times: dict = {}       # workload -> {config: seconds measured}
+        self.defaults: dict = {}    # workload -> its default configuration
+
+    @staticmethod
+    def _names(workload, config: dict) -> tuple:
+        from .records import canonical
+        return (workload.key, workload.scheduler, workload.source), canonical(config)
 
     def build(self, workload, config: dict, artifact: str | None = None):
         """``workload.build(config)``, from memory when it was built here lately, else
         from ``artifact`` (``ship``) when it suits this machine."""
-        from .records import canonical
-        key = (workload.key, workload.scheduler, workload.source, canonical(config))
+        ident, name = self._names(workload, config)
+        key = (ident, name)
         if key in self.built:
             self.built.move_to_end(key)
             return self.built[key]
+        if ident not in self.defaults and hasattr(workload, "default_config"):
+            self.defaults[ident] = self._names(workload, workload.default_config())[1]
         built = self.built[key] = unship(artifact) or workload.build(config)
-        if len(self.built) > self.size:
-            self.built.popitem(last=False)
+        self._evict()
         return built
+
+    def timed(self, workload, config: dict, seconds: float):
+        """``config`` of ``workload`` ran in ``seconds`` (its fastest few are kept)."""
+        ident, name = self._names(workload, config)
+        self.times.setdefault(ident, {})[name] = seconds
+
+    def _kept(self) -> set:
+        kept = {(ident, name) for ident, name in self.defaults.items()}
+        for ident, times in self.times.items():
+            kept.update((ident, name) for name in sorted(times, key=times.get)[:self.pinned])
+        return kept
+
+    def _evict(self):
+        if len(self.built) <= self.size:
+            return
+        kept = self._kept()
+        for key in [k for k in self.built if k not in kept]:
+            if len(self.built) <= self.size:
+                return
+            del self.built[key]
+        while len(self.built) > 2 * self.size:    # (many workloads' kept ones)
+            self.built.popitem(last=False)
 
 
 def ship(workload, config: dict) -> str:
@@ -118,6 +154,7 @@ def _run(workload, config, repeat: int, min_time: float, references: dict,
     packed.raise_pending()   # (what a packed function called by the kernel raised)
     flops = workload.flops(shape) if len(outs) == 1 else None
     med = float(np.median(times))
+    kernels.timed(workload, config, med)
     return {"status": "ok", "seconds": med, "build_seconds": build,
             "gflops": flops / med / 1e9 if flops else None}
 

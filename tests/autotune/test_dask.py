@@ -42,6 +42,21 @@ def test_workers_build_with_this_process_threads_and_leave_its_environment(clust
     assert os.environ.get("OMP_NUM_THREADS") == _THREADS_BEFORE
 
 
+def quiet_settings() -> dict:
+    import dask
+    from tensordsl.autotune.dask_backend import QUIET
+    return {key: dask.config.get(key) for key in QUIET}
+
+
+def test_the_local_clusters_housekeeping_leaves_the_cores_to_the_builds(cluster):
+    # Dask's defaults (a profiler sampling each 10 ms, an event-loop check each 20 ms,
+    # ...) took a core-second in every 10 idle ones from a 2-core machine's builds
+    from tensordsl.autotune.dask_backend import QUIET
+    assert list(cluster.client.run(quiet_settings).values()) == [QUIET, QUIET]
+    assert not cluster.client.run_on_scheduler(
+        lambda dask_scheduler: "stealing" in dask_scheduler.extensions)
+
+
 def worker_pids(executor) -> dict:
     return executor.client.run(os.getpid)
 
