@@ -116,7 +116,7 @@ class GainSchedule:
         total = sum(times) or 1.0
         return [time / total * t.improvement for time, t in zip(times, self.tasks)]
 
-    def next(self, skip: tuple = (), left: int | None = None) -> tuple[Task, int] | None:
+    def next(self, skip=(), left: int | None = None) -> tuple[Task, int] | None:
         """The next round: a fresh task's first, a task that waited too long, else the
         largest expected gain; ``skip``: tasks given a round already (``next_rounds``),
         ``left``: the budget not handed out yet."""

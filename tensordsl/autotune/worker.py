@@ -12,11 +12,12 @@ caught by the parent (``measure.Runner``), which starts a fresh worker.
 
 The process keeps the last ``KEPT`` kernels it built, and each workload's default and
 fastest few: a candidate it compiled (``build_only``) and then measures, or a
-configuration measured again in a confirming round, is timed without being lowered and loaded a second time (about 70 ms a kernel,
-as long as timing a small one). A build for another process (``"ship": true``) answers
-the compiled kernel itself (``"artifact"``: the lowered function and the object,
-pickled); a measurement given it (``"artifact"`` in the request) loads it instead of
-lowering again, if it was compiled by the same toolchain for the same CPU.
+configuration measured again in a confirming round, is timed without being lowered and
+loaded a second time (about 70 ms a kernel, as long as timing a small one). A build
+for another process (``"ship": true``) answers the compiled kernel itself
+(``"artifact"``: the lowered function and the object, pickled); a measurement given it
+(``"artifact"`` in the request) loads it instead of lowering again, if it was compiled
+by the same toolchain for the same CPU.
 """
 from __future__ import annotations
 
