@@ -53,10 +53,12 @@ class _Kernel:
 class Program:
     """Kernels run in dependency order; ``program(*inputs)`` returns the outputs.
 
-    A call checks the input arrays once against the placeholders, then runs each kernel
-    straight through its compiled entry point: the kernels' shapes were fixed when they
-    were built, and the arrays between kernels are the program's own, allocated on the
-    first call (per thread) and reused. The outputs are new arrays each call."""
+    A call checks the input arrays once against the placeholders, then runs every kernel
+    in one call into machine code (an entry point compiled beside them that calls each
+    in turn: ``targets/llvm/runtime.program_entry``; kernel by kernel from Python where
+    one is not an LLVM function): the kernels' shapes were fixed when they were built,
+    and the arrays between kernels are the program's own, allocated on the first call
+    (per thread) and reused. The outputs are new arrays each call."""
 
     def __init__(self, inputs, outputs, kernels):
         self.inputs, self.outputs, self.kernels = inputs, outputs, kernels
@@ -85,7 +87,15 @@ class Program:
             t = plan.tensors[slot]
             values[slot] = a = aligned_numpy(self._shape[t], t.dtype)
             pointers[slot] = data_address(a)
-        for cfunc, slots, trailing, kernel in plan.steps:
+        if plan.entry is not None:      # every kernel in one call from Python
+            words = plan.words
+            for slot in plan.varying:
+                words[slot] = pointers[slot]
+            failed = plan.entry(words)
+            if failed:
+                raise MemoryError(f"{self.kernels[failed - 1].writes[0].op.name}: a "
+                                  "temporary buffer could not be allocated")
+        for cfunc, slots, trailing, kernel in plan.steps if plan.entry is None else ():
             if cfunc is None:
                 kernel.function(*[values[i] for i in slots])
             elif cfunc(*[pointers[i] for i in slots], *trailing):
@@ -115,8 +125,14 @@ class Program:
                 else None
             cfunc, trailing = bound if bound is not None else (None, ())
             steps.append((cfunc, slots, trailing, kernel))
-        plan = self._local.plan = SimpleNamespace(tensors=tensors, values=values,
-                                                  pointers=pointers, steps=steps)
+        entry = _native_entry(steps)
+        words = None
+        if entry is not None:
+            import ctypes
+            words = (ctypes.c_int64 * len(tensors))(*(p or 0 for p in pointers))
+        plan = self._local.plan = SimpleNamespace(
+            tensors=tensors, values=values, pointers=pointers, steps=steps, entry=entry,
+            words=words, varying=[*range(len(self.inputs)), *sorted(self._output_slots)])
         return plan
 
     def profile(self, *arrays, repeat: int = 20) -> list:
@@ -185,6 +201,19 @@ class Program:
     def __repr__(self):
         return (f"Program({len(self.kernels)} kernels: "
                 f"{', '.join(k.writes[0].op.name for k in self.kernels)})")
+
+
+def _native_entry(steps: list):
+    """One entry point that runs every kernel of ``steps`` in order
+    (``targets/llvm/runtime.program_entry``), or None where a kernel is not an LLVM
+    function called with its pointers (one run from Python, or on another target)."""
+    runtimes = [getattr(kernel.function, "kernel", None) for *_, kernel in steps]
+    if not steps or any(cfunc is None for cfunc, *_ in steps) or \
+            not all(hasattr(r, "address") and hasattr(r, "n_pointers") for r in runtimes):
+        return None
+    from targets.llvm.runtime import program_entry
+    return program_entry([(runtime, slots, trailing)
+                          for runtime, (_, slots, trailing, _) in zip(runtimes, steps)])
 
 
 def _checked_pointer(spec, a) -> int:

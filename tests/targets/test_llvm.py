@@ -346,3 +346,37 @@ def test_double_to_half_rounds_once_and_needs_no_libcall(lanes):
     nan = np.full(3, np.nan, np.float16)
     f(np.array([np.nan, -np.nan, 1.0]), nan)
     assert np.isnan(nan[:2]).all() and nan[2] == 1.0
+
+
+def test_a_program_entry_runs_its_kernels_in_order_and_stops_at_a_failure():
+    import ctypes
+    import llvmlite.binding as llvm
+    from targets.llvm.compile import new_host_machine
+    from targets.llvm.runtime import Kernel, program_entry
+
+    def kernel(name: str, body: list, n_pointers: int, n_scalars: int = 0):
+        params = [f"i8* %p{k}" for k in range(n_pointers)] + \
+            [f"i64 %s{k}" for k in range(n_scalars)]
+        ir = "\n".join([f"define i32 @{name}({', '.join(params)}) {{", *body, "}", ""])
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(ir), new_host_machine())
+        engine.finalize_object()
+        return Kernel(engine, engine.get_function_address(name), n_pointers, n_scalars)
+
+    # out[i] = value, with i and value fixed (compiled into the entry), then a status
+    put = kernel("put", ["  %d = bitcast i8* %p0 to double*",
+                         "  %e = getelementptr double, double* %d, i64 %s0",
+                         "  %v = sitofp i64 %s1 to double",
+                         "  store double %v, double* %e", "  ret i32 0"], 1, 2)
+    fail = kernel("fail", ["  ret i32 3"], 1)
+    a, b = np.full(2, np.nan), np.full(2, np.nan)
+    words = (ctypes.c_int64 * 2)(a.ctypes.data, b.ctypes.data)
+    assert program_entry([(put, [0], (0, 5)), (put, [1], (1, 7))])(words) == 0
+    np.testing.assert_array_equal(a, [5, np.nan])
+    np.testing.assert_array_equal(b, [np.nan, 7])
+    # the second kernel fails: the entry answers 2 and the third never runs
+    entry = program_entry([(put, [0], (1, 1)), (fail, [1], ()), (put, [1], (0, 9))])
+    assert entry(words) == 2
+    np.testing.assert_array_equal(a, [5, 1])
+    assert np.isnan(b[0])
+    with pytest.raises(ValueError, match="kernel 0 takes 3 arguments"):
+        program_entry([(put, [0], (1,))])
