@@ -127,6 +127,7 @@ def auto_default(out) -> dict:
             cfg[f"t{d}"], cfg[f"m{d}"] = 1, 1
         cfg[f"t{last}"] = space[f"t{last}"][0]
         cfg["unroll"] = 0
+        _stream_blocks(cfg, space, op, last)
         return cfg
     if isinstance(op, ComputeOp):
         for d in range(len(op.axis) - 2):
@@ -135,6 +136,42 @@ def auto_default(out) -> dict:
         if sum(len(post_order(b)) for b in op.body) > BIG_BODY:
             cfg["unroll"] = 0
     return cfg
+
+
+STREAM_VECTORS = 16   # a streaming kernel's parallel iteration: at least this many vectors
+
+
+def _stream_blocks(cfg: dict, space: dict, op, last: int):
+    """A streaming kernel's parallel iteration: a block of at least ``STREAM_VECTORS``
+    vectors, grown from the last axis inward through the mid tiles, so that the loops
+    inside it keep their own indices (as ``schedule_generic`` runs it). A row shorter
+    than a vector is one vector, the widest that divides it (one and a guarded tail if
+    none does). (One vector per iteration of one loop over everything, every index
+    divided out of it, made a CNN's activations, paddings and their gradients 2-10x
+    slower.)"""
+    lanes = vector_lanes(32)
+    row = _extent(op.axis[last])
+    if row is not None and row < lanes:
+        widths = [t for t in space[f"t{last}"] if t >= 4]
+        dividing = [t for t in widths if row % t == 0]
+        cfg[f"t{last}"] = max(dividing or widths or space[f"t{last}"])
+    block, target = 1, STREAM_VECTORS * lanes
+    for d in range(last, -1, -1):
+        extent, tile = _extent(op.axis[d]), int(cfg[f"t{d}"])
+        if extent is None:
+            return
+        mids = space.get(f"m{d}", [1])
+        enough = [m for m in mids if tile * m <= extent and block * tile * m >= target]
+        covering = [m for m in mids if tile * m >= extent]
+        if enough:                   # the block is big enough inside this axis
+            cfg[f"m{d}"] = min(enough)
+            return
+        if covering:                 # the whole axis (a guarded tail): grow outward
+            cfg[f"m{d}"] = min(covering)
+            block *= extent
+            continue
+        cfg[f"m{d}"] = max(m for m in mids if tile * m <= extent) if tile <= extent else 1
+        return
 
 
 def _reads(op) -> list:
