@@ -93,14 +93,13 @@ class Program:
                 words[slot] = pointers[slot]
             failed = plan.entry(words)
             if failed:
-                raise MemoryError(f"{self.kernels[failed - 1].writes[0].op.name}: a "
-                                  "temporary buffer could not be allocated")
-        for cfunc, slots, trailing, kernel in plan.steps if plan.entry is None else ():
-            if cfunc is None:
-                kernel.function(*[values[i] for i in slots])
-            elif cfunc(*[pointers[i] for i in slots], *trailing):
-                raise MemoryError(f"{kernel.writes[0].op.name}: a temporary buffer could "
-                                  "not be allocated")
+                _allocation_failed(self.kernels[failed - 1])
+        else:
+            for cfunc, slots, trailing, kernel in plan.steps:
+                if cfunc is None:
+                    kernel.function(*[values[i] for i in slots])
+                elif cfunc(*[pointers[i] for i in slots], *trailing):
+                    _allocation_failed(kernel)
         packed.raise_pending()
         return [values[self._slot[t]] for t in self.outputs]
 
@@ -167,8 +166,7 @@ class Program:
                 failed = call()
                 seconds.append(clock() - start)
                 if failed:
-                    raise MemoryError(f"{kernel.writes[0].op.name}: a temporary buffer "
-                                      "could not be allocated")
+                    _allocation_failed(kernel)
             packed.raise_pending()
             return seconds
         run.arrays = alive   # (what the calls point into lives as long as run)
@@ -201,6 +199,11 @@ class Program:
     def __repr__(self):
         return (f"Program({len(self.kernels)} kernels: "
                 f"{', '.join(k.writes[0].op.name for k in self.kernels)})")
+
+
+def _allocation_failed(kernel):
+    raise MemoryError(f"{kernel.writes[0].op.name}: a temporary buffer could not be "
+                      "allocated")
 
 
 def _native_entry(steps: list):
