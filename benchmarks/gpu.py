@@ -17,6 +17,8 @@ CASES = [
     ("matmul", "fp16 tensor cores 4096^3", {"M": 4096, "N": 4096, "K": 4096,
                                             "dtype": "float16"}),
     ("conv2d", "1x64x56x56 k3 p1", {"x": (1, 64, 56, 56), "w": (64, 64, 3, 3), "pad": 1}),
+    ("conv2d_nhwc", "fp16 8x56x56x64 k3 p1 (tensor cores)",
+     {"x": (8, 56, 56, 64), "w": (3, 3, 64, 64), "pad": 1, "dtype": "float16"}),
     ("softmax", "4096x1024", {"shape": (4096, 1024)}),
     ("layer_norm", "4096x1024", {"shape": (4096, 1024)}),
 ]
@@ -39,6 +41,14 @@ def _ours(op, p, rng):
         out = dense.conv2d_nchw(X, W, padding=p["pad"])
         ins = [rng.standard_normal(p["x"]).astype("float32"),
                (rng.standard_normal(p["w"]) * 0.1).astype("float32")]
+        phs = [X, W]
+    elif op == "conv2d_nhwc":       # the implicit-GEMM form: tensor cores in float16
+        dt = p["dtype"]
+        X = td.placeholder(p["x"], dtype=dt, name="X")
+        W = td.placeholder(p["w"], dtype=dt, name="W")
+        out = dense.conv2d_nhwc(X, W, padding=p["pad"], form="implicit_gemm")
+        ins = [rng.standard_normal(p["x"]).astype(dt),
+               (rng.standard_normal(p["w"]) * 0.1).astype(dt)]
         phs = [X, W]
     else:
         X = td.placeholder(p["shape"], name="X")
@@ -65,6 +75,12 @@ def _torch(op, p, ins):
         fn = lambda: torch.matmul(*t)  # noqa: E731
     elif op == "conv2d":
         fn = lambda: torch.nn.functional.conv2d(t[0], t[1], padding=p["pad"])  # noqa: E731
+    elif op == "conv2d_nhwc":
+        # cuDNN's tensor-core path in its best layout: channels-last activations, the
+        # weights (F, C, KH, KW) in channels-last too; the result viewed back as NHWC
+        x = t[0].permute(0, 3, 1, 2)                       # NHWC memory, NCHW view
+        w = t[1].permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+        fn = lambda: torch.nn.functional.conv2d(x, w, padding=p["pad"]).permute(0, 2, 3, 1)  # noqa: E731
     elif op == "softmax":
         fn = lambda: torch.softmax(t[0], -1)  # noqa: E731
     else:

@@ -527,24 +527,76 @@ def _conv2d_nchw_flat(data, kernel, g, hw, name, in_place=False):
                       lambda b, f, y, x: flat[b, f, y * Wp + x], name=name)
 
 
+NHWC_FORMS = (None, "direct", "implicit_gemm")
+IMPLICIT_GEMM_TAG = "conv2d_nhwc.implicit_gemm"
+
+
 def conv2d_nhwc(x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
-                name: str = "conv2d_nhwc"):
+                name: str = "conv2d_nhwc", form: str | None = None):
     """2-d convolution: ``x`` (N, H, W, C), ``weight`` (KH, KW, C/groups, F) → (N, OH, OW, F);
     options as ``conv2d_nchw``.
 
+    ``form``: None or ``"direct"`` sums over the window where each output is computed;
+    ``"implicit_gemm"`` (ungrouped) is the matrix product of the (N*OH*OW) x
+    (KH*KW*C) matrix of input windows by the weights seen as (KH*KW*C) x F, gathered
+    where it is read (``_conv2d_nhwc_implicit_gemm``): the GPU template runs it on
+    tensor cores for float16/bfloat16 (``schedules/cuda/conv2d.py``).
+
     >>> y = td.ops.conv2d_nhwc(x, weight, stride=2, padding=(1, 1))
     """
+    if form not in NHWC_FORMS:
+        raise ValueError(f"conv2d_nhwc: form must be one of {NHWC_FORMS}, got {form!r}")
     data, kernel = x, weight
     N, H, W, C = _shape(data)
     KH, KW, Cg, F = _shape(kernel)
     g = _ConvGeometry("conv2d_nhwc", data, kernel, (C, H, W), (F, Cg, KH, KW), stride,
                       padding, dilation, groups)
     padded = pad(data, (0, g.pt, g.pl, 0), (0, g.pb, g.pr, 0), name=f"{name}.pad")
+    if form == "implicit_gemm":
+        _check(g.groups == 1, f"conv2d_nhwc: form='implicit_gemm' takes an ungrouped "
+                              f"convolution, got groups={g.groups}")
+        return _conv2d_nhwc_implicit_gemm(padded, kernel, g, N, name)
     return td.compute(
         (data.shape[0], g.OH, g.OW, g.F),
         lambda b, y, x, f: td.sum(padded[b, g.rows(y), g.cols(x), g.channel(f)]
                                   * kernel[g.ry, g.rx, g.rc, f], axis=[g.ry, g.rx, g.rc]),
         name=name)
+
+
+def _conv2d_nhwc_implicit_gemm(padded, kernel, g, batch, name):
+    """The convolution as one matrix product over the output positions p = (b, y, x)
+    and the window offsets k = (ry, rx, c), channels innermost:
+
+        windows[p, k] = padded[b, y*sh + ry*dh, x*sw + rx*dw, c]
+        taps[k, f]    = kernel[ry, rx, c, f]                (the weights' own order)
+        product[p, f] = sum_k windows[p, k] * taps[k, f]    (tagged ``IMPLICIT_GEMM_TAG``)
+        out[b, y, x, f] = product[(b*OH + y)*OW + x, f]     (the same memory order)
+
+    ``windows`` is never stored whole: a template inlines it (and the padding) into
+    the tiles it stages, so a tile's k-run of channels is one contiguous read of the
+    input, zero where the window leaves the image. float16/bfloat16 operands are
+    multiplied and summed in float32, as tensor cores do; the output has the input's
+    type."""
+    Cg, KW = g.Cg, g.KW
+    positions, depth = batch * g.OH * g.OW, g.KH * g.KW * Cg
+    acc = "float32" if padded.dtype in ("float16", "bfloat16") else padded.dtype
+
+    def window(p, k):
+        b, y, x = p // (g.OH * g.OW), p // g.OW % g.OH, p % g.OW
+        ry, rx, c = k // (KW * Cg), k // Cg % KW, k % Cg
+        return padded[b, y * g.sh + ry * g.dh, x * g.sw + rx * g.dw, c]
+
+    windows = td.compute((positions, depth), window, name=f"{name}.windows")
+    taps = td.compute((depth, g.F), lambda k, f: kernel[k // (KW * Cg), k // Cg % KW,
+                                                        k % Cg, f], name=f"{name}.taps")
+    k = td.reduce_axis((0, depth), "rk")
+    product = td.compute(
+        (positions, g.F),
+        lambda p, f: td.sum(windows[p, k].astype(acc) * taps[k, f].astype(acc), axis=k),
+        name=f"{name}.product", tag=IMPLICIT_GEMM_TAG)
+    return td.compute((batch, g.OH, g.OW, g.F),
+                      lambda b, y, x, f: product[(b * g.OH + y) * g.OW + x, f]
+                      .astype(padded.dtype), name=name)
 
 
 # ---------------------------------------------------------------- pooling

@@ -18,16 +18,20 @@ TEMPLATES = {
 }
 
 
-# gradients (``td.ops.<name>_backward`` on device arrays) a forward's GPU template also
-# schedules; the CPU schedules them by the operator table (``autodiff/operators.py``)
-GRADIENT_TEMPLATES = {"capsule_routing_backward": capsule.schedule_capsule_routing}
+# operators with a GPU template of their own, scheduled whatever their template name
+# (``schedules.template_name``) is on the CPU: gradients (``td.ops.<name>_backward`` on
+# device arrays) a forward's template also schedules, which the CPU schedules by the
+# operator table (``autodiff/operators.py``), and NHWC convolution, whose implicit-GEMM
+# form the CPU's generic template runs as it is
+OWN_TEMPLATES = {"capsule_routing_backward": capsule.schedule_capsule_routing,
+                 "conv2d_nhwc": conv2d.schedule_conv2d_nhwc}
 
 
 def schedule_for(name: str, out, attrs: dict | None = None, config: dict | None = None):
-    if name in GRADIENT_TEMPLATES:
+    if name in OWN_TEMPLATES:
         from tensordsl.schedule.schedule import create_schedule
         s = create_schedule(out.op)
-        GRADIENT_TEMPLATES[name](s, out, config)
+        OWN_TEMPLATES[name](s, out, config)
         return s
     return schedule_with(TEMPLATES, name, out, config)
 

@@ -73,7 +73,7 @@ recomputation would need a second copy of the stage in the compute definition.
 The same plans fuse any chain whose stages are all indexed by the output's first
 axis (the sample): EM routing's steps (``em_routing``'s pose or activations) and the
 routing's gradient with respect to ``u`` (``schedules/cuda/__init__.py``'s
-``GRADIENT_TEMPLATES``); stages that are not per sample (or are read by one that is
+``OWN_TEMPLATES``); stages that are not per sample (or are read by one that is
 not) become kernels of their own, before the fused one. The gradient with respect to
 ``W`` sums over the batch a per-sample tensor (the gradient of ``u_hat``): that tensor's
 chain is fused the same way, the sum over the batch is a kernel after it (one thread

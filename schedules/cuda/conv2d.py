@@ -11,13 +11,20 @@ the padded input, and is scheduled like one:
 
 Other convolutions (strided, grouped, depthwise, 1x1) get the generic template: one
 thread per output element.
+
+NHWC in the implicit-GEMM form (``kernels.dense.conv2d_nhwc(form="implicit_gemm")``) is
+the matmul template's, applied to its product of windows by taps
+(``schedule_conv2d_nhwc``): tensor cores for float16/bfloat16 in whole tiles.
 """
 from __future__ import annotations
 
+from kernels.dense import IMPLICIT_GEMM_TAG
+from tensordsl.ir import nodes as n
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import bind_flat, schedule_generic
-from .matmul import block_tile, cooperative_fetch
+from .matmul import (_tensor_core_fits, block_tile, cooperative_fetch, schedule_matmul,
+                     tensor_core_tiles)
 
 DEFAULT = {"ty": 8, "tx": 16, "vm": 4, "vn": 4, "kc": 4, "threads": 256}
 
@@ -50,4 +57,45 @@ def schedule_conv2d_nchw(s, out, config=None):
     for cache in (XS, WS):
         s[cache].compute_at(s[FL], rco)
         cooperative_fetch(s, cache, tx_n, ty_n)
+        # each thread's 9 gathers of a slice one after another: unrolled, their
+        # addresses all live at once spilled registers on sm_90a (80 registers)
+        s[cache].pragma(s[cache].leaf_iter_vars[0], "no_unroll")
+    return s
+
+
+def schedule_conv2d_nhwc(s, out, config=None):
+    """The implicit-GEMM form: the windows (and the padding) and the taps inlined into
+    the matmul template's shared tiles of its product, so each tile gathers its block
+    of windows straight from the input, a run of channels per copy (16 bytes of
+    float16: a ``cp.async`` that zero-fills where the window leaves the image). On
+    tensor cores the output's (image, row, column) are fused into the product's rows,
+    which they are in memory, and the accumulators are stored straight into it in its
+    type (``tensor_core_tiles``); otherwise one thread per element of the output
+    copies the product out.
+    ``config``: the matmul template's knobs (``TENSOR_CORE_DEFAULT`` or ``DEFAULT``)
+    and ``threads`` for the copy; K slices 64 deep where the windows are a multiple of
+    64 long (``kk`` 4: a slice's window offsets are worked out once per 32 HMMA, not
+    16, which halves their share of the loop: 3.7-4.7 instructions a HMMA, not 4.1-7.1).
+    The direct form gets the generic template."""
+    product = next((t for t in out.op.input_tensors
+                    if getattr(t.op, "tag", "") == IMPLICIT_GEMM_TAG), None)
+    if product is None:
+        return schedule_generic(s, out, config)
+    windows, taps = product.op.input_tensors[:2]
+    for t in (windows, taps, *windows.op.input_tensors):
+        if isinstance(t.op, ComputeOp):
+            s[t].compute_inline()
+    depth = product.op.reduce_axis[0].dom.extent
+    config = dict(config or {})
+    if isinstance(depth, n.IntImm) and depth.value % 64 == 0:
+        config.setdefault("kk", 4)
+    if _tensor_core_fits(product, config):
+        AS = s.cache_read(windows, "shared", [product])
+        BS = s.cache_read(taps, "shared", [product])
+        s[product].set_scope("wmma.accumulator")
+        *position, channel = out.op.axis
+        return tensor_core_tiles(s, out, product, AS, BS, s[out].fuse(*position), channel,
+                                 config)
+    schedule_matmul(s, product, config)
+    bind_flat(s[out], {**DEFAULT, **config}["threads"])
     return s

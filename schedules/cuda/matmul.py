@@ -119,12 +119,13 @@ def schedule_matmul(s, out, config=None):
 
 
 TENSOR_CORE_DEFAULT = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 2, "kk": 2, "vec": 8,
-                       "double_buffer": 1, "stages": 3, "pad": 8}
+                       "double_buffer": 1, "stages": 3, "pad": 0, "swizzle": 1}
 
 
 def schedule_matmul_tensorcore(s, out, config=None):
     """float16/bfloat16 matmul accumulating in float32 on tensor cores, 16x16x16 tiles
-    (float16 through WMMA; bfloat16 through ldmatrix and mma.sync, ``targets/cuda/wmma.py``).
+    (through ldmatrix and mma.sync, ``targets/cuda/wmma.py``; float16 in unswizzled
+    tiles through WMMA).
 
     A block of ``warps_m x warps_n`` warps computes a ``(warps_m*wm*16) x
     (warps_n*wn*16)`` tile of C; each warp owns ``wm x wn`` accumulator fragments. Per
@@ -132,19 +133,31 @@ def schedule_matmul_tensorcore(s, out, config=None):
     threads, ``vec``-wide loads) and each warp runs ``wm*wn*kk`` mma_sync. Needs M, N and
     K divisible by the tiles (the tensor-core tiles are whole).
 
-    ``pad`` (0 or 8 elements) lengthens each shared tile's rows: the tiles are
-    read by ldmatrix, 8 rows of 16 bytes at a time, and rows of a multiple of 128 bytes
-    (or 64) would start in the same banks, 8 (or 4) ways conflicting; 8 more halves make
-    the stride an odd number of 16 bytes, so the 8 rows fall in distinct banks (one
-    wavefront per 8x8 matrix, ``emulate(..., count_banks=True)``)."""
-    cfg = {**TENSOR_CORE_DEFAULT, **(config or {})}
-    wmm, wnn, wm, wn, kk = cfg["warps_m"], cfg["warps_n"], cfg["wm"], cfg["wn"], cfg["kk"]
+    The tiles are read by ldmatrix, 8 rows of 16 bytes at a time, and rows of a
+    multiple of 128 bytes (or 64) would start in the same banks, 8 (or 4) ways
+    conflicting. ``swizzle`` (default) permutes each tile's 16-byte chunks within its
+    128-byte lines (``s[T].swizzle()``), so the 8 rows fall in distinct banks (one
+    wavefront per 8x8 matrix, ``emulate(..., count_banks=True)``) in a compact tile;
+    float16 then goes through ldmatrix and mma.sync as bfloat16 does (WMMA takes
+    row-major tiles only). A tile the permutation does not make conflict-free (rows
+    of 96 bytes; under 1024 bytes in all) is padded instead. ``pad`` (0 or 8 elements,
+    with ``swizzle`` 0) lengthens each row by 16 bytes, to an odd number of 16 bytes."""
     C = out
     A, B = C.op.input_tensors[:2]
     AS = s.cache_read(A, "shared", [C])
     BS = s.cache_read(B, "shared", [C])
     CF = s.cache_write(C, "wmma.accumulator")
-    i, j = C.op.axis
+    return tensor_core_tiles(s, C, CF, AS, BS, *C.op.axis, config)
+
+
+def tensor_core_tiles(s, C, CF, AS, BS, i, j, config=None):
+    """The tensor-core template's schedule of a product ``CF`` (scope
+    "wmma.accumulator") of the shared tiles ``AS`` x ``BS``, stored by ``C`` over its
+    axes ``i`` (rows) and ``j`` (columns) — a stage whose rows may be a fused axis of
+    an n-d tensor laid out as the product's rows (the implicit GEMM's NHWC output),
+    and which may convert the float32 accumulator to its own type."""
+    cfg = {**TENSOR_CORE_DEFAULT, **(config or {})}
+    wmm, wnn, wm, wn, kk = cfg["warps_m"], cfg["warps_n"], cfg["wm"], cfg["wn"], cfg["kk"]
     by, i = s[C].split(i, factor=wmm * wm * 16)
     bx, j = s[C].split(j, factor=wnn * wn * 16)
     ty, i = s[C].split(i, nparts=wmm)
@@ -172,10 +185,19 @@ def schedule_matmul_tensorcore(s, out, config=None):
         raise ValueError(f"pad: expected 0 or 8 elements (rows of an odd number of 16 "
                          f"bytes, as ldmatrix and cp.async need), got {cfg['pad']}")
     rows = {AS: 16 * kk, BS: wnn * wn * 16}     # each tile's row length
+    heights = {AS: wmm * wm * 16, BS: 16 * kk}
     for cache in (AS, BS):
         s[cache].compute_at(s[CF], ko)
-        if cfg["pad"]:
-            s[cache].storage_align(cache.op.axis[-2], rows[cache], cfg["pad"])
+        pad = cfg["pad"]
+        if cfg["swizzle"]:
+            row_bytes, tile_bytes = 2 * rows[cache], 2 * rows[cache] * heights[cache]
+            if (row_bytes == 64 or row_bytes % 128 == 0) and tile_bytes % 1024 == 0:
+                s[cache].swizzle()
+                pad = 0
+            else:
+                pad = 8
+        if pad:
+            s[cache].storage_align(cache.op.axis[-2], rows[cache], pad)
         cooperative_fetch(s, cache, 32, wmm, wnn, vec=cfg["vec"])   # lanes, warps
         if cfg["stages"] >= 2:
             s[cache].pipeline(cfg["stages"])     # cp.async, 16 bytes (8 halves) a copy

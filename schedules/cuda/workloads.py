@@ -52,6 +52,15 @@ def _conv2d(x, w, pad):
     return make
 
 
+def _conv2d_nhwc(x, w, pad, dtype):
+    def make():
+        X = placeholder(x, dtype=dtype, name="X")
+        W = placeholder(w, dtype=dtype, name="W")
+        out = dense.conv2d_nhwc(X, W, padding=pad, form="implicit_gemm")
+        return schedule_for("conv2d_nhwc", out), [X, W, out]
+    return make
+
+
 def _rowwise(op, shape):
     def make():
         X = placeholder(shape, name="X")
@@ -118,6 +127,11 @@ WORKLOADS: dict[str, Workload] = {
         "conv2d.schedule_conv2d_nchw", "1x64x56x56 k3 p1",
         _conv2d((1, 64, 56, 56), (64, 64, 3, 3), 1), 1,
         2.0 * 64 * 56 * 56 * 64 * 9, 4.0 * (2 * 64 * 56 * 56 + 64 * 64 * 9)),
+    "conv2d_fp16": Workload(
+        "conv2d.schedule_conv2d_nhwc", "fp16 NHWC 8x56x56x64 k3 p1 (implicit GEMM)",
+        _conv2d_nhwc((8, 56, 56, 64), (3, 3, 64, 64), 1, "float16"), 0,
+        2.0 * 8 * 56 * 56 * 64 * 64 * 9, 2.0 * (2 * 8 * 56 * 56 * 64 + 64 * 64 * 9),
+        tensor_cores=True),
     "softmax": Workload(
         "rowwise.schedule_rowwise", "4096x1024", _rowwise("softmax", (4096, 1024)), 0,
         5.0 * 4096 * 1024, 2 * 4096 * 1024 * 4.0),

@@ -87,6 +87,10 @@ class _KernelWriter:
         self.async_copy = 0   # depth of enclosing "async_copy" pragmas (cp.async)
         self.vector_reads: dict = {}   # a vector load -> the float4 it was read into
         self.upper: dict = {}          # loop var -> its largest value, where constant
+        self.narrow = False            # writing an index expression in 32 bits
+        self.wide = False              # ... in 64 bits (it, or a step of it, may not fit)
+        self.int_vars: set = set()     # loop vars declared as int (their range fits)
+        self.ranges: dict = {}         # id(expr) -> (expr, (lo, hi)): ``value_range``
         from .wmma import uses_mma
         self.mma = uses_mma(kernel.body)   # tensor cores through ldmatrix and mma.sync
 
@@ -165,7 +169,7 @@ class _KernelWriter:
         if s.kind == "thread_binding":
             self.nonneg.add(s.var)
             self.emit(depth, "{")
-            self.emit(depth + 1, f"const long long {v} = (long long){s.thread_tag};")
+            self.emit(depth + 1, f"const {self.loop_type(s.var)} {v} = {s.thread_tag};")
             self.stmt(s.body, depth + 1)
             self.emit(depth, "}")
             return
@@ -178,9 +182,19 @@ class _KernelWriter:
         hi = self.expr(n.Add(s.min, s.extent)) if not _is_zero(s.min) else self.expr(s.extent)
         if s.kind == "unrolled":
             self.emit(depth, "#pragma unroll")
-        self.emit(depth, f"for (long long {v} = {lo}; {v} < {hi}; ++{v}) {{")
+        elif isinstance(s.body, n.Pragma) and s.body.key == NO_UNROLL:
+            self.emit(depth, "#pragma unroll 1")
+        self.emit(depth, f"for ({self.loop_type(s.var)} {v} = {lo}; {v} < {hi}; ++{v}) {{")
         self.stmt(s.body, depth + 1)
         self.emit(depth, "}")
+
+    def loop_type(self, var: n.Var) -> str:
+        """``int`` for a loop (or thread index) whose values fit 32 bits with room to
+        spare, so index arithmetic on it can stay 32-bit (``narrow``)."""
+        if var in self.nonneg and self.upper.get(var, math.inf) < NARROW_LIMIT:
+            self.int_vars.add(var)
+            return "int"
+        return "long long"
 
     def balanced_blocks(self, s: n.For, depth: int):
         """A loop bound to ``blockIdx`` with a ``balance`` weight W: the launch has as
@@ -388,8 +402,9 @@ class _KernelWriter:
         source size is 0 (the destination zero-filled) where the load's guard fails.
         Anything else (a conversion, 2-byte elements lane by lane, an unaligned vector)
         is left to the caller as a plain store: the pipeline's wait and barrier order it
-        as well."""
-        v = s.value
+        as well. A padded read (``select(c, x[i], 0)``) is the load guarded by ``c``: its
+        copy zero-fills where ``c`` fails (an implicit GEMM's gather of a padded input)."""
+        v = _zero_filled_load(s.value)
         lanes = dt.lanes(v.dtype)
         size = max(1, dt.bits(v.dtype) // 8)
         if not (isinstance(v, n.Load) and v.buffer.scope == "global"
@@ -513,6 +528,18 @@ class _KernelWriter:
         return self._expr(e, k)
 
     def _expr(self, e, lane):
+        if not (self.narrow or self.wide) and dt.element(e.dtype) == "int64":
+            # index arithmetic whose every step fits 32 bits is written in 32 bits:
+            # half the instructions of 64-bit adds and multiplies (2 each, IMAD.WIDE
+            # for a product), and divisions by constants as one multiply-high. The
+            # outermost integer expression decides for all of it: a part in 32 bits
+            # inside a 64-bit whole would overflow before it is widened
+            mode = "narrow" if self.fits_narrow(e) else "wide"
+            setattr(self, mode, True)
+            try:
+                return self._expr(e, lane)
+            finally:
+                setattr(self, mode, False)
         method = getattr(self, "e_" + type(e).__name__, None)
         if method is None:
             if type(e).__name__ in _BINARY:
@@ -528,7 +555,8 @@ class _KernelWriter:
         if e.dtype == "bool":
             return "true" if e.value else "false"
         if e.dtype == "int64":
-            return f"{e.value}LL"
+            return (f"({e.value})" if e.value < 0 else str(e.value)) if self.narrow \
+                else f"{e.value}LL"
         return f"(({c_type(e.dtype)}){e.value})"
 
     def e_FloatImm(self, e, lane):
@@ -546,6 +574,10 @@ class _KernelWriter:
         return f"__longlong_as_double({bits}LL)"
 
     def e_Var(self, e, lane):
+        if self.narrow and e.dtype == "int64" and e not in self.int_vars:
+            return f"((int){self.var(e)})"
+        if self.wide and e in self.int_vars:
+            return f"((long long){self.var(e)})"
         return self.var(e)
 
     def as_float(self, e, lane) -> str:
@@ -584,9 +616,12 @@ class _KernelWriter:
                 # by a constant that is no power of two (a pipeline's 3 stages), of a
                 # value that fits 32 bits: a 32-bit multiply by the reciprocal, not the
                 # 64-bit one with its division routine for large values
-                return f"((long long)((unsigned){a} {op} {e.b.value}u))"
+                return f"(({self.int_type(e.dtype)})((unsigned){a} {op} {e.b.value}u))"
             return f"({a} {op} {b})"
-        return f"(({c_type(e.dtype)}){helper}({a}, {b}))"
+        return f"(({self.int_type(e.dtype)}){helper}({a}, {b}))"
+
+    def int_type(self, dtype: str) -> str:
+        return "int" if self.narrow and dtype == "int64" else c_type(dtype)
 
     def e_Min(self, e, lane):
         return self._minmax(e, lane, "min")
@@ -622,12 +657,15 @@ class _KernelWriter:
         if _low(e.dtype) or _low(e.value.dtype):
             # through float: the 16-bit types convert to and from float only
             return f"(({c_type(e.dtype)})((float){self._expr(e.value, lane)}))"
-        return f"(({c_type(e.dtype)}){self._expr(e.value, lane)})"
+        return f"(({self.int_type(e.dtype)}){self._expr(e.value, lane)})"
 
     def e_Call(self, e, lane):
         if e.name == "if_then_else":
             c, t, f = e.args
             return f"({self._expr(c, lane)} ? {self._expr(t, lane)} : {self._expr(f, lane)})"
+        if e.name == "bitwise_xor":
+            a, b = e.args
+            return f"({self._expr(a, lane)} ^ {self._expr(b, lane)})"
         if e.name == "vector_any":
             m = e.args[0]
             return "(" + " || ".join(self._expr(m, k) for k in range(dt.lanes(m.dtype))) + ")"
@@ -651,7 +689,8 @@ class _KernelWriter:
     def e_Ramp(self, e, lane):
         if lane is None:
             raise BuildError("a vector index in a scalar context")
-        return f"({self._expr(e.base, None)} + {lane}LL * {self._expr(e.stride, None)})"
+        k = str(lane) if self.narrow else f"{lane}LL"
+        return f"({self._expr(e.base, None)} + {k} * {self._expr(e.stride, None)})"
 
     def e_Broadcast(self, e, lane):
         return self._expr(e.value, None)
@@ -682,6 +721,68 @@ class _KernelWriter:
         if isinstance(e, n.Mul) and self.is_nonneg(e.a) and self.is_nonneg(e.b):
             return self.upper_bound(e.a) * self.upper_bound(e.b)
         return math.inf
+
+    def fits_narrow(self, e) -> bool:
+        """Whether ``e`` and every integer step inside it stay within +-NARROW_LIMIT."""
+        lo, hi = self.value_range(e)
+        return -NARROW_LIMIT < lo and hi < NARROW_LIMIT and all(
+            self.fits_narrow(c) if dt.element(c.dtype) == "int64" else
+            all(self.fits_narrow(g) for g in _children(c) if dt.element(g.dtype) == "int64")
+            for c in _children(e))
+
+    def value_range(self, e) -> tuple:
+        """(lowest, highest) value of an integer expression from its loops' constant
+        bounds ((-inf, inf) where unknown); of a vector, over its lanes."""
+        hit = self.ranges.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        r = self._value_range(e)
+        self.ranges[id(e)] = (e, r)
+        return r
+
+    def _value_range(self, e) -> tuple:
+        inf = math.inf
+        if isinstance(e, n.IntImm):
+            return (e.value, e.value)
+        if isinstance(e, n.Var):
+            return (0 if e in self.nonneg else -inf, self.upper.get(e, inf))
+        if isinstance(e, n.Broadcast):
+            return self.value_range(e.value)
+        if isinstance(e, (n.Cast, n.Ramp)) and not dt.is_float(e.dtype):
+            if isinstance(e, n.Cast):
+                return self.value_range(e.value) if not dt.is_float(e.value.dtype) \
+                    else (-inf, inf)
+            (blo, bhi), (slo, shi) = self.value_range(e.base), self.value_range(e.stride)
+            last = e.lanes - 1
+            return (blo + min(0, slo * last), bhi + max(0, shi * last))
+        if isinstance(e, n.Call) and e.name == "bitwise_xor":
+            (alo, ahi), (blo, bhi) = (self.value_range(a) for a in e.args)
+            if min(alo, blo) < 0 or not math.isfinite(max(ahi, bhi)):
+                return (-inf, inf)
+            return (0, (1 << int(max(ahi, bhi)).bit_length()) - 1)
+        if not isinstance(e, (n.Add, n.Sub, n.Mul, n.FloorDiv, n.FloorMod, n.Min, n.Max)):
+            return (-inf, inf)
+        (alo, ahi), (blo, bhi) = self.value_range(e.a), self.value_range(e.b)
+        if isinstance(e, n.Add):
+            return (alo + blo, ahi + bhi)
+        if isinstance(e, n.Sub):
+            return (alo - bhi, ahi - blo)
+        if isinstance(e, n.Min):
+            return (min(alo, blo), min(ahi, bhi))
+        if isinstance(e, n.Max):
+            return (max(alo, blo), max(ahi, bhi))
+        if isinstance(e, n.Mul):
+            products = [x * y for x in (alo, ahi) for y in (blo, bhi)]
+            if any(math.isnan(v) for v in products):      # 0 * inf
+                return (-inf, inf)
+            return (min(products), max(products))
+        if not (isinstance(e.b, n.IntImm) and e.b.value > 0):
+            return (-inf, inf)
+        c = e.b.value
+        if isinstance(e, n.FloorDiv):
+            return (alo // c if math.isfinite(alo) else -inf,
+                    ahi // c if math.isfinite(ahi) else inf)
+        return (0, c - 1)
 
     def is_nonneg(self, e) -> bool:
         if isinstance(e, n.IntImm):
@@ -761,6 +862,56 @@ def _unconditional_loads(e) -> list:
     walk = _UnconditionalLoads()
     walk.visit(e)
     return walk.loads
+
+
+# ``s[T].pragma(ax, NO_UNROLL)``: the loop stays rolled (nvcc would otherwise unroll a
+# short constant loop, and a block's gathers all in flight can cost more registers
+# than the occupancy the kernel is compiled for allows)
+NO_UNROLL = "no_unroll"
+
+# index arithmetic stays in 32 bits where every step is provably smaller than this in
+# magnitude: 2^30, not 2^31, as a margin for a thread index read outside the guard
+# that holds it to its loop's extent (a block's spare threads)
+NARROW_LIMIT = 2 ** 30
+
+
+def _children(e) -> list:
+    """The expressions directly inside ``e``."""
+    return [v for v in (getattr(e, f) for f in e.__dataclass_fields__)
+            if isinstance(v, n.Expr)] + [
+        a for f in e.__dataclass_fields__ if isinstance(getattr(e, f), tuple)
+        for a in getattr(e, f) if isinstance(a, n.Expr)]
+
+
+def _zero_filled_load(e):
+    """``select(c, load, 0)`` (or a lazy ``if_then_else``) as the load guarded by ``c``
+    too: a guarded load reads zero where its guard fails. Anything else unchanged."""
+    if isinstance(e, n.Select):
+        cond, loaded, other = e.condition, e.true_value, e.false_value
+    elif isinstance(e, n.Call) and e.name == "if_then_else":
+        cond, loaded, other = e.args
+    else:
+        return e
+    zero = other.value if isinstance(other, n.Broadcast) else other
+    if not (isinstance(loaded, n.Load) and isinstance(zero, (n.IntImm, n.FloatImm))
+            and zero.value == 0):
+        return e
+    lanes = dt.lanes(loaded.dtype)
+    if dt.lanes(cond.dtype) != lanes:        # one condition for every lane
+        cond = n.Broadcast(cond, lanes)
+    return n.Load(loaded.dtype, loaded.buffer, loaded.index,
+                  _both(cond, loaded.predicate))
+
+
+def _both(a, b):
+    """``a && b`` where ``b`` may be absent or the same as ``a``; of two broadcasts, the
+    broadcast of one condition (a guard the same for every lane stays recognizable)."""
+    printed = Printer()
+    if b is None or printed.expr(a) == printed.expr(b):
+        return a
+    if isinstance(a, n.Broadcast) and isinstance(b, n.Broadcast):
+        return n.Broadcast(n.And(a.value, b.value), a.lanes)
+    return n.And(a, b)
 
 
 def _vector_aligned(buf: n.Buffer, index, lanes: int, nbytes: int = 16) -> bool:

@@ -7,7 +7,9 @@ array of fragments: the 16x16 tiles of the accumulator buffer, row-major.
 float16 tiles go through ``nvcuda::wmma``, which sm_80 compiles to ldmatrix and HMMA.
 bfloat16 tiles do not (WMMA loads them with plain shared loads and transposes them with
 MOVM), so a kernel with bfloat16 operands is written with ldmatrix and ``mma.sync``
-(m16n8k16) itself (``uses_mma``): a 16x16x16 step is two ldmatrix.x4 (A's tile, and
+(m16n8k16) itself (``uses_mma``), as is one whose tiles are swizzled
+(``s[T].swizzle()``: WMMA reads row-major tiles only; here each lane swizzles the
+address of the row it gives ldmatrix, ``td_mma_load_a_swizzled``): a 16x16x16 step is two ldmatrix.x4 (A's tile, and
 B's transposed) and two m16n8k16 products, and a 16x16 accumulator tile is 8 floats a
 lane (``td_mma_acc``). The lane arithmetic (``MMA_HELPERS``) is the same C on the GPU
 and in the emulator; only the two warp-wide instructions differ: inline PTX here
@@ -25,6 +27,22 @@ _NS = "nvcuda::wmma"
 def _operand(w, first: n.Load, below: n.Load):
     ldm = simplify_expr(n.Sub(below.index, first.index))
     return f"&{w.at(first.buffer, w.expr(first.index), 'address')}", ldm
+
+
+def _swizzled_operand(w, first: n.Load) -> str:
+    """``block, offset`` for a swizzled tile's load helper: the tile's unswizzled offset
+    split into whole 1024-byte blocks (a pipeline stage's copy: added to the pointer,
+    swizzling passes them through) and the rest, which each lane swizzles with its row
+    (loop-invariant: the compiler computes it once, outside the K loop)."""
+    from tensordsl.arith.simplify import Simplifier
+    from tensordsl.lower.flatten_storage import SWIZZLE_BLOCK_BYTES
+    block = SWIZZLE_BLOCK_BYTES // 2                       # 16-bit elements
+    simp = Simplifier()
+    terms, const = simp.linear(first.index)
+    whole = {k: t for k, t in terms.items() if t[1] % block == 0}
+    rest = simp.rebuild({k: t for k, t in terms.items() if k not in whole}, const % block)
+    blocks = simp.rebuild(whole, const - const % block)
+    return f"&{w.at(first.buffer, '0', 'address')} + {w.expr(blocks)}, {w.expr(rest)}"
 
 
 def _fragment(w, first: n.Load, below: n.Load, i: int = 0, j: int = 0) -> str:
@@ -46,12 +64,22 @@ def _tiles(args, at: int) -> tuple[int, int]:
     return tuple(int(a.value) for a in args[at:at + 2]) if len(args) > at else (1, 1)
 
 
+def _swizzled(args) -> tuple[bool, bool]:
+    """Whether a product's A and B tiles are swizzled (the flags ``flatten_storage``
+    appends)."""
+    return tuple(bool(a.value) for a in args[8:10]) if len(args) >= 10 else (False, False)
+
+
 def uses_mma(body) -> bool:
-    """Whether a kernel's tensor-core products have bfloat16 operands (ldmatrix and
-    mma.sync rather than WMMA, see the module docstring)."""
+    """Whether a kernel's tensor-core products have bfloat16 operands or swizzled tiles
+    (ldmatrix and mma.sync rather than WMMA, see the module docstring)."""
     from tensordsl.ir.visitor import post_order
-    return any(isinstance(node, n.Call) and node.name == "wmma.mma_sync"
-               and node.args[2].buffer.dtype == "bfloat16" for node in post_order(body))
+    return any(isinstance(node, n.Call) and (
+        node.name == "wmma.mma_sync"
+        and (node.args[2].buffer.dtype == "bfloat16" or any(_swizzled(node.args)))
+        # an accumulator stored converted (WMMA stores a float fragment as floats)
+        or node.name == "wmma.store" and node.args[0].buffer.dtype != "float32")
+        for node in post_order(body))
 
 
 def write_wmma(w, call: n.Call, depth: int):
@@ -70,6 +98,11 @@ def write_wmma(w, call: n.Call, depth: int):
         down, across = _tiles(args, 6)
         (a_ptr, lda), (b_ptr, ldb) = _operand(w, args[2], args[3]), _operand(w, args[4], args[5])
         lda, ldb = w.expr(lda), w.expr(ldb)
+        swizzled_a, swizzled_b = _swizzled(args)
+        if swizzled_a:       # the buffer, and the tile's unswizzled offset in it
+            a_ptr = _swizzled_operand(w, args[2])
+        if swizzled_b:
+            b_ptr = _swizzled_operand(w, args[4])
         a_tiles = [a_ptr] + [f"{a_ptr} + {16 * i} * ({lda})" for i in range(1, down)]
         b_tiles = [b_ptr] + [f"{b_ptr} + {16 * j}" for j in range(1, across)]
         from .codegen import c_type
@@ -77,7 +110,8 @@ def write_wmma(w, call: n.Call, depth: int):
         w.emit(depth, "{")
         if w.mma:
             w.emit(depth + 1, f"unsigned td_a[{down}][4], td_b[{across}][4];")
-            load_a, load_b = "td_mma_load_a", "td_mma_load_b"
+            load_a = "td_mma_load_a_swizzled" if swizzled_a else "td_mma_load_a"
+            load_b = "td_mma_load_b_swizzled" if swizzled_b else "td_mma_load_b"
         else:
             w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_a, 16, 16, 16, {t}, "
                               f"{_NS}::row_major> td_a[{down}];")
@@ -128,7 +162,7 @@ template <> __device__ __forceinline__ void td_mma_16816<%s>(
                "{%%0, %%1, %%2, %%3}, {%%4, %%5, %%6, %%7}, {%%8, %%9}, {%%0, %%1, %%2, %%3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}""" % (c_type, ptx, ptx) for c_type, ptx in (("__nv_bfloat16", "bf16"),))
+}""" % (c_type, ptx, ptx) for c_type, ptx in (("__nv_bfloat16", "bf16"), ("half", "f16")))
 
 # A 16x16x16 step and a 16x16 accumulator tile in the lanes' registers (PTX's fragment
 # layouts for m16n8k16: lane l holds A's rows l/4 and l/4+8, B's column l/4 and C's rows
@@ -153,6 +187,24 @@ template <class T>
 __device__ __forceinline__ void td_mma_load_b(unsigned (&f)[4], const T* b, long long ldb) {
   const unsigned lane = td_lane();
   td_ldmatrix_x4<true>(f, b + (lane % 16) * ldb + (lane / 16) * 8);
+}
+// the same from a swizzled tile (flatten_storage.py): ``first`` is the tile's offset in
+// the buffer ``base`` before swizzling, and each lane swizzles its own row's offset
+// (16-byte chunk c of 128-byte line l at chunk c ^ (l % 8): 8 halves a chunk)
+__device__ __forceinline__ long long td_swizzled(long long o) {
+  return o ^ (((o / 64) % 8) * 8);
+}
+template <class T>
+__device__ __forceinline__ void td_mma_load_a_swizzled(unsigned (&f)[4], const T* base,
+                                                       long long first, long long lda) {
+  const unsigned lane = td_lane();
+  td_ldmatrix_x4<false>(f, base + td_swizzled(first + (lane % 16) * lda + (lane / 16) * 8));
+}
+template <class T>
+__device__ __forceinline__ void td_mma_load_b_swizzled(unsigned (&f)[4], const T* base,
+                                                       long long first, long long ldb) {
+  const unsigned lane = td_lane();
+  td_ldmatrix_x4<true>(f, base + td_swizzled(first + (lane % 16) * ldb + (lane / 16) * 8));
 }
 template <class T>
 __device__ __forceinline__ void td_mma_product(td_mma_acc& c, const unsigned (&fa)[4],

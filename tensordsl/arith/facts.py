@@ -14,4 +14,7 @@ def multiple_of(e, k: int) -> bool:
         return multiple_of(e.a, k) or multiple_of(e.b, k)
     if isinstance(e, n.FloorMod):
         return multiple_of(e.a, k) and multiple_of(e.b, k)
+    if isinstance(e, n.Call) and e.name == "bitwise_xor" and k & (k - 1) == 0:
+        # (a swizzled offset: the low bits of both are zero, so are the result's)
+        return multiple_of(e.args[0], k) and multiple_of(e.args[1], k)
     return False

@@ -23,11 +23,14 @@ narrow integers unsound.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import fields
 
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Mutator, substitute
+from .facts import multiple_of
 
 INDEX = dt.INDEX_DTYPE
 
@@ -154,6 +157,7 @@ class Simplifier(Mutator):
         over a symbolic extent: ``(f // n)*n + f % n -> f``)."""
         terms, extra = self._merge_symbolic_divmod(terms)
         terms = self._remainders(terms)
+        terms = self._nested_remainders(terms)
         mods = [(k, a, c) for k, (a, c) in terms.items()
                 if isinstance(a, n.FloorMod) and c != 0 and isinstance(a.b, n.IntImm)]
         if not mods:
@@ -174,6 +178,47 @@ class Simplifier(Mutator):
                         terms[k] = [a, c * m]
                 extra += inner_const * m
         return terms, extra
+
+    def _nested_remainders(self, terms: dict) -> dict:
+        """``m*a*((x // a) % b) + m*(x % a) -> m*(x % (a*b))``: the digits of a fused
+        index recombine (``((p // 3136)*56 + p // 56 % 56)*56 + p % 56`` is ``p``, an
+        implicit GEMM's output position written back as image, row and column), one
+        level at a time until a whole ``(x // c)*c + x % c`` is left for
+        ``_merge_divmod``."""
+        terms = dict(terms)
+        changed = True
+        while changed:
+            changed = False
+            for k1, (outer, c1) in list(terms.items()):
+                if not (isinstance(outer, n.FloorMod) and isinstance(outer.b, n.IntImm)
+                        and isinstance(outer.a, n.FloorDiv)
+                        and isinstance(outer.a.b, n.IntImm) and outer.a.b.value > 0):
+                    continue
+                x, a, b = outer.a.a, outer.a.b.value, outer.b.value
+                # x % a, or y % a with y congruent to x (its coefficients reduced)
+                k2 = self._matching_mod(terms, x, a)
+                inner = terms.get(k2)
+                if inner is None or inner[1] * a != c1 or b <= 0:
+                    continue
+                merged = n.FloorMod(x, _int(a * b))
+                m = inner[1]
+                del terms[k1], terms[k2]
+                key = self.key(merged)
+                terms[key] = [merged, terms.get(key, [merged, 0])[1] + m]
+                changed = True
+                break
+        return terms
+
+    def _matching_mod(self, terms: dict, x, a: int):
+        """The key of a term ``y % a`` with ``y`` congruent to ``x`` modulo ``a``."""
+        for k, (t, _) in terms.items():
+            if not (isinstance(t, n.FloorMod) and isinstance(t.b, n.IntImm)
+                    and t.b.value == a):
+                continue
+            diff, const = self.linear(n.Sub(x, t.a))
+            if const % a == 0 and all(coeff % a == 0 for _, coeff in diff.values()):
+                return k
+        return None
 
     def _remainders(self, terms: dict) -> dict:
         """``m*x - m*c*(x // c) -> m*(x % c)`` (a remainder written out, as a derived
@@ -323,6 +368,11 @@ class Simplifier(Mutator):
             lo = None if a[0] is None or b[0] is None else min(a[0], b[0])
             hi = None if a[1] is None or b[1] is None else max(a[1], b[1])
             return lo, hi
+        if isinstance(e, n.Call) and e.name == "bitwise_xor":
+            (alo, ahi), (blo, bhi) = self.bounds(e.args[0]), self.bounds(e.args[1])
+            if None in (alo, ahi, blo, bhi) or min(alo, blo) < 0:
+                return UNBOUNDED
+            return 0, (1 << max(ahi, bhi).bit_length()) - 1
         return UNBOUNDED
 
     def _product_bounds(self, e) -> Bounds:
@@ -383,6 +433,12 @@ class Simplifier(Mutator):
         lo, hi = self.bounds(r)
         if lo is not None and hi is not None and lo // c == hi // c:
             return self.rebuild(q_terms, cq + lo // c)
+        split = self._multiple_and_remainder(r_terms, cr, c)
+        if split is not None:      # r = g*m + small, 0 <= small < g, g | c
+            g, m, _ = split     # the quotient's terms scaled by c/g beside m
+            terms = {k: [x, k_c * (c // g)] for k, (x, k_c) in q_terms.items()}
+            terms[self.key(m)] = [m, 1]
+            return self._floordiv(self.rebuild(terms, cq * (c // g)), c // g)
         rest = n.FloorDiv(r, _int(c))
         if not q_terms and cq == 0:
             return rest
@@ -410,7 +466,26 @@ class Simplifier(Mutator):
         lo, hi = self.bounds(r)
         if lo is not None and hi is not None and lo // c == hi // c:
             return self.canonical(n.Sub(r, _int(lo // c * c)))
+        split = self._multiple_and_remainder(r_terms, const % c, c)
+        if split is not None:      # (g*m + small) % c = g*(m % (c/g)) + small
+            g, m, small = split
+            return self.canonical(n.Add(n.Mul(self._floormod(m, c // g), _int(g)), small))
         return n.FloorMod(r, _int(c))
+
+    def _multiple_and_remainder(self, terms: dict, const: int, c: int):
+        """``terms + const`` as ``g*m + small`` with ``g`` a proper divisor of ``c`` and
+        ``0 <= small < g`` (a K slice ``ko*32 + t``, t < 32, divided by a window row of
+        192): (g, m, small), the largest such g, or None. Then ``(g*m + small) // c`` is
+        ``m // (c/g)``: the remainder never carries into the next multiple of c."""
+        divisors = sorted({math.gcd(c, k_c) for _, k_c in terms.values()} - {1, c},
+                          reverse=True)
+        for g in divisors:
+            big = {k: [x, k_c // g] for k, (x, k_c) in terms.items() if k_c % g == 0}
+            small = self.rebuild({k: t for k, t in terms.items() if k not in big}, const % g)
+            lo, hi = self.bounds(small)
+            if lo is not None and hi is not None and 0 <= lo and hi < g:
+                return g, self.rebuild(big, const // g), small
+        return None
 
     def visit_Min(self, node):
         return self._minmax(node)
@@ -565,7 +640,43 @@ class Simplifier(Mutator):
             arg = self.visit(node.args[0])
             if isinstance(arg, n.Broadcast):
                 return arg.value
+        if node.name == "bitwise_xor" and _is_index(node):
+            return self._xor(self.visit(node.args[0]), self.visit(node.args[1]))
         return self.generic_visit(node)
+
+    def _xor(self, a, b) -> n.Expr:
+        """``a ^ b`` (``flatten_storage``'s swizzled offsets). Where ``0 <= b < p``, a
+        power of two, the terms of ``a`` that are multiples of ``p`` pass through:
+        ``(H + L) ^ b = H + (L ^ b)`` (a tile's pipeline stage, a 1024-byte block,
+        added to a permutation computed once). Where ``b`` is a multiple of a power of
+        two ``g`` and ``a`` is ``g*m + small`` with ``0 <= small < g``, ``(g*m ^ b) +
+        small``: the low bits pass through, so a swizzled vector index stays a base
+        plus the lane (a 16-byte chunk's elements are permuted together)."""
+        ca, cb = _const_value(a), _const_value(b)
+        if ca is not None and cb is not None and ca >= 0 and cb >= 0:
+            return _int(ca ^ cb)
+        terms, const = self.linear(a)
+        blo, bhi = self.bounds(b)
+        if blo is not None and bhi is not None and blo >= 0:
+            p = 1 << bhi.bit_length()
+            high = {k: t for k, t in terms.items() if t[1] % p == 0}
+            if high or (const and const % p == 0):
+                hc = const - const % p
+                low = self.rebuild({k: t for k, t in terms.items() if k not in high},
+                                   const % p)
+                return self.canonical(n.Add(self.rebuild(high, hc), self._xor(low, b)))
+        for g in sorted({k_c & -k_c for _, k_c in terms.values() if k_c > 1} |
+                        ({const & -const} if const > 1 else set()), reverse=True):
+            if not multiple_of(b, g):
+                continue
+            big = {k: t for k, t in terms.items() if t[1] % g == 0}
+            small = self.rebuild({k: t for k, t in terms.items() if k not in big}, const % g)
+            lo, hi = self.bounds(small)
+            if lo is not None and hi is not None and 0 <= lo and hi < g and \
+                    not (isinstance(small, n.IntImm) and small.value == 0):
+                high = self.rebuild(big, const - const % g)
+                return self.canonical(n.Add(n.Call("int64", "bitwise_xor", (high, b)), small))
+        return n.Call("int64", "bitwise_xor", (a, b))
 
     def visit_Cast(self, node):
         v = self.visit(node.value)

@@ -11,14 +11,24 @@ size``), so a GPU block can fill the next tile while slow threads still read the
 one, with one barrier per iteration instead of two. A pipelined stage
 (``s[T].pipeline(stages=S)``) gets ``S`` copies the same way (``(i % S) * size``), and
 is listed with its loop for the GPU pass that copies it ahead (``async_copies.py``).
+
+A swizzled stage (``s[T].swizzle()``) stores element offset ``o`` at
+``o ^ ((o // L) % 8 * V)``, ``V`` elements to 16 bytes and ``L`` to 128: the 16-byte
+chunks of each 128-byte line permuted by the line's position in its 1024-byte block.
+The tensor-core product's operand tiles are the exception: they are passed unswizzled
+(the tile's first element and the one a row below, as ever) with a flag saying the
+buffer is swizzled, since each lane of ``ldmatrix`` swizzles its own row's address
+(``targets/cuda/wmma.py``).
 """
 from __future__ import annotations
 
 from ..errors import BuildError
+from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Mutator
 
 _ONE = n.IntImm("int64", 1)
+SWIZZLE_BLOCK_BYTES = 1024     # 8 lines of 128 bytes: what one permutation covers
 
 
 def row_major_strides(shape, align: dict | None = None) -> list[n.Expr]:
@@ -37,10 +47,20 @@ def row_major_strides(shape, align: dict | None = None) -> list[n.Expr]:
 
 
 class _Layout:
-    def __init__(self, buffer: n.Buffer, mins, strides, base=None):
+    def __init__(self, buffer: n.Buffer, mins, strides, base=None, chunk: int = 0):
         self.buffer, self.mins, self.strides, self.base = buffer, mins, strides, base
+        self.chunk = chunk          # swizzled: elements in 16 bytes (else 0)
 
     def offset(self, indices) -> n.Expr:
+        linear = self.linear_offset(indices)
+        if not self.chunk:
+            return linear
+        line = n.IntImm("int64", 8 * self.chunk)          # 128 bytes
+        row = n.FloorMod(n.FloorDiv(linear, line), n.IntImm("int64", 8))
+        return n.Call("int64", "bitwise_xor",
+                      (linear, n.Mul(row, n.IntImm("int64", self.chunk))))
+
+    def linear_offset(self, indices) -> n.Expr:
         out = self.base
         for idx, lo, stride in zip(indices, self.mins, self.strides):
             rel = idx if lo is None else n.Sub(idx, lo)
@@ -51,9 +71,10 @@ class _Layout:
 
 class FlattenStorage(Mutator):
     def __init__(self, param_buffers: dict, aligns: dict, double_buffered=frozenset(),
-                 pipelined=None):
+                 pipelined=None, swizzled=frozenset()):
         self.layouts = {}
         self.aligns = aligns
+        self.swizzled = swizzled
         self.double_buffered = double_buffered
         self.pipelined = pipelined or {}     # op -> stages
         self.loops: list[n.Var] = []
@@ -87,7 +108,10 @@ class FlattenStorage(Mutator):
             self.doubled.append(buf)
             if node.tensor.op in self.pipelined:
                 self.pipelined_buffers.append((buf, self.loops[-1], copies))
-        self.layouts[node.tensor] = _Layout(buf, [r.min for r in node.bounds], strides, base)
+        chunk = _swizzle_chunk(node, extents, bool(self.aligns.get(node.tensor.op))) \
+            if node.tensor.op in self.swizzled else 0
+        self.layouts[node.tensor] = _Layout(buf, [r.min for r in node.bounds], strides, base,
+                                            chunk)
         body = self.visit(node.body)
         del self.layouts[node.tensor]
         return n.Allocate(buf, size, body)
@@ -113,10 +137,51 @@ class FlattenStorage(Mutator):
         index = self.visit(lay.offset(node.indices))
         return n.Load(node.tensor.dtype, lay.buffer, index)
 
+    def visit_Call(self, node):
+        if node.name != "wmma.mma_sync":
+            return self.generic_visit(node)
+        # the operand tiles (arguments 2-5) unswizzled, then a flag per operand
+        args = list(node.args)
+        flags = []
+        for k in (2, 4):
+            lays = [self.layout(args[k].tensor), self.layout(args[k + 1].tensor)]
+            for j in (k, k + 1):
+                args[j] = n.Load(args[j].tensor.dtype, lays[0].buffer,
+                                 self.visit(lays[0].linear_offset(args[j].indices)))
+            flags.append(n.IntImm("int64", int(bool(lays[0].chunk))))
+        args = [a if k in (2, 3, 4, 5) else self.visit(a) for k, a in enumerate(args)]
+        return n.Call(node.dtype, node.name, tuple(args) + tuple(flags))
+
+
+def _swizzle_chunk(node, extents, padded: bool) -> int:
+    """Elements per 16-byte chunk of swizzled stage ``node``'s buffer, after checking
+    the buffer can be swizzled (see ``Stage.swizzle``)."""
+    name = node.tensor.name
+    nbytes = dt.bits(node.tensor.dtype) // 8
+    dims = [e.value if isinstance(e, n.IntImm) else None for e in extents]
+    where = f"swizzle of {name!r}"
+    if node.scope != "shared":
+        raise BuildError(f"{where}: only a shared buffer is swizzled, it is {node.scope!r}")
+    if nbytes not in (2, 4) or dt.lanes(node.tensor.dtype) != 1:
+        raise BuildError(f"{where}: elements of 2 or 4 bytes, got {node.tensor.dtype}")
+    if None in dims or not dims:
+        raise BuildError(f"{where}: its extents must be constants, got {list(extents)}")
+    total = 1
+    for d in dims:
+        total *= d
+    if (dims[-1] * nbytes) % 16 or (total * nbytes) % SWIZZLE_BLOCK_BYTES:
+        raise BuildError(f"{where}: rows of whole 16-byte chunks in whole "
+                         f"{SWIZZLE_BLOCK_BYTES}-byte blocks; got a {'x'.join(map(str, dims))} "
+                         f"tile of {node.tensor.dtype} ({total * nbytes} bytes, rows of "
+                         f"{dims[-1] * nbytes})")
+    if padded:
+        raise BuildError(f"{where}: a swizzled tile is not padded as well (storage_align)")
+    return 16 // nbytes
+
 
 def flatten_storage(body: n.Stmt, param_buffers: dict, aligns: dict,
-                    double_buffered=frozenset(), pipelined=None):
+                    double_buffered=frozenset(), pipelined=None, swizzled=frozenset()):
     """The flattened body, the buffers that were double-buffered (or pipelined), and the
     pipelined ones as ``(buffer, loop variable, stages)``."""
-    f = FlattenStorage(param_buffers, aligns, double_buffered, pipelined)
+    f = FlattenStorage(param_buffers, aligns, double_buffered, pipelined, swizzled)
     return f.visit(body), f.doubled, f.pipelined_buffers

@@ -61,6 +61,9 @@ def lower_tensorized(stage, inner, extents, bodies, outputs, indices, intrin, pa
     if intrin.name == "wmma.store":
         _expect(where, inner, shape, ("data_par", "data_par"), intrin.shape)
         body = bodies[0]
+        if isinstance(body, n.Cast) and body.dtype in ("float16", "bfloat16") and \
+                body.value.dtype == "float32":
+            body = body.value       # stored converted: each lane converts its elements
         if not (isinstance(body, n.TensorRead) and
                 getattr(body.tensor.op, "name", None) is not None):
             raise ScheduleError(f"{where}: expected a copy of the accumulator, got {body}")
@@ -70,8 +73,8 @@ def lower_tensorized(stage, inner, extents, bodies, outputs, indices, intrin, pa
                                 f"{body.tensor.name!r} is in {src_stage.scope!r}")
         i, j = (iv.var for iv in inner)
         _check_unit_tile(where, body, i, j, ())
-        _check_unit_tile(where, n.TensorRead(out, indices), i, j, ())
-        return _call("wmma.store", *_tile(out, indices, at_zero),
+        _check_flat_tile(where, out, indices, i, j)
+        return _call("wmma.store", *_rows(out, indices, at_zero, i),
                      *_tile(body.tensor, body.indices, at_zero))
     raise ScheduleError(f"{where}: unknown intrinsic")
 
@@ -94,6 +97,39 @@ def _tile(tensor, indices, at_zero):
     base = [simplify_expr(substitute(i, at_zero)) for i in indices]
     below = list(base)
     below[-2] = simplify_expr(n.Add(below[-2], _ONE))
+    return n.TensorRead(tensor, tuple(base)), n.TensorRead(tensor, tuple(below))
+
+
+def _flat_offset(tensor, indices):
+    """The row-major element offset of ``tensor[indices]`` (its shape constant)."""
+    offset, stride = _ZERO, 1
+    for extent, idx in zip(reversed(tensor.shape), reversed(indices)):
+        offset = n.Add(offset, n.Mul(idx, n.IntImm("int64", stride)))
+        stride *= int(extent.value)
+    return offset
+
+
+def _check_flat_tile(where, tensor, indices, row_var, col_var):
+    """The store's tile is rows of 16 consecutive elements a constant stride apart in
+    memory: the last two dimensions (a matrix), or a fused axis of several whose layout
+    is the rows' (an implicit GEMM's (image, row, column) positions)."""
+    if not all(isinstance(d, n.IntImm) for d in tensor.shape):
+        return _check_unit_tile(where, n.TensorRead(tensor, indices), row_var, col_var, ())
+    flat = _flat_offset(tensor, indices)
+    steps = [simplify_expr(n.Sub(substitute(flat, {v: _ONE}), substitute(flat, {v: _ZERO})))
+             for v in (col_var, row_var)]
+    if not (isinstance(steps[0], n.IntImm) and steps[0].value == 1
+            and isinstance(steps[1], n.IntImm) and steps[1].value > 0):
+        raise ScheduleError(f"{where}: {tensor.name!r} must be written as rows of "
+                            f"consecutive elements a constant stride apart (steps "
+                            f"{steps[1]} down and {steps[0]} across)")
+
+
+def _rows(tensor, indices, at_zero, row_var):
+    """Reads of the tile's first element and of the first of its next row (whatever
+    dimensions the row index runs through)."""
+    base = [simplify_expr(substitute(i, at_zero)) for i in indices]
+    below = [simplify_expr(substitute(i, {**at_zero, row_var: _ONE})) for i in indices]
     return n.TensorRead(tensor, tuple(base)), n.TensorRead(tensor, tuple(below))
 
 

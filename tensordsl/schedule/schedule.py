@@ -37,6 +37,7 @@ class Stage:
         self.align: dict[int, tuple[int, int]] = {}   # dimension -> (factor, offset)
         self.is_double_buffered = False
         self.pipeline_stages = 0          # > 0: copied with cp.async (``pipeline``)
+        self.is_swizzled = False          # 16-byte chunks XOR-permuted (``swizzle``)
         self.store_predicate: n.Expr | None = None
 
     def reset_axes(self):
@@ -322,7 +323,8 @@ class Stage:
         keys they know and ignore the rest. The CPU backend knows ``"nontemporal"``:
         whole-vector stores to the kernel's tensor arguments inside the loop bypass the
         cache (streaming stores), for outputs too large to be read again from cache; the
-        CUDA backend writes them with ``__stcs`` (evict first)."""
+        CUDA backend writes them with ``__stcs`` (evict first), and keeps a loop whose
+        key is ``"no_unroll"`` rolled (``#pragma unroll 1``)."""
         self._check_leaf(iv, "pragma")
         self.pragmas.setdefault(iv, []).append(str(key))
         self._record("pragma", axis=iv.name, key=str(key))
@@ -468,6 +470,22 @@ class Stage:
         self.is_double_buffered = True
         self.pipeline_stages = stages
         self._record("pipeline", stages=stages)
+
+    def swizzle(self):
+        """Lay this shared buffer out swizzled: the 16-byte chunk ``c`` of each 128-byte
+        line ``l`` is stored at chunk ``c ^ (l % 8)`` of that line (CUTLASS's
+        ``Swizzle<3, 4, 3>`` on byte offsets). Eight rows of a tile whose rows are 64 or
+        128 bytes apart, read at the same column (an 8x8 matrix of ``ldmatrix``, a
+        ``cp.async`` per row), then fall in eight different groups of banks without any
+        padding (``storage_align``), so the buffer stays 16-byte aligned and compact.
+
+        Every access goes through the permutation; a 16-byte vector stays one vector.
+        The buffer (each copy, where pipelined) must be a whole number of 1024-byte
+        blocks of 2- or 4-byte elements, its rows a whole number of 16-byte chunks, and
+        unpadded (checked when lowered)."""
+        self._check_compute("swizzle")
+        self.is_swizzled = True
+        self._record("swizzle")
 
 
 class Schedule:

@@ -107,7 +107,7 @@ def _apply(s, step: Step):
     elif step.kind == "compute_at":
         parent = _stage(s, a["parent"])
         st.compute_at(parent, _axis(parent, a["axis"]))
-    elif step.kind in ("compute_inline", "compute_root", "double_buffer"):
+    elif step.kind in ("compute_inline", "compute_root", "double_buffer", "swizzle"):
         getattr(st, step.kind)()
     elif step.kind == "pipeline":
         st.pipeline(a["stages"])

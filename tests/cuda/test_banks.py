@@ -66,19 +66,26 @@ def test_the_matmul_tiles_a_rows_pad_removes_its_conflicts(pad, per_request, rng
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("config,per_matrix", [
-    ({}, 1.0),                      # padded rows (pad 8): every 8x8 matrix in one wavefront
-    ({"kk": 3}, 1.0),               # 48 + 8 halves a row of A: still an odd number of 16 B
-    ({"pad": 0}, 6.0),              # A's 64-byte rows 4 ways, B's 128-byte rows 8 ways
+    ({}, 1.0),                      # swizzled (the default): compact tiles, no conflict
+    ({"kk": 3}, 1.0),               # A's rows of 96 bytes padded to 112 (no swizzle fits)
+    ({"swizzle": 0, "pad": 8}, 1.0),  # padded rows: an odd number of 16 bytes
+    ({"swizzle": 0}, 6.0),          # A's 64-byte rows 4 ways, B's 128-byte rows 8 ways
 ])
 def test_the_tensor_core_tiles_are_read_one_wavefront_per_matrix(config, per_matrix, dtype,
                                                                   rng):
     """Issue 20: the tensor-core matmul's shared reads (ldmatrix, 8 rows of 16 bytes per
-    8x8 matrix) are free of bank conflicts with the rows padded, and 4-8 ways
-    conflicting without. float16 through WMMA (whose tiles sm_80 loads with ldmatrix),
-    bfloat16 through the code generator's own ldmatrix and mma.sync, each lane giving
-    its row address (emulate_mma.h)."""
+    8x8 matrix) are free of bank conflicts with the tiles swizzled (each lane swizzles
+    the row address it gives ldmatrix) or their rows padded, and 4-8 ways conflicting
+    with neither. Through the code generator's ldmatrix and mma.sync, or (float16,
+    unswizzled) WMMA, whose tiles sm_80 loads with ldmatrix too (emulate_mma.h)."""
     M, N, K = 64, 64, 96
     f = td.build(*tensor_core_matmul(M, N, K, dtype, config), target="cuda -arch=sm_80")
+    src = f.get_source()
+    swizzled = config.get("swizzle", 1)
+    assert ("td_mma_load_b_swizzled(td_b" in src) == bool(swizzled)
+    if not config:   # both tiles swizzled and compact: 3 stages of 64 x 32 and 32 x 64 halves
+        assert "td_mma_load_a_swizzled(td_a" in src
+        assert f.kernels[0].dynamic_shared + _static_shared(src) == 3 * 2 * 64 * 32 * 2
     (a, a32), (b, b32) = tensor_core_inputs(rng, (M, K), dtype), \
         tensor_core_inputs(rng, (K, N), dtype)
     c = np.full((M, N), np.nan, "float32")
@@ -97,3 +104,11 @@ def test_a_pad_that_breaks_16_byte_rows_is_refused():
     for pad in (4, 16):
         with pytest.raises(ValueError, match="pad: expected 0 or 8 elements"):
             tensor_core_matmul(64, 64, 64, "float16", {"pad": pad})
+
+
+def _static_shared(src: str) -> int:
+    """Bytes of the ``__shared__`` arrays a kernel's source declares."""
+    import re
+    sizes = {"half": 2, "__nv_bfloat16": 2, "float": 4}
+    return sum(sizes[t] * int(k) for t, k in
+               re.findall(r"__shared__ (?:__align__\(\d+\) )?(\w+) \w+\[(\d+)\]", src))

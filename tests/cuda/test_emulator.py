@@ -204,7 +204,7 @@ def test_a_float4_access_straddling_the_end_of_a_buffer_is_reported():
     func = _kernel((A, B), lambda tx: n.IfThenElse(
         n.EQ(tx, i64(0)), n.Store(B, n.Load("float32x4", A, ramp), ramp)), threads=1)
     from targets.cuda import codegen
-    assert "TD_VEC(float4, A, 4LL)" in codegen.generate(func, checked=True)
+    assert "TD_VEC(float4, A, 4)" in codegen.generate(func, checked=True)
     with pytest.raises(EmulationError, match=r"out-of-bounds float4 access A\[4\.\.7\] "
                                              r"\(size 6\) in thread \(0,0,0\)"):
         _run(func, np.zeros(6, "float32"), np.zeros(8, "float32"))
@@ -276,7 +276,7 @@ def test_a_local_array_moved_as_float4_is_declared_16_byte_aligned():
     s[BL].compute_at(s[B], tx)
     f = td.build(s, [A, B], target="cuda -arch=sm_80")
     source = f.get_source()
-    assert "*(const float4*)(&B_local[0LL])" in source
+    assert "*(const float4*)(&B_local[0])" in source
     assert "__align__(16) float B_local[4];" in source
     a, b = np.random.default_rng(0).standard_normal(256).astype("float32"), _nan(256)
     f.emulate(a, b, seed=1)

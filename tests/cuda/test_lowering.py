@@ -363,3 +363,64 @@ def test_a_pipelined_tile_index_is_a_32_bit_remainder(rng):
     assert "% 3u" in src and "% 3LL" not in src
     a, b = rng.standard_normal((64, 64), "float32"), rng.standard_normal((64, 64), "float32")
     np.testing.assert_allclose(emulate(s, [A, B, C], [a, b]), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def _copy_source(rows: int, cols: int) -> str:
+    from schedules.cuda.generic import bind_flat
+    A = td.placeholder((rows, cols), name="A")
+    B = td.compute((rows, cols), lambda i, j: A[i, j] * 2.0, name="B")
+    s = td.create_schedule(B.op)
+    bind_flat(s[B], 256)
+    return td.build(s, [A, B], target="cuda -arch=sm_80").get_source()
+
+
+def test_index_arithmetic_is_32_bit_where_every_step_fits():
+    """Thread and loop indices are ints and the index arithmetic stays in 32 bits (half
+    the instructions of 64-bit adds and multiplies) where every step provably fits;
+    a tensor of over 2^30 elements keeps 64-bit indices (40000 x 40000 floats: the
+    flat index 40000*i + j exceeds what an int holds)."""
+    small = _copy_source(1000, 1000)
+    assert "const int " in small and "LL" not in small.split("__global__")[1]
+    large = _copy_source(40000, 40000)
+    body = large.split("__global__")[1]
+    assert "LL" in body and "long long" in body
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(-5, 5))
+def test_narrow_index_arithmetic_keeps_negative_offsets(rows, cols, shift):
+    """A read shifted past the start of a row (a padded window's offset, negative
+    before its guard) computed in 32 bits reads the same elements."""
+    A = td.placeholder((rows, cols), name="A")
+    B = td.compute((rows, cols), lambda i, j: td.if_then_else(
+        td.all(j + shift >= 0, j + shift < cols), A[i, j + shift], -1.0), name="B")
+    from schedules.cuda.generic import bind_flat
+    s = td.create_schedule(B.op)
+    bind_flat(s[B], 64)
+    a = np.arange(rows * cols, dtype="float32").reshape(rows, cols)
+    got = emulate(s, [A, B], [a])
+    want = np.full((rows, cols), -1.0, "float32")
+    lo = max(0, -shift)
+    hi = max(lo, min(cols, cols - shift))
+    want[:, lo:hi] = a[:, lo + shift:hi + shift]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_no_unroll_pragma_keeps_the_loop_rolled(rng):
+    """``pragma(ax, "no_unroll")``: the CUDA loop gets ``#pragma unroll 1`` (the conv2d
+    template's gathers: unrolled, they spilled registers on sm_90a)."""
+    A = td.placeholder((64, 8), name="A")
+    B = td.compute((64,), lambda i: A[i, 0] + A[i, 7], name="B")
+    s = td.create_schedule(B.op)
+    AS = s.cache_read(A, "shared", [B])
+    bx, tx = s[B].split(B.op.axis[0], factor=64)
+    s[B].bind(bx, td.thread_axis("blockIdx.x"))
+    s[B].bind(tx, td.thread_axis("threadIdx.x"))
+    s[AS].compute_at(s[B], bx)
+    outer, tx = s[AS].split(s[AS].fuse(*AS.op.axis), factor=64)
+    s[AS].bind(tx, td.thread_axis("threadIdx.x"))
+    s[AS].pragma(outer, "no_unroll")
+    src = td.build(s, [A, B], target="cuda -arch=sm_80").get_source()
+    assert re.search(r"#pragma unroll 1\s*\n\s*for \(int ax0_ax1_fused_outer", src)
+    a = rng.standard_normal((64, 8)).astype("float32")
+    np.testing.assert_array_equal(emulate(s, [A, B], [a]), a[:, 0] + a[:, 7])

@@ -112,6 +112,7 @@ def test_no_local_memory(key, arch):
 
 # the occupancy each template is written for: resident blocks of its main kernel per SM
 _OCCUPANCY = {"matmul_fp32": 4, "matmul_fp16": 4, "matmul_bf16": 4, "conv2d": 3,
+              "conv2d_fp16": 3,
               "softmax": 8, "layer_norm": 8, "reduce_sum": 8, "elementwise": 8,
               "spmm": 16, "capsule": 8}
 
@@ -185,9 +186,24 @@ def test_conv2d_tile_kernel_is_ffma_on_shared_tiles(arch):
 
 
 @needs_tools
-@_gap("conv2d as implicit GEMM on tensor cores")
-def test_conv2d_runs_on_tensor_cores():
-    assert _main("conv2d", "sm_80").count("HMMA") > 0
+@pytest.mark.parametrize("arch", ARCHS)
+def test_conv2d_implicit_gemm_loop_is_ldmatrix_and_hmma_on_gathered_tiles(arch):
+    """float16 NHWC as an implicit GEMM (64x64 block tile, 64-deep K slices, 2 x 2
+    fragments a warp): per slice 16 ldmatrix and 32 HMMA, the windows gathered from the
+    input by cp.async 16 bytes (8 channels) at a time, zero-filled outside the image,
+    never through registers (no LDG, no STS); the index arithmetic 32-bit, and the
+    window offsets of a slice divided out of the slice number (ko*64 + t)//192 = ko//3:
+    at most 5 instructions a HMMA (with 32-deep slices: 14.75 with 64-bit indices, 8.3
+    with the offsets divided per thread, 6.6 after both, 4.1-7.1 swizzled). The
+    compiler may unroll all 9 slices: then the kernel is the loop."""
+    kernel = _main("conv2d_fp16", arch)
+    loop = kernel.main_loop() if kernel.loops else kernel
+    slices = loop.count("BAR.SYNC")
+    assert slices >= 1 and loop.count("DEPBAR") == slices
+    assert loop.count("HMMA") == 32 * slices and loop.count("LDSM") == 16 * slices
+    assert loop.count("LDGSTS.E.BYPASS.128") == loop.count("LDGSTS") == 8 * slices
+    assert loop.count("LDG") == loop.count("STS") == loop.count("LDS") == 0
+    assert len(loop.instructions) <= 5 * loop.count("HMMA")
 
 
 @needs_tools

@@ -22,14 +22,23 @@ from .helpers import build_all, tensor_core_inputs as _inputs, tensor_core_matmu
     # a warp's block of 4 x 2 fragments, 3 x 1 (each A and B tile loaded once a step)
     (64, 128, 64, {"warps_m": 1, "warps_n": 2, "wm": 4, "wn": 2, "kk": 1}),
     (96, 32, 32, {"warps_m": 2, "warps_n": 2, "wm": 3, "wn": 1, "kk": 2}),
+    # unswizzled tiles, padded or not (float16: through WMMA)
+    (64, 64, 64, {"warps_m": 2, "warps_n": 1, "wm": 1, "wn": 2, "kk": 2, "swizzle": 0,
+                  "pad": 8}),
+    (64, 64, 32, {"warps_m": 2, "warps_n": 2, "wm": 1, "wn": 1, "kk": 2, "swizzle": 0}),
 ])
 def test_tensor_core_matmul(dtype, M, N, K, config, rng):
     modules = build_all(*tensor_core_matmul(M, N, K, dtype, config))
     src = modules["sm_90"].get_source()
-    if dtype == "float16":
+    swizzled = "_swizzled(td_a" in src or "_swizzled(td_b" in src
+    # (swizzled by default where a tile's rows and size allow: test_banks.py)
+    assert not (swizzled and config.get("swizzle", 1) == 0)
+    if dtype == "float16" and not swizzled:
         assert "nvcuda::wmma::mma_sync" in src and "#include <mma.h>" in src
-    else:   # WMMA would load bfloat16 tiles without ldmatrix: ldmatrix and mma.sync
-        assert "td_mma_product<__nv_bfloat16>(" in src and "nvcuda::wmma" not in src
+    else:   # WMMA would load bfloat16 tiles without ldmatrix, and takes no swizzled
+        # tile: ldmatrix and mma.sync
+        ctype = "half" if dtype == "float16" else "__nv_bfloat16"
+        assert f"td_mma_product<{ctype}>(" in src and "nvcuda::wmma" not in src
         assert "ldmatrix.sync.aligned.m8n8.x4.trans" in src and "m16n8k16" in src
     (a, a32), (b, b32) = _inputs(rng, (M, K), dtype), _inputs(rng, (K, N), dtype)
     c = np.full((M, N), np.nan, "float32")
@@ -231,7 +240,7 @@ def test_tensor_cores_with_padded_tiles_whose_rows_stay_16_byte_aligned(rng):
     f = build_all(s, args)["sm_80"]
     src = f.get_source()
     assert "float4" in src
-    assert "load_matrix_sync(td_a[0], &A_shared[(i_inner_outer * 640LL)], 40LL)" in src
+    assert "load_matrix_sync(td_a[0], &A_shared[(i_inner_outer * 640)], 40)" in src
     (a, a32), (b, b32) = _inputs(rng, (64, 64), "float16"), _inputs(rng, (64, 64), "float16")
     c = np.full((64, 64), np.nan, "float32")
     f.emulate(a, b, c)
@@ -280,7 +289,7 @@ def test_tensor_core_output_must_start_on_32_bytes():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_tiles_over_48_kib_go_to_dynamic_shared_memory(dtype, rng):
-    """4 stages of 64x64 A and B tiles 64 deep: 72 KiB, over the static limit, so the
+    """4 stages of 64x64 A and B tiles 64 deep: 64 KiB, over the static limit, so the
     arrays are carved from one dynamic array (the launch allows it: cuFuncSetAttribute);
     sm_80 and sm_90a compile it without spills, and it computes the product."""
     from targets.cuda import sass
@@ -302,16 +311,17 @@ def test_tiles_over_48_kib_go_to_dynamic_shared_memory(dtype, rng):
 
 
 def test_shared_memory_beyond_the_architectures_opt_in_limit_is_refused():
-    # 10 stages: 180 KiB, over sm_80's 163 (sm_90's 227 take it); 14: over any GPU's
-    ten = tensor_core_matmul(64, 64, 640, "float16", {"kk": 4, "stages": 10})
-    with pytest.raises(td.BuildError, match=r"184320 bytes of shared memory \(A.shared, "
+    # 11 stages of swizzled (unpadded) tiles: 176 KiB, over sm_80's 163 (sm_90's 227
+    # take it); 15: over any GPU's
+    ten = tensor_core_matmul(64, 64, 704, "float16", {"kk": 4, "stages": 11})
+    with pytest.raises(td.BuildError, match=r"180224 bytes of shared memory \(A.shared, "
                                             r"B.shared\) exceed the 166912-byte limit per "
                                             r"block on sm_80"):
         td.build(*ten, target="cuda -arch=sm_80")
     td.build(*ten, target="cuda -arch=sm_90a")
     with pytest.raises(td.BuildError, match="exceed the 232448-byte limit per block of any "
                                             "GPU; use smaller tiles"):
-        td.build(*tensor_core_matmul(64, 64, 896, "float16", {"kk": 4, "stages": 14}),
+        td.build(*tensor_core_matmul(64, 64, 960, "float16", {"kk": 4, "stages": 15}),
                  target="cuda -arch=sm_90a")
 
 
@@ -320,3 +330,81 @@ def test_a_block_of_tensor_core_tiles_is_whole_tiles_of_16():
     for shape in ((24, 16), (16, 8), (16, 16, 32), (0, 16)):
         with pytest.raises(ValueError, match="m and n multiples of 16, k 16"):
             td.tensor_intrin.wmma_mma_sync(*shape)
+
+
+def _conv_nhwc_reference(x, w, stride, padding, dilation):
+    """float64 NHWC convolution of float32 values: (N, H, W, C) by (KH, KW, C, F)."""
+    (pt, pl, pb, pr), (sh, sw), (dh, dw) = padding, stride, dilation
+    xp = np.pad(x.astype("float64"), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    kh, kw = w.shape[:2]
+    oh = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    ow = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((x.shape[0], oh, ow, w.shape[3]))
+    for ry in range(kh):
+        for rx in range(kw):
+            patch = xp[:, ry * dh:ry * dh + sh * oh:sh, rx * dw:rx * dw + sw * ow:sw, :]
+            out += patch[:, :oh, :ow] @ w[ry, rx].astype("float64")
+    return out
+
+
+def _as_float32(bits, dtype):
+    return bits.astype("float32") if dtype == "float16" else \
+        (bits.astype("uint32") << 16).view("float32")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,config", [
+    # 3x3 padded (the windows leave the image on every side), 2 x 2 warps of 1 x 1
+    ((2, 8, 8, 32), (3, 3, 32, 64), 1, 1, 1,
+     {"warps_m": 2, "warps_n": 2, "wm": 1, "wn": 1}),
+    # strided, 16-deep slices, a warp's 1 x 2 fragments
+    ((2, 16, 16, 16), (3, 3, 16, 32), 2, 1, 1,
+     {"warps_m": 2, "warps_n": 1, "wm": 1, "wn": 2, "kk": 1}),
+    # dilated, uneven padding (top, left, bottom, right), 4 pipeline stages
+    ((1, 12, 12, 16), (3, 3, 16, 16), 1, (2, 1, 2, 3), 2,
+     {"warps_m": 1, "warps_n": 1, "wm": 1, "wn": 1, "kk": 1, "stages": 4}),
+    # 1x1: the product of the image by the weights
+    ((2, 4, 4, 32), (1, 1, 32, 48), 1, 0, 1,
+     {"warps_m": 2, "warps_n": 1, "wm": 1, "wn": 3, "kk": 2}),
+])
+def test_conv2d_nhwc_implicit_gemm_on_tensor_cores(dtype, x_shape, w_shape, stride, padding,
+                                                     dilation, config, rng):
+    """The implicit-GEMM form on the tensor-core template: each tile of windows gathered
+    straight from the input (zero-filled outside the image), in random thread order,
+    against numpy in float64 from the same rounded inputs; the output in the input's
+    type (float32 accumulation)."""
+    from schedules.cuda import schedule_for
+    X = td.placeholder(x_shape, dtype=dtype, name="X")
+    W = td.placeholder(w_shape, dtype=dtype, name="W")
+    out = dense.conv2d_nhwc(X, W, stride=stride, padding=padding, dilation=dilation,
+                            form="implicit_gemm")
+    s = schedule_for("conv2d_nhwc", out, config=config)
+    modules = build_all(s, [X, W, out])
+    src = modules["sm_80"].get_source()
+    assert "td_mma_product<" in src or "nvcuda::wmma::mma_sync" in src
+    (x, x32), (w, w32) = _inputs(rng, x_shape, dtype), _inputs(rng, w_shape, dtype)
+    shape = tuple(int(d.value) for d in out.shape)
+    got = np.full(shape, np.nan, "float16") if dtype == "float16" else \
+        np.full(shape, 0x7FC0, "uint16")                    # bfloat16 NaN
+    modules["sm_80"].emulate(x, w, got)
+    pads = (padding,) * 4 if isinstance(padding, int) else padding
+    want = _conv_nhwc_reference(x32, w32, (stride, stride), pads, (dilation, dilation))
+    eps = 2.0 ** -11 if dtype == "float16" else 2.0 ** -8     # the output's rounding
+    np.testing.assert_allclose(_as_float32(got, dtype), want, rtol=eps, atol=1e-3)
+
+
+def test_conv2d_nhwc_implicit_gemm_off_whole_tiles_runs_on_the_simt_template(rng):
+    """25 output positions and 3 input channels (a K of 27) are no whole tensor-core
+    tiles: the matmul template's SIMT path computes the same product."""
+    from schedules.cuda import schedule_for
+    X = td.placeholder((1, 9, 9, 3), dtype="float16", name="X")
+    W = td.placeholder((3, 3, 3, 8), dtype="float16", name="W")
+    out = dense.conv2d_nhwc(X, W, stride=2, padding=1, form="implicit_gemm")
+    f = build_all(schedule_for("conv2d_nhwc", out), [X, W, out])["sm_80"]
+    assert "mma" not in f.get_source()
+    (x, x32), (w, w32) = _inputs(rng, (1, 9, 9, 3), "float16"), \
+        _inputs(rng, (3, 3, 3, 8), "float16")
+    got = np.full((1, 5, 5, 8), np.nan, "float16")
+    f.emulate(x, w, got)
+    want = _conv_nhwc_reference(x32, w32, (2, 2), (1, 1, 1, 1), (1, 1))
+    np.testing.assert_allclose(got.astype("float32"), want, rtol=2.0 ** -11, atol=1e-3)

@@ -227,3 +227,120 @@ def test_a_float_times_one_is_itself():
     one = n.FloatImm("float32", 1.0)
     assert simplify_expr(n.Mul(x, one)) is x and simplify_expr(n.Mul(one, x)) is x
     assert isinstance(simplify_expr(n.Mul(x, n.FloatImm("float32", 2.0))), n.Mul)
+
+
+def test_a_remainder_smaller_than_a_divisor_of_the_divisor_does_not_carry():
+    """An implicit GEMM's 32-deep K slice ko*32 + t (t < 32) over window rows of 192
+    and channel runs of 64: the offsets are the slice number's, the same for every
+    thread, so they are computed once a slice (and the copies stay 16-byte vectors)."""
+    ko, t = n.Var("ko"), n.Var("t")
+    ranges = {ko: (0, 17), t: (0, 3)}
+    check((ko * 32 + t * 8) // 192, ko // 6, ranges)
+    check((ko * 32 + t * 8 + 64) // 96, (ko + 2) // 3, ranges)
+    check((ko * 32 + t * 8) % 64, ko % 2 * 32 + t * 8, ranges)
+    # a term that divides c stays in the quotient beside the smaller multiple
+    b = n.Var("b")
+    check((b * 192 + ko * 32 + t * 8) // 96, b * 2 + ko // 3, {**ranges, b: (0, 9)})
+    # a remainder that can reach g carries: left alone
+    check((ko * 32 + t * 12) // 96, (ko * 32 + t * 12) // 96, ranges)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(2, 12), st.integers(2, 8), st.integers(-3, 3), st.integers(0, 14),
+       st.integers(0, 24), st.sampled_from([n.FloorDiv, n.FloorMod]), st.data())
+def test_divisions_of_a_multiple_plus_a_small_remainder_keep_their_value(
+        g, q, k, top, const, op, data):
+    """(g*k*i + j + const + g*q*f) // (g*q) and % (g*q) with j in [0, top]: the split
+    into a multiple of g and a remainder applies only where the remainder stays below g
+    (top + const % g < g), and keeps the value at every point, the edges included."""
+    ranges = {i: (0, 127), j: (0, top), f: (-60, 60)}
+    e = op(i * (g * k) + j + const + f * (g * q), n.IntImm("int64", g * q))
+    simplified = simplify_expr(e, ranges)
+    vj = data.draw(st.sampled_from([0, top, data.draw(st.integers(0, top))]))
+    env = {i: data.draw(st.integers(0, 127)), j: vj, f: data.draw(st.integers(-60, 60))}
+    assert _eval(simplified, env) == _eval(e, env), (print_ir(e), print_ir(simplified))
+
+
+def _xor(a, b):
+    return n.Call("int64", "bitwise_xor", (a, b))
+
+
+def test_a_swizzled_vector_index_is_a_base_plus_the_lane():
+    """flatten_storage's swizzle of a 16-byte vector's offset 8q + v (v the lane, < 8):
+    the chunk bits move, the lane passes through, so the copy stays one vector; a
+    1024-byte block (a pipeline stage, 512 halves) passes through the permutation."""
+    q, v, stage = n.Var("q"), n.Var("v"), n.Var("stage")
+    ranges = {q: (0, 255), v: (0, 7), stage: (0, 2)}
+    lin = q * 8 + v
+    swz = _xor(lin, (lin // 64) % 8 * 8)
+    check(swz, _xor(q * 8, q // 8 % 8 * 8) + v, ranges)
+    lin = stage * 512 + (q % 64) * 8
+    check(_xor(lin, (lin // 64) % 8 * 8),
+          stage * 512 + _xor(q % 64 * 8, q % 64 // 8 * 8), ranges)
+
+
+def _eval_xor(e, env):
+    if isinstance(e, n.Call):
+        a, b = (_eval_xor(x, env) for x in e.args)
+        return a ^ b
+    if isinstance(e, n.IntImm):
+        return e.value
+    if isinstance(e, n.Var):
+        return env[e]
+    a, b = _eval_xor(e.a, env), _eval_xor(e.b, env)
+    ops = {n.Add: lambda: a + b, n.Sub: lambda: a - b, n.Mul: lambda: a * b,
+           n.FloorDiv: lambda: a // b, n.FloorMod: lambda: a % b}
+    return ops[type(e)]()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 6), st.integers(-3, 3), st.integers(0, 64), st.integers(0, 6),
+       st.data())
+def test_xor_of_a_split_offset_keeps_its_value(log_g, k, const, log_scale, data):
+    """(g*k*i + j + const + 512*f) ^ (((...) // 64) % 8 * scale) with j in [0, top],
+    top up to 2g: the lane and block rules apply only where exact (the remainder below
+    g, the block above the other operand), and keep the value everywhere."""
+    g, scale = 1 << log_g, 1 << log_scale
+    top = data.draw(st.integers(0, 2 * g))
+    ranges = {i: (0, 127), j: (0, top), f: (0, 9)}
+    lin = i * (g * k) + j + const + f * 512
+    e = _xor(lin, (lin // 64) % 8 * scale)
+    simplified = simplify_expr(e, ranges)
+    env = {i: data.draw(st.integers(0, 127)), j: data.draw(st.sampled_from([0, top])),
+           f: data.draw(st.integers(0, 9))}
+    if _eval_xor(lin, env) < 0:
+        return                      # (a swizzled offset is never negative)
+    assert _eval_xor(simplified, env) == _eval_xor(e, env), (print_ir(e), print_ir(simplified))
+
+
+def test_the_digits_of_a_fused_index_recombine():
+    """An implicit GEMM's output position p written back as (image, row, column) of an
+    8x56x56 output and flattened again is p: each (p // a % b)*a + p % a merges into
+    p % (a*b), then (p // c)*c + p % c into p."""
+    p = n.Var("p")
+    ranges = {p: (0, 25087), f: (0, 63)}
+    b, y, x = p // 3136, p // 56 % 56, p % 56
+    check(((b * 56 + y) * 56 + x) * 64 + f, p * 64 + f, ranges)
+    check(p // 56 % 56 * 56 + p % 56, p % 3136, ranges)
+    # the remainder's coefficients reduced first ((16q + t) % 12 is (4q + t) % 12)
+    q, t = n.Var("q"), n.Var("t")
+    x = q * 16 + t
+    check(x // 144 * 144 + x // 12 % 12 * 12 + x % 12, x, {q: (0, 8), t: (0, 15)})
+    # digits of different numbers, or weights that do not match, stay apart
+    check(f // 8 % 4 * 8 + p % 8, f // 8 % 4 * 8 + p % 8, ranges)
+    check(p // 8 % 4 * 4 + p % 8, p // 8 % 4 * 4 + p % 8, ranges)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(-3, 3), st.integers(-3, 3),
+       st.integers(0, 2), st.integers(1, 20), st.integers(0, 1023), st.integers(0, 7))
+def test_recombined_digits_keep_their_value(a, b, m, m2, shape, c, vf, vj):
+    """(x // a % b)*a*m + (x % a)*m2 (+ an outer digit) for x = f or c*f + j (whose
+    remainders get their coefficients reduced): merged only where the weights match,
+    the value kept everywhere."""
+    x = f if shape == 0 else f * c + j
+    e = (x // a % b) * (a * m) + (x % a) * m2
+    if shape == 2:
+        e = e + (x // (a * b)) * (a * b * m)
+    env = {i: 0, j: vj, f: vf}
+    assert _eval(simplify_expr(e, RANGES), env) == _eval(e, env)

@@ -107,6 +107,21 @@ def test_conv2d_nchw_and_nhwc(rng, cfg):
     got = td.ops.conv2d_nhwc(x_nhwc, w_hwio, stride=cfg["stride"], padding=cfg["padding"],
                              dilation=cfg["dilation"], groups=cfg["groups"])
     np.testing.assert_allclose(got, ref.transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+    if cfg["groups"] == 1:      # the implicit-GEMM form (the GPU's), on this CPU
+        got = np.full_like(got, np.nan)
+        td.ops.conv2d_nhwc(x_nhwc, w_hwio, stride=cfg["stride"], padding=cfg["padding"],
+                           dilation=cfg["dilation"], form="implicit_gemm", out=got)
+        np.testing.assert_allclose(got, ref.transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_nhwc_forms_are_checked():
+    x, w = np.zeros((1, 5, 5, 4), "float32"), np.zeros((3, 3, 2, 4), "float32")
+    with pytest.raises(ValueError, match=r"conv2d_nhwc: form must be one of .*'implicit_gemm'"
+                                         r".*got 'gemm'"):
+        td.ops.conv2d_nhwc(x, np.zeros((3, 3, 4, 4), "float32"), form="gemm")
+    with pytest.raises(ValueError, match=r"conv2d_nhwc: form='implicit_gemm' takes an "
+                                         r"ungrouped convolution, got groups=2"):
+        td.ops.conv2d_nhwc(x, w, groups=2, form="implicit_gemm")
 
 
 @settings(max_examples=25, deadline=None)
