@@ -44,7 +44,9 @@ def test_tensor_core_matmul_on_gpu(rng):
 
 @pytest.mark.parametrize("dtype,config", [
     ("bfloat16", {}),                                  # ldmatrix and mma.sync (inline PTX)
-    ("float16", {"kk": 4, "stages": 4}),               # 72 KiB of dynamic shared memory
+    ("float16", {}),                                   # swizzled tiles (the default)
+    ("float16", {"swizzle": 0, "pad": 8}),             # padded tiles, through WMMA
+    ("float16", {"kk": 4, "stages": 4}),               # 64 KiB of dynamic shared memory
     ("bfloat16", {"kk": 4, "stages": 4}),
 ])
 def test_tensor_core_matmul_variants_on_gpu(dtype, config, rng):
@@ -56,6 +58,20 @@ def test_tensor_core_matmul_variants_on_gpu(dtype, config, rng):
     c = td.nd.empty((M, N), "float32", device="cuda")
     f(td.nd.array(a, device="cuda"), td.nd.array(b, device="cuda"), c)
     np.testing.assert_allclose(c.numpy(), a32 @ b32, rtol=1e-3, atol=1e-2)
+
+
+def test_conv2d_nhwc_implicit_gemm_on_gpu(rng):
+    """td.ops on float16 device arrays: the implicit-GEMM form's tensor-core template
+    (one kernel, the accumulators stored into the NHWC output in its type)."""
+    dtype = "float16"
+    from .helpers import tensor_core_inputs
+    from .test_tensor_cores import _as_float32, _conv_nhwc_reference
+    (x, x32), (w, w32) = tensor_core_inputs(rng, (2, 16, 16, 64), dtype), \
+        tensor_core_inputs(rng, (3, 3, 64, 64), dtype)
+    y = td.ops.conv2d_nhwc(td.nd.array(x, device="cuda"), td.nd.array(w, device="cuda"),
+                           padding=1, form="implicit_gemm")
+    want = _conv_nhwc_reference(x32, w32, (1, 1), (1, 1, 1, 1), (1, 1))
+    np.testing.assert_allclose(_as_float32(y.numpy(), dtype), want, rtol=1e-2, atol=1e-2)
 
 
 def test_softmax_layer_norm_reduce_on_gpu(rng):
