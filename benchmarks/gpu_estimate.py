@@ -66,6 +66,9 @@ def warp_flops(opcode: str) -> int:
     if mnemonic == "HMMA":
         m, n_, k = _HMMA_SHAPES[opcode.split(".")[1]]
         return 2 * m * n_ * k
+    if mnemonic == "HGMMA":      # a warpgroup's m x n x k (wgmma), a quarter per warp
+        m, n_, k = (int(v) for v in opcode.split(".")[1].split("x"))
+        return 2 * m * n_ * k // 4
     return 0
 
 
@@ -107,7 +110,9 @@ def estimate(key: str, device: Device) -> dict:
         issue_s += instructions / (4 * device.clock_hz * min(device.sms, blocks))
     main = f.kernels[w.main_kernel]
     main_code = code[main.name]
-    tensor_peak = device.tensor_flops * device.mma_sync_share
+    # mma.sync reaches a share of Hopper's peak; wgmma (HGMMA) all of it
+    tensor_peak = device.tensor_flops * (
+        1.0 if main_code.count("HGMMA") else device.mma_sync_share)
     math_s = w.flops / (tensor_peak if w.tensor_cores else device.fp32_flops)
     memory_s = w.bytes / device.dram_bytes_per_s
     limits = {"issue": issue_s, "math": math_s, "memory": memory_s}

@@ -19,12 +19,11 @@ the matmul template's, applied to its product of windows by taps
 from __future__ import annotations
 
 from kernels.dense import IMPLICIT_GEMM_TAG
-from tensordsl.ir import nodes as n
 from tensordsl.te.tensor import ComputeOp
 
 from .generic import bind_flat, schedule_generic
 from .matmul import (_tensor_core_fits, block_tile, cooperative_fetch, schedule_matmul,
-                     tensor_core_tiles)
+                     tensor_core_config, tensor_core_tiles)
 
 DEFAULT = {"ty": 8, "tx": 16, "vm": 4, "vn": 4, "kc": 4, "threads": 256}
 
@@ -85,17 +84,18 @@ def schedule_conv2d_nhwc(s, out, config=None):
     for t in (windows, taps, *windows.op.input_tensors):
         if isinstance(t.op, ComputeOp):
             s[t].compute_inline()
-    depth = product.op.reduce_axis[0].dom.extent
-    config = dict(config or {})
-    if isinstance(depth, n.IntImm) and depth.value % 64 == 0:
-        config.setdefault("kk", 4)
-    if _tensor_core_fits(product, config):
+    tensor_cores = tensor_core_config(product, config)
+    if tensor_cores is not None:
+        deeper = {**tensor_cores, "kk": 4}
+        if "kk" not in (config or {}) and _tensor_core_fits(product, deeper):
+            tensor_cores = deeper
         AS = s.cache_read(windows, "shared", [product])
         BS = s.cache_read(taps, "shared", [product])
         s[product].set_scope("wmma.accumulator")
         *position, channel = out.op.axis
         return tensor_core_tiles(s, out, product, AS, BS, s[out].fuse(*position), channel,
-                                 config)
+                                 tensor_cores)
+    config = dict(config or {})
     schedule_matmul(s, product, config)
     bind_flat(s[out], {**DEFAULT, **config}["threads"])
     return s

@@ -80,11 +80,26 @@ def _tensor_core_fits(out, cfg) -> bool:
     return all(isinstance(d, int) and d % t == 0 for d, t in zip(dims, tiles))
 
 
+def tensor_core_config(out, config=None) -> dict | None:
+    """The tensor-core template's knobs for ``out``, or None where it does not apply
+    (see ``_tensor_core_fits``): a block of one warpgroup (``WARPGROUP_TILES``) where
+    the shapes are whole 64 x 64 x 64 tiles and ``config`` sets none of its tile knobs,
+    else ``TENSOR_CORE_DEFAULT``'s tiles."""
+    cfg = dict(config or {})
+    if not any(k in cfg for k in WARPGROUP_TILES):
+        warpgroup = {**TENSOR_CORE_DEFAULT, **WARPGROUP_TILES, **cfg}
+        if _tensor_core_fits(out, warpgroup):
+            return warpgroup
+    cfg = {**TENSOR_CORE_DEFAULT, **cfg}
+    return cfg if _tensor_core_fits(out, cfg) else None
+
+
 def schedule_matmul(s, out, config=None):
     """The SIMT template below, or the tensor-core one where the operands are 16-bit
     floats accumulating in float32 and the shapes are whole tiles."""
-    if _tensor_core_fits(out, config or {}):
-        return schedule_matmul_tensorcore(s, out, config)
+    tensor_cores = tensor_core_config(out, config)
+    if tensor_cores is not None:
+        return schedule_matmul_tensorcore(s, out, tensor_cores)
     cfg = {**DEFAULT, **(config or {})}
     ty_n, tx_n, vm, vn, kt = cfg["ty"], cfg["tx"], cfg["vm"], cfg["vn"], cfg["kt"]
     C = _reduction_stage(out)
@@ -120,6 +135,10 @@ def schedule_matmul(s, out, config=None):
 
 TENSOR_CORE_DEFAULT = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 2, "kk": 2, "vec": 8,
                        "double_buffer": 1, "stages": 3, "pad": 0, "swizzle": 1}
+# a block of one warpgroup: 4 warps down a 64 x 64 tile, 16 x 64 each, 64-deep slices;
+# its swizzled tiles of 128-byte rows are wgmma's layouts, so on sm_90a each 16-deep
+# step is one wgmma of the 4 warps (``targets/cuda/wmma.py``), elsewhere mma.sync
+WARPGROUP_TILES = {"warps_m": 4, "warps_n": 1, "wm": 1, "wn": 4, "kk": 4}
 
 
 def schedule_matmul_tensorcore(s, out, config=None):

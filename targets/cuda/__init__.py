@@ -24,7 +24,7 @@ def arch_of(target: Target) -> str:
     from tensordsl.errors import DeviceNotAvailable
     from . import driver
     try:
-        return driver.device(0).arch
+        return driver.device(0).compile_arch
     except DeviceNotAvailable:
         return DEFAULT_ARCH
 

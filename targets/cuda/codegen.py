@@ -122,18 +122,27 @@ class _KernelWriter:
         # emulator, which has no limit, keeps them static (each with its shadow)
         dynamic = k.dynamic_shared and not self.checked
         shared, names, offset = [], [], 0
+        from .wmma import WGMMA_ALIGNMENT, wgmma_buffers
+        described = wgmma_buffers(k.body, k.threads)     # read by wgmma: on 1024 bytes
         if dynamic:
-            shared.append(f"  extern __shared__ __align__({_BASE_ALIGNMENT['shared']}) "
+            align = WGMMA_ALIGNMENT if described else _BASE_ALIGNMENT['shared']
+            shared.append(f"  extern __shared__ __align__({align}) "
                           "unsigned char td_dynamic_shared[];")
         for a in shared_allocations(k.body):
             ctype, name = c_type(a.buffer.dtype), self.buf(a.buffer)
+            align = WGMMA_ALIGNMENT if id(a.buffer) in described else \
+                _BASE_ALIGNMENT['shared']
             if dynamic:
+                if offset % align:
+                    raise BuildError(f"shared array {a.buffer.name!r} of kernel {k.name}: "
+                                     f"wgmma reads it, so it must start on {align} bytes of "
+                                     f"the dynamic shared memory; it starts at {offset}")
                 shared.append(f"  {ctype}* const {name} = ({ctype}*)(td_dynamic_shared + "
                               f"{offset});")
                 offset += shared_bytes_of(a)
             else:
                 names.append(name)
-                shared.append(f"  __shared__ __align__({_BASE_ALIGNMENT['shared']}) "
+                shared.append(f"  __shared__ __align__({align}) "
                               f"{ctype} {name}[{a.extent.value}];")
         for ctype, name, count in self.extra_shared:
             names.append(name)
@@ -166,6 +175,9 @@ class _KernelWriter:
             return
         if isinstance(s.min, n.IntImm) and isinstance(s.extent, n.IntImm):
             self.upper[s.var] = s.min.value + s.extent.value - 1
+        # (a loop's bounds are facts the cached ranges were worked out without: a copy
+        # of a loop may reuse its variable with another extent)
+        self.ranges.clear()
         if s.kind == "thread_binding":
             self.nonneg.add(s.var)
             self.emit(depth, "{")
@@ -182,7 +194,7 @@ class _KernelWriter:
         hi = self.expr(n.Add(s.min, s.extent)) if not _is_zero(s.min) else self.expr(s.extent)
         if s.kind == "unrolled":
             self.emit(depth, "#pragma unroll")
-        elif isinstance(s.body, n.Pragma) and s.body.key == NO_UNROLL:
+        elif NO_UNROLL in _pragmas_of(s.body):
             self.emit(depth, "#pragma unroll 1")
         self.emit(depth, f"for ({self.loop_type(s.var)} {v} = {lo}; {v} < {hi}; ++{v}) {{")
         self.stmt(s.body, depth + 1)
@@ -723,12 +735,13 @@ class _KernelWriter:
         return math.inf
 
     def fits_narrow(self, e) -> bool:
-        """Whether ``e`` and every integer step inside it stay within +-NARROW_LIMIT."""
-        lo, hi = self.value_range(e)
-        return -NARROW_LIMIT < lo and hi < NARROW_LIMIT and all(
-            self.fits_narrow(c) if dt.element(c.dtype) == "int64" else
-            all(self.fits_narrow(g) for g in _children(c) if dt.element(g.dtype) == "int64")
-            for c in _children(e))
+        """Whether every 64-bit integer step in ``e`` (itself included, at any depth:
+        under a cast or a comparison too) stays within +-NARROW_LIMIT."""
+        if dt.element(e.dtype) == "int64":
+            lo, hi = self.value_range(e)
+            if not (-NARROW_LIMIT < lo and hi < NARROW_LIMIT):
+                return False
+        return all(self.fits_narrow(c) for c in _children(e))
 
     def value_range(self, e) -> tuple:
         """(lowest, highest) value of an integer expression from its loops' constant
@@ -870,9 +883,19 @@ def _unconditional_loads(e) -> list:
 NO_UNROLL = "no_unroll"
 
 # index arithmetic stays in 32 bits where every step is provably smaller than this in
-# magnitude: 2^30, not 2^31, as a margin for a thread index read outside the guard
-# that holds it to its loop's extent (a block's spare threads)
+# magnitude (an int holds 2^31; the bounds come from the loops' and launch's extents,
+# so a step proved under 2^30 cannot overflow whatever thread computes it)
 NARROW_LIMIT = 2 ** 30
+
+
+def _pragmas_of(body) -> list:
+    """The keys of the pragmas wrapping a loop's body (a loop's pragmas, outermost
+    first)."""
+    keys = []
+    while isinstance(body, n.Pragma):
+        keys.append(body.key)
+        body = body.body
+    return keys
 
 
 def _children(e) -> list:
@@ -894,7 +917,7 @@ def _zero_filled_load(e):
         return e
     zero = other.value if isinstance(other, n.Broadcast) else other
     if not (isinstance(loaded, n.Load) and isinstance(zero, (n.IntImm, n.FloatImm))
-            and zero.value == 0):
+            and zero.value == 0 and math.copysign(1.0, zero.value) > 0):   # (not -0.0)
         return e
     lanes = dt.lanes(loaded.dtype)
     if dt.lanes(cond.dtype) != lanes:        # one condition for every lane
@@ -906,8 +929,9 @@ def _zero_filled_load(e):
 def _both(a, b):
     """``a && b`` where ``b`` may be absent or the same as ``a``; of two broadcasts, the
     broadcast of one condition (a guard the same for every lane stays recognizable)."""
-    printed = Printer()
-    if b is None or printed.expr(a) == printed.expr(b):
+    from tensordsl.arith.simplify import Simplifier
+    keys = Simplifier()
+    if b is None or keys.key(a) == keys.key(b):
         return a
     if isinstance(a, n.Broadcast) and isinstance(b, n.Broadcast):
         return n.Broadcast(n.And(a.value, b.value), a.lanes)
@@ -960,10 +984,15 @@ def _uses_async_copies(func: n.PrimFunc) -> bool:
                for node in post_order(func.body))
 
 
-def generate(func: n.PrimFunc, checked: bool = False, plan: HostPlan | None = None) -> str:
-    """The CUDA C translation unit of ``func`` (every kernel of its host plan)."""
+def generate(func: n.PrimFunc, checked: bool = False, plan: HostPlan | None = None,
+             arch: str | None = None) -> str:
+    """The CUDA C translation unit of ``func`` (every kernel of its host plan). The GPU's
+    source is the same for every architecture (``#if`` selects); the emulator's is told
+    ``arch``: on sm_90a it runs the wgmma path (``TD_WGMMA``), as the GPU does."""
     plan = plan or host_plan(func)
     parts = [f"// generated by tensordsl from {func.name}"]
+    if checked and arch == "sm_90a":
+        parts.append("#define TD_WGMMA 1")
     if not checked:   # the emulator brings its own 16-bit types
         parts += [f"#include <{h}>" for h in headers_needed(func)]
     parts.append(PRELUDE.strip())

@@ -31,6 +31,12 @@ class Device:
     def arch(self) -> str:
         return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
 
+    @property
+    def compile_arch(self) -> str:
+        """What to compile for this device: its architecture with its own features
+        (``sm_90a`` on compute capability 9.0: wgmma), which only it runs."""
+        return self.arch + "a" if self.compute_capability == (9, 0) else self.arch
+
 
 _lock = threading.Lock()
 _devices: dict[int, Device] = {}

@@ -176,9 +176,10 @@ def compile_source(source: str) -> Path:
     return path
 
 
-def compile_emulator(func: n.PrimFunc, plan: HostPlan) -> Path:
-    """The host shared library of ``func``'s kernels."""
-    return compile_source(codegen.generate(func, checked=True, plan=plan) + _wrapper(plan))
+def compile_emulator(func: n.PrimFunc, plan: HostPlan, arch: str | None = None) -> Path:
+    """The host shared library of ``func``'s kernels (as built for ``arch``)."""
+    return compile_source(codegen.generate(func, checked=True, plan=plan, arch=arch) +
+                          _wrapper(plan))
 
 
 class _Library:
@@ -239,10 +240,11 @@ def _start_run(seed, order: str) -> int:
 class Emulator:
     """The kernels of one CUDA module, loaded for the host."""
 
-    def __init__(self, func: n.PrimFunc):
+    def __init__(self, func: n.PrimFunc, arch: str | None = None):
         self.func = func
         self.plan = host_plan(func)
-        self.library = _Library(compile_emulator(func, self.plan), len(self.plan.kernels))
+        self.library = _Library(compile_emulator(func, self.plan, arch),
+                                len(self.plan.kernels))
 
     def run(self, buffers: dict, scalars: dict, *, seed: int | None = None,
             order: str = "random", warp_lockstep: bool = False, count_banks: bool = False):

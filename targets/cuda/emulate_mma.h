@@ -134,7 +134,117 @@ template <class T> inline void mma_put(T* at, float v) {
   *at = value;
 }
 
+// ---------------------------------------------------------------- wgmma (sm_90a)
+// A warpgroup (4 warps) multiplies a 64 x 16 tile of A by a 16 x n tile of B, both in
+// shared memory, given by matrix descriptors (PTX: start address >> 4 in bits 0-13,
+// leading byte offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, layout in
+// 62-63), into the accumulators of its 128 threads: warp w holds rows 16w..16w+15 as
+// mma.sync's m16n8 accumulators, one per 8 columns (register i: columns 8(i/4) + 2t +
+// i%2 of rows g + 8((i%4)/2), g = lane/4, t = lane%4). Only the 128-byte swizzle layout
+// is modelled: A K-major (row m at (m%8)*128 + (m/8)*SBO, k at 2k), B MN-major (column c
+// at 2(c%64) + (c/64)*LBO, row k at (k%8)*128 + (k/8)*SBO), each address then swizzled
+// (bits 4-6 ^= bits 7-9), as the hardware does on shared addresses.
+//
+// Shared addresses: the block's shared arrays laid out one after another in a window,
+// each on 1024 bytes (where the code generator puts a swizzled array on a GPU), so that
+// a descriptor holds window addresses and the swizzle sees the same bits.
+inline unsigned shared_window(const void* p) {
+  unsigned long long at = 0;
+  for (auto& s : shared_arrays) {
+    at = (at + 1023) / 1024 * 1024;
+    if ((const char*)p >= s.base && (const char*)p < s.base + s.nbytes)
+      return (unsigned)(at + ((const char*)p - s.base));
+    at += s.nbytes;
+  }
+  char text[96];
+  fail(ERROR_BOUNDS, "a shared address of %p, not in a shared array, in %s", p,
+       who(current, text, sizeof text));
+  return 0;
+}
+
+inline const char* window_pointer(unsigned address, const SharedArray** in) {
+  unsigned long long at = 0;
+  for (auto& s : shared_arrays) {
+    at = (at + 1023) / 1024 * 1024;
+    if (address >= at && address < at + s.nbytes) {
+      *in = &s;
+      return s.base + (address - at);
+    }
+    at += s.nbytes;
+  }
+  return nullptr;
+}
+
+struct WgmmaSlot { float* d; unsigned long long a, b; };
+inline std::vector<WgmmaSlot> wgmma_slots;     // per thread of the block
+
+inline unsigned descriptor_field(unsigned long long d, int shift) {
+  return (unsigned)((d >> shift) & 0x3FFFu) << 4;
+}
+
+template <class T>
+inline void wgmma_m64k16(float* d, int n, unsigned long long da, unsigned long long db) {
+  constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+  int t = current;
+  if ((int)wgmma_slots.size() < nthreads) wgmma_slots.resize(nthreads);
+  wgmma_slots[t] = {d, da, db};
+  if (!whole_warpgroup("wgmma.mma_async")) return;
+  int base = t - t % 128;
+  char text[96];
+  for (int u = base; u < base + 128; ++u)
+    if (wgmma_slots[u].a != da || wgmma_slots[u].b != db)
+      return fail(ERROR_WARP, "wgmma.mma_async in %s: thread %d of its warpgroup gives other "
+                  "descriptors (the 4 warps multiply one 64-row tile of A by one tile of B)",
+                  who(u, text, sizeof text), t - base);
+  for (unsigned long long desc : {da, db})
+    if (desc >> 62 != 1)
+      return fail(ERROR_WARP, "wgmma.mma_async in %s: layout %llu; only the 128-byte "
+                  "swizzle (1) is modelled", who(t, text, sizeof text), desc >> 62);
+  auto element = [&](unsigned address) -> float {
+    address ^= ((address >> 7) & 7u) << 4;
+    const SharedArray* s = nullptr;
+    const char* p = window_pointer(address, &s);
+    if (!p || p + 2 > s->base + s->nbytes) {
+      fail(ERROR_BOUNDS, "wgmma.mma_async in %s reads shared address %u, outside every "
+           "shared array", who(t, text, sizeof text), address);
+      return 0.0f;
+    }
+    track_tile(s, (const T*)p, READ);
+    unsigned short bits;
+    std::memcpy(&bits, p, 2);
+    return bf16 ? bits_to_float((unsigned)bits << 16) : half_to_float(bits);
+  };
+  const unsigned a0 = descriptor_field(da, 0), a_sbo = descriptor_field(da, 32);
+  const unsigned b0 = descriptor_field(db, 0), b_lbo = descriptor_field(db, 16),
+                 b_sbo = descriptor_field(db, 32);
+  std::vector<float> A(64 * 16), B(16 * n);
+  for (int m = 0; m < 64 && !error; ++m)
+    for (int k = 0; k < 16; ++k)
+      A[m * 16 + k] = element(a0 + (m % 8) * 128 + (m / 8) * a_sbo + 2 * k);
+  for (int k = 0; k < 16 && !error; ++k)
+    for (int c = 0; c < n; ++c)
+      B[k * n + c] = element(b0 + 2 * (c % 64) + (c / 64) * b_lbo + (k % 8) * 128 +
+                             (k / 8) * b_sbo);
+  if (error) return;
+  for (int u = 0; u < 128; ++u) {
+    int w = u / 32, g = (u % 32) / 4, q = u % 4;
+    float* out = wgmma_slots[base + u].d;
+    for (int i = 0; i < n / 2; ++i) {
+      int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + 2 * q + i % 2;
+      float acc = out[i];
+      for (int k = 0; k < 16; ++k) acc += A[row * 16 + k] * B[k * n + col];
+      out[i] = acc;
+    }
+  }
+}
+
 }  // namespace td_emu
+
+template <class T>
+inline void td_wgmma_m64n64k16(float* d, unsigned long long a, unsigned long long b) {
+  td_emu::wgmma_m64k16<T>(d, 64, a, b);
+}
+inline unsigned td_shared_address(const void* p) { return td_emu::shared_window(p); }
 
 template <bool Trans, class T> inline void td_ldmatrix_x4(unsigned (&r)[4], const T* row) {
   td_emu::ldmatrix_x4<Trans>(r, row);

@@ -13,7 +13,7 @@
 namespace td_emu {
 
 enum Error { ERROR_BARRIER = 1, ERROR_BOUNDS, ERROR_ALIGNMENT, ERROR_RACE, ERROR_WARP };
-enum State { READY, AT_BARRIER, DONE, AT_WARP };    // of each thread of the block
+enum State { READY, AT_BARRIER, DONE, AT_WARP, AT_GROUP };   // of each thread of the block
 enum Access { READ, WRITE };
 
 inline td_dim3 thread_idx, block_idx, block_dim, grid_dim;
@@ -219,6 +219,38 @@ inline void exited(int t) {
     if (state[base + lane] == AT_WARP) try_complete(base + lane);
 }
 
+// ---------------------------------------------------------------- warpgroups
+
+// The caller's warpgroup (4 warps, threads 128g..128g+127 of the block) meets at a
+// warpgroup-wide instruction `what`: the last to arrive returns true (and does the work
+// for all while the others wait), the others false once it has. A thread of the group
+// that exited, or a block without whole warpgroups, is an error.
+inline const char* group_what = "";
+inline bool whole_warpgroup(const char* what) {
+  int t = current, base = t - t % 128;
+  char text[96];
+  if (base + 128 > nthreads) {
+    fail(ERROR_WARP, "%s needs a warpgroup of 128 threads; %s is in a block of %d", what,
+         who(t, text, sizeof text), nthreads);
+    return false;
+  }
+  state[t] = AT_GROUP;
+  group_what = what;
+  for (int u = base; u < base + 128; ++u) {
+    if (state[u] == DONE) {
+      fail(ERROR_WARP, "%s in %s: thread %d of its warpgroup has exited (all 128 must "
+           "execute it)", what, who(t, text, sizeof text), u - base);
+      return false;
+    }
+    if (state[u] != AT_GROUP) {
+      yield();                      // resumed once the last of the group has arrived
+      return false;
+    }
+  }
+  for (int u = base; u < base + 128; ++u) state[u] = READY;
+  return true;
+}
+
 // ---------------------------------------------------------------- launch
 
 inline void trampoline() {
@@ -262,7 +294,13 @@ inline void run_block(std::vector<std::unique_ptr<char[]>>& stacks, std::size_t 
       waiting += state[t] == AT_BARRIER;
       done += state[t] == DONE;
       if (state[t] == AT_WARP && stuck < 0) stuck = t;
+      if (state[t] == AT_GROUP && !error) {
+        char text[96];
+        fail(ERROR_WARP, "%s in %s never completes: its warpgroup's other threads wait at "
+             "__syncthreads() or elsewhere", group_what, who(t, text, sizeof text));
+      }
     }
+    if (error) return;
     if (done == nthreads) return;
     if (stuck >= 0) return report_stuck(stuck);
     if (done > 0)

@@ -43,7 +43,7 @@ class CudaModule(Module):
         dev = driver.device(arrays[0].device_id if arrays and
                             isinstance(arrays[0], NDArray) else 0)
         arch = dict(self.target.options).get("arch")
-        if arch and arch != dev.arch:
+        if arch and arch.rstrip("a") != dev.arch:    # (sm_90a's code runs on sm_90)
             raise DeviceNotAvailable(f"{self.entry_name}: built for {arch}, but the GPU "
                                      f"({dev.name}) is {dev.arch}; build with "
                                      f"target='cuda -arch={dev.arch}'")
@@ -104,7 +104,7 @@ class CudaModule(Module):
         from .emulate import Emulator
         pointers, sizes = self.check_args(arrays, self._check_host_array)
         if self._emulator is None:
-            self._emulator = Emulator(self.func)
+            self._emulator = Emulator(self.func, dict(self.target.options).get("arch"))
         buffers = {id(p): a.reshape(-1) for p, a in zip(self.func.params, arrays)}
         error = np.zeros(2, np.int64)
         if self.checked_reads:

@@ -32,8 +32,9 @@ from pathlib import Path
 
 _TOOLS = ("cuobjdump", "nvdisasm")
 
-# "/*0240*/   @!P0 LDG.E.128.CONSTANT R8, [R46.64+-0x8000] ;"
-_INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(?:(@!?U?P[T0-9]+)\s+)?([A-Z][A-Z0-9_.]*)"
+# "/*0240*/   @!P0 LDG.E.128.CONSTANT R8, [R46.64+-0x8000] ;" (a shape modifier may hold
+# an "x": "HGMMA.64x64x16.F32")
+_INSTRUCTION = re.compile(r"^\s*/\*([0-9a-f]+)\*/\s+(?:(@!?U?P[T0-9]+)\s+)?([A-Z][A-Z0-9_.x]*)"
                           r"\s*([^;]*);")
 _FUNCTION = re.compile(r"^\s*Function\s*:\s*(\S+)")
 _RESOURCES = re.compile(r"^\s*Function\s+(\S+?):\s*$")

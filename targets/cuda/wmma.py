@@ -9,8 +9,8 @@ bfloat16 tiles do not (WMMA loads them with plain shared loads and transposes th
 MOVM), so a kernel with bfloat16 operands is written with ldmatrix and ``mma.sync``
 (m16n8k16) itself (``uses_mma``), as is one whose tiles are swizzled
 (``s[T].swizzle()``: WMMA reads row-major tiles only; here each lane swizzles the
-address of the row it gives ldmatrix, ``td_mma_load_a_swizzled``): a 16x16x16 step is two ldmatrix.x4 (A's tile, and
-B's transposed) and two m16n8k16 products, and a 16x16 accumulator tile is 8 floats a
+address of the row it gives ldmatrix, ``td_mma_load_a_swizzled``): a 16x16x16 step is
+two ldmatrix.x4 (A's tile, and B's transposed) and two m16n8k16 products, and a 16x16 accumulator tile is 8 floats a
 lane (``td_mma_acc``). The lane arithmetic (``MMA_HELPERS``) is the same C on the GPU
 and in the emulator; only the two warp-wide instructions differ: inline PTX here
 (``MMA_PRIMITIVES``), and in ``emulate_mma.h`` a model of what each lane receives.
@@ -29,10 +29,10 @@ def _operand(w, first: n.Load, below: n.Load):
     return f"&{w.at(first.buffer, w.expr(first.index), 'address')}", ldm
 
 
-def _swizzled_operand(w, first: n.Load) -> str:
-    """``block, offset`` for a swizzled tile's load helper: the tile's unswizzled offset
-    split into whole 1024-byte blocks (a pipeline stage's copy: added to the pointer,
-    swizzling passes them through) and the rest, which each lane swizzles with its row
+def _swizzled_operand(w, first: n.Load) -> tuple[str, str]:
+    """(pointer, offset) of a swizzled tile for its helpers: the buffer plus the tile's
+    whole 1024-byte blocks (a pipeline stage's copy, which swizzling passes through),
+    and the rest of its unswizzled offset, which each lane swizzles with its row
     (loop-invariant: the compiler computes it once, outside the K loop)."""
     from tensordsl.arith.simplify import Simplifier
     from tensordsl.lower.flatten_storage import SWIZZLE_BLOCK_BYTES
@@ -42,7 +42,7 @@ def _swizzled_operand(w, first: n.Load) -> str:
     whole = {k: t for k, t in terms.items() if t[1] % block == 0}
     rest = simp.rebuild({k: t for k, t in terms.items() if k not in whole}, const % block)
     blocks = simp.rebuild(whole, const - const % block)
-    return f"&{w.at(first.buffer, '0', 'address')} + {w.expr(blocks)}, {w.expr(rest)}"
+    return f"&{w.at(first.buffer, '0', 'address')} + {w.expr(blocks)}", w.expr(rest)
 
 
 def _fragment(w, first: n.Load, below: n.Load, i: int = 0, j: int = 0) -> str:
@@ -95,39 +95,20 @@ def write_wmma(w, call: n.Call, depth: int):
                 w.emit(depth, f"{fill}({_fragment(w, args[0], args[1], i, j)}, "
                               f"{w.expr(args[2])});")
     elif call.name == "wmma.mma_sync":
-        down, across = _tiles(args, 6)
-        (a_ptr, lda), (b_ptr, ldb) = _operand(w, args[2], args[3]), _operand(w, args[4], args[5])
-        lda, ldb = w.expr(lda), w.expr(ldb)
-        swizzled_a, swizzled_b = _swizzled(args)
-        if swizzled_a:       # the buffer, and the tile's unswizzled offset in it
-            a_ptr = _swizzled_operand(w, args[2])
-        if swizzled_b:
-            b_ptr = _swizzled_operand(w, args[4])
-        a_tiles = [a_ptr] + [f"{a_ptr} + {16 * i} * ({lda})" for i in range(1, down)]
-        b_tiles = [b_ptr] + [f"{b_ptr} + {16 * j}" for j in range(1, across)]
-        from .codegen import c_type
-        t = c_type(args[2].buffer.dtype)
-        w.emit(depth, "{")
-        if w.mma:
-            w.emit(depth + 1, f"unsigned td_a[{down}][4], td_b[{across}][4];")
-            load_a = "td_mma_load_a_swizzled" if swizzled_a else "td_mma_load_a"
-            load_b = "td_mma_load_b_swizzled" if swizzled_b else "td_mma_load_b"
+        if w.mma and wgmma_eligible(call, w.k.threads):
+            # on sm_90a the block's 4 warps multiply as one warpgroup; elsewhere (and
+            # where the macro is not defined) the same product by mma.sync
+            w.emit(depth, "#if defined(TD_WGMMA)")
+            (a, a_first), (b, b_first) = (_swizzled_operand(w, args[2]),
+                                          _swizzled_operand(w, args[4]))
+            frag = _fragment(w, args[0], args[1])
+            t = _ctype(args[2].buffer.dtype)
+            w.emit(depth, f"td_wgmma_slab<{t}>(&{frag}, {a}, {a_first}, {b}, {b_first});")
+            w.emit(depth, "#else")
+            _write_mma(w, call, depth)
+            w.emit(depth, "#endif")
         else:
-            w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_a, 16, 16, 16, {t}, "
-                              f"{_NS}::row_major> td_a[{down}];")
-            w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_b, 16, 16, 16, {t}, "
-                              f"{_NS}::row_major> td_b[{across}];")
-            load_a = load_b = f"{_NS}::load_matrix_sync"
-        for i, tile in enumerate(a_tiles):
-            w.emit(depth + 1, f"{load_a}(td_a[{i}], {tile}, {lda});")
-        for j, tile in enumerate(b_tiles):
-            w.emit(depth + 1, f"{load_b}(td_b[{j}], {tile}, {ldb});")
-        for i in range(down):
-            for j in range(across):
-                frag = _fragment(w, args[0], args[1], i, j)
-                w.emit(depth + 1, f"td_mma_product<{t}>({frag}, td_a[{i}], td_b[{j}]);"
-                       if w.mma else f"{_NS}::mma_sync({frag}, td_a[{i}], td_b[{j}], {frag});")
-        w.emit(depth, "}")
+            _write_mma(w, call, depth)
     elif call.name == "wmma.store":
         ptr, ldm = _operand(w, args[0], args[1])
         frag = _fragment(w, args[2], args[3])
@@ -137,6 +118,100 @@ def write_wmma(w, call: n.Call, depth: int):
     else:
         raise BuildError(f"the CUDA code generator has no intrinsic {call.name!r}")
 
+
+def _ctype(dtype: str) -> str:
+    from .codegen import c_type
+    return c_type(dtype)
+
+
+# the tiles wgmma reads as written here: a warp's 16 x 64 slab (1 x 4 tiles), rows of
+# 128 bytes of 16-bit elements, both tiles swizzled (flatten_storage's swizzle is then
+# the 128-byte swizzle layout of wgmma's descriptors: A K-major, B MN-major)
+WGMMA_SLAB = (1, 4)
+WGMMA_ROW = 64
+WGMMA_ALIGNMENT = 1024        # a described tile's start (the swizzle's period)
+
+
+def wgmma_eligible(call: n.Call, threads: int) -> bool:
+    """Whether a product is one warp's part of an m64n64k16 wgmma (see WGMMA_SLAB) in
+    a block of whole warpgroups: B's rows of 64 leave one warp across, so the block's
+    warps go down M, 4 to a group (the emulator checks at run time that a group's warps
+    give one tile)."""
+    args = call.args
+    if _tiles(args, 6) != WGMMA_SLAB or _swizzled(args) != (True, True) or threads % 128:
+        return False
+    for first, below in ((args[2], args[3]), (args[4], args[5])):
+        ld = simplify_expr(n.Sub(below.index, first.index))
+        if not (isinstance(ld, n.IntImm) and ld.value == WGMMA_ROW) or \
+                first.buffer.dtype not in ("float16", "bfloat16"):
+            return False
+    return True
+
+
+def wgmma_buffers(body, threads: int) -> set:
+    """The ids of the shared buffers a kernel's wgmma reads through descriptors (their
+    start must be on 1024 bytes: the hardware swizzles absolute shared addresses)."""
+    from tensordsl.ir.visitor import post_order
+    return {id(b) for node in post_order(body)
+            if isinstance(node, n.Call) and node.name == "wmma.mma_sync"
+            and wgmma_eligible(node, threads)
+            for b in (node.args[2].buffer, node.args[4].buffer)}
+
+
+def _step(k: int, rows: str | None = None) -> str:
+    """`` + k`` (``k`` rows of ``rows`` elements), nothing for 0."""
+    if not k:
+        return ""
+    return f" + {k} * ({rows})" if rows is not None else f" + {k}"
+
+
+def _write_mma(w, call: n.Call, depth: int):
+    """A product as ldmatrix and mma.sync (or WMMA): each A and B tile of the block
+    loaded once, then every product."""
+    args = call.args
+    down, across = _tiles(args, 6)
+    (a_ptr, lda), (b_ptr, ldb) = _operand(w, args[2], args[3]), _operand(w, args[4], args[5])
+    lda, ldb = w.expr(lda), w.expr(ldb)
+    swizzled_a, swizzled_b = _swizzled(args)
+    # each tile's place: a pointer, or (swizzled) the buffer and the unswizzled offset
+    if swizzled_a:
+        a_base, a_first = _swizzled_operand(w, args[2])
+        a_tiles = [f"{a_base}, {a_first}{_step(16 * i, lda)}" for i in range(down)]
+    else:
+        a_tiles = [f"{a_ptr}{_step(16 * i, lda)}" for i in range(down)]
+    if swizzled_b:
+        b_base, b_first = _swizzled_operand(w, args[4])
+        b_tiles = [f"{b_base}, {b_first}{_step(16 * j)}" for j in range(across)]
+    else:
+        b_tiles = [f"{b_ptr}{_step(16 * j)}" for j in range(across)]
+    from .codegen import c_type
+    t = c_type(args[2].buffer.dtype)
+    w.emit(depth, "{")
+    if w.mma:
+        w.emit(depth + 1, f"unsigned td_a[{down}][4], td_b[{across}][4];")
+        load_a = "td_mma_load_a_swizzled" if swizzled_a else "td_mma_load_a"
+        load_b = "td_mma_load_b_swizzled" if swizzled_b else "td_mma_load_b"
+    else:
+        w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_a, 16, 16, 16, {t}, "
+                          f"{_NS}::row_major> td_a[{down}];")
+        w.emit(depth + 1, f"{_NS}::fragment<{_NS}::matrix_b, 16, 16, 16, {t}, "
+                          f"{_NS}::row_major> td_b[{across}];")
+        load_a = load_b = f"{_NS}::load_matrix_sync"
+    for i, tile in enumerate(a_tiles):
+        w.emit(depth + 1, f"{load_a}(td_a[{i}], {tile}, {lda});")
+    for j, tile in enumerate(b_tiles):
+        w.emit(depth + 1, f"{load_b}(td_b[{j}], {tile}, {ldb});")
+    for i in range(down):
+        for j in range(across):
+            frag = _fragment(w, args[0], args[1], i, j)
+            w.emit(depth + 1, f"td_mma_product<{t}>({frag}, td_a[{i}], td_b[{j}]);"
+                   if w.mma else f"{_NS}::mma_sync({frag}, td_a[{i}], td_b[{j}], {frag});")
+    w.emit(depth, "}")
+
+
+# wgmma's 32 accumulator registers a thread: the operand list and the constraints
+_WGMMA_D = "{" + ", ".join(f"%{i}" for i in range(32)) + "}"
+_WGMMA_OUTPUTS = ", ".join(f'"+f"(d[{i}])' for i in range(32))
 
 # ldmatrix.x4 (each lane gives one row of 16 bytes: lanes 8i..8i+7 the rows of matrix i)
 # and mma.sync m16n8k16 accumulating in float, on the GPU (sm_80 and later), for each
@@ -155,6 +230,28 @@ __device__ __forceinline__ void td_ldmatrix_x4(unsigned (&r)[4], const T* row) {
 template <class T> __device__ __forceinline__ void td_mma_16816(float* d, const unsigned (&a)[4],
                                                                 unsigned b0, unsigned b1);
 template <class T> __device__ __forceinline__ void td_mma_put(T* at, float v) { *at = (T)v; }
+__device__ __forceinline__ unsigned td_shared_address(const void* p) {
+  return (unsigned)__cvta_generic_to_shared(p);
+}
+// wgmma (sm_90a only: the "a" features): a warpgroup's m64n64k16 product, A K-major and B
+// MN-major (transposed) in shared memory by descriptor, accumulating into d (the lanes'
+// m16n8 accumulators, one per 8 columns); waited for at once
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define TD_WGMMA 1
+template <class T> __device__ __forceinline__ void td_wgmma_m64n64k16(
+    float (&d)[32], unsigned long long a, unsigned long long b);
+""" + "".join(r"""
+template <> __device__ __forceinline__ void td_wgmma_m64n64k16<%s>(
+    float (&d)[32], unsigned long long a, unsigned long long b) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %%34, 0;\n"
+               "wgmma.fence.sync.aligned;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.%s.%s %s, %%32, %%33, p, 1, 1, 0, 1;\n"
+               "wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;\n}"
+               : %s
+               : "l"(a), "l"(b), "r"(1) : "memory");
+}""" % (c_type, ptx, ptx, _WGMMA_D, _WGMMA_OUTPUTS)
+    for c_type, ptx in (("__nv_bfloat16", "bf16"), ("half", "f16"))) + r"""
+#endif
 """ + "".join(r"""
 template <> __device__ __forceinline__ void td_mma_16816<%s>(
     float* d, const unsigned (&a)[4], unsigned b0, unsigned b1) {
@@ -212,6 +309,30 @@ __device__ __forceinline__ void td_mma_product(td_mma_acc& c, const unsigned (&f
   td_mma_16816<T>(c.x, fa, fb[0], fb[1]);
   td_mma_16816<T>(c.x + 4, fa, fb[2], fb[3]);
 }
+// wgmma: a warp's 16 x 64 slab of its warpgroup's 64 x 64 x 16 product, the 4 warps of
+// the group along M. ``a`` and ``b`` are swizzled tiles as td_mma_load_*_swizzled takes
+// them (buffer plus whole blocks, and the unswizzled offset of this warp's tile); the
+// group's A tile starts 16 rows per warp above this warp's. Descriptors: the start
+// address, LBO (unused by these layouts) and SBO 1024 bytes (8 rows of 128), layout 1
+// (128-byte swizzle).
+#if defined(TD_WGMMA)
+__device__ __forceinline__ unsigned long long td_wgmma_descriptor(const void* p) {
+  const unsigned a = td_shared_address(p);
+  return (unsigned long long)((a & 0x3FFFFu) >> 4) | (1ull << 16) |
+         ((unsigned long long)(1024u >> 4) << 32) | (1ull << 62);
+}
+template <class T>
+__device__ __forceinline__ void td_wgmma_slab(td_mma_acc* c, const T* a_base, long long a_first,
+                                              const T* b_base, long long b_first) {
+  const unsigned warp = (unsigned)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y *
+                                   threadIdx.z)) / 32u % 4u;
+  const T* a = a_base + (a_first - (long long)warp * 16 * 64);
+  float d[32];
+  for (int i = 0; i < 32; ++i) d[i] = c[i / 8].x[i % 8];
+  td_wgmma_m64n64k16<T>(d, td_wgmma_descriptor(a), td_wgmma_descriptor(b_base + b_first));
+  for (int i = 0; i < 32; ++i) c[i / 8].x[i % 8] = d[i];
+}
+#endif
 template <class P>
 __device__ __forceinline__ void td_mma_store(P* p, const td_mma_acc& c, long long ldm) {
   const unsigned lane = td_lane(), row = lane / 4, col = 2 * (lane % 4);

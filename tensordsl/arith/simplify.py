@@ -9,6 +9,11 @@ these rules:
 * ``(c*q + r) %  c  ->  r % c``,      and ``r %  c -> r`` when ``0 <= r < c``
 * ``(x // c)*c + x % c  ->  x``       (undoes a fused loop index)
 * ``(x // a) // b -> x // (a*b)``;  ``(x % a) % b -> x % b`` when b divides a
+* ``(g*m + s) // c -> m // (c/g)`` and ``(g*m + s) % c -> g*(m % (c/g)) + s`` when
+  ``g`` divides ``c`` and ``0 <= s < g`` (a K slice ``ko*32 + t`` over window rows of 192)
+* ``a*((x // a) % b) + x % a -> x % (a*b)``: a fused index's digits recombine
+* ``bitwise_xor`` (swizzled offsets): low bits below a power-of-two multiple of the
+  other operand pass through, as do whole multiples of a power of two above it
 * ``min``/``max``/comparisons decided by the bounds of the difference of the operands;
   ``(X + c1) // d - (X + c2) // d`` lies in ``[(c1 - c2) // d, ceil((c1 - c2) / d)]``
   whatever ``X`` is, so ``min(n // 8, (n + 7) // 8) -> n // 8``

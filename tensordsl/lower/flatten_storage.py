@@ -138,17 +138,25 @@ class FlattenStorage(Mutator):
         return n.Load(node.tensor.dtype, lay.buffer, index)
 
     def visit_Call(self, node):
+        if node.name == "wmma.store":
+            # (a tile stored row-major from its first element: not through the swizzle)
+            for read in node.args[:2]:
+                if self.layout(read.tensor).chunk:
+                    raise BuildError(f"swizzle of {read.tensor.name!r}: a tensor-core "
+                                     "store writes its tile row by row, which a swizzled "
+                                     "buffer does not lay out; swizzle the operand tiles "
+                                     "only")
         if node.name != "wmma.mma_sync":
             return self.generic_visit(node)
         # the operand tiles (arguments 2-5) unswizzled, then a flag per operand
         args = list(node.args)
         flags = []
         for k in (2, 4):
-            lays = [self.layout(args[k].tensor), self.layout(args[k + 1].tensor)]
+            lay = self.layout(args[k].tensor)
             for j in (k, k + 1):
-                args[j] = n.Load(args[j].tensor.dtype, lays[0].buffer,
-                                 self.visit(lays[0].linear_offset(args[j].indices)))
-            flags.append(n.IntImm("int64", int(bool(lays[0].chunk))))
+                args[j] = n.Load(args[j].tensor.dtype, lay.buffer,
+                                 self.visit(lay.linear_offset(args[j].indices)))
+            flags.append(n.IntImm("int64", int(bool(lay.chunk))))
         args = [a if k in (2, 3, 4, 5) else self.visit(a) for k, a in enumerate(args)]
         return n.Call(node.dtype, node.name, tuple(args) + tuple(flags))
 

@@ -73,7 +73,9 @@ def lower_tensorized(stage, inner, extents, bodies, outputs, indices, intrin, pa
                                 f"{body.tensor.name!r} is in {src_stage.scope!r}")
         i, j = (iv.var for iv in inner)
         _check_unit_tile(where, body, i, j, ())
-        _check_flat_tile(where, out, indices, i, j)
+        ranges = {iv.var: (0, e.value - 1) for iv, e in extents.items()
+                  if isinstance(e, n.IntImm)}
+        _check_flat_tile(where, out, indices, i, j, ranges)
         return _call("wmma.store", *_rows(out, indices, at_zero, i),
                      *_tile(body.tensor, body.indices, at_zero))
     raise ScheduleError(f"{where}: unknown intrinsic")
@@ -109,20 +111,32 @@ def _flat_offset(tensor, indices):
     return offset
 
 
-def _check_flat_tile(where, tensor, indices, row_var, col_var):
+def _check_flat_tile(where, tensor, indices, row_var, col_var, ranges):
     """The store's tile is rows of 16 consecutive elements a constant stride apart in
     memory: the last two dimensions (a matrix), or a fused axis of several whose layout
-    is the rows' (an implicit GEMM's (image, row, column) positions)."""
+    is the rows' (an implicit GEMM's (image, row, column) positions). ``ranges``: the
+    loops' (a fused index wraps only where they run past it)."""
     if not all(isinstance(d, n.IntImm) for d in tensor.shape):
         return _check_unit_tile(where, n.TensorRead(tensor, indices), row_var, col_var, ())
     flat = _flat_offset(tensor, indices)
-    steps = [simplify_expr(n.Sub(substitute(flat, {v: _ONE}), substitute(flat, {v: _ZERO})))
-             for v in (col_var, row_var)]
-    if not (isinstance(steps[0], n.IntImm) and steps[0].value == 1
-            and isinstance(steps[1], n.IntImm) and steps[1].value > 0):
-        raise ScheduleError(f"{where}: {tensor.name!r} must be written as rows of "
-                            f"consecutive elements a constant stride apart (steps "
-                            f"{steps[1]} down and {steps[0]} across)")
+
+    def steps(var, count: int) -> set:
+        """flat(var = k + 1) - flat(var = k) for k < count (the other var at 0): the
+        constant steps, and None for one that is not constant."""
+        at = [substitute(flat, {row_var: _ZERO, col_var: _ZERO, var: n.IntImm("int64", k)})
+              for k in range(count + 1)]
+        diffs = (simplify_expr(n.Sub(b, a), ranges) for a, b in zip(at, at[1:]))
+        return {d.value if isinstance(d, n.IntImm) else None for d in diffs}
+
+    # every step along a row; down, the first (a fused row index is rows of one
+    # tensor's memory order, whose later steps the simplifier does not always see
+    # as constant: (p // 3136, p // 56 % 56, p % 56) once split by 8 at p = 8q + 7)
+    across, down = steps(col_var, 15), steps(row_var, 1)
+    if across != {1} or len(down) != 1 or None in down or min(down) < 16:
+        raise ScheduleError(f"{where}: {tensor.name!r} must be written as rows of 16 "
+                            f"consecutive elements a constant stride (at least 16) apart; "
+                            f"its steps are {down} down and {across} across (None: not "
+                            f"constant)")
 
 
 def _rows(tensor, indices, at_zero, row_var):

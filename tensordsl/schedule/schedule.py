@@ -480,6 +480,9 @@ class Stage:
         padding (``storage_align``), so the buffer stays 16-byte aligned and compact.
 
         Every access goes through the permutation; a 16-byte vector stays one vector.
+        The tensor-core product's operand tiles are read through it lane by lane
+        (ldmatrix; on sm_90a wgmma's 128-byte swizzle layout), but a tensor-core store
+        (``wmma_store``) cannot write a swizzled buffer and is refused.
         The buffer (each copy, where pipelined) must be a whole number of 1024-byte
         blocks of 2- or 4-byte elements, its rows a whole number of 16-byte chunks, and
         unpadded (checked when lowered)."""

@@ -491,3 +491,22 @@ def test_generated_warp_shuffle_reductions_run_in_lockstep_mode(rng):
         y = _nan((3, 200))
         f.emulate(x, y, seed=11, warp_lockstep=lockstep)
         np.testing.assert_allclose(y, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_a_loop_variable_reused_with_a_wider_extent_gets_64_bit_indices_again():
+    """The code generator's ranges are worked out from the loops around an expression:
+    a loop that reuses a variable (a copied loop) with a wider extent must not keep the
+    narrower loop's range (v * 2^28 fits 32 bits for v < 4, not for v < 16)."""
+    from targets.cuda import codegen
+    A = n.Buffer("A", "float32", (i64(2 ** 32),))
+    v = n.Var("v")
+    index = n.Mul(v, i64(2 ** 28))          # one expression object in both loops
+    one = n.FloatImm("float32", 1.0)
+
+    def body(tx):
+        return n.IfThenElse(n.EQ(tx, i64(0)), n.Seq((
+            n.For(v, i64(0), i64(4), "serial", n.Store(A, one, index)),
+            n.For(v, i64(0), i64(16), "serial", n.Store(A, one, index)))))
+    src = codegen.generate(_kernel((A,), body, threads=1))
+    narrow, wide = [line.strip() for line in src.splitlines() if line.strip().startswith("A[")]
+    assert "LL" not in narrow and "268435456LL" in wide

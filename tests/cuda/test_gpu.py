@@ -5,6 +5,7 @@ import pytest
 import tensordsl as td
 from kernels import dense
 from schedules.cuda import schedule_for
+from schedules.cuda.matmul import WARPGROUP_TILES
 from targets.cuda import driver
 
 pytestmark = [pytest.mark.gpu,
@@ -47,6 +48,8 @@ def test_tensor_core_matmul_on_gpu(rng):
     ("float16", {}),                                   # swizzled tiles (the default)
     ("float16", {"swizzle": 0, "pad": 8}),             # padded tiles, through WMMA
     ("float16", {"kk": 4, "stages": 4}),               # 64 KiB of dynamic shared memory
+    ("float16", WARPGROUP_TILES),                      # wgmma on sm_90a (an H100/H200)
+    ("bfloat16", WARPGROUP_TILES),
     ("bfloat16", {"kk": 4, "stages": 4}),
 ])
 def test_tensor_core_matmul_variants_on_gpu(dtype, config, rng):

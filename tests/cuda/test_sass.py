@@ -111,7 +111,7 @@ def test_no_local_memory(key, arch):
 
 
 # the occupancy each template is written for: resident blocks of its main kernel per SM
-_OCCUPANCY = {"matmul_fp32": 4, "matmul_fp16": 4, "matmul_bf16": 4, "conv2d": 3,
+_OCCUPANCY = {"matmul_fp32": 4, "matmul_fp16": 3, "matmul_bf16": 3, "conv2d": 3,
               "conv2d_fp16": 3,
               "softmax": 8, "layer_norm": 8, "reduce_sum": 8, "elementwise": 8,
               "spmm": 16, "capsule": 8}
@@ -156,26 +156,39 @@ def _tensor_core_loop(key: str, arch: str):
 
 @needs_tools
 @pytest.mark.parametrize("key", ["matmul_fp16", "matmul_bf16"])
-@pytest.mark.parametrize("arch", ARCHS)
-def test_tensor_core_loop_is_ldmatrix_and_hmma(key, arch):
-    """Per 32-deep K slice (kk = 2 steps of 16) and warp of 2 x 2 fragments: each A and
-    B tile read once by ldmatrix (wm + wn = 4 x4 loads a step, not 2 wm wn = 8), 16
-    HMMA (m16n8k16: two per 16x16x16 product), the tiles copied 16 bytes at a time by
-    cp.async (3 stages: 2 copies of A's tile and 2 of B's a thread). bfloat16 too,
-    through the code generator's own ldmatrix and mma.sync (WMMA loaded its tiles with
-    plain shared loads and transposed them with MOVM)."""
-    loop, slices = _tensor_core_loop(key, arch)
+def test_tensor_core_loop_is_ldmatrix_and_hmma_on_sm_80(key):
+    """The block is one warpgroup (4 warps down a 64 x 64 tile, 16 x 64 each). Per
+    64-deep K slice (kk = 4 steps of 16): each A and B fragment read once by ldmatrix
+    (wm + wn = 5 x4 loads a step), 32 HMMA (m16n8k16: two per 16x16x16 product), the
+    swizzled tiles copied 16 bytes at a time by cp.async (3 stages: 4 copies of A's tile
+    and 4 of B's a thread). bfloat16 too (WMMA loaded its tiles with plain shared loads
+    and transposed them with MOVM)."""
+    loop, slices = _tensor_core_loop(key, "sm_80")
     assert slices >= 1 and loop.count("DEPBAR") == slices
-    assert loop.count("LDSM") == (2 + 2) * 2 * slices
+    assert loop.count("LDSM") == (1 + 4) * 4 * slices
     assert loop.count("LDS") == 0 and loop.count("MOVM") == 0
-    assert loop.count("HMMA") == 2 * (2 * 2) * 2 * slices
-    assert loop.count("LDGSTS") == 4 * slices and loop.count("LDG") == 0
+    assert loop.count("HMMA") == 2 * 4 * 4 * slices
+    assert loop.count("LDGSTS") == 8 * slices and loop.count("LDG") == 0
 
 
 @needs_tools
-@_gap("wgmma fed by TMA on sm_90a")
-def test_tensor_core_matmul_uses_wgmma_on_sm_90a():
-    assert _main("matmul_fp16", "sm_90a").count("HGMMA") > 0
+@pytest.mark.parametrize("key", ["matmul_fp16", "matmul_bf16"])
+def test_tensor_core_matmul_uses_wgmma_on_sm_90a(key):
+    """On sm_90a the warpgroup's 4 warps multiply as one: per 64-deep slice 4 wgmma
+    m64n64k16 (HGMMA, B transposed: its rows are N) straight from the swizzled shared
+    tiles by descriptor — no ldmatrix, no HMMA — fed by the same cp.async stages."""
+    loop, slices = _tensor_core_loop(key, "sm_90a")
+    assert slices >= 1 and loop.count("DEPBAR") == slices
+    assert loop.count("HGMMA.64x64x16.F32") == loop.count("HGMMA") == 4 * slices
+    assert loop.count("LDSM") == loop.count("HMMA") == loop.count("LDS") == 0
+    assert loop.count("LDGSTS") == 8 * slices and loop.count("LDG") == 0
+
+
+@needs_tools
+@_gap("TMA (cp.async.bulk.tensor) copies of the wgmma tiles on sm_90a")
+def test_tensor_core_tiles_are_copied_by_tma_on_sm_90a():
+    loop, _ = _tensor_core_loop("matmul_fp16", "sm_90a")
+    assert loop.count("UTMALDG") > 0 and loop.count("LDGSTS") == 0
 
 
 @needs_tools
@@ -188,8 +201,9 @@ def test_conv2d_tile_kernel_is_ffma_on_shared_tiles(arch):
 @needs_tools
 @pytest.mark.parametrize("arch", ARCHS)
 def test_conv2d_implicit_gemm_loop_is_ldmatrix_and_hmma_on_gathered_tiles(arch):
-    """float16 NHWC as an implicit GEMM (64x64 block tile, 64-deep K slices, 2 x 2
-    fragments a warp): per slice 16 ldmatrix and 32 HMMA, the windows gathered from the
+    """float16 NHWC as an implicit GEMM (64x64 block tile of one warpgroup, 64-deep K
+    slices): per slice 20 ldmatrix and 32 HMMA (sm_80) or 4 wgmma (sm_90a), the
+    windows gathered from the
     input by cp.async 16 bytes (8 channels) at a time, zero-filled outside the image,
     never through registers (no LDG, no STS); the index arithmetic 32-bit, and the
     window offsets of a slice divided out of the slice number (ko*64 + t)//192 = ko//3:
@@ -200,10 +214,15 @@ def test_conv2d_implicit_gemm_loop_is_ldmatrix_and_hmma_on_gathered_tiles(arch):
     loop = kernel.main_loop() if kernel.loops else kernel
     slices = loop.count("BAR.SYNC")
     assert slices >= 1 and loop.count("DEPBAR") == slices
-    assert loop.count("HMMA") == 32 * slices and loop.count("LDSM") == 16 * slices
+    if arch == "sm_90a":     # the warpgroup's 4 wgmma a slice (HGMMA: 8 HMMA's work each)
+        assert loop.count("HGMMA") == 4 * slices and loop.count("HMMA") == 0
+        products = 8 * loop.count("HGMMA")
+    else:                    # a warp's 1 x 4 fragments: 5 ldmatrix and 8 HMMA a step
+        assert loop.count("HMMA") == 32 * slices and loop.count("LDSM") == 20 * slices
+        products = loop.count("HMMA")
     assert loop.count("LDGSTS.E.BYPASS.128") == loop.count("LDGSTS") == 8 * slices
     assert loop.count("LDG") == loop.count("STS") == loop.count("LDS") == 0
-    assert len(loop.instructions) <= 5 * loop.count("HMMA")
+    assert len(loop.instructions) <= 5 * products
 
 
 @needs_tools

@@ -91,3 +91,40 @@ def test_a_tile_that_cannot_be_swizzled_is_refused(shape, dtype, scope, pad, mes
     s, args = _one_tile(shape, dtype, scope, pad)
     with pytest.raises(td.BuildError, match=r"swizzle of 'A\.(shared|local)': .*" + message):
         td.build(s, args, target="cuda -arch=sm_80")
+
+
+def test_a_tensor_core_store_into_a_swizzled_buffer_is_refused():
+    """store_matrix_sync (and td_mma_store) write a tile row by row from its first
+    element; in a swizzled buffer the rows' chunks are permuted, so the tile would land
+    scrambled: refused, naming the buffer (it built and computed garbage before)."""
+    M, N, K = 64, 16, 64
+    A = td.placeholder((M, K), dtype="float16", name="A")
+    B = td.placeholder((K, N), dtype="float16", name="B")
+    k = td.reduce_axis((0, K), "k")
+    C = td.compute((M, N), lambda i, j: td.sum(A[i, k].astype("float32")
+                                               * B[k, j].astype("float32"), axis=k), name="C")
+    D = td.compute((M, N), lambda i, j: C[i, j] * 2.0, name="D")
+    s = td.create_schedule(D.op)
+    s[C].set_scope("shared")
+    CF = s.cache_write(C, "wmma.accumulator")
+    AS, BS = s.cache_read(A, "shared", [CF]), s.cache_read(B, "shared", [CF])
+    bi, di = s[D].split(D.op.axis[0], factor=64)
+    s[D].bind(bi, td.thread_axis("blockIdx.x"))
+    _, tx = s[D].split(s[D].fuse(di, D.op.axis[1]), factor=32)
+    s[D].bind(tx, td.thread_axis("threadIdx.x"))
+    s[C].compute_at(s[D], bi)
+    it, i16 = s[C].split(C.op.axis[0], factor=16)
+    jt, j16 = s[C].split(C.op.axis[1], factor=16)
+    s[C].reorder(it, jt, i16, j16)
+    s[C].tensorize(i16, td.tensor_intrin.wmma_store())
+    s[CF].compute_at(s[C], jt)
+    ko, k16 = s[CF].split(CF.op.reduce_axis[0], factor=16)
+    s[CF].reorder(ko, *CF.op.axis, k16)
+    s[CF].tensorize(CF.op.axis[0], td.tensor_intrin.wmma_mma_sync(16, 16))
+    for cache in (AS, BS):
+        s[cache].compute_at(s[CF], ko)
+    td.build(s, [A, B, D], target="cuda -arch=sm_80")          # unswizzled: fine
+    s[C].swizzle()
+    with pytest.raises(td.BuildError, match=r"swizzle of 'C': a tensor-core store writes "
+                                            r"its tile row by row"):
+        td.build(s, [A, B, D], target="cuda -arch=sm_80")

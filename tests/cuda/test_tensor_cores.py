@@ -408,3 +408,98 @@ def test_conv2d_nhwc_implicit_gemm_off_whole_tiles_runs_on_the_simt_template(rng
     f.emulate(x, w, got)
     want = _conv_nhwc_reference(x32, w32, (2, 2), (1, 1, 1, 1), (1, 1))
     np.testing.assert_allclose(got.astype("float32"), want, rtol=2.0 ** -11, atol=1e-3)
+
+
+# ------------------------------------------------------------------ wgmma (sm_90a)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("M,N,K", [(64, 64, 64), (128, 192, 192)])
+def test_a_warpgroup_block_multiplies_by_wgmma_on_sm_90a(dtype, M, N, K, rng):
+    """The default tiles where the shapes are whole 64 x 64 x 64 blocks: one warpgroup,
+    4 warps down the tile. Built for sm_90a its products are wgmma from the swizzled
+    tiles by descriptor (the emulator decodes the descriptors, swizzles the addresses as
+    the hardware does and hands each thread its accumulators); for sm_80 the same
+    warps run mma.sync. Both in random thread order against numpy."""
+    from schedules.cuda import schedule_for
+    A = td.placeholder((M, K), dtype=dtype, name="A")
+    B = td.placeholder((K, N), dtype=dtype, name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    s = schedule_for("matmul", C)
+    (a, a32), (b, b32) = _inputs(rng, (M, K), dtype), _inputs(rng, (K, N), dtype)
+    for arch in ("sm_80", "sm_90a"):
+        f = td.build(s, [A, B, C], target=f"cuda -arch={arch}")
+        assert "td_wgmma_slab<" in f.get_source()       # (behind #if TD_WGMMA)
+        c = np.full((M, N), np.nan, "float32")
+        f.emulate(a, b, c)
+        np.testing.assert_allclose(c, a32 @ b32, rtol=1e-5, atol=1e-4)
+
+
+def test_the_implicit_gemm_conv_runs_wgmma_on_sm_90a(rng):
+    from schedules.cuda import schedule_for
+    X = td.placeholder((2, 8, 8, 64), dtype="float16", name="X")
+    W = td.placeholder((3, 3, 64, 64), dtype="float16", name="W")
+    out = dense.conv2d_nhwc(X, W, padding=1, form="implicit_gemm")
+    f = td.build(schedule_for("conv2d_nhwc", out), [X, W, out], target="cuda -arch=sm_90a")
+    assert "td_wgmma_slab<half>" in f.get_source()
+    (x, x32), (w, w32) = _inputs(rng, (2, 8, 8, 64), "float16"), \
+        _inputs(rng, (3, 3, 64, 64), "float16")
+    got = np.full((2, 8, 8, 64), np.nan, "float16")
+    f.emulate(x, w, got)
+    want = _conv_nhwc_reference(x32, w32, (1, 1), (1, 1, 1, 1), (1, 1))
+    np.testing.assert_allclose(got.astype("float32"), want, rtol=2.0 ** -11, atol=1e-3)
+
+
+WGMMA_MISUSE = r"""
+__global__ void misuse(float* out) {
+  __shared__ __align__(1024) half tile[64 * 64];
+  TD_SHARED_STATE(tile);
+  for (int i = threadIdx.x; i < 64 * 64; i += blockDim.x) TD_SHARED_STORE(tile, i) = 0.0f;
+  __syncthreads();
+  float d[32];
+  for (int i = 0; i < 32; ++i) d[i] = 0.0f;
+  unsigned long long desc = (td_shared_address(tile) >> 4) | (64ull << 32) | (1ull << 62);
+  td_wgmma_m64n64k16<half>(d, desc + SKEW * (threadIdx.x / 32), desc);
+  TD_AT(out, threadIdx.x) = d[0];
+}
+"""
+
+
+@pytest.mark.parametrize("threads,skew,message", [
+    (64, 0, r"wgmma.mma_async needs a warpgroup of 128 threads; thread \(0,0,0\) of block "
+            r"\(0,0,0\) is in a block of 64"),
+    (128, 2, r"gives other descriptors \(the 4 warps multiply one 64-row tile"),
+])
+def test_wgmma_is_refused_without_one_warpgroup_on_one_tile(threads, skew, message):
+    from targets.cuda.emulate import EmulationError, emulate_source
+    out = np.full(threads, np.nan, "float32")
+    with pytest.raises(EmulationError, match=message):
+        emulate_source(f"#define SKEW {skew}\n" + WGMMA_MISUSE, "misuse", (1, 1, 1),
+                       (threads, 1, 1), out, order="sequential")
+
+
+def test_a_compute_capability_9_0_device_is_compiled_for_sm_90a():
+    """Where a GPU is found, ``target="cuda"`` compiles for what it runs best: sm_90a on
+    an H100/H200 (wgmma is an sm_90a feature), its own architecture elsewhere."""
+    from targets.cuda.driver import Device
+    h100 = Device(0, None, None, "H100", (9, 0))
+    assert (h100.arch, h100.compile_arch) == ("sm_90", "sm_90a")
+    assert Device(0, None, None, "A100", (8, 0)).compile_arch == "sm_80"
+    assert Device(0, None, None, "L40S", (8, 9)).compile_arch == "sm_89"
+
+
+def test_a_stored_tile_must_be_rows_of_16_consecutive_elements_all_along():
+    """The store's destination may be an n-d tensor whose fused axes are the rows (the
+    implicit GEMM's output): every step along a row is checked, not only the first
+    (columns j // 8, j % 8 of a 2 x 10 block step by 1, then by 3 at j = 8), and rows
+    closer than 16 elements would overlap."""
+    from tensordsl.ir import nodes as n
+    from tensordsl.lower.tensorize import _check_flat_tile
+    i, j = n.Var("i"), n.Var("j")
+    eight = n.IntImm("int64", 8)
+    T = td.placeholder((64, 2, 10), name="T")
+    with pytest.raises(td.ScheduleError, match=r"steps are \{20\} down and \{1, 3\} across"):
+        _check_flat_tile("store", T, (i, n.FloorDiv(j, eight), n.FloorMod(j, eight)), i, j, {})
+    R = td.placeholder((64, 64), name="R")
+    _check_flat_tile("store", R, (i, j), i, j, {})                  # a matrix: fine
+    with pytest.raises(td.ScheduleError, match=r"\{8\} down"):       # rows overlap
+        _check_flat_tile("store", td.placeholder((1, 512), name="S"),
+                         (n.IntImm("int64", 0), i * 8 + j), i, j, {})
