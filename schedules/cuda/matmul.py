@@ -20,7 +20,12 @@ from __future__ import annotations
 import tensordsl as td
 
 DEFAULT = {"ty": 8, "tx": 16, "vm": 4, "vn": 4, "kt": 16, "vec": 4, "double_buffer": 1,
-           "stages": 3, "pad": 4}
+           "stages": 3, "pad": 4, "vthreads": 1}
+# a large product's tiles: 128 x 128 a block of 16 x 16 threads, 8 x 8 a thread dealt
+# out as 2 x 2 groups of 4 x 4 (``vthreads``: a warp's B reads stay neighbouring
+# vectors): 90% of the loop's instructions are FFMA, not 79% (sm_80, sm_90a)
+LARGE = {"ty": 16, "tx": 16, "vm": 8, "vn": 8, "kt": 16, "vthreads": 2}
+LARGE_MIN = 1024     # rows and columns from which a product takes the LARGE tiles
 
 
 def _reduction_stage(out):
@@ -45,17 +50,27 @@ def cooperative_fetch(s, cache, *threads, vec: int = 1):
         stage.bind(t, td.thread_axis(f"threadIdx.{axis}"))
 
 
-def block_tile(stage, ty_n: int, tx_n: int, vm: int, vn: int):
+def block_tile(stage, ty_n: int, tx_n: int, vm: int, vn: int, vthreads: int = 1):
     """Tile the stage's last two axes: a block per ``(ty_n*vm) x (tx_n*vn)`` tile
     (leading axes fused onto ``blockIdx.z``), ``ty_n x tx_n`` threads each owning an
-    unrolled ``vm x vn`` block. Returns the ``threadIdx.x`` axis (where a per-thread
-    accumulator is computed)."""
+    unrolled ``vm x vn`` block. ``vthreads`` > 1 deals each thread's rows and columns
+    out in that many groups a block's width apart (TVM's virtual threads, CUTLASS's
+    interleaved fragments): the lanes of a warp then read neighbouring 16-byte vectors
+    of the B tile, not vectors ``vn`` floats apart. Returns the ``threadIdx.x`` axis
+    (where a per-thread accumulator is computed)."""
     *batch, i, j = stage.op.axis
     by, yi = stage.split(i, factor=ty_n * vm)
     bx, xi = stage.split(j, factor=tx_n * vn)
+    virtual = []
+    if vthreads > 1:
+        vy, yi = stage.split(yi, nparts=vthreads)
+        vx, xi = stage.split(xi, nparts=vthreads)
+        virtual = [vy, vx]
     ty, yi = stage.split(yi, nparts=ty_n)
     tx, xi = stage.split(xi, nparts=tx_n)
-    stage.reorder(*batch, by, bx, ty, tx, yi, xi)
+    stage.reorder(*batch, by, bx, *virtual, ty, tx, yi, xi)
+    for ax, name in zip(virtual, ("vy", "vx")):
+        stage.bind(ax, td.thread_axis((0, vthreads), "vthread", name=name))
     if batch:
         bz = stage.fuse(*batch) if len(batch) > 1 else batch[0]
         stage.bind(bz, td.thread_axis("blockIdx.z"))
@@ -80,6 +95,16 @@ def _tensor_core_fits(out, cfg) -> bool:
     return all(isinstance(d, int) and d % t == 0 for d, t in zip(dims, tiles))
 
 
+def _large_tiles(out, config: dict) -> dict:
+    """``LARGE`` for a product of at least ``LARGE_MIN`` rows and columns whose config
+    sets none of its knobs (enough blocks of 128 x 128 to fill a GPU), else nothing."""
+    dims = [getattr(d, "value", None) for d in out.shape[-2:]]
+    if any(k in config for k in LARGE) or not all(isinstance(d, int) and d >= LARGE_MIN
+                                                   for d in dims):
+        return {}
+    return LARGE
+
+
 def tensor_core_config(out, config=None) -> dict | None:
     """The tensor-core template's knobs for ``out``, or None where it does not apply
     (see ``_tensor_core_fits``): a block of one warpgroup (``WARPGROUP_TILES``) where
@@ -100,7 +125,7 @@ def schedule_matmul(s, out, config=None):
     tensor_cores = tensor_core_config(out, config)
     if tensor_cores is not None:
         return schedule_matmul_tensorcore(s, out, tensor_cores)
-    cfg = {**DEFAULT, **(config or {})}
+    cfg = {**DEFAULT, **_large_tiles(out, config or {}), **(config or {})}
     ty_n, tx_n, vm, vn, kt = cfg["ty"], cfg["tx"], cfg["vm"], cfg["vn"], cfg["kt"]
     C = _reduction_stage(out)
     A, B = C.op.input_tensors[:2]
@@ -112,7 +137,7 @@ def schedule_matmul(s, out, config=None):
     else:
         s[C].set_scope("local")
         CL, final = C, out
-    tx = block_tile(s[final], ty_n, tx_n, vm, vn)
+    tx = block_tile(s[final], ty_n, tx_n, vm, vn, cfg["vthreads"])
     s[CL].compute_at(s[final], tx)
     k = CL.op.reduce_axis[0]
     ko, ki = s[CL].split(k, factor=kt)

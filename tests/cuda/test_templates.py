@@ -192,3 +192,30 @@ def test_full_reduction_of_a_symbolic_size_uses_the_block_budget(rng):
         got = np.full(1, np.nan, "float32")
         f.emulate(x, got)
         np.testing.assert_allclose(got, [x.astype("float64").sum()], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("M,N,K", [(256, 256, 64), (200, 136, 40)])
+def test_large_matmul_tiles_deal_each_threads_block_out_in_groups(M, N, K, rng):
+    """The large products' tiles (``LARGE``: 128 x 128 a block, 8 x 8 a thread as 2 x 2
+    virtual threads of 4 x 4), whole and with ragged edges, in random thread order."""
+    from schedules.cuda.matmul import LARGE
+    A, B = td.placeholder((M, K), name="A"), td.placeholder((K, N), name="B")
+    C = dense.matmul(A, B)
+    s = td.create_schedule(C.op)
+    schedule_matmul(s, C, LARGE)
+    f = td.build(s, [A, B, C], target="cuda -arch=sm_80")
+    a, b = rng.standard_normal((M, K), "float32"), rng.standard_normal((K, N), "float32")
+    c = np.full((M, N), np.nan, "float32")
+    f.emulate(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_large_product_takes_the_large_tiles_and_a_small_one_does_not():
+    from schedules.cuda import schedule_for
+    for n_, threads, blocks in ((1024, 256, 64), (512, 128, 8 * 16)):
+        A, B = td.placeholder((n_, 64), name="A"), td.placeholder((64, n_), name="B")
+        C = dense.matmul(A, B)
+        f = td.build(schedule_for("matmul", C), [A, B, C], target="cuda -arch=sm_80")
+        (kernel,) = f.kernels
+        assert kernel.threads == threads
+        assert np.prod([int(g.value) for g in kernel.grid]) == blocks
