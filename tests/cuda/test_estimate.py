@@ -34,11 +34,11 @@ def test_an_estimate_is_never_faster_than_the_roofline(key, device):
 @needs_tools
 def test_the_sgemm_on_hopper_is_bound_by_instruction_issue():
     """H100: 4 FFMA warp instructions a clock per SM = its issue rate, so the loop's
-    non-FFMA instructions (~1/4 of it) cost time directly; A100 issues twice its FFMA
-    rate and stays bound by the FMA pipe."""
+    non-FFMA instructions (~1/10 of it with 8 x 8 a thread; 1/4 with 4 x 4) cost time
+    directly; A100 issues twice its FFMA rate and stays bound by the FMA pipe."""
     a100, h100 = est.DEVICES
     assert est.estimate("matmul_fp32", h100)["bound"] == "issue"
-    assert 0.6 < est.estimate("matmul_fp32", h100)["of_roofline"] < 0.8
+    assert 0.85 < est.estimate("matmul_fp32", h100)["of_roofline"] < 0.95
     assert est.estimate("matmul_fp32", a100)["bound"] == "math"
 
 

@@ -396,18 +396,24 @@ def test_conv2d_nhwc_implicit_gemm_on_tensor_cores(dtype, x_shape, w_shape, stri
 def test_conv2d_nhwc_implicit_gemm_off_whole_tiles_runs_on_the_simt_template(rng):
     """25 output positions and 3 input channels (a K of 27) are no whole tensor-core
     tiles: the matmul template's SIMT path computes the same product."""
+    source = _emulated_fp16_conv((1, 9, 9, 3), (3, 3, 3, 8), 2, "sm_80", rng)
+    assert "mma" not in source
+
+
+def _emulated_fp16_conv(x_shape, w_shape, stride, arch, rng) -> str:
+    """The float16 implicit-GEMM conv (padding 1) by its template for ``arch``,
+    emulated against numpy; returns the CUDA source."""
     from schedules.cuda import schedule_for
-    X = td.placeholder((1, 9, 9, 3), dtype="float16", name="X")
-    W = td.placeholder((3, 3, 3, 8), dtype="float16", name="W")
-    out = dense.conv2d_nhwc(X, W, stride=2, padding=1, form="implicit_gemm")
-    f = build_all(schedule_for("conv2d_nhwc", out), [X, W, out])["sm_80"]
-    assert "mma" not in f.get_source()
-    (x, x32), (w, w32) = _inputs(rng, (1, 9, 9, 3), "float16"), \
-        _inputs(rng, (3, 3, 3, 8), "float16")
-    got = np.full((1, 5, 5, 8), np.nan, "float16")
+    X = td.placeholder(x_shape, dtype="float16", name="X")
+    W = td.placeholder(w_shape, dtype="float16", name="W")
+    out = dense.conv2d_nhwc(X, W, stride=stride, padding=1, form="implicit_gemm")
+    f = td.build(schedule_for("conv2d_nhwc", out), [X, W, out], target=f"cuda -arch={arch}")
+    (x, x32), (w, w32) = _inputs(rng, x_shape, "float16"), _inputs(rng, w_shape, "float16")
+    got = np.full([int(d.value) for d in out.shape], np.nan, "float16")
     f.emulate(x, w, got)
-    want = _conv_nhwc_reference(x32, w32, (2, 2), (1, 1, 1, 1), (1, 1))
+    want = _conv_nhwc_reference(x32, w32, (stride, stride), (1, 1, 1, 1), (1, 1))
     np.testing.assert_allclose(got.astype("float32"), want, rtol=2.0 ** -11, atol=1e-3)
+    return f.get_source()
 
 
 # ------------------------------------------------------------------ wgmma (sm_90a)
@@ -434,18 +440,8 @@ def test_a_warpgroup_block_multiplies_by_wgmma_on_sm_90a(dtype, M, N, K, rng):
 
 
 def test_the_implicit_gemm_conv_runs_wgmma_on_sm_90a(rng):
-    from schedules.cuda import schedule_for
-    X = td.placeholder((2, 8, 8, 64), dtype="float16", name="X")
-    W = td.placeholder((3, 3, 64, 64), dtype="float16", name="W")
-    out = dense.conv2d_nhwc(X, W, padding=1, form="implicit_gemm")
-    f = td.build(schedule_for("conv2d_nhwc", out), [X, W, out], target="cuda -arch=sm_90a")
-    assert "td_wgmma_slab<half>" in f.get_source()
-    (x, x32), (w, w32) = _inputs(rng, (2, 8, 8, 64), "float16"), \
-        _inputs(rng, (3, 3, 64, 64), "float16")
-    got = np.full((2, 8, 8, 64), np.nan, "float16")
-    f.emulate(x, w, got)
-    want = _conv_nhwc_reference(x32, w32, (1, 1), (1, 1, 1, 1), (1, 1))
-    np.testing.assert_allclose(got.astype("float32"), want, rtol=2.0 ** -11, atol=1e-3)
+    source = _emulated_fp16_conv((2, 8, 8, 64), (3, 3, 64, 64), 1, "sm_90a", rng)
+    assert "td_wgmma_slab<half>" in source
 
 
 WGMMA_MISUSE = r"""
