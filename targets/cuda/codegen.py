@@ -24,7 +24,7 @@ from tensordsl.errors import BuildError
 from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.ir.printer import Printer
-from tensordsl.ir.visitor import Visitor, post_order, substitute
+from tensordsl.ir.visitor import Visitor, child_exprs, post_order, substitute
 from tensordsl.lower.gpu import SHARED_ALIGNMENT, shared_allocations, shared_bytes_of
 
 from .plan import HostPlan, Kernel, host_plan
@@ -624,7 +624,7 @@ class _KernelWriter:
         if self.is_nonneg(e.a) and self.is_nonneg(e.b):
             if (e.dtype == "int64" and isinstance(e.b, n.IntImm)
                     and e.b.value & (e.b.value - 1) and e.b.value < 2 ** 31
-                    and self.upper_bound(e.a) < 2 ** 32):
+                    and self.value_range(e.a)[1] < 2 ** 32):
                 # by a constant that is no power of two (a pipeline's 3 stages), of a
                 # value that fits 32 bits: a 32-bit multiply by the reciprocal, not the
                 # 64-bit one with its division routine for large values
@@ -721,19 +721,6 @@ class _KernelWriter:
         return text
 
     # ------------------------------------------------------------ facts
-    def upper_bound(self, e) -> float:
-        """The largest value of a non-negative index expression, from its loops'
-        constant bounds (infinity where unknown)."""
-        if isinstance(e, n.IntImm):
-            return e.value
-        if isinstance(e, n.Var):
-            return self.upper.get(e, math.inf)
-        if isinstance(e, n.Add) and self.is_nonneg(e.a) and self.is_nonneg(e.b):
-            return self.upper_bound(e.a) + self.upper_bound(e.b)
-        if isinstance(e, n.Mul) and self.is_nonneg(e.a) and self.is_nonneg(e.b):
-            return self.upper_bound(e.a) * self.upper_bound(e.b)
-        return math.inf
-
     def fits_narrow(self, e) -> bool:
         """Whether every 64-bit integer step in ``e`` (itself included, at any depth:
         under a cast or a comparison too) stays within +-NARROW_LIMIT."""
@@ -741,7 +728,7 @@ class _KernelWriter:
             lo, hi = self.value_range(e)
             if not (-NARROW_LIMIT < lo and hi < NARROW_LIMIT):
                 return False
-        return all(self.fits_narrow(c) for c in _children(e))
+        return all(self.fits_narrow(c) for c in child_exprs(e))
 
     def value_range(self, e) -> tuple:
         """(lowest, highest) value of an integer expression from its loops' constant
@@ -896,14 +883,6 @@ def _pragmas_of(body) -> list:
         keys.append(body.key)
         body = body.body
     return keys
-
-
-def _children(e) -> list:
-    """The expressions directly inside ``e``."""
-    return [v for v in (getattr(e, f) for f in e.__dataclass_fields__)
-            if isinstance(v, n.Expr)] + [
-        a for f in e.__dataclass_fields__ if isinstance(getattr(e, f), tuple)
-        for a in getattr(e, f) if isinstance(a, n.Expr)]
 
 
 def _zero_filled_load(e):

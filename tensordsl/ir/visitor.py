@@ -26,6 +26,18 @@ def _is_child(value) -> bool:
     return isinstance(value, n.Node)
 
 
+def child_exprs(node) -> list:
+    """The expressions directly inside ``node`` (its fields, and the items of its
+    tuple fields), in field order."""
+    out = []
+    for name in _field_names(type(node)):
+        value = getattr(node, name)
+        for item in (value if isinstance(value, tuple) else (value,)):
+            if isinstance(item, n.Expr):
+                out.append(item)
+    return out
+
+
 class Visitor:
     """Walks the IR; override ``visit_<Node>`` and call ``self.generic_visit(node)``
     to continue below it."""
