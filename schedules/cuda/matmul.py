@@ -18,6 +18,8 @@ different banks, still on 16 bytes (the emulator's count, ``count_banks=True``: 
 from __future__ import annotations
 
 import tensordsl as td
+from tensordsl.ir import nodes as n
+from tensordsl.te.tensor import PlaceholderOp
 
 DEFAULT = {"ty": 8, "tx": 16, "vm": 4, "vn": 4, "kt": 16, "vec": 4, "double_buffer": 1,
            "stages": 3, "pad": 4, "vthreads": 1}
@@ -159,7 +161,7 @@ def schedule_matmul(s, out, config=None):
 
 
 TENSOR_CORE_DEFAULT = {"warps_m": 2, "warps_n": 2, "wm": 2, "wn": 2, "kk": 2, "vec": 8,
-                       "double_buffer": 1, "stages": 3, "pad": 0, "swizzle": 1}
+                       "double_buffer": 1, "stages": 3, "pad": 0, "swizzle": 1, "tma": 1}
 # a block of one warpgroup: 4 warps down a 64 x 64 tile, 16 x 64 each, 64-deep slices;
 # its swizzled tiles of 128-byte rows are wgmma's layouts, so on sm_90a each 16-deep
 # step is one wgmma of the 4 warps (``targets/cuda/wmma.py``), elsewhere mma.sync
@@ -230,21 +232,37 @@ def tensor_core_tiles(s, C, CF, AS, BS, i, j, config=None):
                          f"bytes, as ldmatrix and cp.async need), got {cfg['pad']}")
     rows = {AS: 16 * kk, BS: wnn * wn * 16}     # each tile's row length
     heights = {AS: wmm * wm * 16, BS: 16 * kk}
+    layouts = {}
     for cache in (AS, BS):
         s[cache].compute_at(s[CF], ko)
-        pad = cfg["pad"]
+        pad, swizzled = cfg["pad"], False
         if cfg["swizzle"]:
             row_bytes, tile_bytes = 2 * rows[cache], 2 * rows[cache] * heights[cache]
             if (row_bytes == 64 or row_bytes % 128 == 0) and tile_bytes % 1024 == 0:
                 s[cache].swizzle()
-                pad = 0
+                pad, swizzled = 0, True
             else:
                 pad = 8
         if pad:
             s[cache].storage_align(cache.op.axis[-2], rows[cache], pad)
         cooperative_fetch(s, cache, 32, wmm, wnn, vec=cfg["vec"])   # lanes, warps
+        layouts[cache] = (2 * rows[cache], heights[cache], swizzled, pad)
+    # on sm_90+ the TMA copies both tiles whole, where it can (``_tma_copies``); else
+    # cp.async, 16 bytes (8 halves) a copy
+    tma = cfg["tma"] and all(_tma_copies(c, *layouts[c]) for c in (AS, BS))
+    for cache in (AS, BS):
         if cfg["stages"] >= 2:
-            s[cache].pipeline(cfg["stages"])     # cp.async, 16 bytes (8 halves) a copy
+            s[cache].pipeline(cfg["stages"], tma=bool(tma))
         elif cfg["double_buffer"]:
             s[cache].double_buffer()
     return s
+
+
+def _tma_copies(cache, row_bytes: int, height: int, swizzled: bool, pad: int) -> bool:
+    """Whether the TMA can copy tile ``cache`` (``Stage.pipeline``'s ``tma``): a plain
+    copy of an input, unpadded, rows of 128 bytes if swizzled (its 128-byte swizzle),
+    at most 256 elements a side."""
+    read = cache.op.body[0]
+    return (isinstance(read, n.TensorRead) and isinstance(read.tensor.op, PlaceholderOp)
+            and not pad and (row_bytes == 128 if swizzled else row_bytes % 16 == 0)
+            and max(row_bytes // 2, height) <= 256)

@@ -25,8 +25,11 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.ir.printer import Printer
 from tensordsl.ir.visitor import Visitor, child_exprs, post_order, substitute
+from tensordsl.lower.async_copies import FIRST_THREAD
 from tensordsl.lower.gpu import SHARED_ALIGNMENT, shared_allocations, shared_bytes_of
+from tensordsl.lower.tma import is_arch_choice
 
+from . import tma
 from .plan import HostPlan, Kernel, host_plan
 
 _C_TYPE = {
@@ -113,8 +116,13 @@ class _KernelWriter:
         k = self.k
         params = [f"{c_type(b.dtype)}* __restrict__ {self.buf(b)}" for b in k.buffers]
         params += [f"long long {self.var(v)}" for v in k.scalars]
+        maps = tma.tensor_maps(k.body)
         head = (f'extern "C" __global__ void __launch_bounds__({k.threads}) '
-                f"{k.name}({', '.join(params)}) {{")
+                f"{k.name}({', '.join(params)}")
+        if maps:    # (only where the TMA version is compiled: the host passes them then)
+            head += "\n#if defined(TD_TMA)\n    , " + ", ".join(tma.map_params(self, maps)) + \
+                "\n#endif\n"
+        head += ") {"
         body_lines = self.lines
         self.stmt(k.body, 1)
         # over the static limit on the GPU: one dynamic array (sized at launch, after
@@ -123,20 +131,23 @@ class _KernelWriter:
         dynamic = k.dynamic_shared and not self.checked
         shared, names, offset = [], [], 0
         from .wmma import WGMMA_ALIGNMENT, wgmma_buffers
-        described = wgmma_buffers(k.body, k.threads)     # read by wgmma: on 1024 bytes
+        # read by wgmma, or written by the TMA: on the swizzle's period (or 128 bytes)
+        aligns = {b: WGMMA_ALIGNMENT for b in wgmma_buffers(k.body, k.threads)}
+        for b, need in tma.destination_alignments(k.body).items():
+            aligns[b] = max(need, aligns.get(b, 0))
         if dynamic:
-            align = WGMMA_ALIGNMENT if described else _BASE_ALIGNMENT['shared']
+            align = max([_BASE_ALIGNMENT['shared'], *aligns.values()])
             shared.append(f"  extern __shared__ __align__({align}) "
                           "unsigned char td_dynamic_shared[];")
         for a in shared_allocations(k.body):
             ctype, name = c_type(a.buffer.dtype), self.buf(a.buffer)
-            align = WGMMA_ALIGNMENT if id(a.buffer) in described else \
-                _BASE_ALIGNMENT['shared']
+            align = max(aligns.get(id(a.buffer), 0), _BASE_ALIGNMENT['shared'])
             if dynamic:
                 if offset % align:
                     raise BuildError(f"shared array {a.buffer.name!r} of kernel {k.name}: "
-                                     f"wgmma reads it, so it must start on {align} bytes of "
-                                     f"the dynamic shared memory; it starts at {offset}")
+                                     f"wgmma or the TMA reaches it by address, so it must "
+                                     f"start on {align} bytes of the dynamic shared memory; "
+                                     f"it starts at {offset}")
                 shared.append(f"  {ctype}* const {name} = ({ctype}*)(td_dynamic_shared + "
                               f"{offset});")
                 offset += shared_bytes_of(a)
@@ -279,6 +290,13 @@ class _KernelWriter:
         self.emit(depth, "}")
 
     def stmt_IfThenElse(self, s, depth):
+        if is_arch_choice(s):
+            self.emit(0, f"#if defined({tma.TMA_MACRO})")
+            self.stmt(s.then_case, depth)
+            self.emit(0, "#else")
+            self.stmt(s.else_case, depth)
+            self.emit(0, "#endif")
+            return
         self.emit(depth, f"if ({self.cond(s.condition)}) {{")
         self.stmt(s.then_case, depth + 1)
         if s.else_case is not None:
@@ -469,6 +487,9 @@ class _KernelWriter:
             self.emit(depth, f"TD_CP_ASYNC_WAIT({pending});" if self.checked
                       else f"td_cp_async_wait<{pending}>();")
             return
+        if isinstance(s.value, n.Call) and s.value.name.startswith("mbarrier_"):
+            tma.write_mbarrier(self, s.value, depth)
+            return
         if isinstance(s.value, n.Call) and s.value.name.startswith("wmma."):
             from .wmma import write_wmma   # (wmma.py uses this module's c_type)
             write_wmma(self, s.value, depth)
@@ -482,6 +503,9 @@ class _KernelWriter:
         self.stmt(s.body, depth)
         self.nontemporal -= streaming
         self.async_copy -= copying
+
+    def stmt_TmaLoad(self, s, depth):
+        tma.write_tma_load(self, s, depth)
 
     def stmt_Barrier(self, s, depth):
         self.emit(depth, "__syncthreads();")
@@ -678,6 +702,8 @@ class _KernelWriter:
         if e.name == "bitwise_xor":
             a, b = e.args
             return f"({self._expr(a, lane)} ^ {self._expr(b, lane)})"
+        if e.name == FIRST_THREAD:
+            return "(threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0)"
         if e.name == "vector_any":
             m = e.args[0]
             return "(" + " || ".join(self._expr(m, k) for k in range(dt.lanes(m.dtype))) + ")"
@@ -972,11 +998,16 @@ def generate(func: n.PrimFunc, checked: bool = False, plan: HostPlan | None = No
     parts = [f"// generated by tensordsl from {func.name}"]
     if checked and arch == "sm_90a":
         parts.append("#define TD_WGMMA 1")
+    if checked and tma.compiled_for(arch):
+        parts.append(f"#define {tma.TMA_MACRO} 1")
     if not checked:   # the emulator brings its own 16-bit types
         parts += [f"#include <{h}>" for h in headers_needed(func)]
     parts.append(PRELUDE.strip())
     if not checked and _uses_async_copies(func):   # (the emulator's are in emulate_async.h)
         parts.append(ASYNC_PRELUDE.strip())
+    ranks = [len(m.box) for kernel in plan.kernels for m in tma.tensor_maps(kernel.body)]
+    if ranks and not checked:                         # (and in emulate_tma.h)
+        parts.append(tma.prelude(ranks))
     from .wmma import MMA_HELPERS, MMA_PRIMITIVES, uses_mma
     if any(uses_mma(kernel.body) for kernel in plan.kernels):
         if not checked:   # (the emulator's are in emulate_mma.h)

@@ -168,8 +168,40 @@ class LoadedModule:
             check(driver.cuFuncSetAttribute(function, attribute, dynamic_shared),
                   f"cuFuncSetAttribute({name}, {dynamic_shared} bytes of shared memory)")
             self.allowed[name] = dynamic_shared
-        values = tuple(a.value or 0 for a in args)
-        types = tuple(type(a) for a in args)
-        check(driver.cuLaunchKernel(function, *grid, *block, dynamic_shared, 0,
-                                    (values, types), 0),
+        if any(isinstance(a, TensorMapArg) for a in args):
+            # a 128-byte struct goes by address: the array of every parameter's address
+            addresses = (ctypes.c_void_p * len(args))(*[
+                a.address if isinstance(a, TensorMapArg) else ctypes.addressof(a)
+                for a in args])
+            params = ctypes.addressof(addresses)
+        else:
+            params = (tuple(a.value or 0 for a in args), tuple(type(a) for a in args))
+        check(driver.cuLaunchKernel(function, *grid, *block, dynamic_shared, 0, params, 0),
               f"launch of {name}")
+
+
+class TensorMapArg:
+    """A ``CUtensorMap`` kernel parameter (by value: 128 bytes the launch copies)."""
+
+    def __init__(self, tensor_map):
+        self.tensor_map = tensor_map        # kept alive through the launch
+        self.address = tensor_map.getPtr()
+
+
+def encode_tensor_map(m, shape, address: int) -> TensorMapArg:
+    """The tensor map of ``m`` (``tma.TensorMap``) over a device array of ``shape`` at
+    ``address`` (``cuTensorMapEncodeTiled``; dimensions innermost first)."""
+    from . import tma
+    driver = _driver()
+    dims, strides = tma.map_geometry(m, shape, address)
+    kind = getattr(driver.CUtensorMapDataType,
+                   "CU_TENSOR_MAP_DATA_TYPE_" + tma.DATA_TYPES[m.src.dtype])
+    swizzle = driver.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B if m.swizzle else \
+        driver.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_NONE
+    tensor_map = check(driver.cuTensorMapEncodeTiled(
+        kind, m.rank, address, dims, strides, list(m.box[::-1]), [1] * m.rank,
+        driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+        driver.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+        driver.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+        f"cuTensorMapEncodeTiled({m.src.name})")
+    return TensorMapArg(tensor_map)

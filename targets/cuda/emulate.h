@@ -117,6 +117,7 @@ struct alignas(4) half2 { half x, y; };
 #include "emulate_memory.h"
 #include "emulate_async.h"
 #include "emulate_mma.h"
+#include "emulate_tma.h"
 
 // Tensor cores (WMMA): a fragment holds its whole tile in every thread of the warp; each
 // operation computes the whole tile (all 32 threads call it with the same arguments).

@@ -52,7 +52,7 @@ from tensordsl.ir import dtype as dt
 from tensordsl.ir import nodes as n
 from tensordsl.nd import aligned_numpy
 
-from . import codegen
+from . import codegen, tma
 from .plan import HostPlan, evaluate, host_plan
 
 _HEADER = Path(__file__).with_name("emulate.h")   # includes emulate_*.h beside it
@@ -105,23 +105,25 @@ def choose_seed(seed: int | None = None) -> int:
     return random.SystemRandom().randrange(2**32)
 
 
-def _launcher(k: int, call: str, names: list[str], nscalars: int, block) -> str:
+def _launcher(k: int, call: str, names: list[str], nscalars: int, block, nmaps: int = 0) -> str:
     """``td_launch_<k>``, the C entry point that runs kernel call ``call`` on a grid."""
     quoted = ", ".join(f'"{name}"' for name in names) or '""'
     return f"""
 static const char* td_names_{k}[] = {{{quoted}}};
 static void* td_ptrs_{k}[{max(1, len(names))}];
 static long long td_scalars_{k}[{max(1, nscalars)}];
+static void* td_maps_{k}[{max(1, nmaps)}];
 static void td_entry_{k}() {{ {call}; }}
 extern "C" __attribute__((visibility("default"))) int td_launch_{k}(
-    void** ptrs, const long long* nbytes, long long* scalars, long long gx, long long gy,
-    long long gz, unsigned long long seed, int flags, char* message) {{
+    void** ptrs, const long long* nbytes, long long* scalars, void** maps, long long gx,
+    long long gy, long long gz, unsigned long long seed, int flags, char* message) {{
   td_emu::regions.clear();
   for (int i = 0; i < {len(names)}; ++i) {{
     td_ptrs_{k}[i] = ptrs[i];
     td_emu::regions.push_back({{ptrs[i], nbytes[i], td_names_{k}[i]}});
   }}
   for (int j = 0; j < {nscalars}; ++j) td_scalars_{k}[j] = scalars[j];
+  for (int j = 0; j < {nmaps}; ++j) td_maps_{k}[j] = maps[j];
   int rc = td_emu::launch(gx, gy, gz, {block[0]}, {block[1]}, {block[2]}, td_entry_{k},
                           seed, flags);
   if (rc) std::snprintf(message, 512, "%s", td_emu::message);
@@ -129,16 +131,29 @@ extern "C" __attribute__((visibility("default"))) int td_launch_{k}(
 }}"""
 
 
-def _wrapper(plan: HostPlan) -> str:
+def _wrapper(plan: HostPlan, maps: list) -> str:
+    """The launchers of ``plan``'s kernels; ``maps[k]``: kernel k's tensor maps (the
+    TMA version's extra parameters, where it is compiled)."""
     out = []
     for k, kernel in enumerate(plan.kernels):
         args = [f"({codegen.c_type(b.dtype)}*)td_ptrs_{k}[{i}]"
                 for i, b in enumerate(kernel.buffers)]
         args += [f"td_scalars_{k}[{j}]" for j in range(len(kernel.scalars))]
+        args += [f"*(const td_tensor_map*)td_maps_{k}[{j}]" for j in range(len(maps[k]))]
         out.append(_launcher(k, f"{kernel.name}({', '.join(args)})",
                              [b.name for b in kernel.buffers], len(kernel.scalars),
-                             kernel.block))
+                             kernel.block, len(maps[k])))
     return "\n".join(out)
+
+
+def _map_words(m: tma.TensorMap, array: np.ndarray, scalars: dict) -> np.ndarray:
+    """The emulator's ``td_tensor_map`` of ``m`` over ``array`` (what the GPU's launch
+    encodes with ``cuTensorMapEncodeTiled``): innermost dimension first."""
+    shape = [evaluate(d, scalars) for d in m.src.shape]
+    dims, strides = tma.map_geometry(m, shape, array.ctypes.data)
+    pad = (lambda v: list(v) + [0] * (5 - len(v)))
+    return np.array([array.ctypes.data, m.rank, m.element_bytes, m.swizzle] + pad(dims) +
+                    pad([m.element_bytes] + strides) + pad(m.box[::-1]), dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,7 +194,11 @@ def compile_source(source: str) -> Path:
 def compile_emulator(func: n.PrimFunc, plan: HostPlan, arch: str | None = None) -> Path:
     """The host shared library of ``func``'s kernels (as built for ``arch``)."""
     return compile_source(codegen.generate(func, checked=True, plan=plan, arch=arch) +
-                          _wrapper(plan))
+                          _wrapper(plan, _tensor_maps(plan, arch)))
+
+
+def _tensor_maps(plan: HostPlan, arch: str | None) -> list:
+    return [tma.tensor_maps(k.body) if tma.compiled_for(arch) else [] for k in plan.kernels]
 
 
 class _Library:
@@ -192,7 +211,7 @@ class _Library:
             fn = getattr(self.lib, f"td_launch_{k}")
             fn.restype = ctypes.c_int
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                           ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
+                           ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_longlong,
                            ctypes.c_ulonglong, ctypes.c_int, ctypes.c_char_p]
             self.launchers.append(fn)
         self.lib.td_bank_reset.argtypes = [ctypes.c_int]
@@ -208,15 +227,16 @@ class _Library:
         return SharedTraffic(*(int(v) for v in out))
 
     def launch(self, k: int, name: str, arrays: list, scalars: list, grid, seed: int,
-               order: str, warp_lockstep: bool):
+               order: str, warp_lockstep: bool, maps: list = ()):
         ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
+        map_ptrs = (ctypes.c_void_p * max(1, len(maps)))(*[m.ctypes.data for m in maps])
         nbytes = (ctypes.c_longlong * max(1, len(arrays)))(*[a.nbytes for a in arrays])
         vals = (ctypes.c_longlong * max(1, len(scalars)))(*[int(v) for v in scalars])
         # each kernel of a run draws its order from its own stream of the run's seed
         stream = (seed + k * 0x9E3779B97F4A7C15) % 2**64
         flags = (order == "random") | (2 if warp_lockstep else 0)
         message = ctypes.create_string_buffer(512)
-        if self.launchers[k](ptrs, nbytes, vals, *grid, stream, flags, message):
+        if self.launchers[k](ptrs, nbytes, vals, map_ptrs, *grid, stream, flags, message):
             raise EmulationError(f"{name}: {message.value.decode()} "
                                  f"({_replay_hint(seed, order)})",
                                  seed if order == "random" else None)
@@ -243,6 +263,7 @@ class Emulator:
     def __init__(self, func: n.PrimFunc, arch: str | None = None):
         self.func = func
         self.plan = host_plan(func)
+        self.maps = _tensor_maps(self.plan, arch)
         self.library = _Library(compile_emulator(func, self.plan, arch),
                                 len(self.plan.kernels))
 
@@ -263,9 +284,10 @@ class Emulator:
             grid = [evaluate(g, scalars) for g in kernel.grid]
             if min(grid) <= 0:
                 continue  # an empty grid launches nothing
+            maps = [_map_words(m, arrays[id(m.src)], scalars) for m in self.maps[k]]
             self.library.launch(k, kernel.name, [arrays[id(b)] for b in kernel.buffers],
                                 [scalars[v] for v in kernel.scalars], grid, seed, order,
-                                warp_lockstep)
+                                warp_lockstep, maps)
         return self.library.bank_counts() if count_banks else None
 
 

@@ -173,9 +173,10 @@ inline void track(Shadow& s, int access, bool same, const char* name, long long 
   int t = current, w = t / 32, syncs = warp_syncs[w];
   if (s.pending) {
     char mine[96];
-    fail(ERROR_RACE, "race on shared memory: %s %s %s[%lld] while a cp.async to it is in "
-         "flight (it lands at its thread's cp.async.wait_group, then a __syncthreads() "
-         "shows it to the others)", who(t, mine, sizeof mine),
+    fail(ERROR_RACE, "race on shared memory: %s %s %s[%lld] while a cp.async or TMA copy "
+         "to it is in flight (it lands when awaited: its thread's cp.async.wait_group, or "
+         "the copy's mbarrier; then a __syncthreads() shows it to the others)",
+         who(t, mine, sizeof mine),
          access == READ ? "reads" : "writes", name, i);
     return;
   }

@@ -13,7 +13,7 @@
 namespace td_emu {
 
 enum Error { ERROR_BARRIER = 1, ERROR_BOUNDS, ERROR_ALIGNMENT, ERROR_RACE, ERROR_WARP };
-enum State { READY, AT_BARRIER, DONE, AT_WARP, AT_GROUP };   // of each thread of the block
+enum State { READY, AT_BARRIER, DONE, AT_WARP, AT_GROUP, AT_MBARRIER };   // of each thread
 enum Access { READ, WRITE };
 
 inline td_dim3 thread_idx, block_idx, block_dim, grid_dim;
@@ -294,6 +294,12 @@ inline void run_block(std::vector<std::unique_ptr<char[]>>& stacks, std::size_t 
       waiting += state[t] == AT_BARRIER;
       done += state[t] == DONE;
       if (state[t] == AT_WARP && stuck < 0) stuck = t;
+      if (state[t] == AT_MBARRIER && !error) {
+        char text[96];
+        fail(ERROR_BARRIER, "an mbarrier wait in %s never completes: arrivals or TMA bytes "
+             "it expects are missing, or their thread waits elsewhere",
+             who(t, text, sizeof text));
+      }
       if (state[t] == AT_GROUP && !error) {
         char text[96];
         fail(ERROR_WARP, "%s in %s never completes: its warpgroup's other threads wait at "

@@ -24,6 +24,10 @@ class CudaModule(Module):
         self.cubin = cubin
         self.plan = host_plan(func)
         self._tensor_core_args = tensor_core_buffers(func)
+        from . import arch_of, tma
+        # the TMA version's tensor-map parameters, where the CUBIN has it
+        self._maps = [tma.tensor_maps(k.body) if tma.compiled_for(arch_of(target)) else []
+                      for k in self.plan.kernels]
         self._loaded = None
         self._emulator = None
 
@@ -51,6 +55,7 @@ class CudaModule(Module):
             self._loaded = driver.LoadedModule(self.cubin, [k.name for k in self.kernels])
         scalars = dict(zip(self.scalars, sizes))
         buffers = {id(p): ptr for p, ptr in zip(self.func.params, pointers)}
+        shapes = {id(p): a.shape for p, a in zip(self.func.params, arrays)}
         temps = []
         error = np.zeros(2, np.int64)
         try:
@@ -62,12 +67,14 @@ class CudaModule(Module):
                 nbytes = evaluate(t.extent, scalars) * max(1, _itemsize(t.buffer.dtype))
                 temps.append(driver.mem_alloc(nbytes))
                 buffers[id(t.buffer)] = temps[-1]
-            for k in self.kernels:
+            for k, maps in zip(self.kernels, self._maps):
                 grid = [evaluate(g, scalars) for g in k.grid]
                 if min(grid) <= 0:
                     continue
                 args = [ctypes.c_void_p(buffers[id(b)]) for b in k.buffers]
                 args += [ctypes.c_longlong(int(scalars[v])) for v in k.scalars]
+                args += [driver.encode_tensor_map(m, shapes[id(m.src)], buffers[id(m.src)])
+                         for m in maps]
                 self._loaded.launch(k.name, grid, k.block, args, k.dynamic_shared)
             driver.synchronize()
             if self.checked_reads:

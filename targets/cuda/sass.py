@@ -58,6 +58,14 @@ def _count(instructions, pattern: str) -> int:
     return sum(ins.is_(pattern) for ins in instructions)
 
 
+def _target(ins) -> int | None:
+    """The address a branch goes to (``None``: not a branch to an address)."""
+    if ins.opcode.split(".")[0] not in ("BRA", "JMP"):
+        return None
+    target = _BRANCH_TARGET.match(ins.operands.strip())
+    return int(target.group(1), 16) if target else None
+
+
 @dataclass(frozen=True)
 class Loop:
     """The instructions from a backward branch's target to the branch itself."""
@@ -98,18 +106,27 @@ class KernelSass:
 
     @functools.cached_property
     def loops(self) -> tuple[Loop, ...]:
+        """The backward branches' loops, less three that run no computation again: a
+        warp re-running an instruction until each lane's turn came (``BRA.U.ANY``, as
+        around a TMA copy one elected thread issues), a spin on an mbarrier's phase
+        (``SYNCS.PHASECHK`` and its branch), and the jump back from such a spin placed
+        out of line to just after the branch that left for it."""
         by_address = {ins.address: k for k, ins in enumerate(self.instructions)}
         loops = []
         for k, ins in enumerate(self.instructions):
-            if ins.opcode.split(".")[0] not in ("BRA", "JMP"):
+            if ins.opcode.split(".")[0] not in ("BRA", "JMP") or ins.opcode == "BRA.U.ANY":
                 continue
-            target = _BRANCH_TARGET.match(ins.operands.strip())
-            if not target:
+            start = _target(ins)
+            if start is None or not start < ins.address or start not in by_address:
                 continue
-            start = int(target.group(1), 16)
-            if start < ins.address and start in by_address:
-                loops.append(Loop(start, ins.address,
-                                  self.instructions[by_address[start]:k + 1]))
+            body = self.instructions[by_address[start]:k + 1]
+            if len(body) <= 2 and _count(body, "SYNCS.PHASECHK"):
+                continue
+            before = by_address[start] - 1
+            if ins.predicate is None and before >= 0 and \
+                    start < (_target(self.instructions[before]) or -1) <= ins.address:
+                continue
+            loops.append(Loop(start, ins.address, body))
         return tuple(loops)
 
     def inner_loops(self) -> list[Loop]:

@@ -186,6 +186,8 @@ def launcher_source(index: int, abi, f) -> str:
     if f.checked_reads:
         lines.append("    if (cuMemsetD8Async(td_error, 0, 16, stream) != CUDA_SUCCESS) "
                      f"{{ status = {cuda_error}; goto done; }}")
+    from targets.cuda import tma
+    with_maps = tma.compiled_for(arch(f))
     for k, kernel in enumerate(plan.kernels):
         grid = [c_expr(g, names) for g in kernel.grid]
         args = [f"&{buffers[id(b)]}" for b in kernel.buffers]
@@ -195,6 +197,9 @@ def launcher_source(index: int, abi, f) -> str:
         for j, s in enumerate(scalars):
             lines.append(f"        long long s{j} = {s};")
             args.append(f"&s{j}")
+        for j, m in enumerate(tma.tensor_maps(kernel.body) if with_maps else []):
+            lines += _tensor_map_lines(j, m, buffers[id(m.src)], names, cuda_error)
+            args.append(f"&map{j}")
         lines += [f"        void* args[] = {{{', '.join(args) or '0'}}};",
                   "        if (gx > 0 && gy > 0 && gz > 0 &&",
                   f"            cuLaunchKernel(fn[{k}], (unsigned)gx, (unsigned)gy, "
@@ -221,6 +226,33 @@ def launcher_source(index: int, abi, f) -> str:
                   f"    *index = td_index_error_{index}[1];",
                   "}", ""]
     return "\n".join(lines)
+
+
+def _tensor_map_lines(j: int, m, pointer: str, names: dict, cuda_error: int) -> list[str]:
+    """``CUtensorMap map<j>``, encoded for this call (``targets/cuda/tma.py``): the
+    argument's sizes and row strides innermost first, the box, the swizzle. An argument
+    the TMA cannot read (rows not 16 bytes apart) fails the encoding: a CUDA error."""
+    from targets.cuda import tma
+    dims = [f"(cuuint64_t)({c_expr(d, names)})" for d in reversed(m.src.shape)]
+    strides, stride = [], str(m.element_bytes)
+    for d in dims[:-1]:
+        stride = f"{stride} * {d}"
+        strides.append(f"(cuuint64_t)({stride})")
+    box = ", ".join(str(b) for b in reversed(m.box))
+    swizzle = "CU_TENSOR_MAP_SWIZZLE_128B" if m.swizzle else "CU_TENSOR_MAP_SWIZZLE_NONE"
+    return [f"        CUtensorMap map{j};",
+            f"        cuuint64_t map{j}_dims[] = {{{', '.join(dims)}}};",
+            f"        cuuint64_t map{j}_strides[] = {{{', '.join(strides) or '0'}}};",
+            f"        cuuint32_t map{j}_box[] = {{{box}}}, map{j}_steps[] = "
+            f"{{{', '.join(['1'] * m.rank)}}};",
+            f"        if (gx > 0 && gy > 0 && gz > 0 && cuTensorMapEncodeTiled(&map{j}, "
+            f"CU_TENSOR_MAP_DATA_TYPE_{tma.DATA_TYPES[m.src.dtype]}, {m.rank}, "
+            f"(void*){pointer}, map{j}_dims, map{j}_strides, map{j}_box, map{j}_steps, "
+            f"CU_TENSOR_MAP_INTERLEAVE_NONE, {swizzle}, CU_TENSOR_MAP_L2_PROMOTION_L2_128B, "
+            "CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {",
+            f"            status = {cuda_error};",
+            "            goto done;",
+            "        }"]
 
 
 def build(gpu, tmp: Path):

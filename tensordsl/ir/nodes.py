@@ -497,6 +497,23 @@ class Barrier(Stmt):
 
 
 @_node
+class TmaLoad(Stmt):
+    """A box of global tensor ``src`` (row-major, its shape's order) copied into the
+    shared buffer ``dst`` from element ``dst_offset`` by the tensor memory accelerator:
+    the elements ``origin + i`` for ``i < box`` (zeros where outside ``src``), laid out
+    row-major, 16-byte chunks XOR-permuted when ``swizzle`` is 128 (bytes). The copy
+    completes its bytes on the mbarrier ``barrier[slot]`` (``lower/async_copies.py``)."""
+    dst: Buffer
+    dst_offset: Expr
+    src: Buffer
+    origin: tuple
+    box: tuple
+    swizzle: int
+    barrier: Buffer
+    slot: Expr
+
+
+@_node
 class AllReduce(Stmt):
     """A reduction across the threads of a block: every thread contributes ``values``
     (one per output of ``combiner``); afterwards each thread's ``results`` (one-element

@@ -226,6 +226,14 @@ class Printer:
     def stmt_Barrier(self, s, depth):
         self.emit(depth, f"barrier({s.scope})")
 
+    def stmt_TmaLoad(self, s, depth):
+        origin = ", ".join(self.expr(e) for e in s.origin)
+        box = ", ".join(str(b) for b in s.box)
+        swizzle = f", swizzle {s.swizzle}" if s.swizzle else ""
+        self.emit(depth, f"tma_load({self.buffer(s.dst)}[{self.expr(s.dst_offset)}] <- "
+                         f"{self.buffer(s.src)}[{origin} : box {box}{swizzle}], "
+                         f"mbarrier {self.buffer(s.barrier)}[{self.expr(s.slot)}])")
+
     def stmt_AllReduce(self, s, depth):
         results = ", ".join(f"{self.buffer(b)}[0]" for b in s.results)
         values = ", ".join(self.expr(v) for v in s.values)

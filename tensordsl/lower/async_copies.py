@@ -25,15 +25,39 @@ most N groups of this thread are still in flight)::
 
 One barrier per iteration, as with ``double_buffer``, and the copies of the next S-1
 tiles in flight while this one is used. The readers' own barriers (if any) stay.
+
+Tiles the TMA copies (``pipeline(..., tma=True)``, boxes from ``tma.py``) get a second
+version of the loop, chosen where the kernel is compiled for sm_90 and later
+(``if tma_available()``, an ``#if`` in the CUDA C): one thread starts each tile's copy
+whole (``TmaLoad``), and an mbarrier per stage counts its bytes in::
+
+    barrier                                        (an earlier run's readers are done)
+    if first thread: mbarrier_init(bar[s], 1) for each s; fence
+    barrier
+    for p in range(S - 1):
+        if p < n: <issue tile lo + p>
+    for ko in range(lo, lo + n):
+        mbarrier_wait(bar[ko % S], ((ko - lo) // S) % 2)     tile ko landed (phase parity)
+        barrier                                              tile ko-1 is read
+        if ko + S - 1 < lo + n: <issue tile ko + S - 1>      into ko-1's stage, now free
+        <readers of tile ko>
+    if first thread: mbarrier_inval(bar[s]) for each s
+
+where ``<issue tile t>`` is ``if first thread: mbarrier_expect_tx(bar[t % S], bytes of
+the tiles); TmaLoad(...) for each tile``: the thread's arrival, with the bytes the
+copies will complete, so the stage's phase ends when all of them have landed.
 """
 from __future__ import annotations
 
 from ..errors import BuildError
+from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Mutator, Visitor, substitute
 from .gpu import _map_kernels
+from .tma import TMA_AVAILABLE, TmaBox
 
 ASYNC_COPY = "async_copy"       # the Pragma key the backend writes as cp.async
+FIRST_THREAD = "is_first_thread"   # Call: thread (0, 0, 0) of the block
 
 
 def commit() -> n.Stmt:
@@ -69,15 +93,26 @@ def _stores(stmt) -> _Stores:
     return v
 
 
+def _mbarrier(op: str, barrier: n.Buffer, slot, *args) -> n.Stmt:
+    """``mbarrier_<op>(&barrier[slot], args...)`` (the backend writes the PTX)."""
+    slot = slot if isinstance(slot, n.Expr) else n.IntImm("int32", slot)
+    return n.Evaluate(n.Call("int32", f"mbarrier_{op}",
+                             (n.Load(barrier.dtype, barrier, slot),) + args))
+
+
+def _first_thread(stmt: n.Stmt) -> n.Stmt:
+    return n.IfThenElse(n.Call("bool", FIRST_THREAD, ()), stmt)
+
+
 class _Pipeline(Mutator):
     def __init__(self, by_loop: dict):
-        self.by_loop = by_loop           # loop Var -> (stages, {id(buffer): buffer})
+        self.by_loop = by_loop   # loop Var -> (stages, {id(buffer): buffer}, {id: TmaBox})
 
     def visit_For(self, node):
         node = self.generic_visit(node)
         if node.var not in self.by_loop or node.kind == "thread_binding":
             return node
-        stages, buffers = self.by_loop[node.var]
+        stages, buffers, boxes = self.by_loop[node.var]
         allocs, body = [], node.body
         while isinstance(body, n.Allocate):
             allocs.append(body)
@@ -112,20 +147,82 @@ class _Pipeline(Mutator):
                           *readers)
         out: n.Stmt = n.seq(prologue, n.For(node.var, node.min, node.extent, node.kind,
                                             loop_body, node.thread_tag, node.balance))
+        if boxes:
+            out = n.IfThenElse(n.Call("bool", TMA_AVAILABLE, ()),
+                               self.tma_loop(node, stages, boxes, allocs, readers), out)
         for a in reversed(allocs):        # the tiles now live across the whole loop
             out = n.Allocate(a.buffer, a.extent, out)
         return out
 
 
+    def tma_loop(self, node: n.For, stages: int, boxes: dict, allocs, readers) -> n.Stmt:
+        """The loop for the TMA (module docstring): ``boxes`` id(tile buffer) -> box."""
+        var, dtype = node.var, node.var.dtype
+        bars = n.Buffer(f"{var.name}.mbarrier", "int64", (n.IntImm("int64", stages),),
+                        "shared")
+        extents = {id(a.buffer): a.extent for a in allocs}
+        tiles = []
+        for a in allocs:
+            if id(a.buffer) in boxes:
+                if not isinstance(a.extent, n.IntImm) or a.extent.value % stages:
+                    raise BuildError(f"pipeline(tma=True): tile {a.buffer.name!r} needs a "
+                                     f"constant size, {stages} stages of it; got {a.extent}")
+                tiles.append((a.buffer, a.extent.value // stages, boxes[id(a.buffer)]))
+        assert len(tiles) == len(boxes) and all(id(b) in extents for b, _, _ in tiles)
+        nbytes = sum(_box_bytes(box, buf.dtype) for buf, _, box in tiles)
+        count = n.IntImm(dtype, stages)
+
+        def issue(tile: n.Expr) -> n.Stmt:
+            slot = n.FloorMod(tile, count)
+            copies = [n.TmaLoad(buf, n.Mul(slot, n.IntImm(dtype, size)), box.src,
+                                tuple(substitute(o, {var: tile}) for o in box.origin),
+                                box.box, box.swizzle, bars, slot)
+                      for buf, size, box in tiles]
+            return _first_thread(n.seq(_mbarrier("expect_tx", bars, slot,
+                                                 n.IntImm("int32", nbytes)), *copies))
+
+        end = n.Add(node.min, node.extent)
+        p = n.Var(f"{var.name}.prologue", dtype)
+        prologue = n.For(p, n.IntImm(dtype, 0), n.IntImm(dtype, stages - 1), "serial",
+                         n.IfThenElse(n.LT(p, node.extent), issue(n.Add(node.min, p))))
+        later = n.Add(var, n.IntImm(dtype, stages - 1))
+        parity = n.FloorMod(n.FloorDiv(n.Sub(var, node.min), count), n.IntImm(dtype, 2))
+        loop = n.For(var, node.min, node.extent, node.kind, n.seq(
+            _mbarrier("wait", bars, n.FloorMod(var, count), parity), n.Barrier("shared"),
+            n.IfThenElse(n.LT(later, end), issue(later)), *readers),
+            node.thread_tag, node.balance)
+        init = n.seq(*[_mbarrier("init", bars, s, n.IntImm("int32", 1))
+                       for s in range(stages)],
+                     n.Evaluate(n.Call("int32", "mbarrier_fence_init", ())))
+        inval = n.seq(*[_mbarrier("inval", bars, s) for s in range(stages)])
+        return n.Allocate(bars, n.IntImm("int64", stages), n.seq(
+            n.Barrier("shared"), _first_thread(init), n.Barrier("shared"), prologue, loop,
+            _first_thread(inval)))
+
+
+def _box_bytes(box: TmaBox, dtype: str) -> int:
+    count = 1
+    for d in box.box:
+        count *= d
+    return count * max(1, dt.bits(dtype) // 8)
+
+
 def pipeline_async_copies(f: n.PrimFunc) -> n.PrimFunc:
     """The pipelined tiles' loops rewritten as in the module docstring."""
     by_loop: dict = {}
-    for buf, loop, stages in f.attrs.get("pipelined", ()):
-        known = by_loop.setdefault(loop, (stages, {}))
+    for buf, loop, stages, box in f.attrs.get("pipelined", ()):
+        known = by_loop.setdefault(loop, (stages, {}, {}))
         if known[0] != stages:
             raise BuildError(f"pipeline: the tiles copied in loop {loop.name!r} ask for "
                              f"{known[0]} and {stages} stages; give them the same number")
         known[1][id(buf)] = buf
+        if box is not None:
+            known[2][id(buf)] = box
+    for loop, (_, buffers, boxes) in by_loop.items():
+        if boxes and len(boxes) != len(buffers):
+            names = ", ".join(sorted(b.name for b in buffers.values()))
+            raise BuildError(f"pipeline: of the tiles copied in loop {loop.name!r} ({names}) "
+                             "some ask for tma=True and some do not; give them the same")
     if not by_loop:
         return f
     return f.with_body(_map_kernels(f.body, lambda k: _Pipeline(by_loop).visit(k)))

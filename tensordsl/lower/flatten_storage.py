@@ -10,7 +10,8 @@ iterations of the loop it is computed in alternate between them (``offset + (i %
 size``), so a GPU block can fill the next tile while slow threads still read the last
 one, with one barrier per iteration instead of two. A pipelined stage
 (``s[T].pipeline(stages=S)``) gets ``S`` copies the same way (``(i % S) * size``), and
-is listed with its loop for the GPU pass that copies it ahead (``async_copies.py``).
+is listed with its loop for the GPU pass that copies it ahead (``async_copies.py``),
+with the box of the argument it copies where the TMA is to copy it (``tma.py``).
 
 A swizzled stage (``s[T].swizzle()``) stores element offset ``o`` at
 ``o ^ ((o // L) % 8 * V)``, ``V`` elements to 16 bytes and ``L`` to 128: the 16-byte
@@ -26,6 +27,7 @@ from ..errors import BuildError
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Mutator
+from .tma import tma_box
 
 _ONE = n.IntImm("int64", 1)
 SWIZZLE_BLOCK_BYTES = 1024     # 8 lines of 128 bytes: what one permutation covers
@@ -71,15 +73,17 @@ class _Layout:
 
 class FlattenStorage(Mutator):
     def __init__(self, param_buffers: dict, aligns: dict, double_buffered=frozenset(),
-                 pipelined=None, swizzled=frozenset()):
+                 pipelined=None, swizzled=frozenset(), tma=frozenset()):
         self.layouts = {}
+        self.tma = tma                       # pipelined ops the TMA copies
+        self.params = dict(param_buffers)    # argument tensor -> its buffer
         self.aligns = aligns
         self.swizzled = swizzled
         self.double_buffered = double_buffered
         self.pipelined = pipelined or {}     # op -> stages
         self.loops: list[n.Var] = []
         self.doubled: list[n.Buffer] = []
-        self.pipelined_buffers: list[tuple[n.Buffer, n.Var, int]] = []
+        self.pipelined_buffers: list[tuple] = []   # (buffer, loop var, stages, TmaBox)
         for tensor, buf in param_buffers.items():
             self.layouts[tensor] = _Layout(buf, [None] * len(buf.shape),
                                            row_major_strides(buf.shape))
@@ -104,17 +108,25 @@ class FlattenStorage(Mutator):
             base = n.Mul(n.FloorMod(self.loops[-1], n.IntImm("int64", copies)), size)
             size = n.Mul(size, n.IntImm("int64", copies))
         buf = n.Buffer(node.tensor.name, node.tensor.dtype, (size,), node.scope)
+        chunk = _swizzle_chunk(node, extents, bool(self.aligns.get(node.tensor.op))) \
+            if node.tensor.op in self.swizzled else 0
         if base is not None:
             self.doubled.append(buf)
             if node.tensor.op in self.pipelined:
-                self.pipelined_buffers.append((buf, self.loops[-1], copies))
-        chunk = _swizzle_chunk(node, extents, bool(self.aligns.get(node.tensor.op))) \
-            if node.tensor.op in self.swizzled else 0
+                self.pipelined_buffers.append((buf, self.loops[-1], copies,
+                                               self._tma_box(node, chunk)))
         self.layouts[node.tensor] = _Layout(buf, [r.min for r in node.bounds], strides, base,
                                             chunk)
         body = self.visit(node.body)
         del self.layouts[node.tensor]
         return n.Allocate(buf, size, body)
+
+    def _tma_box(self, node, chunk: int):
+        if node.tensor.op not in self.tma:
+            return None
+        read = node.tensor.op.body[0]
+        src = self.params.get(read.tensor) if isinstance(read, n.TensorRead) else None
+        return tma_box(node, src, bool(chunk), bool(self.aligns.get(node.tensor.op)))
 
     def visit_For(self, node):
         serial = node.kind in ("serial", "unrolled")
@@ -188,8 +200,9 @@ def _swizzle_chunk(node, extents, padded: bool) -> int:
 
 
 def flatten_storage(body: n.Stmt, param_buffers: dict, aligns: dict,
-                    double_buffered=frozenset(), pipelined=None, swizzled=frozenset()):
+                    double_buffered=frozenset(), pipelined=None, swizzled=frozenset(),
+                    tma=frozenset()):
     """The flattened body, the buffers that were double-buffered (or pipelined), and the
-    pipelined ones as ``(buffer, loop variable, stages)``."""
-    f = FlattenStorage(param_buffers, aligns, double_buffered, pipelined, swizzled)
+    pipelined ones as ``(buffer, loop variable, stages, TmaBox or None)``."""
+    f = FlattenStorage(param_buffers, aligns, double_buffered, pipelined, swizzled, tma)
     return f.visit(body), f.doubled, f.pipelined_buffers

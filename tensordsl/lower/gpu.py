@@ -30,6 +30,7 @@ from ..errors import BuildError, ScheduleError
 from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Mutator, Visitor, free_vars, substitute
+from .tma import is_arch_choice
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIM = {"x": 1024, "y": 1024, "z": 64}
@@ -353,6 +354,8 @@ class _SinkGuards(Mutator):
         if not _contains_barrier(node.then_case) and not (
                 node.else_case is not None and _contains_barrier(node.else_case)):
             return node
+        if is_arch_choice(node):
+            return node       # (both arms are whole versions of the code: no guard)
         if node.else_case is not None:
             raise BuildError("a __syncthreads() lies in one arm of an if/else that depends "
                              f"on the thread ({node.condition}); every thread of a block "
@@ -381,6 +384,9 @@ def _push(cond, stmt) -> n.Stmt:
         return n.LetStmt(stmt.var, stmt.value, _push(cond, stmt.body))
     if isinstance(stmt, n.Pragma):
         return n.Pragma(stmt.key, _push(cond, stmt.body))
+    if isinstance(stmt, n.IfThenElse) and is_arch_choice(stmt):
+        return n.IfThenElse(stmt.condition, _push(cond, stmt.then_case),
+                            _push(cond, stmt.else_case))
     if isinstance(stmt, n.IfThenElse) and stmt.else_case is None:
         return _push(n.And(cond, stmt.condition), stmt.then_case)
     raise BuildError(f"cannot move a guard ({cond}) below the __syncthreads() in "

@@ -74,7 +74,7 @@ def flatten(f: n.PrimFunc) -> n.PrimFunc:
     body, doubled, pipelined = flatten_storage(
         f.body, f.attrs["tensor_buffers"], f.attrs["aligns"],
         f.attrs.get("double_buffered_ops", frozenset()), f.attrs.get("pipelined_ops", {}),
-        f.attrs.get("swizzled_ops", frozenset()))
+        f.attrs.get("swizzled_ops", frozenset()), f.attrs.get("tma_ops", frozenset()))
     return n.PrimFunc(f.name, f.params, body, f.outputs,
                       {**f.attrs, "double_buffered": tuple(doubled),
                        "pipelined": tuple(pipelined)})
@@ -217,11 +217,13 @@ def _make_func(schedule, name, tensors, body) -> n.PrimFunc:
     doubled = frozenset(st.op for st in schedule.stages if st.is_double_buffered)
     pipelined = {st.op: st.pipeline_stages for st in schedule.stages if st.pipeline_stages}
     swizzled = frozenset(st.op for st in schedule.stages if st.is_swizzled)
+    tma = frozenset(st.op for st in schedule.stages if st.pipeline_tma)
     params = tuple(buffers[t] for t in tensors) + tuple(scalars)
     func = n.PrimFunc(name, params, body, outputs, {"tensor_buffers": buffers, "aligns": aligns,
                                                     "double_buffered_ops": doubled,
                                                     "pipelined_ops": pipelined,
-                                                    "swizzled_ops": swizzled})
+                                                    "swizzled_ops": swizzled,
+                                                    "tma_ops": tma})
     unbound = undefined_vars(func)
     if unbound:
         raise BuildError(f"variable {unbound[0].name!r} is used but cannot be bound: it "

@@ -37,6 +37,7 @@ class Stage:
         self.align: dict[int, tuple[int, int]] = {}   # dimension -> (factor, offset)
         self.is_double_buffered = False
         self.pipeline_stages = 0          # > 0: copied with cp.async (``pipeline``)
+        self.pipeline_tma = False         # ... on sm_90 and later by the TMA (``pipeline``)
         self.is_swizzled = False          # 16-byte chunks XOR-permuted (``swizzle``)
         self.store_predicate: n.Expr | None = None
 
@@ -443,7 +444,7 @@ class Stage:
         self.is_double_buffered = True
         self._record("double_buffer")
 
-    def pipeline(self, stages: int = 3):
+    def pipeline(self, stages: int = 3, tma: bool = False):
         """Copy this shared tile with ``cp.async`` (sm_80+), ``stages - 1`` iterations
         of the loop it is computed at ahead of its readers (TVM's ``software_pipeline``
         annotations, CUTLASS's multistage mainloop). ``stages`` copies of the tile
@@ -463,13 +464,27 @@ class Stage:
                                                          async T[(ko+S-1) % S] = A[..]
                                                      commit
                                                      ... T[ko % S] ...
+
+        ``tma=True``: on sm_90 and later the tensor memory accelerator copies each
+        tile whole (one ``cp.async.bulk.tensor`` per tile, issued by one thread with a
+        tensor map the launch makes), and the block waits for it on an ``mbarrier``
+        per stage instead of ``cp.async.wait_group``; older GPUs copy as without it.
+        The tile must be a plain copy of a box of an argument tensor (``cache_read``),
+        unpadded, and either swizzled with rows of 128 bytes (the TMA's 128-byte swizzle)
+        or not swizzled; every tile copied in the same loop must ask for it too.
         """
         self._check_compute("pipeline")
         if not isinstance(stages, int) or isinstance(stages, bool) or stages < 2:
             self._fail(f"pipeline: stages must be an int of at least 2, got {stages!r}")
+        if not isinstance(tma, bool):
+            self._fail(f"pipeline: tma must be True or False, got {tma!r}")
         self.is_double_buffered = True
         self.pipeline_stages = stages
-        self._record("pipeline", stages=stages)
+        self.pipeline_tma = tma
+        if tma:
+            self._record("pipeline", stages=stages, tma=True)
+        else:
+            self._record("pipeline", stages=stages)
 
     def swizzle(self):
         """Lay this shared buffer out swizzled: the 16-byte chunk ``c`` of each 128-byte

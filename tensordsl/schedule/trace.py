@@ -110,7 +110,7 @@ def _apply(s, step: Step):
     elif step.kind in ("compute_inline", "compute_root", "double_buffer", "swizzle"):
         getattr(st, step.kind)()
     elif step.kind == "pipeline":
-        st.pipeline(a["stages"])
+        st.pipeline(a["stages"], tma=a.get("tma", False))
     elif step.kind == "set_scope":
         st.set_scope(a["scope"])
     elif step.kind == "tensorize":

@@ -63,12 +63,32 @@ CUresult cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream s) {
     (void)s; memcpy(dst, (const void*)src, n); return CUDA_SUCCESS;
 }
 CUresult cuStreamSynchronize(CUstream s) { (void)s; printf("sync\n"); return CUDA_SUCCESS; }
+static unsigned long long maps_made;
+CUresult cuTensorMapEncodeTiled(CUtensorMap* m, CUtensorMapDataType type, cuuint32_t rank,
+                                void* address, const cuuint64_t* dims,
+                                const cuuint64_t* strides, const cuuint32_t* box,
+                                const cuuint32_t* steps, CUtensorMapInterleave interleave,
+                                CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2,
+                                CUtensorMapFloatOOBfill fill) {
+    (void)l2; (void)fill;
+    printf("map %d rank %u at %llu dims %llu %llu stride %llu box %u %u steps %u %u "
+           "interleave %d swizzle %d\n", (int)type, rank, (unsigned long long)address,
+           (unsigned long long)dims[0], (unsigned long long)dims[1],
+           (unsigned long long)strides[0], box[0], box[1], steps[0], steps[1],
+           (int)interleave, swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 128 : 0);
+    memset(m, 0, sizeof *m);
+    memcpy(m, &(unsigned long long){++maps_made}, sizeof maps_made);   /* its serial */
+    return CUDA_SUCCESS;
+}
 CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                         unsigned by, unsigned bz, unsigned shared, CUstream s, void** args,
                         void** extra) {
     (void)s; (void)extra;
     printf("launch %s grid %u %u %u block %u %u %u shared %u", (const char*)f, gx, gy, gz,
            bx, by, bz, shared);
+    if (strcmp((const char*)f, "tmamm_kernel0") == 0)   /* A, B, C, then A's and B's maps */
+        printf(" maps %llu %llu", *(unsigned long long*)args[3],
+               *(unsigned long long*)args[4]);
     if (strcmp((const char*)f, "gather2_kernel0") == 0) {
         /* A, idx, index_error, T, n, m: a bad index found by the "kernel" when m == 7 */
         long long m = *(long long*)args[5];
@@ -214,3 +234,46 @@ def test_a_kernel_over_48_kib_of_shared_memory_is_allowed_it_and_launched_with_i
     assert out.splitlines() == [
         "load ELF", "function big_kernel0", "attribute big_kernel0 max-dynamic-shared 49280",
         launch, "status 0", launch, "status 0"]
+
+
+TMA_PROGRAM = r"""
+#include <stdio.h>
+#include "libtmamm.h"
+int main(void) {
+    CUdeviceptr A = 1 << 12, B = 2 << 12, C = 3 << 12;   /* never dereferenced */
+    printf("status %d\n", tensordsl_tmamm(0, A, B, C));
+    return 0;
+}
+"""
+
+
+@needs_cuda_h
+def test_a_kernel_copying_by_tma_gets_its_tensor_maps_encoded_per_call(tmp_path):
+    """Built for sm_90a the matmul's tiles are copied by the TMA: before each launch the
+    launcher encodes A's and B's tensor maps (sizes and row strides innermost first, the
+    64 x 64 box, the 128-byte swizzle) and passes them after the buffers, by value."""
+    from kernels import dense
+    from schedules.cuda import schedule_for
+    A = td.placeholder((128, 256), dtype="float16", name="A")
+    B = td.placeholder((256, 192), dtype="float16", name="B")
+    C = dense.matmul(A, B, out_dtype="float32")
+    f = td.build(schedule_for("matmul", C), [A, B, C], target="cuda -arch=sm_90a",
+                 name="tmamm")
+    td.export([f], tmp_path / "libtmamm.a")
+    (tmp_path / "driver.c").write_text(FAKE_DRIVER)
+    (tmp_path / "main.c").write_text(TMA_PROGRAM)
+    binary = tmp_path / "prog"
+    subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", f"-I{CUDA_INCLUDE}", f"-I{tmp_path}",
+                    str(tmp_path / "main.c"), str(tmp_path / "driver.c"),
+                    str(tmp_path / "libtmamm.a"), "-lpthread", "-o", str(binary)],
+                   check=True)
+    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    fp16 = 6   # CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+    assert out.splitlines()[-4:] == [
+        f"map {fp16} rank 2 at {1 << 12} dims 256 128 stride 512 box 64 64 steps 1 1 "
+        "interleave 0 swizzle 128",
+        f"map {fp16} rank 2 at {2 << 12} dims 192 256 stride 384 box 64 64 steps 1 1 "
+        "interleave 0 swizzle 128",
+        f"launch tmamm_kernel0 grid 3 2 1 block 32 4 1 shared {f.plan.kernels[0].dynamic_shared}"
+        " maps 1 2",
+        "status 0"]

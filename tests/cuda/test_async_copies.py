@@ -58,8 +58,8 @@ def test_a_failed_guard_fills_zeros():
 
 
 @pytest.mark.parametrize("mode,message", [
-    (1, r"reads s\[\d+\] while a cp.async to it is in flight"),
-    (3, r"reads s\[\d+\] while a cp.async to it is in flight"),
+    (1, r"reads s\[\d+\] while a cp.async or TMA copy to it is in flight"),
+    (3, r"reads s\[\d+\] while a cp.async or TMA copy to it is in flight"),
     (2, r"race on shared memory"),
     (4, r"out-of-bounds cp.async from arg0\[32\.\.32\] \(size 32\)"),
 ])
@@ -167,7 +167,7 @@ def _kernel_with_loop(body_of):
     loop = n.For(ko, i64(0), i64(8), "serial", n.Allocate(T, i64(24), body_of(ko, tx, T, A,
                                                                                   out)))
     root = n.For(tx, i64(0), i64(8), "thread_binding", loop, "threadIdx.x")
-    return n.PrimFunc("k", (A, out), root, (out,), {"pipelined": ((T, ko, 3),)})
+    return n.PrimFunc("k", (A, out), root, (out,), {"pipelined": ((T, ko, 3, None),)})
 
 
 def test_the_pass_refuses_a_loop_whose_readers_come_before_the_barrier():
