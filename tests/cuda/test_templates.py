@@ -219,3 +219,20 @@ def test_a_large_product_takes_the_large_tiles_and_a_small_one_does_not():
         (kernel,) = f.kernels
         assert kernel.threads == threads
         assert np.prod([int(g.value) for g in kernel.grid]) == blocks
+
+
+@pytest.mark.parametrize("shape", [(6, 77), (3, 1024)])
+def test_layer_norm_in_welford_form_on_the_gpu_template(shape, rng):
+    """One tuple reduction (count, mean, squared deviations) across the row's threads,
+    merged by Chan's formula: rows far from zero (mean 100, deviation 3) as numpy."""
+    R, C = shape
+    x = td.placeholder(shape, name="x")
+    g, b = td.placeholder((C,), name="g"), td.placeholder((C,), name="b")
+    y = dense.layer_norm(x, g, b, form="welford")
+    f = td.build(schedule_for("layer_norm", y), [x, g, b, y], target="cuda -arch=sm_80")
+    xv = (rng.standard_normal(shape) * 3 + 100).astype("float32")
+    gv, bv = rng.standard_normal(C).astype("float32"), rng.standard_normal(C).astype("float32")
+    out = np.full(shape, np.nan, "float32")
+    f.emulate(xv, gv, bv, out)
+    want = (xv - xv.mean(1, keepdims=True)) / np.sqrt(xv.var(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out, want * gv + bv, rtol=1e-4, atol=1e-4)

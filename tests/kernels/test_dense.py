@@ -218,6 +218,16 @@ def test_layer_norm(rng):
     var = x.var(-1, keepdims=True)
     ref = (x - mu) / np.sqrt(var + 1e-5) * g + b
     np.testing.assert_allclose(td.ops.layer_norm(x, g, b), ref, rtol=1e-4, atol=1e-4)
+    # Welford's form over two trailing axes, on rows far from zero
+    x2 = (x * 3 + 100).astype("float32")
+    mu2, var2 = x2.mean((-2, -1), keepdims=True), x2.var((-2, -1), keepdims=True)
+    g2, b2 = rand(rng, 10, 33), rand(rng, 10, 33)
+    np.testing.assert_allclose(
+        td.ops.layer_norm(x2, g2, b2, axis=(-2, -1), form="welford"),
+        (x2 - mu2) / np.sqrt(var2 + 1e-5) * g2 + b2, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="layer_norm: form must be 'two_pass' or 'welford', "
+                                         "got 'one_pass'"):
+        td.ops.layer_norm(x, g, b, form="one_pass")
 
 
 def test_unknown_operator():
