@@ -191,17 +191,25 @@ class TensorMapArg:
 def encode_tensor_map(m, shape, address: int) -> TensorMapArg:
     """The tensor map of ``m`` (``tma.TensorMap``) over a device array of ``shape`` at
     ``address`` (``cuTensorMapEncodeTiled``; dimensions innermost first)."""
-    from . import tma
     driver = _driver()
+    tensor_map = check(driver.cuTensorMapEncodeTiled(*tensor_map_arguments(driver, m, shape,
+                                                                           address)),
+                       f"cuTensorMapEncodeTiled({m.src.name})")
+    return TensorMapArg(tensor_map)
+
+
+def tensor_map_arguments(driver, m, shape, address: int) -> tuple:
+    """``cuTensorMapEncodeTiled``'s arguments as cuda-python takes them (its sizes,
+    strides and box as ``cuuint64_t``/``cuuint32_t`` objects: plain ints are refused)."""
+    from . import tma
     dims, strides = tma.map_geometry(m, shape, address)
     kind = getattr(driver.CUtensorMapDataType,
                    "CU_TENSOR_MAP_DATA_TYPE_" + tma.DATA_TYPES[m.src.dtype])
     swizzle = driver.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B if m.swizzle else \
         driver.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_NONE
-    tensor_map = check(driver.cuTensorMapEncodeTiled(
-        kind, m.rank, address, dims, strides, list(m.box[::-1]), [1] * m.rank,
-        driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-        driver.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-        driver.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
-        f"cuTensorMapEncodeTiled({m.src.name})")
-    return TensorMapArg(tensor_map)
+    wide, narrow = driver.cuuint64_t, driver.cuuint32_t
+    return (kind, m.rank, address, [wide(d) for d in dims], [wide(s) for s in strides],
+            [narrow(b) for b in m.box[::-1]], [narrow(1)] * m.rank,
+            driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+            driver.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+            driver.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)

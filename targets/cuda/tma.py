@@ -51,7 +51,7 @@ class TensorMap:
 DATA_TYPES = {"float16": "FLOAT16", "bfloat16": "BFLOAT16", "float32": "FLOAT32",
               "float64": "FLOAT64", "int32": "INT32", "int64": "INT64", "int8": "UINT8",
               "uint8": "UINT8", "bool": "UINT8", "int16": "UINT16"}
-MAX_DIM = 2 ** 32
+MAX_DIM = 2 ** 31 - 1     # (the coordinates are 32-bit signed ints)
 
 
 def map_geometry(m: TensorMap, shape, address: int) -> tuple[list[int], list[int]]:
@@ -71,7 +71,9 @@ def map_geometry(m: TensorMap, shape, address: int) -> tuple[list[int], list[int
                          f"its shape {tuple(shape)} of {m.src.dtype} has rows of "
                          f"{strides[1]} bytes")
     if any(not 1 <= d <= MAX_DIM for d in dims):
-        raise ValueError(f"{what}, whose sizes must lie in 1..2^32; got {tuple(shape)}")
+        raise ValueError(f"{what}, whose sizes must lie in 1..2^31-1 (the TMA version of "
+                         f"the kernel, built for sm_90+, cannot take an empty one); got "
+                         f"{tuple(shape)}")
     return dims, strides[1:]
 
 

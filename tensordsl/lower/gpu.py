@@ -401,11 +401,14 @@ def sink_guards(f: n.PrimFunc) -> n.PrimFunc:
 
 
 def shared_allocations(kernel) -> list[n.Allocate]:
-    out = []
+    """The kernel's shared arrays, each once (a TMA loop's two versions, ``async_copies``,
+    allocate the same arrays in both)."""
+    out, seen = [], set()
 
     class _Walk(Visitor):
         def visit_Allocate(self, node):
-            if node.buffer.scope == "shared":
+            if node.buffer.scope == "shared" and id(node.buffer) not in seen:
+                seen.add(id(node.buffer))
                 out.append(node)
             self.generic_visit(node)
 

@@ -78,5 +78,13 @@ def tma_box(realize: n.ProducerRealize, src: n.Buffer | None, swizzled: bool,
         raise BuildError(f"{where}: a swizzled tile copied by the TMA needs rows of "
                          f"{SWIZZLE_BYTES} bytes (its 128-byte swizzle); the rows are "
                          f"{dims[-1] * nbytes}")
+    shape = [d.value if isinstance(d, n.IntImm) else None for d in src.shape]
+    row = nbytes
+    for d in reversed(shape[1:]):
+        row = row * d if d is not None and row is not None else None
+        if row is not None and row % 16:
+            raise BuildError(f"{where}: the TMA steps through {src.name!r} in whole 16 "
+                             f"bytes, but its shape {tuple(shape)} of {src.dtype} has rows "
+                             f"{row} bytes apart")
     return TmaBox(src, tuple(r.min for r in realize.bounds), tuple(dims),
                   SWIZZLE_BYTES if swizzled else 0)

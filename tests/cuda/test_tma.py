@@ -243,3 +243,45 @@ def test_the_128_byte_swizzle_permutes_chunks_by_line():
 def test_a_misused_tma_copy_or_mbarrier_is_reported(mode, message):
     with pytest.raises(EmulationError, match=message):
         _tile(mode)
+
+
+def test_an_argument_with_rows_off_16_bytes_is_refused_when_its_shape_is_known():
+    s, args = _copy_schedule(K=260)     # A: 64 x 260 halves, rows 520 bytes apart
+    with pytest.raises(BuildError, match=r"the TMA steps through 'A' in whole 16 bytes, but "
+                                         r"its shape \(64, 260\) of float16 has rows 520"):
+        td.lower(s, args, target="cuda")
+
+
+def test_the_tensor_map_arguments_are_what_cuda_python_takes():
+    """cuda-python refuses plain ints for the sizes, strides and box (it wants its
+    cuuint64_t/cuuint32_t objects): the arguments pass its checks, and without a driver
+    the call then fails for want of the library, not of the types."""
+    from cuda.bindings import driver as cuda
+    from targets.cuda.driver import tensor_map_arguments
+    m = tma.TensorMap(_buffer("A", "float16"), (64, 64), 128)
+    args = tensor_map_arguments(cuda, m, (128, 256), 4096)
+    assert [int(d) for d in args[3]] == [256, 128] and [int(s) for s in args[4]] == [512]
+    assert [int(b) for b in args[5]] == [64, 64]
+    try:
+        err, _ = cuda.cuTensorMapEncodeTiled(*args)
+    except TypeError:
+        raise
+    except Exception as e:        # no driver library on this machine
+        assert "TypeError" not in type(e).__name__
+    else:
+        assert err == cuda.CUresult.CUDA_SUCCESS
+
+
+def test_a_shared_array_in_both_versions_of_a_loop_is_one_array():
+    """The readers of a TMA loop appear in both of its versions: an array they allocate
+    is one array of the kernel, declared, counted and carved once (it was declared
+    twice, which the emulator's compiler refused)."""
+    from tensordsl.ir import nodes as n
+    from tensordsl.lower.gpu import shared_allocations, shared_bytes
+    from tensordsl.lower.tma import TMA_AVAILABLE
+    i64 = lambda v: n.IntImm("int64", v)      # noqa: E731
+    E = n.Buffer("E", "float16", (i64(128),), "shared")
+    readers = n.Allocate(E, i64(128), n.Store(E, n.FloatImm("float16", 1.0), i64(0)))
+    both = n.IfThenElse(n.Call("bool", TMA_AVAILABLE, ()), readers, readers)
+    assert [a.buffer for a in shared_allocations(both)] == [E]
+    assert shared_bytes(both) == shared_bytes(readers) == 256
