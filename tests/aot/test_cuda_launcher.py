@@ -104,6 +104,17 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
 }
 """
 
+def _run_with_fake_driver(tmp_path, program: str, library: str) -> str:
+    """What C ``program`` prints, linked with the exported ``library`` and FAKE_DRIVER."""
+    (tmp_path / "driver.c").write_text(FAKE_DRIVER)
+    (tmp_path / "main.c").write_text(program)
+    binary = tmp_path / "prog"
+    subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", f"-I{CUDA_INCLUDE}", f"-I{tmp_path}",
+                    str(tmp_path / "main.c"), str(tmp_path / "driver.c"),
+                    str(tmp_path / library), "-lpthread", "-o", str(binary)], check=True)
+    return subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+
+
 PROGRAM = r"""
 #include <stdio.h>
 #include "libgather2.h"
@@ -146,14 +157,7 @@ def test_launcher_compiles_links_and_launches_the_plan(tmp_path):
     assert ("int32_t tensordsl_gather2(CUstream stream, CUdeviceptr A, CUdeviceptr idx, "
             "CUdeviceptr B, int64_t n, int64_t m);") in header
     assert "sm_80" in header
-    (tmp_path / "driver.c").write_text(FAKE_DRIVER)
-    (tmp_path / "main.c").write_text(PROGRAM)
-    binary = tmp_path / "prog"
-    subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", f"-I{CUDA_INCLUDE}", f"-I{tmp_path}",
-                    str(tmp_path / "main.c"), str(tmp_path / "driver.c"),
-                    str(tmp_path / "libgather2.a"), "-lpthread", "-o", str(binary)],
-                   check=True)
-    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    out = _run_with_fake_driver(tmp_path, PROGRAM, "libgather2.a")
     launch0 = "launch gather2_kernel0 grid {g} 1 1 block 64 1 1 shared 0 n 10 m {m}"
     launch1 = "launch gather2_kernel1 grid {g} 1 1 block 64 1 1 shared 0"
     expected = [
@@ -223,13 +227,7 @@ def test_a_kernel_over_48_kib_of_shared_memory_is_allowed_it_and_launched_with_i
     s, (A, B) = three_shared_arrays()
     f = td.build(s, [A, B], target="cuda -arch=sm_80", name="big")
     td.export([f], tmp_path / "libbig.a")
-    (tmp_path / "driver.c").write_text(FAKE_DRIVER)
-    (tmp_path / "main.c").write_text(BIG_PROGRAM)
-    binary = tmp_path / "prog"
-    subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", f"-I{CUDA_INCLUDE}", f"-I{tmp_path}",
-                    str(tmp_path / "main.c"), str(tmp_path / "driver.c"),
-                    str(tmp_path / "libbig.a"), "-lpthread", "-o", str(binary)], check=True)
-    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    out = _run_with_fake_driver(tmp_path, BIG_PROGRAM, "libbig.a")
     launch = "launch big_kernel0 grid 1 1 1 block 32 1 1 shared 49280"
     assert out.splitlines() == [
         "load ELF", "function big_kernel0", "attribute big_kernel0 max-dynamic-shared 49280",
@@ -260,14 +258,7 @@ def test_a_kernel_copying_by_tma_gets_its_tensor_maps_encoded_per_call(tmp_path)
     f = td.build(schedule_for("matmul", C), [A, B, C], target="cuda -arch=sm_90a",
                  name="tmamm")
     td.export([f], tmp_path / "libtmamm.a")
-    (tmp_path / "driver.c").write_text(FAKE_DRIVER)
-    (tmp_path / "main.c").write_text(TMA_PROGRAM)
-    binary = tmp_path / "prog"
-    subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", f"-I{CUDA_INCLUDE}", f"-I{tmp_path}",
-                    str(tmp_path / "main.c"), str(tmp_path / "driver.c"),
-                    str(tmp_path / "libtmamm.a"), "-lpthread", "-o", str(binary)],
-                   check=True)
-    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
+    out = _run_with_fake_driver(tmp_path, TMA_PROGRAM, "libtmamm.a")
     fp16 = 6   # CU_TENSOR_MAP_DATA_TYPE_FLOAT16
     assert out.splitlines()[-4:] == [
         f"map {fp16} rank 2 at {1 << 12} dims 256 128 stride 512 box 64 64 steps 1 1 "
