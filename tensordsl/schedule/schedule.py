@@ -406,7 +406,7 @@ class Stage:
             self._fail(f"tensorize of {iv.name!r}: expected a td.tensor_intrin intrinsic, "
                        f"got {intrin!r}")
         self.tensorized[iv] = intrin
-        self._record("tensorize", axis=iv.name, intrin=intrin.name)
+        self._record("tensorize", axis=iv.name, intrin=intrin.name, shape=list(intrin.shape))
 
     def set_scope(self, scope: str):
         if scope not in ("global", "shared", "local", "wmma.accumulator"):

@@ -43,8 +43,10 @@ def wmma_store(m: int = 16, n: int = 16) -> TensorIntrin:
     return TensorIntrin("wmma.store", (m, n))
 
 
-def by_name(name: str) -> TensorIntrin:
+def by_name(name: str, shape=None) -> TensorIntrin:
+    """The intrinsic ``name`` of ``shape`` (its loop extents; default its 16x16 tile),
+    as a schedule's trace records it."""
     makers = {"wmma.mma_sync": wmma_mma_sync, "wmma.store": wmma_store}
     if name not in makers:
         raise ValueError(f"unknown tensor intrinsic {name!r}; known: {sorted(makers)}")
-    return makers[name]()
+    return makers[name](*(shape or ()))

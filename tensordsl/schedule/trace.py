@@ -115,7 +115,7 @@ def _apply(s, step: Step):
         st.set_scope(a["scope"])
     elif step.kind == "tensorize":
         from .tensor_intrin import by_name
-        st.tensorize(_axis(st, a["axis"]), by_name(a["intrin"]))
+        st.tensorize(_axis(st, a["axis"]), by_name(a["intrin"], a.get("shape")))
     elif step.kind == "storage_align":
         st.storage_align(_axis(st, a["axis"]), a["factor"], a["offset"])
     elif step.kind == "set_store_predicate":

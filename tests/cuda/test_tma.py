@@ -91,6 +91,19 @@ def test_a_tma_schedule_replays_from_its_trace():
     assert str(td.lower(again, args, target="cuda")) == str(td.lower(s, args, target="cuda"))
 
 
+def test_the_warpgroup_template_replays_from_its_trace():
+    """Its tensorize takes a warp's 16 x 64 block of tiles: the trace records the
+    intrinsic's shape (it replayed a 16 x 16 one, refused by the loops' extents)."""
+    from tensordsl.schedule import trace
+    s, args = _matmul(64, 64, 128)
+    steps = trace.loads(trace.dumps(s.trace))
+    assert {"kind": "tensorize", "stage": "matmul.wmma.accumulator",
+            "args": {"axis": "i.c", "intrin": "wmma.mma_sync", "shape": [16, 64, 16]}} in [
+        st.to_json() for st in steps]
+    again = trace.replay(steps, args[-1].op)
+    assert str(td.lower(again, args, target="cuda")) == str(td.lower(s, args, target="cuda"))
+
+
 # ---------------------------------------------------------------- what is refused
 def _copy_schedule(tile_of=None, swizzle=False, align=None, tma_b=True, rows=64, K=256):
     """C = A x B (float16, 64 x K by K x 64) with A's 64 x rows and B's rows x 64 tiles
