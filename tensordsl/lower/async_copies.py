@@ -113,11 +113,17 @@ class _Pipeline(Mutator):
         if node.var not in self.by_loop or node.kind == "thread_binding":
             return node
         stages, buffers, boxes = self.by_loop[node.var]
-        allocs, body = [], node.body
+        allocs, body, after = [], node.body, []
+        if isinstance(body, n.Seq) and len(body.stmts) == 2 and \
+                isinstance(body.stmts[1], n.Barrier):
+            # the barrier insert_barriers ends the iteration with, outside the tiles'
+            # allocations, when another shared array is carried over (read, then written
+            # the next time round): it stays last among the readers
+            body, after = body.stmts[0], [body.stmts[1]]
         while isinstance(body, n.Allocate):
             allocs.append(body)
             body = body.body
-        stmts = list(body.stmts) if isinstance(body, n.Seq) else [body]
+        stmts = (list(body.stmts) if isinstance(body, n.Seq) else [body]) + after
         first_barrier = next((k for k, s in enumerate(stmts) if isinstance(s, n.Barrier)), None)
         copies = stmts[:first_barrier] if first_barrier is not None else []
         names = ", ".join(sorted(b.name for b in buffers.values()))

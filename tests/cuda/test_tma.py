@@ -298,3 +298,41 @@ def test_a_shared_array_in_both_versions_of_a_loop_is_one_array():
     both = n.IfThenElse(n.Call("bool", TMA_AVAILABLE, ()), readers, readers)
     assert [a.buffer for a in shared_allocations(both)] == [E]
     assert shared_bytes(both) == shared_bytes(readers) == 256
+
+
+@pytest.mark.parametrize("tma_tiles", [False, True])
+def test_a_shared_tile_inside_the_readers_of_a_pipelined_loop(tma_tiles, rng):
+    """D's tile is computed inside the readers (at j): one array of the kernel in both
+    versions of the TMA loop (it was declared twice), and the barrier that guards it
+    across iterations no longer hides the pipelined copies from the pass (it refused the
+    loop, with the TMA or without)."""
+    A = td.placeholder((64, 256), dtype="float16", name="A")
+    B = td.placeholder((256, 64), dtype="float16", name="B")
+    D = td.placeholder((256,), dtype="float16", name="D")
+    k = td.reduce_axis((0, 256), name="k")
+    C = td.compute((64, 64), lambda i, j: td.sum(A[i, k].astype("float32") *
+                                                 B[k, j].astype("float32") *
+                                                 D[k].astype("float32"), axis=k), name="C")
+    s = td.create_schedule(C.op)
+    AS, BS, DS = (s.cache_read(T, "shared", [C]) for T in (A, B, D))
+    i, j = C.op.axis
+    s[C].bind(i, td.thread_axis("threadIdx.x"))
+    ko, ki = s[C].split(C.op.reduce_axis[0], factor=64)
+    s[C].reorder(i, ko, j, ki)
+    for T in (AS, BS):
+        s[T].compute_at(s[C], ko)
+        _, tx = s[T].split(s[T].fuse(*T.op.axis), factor=64)
+        s[T].bind(tx, td.thread_axis("threadIdx.x"))
+        s[T].pipeline(3, tma=tma_tiles)
+    s[DS].compute_at(s[C], j)
+    s[DS].bind(s[DS].split(DS.op.axis[0], factor=64)[1], td.thread_axis("threadIdx.x"))
+    f = td.build(s, [A, B, D, C], target="cuda -arch=sm_90")
+    source = f.get_source()
+    assert source.count("half* const D_shared = ") == 1        # (dynamic: over 48 KiB)
+    assert ("td_tma_load_2d(" in source) == tma_tiles and "td_cp_async_wait<1>();" in source
+    a, b = (rng.standard_normal(x).astype("float16") for x in ((64, 256), (256, 64)))
+    d = rng.standard_normal(256).astype("float16")
+    c = np.full((64, 64), np.nan, "float32")
+    f.emulate(a, b, d, c)
+    want = (a.astype("float32") * d.astype("float32")) @ b.astype("float32")
+    np.testing.assert_allclose(c, want, rtol=1e-3, atol=1e-3)
