@@ -35,6 +35,7 @@ struct TmaWrite {
   long long i;
   const char* name;         // the shared array's
   int issuer;               // the thread that started the copy
+  int element;              // bytes
   unsigned char bytes[8];
 };
 
@@ -117,9 +118,7 @@ inline void td_mbarrier_expect_tx(void* bar, unsigned bytes) {
 inline void td_emu_land(td_emu::MBarrier& b) {
   for (auto& w : b.in_flight) {
     --w.shadow->pending;
-    int element = (int)sizeof w.bytes;
-    const td_emu::SharedArray* s = td_emu::shared_array_of(w.at);
-    if (s) element = (int)s->element;
+    const int element = w.element;
     bool same = !std::memcmp(w.at, w.bytes, element);
     const int waiting = td_emu::current;
     td_emu::current = w.issuer;          // (the write is its issuer's, as a cp.async's)
@@ -208,6 +207,7 @@ inline void td_emu_tma_load(void* dst, const td_tensor_map& map, void* bar, cons
     w.shadow = &s->shadow[w.i];
     w.name = s->name;
     w.issuer = current;
+    w.element = (int)map.element;
     track(*w.shadow, WRITE, false, s->name, w.i);
     ++w.shadow->pending;
     b.in_flight.push_back(w);

@@ -50,11 +50,10 @@ copies will complete, so the stage's phase ends when all of them have landed.
 from __future__ import annotations
 
 from ..errors import BuildError
-from ..ir import dtype as dt
 from ..ir import nodes as n
 from ..ir.visitor import Mutator, Visitor, substitute
 from .gpu import _map_kernels
-from .tma import TMA_AVAILABLE, TmaBox
+from .tma import TMA_AVAILABLE
 
 ASYNC_COPY = "async_copy"       # the Pragma key the backend writes as cp.async
 FIRST_THREAD = "is_first_thread"   # Call: thread (0, 0, 0) of the block
@@ -166,7 +165,6 @@ class _Pipeline(Mutator):
         var, dtype = node.var, node.var.dtype
         bars = n.Buffer(f"{var.name}.mbarrier", "int64", (n.IntImm("int64", stages),),
                         "shared")
-        extents = {id(a.buffer): a.extent for a in allocs}
         tiles = []
         for a in allocs:
             if id(a.buffer) in boxes:
@@ -174,8 +172,8 @@ class _Pipeline(Mutator):
                     raise BuildError(f"pipeline(tma=True): tile {a.buffer.name!r} needs a "
                                      f"constant size, {stages} stages of it; got {a.extent}")
                 tiles.append((a.buffer, a.extent.value // stages, boxes[id(a.buffer)]))
-        assert len(tiles) == len(boxes) and all(id(b) in extents for b, _, _ in tiles)
-        nbytes = sum(_box_bytes(box, buf.dtype) for buf, _, box in tiles)
+        assert len(tiles) == len(boxes)     # (each tile is allocated at its loop)
+        nbytes = sum(box.nbytes for _, _, box in tiles)
         count = n.IntImm(dtype, stages)
 
         def issue(tile: n.Expr) -> n.Stmt:
@@ -204,13 +202,6 @@ class _Pipeline(Mutator):
         return n.Allocate(bars, n.IntImm("int64", stages), n.seq(
             n.Barrier("shared"), _first_thread(init), n.Barrier("shared"), prologue, loop,
             _first_thread(inval)))
-
-
-def _box_bytes(box: TmaBox, dtype: str) -> int:
-    count = 1
-    for d in box.box:
-        count *= d
-    return count * max(1, dt.bits(dtype) // 8)
 
 
 def pipeline_async_copies(f: n.PrimFunc) -> n.PrimFunc:

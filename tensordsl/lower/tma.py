@@ -39,6 +39,7 @@ class TmaBox:
     origin: tuple
     box: tuple
     swizzle: int          # 0 or SWIZZLE_BYTES
+    nbytes: int           # of the whole box
 
 
 def tma_box(realize: n.ProducerRealize, src: n.Buffer | None, swizzled: bool,
@@ -87,4 +88,4 @@ def tma_box(realize: n.ProducerRealize, src: n.Buffer | None, swizzled: bool,
                              f"bytes, but its shape {tuple(shape)} of {src.dtype} has rows "
                              f"{row} bytes apart")
     return TmaBox(src, tuple(r.min for r in realize.bounds), tuple(dims),
-                  SWIZZLE_BYTES if swizzled else 0)
+                  SWIZZLE_BYTES if swizzled else 0, total)
