@@ -141,9 +141,7 @@ def _read_checks(op, read, domain, nonempty, simp, unbounded):
     for d, (index, extent) in enumerate(zip(indices, tensor.shape)):
         if reads_tensor(index):
             continue  # data-dependent: guarded in the generated code
-        bounded = dict(relax)
-        index = simp.visit(index)   # k - 2*(k // 2) is k % 2, whose range is known
-        iv = eval_interval(_bounded_parts(index, bounded, atoms, domain, simp), bounded, simp)
+        iv = _index_interval(index, dict(relax), atoms, domain, simp)
         if iv is None:
             unbounded.add((id(tensor.op), tensor.value_index, d))
             continue  # guarded in the generated code
@@ -156,6 +154,25 @@ def _read_checks(op, read, domain, nonempty, simp, unbounded):
                 raise BuildError(check.violation(lo.value, hi.value, ext.value))
             continue
         yield check
+
+
+def _index_interval(index, relax, atoms, domain, simp):
+    """The interval of ``index`` over ``relax``, narrowed by the guarding ``atoms``;
+    None if unbounded. Both the index as written and as simplified are bounded and the
+    tighter ends kept: simplifying finds ranges (``k - 2*(k // 2)`` is ``k % 2``), but
+    can also pull a guarded sum apart (``(6*o + i) // 2`` is ``3*o + i // 2``, which
+    ``where 6*o + i < 7`` no longer bounds)."""
+    simplified = simp.visit(index)
+    forms = (index,) if simplified is index else (index, simplified)
+    intervals = [eval_interval(_bounded_parts(e, relax, atoms, domain, simp), relax, simp)
+                 for e in forms]
+    intervals = [iv for iv in intervals if iv is not None]
+    if not intervals:
+        return None
+    lo, hi = intervals[0]
+    for other_lo, other_hi in intervals[1:]:
+        lo, hi = n.Max(lo, other_lo), n.Min(hi, other_hi)
+    return lo, hi
 
 
 # ---------------------------------------------------------------- reads and their guards

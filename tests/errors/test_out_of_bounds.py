@@ -173,6 +173,38 @@ def test_a_where_condition_bounds_a_fused_index_inside_a_division():
     np.testing.assert_allclose(b, [a.sum()], rtol=1e-6)
 
 
+def test_a_where_condition_bounds_a_division_the_simplifier_pulls_apart():
+    # x[(o*6 + r) // 2] under o*6 + r < 7: simplified, the index is o*3 + r // 2, a sum
+    # the condition does not bound (its interval reaches 5); as written it is at most 3
+    x = td.placeholder((4,), name="x")
+    o = td.reduce_axis((0, 2), "o")
+    r = td.reduce_axis((0, 6), "r")
+    B = td.compute((1,), lambda i: td.sum(x[(o * 6 + r) // 2], axis=[o, r],
+                                          where=o * 6 + r < 7), name="B")
+    f = td.build(td.create_schedule(B.op), [x, B])
+    a = np.random.default_rng(5).random(4, dtype="float32")
+    b = np.full(1, np.nan, "float32")
+    f(a, b)
+    np.testing.assert_allclose(b, [2 * a[:3].sum() + a[3]], rtol=1e-6)
+
+
+def test_a_packed_tensor_read_by_an_rfactor_of_a_guarded_split_is_accepted():
+    # the fuzzer's find (seed 3367392594): pack(X, axis 0, by 2) read by S's rfactor
+    # over r split by 6 (7 = 6 + 1, guarded)
+    X = td.placeholder((7, 1), name="X")
+    r = td.reduce_axis((0, 7), "r")
+    S = td.compute((1,), lambda i: td.sum(X[r, i], axis=r), name="S")
+    s = td.create_schedule(S.op)
+    s.pack(X, 0, 2, [S])
+    ro, _ = s[S].split(S.op.reduce_axis[0], factor=6)
+    s.rfactor(S, ro)
+    f = td.build(s, [X, S])
+    a = np.random.default_rng(6).random((7, 1), dtype="float32")
+    b = np.full(1, np.nan, "float32")
+    f(a, b)
+    np.testing.assert_allclose(b, a.sum(0), rtol=1e-6)
+
+
 def test_a_condition_with_other_variables_bounds_the_index_by_their_range():
     # a prefix sum split by 4: A[ko*4 + ki] under ko*4 + ki < i + 1, i < n
     n = td.var("n")
