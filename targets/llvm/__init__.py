@@ -8,7 +8,7 @@ from tensordsl.ir.printer import print_func
 
 from ..base import Target, register_backend
 from ..cache import make_key, module_closure_hash
-from . import codegen, compile, export, runtime
+from . import codegen, compile, export, externs, runtime
 
 
 class LLVMBackend:
@@ -24,14 +24,16 @@ class LLVMBackend:
 
     def codegen(self, func: n.PrimFunc, target: Target) -> str:
         compile.host_machine()
-        module = codegen.generate(func, llvm.get_process_triple(),
-                                  str(compile.host_machine().target_data))
-        return str(module)
+        triple, layout = llvm.get_process_triple(), str(compile.host_machine().target_data)
+        module = codegen.generate(func, triple, layout)
+        return externs.link_imports(str(module), func.attrs.get("import_llvm", ()), triple,
+                                    layout)
 
     def compile(self, source: str, target: Target) -> bytes:
         return compile.compile_object(source, int(dict(target.options).get("opt", 3)))
 
     def load(self, binary: bytes, func: n.PrimFunc, target: Target):
+        externs.check_resolvable(func)
         n_ptr = sum(isinstance(p, n.Buffer) for p in func.params)
         return runtime.load(binary, codegen.symbol_name(func.name), n_ptr,
                             len(func.params) - n_ptr)

@@ -410,6 +410,11 @@ class CodeGenLLVM:
             return self.thread_index
         if e.name == "call_packed":
             return self.call_packed(e)
+        if e.name == "call_extern":
+            return self.call_extern(e)
+        if e.name == "address_of":
+            raise BuildError("codegen: an address (access_ptr) is only an argument of "
+                             "td.call_extern")
         if e.name in _LIBM:
             return self.libm_call(e)
         if e.name in _INLINE_F32 and dt.element(e.dtype) == "float32":
@@ -447,6 +452,28 @@ class CodeGenLLVM:
                           [I8P, I8P, I8P.as_pointer(), I64.as_pointer(), I32])
         return bd.call(fn, [self.c_string(name.value), self.c_string(signature.value), ptrs,
                             dims, ir.Constant(I32, len(loads))])
+
+    def call_extern(self, e):
+        """A call of C function ``name`` (``td.call_extern``): addresses as ``i8*``, the
+        other arguments as their types."""
+        bd = self.builder
+        name, *rest = e.args
+        args = []
+        for a in rest:
+            if isinstance(a, n.Call) and a.name == "address_of":
+                load = a.args[0]
+                ptr = bd.gep(self.buffer_ptr(load.buffer), [self.expr(load.index)])
+                args.append(bd.bitcast(ptr, I8P))
+            else:
+                args.append(self.expr(a))
+        types = [a.type for a in args]
+        fn = self.declare(name.value, value_type(e.dtype), types)
+        if list(fn.function_type.args) != types or \
+                fn.function_type.return_type != value_type(e.dtype):
+            raise BuildError(f"call_extern {name.value!r}: called with ({e.dtype}; "
+                             f"{', '.join(map(str, types))}), elsewhere with "
+                             f"{fn.function_type}")
+        return bd.call(fn, args)
 
     def c_string(self, text: str):
         data = bytearray(text.encode() + b"\0")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..ir import nodes as n
+from ..ir.visitor import called_functions
 from ..runtime import packed
 from . import cpu_entry, toolchain
 from .abi import header as render_header
@@ -148,6 +149,12 @@ def _cpu_objects(cpu, abis, tmp: Path):
             raise BuildError(f"export: kernel {name!r} calls a Python function "
                              "(td.call_packed), which exists only inside a Python process; "
                              "it cannot be exported")
+        unlinked = [e for e in called_functions(f.func.body) if e in externals]
+        if unlinked:
+            raise BuildError(f"export: kernel {name!r} calls the C function {unlinked[0]!r} "
+                             "(td.call_extern) from a library of this process, which the "
+                             "exported library cannot link; give its LLVM IR to "
+                             "s[T].pragma(axis, 'import_llvm', code) to build it in")
         if any(e.startswith(("GOMP_", "omp_")) for e in externals):
             parallel.append(name)
         path = tmp / f"kernel{index}.o"

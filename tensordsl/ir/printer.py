@@ -12,6 +12,8 @@ named the axis.
 """
 from __future__ import annotations
 
+import hashlib
+
 from . import dtype as dt
 from . import nodes as n
 
@@ -258,6 +260,10 @@ def print_func(f: n.PrimFunc) -> str:
             params.append(f"{p.buffer(x)}: {x.dtype}[{shape}]")
         else:
             params.append(f"{p.expr(x)}: {x.dtype}")
+    for code in f.attrs.get("import_llvm", ()):
+        # (the text decides the binary: its digest keeps the compile cache honest)
+        digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+        p.lines.append(f"# import_llvm: {len(code)} characters, sha256 {digest}")
     p.lines.append(f"def {f.name}({', '.join(params)}):")
     p.stmt(f.body, 1)
     return "\n".join(p.lines)

@@ -140,3 +140,20 @@ def post_order(node):
 
     _Walk().visit(node)
     return out
+
+
+class _Externs(Visitor):
+    def __init__(self):
+        self.names = []
+
+    def visit_Call(self, node):
+        if node.name == "call_extern" and node.args[0].value not in self.names:
+            self.names.append(node.args[0].value)
+        self.generic_visit(node)
+
+
+def called_functions(body) -> list[str]:
+    """The names of the C functions ``body`` calls, in order of first call."""
+    v = _Externs()
+    v.visit(body)
+    return v.names

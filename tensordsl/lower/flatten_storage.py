@@ -23,6 +23,7 @@ buffer is swizzled, since each lane of ``ldmatrix`` swizzles its own row's addre
 """
 from __future__ import annotations
 
+from ..arith.simplify import simplify_expr
 from ..errors import BuildError
 from ..ir import dtype as dt
 from ..ir import nodes as n
@@ -149,7 +150,15 @@ class FlattenStorage(Mutator):
         index = self.visit(lay.offset(node.indices))
         return n.Load(node.tensor.dtype, lay.buffer, index)
 
+    def visit_Evaluate(self, node):
+        if isinstance(node.value, n.Call) and node.value.name == "tensor_stride":
+            self.visit(node.value)       # a declared stride, checked: nothing to run
+            return n.seq()
+        return self.generic_visit(node)
+
     def visit_Call(self, node):
+        if node.name in _REGION_CALLS:
+            return self.region_call(node)
         if node.name == "wmma.store":
             # (a tile stored row-major from its first element: not through the swizzle)
             for read in node.args[:2]:
@@ -171,6 +180,36 @@ class FlattenStorage(Mutator):
             flags.append(n.IntImm("int64", int(bool(lay.chunk))))
         args = [a if k in (2, 3, 4, 5) else self.visit(a) for k, a in enumerate(args)]
         return n.Call(node.dtype, node.name, tuple(args) + tuple(flags))
+
+
+    def region_call(self, node):
+        """A declared intrinsic's view of a region (``te/buffer.py``), given its first
+        element: ``tensor_address`` its address (plus an offset), ``tensor_offset`` its
+        element offset, ``tensor_stride`` the stride of one dimension, checked against
+        the declared one."""
+        first = node.args[0]
+        lay = self.layout(first.tensor)
+        if lay.chunk:
+            raise BuildError(f"swizzle of {first.tensor.name!r}: a declared tensor "
+                             "intrinsic reads it through its address, which a swizzled "
+                             "buffer does not lay out row-major; do not swizzle it")
+        offset = self.visit(lay.linear_offset(first.indices))
+        if node.name == "tensor_address":
+            index = n.Add(offset, self.visit(node.args[1]))
+            return n.Call("handle", "address_of",
+                          (n.Load(first.tensor.dtype, lay.buffer, index),))
+        if node.name == "tensor_offset":
+            return offset
+        dim, want, what = node.args[1].value, node.args[2].value, node.args[3].value
+        stride = simplify_expr(lay.strides[dim])
+        if want >= 0 and isinstance(stride, n.IntImm) and stride.value != want:
+            raise BuildError(f"{what}: the buffer declares a stride of {want} where the "
+                             f"tensor's dimension {dim} has {stride.value} (strides=None "
+                             "declares a compact buffer; a td.var() stride takes any)")
+        return n.Cast("int32", stride)
+
+
+_REGION_CALLS = ("tensor_address", "tensor_offset", "tensor_stride")
 
 
 def _swizzle_chunk(node, extents, padded: bool) -> int:

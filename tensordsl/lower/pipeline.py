@@ -223,7 +223,10 @@ def _make_func(schedule, name, tensors, body) -> n.PrimFunc:
                                                     "double_buffered_ops": doubled,
                                                     "pipelined_ops": pipelined,
                                                     "swizzled_ops": swizzled,
-                                                    "tma_ops": tma})
+                                                    "tma_ops": tma,
+                                                    "import_llvm": tuple(
+                                                        code for st in schedule.stages
+                                                        for code in st.llvm_imports)})
     unbound = undefined_vars(func)
     if unbound:
         raise BuildError(f"variable {unbound[0].name!r} is used but cannot be bound: it "

@@ -20,6 +20,10 @@ _ONE = n.IntImm("int64", 1)
 def lower_tensorized(stage, inner, extents, bodies, outputs, indices, intrin, part: str):
     """The call replacing loops ``inner`` (leaf IterVars, outermost first) of ``stage``;
     ``part`` is ``"init"`` (a reduction's initialization) or ``"body"``."""
+    from ..schedule.tensor_intrin import DeclaredIntrin
+    if isinstance(intrin, DeclaredIntrin):
+        from .tensorize_declared import lower_declared
+        return lower_declared(stage, inner, extents, bodies, outputs, indices, intrin, part)
     where = f"tensorize of stage {stage.name!r} at {inner[0].name!r} ({intrin.name})"
     shape = []
     for iv in inner:

@@ -51,6 +51,7 @@ class Stage:
         self.loop_kind: dict[n.IterVar, str] = {}
         self.bound_thread: dict[n.IterVar, n.IterVar] = {}
         self.pragmas: dict[n.IterVar, list[str]] = {}
+        self.llvm_imports: list[str] = []     # pragma "import_llvm": LLVM IR to link in
         # balanced axis -> (weights, stride, last): iteration k weighs
         # weights[min(k * stride, last)] (``parallel(balance=)``, ``bind(balance=)``)
         self.balanced: dict = {}
@@ -319,16 +320,27 @@ class Stage:
                        f"more than the {extent.value} iterations), got {length.value}")
         return balance, stride, extent
 
-    def pragma(self, iv: n.IterVar, key: str):
+    def pragma(self, iv: n.IterVar, key: str, value=None):
         """Attach a hint to the body of loop ``iv`` (TVM ``pragma``); backends act on the
         keys they know and ignore the rest. The CPU backend knows ``"nontemporal"``:
         whole-vector stores to the kernel's tensor arguments inside the loop bypass the
         cache (streaming stores), for outputs too large to be read again from cache; the
         CUDA backend writes them with ``__stcs`` (evict first), and keeps a loop whose
-        key is ``"no_unroll"`` rolled (``#pragma unroll 1``)."""
+        key is ``"no_unroll"`` rolled (``#pragma unroll 1``). ``"import_llvm"`` with
+        LLVM IR text as ``value`` links that module into the CPU kernel (the functions a
+        ``td.call_extern`` calls, TVM's way)."""
         self._check_leaf(iv, "pragma")
-        self.pragmas.setdefault(iv, []).append(str(key))
-        self._record("pragma", axis=iv.name, key=str(key))
+        if key == "import_llvm":
+            if not isinstance(value, str) or not value.strip():
+                self._fail(f"pragma 'import_llvm': value must be LLVM IR text, got "
+                           f"{value!r}")
+            self.llvm_imports.append(value)
+        else:
+            self.pragmas.setdefault(iv, []).append(str(key))
+        if value is None:
+            self._record("pragma", axis=iv.name, key=str(key))
+        else:
+            self._record("pragma", axis=iv.name, key=str(key), value=value)
 
     def prefetch(self, tensor, iv: n.IterVar, offset: int = 1):
         """At the top of each iteration of loop ``iv``, hint into the cache what this
@@ -406,7 +418,9 @@ class Stage:
             self._fail(f"tensorize of {iv.name!r}: expected a td.tensor_intrin intrinsic, "
                        f"got {intrin!r}")
         self.tensorized[iv] = intrin
-        self._record("tensorize", axis=iv.name, intrin=intrin.name, shape=list(intrin.shape))
+        from .tensor_intrin import DeclaredIntrin
+        self._record("tensorize", axis=iv.name, intrin=intrin.name, shape=list(intrin.shape),
+                     **({"declared": True} if isinstance(intrin, DeclaredIntrin) else {}))
 
     def set_scope(self, scope: str):
         if scope not in ("global", "shared", "local", "wmma.accumulator"):

@@ -15,10 +15,17 @@ inputs, float32 accumulation), each a warp-wide operation:
 ``tensordsl/lower/tensorize.py`` checks the loops and the computation and emits the
 calls; the CUDA code generator writes them with ``nvcuda::wmma`` (float16 tiles) or with
 ldmatrix and mma.sync (bfloat16 tiles: ``targets/cuda/wmma.py``).
+
+And intrinsics a user declares (TVM ``te.decl_tensor_intrin``): a compute stating what
+the intrinsic computes, and ``fcompute(ins, outs)`` building the code that does it,
+typically a ``td.call_extern`` of a C function (``tensordsl/lower/tensorize_declared.py``
+matches and binds them).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..ir import nodes as n
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,68 @@ class TensorIntrin:
 
     def __repr__(self):
         return f"TensorIntrin({self.name}, {self.shape})"
+
+
+@dataclass(frozen=True, eq=False)
+class DeclaredIntrin(TensorIntrin):
+    """An intrinsic declared by ``td.decl_tensor_intrin``: ``op`` states what it
+    computes, ``fcompute(ins, outs)`` the code (a statement; or for a reduction,
+    ``(body, reset, update)``), ``binds`` each tensor of ``op`` to a ``td.decl_buffer``."""
+    op: object = field(default=None, repr=False)
+    fcompute: object = field(default=None, repr=False)
+    binds: dict = field(default_factory=dict, repr=False)
+
+    def buffer(self, tensor):
+        """The declared buffer of one of ``op``'s tensors (compact, of its shape, where
+        none was bound)."""
+        from ..te.buffer import decl_buffer
+        for t, b in self.binds.items():
+            if t.op is tensor.op and t.value_index == tensor.value_index:
+                return b
+        return decl_buffer(tensor.shape, tensor.dtype, tensor.name)
+
+
+def decl_tensor_intrin(op, fcompute, name: str = "tensor_intrin", binds=None,
+                       scalar_params=None, default_buffer_params=None) -> DeclaredIntrin:
+    """A tensor intrinsic computing what compute ``op`` does (TVM
+    ``te.decl_tensor_intrin``), for ``s[T].tensorize(axis, intrin)``: the loops from
+    ``axis`` inward must be ``op``'s axes then its reduction axes, of the same extents,
+    and compute the same expression of the same element types. ``fcompute(ins, outs)``
+    gets one buffer view per input and output of ``op`` (``access_ptr``, ``strides``,
+    ``elem_offset``, ``vload``, ``vstore``) and returns the statement (or call) doing
+    the work; for a reduction it may return ``(body, reset, update)`` — the whole
+    reduction, the output's initialization, and an accumulation — so that the stage's
+    reduction may also run outside the tensorized loops. ``binds``: ``{tensor:
+    td.decl_buffer(...)}`` for operands not laid out compactly (a var stride takes the
+    real one; a constant stride is checked when building)."""
+    from ..te.buffer import DeclBuffer
+    from ..te.tensor import ComputeOp
+    if not isinstance(op, ComputeOp) and hasattr(op, "op"):
+        op = op.op                      # a tensor given for its op
+    if not isinstance(op, ComputeOp):
+        raise TypeError(f"decl_tensor_intrin {name!r}: op must be a compute's op "
+                        f"(C.op), got {op!r}")
+    if len(op.body) != 1:
+        raise ValueError(f"decl_tensor_intrin {name!r}: op must have one output, got "
+                         f"{len(op.body)}")
+    if not callable(fcompute):
+        raise TypeError(f"decl_tensor_intrin {name!r}: fcompute must be a function of "
+                        f"(ins, outs), got {fcompute!r}")
+    if scalar_params:
+        raise ValueError(f"decl_tensor_intrin {name!r}: scalar_params are not supported")
+    binds = dict(binds or {})
+    for t, b in binds.items():
+        if not isinstance(b, DeclBuffer):
+            raise TypeError(f"decl_tensor_intrin {name!r}: binds maps tensors to "
+                            f"td.decl_buffer(...), got {b!r} for {t!r}")
+    shape = []
+    for iv in tuple(op.axis) + tuple(op.reduce_axis):
+        extent = iv.dom.extent
+        if not isinstance(extent, n.IntImm):
+            raise ValueError(f"decl_tensor_intrin {name!r}: axis {iv.var.name!r} must have "
+                             f"a constant extent, got {extent}")
+        shape.append(int(extent.value))
+    return DeclaredIntrin(name, tuple(shape), op, fcompute, binds)
 
 
 def wmma_mma_sync(m: int = 16, n: int = 16, k: int = 16) -> TensorIntrin:

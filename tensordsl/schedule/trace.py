@@ -101,7 +101,7 @@ def _apply(s, step: Step):
         from ..te.api import thread_axis
         st.bind(_axis(st, a["axis"]), thread_axis(a["thread"]))
     elif step.kind == "pragma":
-        st.pragma(_axis(st, a["axis"]), a["key"])
+        st.pragma(_axis(st, a["axis"]), a["key"], a.get("value"))
     elif step.kind == "prefetch":
         st.prefetch(_tensor_named(s, a["tensor"]), _axis(st, a["axis"]), a["offset"])
     elif step.kind == "compute_at":
@@ -115,6 +115,10 @@ def _apply(s, step: Step):
         st.set_scope(a["scope"])
     elif step.kind == "tensorize":
         from .tensor_intrin import by_name
+        if a.get("declared"):
+            raise ScheduleError(f"replay: tensorize with {a['intrin']!r}, an intrinsic "
+                                "declared by td.decl_tensor_intrin, which a trace cannot "
+                                "rebuild (its compute and fcompute are Python objects)")
         st.tensorize(_axis(st, a["axis"]), by_name(a["intrin"], a.get("shape")))
     elif step.kind == "storage_align":
         st.storage_align(_axis(st, a["axis"]), a["factor"], a["offset"])

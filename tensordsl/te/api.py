@@ -170,6 +170,8 @@ def extern(shape, inputs, fcompute, name: str = "extern", dtype=None, tag: str =
     dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
     op = ExternOp(name, shapes, [dt.normalize(d) for d in dtypes], inputs, tag)
     call = fcompute(list(inputs), list(op.outputs))
+    if isinstance(call, n.Call) and call.name == "call_extern":
+        call = n.Evaluate(call)     # a C function filling the outputs
     if isinstance(call, n.Stmt):
         op.body = call
     elif isinstance(call, n.Call) and call.name == "call_packed":
@@ -200,6 +202,36 @@ def call_packed(name: str, *args) -> n.Call:
                             f"integer, got {a!r}")
     return n.Call("int32", "call_packed",
                   (n.StringImm(name), n.StringImm(";".join(parts)), *values, *sizes))
+
+
+def call_extern(dtype: str, func_name: str, *args) -> n.Call:
+    """A call of the C function ``func_name`` returning ``dtype`` (TVM
+    ``tir.call_extern``): in a declared tensor intrinsic's body
+    (``td.decl_tensor_intrin``), or as the whole of a ``td.extern``. Arguments:
+    addresses (``view.access_ptr("r")``; a tensor passes its first element's), integer
+    expressions, Python ints (as int32) and floats (as float32). The CPU backend links
+    the function from LLVM IR given to ``s[T].pragma(axis, "import_llvm", code)``, or
+    finds it in a library the process has loaded (``ctypes.CDLL(path,
+    mode=ctypes.RTLD_GLOBAL)``); a function found in neither is a ``BuildError``."""
+    if not isinstance(func_name, str) or not func_name.isidentifier():
+        raise TypeError(f"call_extern: func_name must be a C identifier, got {func_name!r}")
+    values = []
+    for k, a in enumerate(args):
+        if isinstance(a, Tensor):
+            first = n.TensorRead(a, tuple(const(0) for _ in range(a.ndim)))
+            values.append(n.Call("handle", "tensor_address", (first, const(0))))
+        elif isinstance(a, bool):
+            values.append(n.IntImm("int32", int(a)))
+        elif isinstance(a, int):
+            values.append(n.IntImm("int32", a) if -2**31 <= a < 2**31 else const(a))
+        elif isinstance(a, float):
+            values.append(n.FloatImm("float32", a))
+        elif isinstance(a, n.Expr) and not isinstance(a, n.StringImm):
+            values.append(a)
+        else:
+            raise TypeError(f"call_extern {func_name!r}: argument {k} must be an address "
+                            f"(access_ptr), a tensor, a number or an expression, got {a!r}")
+    return n.Call(dt.normalize(dtype), "call_extern", (n.StringImm(func_name), *values))
 
 
 class _NestedReduce(Visitor):

@@ -22,6 +22,10 @@ file remains the one index of them:
     td.thread_axis((0, n), tag)         the extent stated, as TVM's
     x.equal(y)                          ``x == y`` as an expression (``ir/nodes.py``)
     s[T].set_store_predicate(cond)      stores only where ``cond`` holds
+    td.decl_tensor_intrin, td.decl_buffer   your own tensorize intrinsics
+                                        (``schedule/tensor_intrin.py``, ``te/buffer.py``)
+    td.call_extern(dtype, name, ...)    a C function (``te/api.py``); its LLVM IR by
+                                        ``s[T].pragma(axis, "import_llvm", code)``
 """
 from __future__ import annotations
 

@@ -1,0 +1,411 @@
+"""TVM's tensorize tutorial (``tutorials/language/tensorize.py``), ported by renaming
+``te.``/``tvm.``/``tvm.tir.`` to ``td.``: a GEMV intrinsic declared with
+``td.decl_tensor_intrin``, its operands bound by ``td.decl_buffer``, carried out by a C
+function called with ``td.call_extern`` — linked from LLVM IR (``pragma(...,
+"import_llvm", code)``, TVM's way) or from a loaded library — and checked against numpy.
+"""
+import ctypes
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from llvmlite import ir
+
+import tensordsl as td
+
+GEMV_C = r"""
+int gemv_update(float *cc, float *aa, float *bb, int m, int l, int stride) {
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < l; ++j)
+      cc[i] += aa[j] * bb[i * stride + j];
+  return 0;
+}
+int gemv_reset(float *cc, int m) {
+  for (int i = 0; i < m; ++i)
+    cc[i] = 0.0f;
+  return 0;
+}
+int scale_rows(float *out, float *x, int n, float factor) {
+  for (int i = 0; i < n; ++i)
+    out[i] = x[i] * factor;
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def gemv_library(tmp_path_factory):
+    """The tutorial's C functions in a shared library the process loads globally, where
+    the JIT finds them."""
+    folder = tmp_path_factory.mktemp("gemv")
+    (folder / "gemv.c").write_text(GEMV_C)
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", str(folder / "gemv.c"), "-o",
+                    str(folder / "libtd_gemv_test.so")], check=True)
+    return ctypes.CDLL(str(folder / "libtd_gemv_test.so"), mode=ctypes.RTLD_GLOBAL)
+
+
+def gemv_llvm_ir(prefix: str = "", scale: float = 1.0) -> str:
+    """``gemv_update`` and ``gemv_reset`` written with llvmlite's IR builder (where TVM's
+    tutorial compiles C with clang), named with ``prefix``; the update adds ``scale``
+    times the product."""
+    f32, i32 = ir.FloatType(), ir.IntType(32)
+    ptr = f32.as_pointer()
+    module = ir.Module(name="gemv")
+
+    def counted_loop(builder, fn, count, body):
+        entry = builder.block
+        head, loop, done = (fn.append_basic_block(x) for x in ("head", "loop", "done"))
+        builder.branch(head)
+        builder.position_at_end(head)
+        i = builder.phi(i32)
+        i.add_incoming(ir.Constant(i32, 0), entry)
+        builder.cbranch(builder.icmp_signed("<", i, count), loop, done)
+        builder.position_at_end(loop)
+        body(builder, i)
+        i.add_incoming(builder.add(i, ir.Constant(i32, 1)), builder.block)
+        builder.branch(head)
+        builder.position_at_end(done)
+
+    update = ir.Function(module, ir.FunctionType(i32, [ptr, ptr, ptr, i32, i32, i32]),
+                         prefix + "gemv_update")
+    cc, aa, bb, m, l, stride = update.args
+    b = ir.IRBuilder(update.append_basic_block("entry"))
+
+    def row(bd, i):
+        def col(bd, j):
+            c_ptr = bd.gep(cc, [i])
+            prod = bd.fmul(bd.load(bd.gep(aa, [j])),
+                           bd.load(bd.gep(bb, [bd.add(bd.mul(i, stride), j)])))
+            prod = bd.fmul(prod, ir.Constant(f32, scale))
+            bd.store(bd.fadd(bd.load(c_ptr), prod), c_ptr)
+        counted_loop(bd, update, l, col)
+
+    counted_loop(b, update, m, row)
+    b.ret(ir.Constant(i32, 0))
+
+    reset = ir.Function(module, ir.FunctionType(i32, [ptr, i32]), prefix + "gemv_reset")
+    cc, m = reset.args
+    b = ir.IRBuilder(reset.append_basic_block("entry"))
+    counted_loop(b, reset, m, lambda bd, i: bd.store(ir.Constant(f32, 0.0), bd.gep(cc, [i])))
+    b.ret(ir.Constant(i32, 0))
+    return str(module)
+
+
+def gemm(N, M, L):
+    A = td.placeholder((N, L), name="A")
+    B = td.placeholder((M, L), name="B")
+    k = td.reduce_axis((0, L), name="k")
+    C = td.compute((N, M), lambda i, j: td.sum(A[i, k] * B[j, k], axis=k), name="C")
+    return A, B, C
+
+
+def intrin_gemv(m, l, prefix="", reduce_update=False, b_strides=None, body_only=False):
+    """The tutorial's ``intrin_gemv``: c[i] = sum_k a[k] * b[i, k]."""
+    a = td.placeholder((l,), name="a")
+    b = td.placeholder((m, l), name="b")
+    k = td.reduce_axis((0, l), name="k")
+    c = td.compute((m,), lambda i: td.sum(a[k] * b[i, k], axis=k), name="c")
+    Ab = td.decl_buffer(a.shape, a.dtype, name="A", offset_factor=1, strides=[1])
+    Bb = td.decl_buffer(b.shape, b.dtype, name="B", offset_factor=1,
+                        strides=b_strides or [td.var("s1"), 1])
+    Cb = td.decl_buffer(c.shape, c.dtype, name="C", offset_factor=1, strides=[1])
+
+    def intrin_func(ins, outs):
+        aa, bb = ins
+        cc = outs[0]
+
+        def _body():
+            ib = td.ir_builder.create()
+            ib.emit(td.call_extern("int32", prefix + "gemv_update", cc.access_ptr("w"),
+                                   aa.access_ptr("r"), bb.access_ptr("r"), m, l,
+                                   bb.strides[0]))
+            return ib.get()
+
+        def _reduce_reset():
+            ib = td.ir_builder.create()
+            ib.emit(td.call_extern("int32", prefix + "gemv_reset", cc.access_ptr("w"), m))
+            return ib.get()
+
+        if not reduce_update:
+            return _body()
+        # the whole reduction: reset, then one update
+        whole = td.ir_builder.create()
+        whole.emit(_reduce_reset())
+        whole.emit(_body())
+        return (None if body_only else whole.get()), _reduce_reset(), _body()
+
+    return td.decl_tensor_intrin(c.op, intrin_func, binds={a: Ab, b: Bb, c: Cb})
+
+
+def _data(N, M, L, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(size=(N, L)).astype("float32"),
+            rng.uniform(size=(M, L)).astype("float32"))
+
+
+def test_tutorial_gemv_through_a_loaded_library(gemv_library):
+    N, M, L = 1024, 512, 64
+    A, B, C = gemm(N, M, L)
+    s = td.create_schedule(C.op)
+    factor = 16
+    x, y = C.op.axis
+    (z,) = C.op.reduce_axis
+    yo, yi = s[C].split(y, factor=factor)
+    s[C].reorder(x, yo, yi, z)
+    s[C].tensorize(yi, intrin_gemv(factor, L))
+    text = str(td.lower(s, [A, B, C], simple_mode=True))
+    assert 'call_extern("gemv_update"' in text and "for k" not in text
+    func = td.build(s, [A, B, C], target="llvm", name="gemv")
+    a, b = _data(N, M, L)
+    c = np.zeros((N, M), dtype=C.dtype)   # (the tutorial's intrinsic only accumulates)
+    func(a, b, c)
+    np.testing.assert_allclose(c, np.dot(a, b.T), rtol=1e-3)
+
+
+def test_tutorial_reduce_update_linked_from_llvm_ir():
+    """The tutorial's second part: the reduction split too, so the intrinsic gives a
+    reset (where the initialization was) and an update; its C code imported as LLVM IR
+    with the tutorial's pragma."""
+    N, M, L = 64, 48, 64
+    factor = 16
+    A, B, C = gemm(N, M, L)
+    s = td.create_schedule(C.op)
+    x, y = C.op.axis
+    (z,) = C.op.reduce_axis
+    yo, yi = s[C].split(y, factor=factor)
+    zo, zi = s[C].split(z, factor=factor)
+    s[C].reorder(x, yo, zo, yi, zi)
+    s[C].tensorize(yi, intrin_gemv(factor, factor, prefix="ll_", reduce_update=True))
+    s[C].pragma(x, "import_llvm", gemv_llvm_ir("ll_"))
+    text = str(td.lower(s, [A, B, C]))
+    assert text.index('"ll_gemv_reset"') < text.index("for k.outer")
+    assert "# import_llvm:" in text
+    func = td.build(s, [A, B, C], target="llvm", name="gemv_update")
+    a, b = _data(N, M, L, seed=1)
+    c = np.full((N, M), np.nan, dtype=C.dtype)
+    func(a, b, c)
+    np.testing.assert_allclose(c, np.dot(a, b.T), rtol=1e-4)
+
+
+def test_the_whole_reduction_inside_uses_the_body():
+    N, M, L = 8, 32, 16
+    A, B, C = gemm(N, M, L)
+    s = td.create_schedule(C.op)
+    yo, yi = s[C].split(C.op.axis[1], factor=16)
+    s[C].tensorize(yi, intrin_gemv(16, L, prefix="whole_", reduce_update=True))
+    s[C].pragma(C.op.axis[0], "import_llvm", gemv_llvm_ir("whole_"))
+    func = td.build(s, [A, B, C])
+    a, b = _data(N, M, L, seed=2)
+    c = np.full((N, M), np.nan, dtype="float32")
+    func(a, b, c)
+    np.testing.assert_allclose(c, a @ b.T, rtol=1e-5)
+
+
+def test_the_import_changes_the_compiled_kernel():
+    """The imported text is part of what the compile cache keys on: the same kernel
+    linked with an update that adds twice the product computes twice the result."""
+    N, M, L = 4, 16, 16
+    a, b = _data(N, M, L, seed=3)
+    results = []
+    for scale in (1.0, 2.0):
+        A, B, C = gemm(N, M, L)
+        s = td.create_schedule(C.op)
+        yo, yi = s[C].split(C.op.axis[1], factor=16)
+        s[C].tensorize(yi, intrin_gemv(16, L, prefix="scaled_", reduce_update=True))
+        s[C].pragma(C.op.axis[0], "import_llvm", gemv_llvm_ir("scaled_", scale))
+        c = np.full((N, M), np.nan, dtype="float32")
+        td.build(s, [A, B, C])(a, b, c)
+        results.append(c)
+    np.testing.assert_allclose(results[0], a @ b.T, rtol=1e-5)
+    np.testing.assert_allclose(results[1], 2 * (a @ b.T), rtol=1e-5)
+
+
+def test_an_intrinsic_written_with_vload_and_vstore():
+    """A body built with ``td.ir_builder`` from the views' ``vload``/``vstore`` (no C):
+    8 sums at a time into a 2-D output, the views' leading dimension fixed."""
+    a = td.placeholder((8,), name="a")
+    b = td.placeholder((8,), name="b")
+    c = td.compute((8,), lambda i: a[i] + b[i], name="c")
+
+    def body(ins, outs):
+        ib = td.ir_builder.create()
+        with ib.for_range(0, 8, name="v") as v:
+            ib.emit(outs[0].vstore([v], ins[0].vload([v]) + ins[1].vload([v])))
+        return ib.get()
+
+    add8 = td.decl_tensor_intrin(c.op, body, name="add8")
+    X = td.placeholder((5, 24), name="X")
+    Y = td.placeholder((5, 24), name="Y")
+    Z = td.compute((5, 24), lambda i, j: X[i, j] + Y[i, j], name="Z")
+    s = td.create_schedule(Z.op)
+    jo, ji = s[Z].split(Z.op.axis[1], factor=8)
+    s[Z].tensorize(ji, add8)
+    f = td.build(s, [X, Y, Z])
+    rng = np.random.default_rng(4)
+    x, y = rng.random((5, 24), dtype="float32"), rng.random((5, 24), dtype="float32")
+    z = np.full((5, 24), np.nan, dtype="float32")
+    f(x, y, z)
+    np.testing.assert_array_equal(z, x + y)
+
+
+def test_extern_calls_a_c_function_on_whole_tensors(gemv_library):
+    n = 37
+    X = td.placeholder((n,), name="X")
+    Y = td.extern((n,), [X], lambda ins, outs: td.call_extern(
+        "int32", "scale_rows", outs[0], ins[0], n, 2.5), name="Y")
+    Z = td.compute((n,), lambda i: Y[i] + 1.0, name="Z")
+    f = td.build(td.create_schedule(Z.op), [X, Z])
+    x = np.arange(n, dtype="float32")
+    z = np.full(n, np.nan, dtype="float32")
+    f(x, z)
+    np.testing.assert_allclose(z, x * 2.5 + 1.0)
+
+
+def _tutorial_schedule(intrin, factor=16, split_k=None):
+    A, B, C = gemm(64, 48, 64)
+    s = td.create_schedule(C.op)
+    x, y = C.op.axis
+    yo, yi = s[C].split(y, factor=factor)
+    if split_k:
+        zo, zi = s[C].split(C.op.reduce_axis[0], factor=split_k)
+        s[C].reorder(x, yo, zo, yi, zi)
+    s[C].tensorize(yi, intrin)
+    return s, [A, B, C]
+
+
+def test_a_function_found_nowhere_is_a_build_error():
+    s, args = _tutorial_schedule(intrin_gemv(16, 64, prefix="missing_"))
+    with pytest.raises(td.BuildError, match="call_extern 'missing_gemv_update': no such "
+                                             "function.*import_llvm.*RTLD_GLOBAL"):
+        td.build(s, args)
+
+
+def test_loops_of_another_shape_are_refused():
+    s, args = _tutorial_schedule(intrin_gemv(16, 64), factor=8)
+    with pytest.raises(td.ScheduleError, match=r"expected loops of kinds .* and extents "
+                                               r"\(16, 64\).*got .*\('8', '64'\)"):
+        td.lower(s, args)
+
+
+def test_another_computation_is_refused():
+    a = td.placeholder((64,), name="a")
+    b = td.placeholder((16, 64), name="b")
+    k = td.reduce_axis((0, 64), name="k")
+    c = td.compute((16,), lambda i: td.sum(a[k] + b[i, k], axis=k), name="c")
+    wrong = td.decl_tensor_intrin(c.op, lambda ins, outs: td.call_extern("int32", "f"))
+    s, args = _tutorial_schedule(wrong)
+    with pytest.raises(td.ScheduleError, match="the stage computes .*A.*\\*.*the intrinsic"):
+        td.lower(s, args)
+
+
+def test_operands_read_at_other_positions_are_refused():
+    a = td.placeholder((64,), name="a")
+    b = td.placeholder((16, 64), name="b")
+    k = td.reduce_axis((0, 64), name="k")
+    # b transposed: the stage reads B[j, k] where this reads b[k // 4, ...]
+    c = td.compute((16,), lambda i: td.sum(a[k] * b[i, 63 - k], axis=k), name="c")
+    s, args = _tutorial_schedule(td.decl_tensor_intrin(
+        c.op, lambda ins, outs: td.call_extern("int32", "f")))
+    with pytest.raises(td.ScheduleError, match="'B' is indexed .* not its region's corner"):
+        td.lower(s, args)
+
+
+def test_a_declared_stride_the_tensor_does_not_have_is_a_build_error():
+    s, args = _tutorial_schedule(intrin_gemv(16, 64, b_strides=[32, 1]))
+    with pytest.raises(td.BuildError, match="buffer 'B' bound to 'B'.*declares a stride of "
+                                             "32 where the tensor's dimension 0 has 64"):
+        td.lower(s, args)
+
+
+def test_a_split_reduction_needs_reset_and_update():
+    s, args = _tutorial_schedule(intrin_gemv(16, 16), split_k=16)
+    with pytest.raises(td.ScheduleError, match=r"must return \(body, reset, update\) with "
+                                               r"an? (reset|update)"):
+        td.lower(s, args)
+    s, args = _tutorial_schedule(intrin_gemv(16, 64, reduce_update=True, body_only=True))
+    with pytest.raises(td.ScheduleError, match="fcompute returned no body"):
+        td.lower(s, args)
+
+
+def test_bad_declarations_are_refused():
+    a = td.placeholder((4,), name="a")
+    c = td.compute((4,), lambda i: a[i] * 2.0, name="c")
+    with pytest.raises(TypeError, match="op must be a compute's op"):
+        td.decl_tensor_intrin(a.op, lambda ins, outs: None)
+    with pytest.raises(TypeError, match="binds maps tensors to td.decl_buffer"):
+        td.decl_tensor_intrin(c.op, lambda ins, outs: None, binds={a: "A"})
+    with pytest.raises(ValueError, match="strides must be a list of 1 entries"):
+        td.decl_buffer((4,), "float32", name="A", strides=[1, 1])
+    with pytest.raises(TypeError, match="func_name must be a C identifier"):
+        td.call_extern("int32", "not a name")
+    s = td.create_schedule(c.op)
+    with pytest.raises(td.ScheduleError, match="import_llvm.*must be LLVM IR text"):
+        s[c].pragma(c.op.axis[0], "import_llvm", None)
+
+
+def test_unparsable_llvm_ir_is_a_build_error():
+    s, args = _tutorial_schedule(intrin_gemv(16, 64, prefix="bad_"))
+    s[args[2]].pragma(args[2].op.axis[0], "import_llvm", "define oops")
+    with pytest.raises(td.BuildError, match="import_llvm.*does not parse"):
+        td.build(s, args)
+
+
+def test_a_trace_with_a_declared_intrinsic_is_refused_on_replay():
+    from tensordsl.schedule.trace import replay
+    s, args = _tutorial_schedule(intrin_gemv(16, 64))
+    step = [st for st in s.trace if st.kind == "tensorize"]
+    assert step and step[0].args["declared"]
+    A, B, C = gemm(64, 48, 64)
+    with pytest.raises(td.ScheduleError, match="declared by td.decl_tensor_intrin"):
+        replay(s.trace, [C])
+
+
+def test_export_builds_imported_functions_in_and_refuses_library_ones(gemv_library,
+                                                                      tmp_path):
+    a, b = _data(64, 48, 64, seed=5)
+    s, args = _tutorial_schedule(intrin_gemv(16, 16, prefix="exp_", reduce_update=True),
+                                 split_k=16)
+    s[args[2]].pragma(args[2].op.axis[0], "import_llvm", gemv_llvm_ir("exp_"))
+    td.export([td.build(s, args, name="gemv_exported")], tmp_path / "libgemv.so")
+    c = np.full((64, 48), np.nan, dtype="float32")
+    td.load_module(tmp_path / "libgemv.so")(a, b, c)
+    np.testing.assert_allclose(c, a @ b.T, rtol=1e-4)
+
+    s, args = _tutorial_schedule(intrin_gemv(16, 64))
+    with pytest.raises(td.BuildError, match="export: kernel .* calls the C function "
+                                             "'gemv_update'.*import_llvm"):
+        td.export([td.build(s, args, name="gemv_library")], tmp_path / "libno.so")
+
+
+def test_the_cuda_backend_refuses_call_extern():
+    s, (A, B, C) = _tutorial_schedule(intrin_gemv(16, 64))
+    s[C].bind(C.op.axis[0], td.thread_axis("blockIdx.x"))
+    with pytest.raises(td.BuildError, match="call_extern 'gemv_update': the CUDA backend"):
+        td.build(s, [A, B, C], target="cuda")
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(m=st.sampled_from([4, 8, 16]), tiles=st.integers(1, 3), l_tiles=st.integers(1, 3),
+       rows=st.integers(1, 5), split_k=st.booleans(), parallel=st.booleans())
+def test_random_gemv_tensorizations_match_numpy(m, tiles, l_tiles, rows, split_k, parallel):
+    """Random shapes and placements of the GEMV intrinsic (whole or split reduction,
+    serial or parallel rows), against numpy."""
+    l = 8
+    L = l * l_tiles if split_k else l
+    A, B, C = gemm(rows, m * tiles, L)
+    s = td.create_schedule(C.op)
+    x, y = C.op.axis
+    yo, yi = s[C].split(y, factor=m)
+    if split_k:
+        zo, zi = s[C].split(C.op.reduce_axis[0], factor=l)
+        s[C].reorder(x, yo, zo, yi, zi)
+    if parallel:
+        s[C].parallel(x)
+    s[C].tensorize(yi, intrin_gemv(m, l, prefix="rand_", reduce_update=True))
+    s[C].pragma(x, "import_llvm", gemv_llvm_ir("rand_"))
+    a, b = _data(rows, m * tiles, L, seed=m * 100 + tiles * 10 + rows)
+    c = np.full((rows, m * tiles), np.nan, dtype="float32")
+    td.build(s, [A, B, C])(a, b, c)
+    np.testing.assert_allclose(c, a @ b.T, rtol=1e-5)
