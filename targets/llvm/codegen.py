@@ -466,14 +466,22 @@ class CodeGenLLVM:
                 args.append(bd.bitcast(ptr, I8P))
             else:
                 args.append(self.expr(a))
-        types = [a.type for a in args]
-        fn = self.declare(name.value, value_type(e.dtype), types)
-        if list(fn.function_type.args) != types or \
-                fn.function_type.return_type != value_type(e.dtype):
+        lanes = dt.lanes(e.dtype)
+        ret = value_type(dt.element(e.dtype))
+        types = [a.type.element if lanes > 1 else a.type for a in args]
+        fn = self.declare(name.value, ret, types)
+        if list(fn.function_type.args) != types or fn.function_type.return_type != ret:
             raise BuildError(f"call_extern {name.value!r}: called with ({e.dtype}; "
                              f"{', '.join(map(str, types))}), elsewhere with "
                              f"{fn.function_type}")
-        return bd.call(fn, args)
+        if lanes == 1:
+            return bd.call(fn, args)
+        out = ir.Constant(value_type(e.dtype), ir.Undefined)   # lane by lane
+        for k in range(lanes):
+            lane = ir.Constant(I32, k)
+            value = bd.call(fn, [bd.extract_element(a, lane) for a in args])
+            out = bd.insert_element(out, value, lane)
+        return out
 
     def c_string(self, text: str):
         data = bytearray(text.encode() + b"\0")

@@ -138,6 +138,17 @@ def write_library(named, directory, stem: str, kinds, with_header: bool = True) 
     return written
 
 
+def _in_c_libraries(name: str) -> bool:
+    """Whether libc or libm, which every exported library links, has ``name``."""
+    import ctypes
+    import ctypes.util
+    for lib in ("c", "m"):
+        path = ctypes.util.find_library(lib)
+        if path and hasattr(ctypes.CDLL(path), name):
+            return True
+    return False
+
+
 def _cpu_objects(cpu, abis, tmp: Path):
     """The kernels' objects and the object of their C entries; the libraries they need;
     the names of the kernels with parallel loops."""
@@ -149,7 +160,8 @@ def _cpu_objects(cpu, abis, tmp: Path):
             raise BuildError(f"export: kernel {name!r} calls a Python function "
                              "(td.call_packed), which exists only inside a Python process; "
                              "it cannot be exported")
-        unlinked = [e for e in called_functions(f.func.body) if e in externals]
+        unlinked = [e for e in called_functions(f.func.body)
+                    if e in externals and not _in_c_libraries(e)]
         if unlinked:
             raise BuildError(f"export: kernel {name!r} calls the C function {unlinked[0]!r} "
                              "(td.call_extern) from a library of this process, which the "

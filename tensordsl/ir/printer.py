@@ -105,7 +105,10 @@ class Printer:
         return f"{e.dtype}({self.expr(e.value)})"
 
     def expr_Call(self, e):
-        return f"{e.name}({', '.join(self.expr(a) for a in e.args)})"
+        args = [self.expr(a) for a in e.args]
+        if e.name == "call_extern":
+            args.insert(0, e.dtype)    # (the C function's return type is not its args')
+        return f"{e.name}({', '.join(args)})"
 
     def expr_Let(self, e):
         return f"(let {self.expr(e.var)} = {self.expr(e.value)} in {self.expr(e.body)})"

@@ -27,6 +27,7 @@ from ..arith.simplify import simplify_expr
 from ..errors import BuildError
 from ..ir import dtype as dt
 from ..ir import nodes as n
+from ..ir.printer import Printer
 from ..ir.visitor import Mutator
 from .tma import tma_box
 
@@ -202,10 +203,12 @@ class FlattenStorage(Mutator):
             return offset
         dim, want, what = node.args[1].value, node.args[2].value, node.args[3].value
         stride = simplify_expr(lay.strides[dim])
-        if want >= 0 and isinstance(stride, n.IntImm) and stride.value != want:
+        if want >= 0 and not (isinstance(stride, n.IntImm) and stride.value == want):
+            has = stride.value if isinstance(stride, n.IntImm) else \
+                f"the size-dependent {Printer().expr(stride)}"
             raise BuildError(f"{what}: the buffer declares a stride of {want} where the "
-                             f"tensor's dimension {dim} has {stride.value} (strides=None "
-                             "declares a compact buffer; a td.var() stride takes any)")
+                             f"tensor's dimension {dim} has {has} (strides=None declares a "
+                             "compact buffer; a td.var() stride takes any)")
         return n.Cast("int32", stride)
 
 

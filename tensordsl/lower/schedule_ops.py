@@ -140,6 +140,7 @@ class _NestBuilder:
             if only_spatial and iv.kind == "reduce":
                 return nest(p + 1, innermost, placement, with_attach, only_spatial)
             if iv in stage.tensorized:
+                _check_tensorizable(stage, iv, leaves[p:])
                 inner_leaves = [x for x in leaves[p:] if not (only_spatial and x.kind == "reduce")]
                 if not self._provably_true([g for q in range(p, len(leaves))
                                             for g in placement.get(q, [])], stage):
@@ -229,6 +230,23 @@ def _balance(stage, iv):
     if stride == 1:
         return n.TensorRead(weights, (iv.var,))
     return n.TensorRead(weights, (n.Min(n.Mul(iv.var, n.IntImm("int64", stride)), last),))
+
+
+def _check_tensorizable(stage, iv, inner):
+    """What an intrinsic call cannot keep of the loops it replaces: a store predicate
+    (it stores whole tiles), or a stage computed inside them (it has no loops to put
+    one in)."""
+    from ..errors import ScheduleError
+    where = f"tensorize of stage {stage.name!r} at {iv.name!r}"
+    if stage.store_predicate is not None:
+        raise ScheduleError(f"{where}: the stage has a store predicate, which an "
+                            "intrinsic storing whole tiles cannot keep")
+    for other in stage.schedule.stages:
+        if other.attach_type == "scope" and other.attach_stage is stage and \
+                other.attach_ivar in inner:
+            raise ScheduleError(f"{where}: stage {other.name!r} is computed at "
+                                f"{other.attach_ivar.name!r}, inside the tensorized loops; "
+                                "compute it at a loop outside them")
 
 
 def _check_thread_extent(stage, iv, extent, thread):

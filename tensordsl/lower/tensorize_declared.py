@@ -27,6 +27,7 @@ from ..ir import nodes as n
 from ..ir.printer import Printer
 from ..ir.visitor import Mutator, Visitor, substitute
 from ..te.buffer import BufferView
+from ..te.ir_builder import IRBuilder
 
 _ZERO = n.IntImm("int64", 0)
 _ONE = n.IntImm("int64", 1)
@@ -68,7 +69,7 @@ def lower_declared(stage, inner, extents, bodies, outputs, indices, intrin, part
     bound = {}
     for mine, theirs in zip(stage_reads, intrin_reads):
         known = bound.get(_key(theirs.tensor))
-        if known is not None and known[0] is not mine.tensor.op:
+        if known is not None and _key(known[0]) != _key(mine.tensor):
             raise ScheduleError(f"{where}: the intrinsic's {theirs.tensor.name!r} is read "
                                 f"as {known[0].name!r} and as {mine.tensor.name!r}")
         mins = _bind(where, mine.tensor, mine.indices, theirs.tensor, theirs.indices,
@@ -86,6 +87,7 @@ def lower_declared(stage, inner, extents, bodies, outputs, indices, intrin, part
     ins = [_view(where, intrin, t, *bound[_key(t)]) for t in op.input_tensors]
     out = _view(where, intrin, op.output(0), outputs[0], out_mins)
     stmt = _pick(where, intrin.fcompute(ins, [out]), reduction, part, bool(outer_reduction))
+    _check_view_accesses(where, stmt, ins + [out])
     checks = [c for v in ins + [out] for c in v.stride_checks()]
     return n.seq(*checks, stmt)
 
@@ -158,11 +160,17 @@ def _pick(where, result, reduction: bool, part: str, outer_reduction: bool) -> n
     if len(parts) != 3:
         raise ScheduleError(f"{where}: fcompute must return a statement or (body, reset, "
                             f"update), got {len(parts)} values")
-    body, reset, update = (n.Evaluate(p) if isinstance(p, n.Expr) else p for p in parts)
-    for name, p in (("body", body), ("reset", reset), ("update", update)):
+    parts = [n.Evaluate(p) if isinstance(p, n.Call) and p.name == "call_extern" else
+             p.get() if isinstance(p, IRBuilder) else p for p in parts]
+    for name, p in zip(("body", "reset", "update"), parts):
         if p is not None and not isinstance(p, n.Stmt):
-            raise ScheduleError(f"{where}: fcompute's {name} must be a statement or a call "
-                                f"(td.call_extern), got {p!r}")
+            raise ScheduleError(f"{where}: fcompute's {name} must be a statement "
+                                f"(td.ir_builder) or a td.call_extern call, got "
+                                f"{_show(p) if isinstance(p, n.Expr) else repr(p)}")
+    body, reset, update = parts
+    if not reduction and (reset is not None or update is not None):
+        raise ScheduleError(f"{where}: the intrinsic is no reduction, so fcompute returns "
+                            "one statement, not (body, reset, update)")
     if not reduction or not outer_reduction:
         if body is None:
             raise ScheduleError(f"{where}: fcompute returned no body")
@@ -173,6 +181,49 @@ def _pick(where, result, reduction: bool, part: str, outer_reduction: bool) -> n
                             f"tensorized loops, so fcompute must return (body, reset, "
                             f"update) with {name}")
     return chosen
+
+
+class _LoopRanges(Visitor):
+    """The accesses of ``tracked`` (id -> (node, view, indices)) found in a statement,
+    with the ranges of the loops around each."""
+
+    def __init__(self, tracked):
+        self.tracked, self.ranges, self.found = tracked, {}, []
+
+    def visit_For(self, node):
+        self.ranges[node.var] = (node.min, n.Sub(n.Add(node.min, node.extent), _ONE))
+        self.generic_visit(node)
+        del self.ranges[node.var]
+
+    def _access(self, node):
+        if id(node) in self.tracked and self.tracked[id(node)][0] is node:
+            self.found.append((self.tracked[id(node)], dict(self.ranges)))
+        self.generic_visit(node)
+
+    visit_TensorRead = visit_ProducerStore = _access
+
+
+def _check_view_accesses(where, stmt, views):
+    """Every ``vload``/``vstore`` in ``stmt`` inside its buffer's shape, for all values
+    of the loops around it (``td.ir_builder``'s): fcompute writes them, nothing else
+    would catch an index past the region."""
+    tracked = {key: (node, view, idx) for view in views
+               for key, (node, idx) in view.accesses.items()}
+    walk = _LoopRanges(tracked)
+    walk.visit(stmt)
+    simp = Simplifier()
+    for (node, view, indices), ranges in walk.found:
+        kind = "vstore" if isinstance(node, n.ProducerStore) else "vload"
+        for d, (index, extent) in enumerate(zip(indices, view.shape)):
+            interval = eval_interval(index, ranges, simp)
+            inside = interval is not None and all(
+                isinstance(x, n.IntImm) and x.value for x in (
+                    simp.visit(n.GE(interval[0], _ZERO)),
+                    simp.visit(n.LT(interval[1], extent))))
+            if not inside:
+                raise ScheduleError(f"{where}: {kind} of buffer {view.name!r} at index "
+                                    f"{_show(index)} in dimension {d} is not provably "
+                                    f"inside its extent {_show(extent)}")
 
 
 class _Reads(Visitor):
@@ -203,8 +254,13 @@ class _Holes(Mutator):
 
 def _skeleton(expr, simp) -> str:
     if isinstance(expr, n.Reduce):
-        identity = ",".join(_show(x) for x in expr.combiner.identity)
-        parts = [f"{expr.combiner.name}:{identity}:{expr.value_index}"]
+        c = expr.combiner
+        # the combine function itself, its operands renamed alike on both sides
+        named = {**{v: n.Var(f"x{k}", v.dtype) for k, v in enumerate(c.lhs)},
+                 **{v: n.Var(f"y{k}", v.dtype) for k, v in enumerate(c.rhs)}}
+        combine = ",".join(_show(simp.visit(substitute(r, named))) for r in c.result)
+        identity = ",".join(_show(x) for x in c.identity)
+        parts = [f"{combine}:{identity}:{expr.value_index}"]
         parts += [_skeleton(s, simp) for s in expr.source]
         parts.append(_skeleton(expr.condition, simp) if expr.condition is not None else "")
         return "|".join(parts)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..ir import dtype as dt
 from ..arith.facts import multiple_of
+from ..errors import BuildError
 from ..ir import nodes as n
 from ..ir.visitor import Mutator, post_order, substitute, uses_var
 
@@ -138,6 +139,21 @@ class _Vectorizer(Mutator):
         args = tuple(self.visit(a) for a in node.args)
         if all(a is b for a, b in zip(args, node.args)):
             return node
+        if node.name == "address_of" and _is_vector(args[0]):
+            raise BuildError(f"an address given to call_extern varies with the vectorized "
+                             f"loop {self.var.name!r}: a C function given addresses is "
+                             "called once per iteration; do not vectorize that loop")
+        if node.name == "call_extern":
+            # a C function of values: called lane by lane (the code generator's job)
+            values = [a for a in args[1:] if a.dtype != "handle"]
+            if not any(map(_is_vector, values)):
+                return n.Call(node.dtype, node.name, args)
+            if len(values) != len(args) - 1:
+                raise BuildError(f"call_extern {args[0].value!r} takes an address and "
+                                 f"values varying with the vectorized loop "
+                                 f"{self.var.name!r}; do not vectorize that loop")
+            return n.Call(dt.with_lanes(node.dtype, self.lanes), node.name,
+                          (args[0], *(_widen(a, self.lanes) for a in args[1:])))
         if node.name == "if_then_else":
             t, f = _widen(args[1], self.lanes), _widen(args[2], self.lanes)
             return n.Call(t.dtype, node.name, (args[0], t, f))

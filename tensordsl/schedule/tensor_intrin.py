@@ -84,11 +84,26 @@ def decl_tensor_intrin(op, fcompute, name: str = "tensor_intrin", binds=None,
                         f"(ins, outs), got {fcompute!r}")
     if scalar_params:
         raise ValueError(f"decl_tensor_intrin {name!r}: scalar_params are not supported")
+    if default_buffer_params:
+        raise ValueError(f"decl_tensor_intrin {name!r}: default_buffer_params are not "
+                         "supported; bind each tensor to a td.decl_buffer in binds")
     binds = dict(binds or {})
+    own = {(id(t.op), t.value_index): t for t in list(op.input_tensors) + [op.output(0)]}
     for t, b in binds.items():
         if not isinstance(b, DeclBuffer):
             raise TypeError(f"decl_tensor_intrin {name!r}: binds maps tensors to "
                             f"td.decl_buffer(...), got {b!r} for {t!r}")
+        mine = own.get((id(getattr(t, "op", None)), getattr(t, "value_index", None)))
+        if mine is None:
+            raise ValueError(f"decl_tensor_intrin {name!r}: binds has "
+                             f"{getattr(t, 'name', t)!r}, which is "
+                             f"neither read nor computed by op {op.name!r}")
+        shape = [int(d.value) if isinstance(d, n.IntImm) else None for d in b.shape]
+        want = [int(d.value) if isinstance(d, n.IntImm) else None for d in mine.shape]
+        if shape != want or b.dtype != mine.dtype:
+            raise ValueError(f"decl_tensor_intrin {name!r}: buffer {b.name!r} is "
+                             f"{b.dtype}{shape}, the tensor {mine.name!r} bound to it "
+                             f"{mine.dtype}{want}")
     shape = []
     for iv in tuple(op.axis) + tuple(op.reduce_axis):
         extent = iv.dom.extent

@@ -81,6 +81,7 @@ class BufferView:
         self.scope = buffer.scope
         lead = len(self.mins) - len(self.shape)
         self.strides = tuple(_stride(self, lead + d, None) for d in range(len(self.shape)))
+        self.accesses: dict = {}    # id(read or store) -> (node, its indices in the buffer)
         self.elem_offset = n.Cast("int32", n.Call("int64", "tensor_offset", (self.first,)))
 
     @property
@@ -114,15 +115,24 @@ class BufferView:
             n.Add(lo, _int64(i, "index")) for lo, i in zip(self.mins[lead:], begin))
 
     def vload(self, begin, dtype: str | None = None) -> n.Expr:
-        """The element at ``begin`` (one index per dimension of the buffer)."""
-        return n.TensorRead(self.tensor, self._indices(begin))
+        """The element at ``begin`` (one index per dimension of the buffer); checked to
+        lie inside the buffer's shape over the loops around it when tensorizing."""
+        if dtype is not None and dt.normalize(dtype) != self.dtype:
+            raise ValueError(f"vload of buffer {self.name!r}: loads its element type "
+                             f"{self.dtype}, not {dtype} (no vector loads)")
+        return self._track(n.TensorRead(self.tensor, self._indices(begin)), begin)
 
     def vstore(self, begin, value) -> n.Stmt:
-        """Store ``value`` at ``begin``."""
+        """Store ``value`` at ``begin`` (checked as ``vload``)."""
         value = convert(value)
         if value.dtype != self.dtype:
             value = n.Cast(self.dtype, value)
-        return n.ProducerStore(self.tensor, value, self._indices(begin))
+        return self._track(n.ProducerStore(self.tensor, value, self._indices(begin)), begin)
+
+    def _track(self, node, begin):
+        begin = list(begin) if isinstance(begin, (tuple, list)) else [begin]
+        self.accesses[id(node)] = (node, [_int64(i, "index") for i in begin])
+        return node
 
     def __repr__(self):
         return f"BufferView({self.name} of {self.tensor.name})"

@@ -156,7 +156,7 @@ def test_tutorial_gemv_through_a_loaded_library(gemv_library):
     s[C].reorder(x, yo, yi, z)
     s[C].tensorize(yi, intrin_gemv(factor, L))
     text = str(td.lower(s, [A, B, C], simple_mode=True))
-    assert 'call_extern("gemv_update"' in text and "for k" not in text
+    assert 'call_extern(int32, "gemv_update"' in text and "for k" not in text
     func = td.build(s, [A, B, C], target="llvm", name="gemv")
     a, b = _data(N, M, L)
     c = np.zeros((N, M), dtype=C.dtype)   # (the tutorial's intrinsic only accumulates)
@@ -277,8 +277,9 @@ def _tutorial_schedule(intrin, factor=16, split_k=None):
 
 def test_a_function_found_nowhere_is_a_build_error():
     s, args = _tutorial_schedule(intrin_gemv(16, 64, prefix="missing_"))
-    with pytest.raises(td.BuildError, match="call_extern 'missing_gemv_update': no such "
-                                             "function.*import_llvm.*RTLD_GLOBAL"):
+    with pytest.raises(td.BuildError, match=r"call_extern 'missing_gemv_update' \(used by "
+                                             r"the kernel\): no such function.*import_llvm"
+                                             r".*RTLD_GLOBAL"):
         td.build(s, args)
 
 
@@ -409,3 +410,246 @@ def test_random_gemv_tensorizations_match_numpy(m, tiles, l_tiles, rows, split_k
     c = np.full((rows, m * tiles), np.nan, dtype="float32")
     td.build(s, [A, B, C])(a, b, c)
     np.testing.assert_allclose(c, a @ b.T, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- what is refused, and why
+
+TWICE_IR = """
+define float @{name}(float %x) {{
+  %y = fmul float %x, 2.0
+  ret float %y
+}}
+"""
+
+
+def _rowsum_stage(combine_stage, combine_intrin):
+    """A row reduction of 8 tensorized by an intrinsic of its own combiner."""
+    def reducer(fn):
+        return td.comm_reducer(fn, lambda t: td.const(0, t), name="comm_reducer")
+
+    a = td.placeholder((8,), name="a")
+    k = td.reduce_axis((0, 8), name="k")
+    c = td.compute((1,), lambda i: reducer(combine_intrin)(a[k], axis=k), name="c")
+    A = td.placeholder((4, 8), name="A")
+    K = td.reduce_axis((0, 8), name="K")
+    C = td.compute((4, 1), lambda i, j: reducer(combine_stage)(A[i, K], axis=K), name="C")
+    intrin = td.decl_tensor_intrin(c.op, lambda ins, outs: td.call_extern("int32", "f"))
+    s = td.create_schedule(C.op)
+    s[C].tensorize(C.op.axis[1], intrin)
+    return s, [A, C]
+
+
+def test_a_reducer_of_the_same_name_but_another_combine_is_refused():
+    s, args = _rowsum_stage(lambda x, y: td.max(x, y), lambda x, y: x + y)
+    with pytest.raises(td.ScheduleError, match="the stage computes .*max"):
+        td.lower(s, args)
+
+
+def _add8(fcompute=None):
+    a = td.placeholder((8,), name="a")
+    b = td.placeholder((8,), name="b")
+    c = td.compute((8,), lambda i: a[i] + b[i], name="c")
+
+    def body(ins, outs):
+        ib = td.ir_builder.create()
+        with ib.for_range(0, 8, name="v") as v:
+            ib.emit(outs[0].vstore([v], ins[0].vload([v]) + ins[1].vload([v])))
+        return ib.get()
+
+    return td.decl_tensor_intrin(c.op, fcompute or body, name="add8")
+
+
+def _add_stage(intrin):
+    X = td.placeholder((4, 16), name="X")
+    Y = td.placeholder((4, 16), name="Y")
+    Z = td.compute((4, 16), lambda i, j: X[i, j] + Y[i, j], name="Z")
+    s = td.create_schedule(Z.op)
+    jo, ji = s[Z].split(Z.op.axis[1], factor=8)
+    s[Z].tensorize(ji, intrin)
+    return s, [X, Y, Z], jo, ji
+
+
+def test_a_store_predicate_is_not_dropped_under_tensorize():
+    s, (X, Y, Z), jo, _ = _add_stage(_add8())
+    s[Z].set_store_predicate(Z.op.axis[0] < 2)
+    with pytest.raises(td.ScheduleError, match="store predicate"):
+        td.lower(s, [X, Y, Z])
+
+
+def test_a_stage_computed_inside_the_tensorized_loops_is_refused():
+    X = td.placeholder((4, 16), name="X")
+    T = td.compute((4, 16), lambda i, j: X[i, j] * 2.0, name="T")
+    Z = td.compute((4, 16), lambda i, j: T[i, j] + X[i, j], name="Z")
+    s = td.create_schedule(Z.op)
+    jo, ji = s[Z].split(Z.op.axis[1], factor=8)
+    s[T].compute_at(s[Z], ji)
+    s[Z].tensorize(ji, _add8())
+    with pytest.raises(td.ScheduleError, match="'T' is computed at 'j.inner', inside the "
+                                               "tensorized loops"):
+        td.lower(s, [X, Z])
+
+
+def test_a_compact_declaration_of_a_size_dependent_stride_is_a_build_error():
+    L = td.var("L")
+    A = td.placeholder((4, 64), name="A")
+    B = td.placeholder((16, L), name="B")
+    k = td.reduce_axis((0, 64), name="k")
+    C = td.compute((4, 16), lambda i, j: td.sum(A[i, k] * B[j, k], axis=k), name="C")
+    s = td.create_schedule(C.op)
+    s[C].tensorize(C.op.axis[1], intrin_gemv(16, 64, b_strides=[64, 1]))
+    with pytest.raises(td.BuildError, match="declares a stride of 64 where the tensor's "
+                                             "dimension 0 has the size-dependent L"):
+        td.lower(s, [A, B, C])
+
+
+def test_an_import_needing_a_missing_function_is_a_build_error():
+    code = TWICE_IR.format(name="needs_missing").replace(
+        "%y = fmul float %x, 2.0", "%y = call float @nowhere_defined_here(float %x)") + \
+        "declare float @nowhere_defined_here(float)\n"
+    X = td.placeholder((4,), name="X")
+    Z = td.compute((4,), lambda i: td.call_extern("float32", "needs_missing", X[i]), name="Z")
+    s = td.create_schedule(Z.op)
+    s[Z].pragma(Z.op.axis[0], "import_llvm", code)
+    with pytest.raises(td.BuildError, match=r"'nowhere_defined_here' \(used by the imported "
+                                             r"LLVM IR\): no such function"):
+        td.build(s, [X, Z])
+
+
+def test_a_call_of_other_types_than_the_definition_is_a_build_error():
+    X = td.placeholder((4,), name="X")
+    Z = td.compute((4,), lambda i: td.call_extern("float64", "twice_sig", X[i]), name="Z")
+    s = td.create_schedule(Z.op)
+    s[Z].pragma(Z.op.axis[0], "import_llvm", TWICE_IR.format(name="twice_sig"))
+    with pytest.raises(td.BuildError, match=r"'twice_sig': called as double \(float\), but "
+                                             r"the imported LLVM IR defines it as float "
+                                             r"\(float\)"):
+        td.build(s, [X, Z])
+
+
+def test_the_return_type_is_part_of_the_compiled_program():
+    """Two kernels that differ only in call_extern's return type print differently, so
+    the compile cache keeps them apart."""
+    code = """
+define i64 @wide_{k}(i64 %x) {{
+  %y = add i64 %x, 8589934592
+  ret i64 %y
+}}
+define i32 @narrow_{k}(i64 %x) {{
+  %y = trunc i64 %x to i32
+  ret i32 %y
+}}
+"""
+    X = td.placeholder((4,), dtype="int64", name="X")
+    outs = []
+    for dtype, fn in (("int64", "wide_0"), ("int32", "narrow_0")):
+        Z = td.compute((4,), lambda i: td.call_extern(dtype, fn, X[i]).astype("int64"),
+                       name="Z")
+        s = td.create_schedule(Z.op)
+        s[Z].pragma(Z.op.axis[0], "import_llvm", code.format(k=0))
+        z = np.full(4, -1, dtype="int64")
+        td.build(s, [X, Z])(np.arange(4, dtype="int64"), z)
+        outs.append(z)
+    np.testing.assert_array_equal(outs[0], np.arange(4) + (1 << 33))
+    np.testing.assert_array_equal(outs[1], np.arange(4))
+
+
+def test_an_intrinsic_reading_one_tensor_twice():
+    a = td.placeholder((8,), name="a")
+    c = td.compute((8,), lambda i: a[i] * a[i], name="c")
+
+    def square(ins, outs):
+        ib = td.ir_builder.create()
+        with ib.for_range(0, 8, name="v") as v:
+            ib.emit(outs[0].vstore([v], ins[0].vload([v]) * ins[0].vload([v])))
+        return ib.get()
+
+    X = td.placeholder((16,), name="X")
+    Z = td.compute((16,), lambda i: X[i] * X[i], name="Z")
+    s = td.create_schedule(Z.op)
+    io, ii = s[Z].split(Z.op.axis[0], factor=8)
+    s[Z].tensorize(ii, td.decl_tensor_intrin(c.op, square))
+    x = np.linspace(-2, 2, 16, dtype="float32")
+    z = np.full(16, np.nan, dtype="float32")
+    td.build(s, [X, Z])(x, z)
+    np.testing.assert_array_equal(z, x * x)
+
+
+def test_binds_are_checked_against_the_intrinsic():
+    a = td.placeholder((8,), name="a")
+    other = td.placeholder((8,), name="other")
+    c = td.compute((8,), lambda i: a[i] * 2.0, name="c")
+    fc = lambda ins, outs: td.call_extern("int32", "f")   # noqa: E731
+    with pytest.raises(ValueError, match=r"buffer 'Cb' is float32\[4\], the tensor 'c' "
+                                         r"bound to it float32\[8\]"):
+        td.decl_tensor_intrin(c.op, fc, binds={c: td.decl_buffer((4,), name="Cb")})
+    with pytest.raises(ValueError, match="'other'.*neither read nor computed by op 'c'"):
+        td.decl_tensor_intrin(c.op, fc, binds={other: td.decl_buffer((8,), name="O")})
+
+
+@pytest.mark.parametrize("result, message", [
+    (lambda ins, outs: ins[0].vload([0]) + ins[1].vload([0]),
+     "body must be a statement .* or a td.call_extern call, got X\\[.*\\] \\+ "),
+    (lambda ins, outs: [outs[0].vstore([0], 1.0)] * 3, "no reduction, so fcompute returns "
+                                                       "one statement"),
+    (lambda ins, outs: outs[0].vstore([0], ins[0].vload([8])), "vload of buffer 'a' at "
+                                                               "index 8 .* extent 8"),
+])
+def test_what_fcompute_returns_is_checked(result, message):
+    s, args, _, _ = _add_stage(_add8(result))
+    with pytest.raises(td.ScheduleError, match=message):
+        td.lower(s, args)
+
+
+def test_a_value_call_in_a_vectorized_loop_runs_lane_by_lane():
+    X = td.placeholder((16,), name="X")
+    Z = td.compute((16,), lambda i: td.call_extern("float32", "twice_vec", X[i]) + 1.0,
+                   name="Z")
+    s = td.create_schedule(Z.op)
+    io, ii = s[Z].split(Z.op.axis[0], factor=8)
+    s[Z].vectorize(ii)
+    s[Z].pragma(io, "import_llvm", TWICE_IR.format(name="twice_vec"))
+    assert "call_extern(float32x8" in str(td.lower(s, [X, Z]))
+    x = np.arange(16, dtype="float32")
+    z = np.full(16, np.nan, dtype="float32")
+    td.build(s, [X, Z])(x, z)
+    np.testing.assert_array_equal(z, 2 * x + 1)
+
+
+def test_an_address_varying_with_a_vectorized_loop_is_refused():
+    s, args, jo, _ = _add_stage(_add8(
+        lambda ins, outs: td.call_extern("int32", "add_rows", outs[0].access_ptr("w"),
+                                         ins[0].access_ptr("r"), 8)))
+    s[args[2]].vectorize(jo)
+    with pytest.raises(td.BuildError, match="an address given to call_extern varies with "
+                                             "the vectorized loop 'j.outer'"):
+        td.lower(s, args)
+
+
+def test_kernels_sharing_an_import_export_together(tmp_path):
+    funcs = []
+    for name in ("first", "second"):
+        X = td.placeholder((4,), name="X")
+        Z = td.compute((4,), lambda i: td.call_extern("float32", "twice_shared", X[i]),
+                       name="Z")
+        s = td.create_schedule(Z.op)
+        code = TWICE_IR.format(name="twice_shared")
+        s[Z].pragma(Z.op.axis[0], "import_llvm", code)
+        s[Z].pragma(Z.op.axis[0], "import_llvm", code)     # the same text: linked once
+        funcs.append(td.build(s, [X, Z], name=name))
+    module = td.load_module(td.export(funcs, tmp_path / "libshared.so")[0])
+    x = np.arange(4, dtype="float32")
+    for name in ("first", "second"):
+        z = np.full(4, np.nan, dtype="float32")
+        module[name](x, z)
+        np.testing.assert_array_equal(z, 2 * x)
+
+
+def test_a_c_library_function_exports(tmp_path):
+    X = td.placeholder((5,), name="X")
+    Z = td.compute((5,), lambda i: td.call_extern("float32", "sqrtf", X[i]), name="Z")
+    f = td.build(td.create_schedule(Z.op), [X, Z], name="roots")
+    module = td.load_module(td.export([f], tmp_path / "libroots.so")[0])
+    x = np.arange(5, dtype="float32")
+    z = np.full(5, np.nan, dtype="float32")
+    module["roots"](x, z)
+    np.testing.assert_allclose(z, np.sqrt(x), rtol=1e-6)
