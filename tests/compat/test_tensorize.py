@@ -222,9 +222,8 @@ def test_the_import_changes_the_compiled_kernel():
     np.testing.assert_allclose(results[1], 2 * (a @ b.T), rtol=1e-5)
 
 
-def test_an_intrinsic_written_with_vload_and_vstore():
-    """A body built with ``td.ir_builder`` from the views' ``vload``/``vstore`` (no C):
-    8 sums at a time into a 2-D output, the views' leading dimension fixed."""
+def _add8(fcompute=None):
+    """c[i] = a[i] + b[i] over 8 elements, by default from the views' vload/vstore."""
     a = td.placeholder((8,), name="a")
     b = td.placeholder((8,), name="b")
     c = td.compute((8,), lambda i: a[i] + b[i], name="c")
@@ -235,14 +234,25 @@ def test_an_intrinsic_written_with_vload_and_vstore():
             ib.emit(outs[0].vstore([v], ins[0].vload([v]) + ins[1].vload([v])))
         return ib.get()
 
-    add8 = td.decl_tensor_intrin(c.op, body, name="add8")
-    X = td.placeholder((5, 24), name="X")
-    Y = td.placeholder((5, 24), name="Y")
-    Z = td.compute((5, 24), lambda i, j: X[i, j] + Y[i, j], name="Z")
+    return td.decl_tensor_intrin(c.op, fcompute or body, name="add8")
+
+
+def _add_stage(intrin, rows=4, cols=16):
+    """Z = X + Y, its rows split by 8 and tensorized by ``intrin``."""
+    X = td.placeholder((rows, cols), name="X")
+    Y = td.placeholder((rows, cols), name="Y")
+    Z = td.compute((rows, cols), lambda i, j: X[i, j] + Y[i, j], name="Z")
     s = td.create_schedule(Z.op)
     jo, ji = s[Z].split(Z.op.axis[1], factor=8)
-    s[Z].tensorize(ji, add8)
-    f = td.build(s, [X, Y, Z])
+    s[Z].tensorize(ji, intrin)
+    return s, [X, Y, Z], jo, ji
+
+
+def test_an_intrinsic_written_with_vload_and_vstore():
+    """A body built with ``td.ir_builder`` from the views' ``vload``/``vstore`` (no C):
+    8 sums at a time into a 2-D output, the views' leading dimension fixed."""
+    s, args, _, _ = _add_stage(_add8(), rows=5, cols=24)
+    f = td.build(s, args)
     rng = np.random.default_rng(4)
     x, y = rng.random((5, 24), dtype="float32"), rng.random((5, 24), dtype="float32")
     z = np.full((5, 24), np.nan, dtype="float32")
@@ -263,70 +273,59 @@ def test_extern_calls_a_c_function_on_whole_tensors(gemv_library):
     np.testing.assert_allclose(z, x * 2.5 + 1.0)
 
 
-def _tutorial_schedule(intrin, factor=16, split_k=None):
-    A, B, C = gemm(64, 48, 64)
+def _tutorial_schedule(intrin, factor=16, split_k=None, shape=(64, 48, 64),
+                       parallel=False):
+    """The tutorial's GEMM, its columns split by ``factor`` (and its reduction by
+    ``split_k``) and tensorized by ``intrin``."""
+    A, B, C = gemm(*shape)
     s = td.create_schedule(C.op)
     x, y = C.op.axis
     yo, yi = s[C].split(y, factor=factor)
     if split_k:
         zo, zi = s[C].split(C.op.reduce_axis[0], factor=split_k)
         s[C].reorder(x, yo, zo, yi, zi)
+    if parallel:
+        s[C].parallel(x)
     s[C].tensorize(yi, intrin)
     return s, [A, B, C]
 
 
-def test_a_function_found_nowhere_is_a_build_error():
-    s, args = _tutorial_schedule(intrin_gemv(16, 64, prefix="missing_"))
-    with pytest.raises(td.BuildError, match=r"call_extern 'missing_gemv_update' \(used by "
-                                             r"the kernel\): no such function.*import_llvm"
-                                             r".*RTLD_GLOBAL"):
+@pytest.mark.parametrize("intrin, factor, split_k, error, message", [
+    (dict(m=16, l=64, prefix="missing_"), 16, None, td.BuildError,
+     r"call_extern 'missing_gemv_update' \(used by the kernel\): no such function.*"
+     r"import_llvm.*RTLD_GLOBAL"),
+    (dict(m=16, l=64), 8, None, td.ScheduleError,
+     r"expected loops of kinds .* and extents \(16, 64\).*got .*\('8', '64'\)"),
+    (dict(m=16, l=64, b_strides=[32, 1]), 16, None, td.BuildError,
+     "buffer 'B' bound to 'B'.*declares a stride of 32 where the tensor's dimension 0 "
+     "has 64"),
+    (dict(m=16, l=16), 16, 16, td.ScheduleError,
+     r"must return \(body, reset, update\) with an? (reset|update)"),
+    (dict(m=16, l=64, reduce_update=True, body_only=True), 16, None, td.ScheduleError,
+     "fcompute returned no body"),
+])
+def test_the_tutorial_schedule_refused(intrin, factor, split_k, error, message):
+    """A missing function, loops of another shape, a declared stride the tensor lacks,
+    a split reduction without reset and update, no body: each named."""
+    s, args = _tutorial_schedule(intrin_gemv(**intrin), factor=factor, split_k=split_k)
+    with pytest.raises(error, match=message):
         td.build(s, args)
 
 
-def test_loops_of_another_shape_are_refused():
-    s, args = _tutorial_schedule(intrin_gemv(16, 64), factor=8)
-    with pytest.raises(td.ScheduleError, match=r"expected loops of kinds .* and extents "
-                                               r"\(16, 64\).*got .*\('8', '64'\)"):
-        td.lower(s, args)
-
-
-def test_another_computation_is_refused():
+@pytest.mark.parametrize("body, message", [
+    # a sum of a + b where the stage sums products
+    (lambda a, b, i, k: a[k] + b[i, k], "the stage computes .*A.*\\*.*the intrinsic"),
+    # b read backwards: the stage's B[j, k] is no corner plus this index
+    (lambda a, b, i, k: a[k] * b[i, 63 - k], "'B' is indexed .* not its region's corner"),
+])
+def test_another_computation_is_refused(body, message):
     a = td.placeholder((64,), name="a")
     b = td.placeholder((16, 64), name="b")
     k = td.reduce_axis((0, 64), name="k")
-    c = td.compute((16,), lambda i: td.sum(a[k] + b[i, k], axis=k), name="c")
-    wrong = td.decl_tensor_intrin(c.op, lambda ins, outs: td.call_extern("int32", "f"))
-    s, args = _tutorial_schedule(wrong)
-    with pytest.raises(td.ScheduleError, match="the stage computes .*A.*\\*.*the intrinsic"):
-        td.lower(s, args)
-
-
-def test_operands_read_at_other_positions_are_refused():
-    a = td.placeholder((64,), name="a")
-    b = td.placeholder((16, 64), name="b")
-    k = td.reduce_axis((0, 64), name="k")
-    # b transposed: the stage reads B[j, k] where this reads b[k // 4, ...]
-    c = td.compute((16,), lambda i: td.sum(a[k] * b[i, 63 - k], axis=k), name="c")
+    c = td.compute((16,), lambda i: td.sum(body(a, b, i, k), axis=k), name="c")
     s, args = _tutorial_schedule(td.decl_tensor_intrin(
         c.op, lambda ins, outs: td.call_extern("int32", "f")))
-    with pytest.raises(td.ScheduleError, match="'B' is indexed .* not its region's corner"):
-        td.lower(s, args)
-
-
-def test_a_declared_stride_the_tensor_does_not_have_is_a_build_error():
-    s, args = _tutorial_schedule(intrin_gemv(16, 64, b_strides=[32, 1]))
-    with pytest.raises(td.BuildError, match="buffer 'B' bound to 'B'.*declares a stride of "
-                                             "32 where the tensor's dimension 0 has 64"):
-        td.lower(s, args)
-
-
-def test_a_split_reduction_needs_reset_and_update():
-    s, args = _tutorial_schedule(intrin_gemv(16, 16), split_k=16)
-    with pytest.raises(td.ScheduleError, match=r"must return \(body, reset, update\) with "
-                                               r"an? (reset|update)"):
-        td.lower(s, args)
-    s, args = _tutorial_schedule(intrin_gemv(16, 64, reduce_update=True, body_only=True))
-    with pytest.raises(td.ScheduleError, match="fcompute returned no body"):
+    with pytest.raises(td.ScheduleError, match=message):
         td.lower(s, args)
 
 
@@ -395,17 +394,10 @@ def test_random_gemv_tensorizations_match_numpy(m, tiles, l_tiles, rows, split_k
     serial or parallel rows), against numpy."""
     l = 8
     L = l * l_tiles if split_k else l
-    A, B, C = gemm(rows, m * tiles, L)
-    s = td.create_schedule(C.op)
-    x, y = C.op.axis
-    yo, yi = s[C].split(y, factor=m)
-    if split_k:
-        zo, zi = s[C].split(C.op.reduce_axis[0], factor=l)
-        s[C].reorder(x, yo, zo, yi, zi)
-    if parallel:
-        s[C].parallel(x)
-    s[C].tensorize(yi, intrin_gemv(m, l, prefix="rand_", reduce_update=True))
-    s[C].pragma(x, "import_llvm", gemv_llvm_ir("rand_"))
+    s, (A, B, C) = _tutorial_schedule(
+        intrin_gemv(m, l, prefix="rand_", reduce_update=True), factor=m,
+        split_k=l if split_k else None, shape=(rows, m * tiles, L), parallel=parallel)
+    s[C].pragma(C.op.axis[0], "import_llvm", gemv_llvm_ir("rand_"))
     a, b = _data(rows, m * tiles, L, seed=m * 100 + tiles * 10 + rows)
     c = np.full((rows, m * tiles), np.nan, dtype="float32")
     td.build(s, [A, B, C])(a, b, c)
@@ -443,30 +435,6 @@ def test_a_reducer_of_the_same_name_but_another_combine_is_refused():
     s, args = _rowsum_stage(lambda x, y: td.max(x, y), lambda x, y: x + y)
     with pytest.raises(td.ScheduleError, match="the stage computes .*max"):
         td.lower(s, args)
-
-
-def _add8(fcompute=None):
-    a = td.placeholder((8,), name="a")
-    b = td.placeholder((8,), name="b")
-    c = td.compute((8,), lambda i: a[i] + b[i], name="c")
-
-    def body(ins, outs):
-        ib = td.ir_builder.create()
-        with ib.for_range(0, 8, name="v") as v:
-            ib.emit(outs[0].vstore([v], ins[0].vload([v]) + ins[1].vload([v])))
-        return ib.get()
-
-    return td.decl_tensor_intrin(c.op, fcompute or body, name="add8")
-
-
-def _add_stage(intrin):
-    X = td.placeholder((4, 16), name="X")
-    Y = td.placeholder((4, 16), name="Y")
-    Z = td.compute((4, 16), lambda i, j: X[i, j] + Y[i, j], name="Z")
-    s = td.create_schedule(Z.op)
-    jo, ji = s[Z].split(Z.op.axis[1], factor=8)
-    s[Z].tensorize(ji, intrin)
-    return s, [X, Y, Z], jo, ji
 
 
 def test_a_store_predicate_is_not_dropped_under_tensorize():
