@@ -13,8 +13,8 @@ from .ir.op import (abs, all, any, ceil, const, erf, exp, floor, if_then_else, l
                     sqrt, tanh)
 from .lower.pipeline import lower
 from .schedule.schedule import Schedule, Stage, create_schedule
-from .te.api import (call_extern, call_packed, comm_reducer, compute, extern, max, min,
-                     placeholder, reduce_axis, scan, sum, thread_axis, var)
+from .te.api import (call_extern, call_packed, call_pure_extern, comm_reducer, compute,
+                     extern, max, min, placeholder, reduce_axis, scan, sum, thread_axis, var)
 from .te.buffer import decl_buffer
 from .runtime.packed import get_global_func, register_func
 from .te.tensor import Tensor
@@ -39,7 +39,7 @@ __all__ = [
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
     "compute", "max", "min", "placeholder", "reduce_axis", "scan", "sum", "thread_axis", "var",
     "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin", "call_packed", "extern",
-    "ir_builder", "call_extern", "decl_buffer", "decl_tensor_intrin",
+    "ir_builder", "call_extern", "call_pure_extern", "decl_buffer", "decl_tensor_intrin",
     "get_global_func", "register_func", "grad", "gradient", "hvp", "jvp", "stop_gradient", "vjp",
     "Program", "build_program", "Format", "Level", "sparse", "sparse_placeholder",
     "export", "load_module",

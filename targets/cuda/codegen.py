@@ -710,6 +710,12 @@ class _KernelWriter:
         if e.name == "vector_sum":
             v = e.args[0]
             return "(" + " + ".join(self._expr(v, k) for k in range(dt.lanes(v.dtype))) + ")"
+        if e.name == "call_extern":
+            # a device function CUDA has (__expf, __shfl_sync, ...): NVRTC resolves it
+            args = [f"(&{self.at(a.args[0].buffer, self._expr(a.args[0].index, None))})"
+                    if isinstance(a, n.Call) and a.name == "address_of"
+                    else self._expr(a, lane) for a in e.args[1:]]
+            return f"{e.args[0].value}({', '.join(args)})"
         fn = _MATH.get(e.name)
         if fn is None:
             raise BuildError(f"the CUDA code generator has no intrinsic {e.name!r}")
@@ -831,7 +837,7 @@ def headers_needed(func: n.PrimFunc) -> list[str]:
     dtypes, wmma = set(), False
     for node in post_order(func.body):
         d = getattr(node, "dtype", None)
-        if isinstance(d, str):
+        if isinstance(d, str) and d != "handle":      # (a name; an address)
             dtypes.add(dt.element(d))
         buf = getattr(node, "buffer", None)
         if buf is not None:

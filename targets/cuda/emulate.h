@@ -185,6 +185,25 @@ inline void store_matrix_sync(P* p, const F& f, unsigned ldm, layout_t) {
 #define __syncthreads() td_emu::syncthreads()
 #define __stcs(ptr, value) (void)(*(ptr) = (value))
 
+// CUDA's fast single-precision intrinsics (td.call_extern("float32", "__expf", x)):
+// computed here with the exact functions, within the intrinsics' documented error
+inline float __expf(float x) { return expf(x); }
+inline float __exp10f(float x) { return exp10f(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __log2f(float x) { return log2f(x); }
+inline float __log10f(float x) { return log10f(x); }
+inline float __sinf(float x) { return sinf(x); }
+inline float __cosf(float x) { return cosf(x); }
+inline float __tanf(float x) { return tanf(x); }
+inline float __powf(float x, float y) { return powf(x, y); }
+inline float __fdividef(float x, float y) { return x / y; }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __clz(int x) { return x ? __builtin_clz((unsigned)x) : 32; }
+inline int __mul24(int x, int y) { return ((x << 8) >> 8) * ((y << 8) >> 8); }
+
 template <class T> inline T __shfl_sync(unsigned mask, T v, int lane, int width = 32) {
   return td_emu::shuffle_call(td_emu::SHFL_IDX, mask, v, lane, width);
 }

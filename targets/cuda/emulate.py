@@ -205,7 +205,10 @@ class _Library:
     """An emulator library loaded: ``launch(k, ...)`` runs its kernel ``k``."""
 
     def __init__(self, path: Path, count: int):
-        self.lib = ctypes.CDLL(str(path))
+        try:
+            self.lib = ctypes.CDLL(str(path))
+        except OSError as err:      # a device function the emulator does not model
+            raise BuildError(f"the emulator cannot load the kernels: {err}") from None
         self.launchers = []
         for k in range(count):
             fn = getattr(self.lib, f"td_launch_{k}")

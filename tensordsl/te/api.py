@@ -212,7 +212,8 @@ def call_extern(dtype: str, func_name: str, *args) -> n.Call:
     expressions, Python ints (as int32) and floats (as float32). The CPU backend links
     the function from LLVM IR given to ``s[T].pragma(axis, "import_llvm", code)``, or
     finds it in a library the process has loaded (``ctypes.CDLL(path,
-    mode=ctypes.RTLD_GLOBAL)``); a function found in neither is a ``BuildError``."""
+    mode=ctypes.RTLD_GLOBAL)``); a function found in neither is a ``BuildError``. On
+    the GPU, ``func_name`` is a device function CUDA has (``"__expf"``)."""
     if not isinstance(func_name, str) or not func_name.isidentifier():
         raise TypeError(f"call_extern: func_name must be a C identifier, got {func_name!r}")
     values = []
@@ -232,6 +233,13 @@ def call_extern(dtype: str, func_name: str, *args) -> n.Call:
             raise TypeError(f"call_extern {func_name!r}: argument {k} must be an address "
                             f"(access_ptr), a tensor, a number or an expression, got {a!r}")
     return n.Call(dt.normalize(dtype), "call_extern", (n.StringImm(func_name), *values))
+
+
+def call_pure_extern(dtype: str, func_name: str, *args) -> n.Call:
+    """``td.call_extern`` of a function without side effects (TVM
+    ``tir.call_pure_extern``): ``td.call_pure_extern("float32", "__expf", A[i])`` on the
+    GPU, ``"expf"`` on the CPU. The IR does not tell them apart."""
+    return call_extern(dtype, func_name, *args)
 
 
 class _NestedReduce(Visitor):

@@ -24,7 +24,8 @@ file remains the one index of them:
     s[T].set_store_predicate(cond)      stores only where ``cond`` holds
     td.decl_tensor_intrin, td.decl_buffer   your own tensorize intrinsics
                                         (``schedule/tensor_intrin.py``, ``te/buffer.py``)
-    td.call_extern(dtype, name, ...)    a C function (``te/api.py``); its LLVM IR by
+    td.call_extern(dtype, name, ...)    a C function (``te/api.py``; ``call_pure_extern``
+                                        too; on the GPU a CUDA device function); its IR by
                                         ``s[T].pragma(axis, "import_llvm", code)``
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
 """TVM's "Intrinsics and Math Functions" (intrin_math.py): ``exp`` on the GPU and ``log``,
+a direct extern math call (``call_pure_extern("float32", "__expf", ...)``),
 plus the math functions and index operators a ported program reaches for (``te.*`` and
 ``tvm.tir.*``): ``floordiv``/``floormod``, ``indexdiv``/``indexmod``,
 ``truncdiv``/``truncmod``, ``Select``, ``max``/``min`` of two expressions, ``T[i][j]``."""
@@ -41,6 +42,31 @@ def test_log_on_the_gpu():
     s = td.create_schedule(B.op)
     a = np.random.default_rng(1).uniform(0.1, 3, size=N).astype("float32")
     np.testing.assert_allclose(_gpu_run(s, A, B, a), np.log(a), rtol=1e-5)
+
+
+def test_direct_extern_math_call_on_the_gpu():
+    """The tutorial's "Direct Declare Extern Math Call": CUDA's ``__expf`` by name."""
+    n = td.var("n")
+    A = td.placeholder((n,), name="A")
+    B = td.compute(A.shape, lambda i: td.call_pure_extern("float32", "__expf", A[i]),
+                   name="B")
+    s = td.create_schedule(B.op)
+    a = np.random.default_rng(5).uniform(-3, 3, size=N).astype("float32")
+    np.testing.assert_allclose(_gpu_run(s, A, B, a), np.exp(a), rtol=1e-5)
+
+
+def test_extern_math_call_on_the_cpu_vectorized():
+    """``expf`` from the C library, in a vectorized loop: called lane by lane."""
+    A, B = _unary(lambda x: td.call_pure_extern("float32", "expf", x) +
+                  td.call_pure_extern("float32", "fmaxf", x, 0.5))
+    s = td.create_schedule(B.op)
+    xo, xi = s[B].split(B.op.axis[0], factor=8)
+    s[B].vectorize(xi)
+    f = td.build(s, [A, B], "llvm")
+    a = np.random.default_rng(6).uniform(-3, 3, size=N).astype("float32")
+    b = poisoned(a.shape)
+    f(a, b)
+    np.testing.assert_allclose(b, np.exp(a) + np.maximum(a, 0.5), rtol=1e-6)
 
 
 def test_math_functions_on_the_cpu():

@@ -379,10 +379,10 @@ def test_export_builds_imported_functions_in_and_refuses_library_ones(gemv_libra
         td.export([td.build(s, args, name="gemv_library")], tmp_path / "libno.so")
 
 
-def test_the_cuda_backend_refuses_call_extern():
+def test_a_function_the_gpu_lacks_is_nvrtcs_error_naming_it():
     s, (A, B, C) = _tutorial_schedule(intrin_gemv(16, 64))
     s[C].bind(C.op.axis[0], td.thread_axis("blockIdx.x"))
-    with pytest.raises(td.BuildError, match="call_extern 'gemv_update': the CUDA backend"):
+    with pytest.raises(td.BuildError, match='identifier "gemv_update" is undefined'):
         td.build(s, [A, B, C], target="cuda")
 
 
