@@ -28,7 +28,7 @@ from .autodiff import grad, gradient, hvp, jvp, stop_gradient, vjp
 from .schedule import tensor_intrin
 from .schedule.tensor_intrin import decl_tensor_intrin
 from .sparse import Format, Level, sparse_placeholder
-from . import autotune, nd, ops, sparse
+from . import autotune, autotvm, nd, ops, sparse, target
 
 __version__ = "0.1.0"
 
@@ -38,7 +38,8 @@ __all__ = [
     "max_value", "maximum", "min_value", "minimum", "pow", "round", "select", "sigmoid",
     "sqrt", "tanh", "lower", "Schedule", "Stage", "create_schedule", "comm_reducer",
     "compute", "max", "min", "placeholder", "reduce_axis", "scan", "sum", "thread_axis", "var",
-    "Tensor", "autotune", "build", "nd", "ops", "tensor_intrin", "call_packed", "extern",
+    "Tensor", "autotune", "autotvm", "target", "build", "nd", "ops", "tensor_intrin",
+    "call_packed", "extern",
     "ir_builder", "call_extern", "call_pure_extern", "decl_buffer", "decl_tensor_intrin",
     "get_global_func", "register_func", "grad", "gradient", "hvp", "jvp", "stop_gradient", "vjp",
     "Program", "build_program", "Format", "Level", "sparse", "sparse_placeholder",

@@ -6,9 +6,10 @@ from targets.base import Target, get_backend
 
 from .lower.pipeline import lower
 from .runtime.module import Module
+from .target import resolve
 
 
-def build(schedule, args=None, target="llvm", name: str = "main",
+def build(schedule, args=None, target=None, name: str = "main",
           check_indices: bool = True) -> Module:
     """Compile ``schedule`` into a function of ``args`` (tensors, in call order).
 
@@ -20,8 +21,9 @@ def build(schedule, args=None, target="llvm", name: str = "main",
 
     ``target``: ``"llvm"`` (the host CPU; the callable takes numpy arrays) or ``"cuda"``
     / ``"cuda -arch=sm_80"`` (a GPU; the callable takes ``td.nd`` device arrays, and
-    ``f.emulate(*numpy_arrays)`` runs its kernels on the CPU). Outputs are written in
-    place. Compiled code is cached in memory and on disk
+    ``f.emulate(*numpy_arrays)`` runs its kernels on the CPU); None: the enclosing
+    ``td.target.Target`` (``with td.target.Target("llvm"):``), else ``"llvm"``. Outputs
+    are written in place. Compiled code is cached in memory and on disk
     (``$TENSORDSL_CACHE_DIR``), keyed by the lowered IR, the target and the toolchain.
 
     Reads are checked against the tensors' shapes (``lower/check_bounds.py``): out of
@@ -31,6 +33,7 @@ def build(schedule, args=None, target="llvm", name: str = "main",
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name: expected an identifier, got {name!r}")
+    target = resolve(target)
     if args is None and isinstance(schedule, (list, tuple)):
         schedule, args = _auto_schedule(list(schedule), target)
     func, binary, tgt = compile_func(schedule, args, target, name, check_indices)

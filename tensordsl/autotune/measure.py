@@ -79,13 +79,18 @@ class Runner:
 
     def _request(self, workload, config: dict, build_only: bool = False, ship: bool = False,
                  artifact: str | None = None, min_time: float | None = None) -> dict:
-        if self.proc is None or self.proc.poll() is not None:
-            self._start()
         request = {"workload": workload.key, "scheduler": workload.scheduler,
                    "source": workload.source,
                    "config": config, "repeat": self.repeat,
                    "min_time": self.min_time if min_time is None else min_time,
                    "build_only": build_only, "ship": ship, "artifact": artifact}
+        return self.exchange(request)
+
+    def exchange(self, request: dict) -> dict:
+        """Send one request to the worker and wait for its answer (or its death, or
+        the time limit)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()

@@ -160,6 +160,65 @@ def _run(workload, config, repeat: int, min_time: float, references: dict,
             "gflops": flops / med / 1e9 if flops else None}
 
 
+def _run_kernel(req: dict, references: dict) -> dict:
+    """A kernel compiled by the parent (an AutoTVM template's configuration: the
+    template lives in the parent's script, which this process cannot import), run on
+    reproducible random inputs, its outputs checked against the reference kernel's
+    (``req["reference"]``, run once per ``req["key"]``), then timed: ``repeat`` costs,
+    each the mean of ``number`` runs."""
+    try:
+        arrays = _kernel_arrays(req["args"])
+        outputs = [k for k, (_, _, out) in enumerate(req["args"]) if out]
+        if req["key"] not in references:
+            ref = _load_kernel(req["reference"])
+            ref_arrays = _kernel_arrays(req["args"])
+            ref(*ref_arrays)
+            references[req["key"]] = [ref_arrays[k] for k in outputs]
+        f = _load_kernel(req["kernel"])
+        f(*arrays)
+        for k, ref in zip(outputs, references[req["key"]]):
+            out = arrays[k]
+            scale = max(1.0, float(np.nanmax(np.abs(ref))) if ref.size else 1.0)
+            if not np.allclose(out, ref, rtol=1e-3, atol=1e-3 * scale, equal_nan=True):
+                bad = np.nanmax(np.abs(out - ref)) if out.size else 0.0
+                return {"status": "wrong",
+                        "error": f"differs from the fallback configuration by {bad:.3g}"}
+        call = direct_call(f, arrays)
+        call()
+        costs = []
+        for _ in range(int(req.get("repeat", 1))):
+            number = int(req.get("number", 1))
+            t = time.perf_counter()
+            for _ in range(number):
+                call()
+            costs.append((time.perf_counter() - t) / number)
+        return {"status": "ok", "costs": costs}
+    except Exception as err:
+        return {"status": "error", "error": f"{type(err).__name__}: {err}".strip()[:2000]}
+
+
+def _load_kernel(text: str):
+    from tensordsl.build import load_func
+    return load_func(*pickle.loads(base64.b64decode(text)))
+
+
+def _kernel_arrays(args: list) -> list:
+    """Inputs random (seeded: every kernel of a task sees the same), outputs NaN."""
+    rng = np.random.default_rng(0)
+    out = []
+    for shape, dtype, is_output in args:
+        kind = np.dtype(dtype).kind
+        if is_output:
+            out.append(np.full(shape, np.nan if kind == "f" else 0, dtype))
+        elif kind == "f":
+            out.append(rng.uniform(-1, 1, shape).astype(dtype))
+        elif kind == "b":
+            out.append(rng.integers(0, 2, shape).astype(dtype))
+        else:
+            out.append(rng.integers(-8, 8, shape).astype(dtype))
+    return out
+
+
 def direct_call(f, arrays: list):
     """A call of kernel ``f`` on ``arrays`` (already checked by a first call) as a
     compiled program makes it: straight through its entry point where it has one
@@ -211,6 +270,10 @@ def main() -> int:
             continue
         req = json.loads(line)
         try:
+            if req.get("kind") == "kernel":
+                sys.stdout.write(json.dumps(_run_kernel(req, references)) + "\n")
+                sys.stdout.flush()
+                continue
             workload = Workload.from_key(req["workload"], req.get("scheduler", "template"),
                                          req.get("source"))
             if req.get("build_only"):

@@ -143,12 +143,15 @@ def passes_for(target) -> list:
 
 
 def lower(schedule: Schedule, args, name: str = "main", stop_after: str | None = None,
-          verify_passes: bool = False, target="llvm", check_indices: bool = True,
+          verify_passes: bool = False, target=None, check_indices: bool = True,
           simple_mode: bool = False):
     """Lower a schedule to a ``PrimFunc`` taking ``args`` (tensors) in order, with the
     passes of ``target`` (``"llvm"`` or ``"cuda"``). ``check_indices``: guard reads
     whose indices cannot be bounded in advance (``checked_reads.py``). ``simple_mode``
-    is TVM's flag, accepted for ported programs: our IR always prints simply."""
+    is TVM's flag, accepted for ported programs: our IR always prints simply.
+    ``target`` None: the enclosing ``td.target.Target``, else ``"llvm"``."""
+    from ..target import resolve
+    target = resolve(target)
     if not isinstance(schedule, Schedule):
         raise TypeError(f"lower: schedule must be a td.Schedule, got {type(schedule).__name__}")
     if stop_after is not None and stop_after not in PASS_NAMES:
