@@ -49,7 +49,8 @@ class MeasureResult:
 
 
 class LocalBuilder:
-    """Compiles in this process (``timeout``, ``n_parallel`` accepted for TVM's sake)."""
+    """Compiles in this process, without a time limit (``timeout`` and ``n_parallel``
+    are accepted for TVM's sake)."""
 
     def __init__(self, timeout: float = 10, n_parallel=None, build_func="default"):
         self.timeout = timeout
@@ -86,6 +87,16 @@ class Measurer:
         self.worker = Runner(timeout=self.runner_option.timeout)
         self.args = None
         self.reference = self._compile(ConfigSpace())[0]   # the fallback
+        # run once on its own, with room to spare, so that a fallback that fails is
+        # the task's error rather than every candidate's
+        self.worker.timeout = max(60.0, 10 * self.runner_option.timeout)
+        reply = self.worker.exchange(self._request(self.reference))
+        self.worker.timeout = self.runner_option.timeout
+        if reply["status"] != "ok":
+            self.close()
+            raise RuntimeError(f"autotvm: the task's fallback configuration (the "
+                               f"reference each candidate is checked against) failed: "
+                               f"{reply['status']}: {reply.get('error', '')}")
 
     def _compile(self, config):
         """(kernel as text, argument shapes) of ``config``: (None, error) on failure."""
@@ -93,6 +104,9 @@ class Measurer:
         from ..te.tensor import PlaceholderOp
         s, args = self.task.instantiate(config)
         func, binary, target = compile_func(s, args, self.task.target)
+        if "call_packed" in repr(func.body):
+            raise ValueError("the kernel calls a td.register_func function, which the "
+                             "measuring worker process does not have")
         shapes = [[[int(d.value) for d in t.shape], t.dtype,
                    not isinstance(t.op, PlaceholderOp)] for t in args]
         if self.args is None:
@@ -105,10 +119,7 @@ class Measurer:
             kernel, _ = self._compile(config)
         except Exception as err:      # a configuration the template or compiler refuses
             return self._failed(MeasureErrorNo.COMPILE_HOST, err, start)
-        reply = self.worker.exchange({
-            "kind": "kernel", "kernel": kernel, "reference": self.reference,
-            "key": self.task.key, "args": self.args, "number": self.runner_option.number,
-            "repeat": self.runner_option.repeat})
+        reply = self.worker.exchange(self._request(kernel))
         if reply["status"] == "ok":
             return MeasureResult(tuple(reply["costs"]), MeasureErrorNo.NO_ERROR,
                                  time.time() - start, time.time())
@@ -116,6 +127,11 @@ class Measurer:
                     "timeout": MeasureErrorNo.RUN_TIMEOUT}.get(reply["status"],
                                                                MeasureErrorNo.RUNTIME_DEVICE)
         return self._failed(error_no, reply.get("error", reply["status"]), start)
+
+    def _request(self, kernel: str) -> dict:
+        return {"kind": "kernel", "kernel": kernel, "reference": self.reference,
+                "key": self.task.key, "args": self.args, "number": self.runner_option.number,
+                "repeat": self.runner_option.repeat}
 
     @staticmethod
     def _failed(error_no: int, err, start: float) -> MeasureResult:

@@ -1,7 +1,7 @@
 """AutoTVM's log files: one JSON line per measured configuration, as TVM writes them —
 ``{"input": [target, task name, args, {}], "config": {"index": i, "entity": [[knob,
 kind, value], ...]}, "result": [costs, error_no, all_cost, timestamp], "version":
-0.2}`` — so a log reads the same in either."""
+0.2}`` (a failure's costs ``[1e9]``), as TVM writes its logs."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,9 @@ def encode(inp, result) -> str:
         "input": [inp.task.target, inp.task.name, list(inp.task.args), {}],
         "config": {"index": inp.config.index, "code_hash": None,
                    "entity": inp.config.entities_json()},
-        "result": [list(result.costs), result.error_no, result.all_cost, result.timestamp],
+        # (a failure's costs are TVM's 1e9, its text stays in the result object)
+        "result": [list(result.costs) if result.error_no == 0 else [1e9], result.error_no,
+                   result.all_cost, result.timestamp],
         "version": LOG_VERSION, "tvm_version": "tensordsl"})
 
 
@@ -26,7 +28,7 @@ def load_from_file(path):
         raise FileNotFoundError(f"apply_history_best: no log file {str(path)!r}")
     out = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
             row = json.loads(line)

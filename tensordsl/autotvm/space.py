@@ -95,7 +95,7 @@ class SplitSpace:
         return len(self.entities)
 
     def fallback(self) -> SplitEntity:
-        return SplitEntity([-1] + [1] * (self.num_outputs - 1))
+        return self.entities[0]     # (TVM's: the first the filter leaves)
 
     def from_json(self, value) -> SplitEntity:
         return SplitEntity(value)
@@ -128,15 +128,18 @@ class OtherOptionSpace:
 
 
 def _tuples(choices, count: int, product: int, exact: bool):
-    """Every ``count``-tuple of ``choices`` (inner factors, outermost first) that fits
-    in ``product`` iterations: dividing them exactly where ``exact``."""
-    if count == 0:
-        yield ()
-        return
-    for c in choices:
-        if c <= product and (not exact or product % c == 0):
-            for rest in _tuples(choices, count - 1, -(-product // c), exact):
-                yield (c, *rest)
+    """Every ``count``-tuple of ``choices`` (inner factors, outermost first) whose
+    product fits in ``product`` iterations (divides it, where ``exact``), in TVM's
+    order: the innermost factor varies slowest."""
+    def grow(chosen: tuple, prod: int):
+        if len(chosen) == count:
+            yield chosen[::-1]
+            return
+        for c in choices:
+            p = prod * c
+            if p <= product and (not exact or product % p == 0):
+                yield from grow(chosen + (c,), p)
+    return grow((), 1)
 
 
 class ConfigSpace:
@@ -151,10 +154,15 @@ class ConfigSpace:
         self.is_fallback = chosen is None
 
     # ------------------------------------------------------------ declaring
-    def define_split(self, name: str, axis, num_outputs: int = 2, policy: str = "factors",
-                     max_factor=None, filter=None):
+    def define_split(self, name: str, axis, policy: str = "factors", num_outputs: int = 2,
+                     max_factor=None, filter=None, **kwargs):
         """Knob ``name``: the factors splitting ``axis`` (an IterVar of constant extent,
-        or an int) into ``num_outputs`` loops."""
+        or an int) into ``num_outputs`` loops (TVM's signature; ``no_tail`` and the
+        ``"candidate"`` policy are not supported)."""
+        if kwargs:
+            raise NotImplementedError(f"define_split {name!r}: options {sorted(kwargs)} "
+                                      "are not supported (policy, num_outputs, max_factor "
+                                      "and filter are)")
         extent = axis if isinstance(axis, int) else getattr(axis.dom, "extent", None)
         if isinstance(extent, n.IntImm):
             extent = extent.value
@@ -225,8 +233,8 @@ class ConfigSpace:
 
     def __repr__(self):
         if self.chosen:
-            return ",".join(f"[('{k}', {v})]" for k, v in self.chosen.items()) + \
-                f",None,{self.index}"
+            return "[" + ", ".join(f"('{k}', {v})" for k, v in self.chosen.items()) + \
+                f"],None,{self.index}"
         lines = [f"ConfigSpace (len={len(self)}, space_map="]
         lines += [f"   {k:2d} {name}: {space}" for k, (name, space)
                   in enumerate(self.space_map.items())]

@@ -108,6 +108,9 @@ class Task:
 
 def create(task_name: str, args, target="llvm", target_host=None) -> Task:
     """The task of template ``task_name`` on ``args`` (TVM ``autotvm.task.create``)."""
+    if str(target).split()[0] != "llvm":
+        raise ValueError(f"task.create: AutoTVM tasks here tune for the CPU (target "
+                         f"'llvm'), got {target!r}; tune GPU templates with tensordsl tune")
     if task_name not in _TEMPLATES:
         raise ValueError(f"task.create: no template named {task_name!r}; registered: "
                          f"{sorted(_TEMPLATES)}")

@@ -159,7 +159,7 @@ class _Kernels:
         self.names = [t.op.name for t in inputs]
         self.shape = tuple(const_int(d) for d in out.shape)
         self.dtype = np.dtype(out.dtype)
-        self.forward_kernel = td.build(list(inputs) + [out])      # this CPU (llvm)
+        self.forward_kernel = td.build(list(inputs) + [out], target="llvm")
         self.gradients: dict = {}   # operand index -> (kernel, shape, dtype)
 
     def forward(self, arrays) -> np.ndarray:
@@ -191,7 +191,7 @@ class _Kernels:
             import tensordsl as td
             from ..arith.simplify import const_int
             (g,), head = td.vjp(self.out, [self.inputs[k]])
-            kernel = td.build(list(self.inputs) + [head, g])
+            kernel = td.build(list(self.inputs) + [head, g], target="llvm")
             hit = self.gradients[k] = (kernel, tuple(const_int(d) for d in g.shape),
                                        np.dtype(g.dtype))
         return hit

@@ -82,7 +82,8 @@ def _kernel(rule: str, dtype: str, size: int, n_state: int, nesterov: bool = Fal
     outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
     s = td.create_schedule(outs[0].op)
     schedule_generic(s, outs[0])
-    f = td.build(s, [p, g, *state, h, *outs], name=f"{rule}_update")
+    f = td.build(s, [p, g, *state, h, *outs], name=f"{rule}_update",
+                 target="llvm")
 
     def run(*arrays):
         from tensordsl.nd import aligned_numpy

@@ -85,7 +85,7 @@ class _SparseKernels:
         self.shape = tuple(const_int(d) for d in out.shape)
         self.dtype = np.dtype(out.dtype)
         self.forward_args = [*A.placeholders(), *dense]
-        self.forward_kernel = td.build(self.forward_args + [out])
+        self.forward_kernel = td.build(self.forward_args + [out], target="llvm")
         self.gradients: dict = {}
 
     def _arrays(self, placeholders, values, dense_arrays) -> list:
@@ -132,7 +132,7 @@ class _SparseKernels:
             target = self.A.vals if k == 0 else self.dense[k - 1]
             (g,), head = td.vjp(self.out, [target])
             args = [*self.A.placeholders(), *self.dense]
-            kernel = td.build(args + [head, g])
+            kernel = td.build(args + [head, g], target="llvm")
             # (the values' adjoint has their symbolic size: this pattern's)
             shape = self.pattern.vals.shape if k == 0 else tuple(const_int(d) for d in g.shape)
             hit = self.gradients[k] = (kernel, args, shape)

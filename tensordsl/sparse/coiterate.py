@@ -316,9 +316,9 @@ class Assembly:
         """Compile both kernels (CPU): a callable on ``td.nd`` sparse arrays (CSR)."""
         from ..build import build
         from ..schedule.schedule import create_schedule
-        count = build(create_schedule(self.count.op), self.count_args(),
+        count = build(create_schedule(self.count.op), self.count_args(), target="llvm",
                       name=f"{self.name}_count", check_indices=check_indices)
-        fill = build(create_schedule(self.fill[0].op), self.fill_args(),
+        fill = build(create_schedule(self.fill[0].op), self.fill_args(), target="llvm",
                      name=f"{self.name}_fill", check_indices=check_indices)
         return AssembledKernel(self, count, fill)
 

@@ -286,7 +286,7 @@ def build(name: str, shape, dtype: str, dense_shapes, config: dict | None, block
     ``check=False``), so no per-read index checks."""
     import tensordsl as td
     s, tensors = scheduled(name, shape, dtype, dense_shapes, config, block)
-    return td.build(s, tensors, name=name, check_indices=False), tensors
+    return td.build(s, tensors, target="llvm", name=name, check_indices=False), tensors
 
 
 def _compile(name, shape, dtype, dense_shapes, config, block=()):

@@ -1,5 +1,6 @@
 """TVM's "Writing Tunable Templates and Using the Auto-tuner" (tune_simple_template.py),
-ported by renaming ``tvm.``/``te.`` to ``td.`` (``from tensordsl import autotvm``): a
+ported by renaming ``tvm.``/``te.`` to ``td.`` (``from tensordsl import autotvm``; the
+results checked with numpy arrays, not ``tvm.nd``/``tvm.testing``): a
 matmul template with knobs (v0) and splits (v1), a task, tuners, a log, and
 ``apply_history_best`` — each result compared with numpy."""
 import json
@@ -178,6 +179,9 @@ def test_failing_configurations_are_results_not_the_end(tmp_path, name, errors):
         callbacks=[lambda t, i, r: results.extend(r),
                    autotvm.callback.log_to_file(str(tmp_path / "bad.log"))])
     assert [r.error_no for r in results] == errors
+    logged = [json.loads(line)["result"] for line in (tmp_path / "bad.log").read_text()
+              .splitlines()]
+    assert [r[0] for r in logged if r[1]] == [[1e9]]     # a failure's cost, as TVM's
     with autotvm.apply_history_best(str(tmp_path / "bad.log")):
         s, args = task.func(16)
     x = np.arange(16, dtype="float32")
@@ -196,9 +200,19 @@ def test_split_spaces_match_tvms():
     assert [len(cfg.space_map[k]) for k in "abcd"] == [18, 7, 4, 2]
     assert len(cfg) == 18 * 7 * 4 * 2
     config = cfg.get(len(cfg) - 1)
-    assert config["a"].size == [-1, 12, 1] and config["d"].val == 8
+    # TVM's order: the innermost factor varies slowest
+    assert config["a"].size == [-1, 1, 12] and config["d"].val == 8
+    assert cfg.space_map["a"].entities[1].size == [-1, 2, 1]
     assert cfg.index_of(config.chosen) == len(cfg) - 1
     assert all(math.prod(e.size[1:]) <= 100 for e in cfg.space_map["b"].entities)
+    three = autotvm.ConfigSpace()
+    three.define_split("p", 100, "power2", num_outputs=3)   # TVM's positional policy
+    assert len(three.space_map["p"]) == 28                 # products of two powers <= 100
+    # the fallback is the first split the filter leaves (TVM's space[0])
+    assert cfg["c"].size == [-1, 1]
+    filtered = autotvm.ConfigSpace()
+    filtered.define_split("f", 64, filter=lambda e: e.size[-1] >= 4)
+    assert filtered["f"].size == [-1, 4]
 
 
 def test_misuse_is_refused_with_what_to_do():
@@ -216,3 +230,7 @@ def test_misuse_is_refused_with_what_to_do():
         cfg["missing"]
     with pytest.raises(NotImplementedError, match="define_reorder is not supported"):
         cfg.define_reorder("r", [], "all")
+    with pytest.raises(NotImplementedError, match=r"options \['no_tail'\] are not"):
+        cfg.define_split("s", 8, no_tail=True)
+    with pytest.raises(ValueError, match="tune for the CPU"):
+        autotvm.task.create("tutorial/matmul", args=(N, L, M, "float32"), target="cuda")
