@@ -13,33 +13,32 @@ import tensordsl as td
 from tensordsl import autotvm
 
 
-@autotvm.template("tutorial/matmul_v0")
-def matmul_v0(N, L, M, dtype):
+def _matmul(N, L, M, dtype):
+    """The tutorial's compute and schedule, before its knobs: (s, args, C, y, x, k)."""
     A = td.placeholder((N, L), name="A", dtype=dtype)
     B = td.placeholder((L, M), name="B", dtype=dtype)
     k = td.reduce_axis((0, L), name="k")
     C = td.compute((N, M), lambda i, j: td.sum(A[i, k] * B[k, j], axis=k), name="C")
     s = td.create_schedule(C.op)
     y, x = s[C].op.axis
-    k = s[C].op.reduce_axis[0]
+    return s, [A, B, C], C, y, x, s[C].op.reduce_axis[0]
+
+
+@autotvm.template("tutorial/matmul_v0")
+def matmul_v0(N, L, M, dtype):
+    s, args, C, y, x, k = _matmul(N, L, M, dtype)
     cfg = autotvm.get_config()
     cfg.define_knob("tile_y", [1, 2, 4, 8, 16])
     cfg.define_knob("tile_x", [1, 2, 4, 8, 16])
     yo, yi = s[C].split(y, cfg["tile_y"].val)
     xo, xi = s[C].split(x, cfg["tile_x"].val)
     s[C].reorder(yo, xo, k, yi, xi)
-    return s, [A, B, C]
+    return s, args
 
 
 @autotvm.template("tutorial/matmul")
 def matmul(N, L, M, dtype):
-    A = td.placeholder((N, L), name="A", dtype=dtype)
-    B = td.placeholder((L, M), name="B", dtype=dtype)
-    k = td.reduce_axis((0, L), name="k")
-    C = td.compute((N, M), lambda i, j: td.sum(A[i, k] * B[k, j], axis=k), name="C")
-    s = td.create_schedule(C.op)
-    y, x = s[C].op.axis
-    k = s[C].op.reduce_axis[0]
+    s, args, C, y, x, k = _matmul(N, L, M, dtype)
     cfg = autotvm.get_config()
     cfg.define_split("tile_y", y, num_outputs=2)
     cfg.define_split("tile_x", x, num_outputs=2)
@@ -47,7 +46,7 @@ def matmul(N, L, M, dtype):
     xo, xi = cfg["tile_x"].apply(s, C, x)
     s[C].reorder(yo, xo, k, yi, xi)
     cfg.add_flop(2 * N * L * M)
-    return s, [A, B, C]
+    return s, args
 
 
 N, L, M = 64, 48, 32
@@ -234,3 +233,26 @@ def test_misuse_is_refused_with_what_to_do():
         cfg.define_split("s", 8, no_tail=True)
     with pytest.raises(ValueError, match="tune for the CPU"):
         autotvm.task.create("tutorial/matmul", args=(N, L, M, "float32"), target="cuda")
+
+
+@td.register_func("autotvm_test_add_one")
+def _add_one(x, y):
+    y[...] = x + 1
+
+
+@autotvm.template("test/packed")
+def packed(n):
+    A = td.placeholder((n,), name="A")
+    B = td.extern((n,), [A], lambda ins, outs: td.call_packed(
+        "autotvm_test_add_one", ins[0], outs[0]), name="B")
+    cfg = autotvm.get_config()
+    cfg.define_knob("unused", [0, 1])
+    return td.create_schedule(B.op), [A, B]
+
+
+def test_a_kernel_calling_a_registered_python_function_is_refused_by_name():
+    task = autotvm.task.create("test/packed", args=(8,))
+    with pytest.raises(ValueError, match="calls a td.register_func function, which the "
+                                         "measuring worker process does not have"):
+        autotvm.tuner.GridSearchTuner(task).tune(n_trial=1,
+                                                 measure_option=autotvm.measure_option())
